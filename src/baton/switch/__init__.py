@@ -1,0 +1,41 @@
+"""The switch layer: the port every adapter implements, and the adapters (``sim``, ``sip``)."""
+
+from baton.switch.port import (
+    Cause,
+    DtmfReceived,
+    InboundCall,
+    LegAnswered,
+    LegEnded,
+    LegFailed,
+    LegRinging,
+    MeetingMode,
+    Member,
+    PlaybackFinished,
+    Prompt,
+    RecordingFinished,
+    Switch,
+    SwitchError,
+    SwitchEvent,
+    Target,
+    Tone,
+)
+
+__all__ = [
+    "Cause",
+    "DtmfReceived",
+    "InboundCall",
+    "LegAnswered",
+    "LegEnded",
+    "LegFailed",
+    "LegRinging",
+    "MeetingMode",
+    "Member",
+    "PlaybackFinished",
+    "Prompt",
+    "RecordingFinished",
+    "Switch",
+    "SwitchError",
+    "SwitchEvent",
+    "Target",
+    "Tone",
+]
