@@ -14,13 +14,18 @@ Theory of operation
 * The listener is called synchronously from the switch's own context and must not block. The core
   updates its ledger inside that call, so no event can be lost between "the switch said it" and
   "the core knows it".
-* Identifiers are opaque strings chosen by the switch (legs, playbacks, recordings) or by the
-  caller (meetings). Users are named by their stable id; the switch maps an id to its addresses
+* Identifiers are opaque strings: the core chooses the ids of outbound legs and meetings; the
+  switch chooses those of inbound legs, playbacks and recordings. Users are named by their stable id; the switch maps an id to its addresses
   (registered SIP contacts, a virtual phone).
 * A command on an unknown or ended leg raises :class:`~baton.switch.port.SwitchError` — never
   silently succeeds — except :meth:`Switch.hangup` and :meth:`Switch.clear`, which are idempotent.
 * Every command must honour cancellation: a cancelled command leaves the switch in a state that
   :meth:`Switch.clear` can return to connected-idle.
+* Events about a leg, a playback or a recording are delivered only after the command that
+  created it has returned (the core registers the id first).
+* A leg is in at most one *room* — a bridge or a meeting. :meth:`Switch.bridge` and
+  :meth:`Switch.join` take the leg out of the room it was in, in the same step, so that a user
+  moved between rooms hears no gap.
 """
 
 from __future__ import annotations
@@ -212,12 +217,14 @@ class Switch(ABC):
     # ---- legs
     @abstractmethod
     async def originate(
-        self, user: str, *, caller: str | None = None, priority: int | None = None
-    ) -> str:
-        """Start calling ``user``; return the new leg's id. Progress arrives as events.
+        self, leg: str, user: str, *, caller: str | None = None, priority: int | None = None
+    ) -> None:
+        """Start calling ``user`` on a new leg whose id ``leg`` the core chose (so that no event
+        can arrive for a leg the core does not know yet). Progress arrives as events.
 
-        Raises :class:`SwitchError` for an unknown user. An unreachable user is reported by a
-        :class:`LegFailed` event (``Cause.UNREACHABLE``), not an exception.
+        Raises :class:`SwitchError` for an unknown user or a leg id already in use. An
+        unreachable user is reported by a :class:`LegFailed` event (``Cause.UNREACHABLE``), not
+        an exception.
         """
 
     @abstractmethod
@@ -234,7 +241,8 @@ class Switch(ABC):
     # ---- media graph
     @abstractmethod
     async def bridge(self, leg_a: str, leg_b: str) -> None:
-        """Connect two legs so that each hears the other."""
+        """Connect two legs so that each hears the other; each leaves the bridge or meeting it
+        was in (its old bridge partner is left idle)."""
 
     @abstractmethod
     async def create_meeting(self, meeting: str) -> None:
@@ -242,7 +250,8 @@ class Switch(ABC):
 
     @abstractmethod
     async def join(self, meeting: str, member: Member) -> None:
-        """Add a leg to a meeting, or change its mode if it is already a member."""
+        """Add a leg to a meeting (leaving the bridge or other meeting it was in), or change its
+        mode if it is already a member."""
 
     @abstractmethod
     async def leave(self, meeting: str, leg: str) -> None:

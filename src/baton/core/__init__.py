@@ -1,0 +1,74 @@
+"""Baton's core: users, ownership, preemption, flows and CallInfos — pure asyncio.
+
+The core knows nothing of SIP, RTP, HTTP or storage; it reaches a switch only through
+:mod:`baton.switch.port`. Import from here (or from :mod:`baton`), not from the modules.
+"""
+
+from baton.core.callinfo import P2P, CallInfo, MeetingCall, PartnerPolicy
+from baton.core.errors import (
+    BatonError,
+    Busy,
+    CallFailed,
+    ClaimDenied,
+    FlowCancelled,
+    FlowInterrupted,
+    FlowUsageError,
+    NoAnswer,
+    NotOwner,
+    Preempted,
+    Rejected,
+    Superseded,
+    SwitchFailed,
+    UnknownMeeting,
+    UnknownUser,
+    Unreachable,
+    UserHungUp,
+)
+from baton.core.events import Event, EventBus
+from baton.core.flow import CancelResult, Flow, FlowSpec, FlowState, Session, flow
+from baton.core.ledger import Owner
+from baton.core.manager import UserManager
+from baton.core.model import Direction, Leg, LegState, Meeting, Playback, Recording, User
+from baton.core.priority import Priority
+
+__all__ = [
+    "P2P",
+    "BatonError",
+    "Busy",
+    "CallFailed",
+    "CallInfo",
+    "CancelResult",
+    "ClaimDenied",
+    "Direction",
+    "Event",
+    "EventBus",
+    "Flow",
+    "FlowCancelled",
+    "FlowInterrupted",
+    "FlowSpec",
+    "FlowState",
+    "FlowUsageError",
+    "Leg",
+    "LegState",
+    "Meeting",
+    "MeetingCall",
+    "NoAnswer",
+    "NotOwner",
+    "Owner",
+    "PartnerPolicy",
+    "Playback",
+    "Preempted",
+    "Priority",
+    "Recording",
+    "Rejected",
+    "Session",
+    "Superseded",
+    "SwitchFailed",
+    "UnknownMeeting",
+    "UnknownUser",
+    "Unreachable",
+    "User",
+    "UserHungUp",
+    "UserManager",
+    "flow",
+]

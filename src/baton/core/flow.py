@@ -1,0 +1,654 @@
+"""Flows and sessions: one business procedure as one task (seed §7: Go style — started and
+awaited, never switched into).
+
+A flow is an ``async def`` taking a :class:`Session` first, decorated with :func:`flow`::
+
+    @flow(priority=Priority.ROUTINE)
+    async def call(s: Session, caller: User, callee: User) -> None:
+        await s.claim(caller, callee)
+        await s.dial(callee, timeout=30)
+        await s.connect(caller, callee)
+        s.settle(P2P(caller, callee))
+
+The :class:`Session` is the flow's whole API: claims, legs, media, waits, handlers for lost users,
+compensation. Every call-control method goes through the UserManager, which checks ownership
+first (``NotOwner``) and can interrupt the await when the flow loses a user (``Preempted``,
+``UserHungUp``).
+
+Life cycle
+----------
+``RUNNING`` → ``FINISHING`` (child tasks stopped, compensations run last-in-first-out, shielded
+from cancellation and bounded by a deadline; users released; meetings it still holds destroyed)
+→ ``ENDED`` (a :class:`~baton.core.events.FlowEnded` event with the outcome: completed, failed
+or cancelled). :meth:`Flow.cancel` is idempotent and says what it did; :meth:`Flow.stop` returns
+only after the compensations ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from baton.core.errors import (
+    FlowCancelled,
+    FlowInterrupted,
+    FlowUsageError,
+    NotOwner,
+)
+from baton.core.events import CompensationRan, FlowEnded, FlowNote, FlowNotified, FlowStarted
+from baton.core.ledger import Notice, Owner
+from baton.core.manager import UserManager, _Op, notice_error
+from baton.core.model import Leg, Meeting, Playback, Recording, User
+from baton.core.priority import Priority
+from baton.switch.port import Cause, MeetingMode, Prompt, Tone
+
+if TYPE_CHECKING:
+    from baton.core.callinfo import CallInfo
+
+__all__ = ["CancelResult", "Flow", "FlowSpec", "FlowState", "Session", "flow"]
+
+R = TypeVar("R")
+Handler = Callable[[FlowInterrupted], Coroutine[Any, Any, None]]
+FlowFn = Callable[..., Coroutine[Any, Any, R]]
+
+
+class FlowSpec(Generic[R]):
+    """A registered flow procedure: the function, its name, default priority and the
+    permission a principal needs to start it (checked at the edge, by the service)."""
+
+    __slots__ = ("description", "fn", "name", "permission", "priority", "signature")
+
+    def __init__(self, fn: FlowFn[R], *, name: str, priority: int, permission: str | None) -> None:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"a flow must be an async def, not {fn!r}")
+        self.fn = fn
+        self.name = name
+        self.priority = int(priority)
+        self.permission = permission
+        self.signature = inspect.signature(fn)
+        doc = inspect.getdoc(fn) or ""
+        self.description = doc.split("\n\n", 1)[0].replace("\n", " ")
+
+    def __call__(self, s: Session, /, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, R]:
+        """Run the procedure inline, inside another flow's session (composition)."""
+        return self.fn(s, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<flow {self.name} priority={self.priority}>"
+
+
+def flow(
+    priority: int = Priority.ROUTINE, *, name: str | None = None, permission: str | None = None
+) -> Callable[[FlowFn[R]], FlowSpec[R]]:
+    """Declare a flow: ``@flow(priority=Priority.FLASH, permission="barge_in")``."""
+
+    def decorate(fn: FlowFn[R]) -> FlowSpec[R]:
+        return FlowSpec(fn, name=name or fn.__name__, priority=priority, permission=permission)
+
+    return decorate
+
+
+class FlowState(enum.Enum):
+    RUNNING = "running"
+    FINISHING = "finishing"
+    ENDED = "ended"
+
+
+class CancelResult(enum.Enum):
+    """What :meth:`Flow.cancel` did."""
+
+    CANCELLED = "cancelled"  # the flow will stop and compensate
+    ALREADY_CANCELLING = "already_cancelling"
+    ALREADY_FINISHING = "already_finishing"  # it is compensating already: nothing to do
+    ALREADY_ENDED = "already_ended"
+
+
+class _Step:
+    __slots__ = ("fn", "label", "users")
+
+    def __init__(
+        self, fn: Callable[[], Awaitable[object]], label: str, users: dict[User, int]
+    ) -> None:
+        self.fn = fn
+        self.label = label
+        self.users = users
+
+
+class Flow(Owner):
+    """A running flow: its task, priority, owned users, state and outcome (the handle that
+    :meth:`UserManager.start` returns)."""
+
+    __slots__ = (
+        "_cancel_requested",
+        "_children",
+        "_ended",
+        "_lost_log",
+        "_pending",
+        "_root_op",
+        "args",
+        "cancel_reason",
+        "error",
+        "kwargs",
+        "manager",
+        "outcome",
+        "session",
+        "spec",
+        "state",
+        "task",
+        "value",
+    )
+
+    kind = "flow"
+
+    def __init__(
+        self,
+        manager: UserManager,
+        spec: FlowSpec[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        priority: int | None,
+    ) -> None:
+        super().__init__(
+            manager.new_name(spec.name), spec.priority if priority is None else priority
+        )
+        self.manager = manager
+        self.spec = spec
+        self.args = args
+        self.kwargs = kwargs
+        self.session = Session(self)
+        self.state = FlowState.RUNNING
+        self.outcome: str | None = None
+        self.error: BaseException | None = None
+        self.value: Any = None
+        self.cancel_reason: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._cancel_requested = False
+        self._children: set[asyncio.Task[Any]] = set()
+        self._pending: list[Notice] = []
+        self._root_op: _Op | None = None
+        self._lost_log: dict[User, str] = {}
+        self._ended: asyncio.Future[str] = manager.loop.create_future()
+
+    # ---- life cycle
+
+    def _start(self) -> None:
+        args = {name: _show(v) for name, v in _bound(self.spec, self.args, self.kwargs)}
+        self.manager.events.publish(
+            FlowStarted(flow=self.name, name=self.spec.name, priority=self.priority, args=args)
+        )
+        self.task = self.manager.spawn(self._main(), self.name)
+        self.task.add_done_callback(self._task_done)
+
+    @property
+    def alive(self) -> bool:
+        return self.state is FlowState.RUNNING
+
+    async def _main(self) -> None:
+        try:
+            self.value = await self.spec.fn(self.session, *self.args, **self.kwargs)
+            self.outcome = "completed"
+        except asyncio.CancelledError:
+            # The top of the flow's own task: the cancellation is *handled* here by turning it
+            # into the flow's outcome; compensation follows.
+            self.outcome = "cancelled"
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except Exception as exc:
+            if self.outcome is None:
+                self.outcome = "failed"
+                self.error = exc
+        if self.outcome == "cancelled" and self.error is not None:
+            self.outcome = "failed"  # a child or handler crashed and cancelled us
+        await self._finish()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # Only reached with the flow not ended if it was cancelled before its first step.
+        if self.state is not FlowState.ENDED:
+            self.outcome = self.outcome or "cancelled"
+            self.state = FlowState.FINISHING
+            self._release_all()
+            self._end()
+
+    async def _finish(self) -> None:
+        self.state = FlowState.FINISHING
+        steps = self.session._steps
+        if self._children or steps or self.meetings:
+            finisher = self.manager.spawn(self._finish_async(), f"{self.name}:finish")
+            cancelled = False
+            while not finisher.done():
+                try:
+                    await asyncio.shield(finisher)
+                except asyncio.CancelledError:
+                    # Stopping a flow twice must not cut its compensation short (invariant 5);
+                    # the finisher is bounded by its own deadlines.
+                    cancelled = True
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+            if cancelled and self.outcome == "completed":
+                self.outcome = "cancelled"
+        self._release_all()
+        self._end()
+
+    async def _finish_async(self) -> None:
+        children = list(self._children)
+        for child in children:
+            child.cancel()
+        if children:
+            await asyncio.wait(children, timeout=self.manager.compensation_timeout)
+        await self._compensate()
+        for meeting in list(self.meetings):
+            await self.manager.destroy_meeting(self, meeting)
+
+    async def _compensate(self) -> None:
+        steps = self.session._steps
+        timeout = self.manager.compensation_timeout
+        bus = self.manager.events
+        while steps:
+            step = steps.pop()
+            lost = [u for u, epoch in step.users.items() if self.users.get(u) != epoch]
+            if lost:
+                bus.publish(
+                    CompensationRan(
+                        flow=self.name,
+                        step=step.label,
+                        outcome="skipped",
+                        detail="no longer owns " + ", ".join(u.id for u in lost),
+                    )
+                )
+                continue
+            try:
+                async with asyncio.timeout(timeout):
+                    await step.fn()
+            except TimeoutError:
+                bus.publish(
+                    CompensationRan(
+                        flow=self.name,
+                        step=step.label,
+                        outcome="timeout",
+                        detail=f"took more than {timeout} s",
+                    )
+                )
+            except Exception as exc:
+                bus.publish(
+                    CompensationRan(
+                        flow=self.name,
+                        step=step.label,
+                        outcome="failed",
+                        detail=f"{type(exc).__name__}: {exc}",
+                    )
+                )
+            else:
+                bus.publish(CompensationRan(flow=self.name, step=step.label, outcome="ran"))
+
+    def _release_all(self) -> None:
+        for user in list(self.users):
+            self.manager.release(self, user, "released")
+        # A claim still preempting for us will find us gone and grant nobody.
+        for rec in self.manager.ledger.records.values():
+            p = rec.preemption
+            if p is not None and p.claimer is self:
+                p.claimer = None
+                if rec.owner is self:
+                    self.manager.ledger.hand_over(rec, None, "released")
+
+    def _end(self) -> None:
+        for meeting in list(self.meetings):  # only if the finisher could not destroy them
+            self.manager._drop_meeting(meeting)
+        self.state = FlowState.ENDED
+        err = None if self.error is None else f"{type(self.error).__name__}: {self.error}"
+        self.manager.events.publish(
+            FlowEnded(flow=self.name, outcome=self.outcome or "?", error=err)
+        )
+        self.manager.flows.pop(self.name, None)
+        if not self._ended.done():
+            self._ended.set_result(self.outcome or "?")
+
+    # ---- control
+
+    def cancel(self, reason: str | None = None) -> CancelResult:
+        """Ask the flow to stop. Idempotent: cancelling a flow that is finishing or has ended is
+        a no-op that says so (seed §8)."""
+        if self.state is FlowState.ENDED:
+            return CancelResult.ALREADY_ENDED
+        if self.state is FlowState.FINISHING:
+            return CancelResult.ALREADY_FINISHING
+        if self._cancel_requested:
+            return CancelResult.ALREADY_CANCELLING
+        self._cancel_requested = True
+        self.cancel_reason = reason
+        assert self.task is not None
+        self.task.cancel(f"flow {self.name} cancelled: {reason}")
+        return CancelResult.CANCELLED
+
+    async def stop(self, reason: str | None = None) -> str:
+        """Cancel and wait until the flow has ended (its compensations ran); return the
+        outcome."""
+        self.cancel(reason)
+        return await self.wait()
+
+    async def wait(self) -> str:
+        """Wait for the end; return the outcome (``completed``, ``failed``, ``cancelled``)."""
+        return await asyncio.shield(self._ended)
+
+    async def result(self) -> Any:
+        """Wait for the end; return the flow's value, re-raise its error, or raise
+        :class:`FlowCancelled`."""
+        outcome = await self.wait()
+        if outcome == "failed" and self.error is not None:
+            raise self.error
+        if outcome == "cancelled":
+            raise FlowCancelled(self.name, self.cancel_reason)
+        return self.value
+
+    @property
+    def ended(self) -> bool:
+        return self.state is FlowState.ENDED
+
+    # ---- owner hooks (called by the manager)
+
+    def _lost_how(self, user: User) -> str | None:
+        return self._lost_log.get(user)
+
+    def _enter_op(self) -> None:
+        if self._pending and self.state is FlowState.RUNNING:
+            task = asyncio.current_task()
+            if task is self.task:
+                raise notice_error(self, self._pending.pop(0))
+
+    def _op_started(self, op: _Op) -> None:
+        if op.task is self.task:
+            self._root_op = op
+
+    def _op_ended(self, op: _Op) -> None:
+        if self._root_op is op:
+            self._root_op = None
+
+    def _lost(self, user: User, notice: Notice, told: bool) -> None:
+        self._lost_log[user] = notice.describe()
+        bus = self.manager.events
+        if self.state is not FlowState.RUNNING:
+            return
+        handler = self.session._handlers.get((notice.kind, user))
+        if handler is not None:
+            via = "handler"
+            self.session.spawn(
+                handler(notice_error(self, notice)), f"{self.name}:on_{notice.kind}:{user.id}"
+            )
+        elif told:
+            via = "operation"
+        else:
+            root = self._root_op
+            if root is not None and root.wait and root.notice is None:
+                self.manager.interrupt(root, notice, hold=False)
+                via = "operation"
+            else:
+                self._pending.append(notice)
+                via = "pending"
+        bus.publish(
+            FlowNotified(flow=self.name, user=user.id, notice=notice.kind, via=via, by=notice.by)
+        )
+
+    def _child_done(self, task: asyncio.Task[Any]) -> None:
+        self._children.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and self.state is FlowState.RUNNING and self.error is None:
+            self.error = exc
+            self.outcome = "failed"
+            assert self.task is not None
+            self.task.cancel(f"child task {task.get_name()} failed")
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name} {self.state.value} priority={self.priority}>"
+
+
+class Session:
+    """The flow's API. Every method that touches a user checks that this flow owns it, and
+    raises :class:`~baton.core.errors.NotOwner` (sending nothing) if not.
+
+    While a method is awaiting, the flow may lose a user it names: the method then raises
+    :class:`~baton.core.errors.Preempted` or :class:`~baton.core.errors.UserHungUp`. A flow that
+    loses a user it is *not* operating on is told by the handler it registered
+    (:meth:`on_preempted`, :meth:`on_hangup`), or else by the wait it is in (``dial``,
+    ``collect``, ``sleep``, ``wait_hangup``, a waited ``play``) raising the notice, or else at
+    its next operation.
+    """
+
+    __slots__ = ("_handlers", "_steps", "data", "flow", "manager")
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.manager = flow.manager
+        self.data: dict[str, Any] = {}
+        self._handlers: dict[tuple[str, User], Handler] = {}
+        self._steps: list[_Step] = []
+
+    # ---- who am I
+
+    @property
+    def name(self) -> str:
+        return self.flow.name
+
+    @property
+    def priority(self) -> int:
+        return self.flow.priority
+
+    @property
+    def users(self) -> list[User]:
+        """The users this flow holds now."""
+        return list(self.flow.users)
+
+    def owns(self, user: User) -> bool:
+        rec = self.manager.rec(user)
+        return rec.owner is self.flow and rec.preemption is None
+
+    def user(self, user_id: str) -> User:
+        return self.manager.user(user_id)
+
+    def now(self) -> float:
+        return self.manager.now()
+
+    # ---- ownership
+
+    async def claim(
+        self, *users: User, wait: float | None = None, reason: str | None = None
+    ) -> None:
+        """Take ``users`` by the preemption protocol. A user held at a lower priority is
+        preempted; at an equal or higher one the claim fails at once with
+        :class:`~baton.core.errors.ClaimDenied`, or queues up to ``wait`` seconds. Raises
+        :class:`~baton.core.errors.Superseded` if a newer preemption overtakes this one."""
+        if not users:
+            raise FlowUsageError("claim needs at least one user")
+        self.flow._enter_op()
+        await self.manager.claim(self.flow, users, wait=wait, reason=reason)
+
+    def release(self, *users: User) -> None:
+        """Give users back. Their legs stay up; a leg nobody claims is hung up after the
+        grace period."""
+        for user in users:
+            self.manager.release(self.flow, user)
+
+    def settle(self, callinfo: CallInfo) -> CallInfo:
+        """Hand users this flow owns to a stable CallInfo (P2P or MeetingCall) that outlives
+        the flow. Synchronous: the ledger changes at once."""
+        callinfo._settle(self.flow)
+        return callinfo
+
+    def callinfo_of(self, user: User) -> CallInfo | None:
+        """The CallInfo holding ``user``, if one does."""
+        return self.manager.callinfo_of(user)
+
+    def on_preempted(self, user: User, handler: Handler) -> None:
+        """Run ``handler(Preempted)`` in a task of this flow if ``user`` is taken by a
+        higher-priority flow."""
+        self._handlers[("preempted", user)] = handler
+
+    def on_hangup(self, user: User, handler: Handler) -> None:
+        """Run ``handler(UserHungUp)`` in a task of this flow if ``user`` hangs up."""
+        self._handlers[("hung_up", user)] = handler
+
+    def on_lost(self, user: User, handler: Handler) -> None:
+        """Both :meth:`on_preempted` and :meth:`on_hangup`."""
+        self.on_preempted(user, handler)
+        self.on_hangup(user, handler)
+
+    def compensate(
+        self, step: Callable[[], Awaitable[object]], *users: User, label: str | None = None
+    ) -> None:
+        """Register an undo step. When the flow ends (however it ends) the steps run
+        last-in-first-out; a step that names users runs only if the flow still owns all of them
+        under the epoch it has now (it lost none of them in between)."""
+        epochs: dict[User, int] = {}
+        for user in users:
+            epoch = self.flow.users.get(user)
+            if epoch is None:
+                raise NotOwner(user, self.name, None, self.flow._lost_how(user))
+            epochs[user] = epoch
+        name: str = label or getattr(step, "__name__", None) or "step"
+        self._steps.append(_Step(step, name, epochs))
+
+    # ---- legs
+
+    def leg_of(self, user: User) -> Leg | None:
+        return self.manager.leg_of(user)
+
+    async def dial(self, user: User, *, timeout: float = 30.0, caller: User | None = None) -> Leg:
+        """Call ``user`` and wait for the answer (or join the call already ringing there).
+        Raises ``NoAnswer``, ``Busy``, ``Rejected``, ``Unreachable``."""
+        return await self.manager.dial(self.flow, user, timeout=timeout, caller=caller)
+
+    async def answer(self, user: User) -> Leg:
+        """Answer ``user``'s inbound call."""
+        return await self.manager.answer(self.flow, user)
+
+    async def hangup(
+        self, user: User, cause: Cause = Cause.NORMAL, reason: str | None = None
+    ) -> None:
+        """End ``user``'s call. The user stays yours (idle) until released."""
+        await self.manager.hangup(self.flow, user, cause, reason)
+
+    async def wait_hangup(self, user: User) -> Cause:
+        """Wait until ``user``'s call ends; return why."""
+        return await self.manager.wait_hangup(self.flow, user)
+
+    # ---- media
+
+    async def connect(self, a: User, b: User) -> None:
+        """Bridge two connected users: each hears the other."""
+        await self.manager.connect(self.flow, a, b)
+
+    async def meeting(
+        self, *members: User, id: str | None = None, mode: MeetingMode = MeetingMode.SPEAK
+    ) -> Meeting:
+        """Create a meeting this flow holds and put ``members`` in it. It is destroyed when the
+        flow ends unless settled into a MeetingCall."""
+        m = await self.manager.create_meeting(self.flow, id)
+        for user in members:
+            await self.manager.join(self.flow, m, user, mode)
+        return m
+
+    async def join(
+        self,
+        meeting: Meeting,
+        user: User,
+        mode: MeetingMode = MeetingMode.SPEAK,
+        *,
+        whisper_to: User | None = None,
+    ) -> None:
+        """Put ``user`` in ``meeting`` (or change its mode there)."""
+        await self.manager.join(self.flow, meeting, user, mode, whisper_to)
+
+    async def leave(self, meeting: Meeting, user: User) -> None:
+        await self.manager.leave(self.flow, meeting, user)
+
+    async def end_meeting(self, meeting: Meeting) -> None:
+        """Destroy a meeting this flow holds; members stay up, connected-idle."""
+        await self.manager.destroy_meeting(self.flow, meeting)
+
+    async def play(
+        self,
+        target: User | Meeting,
+        media: Tone | Prompt | str,
+        *,
+        loop: bool = False,
+        wait: bool = True,
+    ) -> Playback:
+        """Play a tone (``"preemption"`` or ``Tone(...)``) or a prompt (``Prompt(path)``) to a
+        user or a meeting this flow holds; wait for the end unless ``wait=False`` or
+        ``loop=True``."""
+        if isinstance(media, str):
+            media = Tone(media)
+        return await self.manager.play(self.flow, target, media, loop=loop, wait=wait)
+
+    async def stop(self, playback: Playback) -> None:
+        await self.manager.stop_play(self.flow, playback)
+
+    async def record(self, target: User | Meeting, path: str) -> Recording:
+        return await self.manager.record(self.flow, target, path)
+
+    async def stop_recording(self, recording: Recording) -> None:
+        await self.manager.stop_record(self.flow, recording)
+
+    async def clear(self, user: User) -> None:
+        """Return ``user`` to connected-idle: no playback, no recording, no bridge or meeting."""
+        await self.manager.clear(self.flow, user)
+
+    async def collect(
+        self,
+        user: User,
+        *,
+        max_digits: int = 1,
+        timeout: float = 10.0,
+        terminators: str = "#",
+    ) -> str:
+        """Collect DTMF digits from ``user``."""
+        return await self.manager.collect(
+            self.flow, user, max_digits=max_digits, timeout=timeout, terminators=terminators
+        )
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep; news about lost users is delivered here."""
+        await self.manager.sleep(self.flow, seconds)
+
+    # ---- structure
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        """Run ``coro`` as a child task of this flow. It is cancelled when the flow ends; if it
+        fails, the flow fails."""
+        if self.flow.state is not FlowState.RUNNING:
+            coro.close()
+            raise FlowUsageError(f"{self.name} is {self.flow.state.value}: no new tasks")
+        task = self.manager.spawn(coro, name or f"{self.name}:child")
+        self.flow._children.add(task)
+        task.add_done_callback(self.flow._child_done)
+        return task
+
+    def note(self, text: str) -> None:
+        """Write a line in the flow's trace (shown by ``baton demo`` and the console)."""
+        self.manager.events.publish(FlowNote(flow=self.name, text=text))
+
+
+def _bound(
+    spec: FlowSpec[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> list[tuple[str, Any]]:
+    """The flow's arguments by name (the session excluded); bad arguments fail at start."""
+    try:
+        bound = spec.signature.bind(None, *args, **kwargs)
+    except TypeError as exc:
+        raise FlowUsageError(f"bad arguments for flow {spec.name}: {exc}") from None
+    first = next(iter(spec.signature.parameters))
+    return [(k, v) for k, v in bound.arguments.items() if k != first]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, User | Meeting):
+        return value.id
+    if isinstance(value, (list, tuple)):
+        return ",".join(_show(v) for v in value)
+    return str(value)

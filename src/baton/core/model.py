@@ -1,0 +1,176 @@
+"""The domain objects flows pass around: :class:`User`, :class:`Leg`, :class:`Meeting`,
+:class:`Playback`, :class:`Recording`.
+
+A user is identified by the object (its stable ``id``), never by a phone number (seed §2). The
+mutable call state of a user — its owner, its leg, its media — lives in the UserManager's ledger,
+not on the object, so that only the manager can change it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from baton.switch.port import Cause, MeetingMode, Prompt, Tone
+
+if TYPE_CHECKING:
+    from baton.core.ledger import Owner
+
+__all__ = [
+    "Direction",
+    "Leg",
+    "LegState",
+    "Meeting",
+    "MemberState",
+    "Playback",
+    "Recording",
+    "User",
+]
+
+
+class User:
+    """A party: a phone, a dispatcher position, a PoC terminal.
+
+    ``keep`` marks an always-on line (a dispatcher's position) that the leak collector never
+    hangs up; ``grace`` overrides the manager's collection grace period for this user.
+    """
+
+    __slots__ = ("grace", "id", "keep", "name", "numbers")
+
+    def __init__(
+        self,
+        id: str,
+        *,
+        name: str | None = None,
+        numbers: tuple[str, ...] = (),
+        keep: bool = False,
+        grace: float | None = None,
+    ) -> None:
+        if not id or not isinstance(id, str):
+            raise ValueError(f"a user id must be a non-empty string, not {id!r}")
+        self.id = id
+        self.name = name or id
+        self.numbers = tuple(numbers)
+        self.keep = keep
+        self.grace = grace
+
+    def __repr__(self) -> str:
+        return f"User({self.id!r})"
+
+
+class Direction(enum.Enum):
+    INBOUND = "inbound"  # the user called in
+    OUTBOUND = "outbound"  # Baton called the user
+
+
+class LegState(enum.Enum):
+    DIALLING = "dialling"
+    RINGING = "ringing"
+    CONNECTED = "connected"
+    ENDED = "ended"
+
+
+class Leg:
+    """One call connection between a user and the switch. A user has at most one live leg.
+
+    The leg's fate (answered or failed) is a future any owner can await, which is how a ringing
+    call survives a change of owner (DESIGN.md invariant 4).
+    """
+
+    __slots__ = ("_ended", "_outcome", "cause", "deadline", "direction", "id", "state", "user")
+
+    def __init__(self, id: str, user: User, direction: Direction, state: LegState) -> None:
+        self.id = id
+        self.user = user
+        self.direction = direction
+        self.state = state
+        self.cause: Cause | None = None
+        self.deadline = 0.0  # when an unanswered outbound leg is given up (loop time)
+        self._outcome: asyncio.Future[None] | None = None
+        self._ended: asyncio.Future[Cause] | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state is not LegState.ENDED
+
+    @property
+    def connected(self) -> bool:
+        return self.state is LegState.CONNECTED
+
+    def outcome(self) -> asyncio.Future[None]:
+        """A future resolved when the leg connects, or failed with the cause when it ends
+        unanswered. (Created on first use: most legs are never awaited twice.)"""
+        if self._outcome is None:
+            self._outcome = asyncio.get_running_loop().create_future()
+            if self.state is LegState.CONNECTED or self.state is LegState.ENDED:
+                self._outcome.set_result(None)
+        return self._outcome
+
+    def ended(self) -> asyncio.Future[Cause]:
+        """A future resolved with the cause when the leg ends."""
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+            if self.state is LegState.ENDED:
+                self._ended.set_result(self.cause or Cause.NORMAL)
+        return self._ended
+
+    def _resolve(self) -> None:
+        if self._outcome is not None and not self._outcome.done():
+            self._outcome.set_result(None)
+        if self.state is LegState.ENDED and self._ended is not None and not self._ended.done():
+            self._ended.set_result(self.cause or Cause.NORMAL)
+
+    def __repr__(self) -> str:
+        return f"Leg({self.id!r}, {self.user.id!r}, {self.direction.value}, {self.state.value})"
+
+
+@dataclass(slots=True)
+class MemberState:
+    mode: MeetingMode
+    whisper_to: User | None = None
+
+
+class Meeting:
+    """A mixing room on the switch (the seed's *meet*). ``holder`` is the flow or MeetingCall
+    that answers for its lifetime; members are users with a mode each."""
+
+    __slots__ = ("ended", "holder", "id", "members", "permanent")
+
+    def __init__(self, id: str, holder: Owner | None, *, permanent: bool = False) -> None:
+        self.id = id
+        self.holder = holder
+        self.members: dict[User, MemberState] = {}
+        self.ended = False
+        self.permanent = permanent
+
+    def __repr__(self) -> str:
+        return f"Meeting({self.id!r}, members={[u.id for u in self.members]})"
+
+
+class Playback:
+    """A prompt or tone being played to a user or a meeting."""
+
+    __slots__ = ("completed", "done", "id", "loop", "media", "target")
+
+    def __init__(self, id: str, target: User | Meeting, media: Tone | Prompt, loop: bool) -> None:
+        self.id = id
+        self.target = target
+        self.media = media
+        self.loop = loop
+        self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.completed = False
+
+
+class Recording:
+    """A recording of a user or a meeting to a WAV file."""
+
+    __slots__ = ("done", "id", "path", "seconds", "target")
+
+    def __init__(self, id: str, target: User | Meeting, path: str) -> None:
+        self.id = id
+        self.target = target
+        self.path = path
+        self.seconds = 0.0
+        self.done: asyncio.Future[float] = asyncio.get_running_loop().create_future()

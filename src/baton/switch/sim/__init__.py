@@ -1,0 +1,25 @@
+"""The ``sim`` switch adapter: virtual phones in memory, for fast, deterministic flow tests."""
+
+from baton.switch.sim.switch import (
+    Behaviour,
+    SimLeg,
+    SimPhone,
+    SimSwitch,
+    answers,
+    busy,
+    never_answers,
+    rejects,
+    unreachable,
+)
+
+__all__ = [
+    "Behaviour",
+    "SimLeg",
+    "SimPhone",
+    "SimSwitch",
+    "answers",
+    "busy",
+    "never_answers",
+    "rejects",
+    "unreachable",
+]

@@ -1,0 +1,148 @@
+"""A test world: a UserManager on a sim switch with virtual phones, checked as it runs.
+
+::
+
+    async def test_call() -> None:
+        w = World("alice", "bob")
+        f = w.start(call, w["alice"], w["bob"])
+        await w.run(5)                      # five virtual seconds
+        assert w.hears("alice") == {"bob"}
+        w.assert_ok()                       # every invariant held at every step
+
+The world installs the manager as the sim's auditor (so a command from a non-owner is caught at
+the switch) and, with ``checked=True`` (the default), re-checks DESIGN.md's invariants after every
+burst of events — between loop callbacks, when every synchronous step of the core is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from baton.core.events import Event
+from baton.core.flow import Flow, FlowSpec
+from baton.core.invariants import check, check_event_order, check_quiescent
+from baton.core.manager import UserManager
+from baton.core.model import User
+from baton.switch.sim import Behaviour, SimSwitch
+
+__all__ = ["World"]
+
+
+class World:
+    """A manager, a sim switch, users with phones, and an invariant watch."""
+
+    def __init__(
+        self,
+        *users: str | User,
+        grace: float = 5.0,
+        behaviour: Behaviour | None = None,
+        latency: dict[str, float] | None = None,
+        checked: bool = True,
+        history: int = 100_000,
+    ) -> None:
+        self.sim = SimSwitch(default=behaviour, latency=latency)
+        self.manager = UserManager(self.sim, grace=grace, history=history)
+        self.sim.set_auditor(self.manager.audit_command)
+        self.violations: list[str] = []
+        self._check_armed = False
+        self.checked = checked
+        if checked:
+            self.manager.events.subscribe(self._on_event)
+        for user in users:
+            self.add(user)
+
+    # ---- users
+
+    def add(self, user: str | User, behaviour: Behaviour | None = None, **kw: Any) -> User:
+        """Add a user (by id or object) with a virtual phone."""
+        u = user if isinstance(user, User) else User(user, **kw)
+        self.manager.add_user(u)
+        self.sim.add_phone(u.id, behaviour)
+        return u
+
+    def __getitem__(self, user_id: str) -> User:
+        return self.manager.user(user_id)
+
+    def behave(self, user_id: str, behaviour: Behaviour) -> None:
+        self.sim.behave(user_id, behaviour)
+
+    # ---- running
+
+    def start(
+        self, spec: FlowSpec[Any], /, *args: Any, priority: int | None = None, **kwargs: Any
+    ) -> Flow:
+        return self.manager.start(spec, *args, priority=priority, **kwargs)
+
+    async def run(self, seconds: float = 0.0) -> None:
+        """Let ``seconds`` of (virtual) time pass, then let every ready callback run."""
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        await self.idle()
+
+    @staticmethod
+    async def idle(rounds: int = 20) -> None:
+        """Let the loop run its ready callbacks (a few rounds) without advancing time."""
+        for _ in range(rounds):
+            await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        await self.manager.close()
+        await self.sim.close()
+
+    # ---- looking
+
+    def hears(self, user_id: str) -> set[str]:
+        """Who and what ``user_id`` hears now (user ids, ``tone:x``, ``prompt:p``)."""
+        return self.sim.hears(user_id)
+
+    def owner(self, user_id: str) -> str | None:
+        owner = self.manager.owner_of(self[user_id])
+        return owner.name if owner is not None else None
+
+    def state(self, user_id: str) -> str:
+        return self.manager.state_of(self[user_id])
+
+    def heard(self, user_id: str) -> list[str]:
+        """Everything ever played to ``user_id``, in order."""
+        return [what for _, what in self.sim.phones[user_id].heard]
+
+    @property
+    def events(self) -> list[Event]:
+        return list(self.manager.events.history)
+
+    def kinds(self, *kinds: str) -> list[Event]:
+        return [e for e in self.manager.events.history if e.kind in kinds]
+
+    # ---- checking
+
+    def _on_event(self, _: Event) -> None:
+        if not self._check_armed:
+            self._check_armed = True
+            self.manager.loop.call_soon(self._check_now)
+
+    def _check_now(self) -> None:
+        self._check_armed = False
+        for problem in check(self.manager):
+            if problem not in self.violations:
+                self.violations.append(problem)
+
+    def problems(self, *, quiescent: bool = False) -> list[str]:
+        """Violations seen so far, plus the event-order check, plus (``quiescent``) the
+        end-of-scenario check that nothing leaked."""
+        found = list(self.violations)
+        self._check_now()
+        found = list(dict.fromkeys([*found, *self.violations]))
+        found += check_event_order(self.events)
+        if quiescent:
+            found += check_quiescent(self.manager)
+        return found
+
+    def assert_ok(self, *, quiescent: bool = False) -> None:
+        problems = self.problems(quiescent=quiescent)
+        assert not problems, "invariant violations:\n  " + "\n  ".join(problems)
+
+
+def users(world: World, *ids: str) -> Iterable[User]:
+    return [world[i] for i in ids]
