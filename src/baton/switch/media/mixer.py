@@ -1,0 +1,592 @@
+"""The media graph: ports, bridges, meetings, playbacks and recordings, mixed on a 20 ms tick.
+
+Sans-IO: no sockets, no clock. The engine feeds each tick's decoded input frames and sends what
+comes out; tests do the same with generated frames.
+
+Vocabulary
+----------
+* **Port** — one leg's media endpoint, named by the leg id. A port with no edges is
+  *connected-idle*: it hears silence.
+* **Room** — a set of ports that hear each other. A **bridge** is a two-port room (each hears
+  the other); a **meeting** is an N-port room where each member hears the mix of the others minus
+  itself, by mode (:class:`~baton.switch.port.MeetingMode`): SPEAK is heard by all; LISTEN and
+  MUTED hear but are heard by none; WHISPER is heard only by its ``whisper_to`` member.
+* **Playback** — a PCM source (tone or prompt) played once or looped to a port, or to a meeting
+  (every member hears it).
+* **Recording** — a sink written every tick: of a port, what the phone says plus what it hears;
+  of a meeting, the full mix (speakers, whisperers and the meeting's playbacks — everything said
+  in the room; listeners and muted members are not in it, since nobody hears them).
+
+Direct relay
+------------
+A straight two-party bridge — both ports in that bridge only, no playback, no recording — needs no
+mixing: what A hears is exactly what B says. Such ports are *direct*: :meth:`Mixer.direct_peer`
+names the peer, the engine relays their packets on arrival without decoding, and the tick skips
+them. Every graph change recomputes this; :meth:`Mixer.take_direct_changes` tells the engine which
+ports switched, so it can start or stop feeding their jitter buffers.
+
+Mixing
+------
+Per tick, inputs are stacked into one int32 matrix; per room, the sum of its speakers is added to
+every member's row and each speaker's own input subtracted again (N-1 mixing in O(N), not O(N²));
+whispers and playbacks are added on top; one clip to int16 at the end (saturation, never wrap).
+
+Events (:meth:`Mixer.take_events`): :class:`~baton.switch.port.PlaybackFinished` (``completed``
+False when stopped or cut short by a clear or a destroy) and
+:class:`~baton.switch.port.RecordingFinished`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from baton.switch.port import (
+    MeetingMode,
+    Member,
+    PlaybackFinished,
+    RecordingFinished,
+    SwitchError,
+    Target,
+)
+
+__all__ = [
+    "FRAME",
+    "MediaError",
+    "MixOutput",
+    "Mixer",
+    "Playback",
+    "RecordingSink",
+]
+
+FRAME: Final = 160  # 20 ms at 8 kHz
+Pcm = npt.NDArray[np.int16]
+MixerEvent = PlaybackFinished | RecordingFinished
+
+
+class MediaError(SwitchError):
+    """A media command named something that does not exist (a port, a meeting) or is invalid."""
+
+    code = "media-error"
+
+
+class RecordingSink(Protocol):
+    """Where a recording goes (a :class:`~baton.switch.media.wav.WavWriter` is one)."""
+
+    path: str
+
+    def write(self, pcm: Pcm) -> None: ...
+
+    def close(self) -> float:
+        """Finish; return the seconds recorded. Idempotent."""
+        ...
+
+
+class Playback:
+    """A PCM source read one frame per tick, once or looped."""
+
+    __slots__ = ("id", "loop", "pcm", "pos", "target")
+
+    def __init__(self, playback_id: str, target: Target, pcm: Pcm, *, loop: bool) -> None:
+        if loop and len(pcm) == 0:
+            raise MediaError("cannot loop an empty source")
+        self.id = playback_id
+        self.target = target
+        self.pcm = pcm
+        self.loop = loop
+        self.pos = 0
+
+    @property
+    def finished(self) -> bool:
+        return not self.loop and self.pos >= len(self.pcm)
+
+    def read(self) -> Pcm:
+        """The next frame (zero-padded past the end of a one-shot source)."""
+        pcm, pos = self.pcm, self.pos
+        end = pos + FRAME
+        if end <= len(pcm):
+            self.pos = end if end < len(pcm) or not self.loop else 0
+            return pcm[pos:end]
+        if self.loop:
+            n = len(pcm)
+            idx = (np.arange(pos, end)) % n
+            self.pos = end % n
+            return pcm[idx]
+        out = np.zeros(FRAME, dtype=np.int16)
+        out[: len(pcm) - pos] = pcm[pos:]
+        self.pos = len(pcm)
+        return out
+
+
+@dataclass(slots=True)
+class _Recording:
+    id: str
+    target: Target
+    sink: RecordingSink
+
+
+class _Room:
+    __slots__ = ("id", "is_bridge", "members", "playbacks", "recordings")
+
+    def __init__(self, room_id: str, *, is_bridge: bool) -> None:
+        self.id = room_id
+        self.is_bridge = is_bridge
+        self.members: dict[str, Member] = {}
+        self.playbacks: dict[str, Playback] = {}
+        self.recordings: dict[str, _Recording] = {}
+
+
+class _Port:
+    __slots__ = ("bridge", "direct_peer", "id", "meetings", "playbacks", "recordings")
+
+    def __init__(self, port_id: str) -> None:
+        self.id = port_id
+        self.bridge: _Room | None = None
+        self.meetings: dict[str, _Room] = {}
+        self.playbacks: dict[str, Playback] = {}
+        self.recordings: dict[str, _Recording] = {}
+        self.direct_peer: str | None = None
+
+
+@dataclass(slots=True)
+class MixOutput:
+    """One tick's output: ``pcm[i]`` is what ``legs[i]`` hears; ``active[i]`` is False when that
+    row is all zeros (the engine sends a cached silence payload instead of encoding)."""
+
+    legs: list[str]
+    pcm: Pcm
+    active: npt.NDArray[np.bool_]
+
+
+class _RoomPlan:
+    __slots__ = ("room", "rows", "speak_rows", "whispers")
+
+    def __init__(
+        self,
+        room: _Room,
+        rows: npt.NDArray[np.intp],
+        speak_rows: npt.NDArray[np.intp],
+        whispers: list[tuple[int, int]],
+    ) -> None:
+        self.room = room
+        self.rows = rows
+        self.speak_rows = speak_rows
+        self.whispers = whispers
+
+
+# What a tick needs, rebuilt only when the graph changes: the mixed legs in row order, their rows,
+# the rooms to mix, and the ports with playbacks or recordings.
+_Plan = tuple[list[str], dict[str, int], list[_RoomPlan], list[_Port]]
+
+
+class Mixer:
+    """The media graph and its 20 ms mix. See the module docstring for the model.
+
+    Every command raises :class:`MediaError` for an unknown port or meeting, except the
+    idempotent ones (``leave``, ``destroy_meeting``, ``clear``, ``stop_play``, ``stop_record``,
+    ``remove_port``), which do nothing when there is nothing to do.
+    """
+
+    def __init__(self) -> None:
+        self._ports: dict[str, _Port] = {}
+        self._meetings: dict[str, _Room] = {}
+        self._playbacks: dict[str, Playback] = {}
+        self._recordings: dict[str, _Recording] = {}
+        self._events: list[MixerEvent] = []
+        self._direct_changes: dict[str, str | None] = {}
+        self._ids = itertools.count(1)
+        self._plan: _Plan | None = None
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    def has_port(self, leg: str) -> bool:
+        return leg in self._ports
+
+    def direct_peer(self, leg: str) -> str | None:
+        """The peer whose packets this port may receive relayed as they are, or ``None``."""
+        port = self._ports.get(leg)
+        return port.direct_peer if port else None
+
+    def take_direct_changes(self) -> dict[str, str | None]:
+        """Ports whose direct status changed since the last call: leg → new peer (or None)."""
+        changes, self._direct_changes = self._direct_changes, {}
+        return changes
+
+    def take_events(self) -> list[MixerEvent]:
+        """Events produced since the last call, in order."""
+        events, self._events = self._events, []
+        return events
+
+    def meeting_members(self, meeting: str) -> dict[str, Member]:
+        return dict(self._room(meeting).members)
+
+    def bridged_to(self, leg: str) -> str | None:
+        port = self._port(leg)
+        if port.bridge is None:
+            return None
+        return next((m for m in port.bridge.members if m != leg), None)
+
+    @property
+    def playbacks(self) -> Mapping[str, Playback]:
+        return self._playbacks
+
+    # ---- ports -------------------------------------------------------------------------------
+
+    def add_port(self, leg: str) -> None:
+        if leg in self._ports:
+            raise MediaError(f"port {leg!r} exists")
+        self._ports[leg] = _Port(leg)
+        self._changed()
+
+    def remove_port(self, leg: str) -> None:
+        """Clear the port and forget it (idempotent)."""
+        if leg not in self._ports:
+            return
+        self.clear(leg)
+        port = self._ports.pop(leg)
+        if port.direct_peer is not None:
+            self._direct_changes[leg] = None
+        self._changed()
+
+    def clear(self, leg: str) -> None:
+        """Back to connected-idle: out of its bridge and every meeting; its playbacks stopped and
+        its recordings finished. Idempotent; unknown ports are ignored."""
+        port = self._ports.get(leg)
+        if port is None:
+            return
+        touched = {leg, *(port.bridge.members if port.bridge else ())}
+        self._unbridge(port)
+        for room in list(port.meetings.values()):
+            self._leave(room, leg)
+        for pid in list(port.playbacks):
+            self.stop_play(pid)
+        for rid in list(port.recordings):
+            self.stop_record(rid)
+        self._update_direct(touched)
+
+    # ---- bridges -----------------------------------------------------------------------------
+
+    def bridge(self, leg_a: str, leg_b: str) -> None:
+        """Make ``leg_a`` and ``leg_b`` hear each other. A port is in at most one bridge: an
+        earlier bridge of either is dissolved (its other port is left idle)."""
+        if leg_a == leg_b:
+            raise MediaError("cannot bridge a port to itself")
+        a, b = self._port(leg_a), self._port(leg_b)
+        touched = {leg_a, leg_b}
+        for port in (a, b):
+            if port.bridge is not None:
+                touched.update(port.bridge.members)
+                self._unbridge(port)
+        room = _Room(f"bridge:{leg_a}:{leg_b}", is_bridge=True)
+        room.members = {leg_a: Member(leg_a), leg_b: Member(leg_b)}
+        a.bridge = b.bridge = room
+        self._update_direct(touched)
+
+    def unbridge(self, leg: str) -> None:
+        """Dissolve the port's bridge, if any (idempotent)."""
+        port = self._port(leg)
+        if port.bridge is not None:
+            touched = set(port.bridge.members)
+            self._unbridge(port)
+            self._update_direct(touched)
+
+    def _unbridge(self, port: _Port) -> None:
+        room = port.bridge
+        if room is None:
+            return
+        for member in room.members:
+            other = self._ports.get(member)
+            if other is not None and other.bridge is room:
+                other.bridge = None
+        self._changed()
+
+    # ---- meetings ----------------------------------------------------------------------------
+
+    def create_meeting(self, meeting: str) -> None:
+        if meeting in self._meetings:
+            raise MediaError(f"meeting {meeting!r} exists")
+        self._meetings[meeting] = _Room(meeting, is_bridge=False)
+        self._changed()
+
+    def join(self, meeting: str, member: Member) -> None:
+        """Add a port to a meeting, or change its mode if it is a member already."""
+        room = self._room(meeting)
+        port = self._port(member.leg)
+        room.members[member.leg] = member
+        port.meetings[meeting] = room
+        self._changed()
+        self._update_direct({member.leg})
+
+    def leave(self, meeting: str, leg: str) -> None:
+        """Remove a port from a meeting (idempotent)."""
+        room = self._meetings.get(meeting)
+        if room is not None and leg in room.members:
+            self._leave(room, leg)
+            self._update_direct({leg})
+
+    def _leave(self, room: _Room, leg: str) -> None:
+        room.members.pop(leg, None)
+        port = self._ports.get(leg)
+        if port is not None:
+            port.meetings.pop(room.id, None)
+        self._changed()
+
+    def destroy_meeting(self, meeting: str) -> None:
+        """Remove every member, stop the meeting's playbacks and recordings (idempotent)."""
+        room = self._meetings.get(meeting)
+        if room is None:
+            return
+        members = set(room.members)
+        for leg in members:
+            self._leave(room, leg)
+        for pid in list(room.playbacks):
+            self.stop_play(pid)
+        for rid in list(room.recordings):
+            self.stop_record(rid)
+        del self._meetings[meeting]
+        self._changed()
+        self._update_direct(members)
+
+    # ---- playback and recording --------------------------------------------------------------
+
+    def play(self, target: Target, pcm: Pcm, *, loop: bool = False) -> str:
+        """Start playing ``pcm`` (8 kHz int16) to a port or a meeting; return the playback id."""
+        owner = self._owner(target)
+        pid = f"pb-{next(self._ids)}"
+        playback = Playback(pid, target, pcm, loop=loop)
+        owner.playbacks[pid] = playback
+        self._playbacks[pid] = playback
+        self._changed()
+        if target.leg is not None:
+            self._update_direct({target.leg})
+        return pid
+
+    def stop_play(self, playback: str) -> None:
+        """Stop a playback; emits ``PlaybackFinished(completed=False)`` (idempotent)."""
+        self._end_playback(playback, completed=False)
+
+    def _end_playback(self, playback: str, *, completed: bool) -> None:
+        pb = self._playbacks.pop(playback, None)
+        if pb is None:
+            return
+        owner = self._owner_or_none(pb.target)
+        if owner is not None:
+            owner.playbacks.pop(playback, None)
+        self._events.append(PlaybackFinished(playback, completed))
+        self._changed()
+        if pb.target.leg is not None:
+            self._update_direct({pb.target.leg})
+
+    def record(self, target: Target, sink: RecordingSink) -> str:
+        """Start recording a port or a meeting into ``sink``; return the recording id."""
+        owner = self._owner(target)
+        rid = f"rec-{next(self._ids)}"
+        rec = _Recording(rid, target, sink)
+        owner.recordings[rid] = rec
+        self._recordings[rid] = rec
+        self._changed()
+        if target.leg is not None:
+            self._update_direct({target.leg})
+        return rid
+
+    def stop_record(self, recording: str) -> None:
+        """Finish a recording; emits ``RecordingFinished`` (idempotent)."""
+        rec = self._recordings.pop(recording, None)
+        if rec is None:
+            return
+        owner = self._owner_or_none(rec.target)
+        if owner is not None:
+            owner.recordings.pop(recording, None)
+        try:
+            seconds = rec.sink.close()
+        finally:
+            self._events.append(RecordingFinished(recording, rec.sink.path, seconds))
+            self._changed()
+            if rec.target.leg is not None:
+                self._update_direct({rec.target.leg})
+
+    def close(self) -> None:
+        """Stop every playback and finish every recording (the engine is shutting down)."""
+        for pid in list(self._playbacks):
+            self.stop_play(pid)
+        for rid in list(self._recordings):
+            self.stop_record(rid)
+
+    # ---- the tick ----------------------------------------------------------------------------
+
+    def mixed_legs(self) -> list[str]:
+        """The ports the tick mixes for (every port that is not direct), in row order."""
+        return self._current_plan()[0]
+
+    def tick(self, inputs: Mapping[str, Pcm | None]) -> MixOutput:
+        """Mix one 20 ms frame. ``inputs`` maps a leg to what its phone said this tick (absent or
+        ``None`` for silence). Returns what each mixed port hears; advances playbacks and
+        writes recordings."""
+        legs, rows, rooms, media_ports = self._current_plan()
+        n = len(legs)
+        x = np.zeros((n, FRAME), dtype=np.int32)
+        for i, leg in enumerate(legs):
+            frame = inputs.get(leg)
+            if frame is not None:
+                x[i] = frame
+        out = np.zeros((n, FRAME), dtype=np.int32)
+        finished: list[str] = []
+
+        for plan in rooms:
+            room = plan.room
+            speak = plan.speak_rows
+            mix: npt.NDArray[np.int32] | None = None
+            if len(speak):
+                total = x[speak].sum(axis=0, dtype=np.int32)
+                if len(plan.rows):
+                    out[plan.rows] += total
+                out[speak] -= x[speak]  # N-1: nobody hears themselves
+                mix = total
+            for w, t in plan.whispers:
+                out[t] += x[w]
+                if room.recordings:
+                    mix = x[w].copy() if mix is None else mix + x[w]
+            for pb in room.playbacks.values():
+                frame16 = pb.read()
+                if len(plan.rows):
+                    out[plan.rows] += frame16
+                if room.recordings:
+                    mix = frame16.astype(np.int32) if mix is None else mix + frame16
+                if pb.finished:
+                    finished.append(pb.id)
+            for rec in room.recordings.values():
+                rec.sink.write(_clip(mix) if mix is not None else _SILENCE)
+
+        for port in media_ports:
+            row = rows.get(port.id)
+            for pb in port.playbacks.values():
+                frame16 = pb.read()
+                if row is not None:
+                    out[row] += frame16
+                if pb.finished:
+                    finished.append(pb.id)
+            for rec in port.recordings.values():
+                if row is not None:
+                    rec.sink.write(_clip(out[row] + x[row]))
+
+        pcm = _clip(out)
+        active = np.any(out != 0, axis=1)
+        for pid in finished:
+            self._end_playback(pid, completed=True)
+        return MixOutput(legs, pcm, active)
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        self._plan = None
+
+    def _current_plan(self) -> _Plan:
+        if self._plan is None:
+            self._plan = self._build_plan()
+        return self._plan
+
+    def _build_plan(self) -> _Plan:
+        legs = [leg for leg, port in self._ports.items() if port.direct_peer is None]
+        rows = {leg: i for i, leg in enumerate(legs)}
+        rooms: list[_RoomPlan] = []
+        bridges: dict[int, _Room] = {}
+        for port in self._ports.values():
+            if port.bridge is not None and port.direct_peer is None:
+                bridges[id(port.bridge)] = port.bridge
+        for room in [*bridges.values(), *self._meetings.values()]:
+            member_rows = [rows[m] for m in room.members if m in rows]
+            speak = [
+                rows[m]
+                for m, member in room.members.items()
+                if m in rows and member.mode is MeetingMode.SPEAK
+            ]
+            whispers = [
+                (rows[m], rows[member.whisper_to])
+                for m, member in room.members.items()
+                if member.mode is MeetingMode.WHISPER
+                and member.whisper_to in room.members
+                and m in rows
+                and member.whisper_to in rows
+            ]
+            if member_rows or room.playbacks or room.recordings:
+                rooms.append(
+                    _RoomPlan(
+                        room,
+                        np.array(member_rows, dtype=np.intp),
+                        np.array(speak, dtype=np.intp),
+                        whispers,
+                    )
+                )
+        media_ports = [p for p in self._ports.values() if p.playbacks or p.recordings]
+        return legs, rows, rooms, media_ports
+
+    def _update_direct(self, legs: set[str]) -> None:
+        """Recompute the direct status of these ports and of their bridge peers."""
+        todo = set(legs)
+        for leg in legs:
+            port = self._ports.get(leg)
+            if port is not None and port.bridge is not None:
+                todo.update(port.bridge.members)
+        for leg in todo:
+            port = self._ports.get(leg)
+            if port is None:
+                continue
+            peer = self._direct_candidate(port)
+            if peer != port.direct_peer:
+                port.direct_peer = peer
+                self._direct_changes[leg] = peer
+                self._changed()
+
+    def _direct_candidate(self, port: _Port) -> str | None:
+        room = port.bridge
+        if room is None or not _plain(port):
+            return None
+        other = next((m for m in room.members if m != port.id), None)
+        peer = self._ports.get(other) if other is not None else None
+        if peer is None or peer.bridge is not room or not _plain(peer):
+            return None
+        return peer.id
+
+    def _port(self, leg: str) -> _Port:
+        port = self._ports.get(leg)
+        if port is None:
+            raise MediaError(f"no port {leg!r}")
+        return port
+
+    def _room(self, meeting: str) -> _Room:
+        room = self._meetings.get(meeting)
+        if room is None:
+            raise MediaError(f"no meeting {meeting!r}")
+        return room
+
+    def _owner(self, target: Target) -> _Port | _Room:
+        if target.leg is not None:
+            return self._port(target.leg)
+        assert target.meeting is not None
+        return self._room(target.meeting)
+
+    def _owner_or_none(self, target: Target) -> _Port | _Room | None:
+        if target.leg is not None:
+            return self._ports.get(target.leg)
+        assert target.meeting is not None
+        return self._meetings.get(target.meeting)
+
+
+_SILENCE: Final[Pcm] = np.zeros(FRAME, dtype=np.int16)
+_SILENCE.flags.writeable = False
+
+
+def _plain(port: _Port) -> bool:
+    """In nothing but its bridge: no meeting, playback or recording."""
+    return not port.meetings and not port.playbacks and not port.recordings
+
+
+def _clip(x: npt.NDArray[np.int32]) -> Pcm:
+    """Saturate int32 to int16 (never wrap)."""
+    out: Pcm = np.clip(x, -32768, 32767).astype(np.int16)
+    return out
