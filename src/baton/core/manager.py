@@ -1159,13 +1159,22 @@ class UserManager:
         await self._run(owner, "stop_play", recs, run)
 
     def _playback_done(self, pb: Playback, completed: bool) -> None:
-        if self._playbacks.pop(pb.id, None) is None and pb.done.done():
+        """A playback ended (finished, stopped, or cut by a clear): resolve it once."""
+        self._playbacks.pop(pb.id, None)
+        if pb.done.done():
             return
-        if isinstance(pb.target, User):
-            self.ledger.records[pb.target.id].playbacks.discard(pb)
-        if not pb.done.done():
-            pb.completed = completed
-            pb.done.set_result(completed)
+        target = pb.target
+        if isinstance(target, User):
+            self.ledger.records[target.id].playbacks.discard(pb)
+        pb.completed = completed
+        pb.done.set_result(completed)
+        self._media(
+            "play.done",
+            MANAGER,
+            (target,) if isinstance(target, User) else (),
+            target if isinstance(target, Meeting) else None,
+            "completed" if completed else "stopped",
+        )
 
     async def record(self, owner: Owner, target: User | Meeting, path: str) -> Recording:
         """Start recording a user or a meeting to ``path`` (WAV)."""
@@ -1215,12 +1224,12 @@ class UserManager:
 
         async def run() -> None:
             leg = rec.live_leg
+            if leg is not None:
+                self._media("clear", owner, (user,))
             self._forget_media(rec)
             rec.dirty = False
-            if leg is None:
-                return
-            self._media("clear", owner, (user,))
-            await self._command("clear", self.switch.clear(leg.id))
+            if leg is not None:
+                await self._command("clear", self.switch.clear(leg.id))
 
         if owner is MANAGER:
             token = _CURRENT_OP.set(None)
@@ -1302,14 +1311,6 @@ class UserManager:
             pb = self._playbacks.get(ev.playback)
             if pb is not None:
                 self._playback_done(pb, ev.completed)
-                users = (pb.target,) if isinstance(pb.target, User) else ()
-                self._media(
-                    "play.done",
-                    MANAGER,
-                    users,
-                    pb.target if isinstance(pb.target, Meeting) else None,
-                    "completed" if ev.completed else "stopped",
-                )
         elif isinstance(ev, RecordingFinished):
             r = self._recordings.get(ev.recording)
             if r is not None:

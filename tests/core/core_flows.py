@@ -1,0 +1,65 @@
+"""Small flows the core tests drive (the real library lives in baton.flows)."""
+
+from __future__ import annotations
+
+from baton.core import P2P, Preempted, Priority, Session, User, flow
+
+
+@flow(priority=Priority.ROUTINE)
+async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> None:
+    """Dial both, bridge them, settle a P2P."""
+    await s.claim(caller, callee)
+    await s.dial(caller, timeout=ring)
+    await s.dial(callee, timeout=ring)
+    await s.connect(caller, callee)
+    s.settle(P2P(caller, callee))
+
+
+@flow(priority=Priority.ROUTINE)
+async def hold(s: Session, *users: User) -> None:
+    """Claim and connect users, then keep them until cancelled (a stand-in for a busy flow)."""
+    await s.claim(*users)
+    for u in users:
+        await s.dial(u)
+    if len(users) == 2:
+        await s.connect(*users)
+    await s.sleep(10_000)
+
+
+@flow(priority=Priority.ROUTINE)
+async def grab(s: Session, *users: User) -> list[str]:
+    """Claim users (no call) and return; used to test claims alone."""
+    await s.claim(*users)
+    return [u.id for u in s.users]
+
+
+@flow(priority=Priority.EMERGENCY)
+async def emergency(s: Session, dispatcher: User, target: User) -> None:
+    """Take the target from whatever it is in and talk to it."""
+    await s.claim(dispatcher, target)
+    await s.dial(dispatcher)
+    await s.dial(target)
+    await s.connect(dispatcher, target)
+    s.settle(P2P(dispatcher, target))
+
+
+@flow(priority=Priority.ROUTINE)
+async def transfer(s: Session, a: User, b: User, c: User) -> str:
+    """a talks to b; b transfers a to c. If c is taken while ringing, restore a–b."""
+    await s.claim(a, b, c)
+    await s.dial(a)
+    await s.dial(b)
+    await s.connect(a, b)
+    ringback = await s.play(a, "ringback", loop=True)
+    try:
+        await s.dial(c, timeout=30)
+    except Preempted:
+        await s.stop(ringback)
+        await s.connect(a, b)
+        s.settle(P2P(a, b))
+        return "restored"
+    await s.stop(ringback)
+    await s.connect(a, c)
+    s.settle(P2P(a, c))
+    await s.hangup(b)
+    return "transferred"
