@@ -1,0 +1,587 @@
+"""SDP (RFC 4566) and the offer/answer model (RFC 3264) for Baton's audio legs.
+
+Rules
+-----
+* Parse leniently, negotiate strictly. :func:`parse_sdp` accepts any well-formed ``x=value``
+  lines (unknown ones are kept and written back); only what negotiation needs is judged there,
+  and a body that cannot be read at all raises :class:`SdpParseError` (a 400).
+* Audio only, G.711 only: PCMU (payload type 0), PCMA (8) and telephone-event (RFC 4733, a
+  dynamic payload type). The codec is **the first one in the offer's order that we support**;
+  the answer names it and, if offered, telephone-event with the offerer's payload type.
+* Nothing acceptable is a value, not an exception: :class:`NotAcceptable` (answer 488 Not
+  Acceptable Here), with a reason for the log.
+* Direction follows RFC 3264 §6.1: an answer may only narrow the offer (``sendonly`` is answered
+  ``recvonly``, ``inactive`` with ``inactive``); a connection address of ``0.0.0.0`` is the old
+  RFC 2543 hold (the offerer will not receive) and is answered as ``sendonly`` would be.
+* Rejected or extra streams are answered with port 0 and the same media type (RFC 3264 §6).
+* Our ``o=`` line belongs to a :class:`SdpSession`: the same session id for the whole dialog,
+  the version incremented whenever our SDP changes and kept when it does not (RFC 3264 §8).
+
+Theory of operation
+-------------------
+A :class:`SdpSession` is our half of one leg's media session. As answerer, :meth:`answer`
+takes the remote offer and returns :class:`Accepted` (our answer SDP plus the
+:class:`NegotiatedAudio` the media engine needs: remote RTP address, codec, DTMF payload type,
+ptime and direction) or :class:`NotAcceptable`. As offerer, :meth:`offer` builds our SDP and
+:meth:`accept_answer` reads the peer's answer into the same :class:`NegotiatedAudio`.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass, field
+
+from .errors import SipParseError
+
+__all__ = [
+    "PCMA",
+    "PCMU",
+    "TELEPHONE_EVENT",
+    "Accepted",
+    "Codec",
+    "Connection",
+    "Direction",
+    "LocalMedia",
+    "MediaDescription",
+    "NegotiatedAudio",
+    "NotAcceptable",
+    "Origin",
+    "SdpParseError",
+    "SdpSession",
+    "SessionDescription",
+    "parse_sdp",
+]
+
+
+class SdpParseError(SipParseError):
+    """A body that is not SDP. Answer the INVITE (or re-INVITE) with 400."""
+
+
+class Direction(enum.Enum):
+    """A stream's direction attribute (RFC 3264 §5.1)."""
+
+    SENDRECV = "sendrecv"
+    SENDONLY = "sendonly"
+    RECVONLY = "recvonly"
+    INACTIVE = "inactive"
+
+    @property
+    def sends(self) -> bool:
+        return self in (Direction.SENDRECV, Direction.SENDONLY)
+
+    @property
+    def receives(self) -> bool:
+        return self in (Direction.SENDRECV, Direction.RECVONLY)
+
+    @classmethod
+    def of(cls, sends: bool, receives: bool) -> Direction:
+        if sends:
+            return cls.SENDRECV if receives else cls.SENDONLY
+        return cls.RECVONLY if receives else cls.INACTIVE
+
+    def reverse(self) -> Direction:
+        """The same stream seen from the other end (sendonly ↔ recvonly)."""
+        return Direction.of(sends=self.receives, receives=self.sends)
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """An RTP payload format: encoding name, payload type, clock rate."""
+
+    name: str
+    payload_type: int
+    clock_rate: int = 8000
+
+    def matches(self, name: str, clock_rate: int) -> bool:
+        return self.name.lower() == name.lower() and self.clock_rate == clock_rate
+
+
+PCMU = Codec("PCMU", 0)
+PCMA = Codec("PCMA", 8)
+TELEPHONE_EVENT = Codec("telephone-event", 101)
+
+_STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
+_HOLD_ADDRESSES = ("0.0.0.0", "::")
+
+# ---- the SDP data model ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Origin:
+    username: str = "-"
+    session_id: str = "0"
+    version: int = 0
+    net_type: str = "IN"
+    addr_type: str = "IP4"
+    address: str = "0.0.0.0"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.username} {self.session_id} {self.version} {self.net_type} "
+            f"{self.addr_type} {self.address}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    address: str
+    net_type: str = "IN"
+    addr_type: str = "IP4"
+
+    @classmethod
+    def for_address(cls, address: str) -> Connection:
+        return cls(address, "IN", "IP6" if ":" in address else "IP4")
+
+    def __str__(self) -> str:
+        return f"{self.net_type} {self.addr_type} {self.address}"
+
+    @property
+    def is_hold(self) -> bool:
+        """The RFC 2543 hold address (``0.0.0.0``): send nothing here."""
+        return self.address in _HOLD_ADDRESSES
+
+
+@dataclass(slots=True)
+class MediaDescription:
+    """One ``m=`` section."""
+
+    media: str
+    port: int
+    proto: str
+    formats: list[str]
+    port_count: int | None = None
+    connection: Connection | None = None
+    bandwidths: list[str] = field(default_factory=list)
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    extra: list[tuple[str, str]] = field(default_factory=list)  # i=, k= lines, as they came
+
+    def attribute(self, name: str) -> str | None:
+        for key, value in self.attributes:
+            if key == name:
+                return value if value is not None else ""
+        return None
+
+    def attribute_values(self, name: str) -> list[str]:
+        return [value or "" for key, value in self.attributes if key == name]
+
+    def rtpmap(self, payload_type: str) -> tuple[str, int] | None:
+        """``(encoding name, clock rate)`` for a payload type, from a=rtpmap or the static
+        table of RFC 3551."""
+        for value in self.attribute_values("rtpmap"):
+            pt, _, encoding = value.partition(" ")
+            if pt == payload_type:
+                name, _, rest = encoding.strip().partition("/")
+                rate = rest.partition("/")[0]
+                if rate.isdigit():
+                    return name, int(rate)
+                return None
+        if payload_type.isdigit() and int(payload_type) in _STATIC:
+            return _STATIC[int(payload_type)]
+        return None
+
+    def fmtp(self, payload_type: str) -> str | None:
+        for value in self.attribute_values("fmtp"):
+            pt, _, params = value.partition(" ")
+            if pt == payload_type:
+                return params.strip()
+        return None
+
+    @property
+    def direction(self) -> Direction | None:
+        for key, _ in self.attributes:
+            for direction in Direction:
+                if key == direction.value:
+                    return direction
+        return None
+
+    @property
+    def ptime(self) -> int | None:
+        value = self.attribute("ptime")
+        return int(value) if value is not None and value.isdigit() else None
+
+    def lines(self) -> list[str]:
+        port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
+        out = [f"m={self.media} {port} {self.proto} {' '.join(self.formats)}".rstrip()]
+        out += [f"{k}={v}" for k, v in self.extra if k == "i"]
+        if self.connection is not None:
+            out.append(f"c={self.connection}")
+        out += [f"b={b}" for b in self.bandwidths]
+        out += [f"{k}={v}" for k, v in self.extra if k != "i"]
+        out += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in self.attributes]
+        return out
+
+
+@dataclass(slots=True)
+class SessionDescription:
+    """A whole SDP body."""
+
+    origin: Origin = field(default_factory=Origin)
+    session_name: str = "-"
+    connection: Connection | None = None
+    timing: list[str] = field(default_factory=lambda: ["0 0"])
+    bandwidths: list[str] = field(default_factory=list)
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    media: list[MediaDescription] = field(default_factory=list)
+    extra: list[tuple[str, str]] = field(default_factory=list)  # i u e p z k r, as they came
+    version: int = 0
+
+    def connection_for(self, media: MediaDescription) -> Connection | None:
+        return media.connection or self.connection
+
+    def direction_of(self, media: MediaDescription) -> Direction:
+        """The media's direction, else the session's, else sendrecv (RFC 3264 §5.1)."""
+        if media.direction is not None:
+            return media.direction
+        for key, _ in self.attributes:
+            for direction in Direction:
+                if key == direction.value:
+                    return direction
+        return Direction.SENDRECV
+
+    def to_bytes(self) -> bytes:
+        out = [f"v={self.version}", f"o={self.origin}", f"s={self.session_name}"]
+        out += [f"{k}={v}" for k, v in self.extra if k in "iuep"]
+        if self.connection is not None:
+            out.append(f"c={self.connection}")
+        out += [f"b={b}" for b in self.bandwidths]
+        out += [f"t={t}" for t in self.timing]
+        out += [f"{k}={v}" for k, v in self.extra if k in "rzk"]
+        out += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in self.attributes]
+        for media in self.media:
+            out += media.lines()
+        return ("\r\n".join(out) + "\r\n").encode("utf-8")
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+
+def _bad(problem: str) -> SdpParseError:
+    return SdpParseError(f"Malformed SDP: {problem}")
+
+
+def _parse_connection(value: str) -> Connection:
+    parts = value.split()
+    if len(parts) != 3:
+        raise _bad("c= line")
+    address = parts[2].split("/", 1)[0]  # drop a multicast TTL/count
+    return Connection(address, parts[0], parts[1])
+
+
+def parse_sdp(body: bytes | str) -> SessionDescription:
+    """Parse an SDP body. Raises :class:`SdpParseError` (400) if it is not SDP at all."""
+    if isinstance(body, bytes):
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _bad("not UTF-8") from None
+    else:
+        text = body
+    lines = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
+    if not lines or not lines[0].startswith("v="):
+        raise _bad("must start with v=")
+    sdp = SessionDescription(timing=[])
+    current: MediaDescription | None = None
+    for line in lines:
+        if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
+            raise _bad(f"bad line {line[:20]!r}")
+        kind, value = line[0], line[2:].strip()
+        if kind == "v":
+            if value != "0" or current is not None or sdp.media:
+                raise _bad("v= must be 0 and first")
+        elif kind == "o":
+            parts = value.split()
+            if len(parts) != 6 or not parts[2].isdigit():
+                raise _bad("o= line")
+            sdp.origin = Origin(parts[0], parts[1], int(parts[2]), parts[3], parts[4], parts[5])
+        elif kind == "s":
+            sdp.session_name = value
+        elif kind == "m":
+            parts = value.split()
+            if len(parts) < 3:
+                raise _bad("m= line")
+            port_text, slash, count = parts[1].partition("/")
+            if not port_text.isdigit() or int(port_text) > 65535:
+                raise _bad("m= port")
+            if slash and not count.isdigit():
+                raise _bad("m= port count")
+            current = MediaDescription(
+                media=parts[0],
+                port=int(port_text),
+                proto=parts[2],
+                formats=parts[3:],
+                port_count=int(count) if slash else None,
+            )
+            sdp.media.append(current)
+        elif kind == "c":
+            connection = _parse_connection(value)
+            if current is None:
+                sdp.connection = connection
+            else:
+                current.connection = connection
+        elif kind == "b":
+            (current.bandwidths if current is not None else sdp.bandwidths).append(value)
+        elif kind == "t":
+            if current is not None:
+                raise _bad("t= inside a media section")
+            sdp.timing.append(value)
+        elif kind == "a":
+            name, colon, attr_value = value.partition(":")
+            item = (name, attr_value if colon else None)
+            (current.attributes if current is not None else sdp.attributes).append(item)
+        else:
+            (current.extra if current is not None else sdp.extra).append((kind, value))
+    return sdp
+
+
+# ---- offer / answer ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LocalMedia:
+    """What we offer or accept on one leg: our RTP address and port, and our codecs in order
+    of preference (used when *we* offer; when answering, the offer's order wins)."""
+
+    address: str
+    port: int
+    codecs: tuple[Codec, ...] = (PCMU, PCMA)
+    dtmf: bool = True
+    dtmf_payload_type: int = TELEPHONE_EVENT.payload_type
+    ptime: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiatedAudio:
+    """What the media engine needs to run the leg's RTP after an offer/answer exchange."""
+
+    codec: Codec
+    dtmf_payload_type: int | None
+    remote_address: str | None  # None: the peer does not want media now (held, 0.0.0.0)
+    remote_port: int
+    local_direction: Direction  # what we may do: send and/or receive
+    remote_direction: Direction  # what the peer said it does
+    ptime: int = 20
+
+    @property
+    def held_by_remote(self) -> bool:
+        """True when the peer put the call on hold (it no longer receives our media)."""
+        return not self.remote_direction.receives
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The offer was acceptable: send ``answer``; run the media as ``media`` says."""
+
+    answer: SessionDescription
+    media: NegotiatedAudio
+
+
+@dataclass(frozen=True, slots=True)
+class NotAcceptable:
+    """Nothing in the SDP is acceptable: answer the offer with 488 Not Acceptable Here."""
+
+    reason: str
+    status: int = 488
+
+
+def _effective_direction(sdp: SessionDescription, media: MediaDescription) -> Direction:
+    direction = sdp.direction_of(media)
+    connection = sdp.connection_for(media)
+    if connection is not None and connection.is_hold:
+        # RFC 2543 hold: the peer gave no address to send to, so it receives nothing.
+        direction = Direction.of(sends=direction.sends, receives=False)
+    return direction
+
+
+def _is_audio_rtp(media: MediaDescription) -> bool:
+    return media.media.lower() == "audio" and media.proto.upper() in ("RTP/AVP", "RTP/AVPF")
+
+
+def _choose_codec(
+    media: MediaDescription, supported: tuple[Codec, ...]
+) -> tuple[Codec | None, int | None]:
+    codec: Codec | None = None
+    dtmf: int | None = None
+    for fmt in media.formats:
+        mapping = media.rtpmap(fmt)
+        if mapping is None or not fmt.isdigit():
+            continue
+        name, rate = mapping
+        if codec is None:
+            for candidate in supported:
+                if candidate.matches(name, rate):
+                    codec = Codec(candidate.name, int(fmt), rate)
+                    break
+        if dtmf is None and TELEPHONE_EVENT.matches(name, 8000) and rate == 8000:
+            dtmf = int(fmt)
+    return codec, dtmf
+
+
+class SdpSession:
+    """Our side of one leg's SDP session: builds offers and answers, reads answers.
+
+    ``session_id`` stays fixed; the ``o=`` version increments each time our SDP changes.
+    """
+
+    def __init__(
+        self,
+        local: LocalMedia,
+        *,
+        username: str = "baton",
+        session_id: int | None = None,
+        session_name: str = "baton",
+    ) -> None:
+        self.local = local
+        self._username = username
+        self._session_id = str(session_id if session_id is not None else secrets.randbits(40))
+        self._session_name = session_name
+        self._version = int(self._session_id) if session_id is not None else 1
+        self._last: SessionDescription | None = None
+        self._offer: SessionDescription | None = None
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def last_sdp(self) -> SessionDescription | None:
+        """The SDP we sent last (offer or answer)."""
+        return self._last
+
+    # -- as offerer
+    def offer(
+        self, direction: Direction = Direction.SENDRECV, *, new_version: bool = False
+    ) -> SessionDescription:
+        """Our offer (initial or re-offer: hold is ``SENDONLY``, resume ``SENDRECV``)."""
+        local = self.local
+        formats = [str(c.payload_type) for c in local.codecs]
+        attributes: list[tuple[str, str | None]] = [
+            ("rtpmap", f"{c.payload_type} {c.name}/{c.clock_rate}") for c in local.codecs
+        ]
+        if local.dtmf:
+            formats.append(str(local.dtmf_payload_type))
+            attributes.append(("rtpmap", f"{local.dtmf_payload_type} telephone-event/8000"))
+            attributes.append(("fmtp", f"{local.dtmf_payload_type} 0-16"))
+        attributes += [("ptime", str(local.ptime)), (direction.value, None)]
+        media = MediaDescription("audio", local.port, "RTP/AVP", formats, attributes=attributes)
+        sdp = self._stamp([media], force=new_version)
+        self._offer = sdp
+        return sdp
+
+    def accept_answer(self, answer: SessionDescription | bytes) -> NegotiatedAudio | NotAcceptable:
+        """Read the peer's answer to our last offer. Raises :class:`SdpParseError`."""
+        if self._offer is None:
+            return NotAcceptable("no offer outstanding")
+        sdp = answer if isinstance(answer, SessionDescription) else parse_sdp(answer)
+        if not sdp.media:
+            return NotAcceptable("answer has no media")
+        media = sdp.media[0]  # our offer has one audio stream; the answer mirrors it
+        if not _is_audio_rtp(media) or media.port == 0:
+            return NotAcceptable("answer rejected the audio stream")
+        codec, dtmf = _choose_codec(media, self.local.codecs)
+        if codec is None:
+            return NotAcceptable("answer names no codec we offered")
+        remote = _effective_direction(sdp, media)
+        offered = self._offer.direction_of(self._offer.media[0])
+        connection = sdp.connection_for(media)
+        if connection is None:
+            return NotAcceptable("answer has no connection address")
+        return NegotiatedAudio(
+            codec=codec,
+            dtmf_payload_type=dtmf if self.local.dtmf else None,
+            remote_address=None if connection.is_hold else connection.address,
+            remote_port=media.port,
+            local_direction=Direction.of(
+                sends=offered.sends and remote.receives, receives=offered.receives and remote.sends
+            ),
+            remote_direction=remote,
+            ptime=media.ptime or self.local.ptime,
+        )
+
+    # -- as answerer
+    def answer(
+        self, offer: SessionDescription | bytes, wish: Direction = Direction.SENDRECV
+    ) -> Accepted | NotAcceptable:
+        """Answer a remote offer. ``wish`` is what we want (``SENDONLY`` to hold the peer).
+
+        Raises :class:`SdpParseError` if the offer is not SDP.
+        """
+        sdp = offer if isinstance(offer, SessionDescription) else parse_sdp(offer)
+        chosen: tuple[int, Codec, int | None] | None = None
+        reasons: list[str] = []
+        for index, media in enumerate(sdp.media):
+            if chosen is not None:
+                break
+            if not _is_audio_rtp(media):
+                reasons.append(f"{media.media} {media.proto} not supported")
+                continue
+            if media.port == 0:
+                reasons.append("audio stream disabled (port 0)")
+                continue
+            if sdp.connection_for(media) is None:
+                reasons.append("no connection address")
+                continue
+            codec, dtmf = _choose_codec(media, self.local.codecs)
+            if codec is None:
+                reasons.append("no common codec")
+                continue
+            chosen = (index, codec, dtmf if self.local.dtmf else None)
+        if chosen is None:
+            return NotAcceptable("; ".join(reasons) or "no media stream offered")
+        index, codec, dtmf = chosen
+        offered = sdp.media[index]
+        remote = _effective_direction(sdp, offered)
+        ours = Direction.of(
+            sends=remote.receives and wish.sends, receives=remote.sends and wish.receives
+        )
+        answer_media: list[MediaDescription] = []
+        for i, media in enumerate(sdp.media):
+            if i != index:
+                answer_media.append(
+                    MediaDescription(media.media, 0, media.proto, media.formats[:1] or ["0"])
+                )
+                continue
+            formats = [str(codec.payload_type)]
+            attributes: list[tuple[str, str | None]] = [
+                ("rtpmap", f"{codec.payload_type} {codec.name}/{codec.clock_rate}")
+            ]
+            if dtmf is not None:
+                formats.append(str(dtmf))
+                attributes.append(("rtpmap", f"{dtmf} telephone-event/8000"))
+                attributes.append(("fmtp", f"{dtmf} 0-16"))
+            attributes += [("ptime", str(self.local.ptime)), (ours.value, None)]
+            answer_media.append(
+                MediaDescription(
+                    "audio", self.local.port, media.proto, formats, attributes=attributes
+                )
+            )
+        answer = self._stamp(answer_media)
+        connection = sdp.connection_for(offered)
+        assert connection is not None  # checked while choosing
+        negotiated = NegotiatedAudio(
+            codec=codec,
+            dtmf_payload_type=dtmf,
+            remote_address=None if connection.is_hold else connection.address,
+            remote_port=offered.port,
+            local_direction=ours,
+            remote_direction=remote,
+            ptime=offered.ptime or self.local.ptime,
+        )
+        self._offer = None
+        return Accepted(answer, negotiated)
+
+    # -- the o= line
+    def _stamp(self, media: list[MediaDescription], *, force: bool = False) -> SessionDescription:
+        sdp = SessionDescription(
+            origin=Origin(self._username, self._session_id, self._version, "IN",
+                          "IP6" if ":" in self.local.address else "IP4", self.local.address),
+            session_name=self._session_name,
+            connection=Connection.for_address(self.local.address),
+            media=media,
+        )  # fmt: skip
+        # Same version for the same SDP; a new one for any change (RFC 3264 §8).
+        if self._last is not None and (force or self._last.to_bytes() != sdp.to_bytes()):
+            self._version += 1
+            sdp.origin.version = self._version
+        self._last = sdp
+        return sdp
