@@ -63,3 +63,56 @@ async def transfer(s: Session, a: User, b: User, c: User) -> str:
     s.settle(P2P(a, c))
     await s.hangup(b)
     return "transferred"
+
+
+@flow(priority=Priority.FLASH)
+async def barge_in(s: Session, dispatcher: User, target: User) -> None:
+    """Join the target's two-party call as a three-way; restore it afterwards."""
+    p2p = s.callinfo_of(target)
+    if not isinstance(p2p, P2P):
+        return
+    peer = p2p.peer_of(target)
+    await s.claim(dispatcher, target, peer)
+    await s.dial(dispatcher)
+    await s.meeting(dispatcher, target, peer)
+
+    async def restore() -> None:
+        await s.connect(target, peer)
+        s.settle(P2P(target, peer, priority=p2p.priority))
+
+    s.compensate(restore, target, peer)
+    await s.wait_hangup(dispatcher)
+
+
+@flow(priority=Priority.IMMEDIATE)
+async def conference(s: Session, *users: User) -> None:
+    """Call everyone, put those who answer in a meeting, settle it."""
+    from baton.core import MeetingCall
+
+    await s.claim(*users)
+    answered = []
+    for u in users:
+        try:
+            await s.dial(u, timeout=10)
+            answered.append(u)
+        except Exception:
+            s.release(u)
+    if len(answered) >= 2:
+        m = await s.meeting(*answered)
+        s.settle(MeetingCall(m))
+
+
+@flow(priority=Priority.ROUTINE)
+async def patient(s: Session, a: User, wait: float) -> None:
+    """Queue for a user, then keep it a while."""
+    await s.claim(a, wait=wait)
+    await s.dial(a)
+    await s.sleep(5)
+
+
+@flow(priority=Priority.ROUTINE)
+async def crashy(s: Session, a: User) -> None:
+    """Claim, dial, then fail with an unexpected error."""
+    await s.claim(a)
+    await s.dial(a)
+    raise RuntimeError("crashy flow")
