@@ -1,0 +1,947 @@
+"""The media engine: a thin asyncio shell around the sans-IO pieces, with real UDP sockets.
+
+What the ``sip`` switch adapter calls (everything else is internal):
+
+==============================================  ==============================================
+``allocate(leg) -> (host, port)``               bind an RTP/RTCP socket pair; the address goes
+                                                in our SDP
+``set_remote(leg, host, port, payload_type=…,   where the phone said it receives (its SDP), the
+telephone_event=…)``                            codec and the RFC 4733 payload type
+``bridge / unbridge / create_meeting / join /   the media graph (:class:`~.mixer.Mixer`)
+leave / destroy_meeting / clear``
+``await play(target, Tone|Prompt, loop=) -> id``  playback to a leg or a meeting
+``stop_play / record(target, path) -> id /      playback and recording control
+stop_record``
+``send_dtmf(leg, digit)``                       RFC 4733 out
+``release(leg)``                                clear, close the sockets, forget the leg
+``set_listener(cb)``                            events: ``DtmfReceived``, ``PlaybackFinished``,
+                                                ``RecordingFinished``, :class:`MediaTimeout`
+``metrics`` / ``leg_stats(leg)``                counters
+``await close()``                               stop everything
+==============================================  ==============================================
+
+Theory of operation
+-------------------
+* **Sockets without transports.** Each leg has a non-blocking RTP socket (even port) and RTCP
+  socket (the next port), watched with ``loop.add_reader``; a readiness callback drains up to 64
+  datagrams with ``recvfrom``. That is the cheapest receive path asyncio offers, and it works on
+  Baton's virtual-time loop too.
+* **Symmetric RTP.** Until the phone sends, we send to its SDP address. The first packet
+  *latches* the leg to the address it came from (NAT, or a phone sending from another port than
+  it advertised). Later packets from elsewhere are dropped — unless they carry a new SSRC, which
+  re-latches (the phone restarted its stream).
+* **Direct relay.** A leg in a plain two-party bridge (see :mod:`.mixer`) forwards each RTP
+  packet to its peer as it arrives: no jitter buffer, no decode, no tick. The header is rewritten
+  for the peer's outgoing stream (our SSRC, sequence and timestamp continued across graph
+  changes); a PCMU↔PCMA difference is bridged with a 256-byte ``bytes.translate`` table.
+  RFC 4733 packets are forwarded too (re-typed to the peer's payload type), and detected.
+* **Mixed legs** push payloads into their :class:`~.jitter.JitterBuffer`; the clock pulls one
+  frame per leg every 20 ms, runs :meth:`~.mixer.Mixer.tick`, encodes each output row with the
+  G.711 tables and sends it. Silent rows send a cached silence payload (no encode).
+* **The clock** is drift-free: tick *n* is scheduled with ``call_at(t0 + n × 20 ms)`` against
+  ``loop.time()``, so a late tick does not delay the next ones. A tick later than
+  ``late_threshold`` counts as late; one more than ``max_behind`` late skips the missed ticks
+  (counted) instead of sending a burst. The clock runs while any leg exists.
+* **Inactivity.** Any RTP or RTCP packet counts as life; legs are checked every 0.5 s and a leg
+  silent for ``rtp_timeout`` seconds after its remote was set is reported once as
+  :class:`MediaTimeout` (the adapter ends it with ``Cause.MEDIA_TIMEOUT``).
+* **No stray tasks.** The engine starts no task: the clock is one ``call_at`` handle, receivers
+  are reader callbacks, a prompt is loaded by the awaited ``asyncio.to_thread`` of
+  :meth:`MediaEngine.play`. :meth:`MediaEngine.close` cancels the handle and removes the readers.
+
+Errors: commands raise :class:`~.mixer.MediaError` (a :class:`~baton.switch.port.SwitchError`)
+for an unknown leg or meeting, an unreadable prompt, an unwritable recording path, no free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from types import EllipsisType
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from baton.switch.media import g711, rtp
+from baton.switch.media.dtmf import DtmfDetector, DtmfSender
+from baton.switch.media.jitter import JitterBuffer
+from baton.switch.media.mixer import FRAME, MediaError, Mixer
+from baton.switch.media.tones import tone_spec
+from baton.switch.media.wav import WavError, WavWriter, read_wav
+from baton.switch.port import (
+    DtmfReceived,
+    Member,
+    PlaybackFinished,
+    Prompt,
+    RecordingFinished,
+    Target,
+    Tone,
+)
+
+__all__ = [
+    "PCMA",
+    "PCMU",
+    "Codec",
+    "LegStats",
+    "MediaEngine",
+    "MediaEvent",
+    "MediaMetrics",
+    "MediaTimeout",
+]
+
+log = logging.getLogger(__name__)
+
+TICK: Final = 0.020
+_HDR: Final = rtp.FIXED_HEADER
+_RECV_BATCH: Final = 64
+_CHECK_EVERY: Final = 25  # ticks between inactivity checks (0.5 s)
+_RTCP_EVERY: Final = 250  # ticks between RTCP reports of one leg (5 s)
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """A G.711 codec: its name, static payload type and tables."""
+
+    name: str
+    payload_type: int
+    silence: int
+
+    @property
+    def decode(self) -> np.ndarray:
+        return g711.ULAW_TO_LINEAR if self.name == "PCMU" else g711.ALAW_TO_LINEAR
+
+    @property
+    def encode(self) -> np.ndarray:
+        return g711.LINEAR_TO_ULAW if self.name == "PCMU" else g711.LINEAR_TO_ALAW
+
+
+PCMU: Final = Codec("PCMU", 0, g711.ULAW_SILENCE)
+PCMA: Final = Codec("PCMA", 8, g711.ALAW_SILENCE)
+_CODECS: Final = {"PCMU": PCMU, "PCMA": PCMA}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaTimeout:
+    """No RTP or RTCP from a leg for ``idle`` seconds: the phone is gone."""
+
+    leg: str
+    idle: float
+
+
+MediaEvent = DtmfReceived | PlaybackFinished | RecordingFinished | MediaTimeout
+
+
+@dataclass(slots=True)
+class MediaMetrics:
+    """Engine-wide counters (cumulative)."""
+
+    packets_in: int = 0
+    packets_out: int = 0
+    relayed: int = 0  # packets forwarded directly (included in packets_out)
+    invalid: int = 0  # not RTP, or from an address we did not latch
+    send_errors: int = 0
+    ticks: int = 0
+    late_ticks: int = 0
+    skipped_ticks: int = 0
+    late_frames: int = 0  # packets that reached a jitter buffer after their slot was played
+    lost_frames: int = 0  # frames missing at playout (concealed or silent)
+    dropped_frames: int = 0  # frames discarded: duplicates, overflow, delay shrink
+    dtmf_in: int = 0
+    timeouts: int = 0
+    tick_seconds: float = 0.0  # CPU (wall) time spent inside ticks
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class LegStats:
+    """One leg's view, for diagnostics and tests."""
+
+    local: tuple[str, int]
+    remote: tuple[str, int] | None
+    latched: tuple[str, int] | None
+    codec: str | None
+    packets_in: int
+    packets_out: int
+    direct_peer: str | None
+    jitter_target_frames: int
+    late: int
+    lost: int
+    dropped: int
+
+
+class _Leg:
+    __slots__ = (
+        "codec",
+        "dest",
+        "dtmf",
+        "dtmf_out",
+        "dtmf_ts",
+        "id",
+        "in_ssrc",
+        "jb",
+        "last_activity",
+        "last_out_time",
+        "latched",
+        "local",
+        "out_resync",
+        "out_seq",
+        "out_ssrc",
+        "out_ts",
+        "packets_in",
+        "packets_out",
+        "relay_src_ssrc",
+        "relay_to",
+        "relay_xcode",
+        "remote",
+        "rtcp_dest",
+        "rtcp_sock",
+        "rtp_timeout",
+        "rx_seen",
+        "seq_off",
+        "silence",
+        "sock",
+        "stats",
+        "te_pt",
+        "timed_out",
+        "ts_off",
+    )
+
+    def __init__(self, leg: str, sock: socket.socket, rtcp_sock: socket.socket) -> None:
+        self.id = leg
+        self.sock = sock
+        self.rtcp_sock = rtcp_sock
+        host, port = sock.getsockname()[:2]
+        self.local: tuple[str, int] = (host, port)
+        self.remote: tuple[str, int] | None = None
+        self.latched: tuple[str, int] | None = None
+        self.dest: tuple[str, int] | None = None  # where we send: latched, else remote
+        self.rtcp_dest: tuple[str, int] | None = None
+        self.codec: Codec | None = None
+        self.silence = b""
+        self.te_pt: int | None = None
+        self.in_ssrc: int | None = None
+        self.jb = JitterBuffer(PCMU.decode, silence=PCMU.silence)
+        self.stats = rtp.ReceiverStats()
+        self.dtmf = DtmfDetector()
+        self.dtmf_out: deque[DtmfSender] = deque()
+        self.dtmf_ts: int | None = None
+        # Our outgoing stream: one SSRC for the leg's life, continuous seq/ts across changes.
+        self.out_ssrc = random.getrandbits(32)
+        self.out_seq = random.getrandbits(16)
+        self.out_ts = random.getrandbits(32)
+        self.last_out_time = 0.0
+        self.out_resync = True  # next packet out re-derives ts from elapsed time and is marked
+        # Relay state: relay_to is the leg our packets go to; the offsets live on the receiver.
+        self.relay_to: _Leg | None = None
+        self.relay_xcode: bytes | None = None
+        self.relay_src_ssrc: int | None = None
+        self.seq_off = 0
+        self.ts_off = 0
+        self.packets_in = 0
+        self.packets_out = 0
+        self.rx_seen = 0
+        self.last_activity = 0.0
+        self.rtp_timeout: float | None = None
+        self.timed_out = False
+
+
+def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket] | None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    rtp_sock = socket.socket(family, socket.SOCK_DGRAM)
+    rtcp_sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        rtp_sock.bind((host, port))
+        rtcp_sock.bind((host, port + 1))
+    except OSError:
+        rtp_sock.close()
+        rtcp_sock.close()
+        return None
+    for s in (rtp_sock, rtcp_sock):
+        s.setblocking(False)
+    return rtp_sock, rtcp_sock
+
+
+class MediaEngine:
+    """Baton's RTP media engine. Create it inside a running loop; ``await close()`` at the end
+    (or use ``async with``). See the module docstring for the API and the theory of operation.
+
+    ``port_range`` is ``[first, last)``; RTP uses even ports, RTCP the odd port above.
+    ``rtp_timeout`` is the default inactivity limit (``None``: never). The listener is called
+    synchronously from the engine's callbacks and must not block.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port_range: tuple[int, int] = (30000, 40000),
+        rtp_timeout: float | None = 30.0,
+        late_threshold: float = 0.010,
+        max_behind: float = 0.200,
+        jitter_depth: tuple[int, int, int] = (1, 2, 10),
+    ) -> None:
+        first, last = port_range
+        if first % 2:
+            first += 1
+        if last - first < 2:
+            raise ValueError("port range too small")
+        self.host = host
+        self.port_range = (first, last)
+        self.rtp_timeout = rtp_timeout
+        self.late_threshold = late_threshold
+        self.max_behind = max_behind
+        self.jitter_depth = jitter_depth
+        self.metrics = MediaMetrics()
+        self.mixer = Mixer()
+        self._loop = asyncio.get_running_loop()
+        self._legs: dict[str, _Leg] = {}
+        self._listener: Callable[[MediaEvent], None] | None = None
+        self._cursor = first
+        self._clock: asyncio.TimerHandle | None = None
+        self._t0 = 0.0
+        self._tick_no = 0
+        self._dtmf_legs: set[_Leg] = set()
+        self._prompts: dict[tuple[str, int, int], npt.NDArray[np.int16]] = {}
+        self._closed = False
+
+    async def __aenter__(self) -> MediaEngine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def set_listener(self, listener: Callable[[MediaEvent], None]) -> None:
+        """Install the one callback that receives every media event."""
+        self._listener = listener
+
+    # ---- legs ------------------------------------------------------------------------------
+
+    def allocate(self, leg: str) -> tuple[str, int]:
+        """Bind a socket pair for a new leg; return the local RTP address for the SDP.
+
+        Raises :class:`MediaError` if the leg exists, the engine is closed, or no port is free.
+        """
+        self._check_open()
+        if leg in self._legs:
+            raise MediaError(f"leg {leg!r} already has media")
+        first, last = self.port_range
+        span = (last - first) // 2
+        for _ in range(span):
+            port = self._cursor
+            self._cursor += 2
+            if self._cursor + 1 >= last:
+                self._cursor = first
+            pair = _bind_pair(self.host, port)
+            if pair is not None:
+                break
+        else:
+            raise MediaError(f"no free RTP port in {self.port_range}")
+        entry = _Leg(leg, *pair)
+        self._legs[leg] = entry
+        self.mixer.add_port(leg)
+        self._loop.add_reader(entry.sock.fileno(), self._on_rtp, entry)
+        self._loop.add_reader(entry.rtcp_sock.fileno(), self._on_rtcp, entry)
+        self._start_clock()
+        return entry.local
+
+    def set_remote(
+        self,
+        leg: str,
+        host: str,
+        port: int,
+        *,
+        payload_type: int = 0,
+        codec: str | None = None,
+        telephone_event: int | None = None,
+        rtp_timeout: float | EllipsisType | None = ...,
+    ) -> None:
+        """Set where the phone receives, from its SDP, and the negotiated codec.
+
+        ``codec`` defaults from the static ``payload_type`` (0 PCMU, 8 PCMA).
+        ``telephone_event`` is the RFC 4733 payload type, if negotiated. ``rtp_timeout``: seconds,
+        ``None`` to disable, or omitted for the engine default. Calling it again (a re-INVITE)
+        resets latching and the receive state.
+        """
+        entry = self._leg(leg)
+        name = codec.upper() if codec else {0: "PCMU", 8: "PCMA"}.get(payload_type)
+        if name not in _CODECS:
+            raise MediaError(f"unsupported codec {codec or payload_type!r} (G.711 only)")
+        c = _CODECS[name]
+        entry.codec = c
+        # A dynamic payload type may carry a static codec; remember what the phone uses.
+        entry.codec = Codec(c.name, payload_type, c.silence)
+        entry.silence = bytes((c.silence,)) * FRAME
+        entry.te_pt = telephone_event
+        entry.remote = (host, port)
+        entry.latched = None
+        entry.dest = entry.remote
+        entry.rtcp_dest = (host, port + 1)
+        entry.in_ssrc = None
+        low, initial, high = self.jitter_depth
+        entry.jb = JitterBuffer(
+            c.decode, silence=c.silence, min_depth=low, initial_depth=initial, max_depth=high
+        )
+        entry.stats = rtp.ReceiverStats()
+        entry.dtmf.reset()
+        entry.rtp_timeout = (
+            self.rtp_timeout if isinstance(rtp_timeout, EllipsisType) else rtp_timeout
+        )
+        entry.last_activity = self._loop.time()
+        entry.rx_seen = entry.packets_in
+        entry.timed_out = False
+        self._update_xcode(entry)
+
+    def release(self, leg: str) -> None:
+        """Clear the leg, close its sockets and forget it (idempotent)."""
+        entry = self._legs.pop(leg, None)
+        if entry is None:
+            return
+        self.mixer.remove_port(leg)
+        self._after_graph_change()
+        self._close_leg(entry)
+        if not self._legs:
+            self._stop_clock()
+
+    def _close_leg(self, entry: _Leg) -> None:
+        for s in (entry.sock, entry.rtcp_sock):
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(s.fileno())
+            s.close()
+        entry.relay_to = None
+        self._dtmf_legs.discard(entry)
+
+    def local_address(self, leg: str) -> tuple[str, int]:
+        return self._leg(leg).local
+
+    def leg_stats(self, leg: str) -> LegStats:
+        e = self._leg(leg)
+        return LegStats(
+            local=e.local,
+            remote=e.remote,
+            latched=e.latched,
+            codec=e.codec.name if e.codec else None,
+            packets_in=e.packets_in,
+            packets_out=e.packets_out,
+            direct_peer=e.relay_to.id if e.relay_to else None,
+            jitter_target_frames=e.jb.target,
+            late=e.jb.late,
+            lost=e.jb.lost,
+            dropped=e.jb.dropped + e.jb.duplicates,
+        )
+
+    # ---- the media graph -------------------------------------------------------------------
+
+    def bridge(self, leg_a: str, leg_b: str) -> None:
+        """Each leg hears the other (an earlier bridge of either is dissolved)."""
+        self._leg(leg_a), self._leg(leg_b)
+        self.mixer.bridge(leg_a, leg_b)
+        self._after_graph_change()
+
+    def unbridge(self, leg: str) -> None:
+        self._leg(leg)
+        self.mixer.unbridge(leg)
+        self._after_graph_change()
+
+    def create_meeting(self, meeting: str) -> None:
+        self._check_open()
+        self.mixer.create_meeting(meeting)
+
+    def join(self, meeting: str, member: Member) -> None:
+        """Add a leg to a meeting, or change its mode."""
+        self._leg(member.leg)
+        self.mixer.join(meeting, member)
+        self._after_graph_change()
+
+    def leave(self, meeting: str, leg: str) -> None:
+        self.mixer.leave(meeting, leg)
+        self._after_graph_change()
+
+    def destroy_meeting(self, meeting: str) -> None:
+        self.mixer.destroy_meeting(meeting)
+        self._after_graph_change()
+
+    def clear(self, leg: str) -> None:
+        """Back to connected-idle (idempotent; unknown legs are ignored). Pending RFC 4733
+        output is dropped too."""
+        entry = self._legs.get(leg)
+        if entry is not None:
+            entry.dtmf_out.clear()
+            entry.dtmf_ts = None
+        self.mixer.clear(leg)
+        self._after_graph_change()
+
+    # ---- playback, recording, DTMF -------------------------------------------------------
+
+    async def play(self, target: Target, media: Tone | Prompt, *, loop: bool = False) -> str:
+        """Start a tone or a WAV prompt on a leg or a meeting; return the playback id.
+
+        A :class:`PlaybackFinished` event follows. Raises :class:`MediaError` for an unknown
+        tone, an unreadable or unsupported WAV, or an unknown target.
+        """
+        self._check_open()
+        self._owner_exists(target)
+        if isinstance(media, Tone):
+            try:
+                pcm = tone_spec(media.name).render(media.duration, loop=loop)
+            except KeyError:
+                raise MediaError(f"unknown tone {media.name!r}") from None
+        else:
+            pcm = await self._load_prompt(media.path)
+        pid = self.mixer.play(target, pcm, loop=loop)  # the target may have gone meanwhile
+        self._after_graph_change()
+        return pid
+
+    async def _load_prompt(self, path: str) -> npt.NDArray[np.int16]:
+        try:
+            st = os.stat(path)
+            key = (path, st.st_mtime_ns, st.st_size)
+            cached = self._prompts.get(key)
+            if cached is not None:
+                return cached
+            pcm = await asyncio.to_thread(read_wav, path)
+        except (OSError, WavError) as exc:
+            raise MediaError(f"cannot play {path!r}: {exc}") from exc
+        pcm.flags.writeable = False
+        if len(self._prompts) >= 64:
+            self._prompts.pop(next(iter(self._prompts)))  # the oldest
+        self._prompts[key] = pcm
+        return pcm
+
+    def stop_play(self, playback: str) -> None:
+        self.mixer.stop_play(playback)
+        self._after_graph_change()
+
+    def record(self, target: Target, path: str) -> str:
+        """Start recording a leg (what it says and hears) or a meeting (the full mix) to a WAV
+        file (8 kHz mono 16-bit); return the recording id."""
+        self._check_open()
+        self._owner_exists(target)
+        try:
+            sink = WavWriter(path)
+        except OSError as exc:
+            raise MediaError(f"cannot record to {path!r}: {exc}") from exc
+        rid = self.mixer.record(target, sink)
+        self._after_graph_change()
+        return rid
+
+    def stop_record(self, recording: str) -> None:
+        self.mixer.stop_record(recording)
+        self._after_graph_change()
+
+    def send_dtmf(self, leg: str, digits: str, *, duration: float = 0.1) -> None:
+        """Queue RFC 4733 key presses (one per character) on a leg's outgoing stream.
+
+        Raises :class:`MediaError` if the leg has not negotiated telephone-events, and
+        ``ValueError`` for a character that is not a DTMF digit.
+        """
+        entry = self._leg(leg)
+        if entry.te_pt is None:
+            raise MediaError(f"leg {leg!r} has no telephone-event payload type")
+        entry.dtmf_out.extend(DtmfSender(d, duration=duration) for d in digits)
+        self._dtmf_legs.add(entry)
+
+    # ---- shutdown --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop the clock, finish playbacks and recordings, close every socket. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_clock()
+        self.mixer.close()
+        self._emit_mixer_events()
+        for entry in self._legs.values():
+            self._close_leg(entry)
+        self._legs.clear()
+
+    # ---- receive path ----------------------------------------------------------------------
+
+    def _on_rtp(self, leg: _Leg) -> None:
+        recv = leg.sock.recvfrom
+        for _ in range(_RECV_BATCH):
+            try:
+                data, addr = recv(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.metrics.invalid += 1  # e.g. ICMP port unreachable surfacing
+                return
+            self._rx(leg, data, addr)
+
+    def _rx(self, leg: _Leg, data: bytes, addr: tuple[str, int]) -> None:
+        metrics = self.metrics
+        metrics.packets_in += 1
+        leg.packets_in += 1
+        if len(data) < 12:
+            metrics.invalid += 1
+            return
+        b0, b1, seq, ts, ssrc = _HDR.unpack_from(data)
+        if b0 & 0xC0 != 0x80:
+            metrics.invalid += 1
+            return
+        pt = b1 & 0x7F
+        if 72 <= pt <= 76:  # RTCP on the RTP port (rtcp-mux, RFC 5761)
+            self._rx_rtcp(leg, data, addr)
+            return
+        if addr != leg.latched:
+            if leg.latched is not None and ssrc == leg.in_ssrc:
+                metrics.invalid += 1  # not the source we latched to
+                return
+            leg.latched = addr  # symmetric RTP: answer where the phone really is
+            leg.dest = addr
+        if ssrc != leg.in_ssrc:
+            leg.in_ssrc = ssrc
+            leg.jb.reset()
+            leg.dtmf.reset()
+        codec = leg.codec
+        if codec is None:
+            return  # no SDP answer yet: latched, but nothing to do with the audio
+        if b0 & 0x3F:  # padding, extension or CSRCs: take the slow, careful path
+            try:
+                payload = rtp.parse(data).payload
+            except rtp.RtpError:
+                metrics.invalid += 1
+                return
+        else:
+            payload = data[12:]
+        peer = leg.relay_to
+        if pt == codec.payload_type:
+            if peer is not None:
+                self._relay(
+                    leg,
+                    peer,
+                    b1 & 0x80,
+                    peer.codec.payload_type if peer.codec else -1,
+                    seq,
+                    ts,
+                    ssrc,
+                    payload if leg.relay_xcode is None else payload.translate(leg.relay_xcode),
+                )
+            else:
+                now = self._loop.time()
+                leg.stats.update(ssrc, seq, ts, int(now * 8000), len(payload))
+                leg.jb.push(ts, payload, int(now * 8000))
+        elif pt == leg.te_pt:
+            digit = leg.dtmf.feed(ssrc, ts, bool(b1 & 0x80), payload)
+            if peer is not None and peer.te_pt is not None:
+                self._relay(leg, peer, b1 & 0x80, peer.te_pt, seq, ts, ssrc, payload)
+            if digit is not None:
+                metrics.dtmf_in += 1
+                self._emit(DtmfReceived(leg.id, digit))
+        # else: comfort noise or a codec we did not negotiate: ignored
+
+    def _relay(
+        self,
+        src: _Leg,
+        dst: _Leg,
+        marker: int,
+        pt: int,
+        seq: int,
+        ts: int,
+        ssrc: int,
+        payload: bytes,
+    ) -> None:
+        dest = dst.dest
+        if dest is None or pt < 0:
+            return
+        if dst.out_resync or ssrc != dst.relay_src_ssrc:
+            # A new source for this outgoing stream: continue our seq/ts where they were.
+            now = self._loop.time()
+            elapsed = (
+                max(FRAME, round((now - dst.last_out_time) * 8000)) if dst.last_out_time else FRAME
+            )
+            dst.seq_off = (dst.out_seq + 1 - seq) & 0xFFFF
+            dst.ts_off = (dst.out_ts + elapsed - ts) & 0xFFFFFFFF
+            dst.relay_src_ssrc = ssrc
+            dst.out_resync = False
+            dst.last_out_time = now
+            marker = 0x80
+        oseq = (seq + dst.seq_off) & 0xFFFF
+        ots = (ts + dst.ts_off) & 0xFFFFFFFF
+        if (oseq - dst.out_seq) & 0xFFFF < 0x8000:  # keep the newest, not a reordered one
+            dst.out_seq = oseq
+            dst.out_ts = ots
+        try:
+            dst.sock.sendto(_HDR.pack(0x80, marker | pt, oseq, ots, dst.out_ssrc) + payload, dest)
+        except OSError:
+            self.metrics.send_errors += 1
+            return
+        dst.packets_out += 1
+        self.metrics.packets_out += 1
+        self.metrics.relayed += 1
+
+    def _on_rtcp(self, leg: _Leg) -> None:
+        for _ in range(_RECV_BATCH):
+            try:
+                data, addr = leg.rtcp_sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            leg.packets_in += 1  # life, for the inactivity timeout
+            leg.rtcp_dest = addr
+            self._rx_rtcp(leg, data, addr)
+
+    def _rx_rtcp(self, leg: _Leg, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            parts = rtp.parse_rtcp(data)
+        except rtp.RtcpError:
+            self.metrics.invalid += 1
+            return
+        for part in parts:
+            if isinstance(part, rtp.SenderReport) and part.ssrc == leg.stats.ssrc:
+                leg.stats.note_sender_report(part, time.time())
+
+    # ---- the clock -------------------------------------------------------------------------
+
+    def _start_clock(self) -> None:
+        if self._clock is None and not self._closed:
+            self._t0 = self._loop.time()
+            self._tick_no = 0
+            self._schedule()
+
+    def _stop_clock(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
+
+    def _schedule(self) -> None:
+        self._tick_no += 1
+        self._clock = self._loop.call_at(self._t0 + self._tick_no * TICK, self._on_tick)
+
+    def _on_tick(self) -> None:
+        started = time.perf_counter()
+        now = self._loop.time()
+        late = now - (self._t0 + self._tick_no * TICK)
+        metrics = self.metrics
+        metrics.ticks += 1
+        if late > self.late_threshold:
+            metrics.late_ticks += 1
+        if late > self.max_behind:
+            missed = int(late / TICK)
+            self._tick_no += missed
+            metrics.skipped_ticks += missed
+        try:
+            self._tick(now)
+        except Exception:  # one bad tick must not stop the clock for every call
+            log.exception("media tick failed")
+        finally:
+            metrics.tick_seconds += time.perf_counter() - started
+            if not self._closed and self._legs:
+                self._schedule()
+            else:
+                self._clock = None
+
+    def _tick(self, now: float) -> None:
+        legs = self._legs
+        mixer = self.mixer
+        mixed = mixer.mixed_legs()
+        inputs = {}
+        entries = []
+        for leg_id in mixed:
+            entry = legs[leg_id]
+            entries.append(entry)
+            frame = entry.jb.pop()
+            if frame is not None:
+                inputs[leg_id] = frame
+        out = mixer.tick(inputs)
+        self._emit_mixer_events()
+        self._after_graph_change()
+        if entries:
+            self._send_mixed(entries, out.pcm, out.active, now)
+        if self._dtmf_legs:
+            self._send_dtmf(now)
+        if self._tick_no % _CHECK_EVERY == 0:
+            self._housekeeping(now)
+
+    def _send_mixed(
+        self, entries: list[_Leg], pcm: np.ndarray, active: np.ndarray, now: float
+    ) -> None:
+        metrics = self.metrics
+        codes: dict[str, np.ndarray] = {}
+        if active.any():
+            u16 = pcm.view(np.uint16)
+            for entry in entries:
+                if entry.codec is not None and entry.codec.name not in codes:
+                    codes[entry.codec.name] = entry.codec.encode[u16]
+        flags = active.tolist()
+        for i, entry in enumerate(entries):
+            dest = entry.dest
+            codec = entry.codec
+            if dest is None or codec is None:
+                continue
+            payload = codes[codec.name][i].tobytes() if flags[i] else entry.silence
+            marker = 0
+            if entry.out_resync:
+                elapsed = (
+                    round((now - entry.last_out_time) * 8000) if entry.last_out_time else FRAME
+                )
+                entry.out_ts = (entry.out_ts + max(FRAME, elapsed)) & 0xFFFFFFFF
+                entry.out_resync = False
+                entry.relay_src_ssrc = None
+                marker = 0x80
+            else:
+                entry.out_ts = (entry.out_ts + FRAME) & 0xFFFFFFFF
+            entry.out_seq = seq = (entry.out_seq + 1) & 0xFFFF
+            entry.last_out_time = now
+            try:
+                entry.sock.sendto(
+                    _HDR.pack(0x80, marker | codec.payload_type, seq, entry.out_ts, entry.out_ssrc)
+                    + payload,
+                    dest,
+                )
+            except OSError:
+                metrics.send_errors += 1
+                continue
+            entry.packets_out += 1
+            metrics.packets_out += 1
+
+    def _send_dtmf(self, now: float) -> None:
+        for entry in list(self._dtmf_legs):
+            if not entry.dtmf_out or entry.dest is None or entry.te_pt is None:
+                if not entry.dtmf_out:
+                    self._dtmf_legs.discard(entry)
+                continue
+            sender = entry.dtmf_out[0]
+            if entry.dtmf_ts is None:
+                entry.dtmf_ts = entry.out_ts
+            for marker, payload in sender.next_packets():
+                # Our own packet in the leg's stream: it takes a sequence number, so a relayed
+                # stream behind it shifts by one.
+                entry.out_seq = seq = (entry.out_seq + 1) & 0xFFFF
+                entry.seq_off = (entry.seq_off + 1) & 0xFFFF
+                pkt = (
+                    _HDR.pack(
+                        0x80,
+                        (0x80 if marker else 0) | entry.te_pt,
+                        seq,
+                        entry.dtmf_ts,
+                        entry.out_ssrc,
+                    )
+                    + payload
+                )
+                try:
+                    entry.sock.sendto(pkt, entry.dest)
+                    entry.packets_out += 1
+                    self.metrics.packets_out += 1
+                except OSError:
+                    self.metrics.send_errors += 1
+            if sender.done:
+                entry.dtmf_out.popleft()
+                entry.dtmf_ts = None
+
+    def _housekeeping(self, now: float) -> None:
+        metrics = self.metrics
+        late = lost = dropped = 0
+        for entry in list(self._legs.values()):
+            jb = entry.jb
+            late += jb.late
+            lost += jb.lost
+            dropped += jb.dropped + jb.duplicates
+            if entry.packets_in != entry.rx_seen:
+                entry.rx_seen = entry.packets_in
+                entry.last_activity = now
+            elif (
+                entry.rtp_timeout is not None
+                and not entry.timed_out
+                and entry.remote is not None
+                and now - entry.last_activity >= entry.rtp_timeout
+            ):
+                entry.timed_out = True
+                metrics.timeouts += 1
+                self._emit(MediaTimeout(entry.id, now - entry.last_activity))
+            if (self._tick_no + hash(entry.id)) % _RTCP_EVERY < _CHECK_EVERY:
+                self._send_rtcp(entry)
+        # jitter-buffer counters are per buffer; the engine-wide view is their sum over live legs
+        metrics.late_frames = max(metrics.late_frames, late)
+        metrics.lost_frames = max(metrics.lost_frames, lost)
+        metrics.dropped_frames = max(metrics.dropped_frames, dropped)
+
+    def _send_rtcp(self, entry: _Leg) -> None:
+        dest = entry.rtcp_dest
+        if dest is None:
+            return
+        blocks = [entry.stats.report_block(time.time())] if entry.stats.ssrc is not None else []
+        if entry.packets_out:
+            pkt = rtp.build_sr(
+                entry.out_ssrc,
+                ntp=rtp.ntp_timestamp(time.time()),
+                rtp_timestamp=entry.out_ts,
+                packet_count=entry.packets_out,
+                octet_count=entry.packets_out * FRAME,
+                reports=blocks,
+            )
+        else:
+            pkt = rtp.build_rr(entry.out_ssrc, blocks)
+        with contextlib.suppress(OSError):
+            entry.rtcp_sock.sendto(pkt, dest)
+
+    # ---- plumbing --------------------------------------------------------------------------
+
+    def _after_graph_change(self) -> None:
+        """Apply the mixer's direct-relay changes to the legs, and emit its events."""
+        for leg_id, peer_id in self.mixer.take_direct_changes().items():
+            entry = self._legs.get(leg_id)
+            if entry is None:
+                continue
+            entry.relay_to = self._legs.get(peer_id) if peer_id is not None else None
+            entry.out_resync = True  # our outgoing stream changes source
+            if peer_id is None:
+                entry.jb.reset()  # we start buffering this leg's audio afresh
+            self._update_xcode(entry)
+        self._emit_mixer_events()
+
+    def _update_xcode(self, entry: _Leg) -> None:
+        for src in (entry, *(e for e in self._legs.values() if e.relay_to is entry)):
+            dst = src.relay_to
+            if (
+                src.codec is None
+                or dst is None
+                or dst.codec is None
+                or src.codec.name == dst.codec.name
+            ):
+                src.relay_xcode = None
+            else:
+                src.relay_xcode = (
+                    g711.ULAW_TO_ALAW if src.codec.name == "PCMU" else g711.ALAW_TO_ULAW
+                )
+
+    def _emit_mixer_events(self) -> None:
+        for event in self.mixer.take_events():
+            self._emit(event)
+
+    def _emit(self, event: MediaEvent) -> None:
+        if self._listener is None:
+            return
+        try:
+            self._listener(event)
+        except Exception:  # the listener's bug must not break the media path
+            log.exception("media event listener failed on %r", event)
+
+    def _leg(self, leg: str) -> _Leg:
+        self._check_open()
+        entry = self._legs.get(leg)
+        if entry is None:
+            raise MediaError(f"no media for leg {leg!r}")
+        return entry
+
+    def _owner_exists(self, target: Target) -> None:
+        if target.leg is not None:
+            self._leg(target.leg)
+        elif target.meeting is not None:
+            self.mixer.meeting_members(target.meeting)  # raises MediaError if unknown
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MediaError("the media engine is closed")
