@@ -289,7 +289,7 @@ class Flow(Owner):
         for user in list(self.users):
             self.manager.release(self, user, "released")
         # A claim still preempting for us will find us gone and grant nobody.
-        for rec in self.manager.ledger.records.values():
+        for rec in list(self.manager.preempting):
             p = rec.preemption
             if p is not None and p.claimer is self:
                 p.claimer = None

@@ -17,9 +17,10 @@ cancellation is converted back into a :class:`~baton.core.errors.Preempted` (or
 converts its cancellation into ``TimeoutError`` — so the flow's task is never cancelled as a
 whole, and a flow that loses one user can go on with the rest.
 
-*Calls.* A dial issues the origination under the caller's fence, then hands the ringing leg to a
-*makecall* task that the manager owns: the leg's fate no longer depends on the flow that started
-it, so a new owner inherits a ringing call (invariant 4).
+*Calls.* A dial issues the origination under the caller's fence, then hands the ringing leg to
+the manager's *makecall*: the leg, its future and its ring deadline belong to the manager, not to
+the flow that dialled, so a new owner inherits a ringing call and may move its deadline
+(invariant 4). The makecall is a timer rather than a task: it has nothing to await.
 
 *Media bookkeeping.* The manager records, as each command is issued, which user is bridged to
 whom, who is in which meeting, and what is being played or recorded, and marks the user *dirty*.
@@ -198,6 +199,7 @@ class UserManager:
         self.flows: dict[str, Flow] = {}
         self.callinfos: dict[str, CallInfo] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.preempting: set[UserRecord] = set()  # users with a preemption in progress
         self._ids = itertools.count(1)
         self._names: dict[str, itertools.count[int]] = {}
         self._closing = False
@@ -626,6 +628,7 @@ class UserManager:
             fut = self.loop.create_future()
         p = Preemption(claimer, fut, victim, reason, self.loop.time())
         rec.preemption = p
+        self.preempting.add(rec)
         user = rec.user
         self.events.publish(
             PreemptionStarted(
@@ -709,6 +712,7 @@ class UserManager:
             p.victim._lost(user, notice, told=bool(ops))
         finally:
             rec.preemption = None
+            self.preempting.discard(rec)
             claimer = p.claimer
             granted = claimer is not None and rec.owner is claimer and not p.fut.done()
             if granted:
@@ -793,13 +797,15 @@ class UserManager:
         return leg
 
     def _leg_event(self, leg: Leg) -> None:
+        # (``_value_``: Enum.value is a slow descriptor in 3.11, and this runs ~8 times a call)
+        cause = leg.cause
         self.events.publish(
             LegStateChanged(
                 user=leg.user.id,
                 leg=leg.id,
-                state=leg.state.value,
-                direction=leg.direction.value,
-                cause=leg.cause.value if leg.cause is not None else None,
+                state=leg.state._value_,
+                direction=leg.direction._value_,
+                cause=cause._value_ if cause is not None else None,
             )
         )
 
@@ -852,29 +858,33 @@ class UserManager:
                 except BaseException:
                     self._end_leg(rec, leg, Cause.FAILURE)
                     raise
-                self.spawn(self._makecall(rec, leg), f"makecall:{leg.id}")
+                if not leg.connected:
+                    self._ring_until(rec, leg, self.loop.time() + timeout)
             elif leg.direction is Direction.INBOUND and not leg.connected:
                 raise FlowUsageError(f"user {user.id!r} is calling in: answer the leg instead")
             elif not leg.connected:
-                leg.deadline = self.loop.time() + timeout  # the new owner's patience
+                self._ring_until(rec, leg, self.loop.time() + timeout)  # the new owner's patience
             if not leg.connected:
-                await asyncio.shield(leg.outcome())  # shared: never cancel it from here
+                await leg.outcome()
             if leg.connected:
                 return leg
             raise CallFailed.for_cause(user, leg.cause or Cause.FAILURE)
 
         return await self._run(owner, "dial", (rec,), run, wait=True)
 
-    async def _makecall(self, rec: UserRecord, leg: Leg) -> None:
-        """Ring until answered, failed, or the deadline (which a new owner may move)."""
-        outcome = leg.outcome()
-        while leg.live and not leg.connected:
-            remaining = leg.deadline - self.loop.time()
-            if remaining <= 0:
-                self._end_leg(rec, leg, Cause.NO_ANSWER)
-                await self._hangup_command(leg, Cause.NO_ANSWER, None)
-                return
-            await asyncio.wait((outcome,), timeout=remaining)
+    def _ring_until(self, rec: UserRecord, leg: Leg, deadline: float) -> None:
+        """The makecall: the ringing leg's deadline belongs to the manager, not to the flow that
+        dialled, so a new owner inherits the call and may move the deadline (invariant 4)."""
+        leg.deadline = deadline
+        if leg._timer is not None:
+            leg._timer.cancel()
+        leg._timer = self.loop.call_at(deadline, self._ring_timeout, rec, leg)
+
+    def _ring_timeout(self, rec: UserRecord, leg: Leg) -> None:
+        leg._timer = None
+        if leg.live and not leg.connected:
+            self._end_leg(rec, leg, Cause.NO_ANSWER)
+            self.spawn(self._hangup_command(leg, Cause.NO_ANSWER, None), f"no-answer:{leg.id}")
 
     async def answer(self, owner: Owner, user: User) -> Leg:
         """Answer the user's inbound leg."""
@@ -920,7 +930,7 @@ class UserManager:
             leg = rec.live_leg
             if leg is None:
                 return Cause.NORMAL
-            return await asyncio.shield(leg.ended())
+            return await leg.ended()
 
         return await self._run(owner, "wait_hangup", (rec,), run, wait=True, ends_on_hangup=True)
 

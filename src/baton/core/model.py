@@ -79,7 +79,17 @@ class Leg:
     call survives a change of owner (DESIGN.md invariant 4).
     """
 
-    __slots__ = ("_ended", "_outcome", "cause", "deadline", "direction", "id", "state", "user")
+    __slots__ = (
+        "_ended",
+        "_outcome",
+        "_timer",
+        "cause",
+        "deadline",
+        "direction",
+        "id",
+        "state",
+        "user",
+    )
 
     def __init__(self, id: str, user: User, direction: Direction, state: LegState) -> None:
         self.id = id
@@ -90,6 +100,7 @@ class Leg:
         self.deadline = 0.0  # when an unanswered outbound leg is given up (loop time)
         self._outcome: asyncio.Future[None] | None = None
         self._ended: asyncio.Future[Cause] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the ring deadline (UserManager)
 
     @property
     def live(self) -> bool:
@@ -102,7 +113,8 @@ class Leg:
     def outcome(self) -> asyncio.Future[None]:
         """A future resolved when the leg connects, or failed with the cause when it ends
         unanswered. (Created on first use: most legs are never awaited twice.)"""
-        if self._outcome is None:
+        if self._outcome is None or self._outcome.cancelled():
+            # (a waiter that was interrupted cancels the future it awaited: start afresh)
             self._outcome = asyncio.get_running_loop().create_future()
             if self.state is LegState.CONNECTED or self.state is LegState.ENDED:
                 self._outcome.set_result(None)
@@ -110,13 +122,17 @@ class Leg:
 
     def ended(self) -> asyncio.Future[Cause]:
         """A future resolved with the cause when the leg ends."""
-        if self._ended is None:
+        if self._ended is None or self._ended.cancelled():
             self._ended = asyncio.get_running_loop().create_future()
             if self.state is LegState.ENDED:
                 self._ended.set_result(self.cause or Cause.NORMAL)
         return self._ended
 
     def _resolve(self) -> None:
+        if self.state is not LegState.DIALLING and self.state is not LegState.RINGING:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         if self._outcome is not None and not self._outcome.done():
             self._outcome.set_result(None)
         if self.state is LegState.ENDED and self._ended is not None and not self._ended.done():
