@@ -94,10 +94,20 @@ async def bench_flows(n_users: int, n_flows: int, concurrency: int) -> float:
 
 
 async def bench_preempt(n_users: int, live: int, samples: int) -> list[float]:
-    manager, sim, users = world(n_users)
+    manager, _, users = world(n_users)
+    bridged = asyncio.Event()
+    count = 0
+
+    def on_event(ev: object) -> None:
+        nonlocal count
+        if getattr(ev, "command", None) == "bridge":
+            count += 1
+            if count == live:
+                bridged.set()
+
+    manager.events.subscribe(on_event)
     flows = [manager.start(busy, users[2 * i], users[2 * i + 1]) for i in range(live)]
-    while sum(1 for u in users[: 2 * live] if manager.state_of(u) == "talking") < 2 * live:
-        await asyncio.sleep(0.001)
+    await bridged.wait()
     latencies = []
     for k in range(samples):
         victim = users[2 * (k % live)]
@@ -116,7 +126,7 @@ async def bench_memory(n_users: int, n_flows: int) -> tuple[float, float]:
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    manager, sim, users = world(n_users)
+    manager, _, users = world(n_users)
     gc.collect()
     after_users = tracemalloc.get_traced_memory()[0]
     flows = [manager.start(idle_flow, users[i]) for i in range(n_flows)]

@@ -129,10 +129,10 @@ class Leg:
         return self._ended
 
     def _resolve(self) -> None:
-        if self.state is not LegState.DIALLING and self.state is not LegState.RINGING:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+        settled = self.state is not LegState.DIALLING and self.state is not LegState.RINGING
+        if settled and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._outcome is not None and not self._outcome.done():
             self._outcome.set_result(None)
         if self.state is LegState.ENDED and self._ended is not None and not self._ended.done():
