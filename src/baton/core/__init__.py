@@ -25,7 +25,7 @@ from baton.core.errors import (
     UserHungUp,
 )
 from baton.core.events import Event, EventBus
-from baton.core.flow import CancelResult, Flow, FlowSpec, FlowState, Session, flow
+from baton.core.flow import CancelResult, Command, Flow, FlowSpec, FlowState, Session, flow
 from baton.core.ledger import Owner
 from baton.core.manager import UserManager
 from baton.core.model import Direction, Leg, LegState, Meeting, Playback, Recording, User
@@ -38,6 +38,7 @@ __all__ = [
     "CallFailed",
     "CallInfo",
     "CancelResult",
+    "Command",
     "ClaimDenied",
     "Direction",
     "Event",

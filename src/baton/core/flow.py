@@ -48,7 +48,7 @@ from baton.switch.port import Cause, MeetingMode, Prompt, Tone
 if TYPE_CHECKING:
     from baton.core.callinfo import CallInfo
 
-__all__ = ["CancelResult", "Flow", "FlowSpec", "FlowState", "Session", "flow"]
+__all__ = ["CancelResult", "Command", "Flow", "FlowSpec", "FlowState", "Session", "flow"]
 
 R = TypeVar("R")
 Handler = Callable[[FlowInterrupted], Coroutine[Any, Any, None]]
@@ -59,15 +59,33 @@ class FlowSpec(Generic[R]):
     """A registered flow procedure: the function, its name, default priority and the
     permission a principal needs to start it (checked at the edge, by the service)."""
 
-    __slots__ = ("description", "fn", "name", "permission", "priority", "signature")
+    __slots__ = (
+        "commands",
+        "description",
+        "fn",
+        "name",
+        "permission",
+        "priority",
+        "signature",
+    )
 
-    def __init__(self, fn: FlowFn[R], *, name: str, priority: int, permission: str | None) -> None:
+    def __init__(
+        self,
+        fn: FlowFn[R],
+        *,
+        name: str,
+        priority: int,
+        permission: str | None,
+        commands: dict[str, str] | None = None,
+    ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"a flow must be an async def, not {fn!r}")
         self.fn = fn
         self.name = name
         self.priority = int(priority)
         self.permission = permission
+        #: The commands a running instance accepts (:meth:`Flow.send`), name -> description.
+        self.commands: dict[str, str] = dict(commands or {})
         self.signature = inspect.signature(fn)
         doc = inspect.getdoc(fn) or ""
         self.description = doc.split("\n\n", 1)[0].replace("\n", " ")
@@ -81,14 +99,55 @@ class FlowSpec(Generic[R]):
 
 
 def flow(
-    priority: int = Priority.ROUTINE, *, name: str | None = None, permission: str | None = None
+    priority: int = Priority.ROUTINE,
+    *,
+    name: str | None = None,
+    permission: str | None = None,
+    commands: dict[str, str] | None = None,
 ) -> Callable[[FlowFn[R]], FlowSpec[R]]:
-    """Declare a flow: ``@flow(priority=Priority.FLASH, permission="barge_in")``."""
+    """Declare a flow: ``@flow(priority=Priority.FLASH, permission="barge_in")``.
+
+    ``commands`` names the commands a running instance accepts from outside (a console's
+    "add member", "mute", "end"), each with a one-line description; the flow reads them with
+    :meth:`Session.command`.
+    """
 
     def decorate(fn: FlowFn[R]) -> FlowSpec[R]:
-        return FlowSpec(fn, name=name or fn.__name__, priority=priority, permission=permission)
+        return FlowSpec(
+            fn,
+            name=name or fn.__name__,
+            priority=priority,
+            permission=permission,
+            commands=commands,
+        )
 
     return decorate
+
+
+class Command:
+    """A command sent to a running flow (:meth:`Flow.send`). The flow answers with
+    :meth:`reply` or :meth:`fail`; the sender awaits :attr:`result`."""
+
+    __slots__ = ("args", "by", "name", "result")
+
+    def __init__(
+        self, name: str, args: dict[str, Any], by: str | None, result: asyncio.Future[Any]
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.by = by
+        self.result = result
+
+    def reply(self, value: Any = None) -> None:
+        if not self.result.done():
+            self.result.set_result(value)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.result.done():
+            self.result.set_exception(error)
+
+    def __repr__(self) -> str:
+        return f"Command({self.name!r}, {self.args!r}, by={self.by!r})"
 
 
 class FlowState(enum.Enum):
@@ -124,6 +183,7 @@ class Flow(Owner):
     __slots__ = (
         "_cancel_requested",
         "_children",
+        "_inbox",
         "_ended",
         "_lost_log",
         "_pending",
@@ -170,6 +230,7 @@ class Flow(Owner):
         self._pending: list[Notice] = []
         self._root_op: _Op | None = None
         self._lost_log: dict[User, str] = {}
+        self._inbox: asyncio.Queue[Command] | None = None
         self._ended: asyncio.Future[str] = manager.loop.create_future()
 
     # ---- life cycle
@@ -297,6 +358,9 @@ class Flow(Owner):
                     self.manager.ledger.hand_over(rec, None, "released")
 
     def _end(self) -> None:
+        inbox = self._inbox
+        while inbox is not None and not inbox.empty():  # nobody will answer these now
+            inbox.get_nowait().fail(FlowUsageError(f"{self.name} ended before answering"))
         for meeting in list(self.meetings):  # only if the finisher could not destroy them
             self.manager._drop_meeting(meeting)
         self.state = FlowState.ENDED
@@ -324,6 +388,24 @@ class Flow(Owner):
         assert self.task is not None
         self.task.cancel(f"flow {self.name} cancelled: {reason}")
         return CancelResult.CANCELLED
+
+    def send(self, command: str, /, *, by: str | None = None, **args: Any) -> asyncio.Future[Any]:
+        """Send a command to the running flow; await the returned future for its reply.
+
+        Raises :class:`FlowUsageError` if the flow does not accept that command or has ended.
+        """
+        if command not in self.spec.commands:
+            accepted = ", ".join(sorted(self.spec.commands)) or "none"
+            raise FlowUsageError(
+                f"flow {self.spec.name} accepts no command {command!r} (it accepts: {accepted})"
+            )
+        if self.state is not FlowState.RUNNING:
+            raise FlowUsageError(f"{self.name} has {self.state.value}: it takes no commands")
+        fut: asyncio.Future[Any] = self.manager.loop.create_future()
+        if self._inbox is None:
+            self._inbox = asyncio.Queue()
+        self._inbox.put_nowait(Command(command, args, by, fut))
+        return fut
 
     async def stop(self, reason: str | None = None) -> str:
         """Cancel and wait until the flow has ended (its compensations ran); return the
@@ -516,7 +598,24 @@ class Session:
     # ---- legs
 
     def leg_of(self, user: User) -> Leg | None:
+        """The user's live leg, if any."""
         return self.manager.leg_of(user)
+
+    def partner_of(self, user: User) -> User | None:
+        """The user ``user`` is bridged to now, if any (whoever owns them)."""
+        return self.manager.rec(user).bridge
+
+    def meeting_of(self, user: User) -> Meeting | None:
+        """The meeting ``user`` is in now, if any."""
+        return self.manager.rec(user).meeting
+
+    def state_of(self, user: User) -> str:
+        """idle, dialling, ringing, connected, talking or meeting."""
+        return self.manager.state_of(user)
+
+    def owner_of(self, user: User) -> Owner | None:
+        """Who holds ``user`` now (a Flow, a CallInfo, or None)."""
+        return self.manager.owner_of(user)
 
     async def dial(self, user: User, *, timeout: float = 30.0, caller: User | None = None) -> Leg:
         """Call ``user`` and wait for the answer (or join the call already ringing there).
@@ -615,6 +714,30 @@ class Session:
     async def sleep(self, seconds: float) -> None:
         """Sleep; news about lost users is delivered here."""
         await self.manager.sleep(self.flow, seconds)
+
+    async def wait(self, fut: asyncio.Future[Any], timeout: float | None = None) -> Any:
+        """Wait for a future (a queue assignment, another flow's signal) as an interruptible
+        wait: news about lost users is delivered here. ``None`` after ``timeout``."""
+        return await self.manager.wait_for(self.flow, fut, timeout)
+
+    async def command(self, timeout: float | None = None) -> Command | None:
+        """Wait for the next command sent to this flow (:meth:`Flow.send`); ``None`` after
+        ``timeout`` seconds. News about lost users is delivered here too."""
+        flow = self.flow
+        if flow._inbox is None:
+            flow._inbox = asyncio.Queue()
+        inbox = flow._inbox
+
+        async def get() -> Command | None:
+            if timeout is None:
+                return await inbox.get()
+            try:
+                async with asyncio.timeout(timeout):
+                    return await inbox.get()
+            except TimeoutError:
+                return None
+
+        return await self.manager._run(flow, "command", (), get, wait=True)
 
     # ---- structure
 

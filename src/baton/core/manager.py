@@ -844,7 +844,7 @@ class UserManager:
                 leg = self._new_leg(
                     rec, f"L{next(self._ids)}", Direction.OUTBOUND, LegState.DIALLING
                 )
-                leg.deadline = self.loop.time() + timeout
+                leg.caller = caller
                 try:
                     await self._command(
                         "originate",
@@ -1287,6 +1287,19 @@ class UserManager:
             return digits
 
         return await self._run(owner, "collect", (rec,), run, wait=True)
+
+    async def wait_for(
+        self, owner: Owner, fut: asyncio.Future[T], timeout: float | None = None
+    ) -> T | None:
+        """Wait for ``fut`` as an interruptible wait (``None`` after ``timeout``)."""
+
+        async def run() -> T | None:
+            if timeout is None:
+                return await asyncio.shield(fut)
+            done, _ = await asyncio.wait((fut,), timeout=timeout)
+            return fut.result() if done else None
+
+        return await self._run(owner, "wait", (), run, wait=True)
 
     async def sleep(self, owner: Owner, seconds: float) -> None:
         """Sleep as an interruptible wait (notices about any user are delivered here)."""

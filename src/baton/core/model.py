@@ -83,6 +83,7 @@ class Leg:
         "_ended",
         "_outcome",
         "_timer",
+        "caller",
         "cause",
         "deadline",
         "direction",
@@ -98,6 +99,7 @@ class Leg:
         self.state = state
         self.cause: Cause | None = None
         self.deadline = 0.0  # when an unanswered outbound leg is given up (loop time)
+        self.caller: User | None = None  # the calling party, for an outbound leg (pickup)
         self._outcome: asyncio.Future[None] | None = None
         self._ended: asyncio.Future[Cause] | None = None
         self._timer: asyncio.TimerHandle | None = None  # the ring deadline (UserManager)
