@@ -1,0 +1,51 @@
+"""Helpers the library flows share (private: flow authors use the Session API directly)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from baton.core import BatonError, CallFailed, Session, User
+from baton.switch.port import Cause, Tone
+
+#: The tone a party hears when a call fails, by cause.
+FAILURE_TONE = {
+    Cause.BUSY: "busy",
+    Cause.REJECTED: "busy",
+    Cause.NO_ANSWER: "busy",
+    Cause.UNREACHABLE: "busy",
+}
+
+
+def preemption_reason(by: str, text: str | None = None) -> str:
+    """An RFC 4411 ``Reason`` header value (``preemption ;cause=…``). Cause 1 is "Pre-emption:
+    the call was pre-empted by a higher-priority call"; the text names the flow that took it."""
+    return f'preemption ;cause=1 ;text="{text or by}"'
+
+
+async def notify_and_release(s: Session, user: User, *, by: str, seconds: float = 3.0) -> None:
+    """Preemption notice: ``user`` hears the preemption tone, then is hung up with an RFC 4411
+    reason. Best effort: a user lost or gone meanwhile is simply left alone."""
+    with contextlib.suppress(BatonError):
+        await s.play(user, Tone("preemption", seconds))
+    with contextlib.suppress(BatonError):
+        await s.hangup(user, Cause.PREEMPTED, preemption_reason(by))
+
+
+async def tell_failure(s: Session, user: User, error: CallFailed) -> None:
+    """Let ``user`` hear why a call failed (busy tone) — best effort."""
+    tone = FAILURE_TONE.get(error.cause)
+    if tone is not None:
+        with contextlib.suppress(BatonError):
+            await s.play(user, Tone(tone, 2.0))
+
+
+def parties_of(s: Session, user: User) -> list[User]:
+    """The users ``user`` is talking to now: its bridge partner, or the other members of its
+    meeting."""
+    partner = s.partner_of(user)
+    if partner is not None:
+        return [partner]
+    meeting = s.meeting_of(user)
+    if meeting is not None:
+        return [u for u in meeting.members if u is not user]
+    return []

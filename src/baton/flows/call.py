@@ -1,0 +1,59 @@
+"""Individual calls: dispatcher- or user-initiated two-party calls.
+
+``call`` (dispatcher-initiated, click-to-call style)
+    The caller's line is rung first (an always-on dispatcher line is already connected), then
+    the callee; the caller hears ringback meanwhile. On answer the two are bridged and settled
+    into a :class:`~baton.core.P2P` that outlives the flow.
+
+``inbound_call`` (user-initiated)
+    A user dialled another user's number. The callee is rung while the caller's phone rings
+    back; when the callee answers, the caller's leg is answered and the two are bridged. If the
+    callee is busy, does not answer or rejects, the caller's call is ended with that cause.
+"""
+
+from __future__ import annotations
+
+from baton.core import P2P, CallFailed, Priority, Session, User, flow
+from baton.flows._common import tell_failure
+from baton.switch.port import Cause
+
+
+@flow(priority=Priority.ROUTINE, permission="call")
+async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> None:
+    """Call ``callee`` for ``caller`` (a dispatcher): ring both, bridge them, settle a P2P.
+
+    Raises ``NoAnswer``/``Busy``/``Rejected``/``Unreachable`` if either does not answer; the
+    caller then hears a busy tone.
+    """
+    await s.claim(caller, callee)
+
+    async def cancel_callee() -> None:  # runs only if callee is still ours (not settled)
+        await s.hangup(callee, Cause.CANCELLED)
+
+    s.compensate(cancel_callee, callee, label="cancel_callee")
+    await s.dial(caller, timeout=ring)
+    ringback = await s.play(caller, "ringback", loop=True)
+    try:
+        await s.dial(callee, timeout=ring, caller=caller)
+    except CallFailed as exc:
+        await s.stop(ringback)
+        await tell_failure(s, caller, exc)
+        raise
+    await s.stop(ringback)
+    await s.connect(caller, callee)
+    s.settle(P2P(caller, callee))
+    s.note(f"{caller.id} and {callee.id} are talking")
+
+
+@flow(priority=Priority.ROUTINE, permission="call")
+async def inbound_call(s: Session, caller: User, callee: User, ring: float = 30.0) -> None:
+    """``caller`` dialled ``callee``: ring the callee, then answer and bridge the caller."""
+    await s.claim(caller, callee)
+    try:
+        await s.dial(callee, timeout=ring, caller=caller)
+    except CallFailed as exc:
+        await s.hangup(caller, exc.cause)  # the caller's phone shows busy / no answer
+        raise
+    await s.answer(caller)
+    await s.connect(caller, callee)
+    s.settle(P2P(caller, callee))
