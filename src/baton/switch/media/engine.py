@@ -23,9 +23,9 @@ stop_record``
 Theory of operation
 -------------------
 * **Sockets without transports.** Each leg has a non-blocking RTP socket (even port) and RTCP
-  socket (the next port), watched with ``loop.add_reader``; a readiness callback drains up to 64
-  datagrams with ``recvfrom``. That is the cheapest receive path asyncio offers, and it works on
-  Baton's virtual-time loop too.
+  socket (the next port), watched with ``loop.add_reader``; a readiness callback reads one
+  datagram with ``recvfrom``. That is the cheapest receive path asyncio offers (no transport,
+  no protocol object, no per-packet exception), and it works on Baton's virtual-time loop too.
 * **Symmetric RTP.** Until the phone sends, we send to its SDP address. The first packet
   *latches* the leg to the address it came from (NAT, or a phone sending from another port than
   it advertised). Later packets from elsewhere are dropped — unless they carry a new SSRC, which
@@ -102,7 +102,6 @@ log = logging.getLogger(__name__)
 
 TICK: Final = 0.020
 _HDR: Final = rtp.FIXED_HEADER
-_RECV_BATCH: Final = 64
 _CHECK_EVERY: Final = 25  # ticks between inactivity checks (0.5 s)
 _RTCP_EVERY: Final = 250  # ticks between RTCP reports of one leg (5 s)
 
@@ -200,6 +199,7 @@ class _Leg:
         "out_ts",
         "packets_in",
         "packets_out",
+        "pt",
         "relay_src_ssrc",
         "relay_to",
         "relay_xcode",
@@ -228,6 +228,7 @@ class _Leg:
         self.dest: tuple[str, int] | None = None  # where we send: latched, else remote
         self.rtcp_dest: tuple[str, int] | None = None
         self.codec: Codec | None = None
+        self.pt = -1  # the audio payload type (-1 until the SDP answer): cached for the fast path
         self.silence = b""
         self.te_pt: int | None = None
         self.in_ssrc: int | None = None
@@ -381,6 +382,7 @@ class MediaEngine:
         entry.codec = c
         # A dynamic payload type may carry a static codec; remember what the phone uses.
         entry.codec = Codec(c.name, payload_type, c.silence)
+        entry.pt = payload_type
         entry.silence = bytes((c.silence,)) * FRAME
         entry.te_pt = telephone_event
         entry.remote = (host, port)
@@ -568,16 +570,60 @@ class MediaEngine:
     # ---- receive path ----------------------------------------------------------------------
 
     def _on_rtp(self, leg: _Leg) -> None:
-        recv = leg.sock.recvfrom
-        for _ in range(_RECV_BATCH):
-            try:
-                data, addr = recv(2048)
-            except (BlockingIOError, InterruptedError):
+        """Readiness callback: read one datagram from the leg's RTP socket.
+
+        One ``recvfrom`` per readiness, not a drain loop: at 50 packets a second per socket
+        there is almost never a second datagram waiting, and the ``recvfrom`` that would find
+        none (and raise) cost as much as relaying the packet. The selector is level-triggered,
+        so a backlog is still read, one callback per datagram.
+
+        The common case — the latched phone's audio relayed to a direct peer — is handled
+        inline here (one unpack, one pack, one sendto); anything else goes through :meth:`_rx`,
+        which also re-establishes the conditions for the fast path.
+        """
+        try:
+            data, addr = leg.sock.recvfrom(2048)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.metrics.invalid += 1  # e.g. ICMP port unreachable surfacing
+            return
+        dst = leg.relay_to
+        if dst is not None and len(data) > 12:
+            b0, b1, seq, ts, ssrc = _HDR.unpack_from(data)
+            if (
+                b0 == 0x80  # v2, no padding, extension or CSRC
+                and b1 & 0x7F == leg.pt
+                and ssrc == dst.relay_src_ssrc
+                and not dst.out_resync
+                and addr == leg.latched
+                and dst.dest is not None
+            ):
+                oseq = (seq + dst.seq_off) & 0xFFFF
+                ots = (ts + dst.ts_off) & 0xFFFFFFFF
+                if (oseq - dst.out_seq) & 0xFFFF < 0x8000:
+                    dst.out_seq = oseq
+                    dst.out_ts = ots
+                dst.last_out_time = self._loop.time()
+                payload = data[12:]
+                if leg.relay_xcode is not None:
+                    payload = payload.translate(leg.relay_xcode)
+                leg.packets_in += 1
+                metrics = self.metrics
+                metrics.packets_in += 1
+                try:
+                    dst.sock.sendto(
+                        _HDR.pack(0x80, (b1 & 0x80) | dst.pt, oseq, ots, dst.out_ssrc) + payload,
+                        dst.dest,
+                    )
+                except OSError:
+                    metrics.send_errors += 1
+                else:
+                    dst.packets_out += 1
+                    metrics.packets_out += 1
+                    metrics.relayed += 1
                 return
-            except OSError:
-                self.metrics.invalid += 1  # e.g. ICMP port unreachable surfacing
-                return
-            self._rx(leg, data, addr)
+        self._rx(leg, data, addr)
 
     def _rx(self, leg: _Leg, data: bytes, addr: tuple[str, int]) -> None:
         metrics = self.metrics
@@ -622,7 +668,7 @@ class MediaEngine:
                     leg,
                     peer,
                     b1 & 0x80,
-                    peer.codec.payload_type if peer.codec else -1,
+                    peer.pt,
                     seq,
                     ts,
                     ssrc,
@@ -655,9 +701,9 @@ class MediaEngine:
         dest = dst.dest
         if dest is None or pt < 0:
             return
+        now = self._loop.time()
         if dst.out_resync or ssrc != dst.relay_src_ssrc:
             # A new source for this outgoing stream: continue our seq/ts where they were.
-            now = self._loop.time()
             elapsed = (
                 max(FRAME, round((now - dst.last_out_time) * 8000)) if dst.last_out_time else FRAME
             )
@@ -665,8 +711,8 @@ class MediaEngine:
             dst.ts_off = (dst.out_ts + elapsed - ts) & 0xFFFFFFFF
             dst.relay_src_ssrc = ssrc
             dst.out_resync = False
-            dst.last_out_time = now
             marker = 0x80
+        dst.last_out_time = now
         oseq = (seq + dst.seq_off) & 0xFFFF
         ots = (ts + dst.ts_off) & 0xFFFFFFFF
         if (oseq - dst.out_seq) & 0xFFFF < 0x8000:  # keep the newest, not a reordered one
@@ -682,16 +728,13 @@ class MediaEngine:
         self.metrics.relayed += 1
 
     def _on_rtcp(self, leg: _Leg) -> None:
-        for _ in range(_RECV_BATCH):
-            try:
-                data, addr = leg.rtcp_sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            leg.packets_in += 1  # life, for the inactivity timeout
-            leg.rtcp_dest = addr
-            self._rx_rtcp(leg, data, addr)
+        try:
+            data, addr = leg.rtcp_sock.recvfrom(2048)
+        except OSError:  # including BlockingIOError: nothing there after all
+            return
+        leg.packets_in += 1  # life, for the inactivity timeout
+        leg.rtcp_dest = addr
+        self._rx_rtcp(leg, data, addr)
 
     def _rx_rtcp(self, leg: _Leg, data: bytes, addr: tuple[str, int]) -> None:
         try:
