@@ -352,6 +352,16 @@ class Headers:
                 return
         self._items.append(item)
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first value of ``name`` in place (or append if there is none)."""
+        item = self._checked(name, value)
+        key = item[0].lower()
+        for i, (n, _) in enumerate(self._items):
+            if n.lower() == key:
+                self._items[i] = item
+                return
+        self._items.append(item)
+
     def remove(self, name: str) -> None:
         """Remove every value of ``name`` (no error if there is none)."""
         key = canonical_name(name).lower()

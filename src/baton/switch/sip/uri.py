@@ -470,6 +470,12 @@ class Via:
             params = params.with_(name, value)
         return Via(self.transport, self.host, self.port, params, self.protocol)
 
+    def without_params(self, *names: str) -> Via:
+        params = self.params
+        for name in names:
+            params = params.without(name)
+        return Via(self.transport, self.host, self.port, params, self.protocol)
+
 
 _VIA_HOST = _HOSTNAME
 
