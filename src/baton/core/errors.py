@@ -153,9 +153,11 @@ class FlowInterrupted(BatonError):
 
     code = "flow-interrupted"
 
-    def __init__(self, message: str, user: User) -> None:
+    def __init__(self, message: str, user: User, also: list[User] | None = None) -> None:
         super().__init__(message)
         self.user = user
+        #: every user lost in this notice, ``user`` first (a multi-user preemption is told once)
+        self.users: tuple[User, ...] = (user, *(also or ()))
 
 
 class Preempted(FlowInterrupted):
@@ -164,13 +166,24 @@ class Preempted(FlowInterrupted):
 
     code = "preempted"
 
-    def __init__(self, user: User, flow: str, by: str, priority: int, reason: str | None) -> None:
+    def __init__(
+        self,
+        user: User,
+        flow: str,
+        by: str,
+        priority: int,
+        reason: str | None,
+        also: list[User] | None = None,
+    ) -> None:
         because = f": {reason}" if reason else ""
+        lost = [user, *(also or ())]
+        who = ", ".join(repr(u.id) for u in lost)
+        noun = "users" if len(lost) > 1 else "user"
         super().__init__(
-            f"user {user.id!r} was taken from {flow} by {by} at priority "
-            f"{priority_name(priority)}{because}. It is no longer yours; carry on with your other "
-            "users or end the flow.",
+            f"{noun} {who} taken from {flow} by {by} at priority {priority_name(priority)}"
+            f"{because}. No longer yours: carry on with your other users or end the flow.",
             user,
+            also,
         )
         self.flow = flow
         self.by = by

@@ -183,8 +183,8 @@ class Flow(Owner):
     __slots__ = (
         "_cancel_requested",
         "_children",
-        "_inbox",
         "_ended",
+        "_inbox",
         "_lost_log",
         "_pending",
         "_root_op",
@@ -456,7 +456,22 @@ class Flow(Owner):
         if self.state is not FlowState.RUNNING:
             return
         handler = self.session._handlers.get((notice.kind, user))
-        if handler is not None:
+        root = self._root_op
+        same_instant = (
+            handler is None
+            and not told
+            and root is not None
+            and root.task is self.task
+            and root.notice is not None
+            and root.notice.kind == notice.kind
+            and root.notice.by == notice.by
+            and root.notice.user is not user
+        )
+        if same_instant:  # lost with the user the current wait is already raising for
+            assert root is not None and root.notice is not None
+            root.notice.also.append(user)
+            via = "operation"
+        elif handler is not None:
             via = "handler"
             self.session.spawn(
                 handler(notice_error(self, notice)), f"{self.name}:on_{notice.kind}:{user.id}"
@@ -464,7 +479,6 @@ class Flow(Owner):
         elif told:
             via = "operation"
         else:
-            root = self._root_op
             if root is not None and root.wait and root.notice is None:
                 self.manager.interrupt(root, notice, hold=False)
                 via = "operation"
@@ -715,7 +729,7 @@ class Session:
         """Sleep; news about lost users is delivered here."""
         await self.manager.sleep(self.flow, seconds)
 
-    async def wait(self, fut: asyncio.Future[Any], timeout: float | None = None) -> Any:
+    async def wait(self, fut: asyncio.Future[R], timeout: float | None = None) -> R | None:
         """Wait for a future (a queue assignment, another flow's signal) as an interruptible
         wait: news about lost users is delivered here. ``None`` after ``timeout``."""
         return await self.manager.wait_for(self.flow, fut, timeout)

@@ -59,7 +59,7 @@ __all__ = ["Ledger", "Notice", "Owner", "Preemption", "UserRecord"]
 class Notice:
     """Why an owner lost a user: ``kind`` is ``"preempted"`` or ``"hung_up"``."""
 
-    __slots__ = ("by", "cause", "kind", "priority", "reason", "user")
+    __slots__ = ("also", "by", "cause", "kind", "priority", "reason", "user")
 
     def __init__(
         self,
@@ -77,6 +77,7 @@ class Notice:
         self.priority = priority
         self.reason = reason
         self.cause = cause
+        self.also: list[User] = []  # more users lost in the same instant, told together
 
     def describe(self) -> str:
         if self.kind == "preempted":

@@ -154,10 +154,24 @@ class _Op:
         self.released: asyncio.Future[None] | None = None
 
 
+class _Taking:
+    """One user being taken from its owner by a preemption in progress."""
+
+    __slots__ = ("notice", "ops", "p", "rec")
+
+    def __init__(self, rec: UserRecord, p: Preemption, notice: Notice, ops: list[_Op]) -> None:
+        self.rec = rec
+        self.p = p
+        self.notice = notice
+        self.ops = ops
+
+
 def notice_error(owner: Owner, notice: Notice) -> FlowInterrupted:
     """The exception a notice raises in the owner that receives it."""
     if notice.kind == "preempted":
-        return Preempted(notice.user, owner.name, notice.by or "?", notice.priority, notice.reason)
+        return Preempted(
+            notice.user, owner.name, notice.by or "?", notice.priority, notice.reason, notice.also
+        )
     cause = notice.cause if isinstance(notice.cause, Cause) else Cause.NORMAL
     return UserHungUp(notice.user, owner.name, cause)
 
@@ -463,16 +477,22 @@ class UserManager:
         return "preempt" if claimer.priority > owner.priority else "wait"
 
     def _take(
-        self, claimer: Owner, rec: UserRecord, decision: str, reason: str | None
+        self,
+        claimer: Owner,
+        rec: UserRecord,
+        decision: str,
+        reason: str | None,
+        batch: list[_Taking] | None = None,
     ) -> asyncio.Future[None] | None:
-        """Act on a decision synchronously (steps 1–3); return a future to await, if any."""
+        """Act on a decision synchronously (steps 1–3); return a future to await, if any.
+        Preemptions started with a ``batch`` are completed together by the caller."""
         if decision == "own":
             return None
         if decision == "grant":
             self.ledger.hand_over(rec, claimer, "claimed")
             return None
         if decision == "preempt":
-            return self._start_preemption(rec, claimer, None, reason)
+            return self._start_preemption(rec, claimer, None, reason, batch)
         if decision == "supersede":
             return self._supersede(rec, claimer)
         if decision == "join":
@@ -501,12 +521,14 @@ class UserManager:
         try:
             if "wait" not in decisions:
                 futs = []
+                batch: list[_Taking] = []
                 for rec, decision in zip(recs, decisions, strict=True):
-                    fut = self._take(claimer, rec, decision, reason)
+                    fut = self._take(claimer, rec, decision, reason, batch)
                     if decision != "own":
                         taken.append(rec)
                     if fut is not None:
                         futs.append(fut)
+                self._complete_batch(batch)
                 for fut in futs:
                     await fut
             elif wait is None:
@@ -620,7 +642,12 @@ class UserManager:
             return
 
     def _start_preemption(
-        self, rec: UserRecord, claimer: Owner, fut: asyncio.Future[None] | None, reason: str | None
+        self,
+        rec: UserRecord,
+        claimer: Owner,
+        fut: asyncio.Future[None] | None,
+        reason: str | None,
+        batch: list[_Taking] | None = None,
     ) -> asyncio.Future[None]:
         victim = rec.owner
         assert victim is not None
@@ -646,8 +673,22 @@ class UserManager:
         ops = [op for op in rec.ops if op.owner is victim]
         for op in ops:  # step 4 begins: stop the loser's coroutines
             self.interrupt(op, notice, hold=True)
-        self.spawn(self._complete_preemption(rec, p, notice, ops), f"preempt:{user.id}")
+        taking = _Taking(rec, p, notice, ops)
+        if batch is None:
+            self._complete_batch([taking])
+        else:
+            batch.append(taking)
         return fut
+
+    def _complete_batch(self, batch: list[_Taking]) -> None:
+        """Complete preemptions, one task per loser: a flow that loses several users in one
+        claim (a barge-in takes both parties) is told about all of them at once."""
+        by_victim: dict[int, list[_Taking]] = {}
+        for taking in batch:
+            by_victim.setdefault(id(taking.p.victim), []).append(taking)
+        for items in by_victim.values():
+            names = ",".join(t.rec.user.id for t in items)
+            self.spawn(self._complete_preemption(items), f"preempt:{names}")
 
     def _supersede(self, rec: UserRecord, claimer: Owner) -> asyncio.Future[None]:
         p = rec.preemption
@@ -673,22 +714,22 @@ class UserManager:
             old_fut.set_exception(Superseded(rec.user, old.name, claimer.name))
         return p.fut
 
-    async def _complete_preemption(
-        self, rec: UserRecord, p: Preemption, notice: Notice, ops: list[_Op]
-    ) -> None:
-        """Steps 4 (wait for unwinding) to 7 (grant), in a supervised task so that a superseding
-        claim or a dying claimer cannot abandon it half-way."""
-        user = rec.user
+    async def _complete_preemption(self, items: list[_Taking]) -> None:
+        """Steps 4 (wait for unwinding) to 7 (grant) for users taken from one loser, in a
+        supervised task so that a superseding claim or a dying claimer cannot abandon it
+        half-way."""
         try:
+            ops = [op for t in items for op in t.ops]
             if ops:
                 unwound = [op.unwound for op in ops if op.unwound is not None]
                 _, pending = await asyncio.wait(unwound, timeout=self.unwind_timeout)
                 if pending:
+                    victim = items[0].p.victim.name
                     self.events.publish(
                         Problem(
-                            source=f"preempt:{user.id}",
-                            message=f"{len(pending)} operation(s) of {p.victim.name} did not "
-                            f"unwind within {self.unwind_timeout} s; clearing anyway",
+                            source="preempt",
+                            message=f"{len(pending)} operation(s) of {victim} did not unwind "
+                            f"within {self.unwind_timeout} s; clearing anyway",
                         )
                     )
                 for op in ops:
@@ -700,32 +741,43 @@ class UserManager:
                             notice="preempted",
                         )
                     )
-            if rec.live_leg is not None and rec.dirty:  # step 5
-                try:
-                    await self.clear(MANAGER, user)
-                except SwitchFailed as exc:
-                    self.events.publish(Problem(source=f"preempt:{user.id}", message=str(exc)))
-            else:
-                rec.digits.clear()
-            for op in ops:  # step 6
+            for t in items:  # step 5
+                rec = t.rec
+                if rec.live_leg is not None and rec.dirty:
+                    try:
+                        await self.clear(MANAGER, rec.user)
+                    except SwitchFailed as exc:
+                        self.events.publish(
+                            Problem(source=f"preempt:{rec.user.id}", message=str(exc))
+                        )
+                else:
+                    rec.digits.clear()
+            for op in ops:  # step 6, all at once
                 self._release_op(op)
-            p.victim._lost(user, notice, told=bool(ops))
+            for t in items:
+                t.p.victim._lost(t.rec.user, t.notice, told=bool(t.ops))
         finally:
-            rec.preemption = None
-            self.preempting.discard(rec)
-            claimer = p.claimer
-            granted = claimer is not None and rec.owner is claimer and not p.fut.done()
-            if granted:
-                p.fut.set_result(None)  # step 7
-            self.events.publish(
-                PreemptionCompleted(
-                    user=user.id,
-                    victim=p.victim.name,
-                    claimer=claimer.name if granted and claimer else None,
-                    seconds=self.loop.time() - p.started,
-                )
+            for t in items:
+                self._grant(t)
+
+    def _grant(self, t: _Taking) -> None:
+        """Step 7: the claim returns (to whoever claims the user now)."""
+        rec, p = t.rec, t.p
+        rec.preemption = None
+        self.preempting.discard(rec)
+        claimer = p.claimer
+        granted = claimer is not None and rec.owner is claimer and not p.fut.done()
+        if granted:
+            p.fut.set_result(None)
+        self.events.publish(
+            PreemptionCompleted(
+                user=rec.user.id,
+                victim=p.victim.name,
+                claimer=claimer.name if granted and claimer else None,
+                seconds=self.loop.time() - p.started,
             )
-            self._owner_changed(rec)
+        )
+        self._owner_changed(rec)
 
     def _abandon(self, claimer: Owner, rec: UserRecord) -> None:
         """Give back a user this claim took (or was taking)."""

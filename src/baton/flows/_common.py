@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from baton.core import BatonError, CallFailed, Session, User
+from baton.core import BatonError, CallFailed, FlowInterrupted, Session, User
 from baton.switch.port import Cause, Tone
 
 #: The tone a party hears when a call fails, by cause.
@@ -49,3 +49,18 @@ def parties_of(s: Session, user: User) -> list[User]:
     if meeting is not None:
         return [u for u in meeting.members if u is not user]
     return []
+
+
+async def until_leave(s: Session, dispatcher: User) -> None:
+    """Wait until ``dispatcher`` leaves: a ``leave`` command, a hang-up, or being taken by a
+    higher-priority flow. Other parties leaving (hung up, preempted) do not end the wait."""
+    while True:
+        try:
+            cmd = await s.command()
+        except FlowInterrupted as exc:
+            if exc.user is dispatcher:
+                return
+            continue
+        if cmd is not None and cmd.name == "leave":
+            cmd.reply("left")
+            return

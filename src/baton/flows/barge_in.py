@@ -1,0 +1,59 @@
+"""Barge-in (强插): a dispatcher joins an existing two-party call as a three-way.
+
+The dispatcher takes both parties from their call (a P2P, or a bridge a flow set up) at FLASH
+priority, rings their own line, and the three meet. When the dispatcher leaves (hangs up, sends
+``leave``, or the flow is cancelled) the two parties are restored to their call at its original
+priority — if both are still this flow's. If one of them was taken meanwhile (an emergency) or
+hung up, the other hears the preemption tone and is released.
+
+A target in a conference (a meeting, settled or under a flow) is simply joined: the dispatcher enters the meeting as
+a speaker and leaves it at the end.
+"""
+
+from __future__ import annotations
+
+from baton.core import (
+    P2P,
+    FlowUsageError,
+    Priority,
+    Session,
+    User,
+    flow,
+)
+from baton.flows._common import notify_and_release, parties_of, until_leave
+
+
+@flow(priority=Priority.FLASH, permission="barge_in", commands={"leave": "the dispatcher leaves"})
+async def barge_in(s: Session, dispatcher: User, target: User) -> None:
+    """Join ``target``'s call with ``dispatcher`` as a three-way; restore it afterwards."""
+    room = s.meeting_of(target)
+    if room is not None:  # a conference: just join it
+        await s.claim(dispatcher)
+        await s.dial(dispatcher)
+        await s.join(room, dispatcher)
+        await until_leave(s, dispatcher)
+        if s.owns(dispatcher) and s.meeting_of(dispatcher) is room:
+            await s.leave(room, dispatcher)
+        return
+    parties = parties_of(s, target)
+    if len(parties) != 1:
+        raise FlowUsageError(f"{target.id!r} is not in a two-party call")
+    peer = parties[0]
+    owner = s.owner_of(target)
+    original = owner.priority if owner is not None else Priority.ROUTINE
+    await s.claim(dispatcher, target, peer, reason=f"barge-in by {dispatcher.id}")
+
+    async def finish() -> None:
+        mine = [u for u in (target, peer) if s.owns(u) and s.leg_of(u) is not None]
+        if len(mine) == 2:
+            await s.connect(target, peer)
+            s.settle(P2P(target, peer, priority=original))
+            s.note(f"{target.id} and {peer.id} restored to their call")
+        for u in mine if len(mine) == 1 else []:
+            await notify_and_release(s, u, by=s.name)
+
+    s.compensate(finish, label="restore_call")
+    await s.dial(dispatcher)
+    await s.meeting(dispatcher, target, peer)
+    s.note(f"{dispatcher.id} barged into {target.id}–{peer.id}")
+    await until_leave(s, dispatcher)

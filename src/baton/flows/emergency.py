@@ -1,0 +1,102 @@
+"""Emergency calls: the top priority.
+
+``emergency_call`` (declared by a dispatcher)
+    Takes the target and the dispatcher from whatever they are in — the flows that held them are
+    preempted and compensate — and connects them. The *emergency state* then holds, whatever the
+    parties do, until an authorised dispatcher sends ``end`` (the service checks who may); a
+    party who hangs up can be called again with ``redial``. When ended, parties still talking
+    are settled into an ordinary call.
+
+``emergency_inbound`` (raised by a user calling an emergency number)
+    Answers the caller at emergency priority and puts them through to a dispatcher: a free one
+    if there is one, else the one busy at the lowest priority, who is preempted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from baton.core import (
+    P2P,
+    BatonError,
+    Command,
+    FlowUsageError,
+    Priority,
+    Session,
+    User,
+    UserHungUp,
+    flow,
+)
+
+COMMANDS = {
+    "end": "end the emergency (authorised dispatchers only)",
+    "redial": "call a party who hung up again",
+}
+
+
+@flow(priority=Priority.EMERGENCY, permission="emergency", commands=COMMANDS)
+async def emergency_call(s: Session, dispatcher: User, target: User, ring: float = 60.0) -> str:
+    """Declare an emergency: take ``target`` from whatever it is in and connect it to
+    ``dispatcher``; hold the emergency until an authorised dispatcher ends it."""
+    await s.claim(dispatcher, target, reason="emergency")
+    s.note(f"EMERGENCY declared by {dispatcher.id} for {target.id}")
+    await s.dial(dispatcher)
+    await s.dial(target, timeout=ring, caller=dispatcher)
+    await s.connect(dispatcher, target)
+    return await _hold_emergency(s, dispatcher, target, ring)
+
+
+@flow(priority=Priority.EMERGENCY, permission="emergency", commands=COMMANDS)
+async def emergency_inbound(s: Session, caller: User, dispatchers: list[User]) -> str:
+    """``caller`` dialled the emergency number: answer and put them through to a dispatcher,
+    preempting the least important call a dispatcher is on if none is free."""
+    if not dispatchers:
+        raise FlowUsageError("emergency_inbound needs at least one dispatcher")
+    await s.claim(caller, reason="emergency")
+    await s.answer(caller)
+    s.note(f"EMERGENCY call from {caller.id}")
+
+    def rank(d: User) -> int:
+        owner = s.owner_of(d)
+        return -1 if owner is None else owner.priority
+
+    dispatcher = min(dispatchers, key=rank)
+    await s.claim(dispatcher, reason=f"emergency call from {caller.id}")
+    await s.dial(dispatcher)
+    await s.connect(caller, dispatcher)
+    return await _hold_emergency(s, dispatcher, caller, 60.0)
+
+
+async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: float) -> str:
+    """Wait for ``end``; serve ``redial``; survive hang-ups."""
+    while True:
+        try:
+            cmd = await s.command()
+        except UserHungUp as exc:
+            s.note(f"{exc.user.id} hung up; the emergency stays declared until ended")
+            continue
+        if cmd is None:
+            continue
+        if cmd.name == "end":
+            s.note(f"emergency ended by {cmd.by or 'an authorised dispatcher'}")
+            cmd.reply("ended")
+            break
+        await _redial(s, cmd, dispatcher, target, ring)
+    talking = [u for u in (dispatcher, target) if s.owns(u) and s.state_of(u) == "talking"]
+    if len(talking) == 2:
+        s.settle(P2P(dispatcher, target, priority=Priority.ROUTINE))
+    return "ended"
+
+
+async def _redial(s: Session, cmd: Command, dispatcher: User, target: User, ring: float) -> None:
+    try:
+        for u in (dispatcher, target):
+            if not s.owns(u) or s.leg_of(u) is None:
+                await s.claim(u, reason="emergency")
+                await s.dial(u, timeout=ring)
+        await s.connect(dispatcher, target)
+    except BatonError as exc:
+        cmd.fail(exc)
+        return
+    with contextlib.suppress(BatonError):
+        cmd.reply("connected")

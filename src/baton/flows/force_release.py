@@ -1,0 +1,48 @@
+"""Force release (强拆): end a user's current call.
+
+The target's call is taken at FLASH_OVERRIDE priority; the target is hung up with an RFC 4411
+``Reason: preemption`` header. The other party hears the preemption tone and then, per policy,
+is released (hung up), or returned to a dispatcher queue to wait for a dispatcher again.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from baton.core import FlowUsageError, Priority, Session, User, flow
+from baton.flows._common import notify_and_release, parties_of, preemption_reason
+from baton.flows.queue import DispatcherQueue, queued_call
+from baton.switch.port import Cause, Tone
+
+
+class OtherParty(enum.Enum):
+    """What happens to the party left alone."""
+
+    RELEASE = "release"  # preemption tone, then hung up
+    QUEUE = "queue"  # preemption tone, then back into a dispatcher queue
+
+
+@flow(priority=Priority.FLASH_OVERRIDE, permission="force_release")
+async def force_release(
+    s: Session,
+    target: User,
+    other: OtherParty = OtherParty.RELEASE,
+    queue: DispatcherQueue | None = None,
+) -> list[str]:
+    """End ``target``'s call; the other parties are released or re-queued. Returns the ids of
+    the other parties."""
+    if other is OtherParty.QUEUE and queue is None:
+        raise FlowUsageError("force_release with other=QUEUE needs a queue")
+    parties = parties_of(s, target)
+    await s.claim(target, *parties, reason="force release")
+    await s.hangup(target, Cause.PREEMPTED, preemption_reason(s.name, "force release"))
+    s.note(f"{target.id} force-released")
+    for party in parties:
+        if other is OtherParty.RELEASE or queue is None:
+            await notify_and_release(s, party, by=s.name)
+            continue
+        await s.play(party, Tone("preemption", 3.0))
+        s.release(party)
+        s.manager.start(queued_call, party, queue)
+        s.note(f"{party.id} returned to queue {queue.name}")
+    return [p.id for p in parties]

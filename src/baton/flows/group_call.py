@@ -1,0 +1,209 @@
+"""Group call and conference: many users in one meeting under a dispatcher.
+
+``group_call``
+    Rings the group's members in parallel; those who answer join the dispatcher's meeting, late
+    answerers join when they answer. A member already busy in a lower-priority flow is
+    preempted (``busy=PREEMPT``) or left alone (``SKIP``); one busy at an equal or higher
+    priority is always left alone. It lasts until the dispatcher hangs up or sends ``end``; the
+    members are then hung up. Returns each member's fate: ``joined``, ``left``, ``taken``
+    (preempted away), ``skipped``, ``busy``, ``no_answer``, ``rejected``, ``unreachable``.
+
+``conference``
+    A group call the dispatcher controls: ``add`` (ring one more), ``kick``, ``mute``,
+    ``unmute``, ``listen`` (listen-only), ``speak``, ``end``. When the dispatcher leaves, the
+    policy decides: ``END`` hangs everyone up; ``CONTINUE`` leaves the others talking in a
+    MeetingCall that outlives the flow.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from baton.core import (
+    BatonError,
+    CallFailed,
+    Command,
+    FlowInterrupted,
+    FlowUsageError,
+    Meeting,
+    MeetingCall,
+    Priority,
+    Session,
+    User,
+    flow,
+)
+from baton.switch.port import MeetingMode
+
+
+class BusyPolicy(enum.Enum):
+    PREEMPT = "preempt"  # take members busy in a lower-priority flow
+    SKIP = "skip"  # leave busy members alone
+
+
+class OnLeave(enum.Enum):
+    END = "end"  # everyone is hung up
+    CONTINUE = "continue"  # the others go on in a MeetingCall
+
+
+class _Group:
+    """The meeting, and what became of each member."""
+
+    def __init__(self, s: Session, room: Meeting, dispatcher: User, ring: float) -> None:
+        self.s = s
+        self.room = room
+        self.dispatcher = dispatcher
+        self.ring = ring
+        self.fate: dict[str, str] = {}
+
+    def members(self) -> list[User]:
+        return [u for u in self.room.members if u is not self.dispatcher]
+
+    async def invite(self, members: list[User], busy: BusyPolicy) -> None:
+        s = self.s
+        takeable: list[User] = []
+        for m in members:
+            owner = s.owner_of(m)
+            if owner is None or owner is s.flow:
+                takeable.append(m)
+            elif busy is BusyPolicy.SKIP:
+                self.fate[m.id] = "skipped"
+            elif owner.priority < s.priority:
+                takeable.append(m)
+            else:
+                self.fate[m.id] = "busy"
+        for m in takeable:
+            try:
+                await s.claim(m, reason=f"group call by {self.dispatcher.id}")
+            except BatonError:
+                self.fate[m.id] = "busy"
+                continue
+            s.on_lost(m, self._lost)
+            self.fate[m.id] = "ringing"
+            s.spawn(self._ring(m), f"{s.name}:ring:{m.id}")
+
+    async def _ring(self, m: User) -> None:
+        s = self.s
+        try:
+            await s.dial(m, timeout=self.ring)
+            await s.join(self.room, m)
+        except CallFailed as exc:
+            self.fate[m.id] = exc.cause.value
+            s.release(m)
+            return
+        except FlowInterrupted:
+            return  # _lost recorded it
+        self.fate[m.id] = "joined"
+        s.note(f"{m.id} joined")
+
+    async def _lost(self, exc: FlowInterrupted) -> None:
+        self.fate[exc.user.id] = "left" if exc.code == "user-hung-up" else "taken"
+
+    async def hang_up_members(self) -> None:
+        for m in self.members():
+            if self.s.owns(m):
+                await self.s.hangup(m)
+        for m in list(self.s.users):
+            if m is not self.dispatcher and self.s.leg_of(m) is not None:
+                await self.s.hangup(m)  # still ringing
+
+
+async def _start(s: Session, dispatcher: User, ring: float) -> _Group:
+    await s.claim(dispatcher)
+    await s.dial(dispatcher)
+    room = await s.meeting(dispatcher)
+    return _Group(s, room, dispatcher, ring)
+
+
+async def _until_end(s: Session, group: _Group) -> str:
+    """Serve commands until the dispatcher leaves or sends ``end``; returns why it ended."""
+    while True:
+        try:
+            cmd = await s.command()
+        except FlowInterrupted as exc:
+            if exc.user is group.dispatcher:
+                return "dispatcher left"
+            continue
+        if cmd is None:
+            continue
+        if cmd.name == "end":
+            cmd.reply("ended")
+            return "ended"
+        try:
+            cmd.reply(await _control(s, group, cmd))
+        except BatonError as exc:
+            cmd.fail(exc)
+
+
+async def _control(s: Session, group: _Group, cmd: Command) -> str:
+    user_id = cmd.args.get("user")
+    if not isinstance(user_id, str):
+        raise FlowUsageError(f"command {cmd.name} needs a 'user' argument (a user id)")
+    user = s.user(user_id)
+    if cmd.name == "add":
+        await group.invite([user], BusyPolicy.PREEMPT)
+        return group.fate.get(user.id, "?")
+    if user not in group.room.members or user is group.dispatcher:
+        raise FlowUsageError(f"{user.id!r} is not a member of this conference")
+    if cmd.name == "kick":
+        await s.hangup(user)
+        group.fate[user.id] = "kicked"
+        return "kicked"
+    mode = {
+        "mute": MeetingMode.MUTED,
+        "unmute": MeetingMode.SPEAK,
+        "speak": MeetingMode.SPEAK,
+        "listen": MeetingMode.LISTEN,
+    }[cmd.name]
+    await s.join(group.room, user, mode)
+    return mode.value
+
+
+@flow(priority=Priority.PRIORITY, permission="group_call", commands={"end": "end the call"})
+async def group_call(
+    s: Session,
+    dispatcher: User,
+    members: list[User],
+    busy: BusyPolicy = BusyPolicy.PREEMPT,
+    ring: float = 30.0,
+) -> dict[str, str]:
+    """Ring ``members`` in parallel and connect those who answer with ``dispatcher``."""
+    group = await _start(s, dispatcher, ring)
+    s.compensate(group.hang_up_members, label="hang_up_members")
+    await group.invite(list(members), busy)
+    why = await _until_end(s, group)
+    s.note(f"group call over: {why}")
+    return group.fate
+
+
+CONFERENCE_COMMANDS = {
+    "add": "ring one more member (user)",
+    "kick": "hang up a member (user)",
+    "mute": "a member is no longer heard (user)",
+    "unmute": "a muted member is heard again (user)",
+    "listen": "a member only listens (user)",
+    "speak": "a member speaks and listens (user)",
+    "end": "end the conference for everyone",
+}
+
+
+@flow(priority=Priority.PRIORITY, permission="conference", commands=CONFERENCE_COMMANDS)
+async def conference(
+    s: Session,
+    dispatcher: User,
+    members: list[User],
+    on_leave: OnLeave = OnLeave.END,
+    ring: float = 30.0,
+) -> dict[str, str]:
+    """A conference under ``dispatcher``'s control."""
+    group = await _start(s, dispatcher, ring)
+    await group.invite(list(members), BusyPolicy.PREEMPT)
+    why = await _until_end(s, group)
+    talking = [m for m in group.members() if s.owns(m)]
+    if why == "dispatcher left" and on_leave is OnLeave.CONTINUE and len(talking) >= 2:
+        if s.owns(dispatcher) and s.meeting_of(dispatcher) is group.room:
+            await s.leave(group.room, dispatcher)
+        s.settle(MeetingCall(group.room, tuple(talking)))
+        s.note(f"conference continues without {dispatcher.id}")
+        return group.fate
+    await group.hang_up_members()
+    return group.fate

@@ -1,0 +1,47 @@
+"""Hold and resume.
+
+The held party hears the hold tone (or music on hold, a WAV prompt) while the holder is free;
+``resume`` puts them back together as the call they were (a P2P at its original priority). If
+the held party hangs up, the holder is free; if the holder hangs up, the held party hears a busy
+tone and is released.
+"""
+
+from __future__ import annotations
+
+from baton.core import P2P, FlowUsageError, Priority, Session, User, UserHungUp, flow
+from baton.switch.port import Cause, Prompt, Tone
+
+
+@flow(
+    priority=Priority.PRIORITY,
+    permission="call",
+    commands={"resume": "take the held party off hold"},
+)
+async def hold(s: Session, holder: User, held: User, music: str | None = None) -> str:
+    """Put ``held`` (talking with ``holder``) on hold until ``resume``."""
+    if s.partner_of(holder) is not held:
+        raise FlowUsageError(f"{holder.id!r} is not talking with {held.id!r}")
+    owner = s.owner_of(held)
+    original = owner.priority if owner is not None else Priority.ROUTINE
+    await s.claim(holder, held)
+    await s.clear(held)
+    await s.clear(holder)
+    tune = await s.play(held, Prompt(music) if music else Tone("hold"), loop=True)
+    s.note(f"{held.id} on hold")
+    while True:
+        try:
+            cmd = await s.command()
+        except UserHungUp as exc:
+            if exc.user is held:
+                return "held party left"
+            await s.stop(tune)
+            await s.play(held, Tone("busy", 2.0))
+            await s.hangup(held, Cause.NORMAL)
+            return "holder left"
+        if cmd is not None and cmd.name == "resume":
+            cmd.reply("resumed")
+            break
+    await s.stop(tune)
+    await s.connect(holder, held)
+    s.settle(P2P(holder, held, priority=original))
+    return "resumed"

@@ -1,0 +1,74 @@
+"""Monitor (监听) and whisper: a dispatcher listens to a call, or speaks to one party only.
+
+The monitored parties hear nothing of it. A call in a meeting (a conference) is joined in
+*listen* (or *whisper-to*) mode without touching its members. A two-party call (a P2P) is
+turned into a meeting for the duration — both parties speaking, the dispatcher listening or
+whispering — and restored as a P2P at its original priority afterwards. A call still being set
+up by another flow cannot be monitored (it would break that flow): the error says so.
+
+Either ends when the dispatcher hangs up or sends ``leave``.
+"""
+
+from __future__ import annotations
+
+from baton.core import (
+    P2P,
+    FlowUsageError,
+    Priority,
+    Session,
+    User,
+    flow,
+)
+from baton.flows._common import notify_and_release, parties_of, until_leave
+from baton.switch.port import MeetingMode
+
+LEAVE = {"leave": "the dispatcher stops listening"}
+
+
+@flow(priority=Priority.FLASH, permission="monitor", commands=LEAVE)
+async def monitor(s: Session, dispatcher: User, target: User) -> None:
+    """Listen silently to ``target``'s call."""
+    await _listen_in(s, dispatcher, target, MeetingMode.LISTEN)
+
+
+@flow(priority=Priority.FLASH, permission="whisper", commands=LEAVE)
+async def whisper(s: Session, dispatcher: User, target: User) -> None:
+    """Speak to ``target`` only; the other parties hear nothing of it."""
+    await _listen_in(s, dispatcher, target, MeetingMode.WHISPER)
+
+
+async def _listen_in(s: Session, dispatcher: User, target: User, mode: MeetingMode) -> None:
+    whisper_to = target if mode is MeetingMode.WHISPER else None
+    room = s.meeting_of(target)
+    owner = s.owner_of(target)
+    if room is not None:
+        await s.claim(dispatcher)
+        await s.dial(dispatcher)
+        await s.join(room, dispatcher, mode, whisper_to=whisper_to)
+        await until_leave(s, dispatcher)
+        if s.owns(dispatcher) and s.meeting_of(dispatcher) is room:
+            await s.leave(room, dispatcher)
+        return
+    if not isinstance(owner, P2P):
+        holder = owner.name if owner is not None else "nobody"
+        raise FlowUsageError(
+            f"{target.id!r} is not in a settled call (held by {holder}); only settled calls "
+            "and meetings can be monitored"
+        )
+    peer = parties_of(s, target)[0]
+    original = owner.priority
+    await s.claim(dispatcher, target, peer, reason=f"{mode.value} by {dispatcher.id}")
+
+    async def restore() -> None:
+        mine = [u for u in (target, peer) if s.owns(u) and s.leg_of(u) is not None]
+        if len(mine) == 2:
+            await s.connect(target, peer)
+            s.settle(P2P(target, peer, priority=original))
+        for u in mine if len(mine) == 1 else []:
+            await notify_and_release(s, u, by=s.name)
+
+    s.compensate(restore, label="restore_call")
+    await s.dial(dispatcher)
+    room = await s.meeting(target, peer)
+    await s.join(room, dispatcher, mode, whisper_to=whisper_to)
+    await until_leave(s, dispatcher)

@@ -1,0 +1,45 @@
+"""Call pickup (代答): answer a call that is ringing at another user.
+
+The picker takes the caller and the ringing user from the flow that is setting up the call
+(PRIORITY beats a ROUTINE call), cancels the ringing leg, rings the picker's own line and
+connects it to the caller. If the called user answers first — even in the same instant — the
+pickup steps aside: the caller and the called user are connected as they would have been, and
+the pickup fails with :class:`PickupFailed`.
+"""
+
+from __future__ import annotations
+
+from baton.core import P2P, BatonError, LegState, Priority, Session, User, flow
+from baton.switch.port import Cause
+
+
+class PickupFailed(BatonError):
+    """There was no call to pick up (not ringing, or answered first)."""
+
+    code = "pickup-failed"
+
+
+@flow(priority=Priority.PRIORITY, permission="call")
+async def pickup(s: Session, picker: User, ringing: User) -> str:
+    """``picker`` answers the call ringing at ``ringing``. Returns the caller's id."""
+    leg = s.leg_of(ringing)
+    if leg is None or leg.state not in (LegState.DIALLING, LegState.RINGING) or leg.caller is None:
+        raise PickupFailed(f"no call is ringing at {ringing.id!r}")
+    caller = leg.caller
+    await s.claim(caller, ringing, reason=f"pickup by {picker.id}")
+    leg = s.leg_of(ringing)
+    if leg is not None and leg.connected:
+        # The called user answered while we were taking the call: let them have it.
+        await s.connect(caller, ringing)
+        s.settle(P2P(caller, ringing))
+        raise PickupFailed(f"{ringing.id!r} answered first")
+    await s.hangup(ringing, Cause.CANCELLED, "picked up elsewhere")
+    await s.claim(picker)
+    await s.dial(picker)
+    caller_leg = s.leg_of(caller)
+    if caller_leg is not None and not caller_leg.connected:  # an inbound call not yet answered
+        await s.answer(caller)
+    await s.connect(caller, picker)
+    s.settle(P2P(caller, picker))
+    s.note(f"{picker.id} picked up {caller.id}'s call to {ringing.id}")
+    return caller.id

@@ -1,0 +1,99 @@
+"""Individual calls, dispatcher- and user-initiated."""
+
+from __future__ import annotations
+
+import pytest
+
+from baton.core import Busy, NoAnswer, Priority, Rejected, Unreachable, UserHungUp
+from baton.flows import call, emergency_call, inbound_call
+from baton.switch.sim import answers, busy, never_answers, rejects, unreachable
+from baton.testing import World
+
+
+async def test_call_connects_and_settles() -> None:
+    w = World("disp", "field")
+    f = w.start(call, w["disp"], w["field"])
+    await w.run(1.5)
+    assert "tone:ringback" in w.hears("disp")  # the dispatcher hears ringback while field rings
+    await f.result()
+    assert w.hears("disp") == {"field"}
+    assert w.owner("field").startswith("p2p")
+    w.sim.hang_up("field")
+    await w.run(1)
+    w.assert_ok(quiescent=True)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "error"),
+    [
+        (busy(), Busy),
+        (never_answers(), NoAnswer),
+        (rejects(), Rejected),
+        (unreachable(), Unreachable),
+    ],
+)
+async def test_call_failure_tells_the_caller(behaviour: object, error: type) -> None:
+    w = World("disp", "field", grace=2)
+    w.behave("field", behaviour)  # type: ignore[arg-type]
+    with pytest.raises(error):
+        await w.start(call, w["disp"], w["field"], 20.0).result()
+    assert "tone:busy" in w.heard("disp")
+    await w.run(5)
+    w.assert_ok(quiescent=True)
+
+
+async def test_caller_hangs_up_while_callee_rings_cancels_the_callee() -> None:
+    w = World("disp", "field")
+    w.behave("field", never_answers())
+    f = w.start(call, w["disp"], w["field"])
+    await w.run(5)
+    w.sim.hang_up("disp")
+    with pytest.raises(UserHungUp):
+        await f.result()
+    assert w.state("field") == "idle"  # the ringing leg was cancelled at once
+    assert w.sim.hangups[-1][1].value == "cancelled"
+    w.assert_ok(quiescent=True)
+
+
+async def test_inbound_call_rings_then_answers_the_caller() -> None:
+    w = World("alice", "bob")
+    leg = w.sim.call_in("alice", "bob")
+    f = w.start(inbound_call, w["alice"], w["bob"])
+    await w.run(0.5)
+    assert w.sim.legs[leg].state == "ringing"  # not answered before bob answers
+    await f.result()
+    assert w.hears("alice") == {"bob"}
+
+
+async def test_inbound_call_busy_ends_the_caller_with_busy() -> None:
+    w = World("alice", "bob")
+    w.behave("bob", busy())
+    w.sim.call_in("alice", "bob")
+    with pytest.raises(Busy):
+        await w.start(inbound_call, w["alice"], w["bob"]).result()
+    assert w.sim.hangups[-1][1].value == "busy"
+    assert w.state("alice") == "idle"
+
+
+async def test_switch_failure_during_call_is_contained() -> None:
+    w = World("disp", "field", grace=2)
+    w.sim.fail_next("bridge")
+    f = w.start(call, w["disp"], w["field"])
+    assert await f.wait() == "failed"
+    assert "bridge" in str(f.error)
+    await w.run(5)
+    w.assert_ok(quiescent=True)
+
+
+async def test_emergency_preempts_a_ringing_call() -> None:
+    w = World("disp", "field", "boss", grace=2)
+    w.behave("field", answers(10))
+    f = w.start(call, w["disp"], w["field"])
+    await w.run(3)
+    e = w.start(emergency_call, w["boss"], w["field"])
+    assert await f.wait() == "failed"
+    await w.run(10)
+    assert w.hears("field") == {"boss"}
+    assert w.sim.phones["field"].calls == 1
+    assert e.priority == Priority.EMERGENCY
+    w.assert_ok()

@@ -1,0 +1,80 @@
+"""Pickup, including the race with the called user's own answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from baton.flows import PickupFailed, call, pickup
+from baton.switch.sim import answers, never_answers
+from baton.testing import World
+
+
+async def test_pickup_answers_a_ringing_call() -> None:
+    w = World("a", "b", "c")
+    w.behave("b", never_answers())
+    f = w.start(call, w["a"], w["b"])
+    await w.run(3)
+    p = w.start(pickup, w["c"], w["b"])
+    assert await p.result() == "a"
+    assert w.hears("a") == {"c"}
+    assert w.state("b") == "idle"
+    assert f.outcome == "failed"
+    w.assert_ok()
+
+
+async def test_pickup_started_in_the_tick_of_the_answer_steps_aside() -> None:
+    """b answers at t=5.0 and the pickup starts in the same instant, right after the answer
+    event: there is no call to pick up any more, and a and b talk."""
+    w = World("a", "b", "c")
+    w.behave("b", answers(4.0))  # dialled at t=1.0 -> answers at t=5.0
+    w.start(call, w["a"], w["b"])
+    await w.run(2)
+    started: list[object] = []
+    loop = asyncio.get_running_loop()
+    loop.call_at(5.0, lambda: started.append(w.start(pickup, w["c"], w["b"])))
+    await w.run(5)
+    with pytest.raises(PickupFailed, match="no call is ringing"):
+        await started[0].result()  # type: ignore[attr-defined]
+    assert w.hears("a") == {"b"}
+    w.assert_ok()
+
+
+async def test_answer_landing_while_the_pickup_takes_the_call() -> None:
+    """The pickup is taking the call (clearing a's ringback takes the switch 0.5 s) when b
+    answers: the pickup steps aside, connects a and b as the call would have, and fails."""
+    w = World("a", "b", "c", latency={"clear": 0.5})
+    w.behave("b", answers(4.0))
+    w.start(call, w["a"], w["b"])
+    await w.run(2)
+    loop = asyncio.get_running_loop()
+    started: list[object] = []
+    loop.call_at(4.8, lambda: started.append(w.start(pickup, w["c"], w["b"])))
+    await w.run(5)
+    with pytest.raises(PickupFailed, match="answered first"):
+        await started[0].result()  # type: ignore[attr-defined]
+    assert w.hears("a") == {"b"}
+    assert w.state("c") == "idle"
+    assert w.owner("a").startswith("p2p")
+    w.assert_ok()
+
+
+async def test_pickup_just_before_the_answer_wins() -> None:
+    w = World("a", "b", "c")
+    w.behave("b", answers(4.0))
+    w.start(call, w["a"], w["b"])
+    await w.run(2)
+    loop = asyncio.get_running_loop()
+    started: list[object] = []
+    loop.call_at(4.999, lambda: started.append(w.start(pickup, w["c"], w["b"])))
+    await w.run(5)
+    assert await started[0].result() == "a"  # type: ignore[attr-defined]
+    assert w.hears("a") == {"c"}
+    assert w.sim.phones["b"].calls == 1
+
+
+async def test_nothing_to_pick_up() -> None:
+    w = World("b", "c")
+    with pytest.raises(PickupFailed, match="no call is ringing"):
+        await w.start(pickup, w["c"], w["b"]).result()
