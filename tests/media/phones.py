@@ -23,6 +23,7 @@ class FakePhone(asyncio.DatagramProtocol):
         self.pt = 0 if codec == "PCMU" else 8
         self.amp = amp
         self.received: list[tuple[tuple[str, int], rtp.RtpPacket]] = []
+        self.sent: list[bytes] = []  # audio payloads, in send order
         self.transport: asyncio.DatagramTransport | None = None
         self.ssrc = random.getrandbits(32)
         self.seq = random.getrandbits(16)
@@ -75,7 +76,9 @@ class FakePhone(asyncio.DatagramProtocol):
         self.transport.sendto(packet.to_bytes(), self.target)
 
     def send_frame(self) -> None:
-        self.send(self.frame())
+        payload = self.frame()
+        self.sent.append(payload)
+        self.send(payload)
         self.ts = (self.ts + 160) & 0xFFFFFFFF
 
     def start_sending(self, target: tuple[str, int], *, count: int | None = None) -> None:

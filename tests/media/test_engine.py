@@ -89,6 +89,12 @@ async def test_two_phones_bridged_hear_each_other_through_the_direct_relay() -> 
         assert stats.direct_peer == "b"
         # What b hears comes from a's port, as b's SDP said (symmetric RTP).
         assert {addr for addr, _ in b.received} == {rig.engine.local_address("b")}
+        # Pass-through is bit-exact, in order, on one rewritten stream.
+        got = [p.payload for p in b.audio()]
+        start = a.sent.index(got[0])
+        assert got == a.sent[start : start + len(got)]
+        assert len({(p.ssrc, p.payload_type) for p in b.audio()}) == 1
+        assert b.audio()[0].ssrc != a.ssrc
 
     await with_rig(body)
 

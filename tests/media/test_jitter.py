@@ -190,3 +190,24 @@ def test_never_out_of_order_and_frames_are_accounted(
     delivered = sum(len(v) for v in arrivals.values())
     assert played + jb.late + jb.duplicates + jb.dropped >= delivered - jb.depth
     assert played <= delivered
+
+
+def test_a_packet_just_too_late_is_still_played_and_the_buffer_deepens() -> None:
+    jb = make(initial_depth=1)
+    arrivals = {t: [t] for t in range(30) if t != 5}
+    arrivals[6] = [5, 6]  # frame 5 misses its slot by one tick
+    out = run(jb, arrivals, 32)
+    assert audio(out)[:30] == list(range(30))  # nothing lost, in order
+    assert jb.late == 1
+    assert jb.target == 2
+
+
+def test_packets_that_always_arrive_just_after_the_tick_settle_without_growing() -> None:
+    jb = make(initial_depth=1, max_depth=10)
+    kinds = []
+    for k in range(500):
+        jb.pop()  # the tick comes first...
+        kinds.append(jb.last_kind)
+        jb.push(k * FRAME, payload(k), k * FRAME + 1)  # ...then the packet, every period
+    assert jb.target <= 3
+    assert kinds[-100:].count(FrameKind.AUDIO) == 100

@@ -313,6 +313,7 @@ class MediaEngine:
         self._t0 = 0.0
         self._tick_no = 0
         self._dtmf_legs: set[_Leg] = set()
+        self._retired = [0, 0, 0]  # late, lost, dropped frames of released legs
         self._prompts: dict[tuple[str, int, int], npt.NDArray[np.int16]] = {}
         self._closed = False
 
@@ -416,6 +417,10 @@ class MediaEngine:
             self._stop_clock()
 
     def _close_leg(self, entry: _Leg) -> None:
+        jb = entry.jb
+        self._retired[0] += jb.late
+        self._retired[1] += jb.lost
+        self._retired[2] += jb.dropped + jb.duplicates
         for s in (entry.sock, entry.rtcp_sock):
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(s.fileno())
@@ -886,7 +891,7 @@ class MediaEngine:
 
     def _housekeeping(self, now: float) -> None:
         metrics = self.metrics
-        late = lost = dropped = 0
+        late, lost, dropped = self._retired
         for entry in list(self._legs.values()):
             jb = entry.jb
             late += jb.late
@@ -906,10 +911,11 @@ class MediaEngine:
                 self._emit(MediaTimeout(entry.id, now - entry.last_activity))
             if (self._tick_no + hash(entry.id)) % _RTCP_EVERY < _CHECK_EVERY:
                 self._send_rtcp(entry)
-        # jitter-buffer counters are per buffer; the engine-wide view is their sum over live legs
-        metrics.late_frames = max(metrics.late_frames, late)
-        metrics.lost_frames = max(metrics.lost_frames, lost)
-        metrics.dropped_frames = max(metrics.dropped_frames, dropped)
+        # Jitter-buffer counters live in each buffer; the engine-wide figure is their sum (with
+        # released legs' final counts), refreshed here every 0.5 s.
+        metrics.late_frames = late
+        metrics.lost_frames = lost
+        metrics.dropped_frames = dropped
 
     def _send_rtcp(self, entry: _Leg) -> None:
         dest = entry.rtcp_dest

@@ -17,8 +17,14 @@ Adaptation. The interarrival jitter is estimated as in RFC 3550 A.8. The target 
 larger of what the jitter asks for (``1 + ceil(3 J / frame)``) and what late packets taught: a
 packet that arrives after its slot was played raises the target by one frame at once (late audio
 is lost audio), and the target relaxes by one frame after ``relax_after`` pops without lateness.
-When more than ``target + 2`` frames are buffered the oldest frame is skipped (at most one in ten
-pops) so the delay comes back down. Depth is bounded by ``[min_depth, max_depth]``.
+When more than ``target + 1`` frames are buffered the oldest frame is skipped (at most one in ten
+pops) so the delay comes back down.
+
+A late packet whose slot was just concealed (one or two frames ago) is not thrown away: the play
+head steps back to it, so the concealment frames become the added delay and no audio is lost.
+A packet later than that is dropped, and the next pop inserts one concealment frame without
+consuming a slot — either way the buffer gets deeper *now*, not only at the next prefill. (This
+matters when a sender's packets arrive just after the tick, period after period.) Depth is bounded by ``[min_depth, max_depth]``.
 
 Concealment (PLC). A missing frame is replaced by the previous frame faded (×0.7, ×0.4, ×0.2),
 then by silence. Simple, cheap, and good enough for G.711 at low loss.
@@ -41,6 +47,7 @@ import numpy.typing as npt
 __all__ = ["FrameKind", "JitterBuffer"]
 
 _PLC_GAINS: Final = (0.7, 0.4, 0.2)
+_MAX_REWIND: Final = 2  # frames a late packet may pull the play head back
 _HALF: Final = 1 << 31
 _MASK: Final = 0xFFFFFFFF
 
@@ -70,6 +77,7 @@ class JitterBuffer:
         "_decode",
         "_end_ts",
         "_frame",
+        "_hold",
         "_last",
         "_last_transit",
         "_play_ts",
@@ -120,6 +128,7 @@ class JitterBuffer:
         self._end_ts = 0  # extended timestamp just past the newest buffered sample
         self._last: npt.NDArray[np.int16] | None = None
         self._plc_run = 0
+        self._hold = False
         self._pops_since_late = 0
         self._pops_since_skip = 0
         self._last_transit: int | None = None
@@ -167,6 +176,21 @@ class JitterBuffer:
         if offset + n <= 0:
             self.late += 1
             self._note_late()
+            back = -offset // frame  # how many frames ago its slot was played
+            if (
+                self._state == _PLAYING
+                and offset % frame == 0
+                and n == frame
+                and back <= min(self._plc_run, _MAX_REWIND)
+            ):
+                # Its slot (and every one since) was concealed: step the play head back and play
+                # it after all. Nothing is lost; the delay grows by ``back`` frames, which is
+                # exactly what arriving this late says it needs.
+                self._play_ts -= back * frame
+                self._plc_run = 0
+                self._slots[self._play_ts] = payload
+                return True
+            self._hold = True  # too late to use: add one frame of delay on the next pop
             return False
         if offset > 2 * self.max_depth * frame:
             # Far in the future: the sender jumped (restart without a new SSRC). Re-anchor.
@@ -240,8 +264,12 @@ class JitterBuffer:
                 return None
             self._state = _PLAYING
         self._relax()
+        if self._hold:
+            # Stretch: a concealed frame without consuming one, so the play head falls back.
+            self._hold = False
+            return self._conceal(lost=False)
         slots = self._slots
-        if slots and self._pops_since_skip >= 10 and self.depth > self.target + 2:
+        if slots and self._pops_since_skip >= 10 and self.depth > self.target + 1:
             # Too much delay buffered: skip the oldest frame (it costs 20 ms of audio once).
             slots.pop(self._play_ts, None)
             self._play_ts += frame
@@ -260,14 +288,19 @@ class JitterBuffer:
             return pcm
         # A missing frame: lost, late, or the sender paused (RTP sequence numbers, counted by
         # ReceiverStats, tell network loss apart; here it is what the listener missed).
-        self.lost += 1
+        return self._conceal(lost=True)
+
+    def _conceal(self, *, lost: bool) -> npt.NDArray[np.int16] | None:
+        """Repeat-and-fade the last frame, then silence; a long underrun goes idle."""
+        if lost:
+            self.lost += 1
         self._plc_run += 1
         if self._last is not None and self._plc_run <= len(_PLC_GAINS):
             self.concealed += 1
             self.last_kind = FrameKind.CONCEALED
             gain = _PLC_GAINS[self._plc_run - 1]
             return (self._last * gain).astype(np.int16)
-        if not slots and self._plc_run > len(_PLC_GAINS) + 2:
+        if not self._slots and self._plc_run > len(_PLC_GAINS) + 2:
             # A long underrun: stop the clock; the next packet re-anchors with prefill.
             self._state = _IDLE
             self._last = None
