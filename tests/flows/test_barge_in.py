@@ -13,6 +13,7 @@ async def _talking(w: World) -> None:
     await w.start(call, w["a"], w["b"]).result()
 
 
+@pytest.mark.interaction("barge_in", "call")
 async def test_barge_in_three_way_then_restored() -> None:
     w = World("a", "b")
     d = w.add("d", keep=True)
@@ -39,6 +40,7 @@ async def test_dispatcher_hangup_ends_the_barge_in() -> None:
     w.assert_ok()
 
 
+@pytest.mark.interaction("barge_in", "emergency_call")
 async def test_party_taken_meanwhile_the_other_is_told_and_released() -> None:
     w = World("a", "b", "boss")
     d = w.add("d", keep=True)
@@ -58,6 +60,7 @@ async def test_party_taken_meanwhile_the_other_is_told_and_released() -> None:
     w.assert_ok()
 
 
+@pytest.mark.interaction("barge_in", "conference")
 async def test_barge_into_a_conference_joins_it() -> None:
     w = World("a", "b", "c")
     d = w.add("d", keep=True)

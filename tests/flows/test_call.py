@@ -85,6 +85,7 @@ async def test_switch_failure_during_call_is_contained() -> None:
     w.assert_ok(quiescent=True)
 
 
+@pytest.mark.interaction("emergency_call", "call")
 async def test_emergency_preempts_a_ringing_call() -> None:
     w = World("disp", "field", "boss", grace=2)
     w.behave("field", answers(10))

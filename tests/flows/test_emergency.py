@@ -35,6 +35,7 @@ async def test_unknown_command_is_refused() -> None:
     await e.send("end")
 
 
+@pytest.mark.interaction("emergency_inbound", "call")
 async def test_inbound_emergency_takes_a_free_dispatcher_or_preempts_the_least_busy() -> None:
     w = World("caller", "x", "y")
     d1 = w.add("d1", keep=True)
@@ -52,6 +53,7 @@ async def test_inbound_emergency_takes_a_free_dispatcher_or_preempts_the_least_b
     w.assert_ok()
 
 
+@pytest.mark.interaction("emergency_call", "emergency_call")
 async def test_emergency_beats_emergency_only_by_queueing() -> None:
     w = World("b1", "b2", "field")
     e1 = w.start(emergency_call, w["b1"], w["field"])

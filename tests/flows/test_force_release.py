@@ -9,6 +9,7 @@ from baton.flows import DispatcherQueue, OtherParty, call, force_release
 from baton.testing import World
 
 
+@pytest.mark.interaction("force_release", "call")
 async def test_force_release_cuts_the_target_and_releases_the_other() -> None:
     w = World("a", "b", "d")
     await w.start(call, w["a"], w["b"]).result()
@@ -23,6 +24,7 @@ async def test_force_release_cuts_the_target_and_releases_the_other() -> None:
     w.assert_ok(quiescent=True)
 
 
+@pytest.mark.interaction("force_release", "queued_call")
 async def test_force_release_returns_the_other_party_to_the_queue() -> None:
     w = World("a", "b")
     d1 = w.add("d1", keep=True)

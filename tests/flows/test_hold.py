@@ -9,6 +9,7 @@ from baton.flows import call, hold
 from baton.testing import World
 
 
+@pytest.mark.interaction("hold", "call")
 async def test_hold_and_resume() -> None:
     w = World("a", "b")
     await w.start(call, w["a"], w["b"]).result()

@@ -10,6 +10,7 @@ from baton.switch.sim import answers
 from baton.testing import World
 
 
+@pytest.mark.interaction("monitor", "call")
 async def test_monitor_a_two_party_call_silently() -> None:
     w = World("a", "b")
     sup = w.add("sup", keep=True)
@@ -24,6 +25,7 @@ async def test_monitor_a_two_party_call_silently() -> None:
     w.assert_ok()
 
 
+@pytest.mark.interaction("whisper", "call")
 async def test_whisper_is_heard_by_one_party_only() -> None:
     w = World("a", "b")
     sup = w.add("sup", keep=True)
@@ -36,6 +38,9 @@ async def test_whisper_is_heard_by_one_party_only() -> None:
     await f.result()
 
 
+@pytest.mark.interaction("monitor", "conference")
+@pytest.mark.interaction("whisper", "conference")
+@pytest.mark.interaction("monitor", "whisper")
 async def test_monitor_and_whisper_on_a_conference() -> None:
     w = World("a", "b", "c")
     chair = w.add("chair", keep=True)

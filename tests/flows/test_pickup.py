@@ -11,6 +11,7 @@ from baton.switch.sim import answers, never_answers
 from baton.testing import World
 
 
+@pytest.mark.interaction("pickup", "call")
 async def test_pickup_answers_a_ringing_call() -> None:
     w = World("a", "b", "c")
     w.behave("b", never_answers())
@@ -41,6 +42,7 @@ async def test_pickup_started_in_the_tick_of_the_answer_steps_aside() -> None:
     w.assert_ok()
 
 
+@pytest.mark.interaction("pickup", "call")
 async def test_answer_landing_while_the_pickup_takes_the_call() -> None:
     """The pickup is taking the call (clearing a's ringback takes the switch 0.5 s) when b
     answers: the pickup steps aside, connects a and b as the call would have, and fails."""

@@ -44,6 +44,7 @@ async def test_callers_wait_by_priority_then_arrival_and_hear_music() -> None:
     w.assert_ok()
 
 
+@pytest.mark.interaction("take_call", "queued_call")
 async def test_two_dispatchers_racing_for_the_same_call() -> None:
     w, q = _world("c1", auto_assign=False)
     w.sim.call_in("c1", "100")
@@ -103,6 +104,7 @@ async def test_caller_hangs_up_while_queued_leaves_the_queue() -> None:
     w.assert_ok(quiescent=True)
 
 
+@pytest.mark.interaction("call", "queued_call")
 async def test_busy_positions_are_not_assigned() -> None:
     from baton.flows import call
 
@@ -113,6 +115,7 @@ async def test_busy_positions_are_not_assigned() -> None:
     assert await f.result() is w["d2"]
 
 
+@pytest.mark.interaction("emergency_call", "queued_call")
 async def test_emergency_preempts_a_queued_caller() -> None:
     from baton.flows import emergency_call
 

@@ -14,6 +14,7 @@ async def _a_talks_to_b(w: World) -> None:
     await w.start(call, w["a"], w["b"]).result()
 
 
+@pytest.mark.interaction("blind_transfer", "call")
 async def test_blind_transfer() -> None:
     w = World("a", "b", "c")
     await _a_talks_to_b(w)
@@ -46,6 +47,7 @@ async def test_blind_transfer_no_answer_release_policy() -> None:
     assert w.state("a") == "idle"
 
 
+@pytest.mark.interaction("attended_transfer", "call")
 async def test_attended_transfer_complete() -> None:
     w = World("a", "b", "c")
     await _a_talks_to_b(w)
@@ -91,6 +93,7 @@ async def test_attended_transfer_target_busy_goes_back() -> None:
     assert w.hears("a") == {"b"}
 
 
+@pytest.mark.interaction("barge_in", "attended_transfer")
 async def test_barge_in_during_attended_transfer() -> None:
     """A supervisor barges into the consultation: the transfer is off, the held party is told
     and released, and when the supervisor leaves the consultation becomes a normal call."""

@@ -27,8 +27,8 @@ async def broadcast(
         raise BatonError("a broadcast needs a message or a dispatcher to speak")
     fate: dict[str, str] = {}
     speakers = [dispatcher] if dispatcher is not None else []
-    await s.claim(*speakers)
     for d in speakers:
+        await s.claim(d)
         await s.dial(d)
     room = await s.meeting(*speakers)
 
