@@ -24,6 +24,7 @@ class FakePhone(asyncio.DatagramProtocol):
         self.amp = amp
         self.received: list[tuple[tuple[str, int], rtp.RtpPacket]] = []
         self.sent: list[bytes] = []  # audio payloads, in send order
+        self.raw: list[bytes] = []  # every datagram received, as it came
         self.transport: asyncio.DatagramTransport | None = None
         self.ssrc = random.getrandbits(32)
         self.seq = random.getrandbits(16)
@@ -34,6 +35,9 @@ class FakePhone(asyncio.DatagramProtocol):
 
     # ---- asyncio protocol
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.raw.append(data)
+        if rtp.is_rtcp(data):
+            return
         with contextlib.suppress(rtp.RtpError):
             self.received.append((addr, rtp.parse(data)))
 

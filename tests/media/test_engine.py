@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from baton.switch.media import analysis
+from baton.switch.media import analysis, rtp
 from baton.switch.media.dtmf import decode_event, encode_event
 from baton.switch.media.engine import MediaEngine, MediaEvent, MediaTimeout
 from baton.switch.media.mixer import MediaError
@@ -320,6 +320,28 @@ async def test_recording_a_bridge_holds_both_sides(tmp_path: Path) -> None:
     await with_rig(body)
     pcm = read_wav(path)
     assert analysis.tones_heard(pcm[-4000:], CANDIDATES) == {400, 1300}
+
+
+async def test_rtcp_reports_on_the_phone_stream_go_where_the_phone_sends_rtcp() -> None:
+    async def body(rig: Rig) -> None:
+        a = await rig.phone("a", 400)
+        rtcp_port = await FakePhone.open(0)  # the phone's RTCP socket
+        rig.phones["rtcp"] = rtcp_port
+        await until(lambda: rig.engine.leg_stats("a").packets_in > 10)
+        ntp = rtp.ntp_timestamp(1_000_000.0)
+        sr = rtp.build_sr(a.ssrc, ntp=ntp, rtp_timestamp=0, packet_count=10, octet_count=1600)
+        assert rtcp_port.transport is not None
+        host, port = rig.engine.local_address("a")
+        rtcp_port.transport.sendto(sr, (host, port + 1))
+        await until(lambda: bool(rtcp_port.raw), within=3, what="an RTCP report")
+        (report, *_) = rtp.parse_rtcp(rtcp_port.raw[0])
+        assert isinstance(report, rtp.SenderReport)  # we send (silence), so an SR
+        (block,) = report.reports
+        assert block.ssrc == a.ssrc
+        assert block.lsr == (ntp >> 16) & 0xFFFFFFFF
+        assert (a.seq - block.highest_seq) & 0xFFFF < 100  # about where the phone is
+
+    await with_rig(body, rtcp_interval=0.5)
 
 
 async def test_release_and_close_are_clean_and_idempotent() -> None:

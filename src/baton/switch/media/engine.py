@@ -103,7 +103,6 @@ log = logging.getLogger(__name__)
 TICK: Final = 0.020
 _HDR: Final = rtp.FIXED_HEADER
 _CHECK_EVERY: Final = 25  # ticks between inactivity checks (0.5 s)
-_RTCP_EVERY: Final = 250  # ticks between RTCP reports of one leg (5 s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +277,10 @@ class MediaEngine:
     (or use ``async with``). See the module docstring for the API and the theory of operation.
 
     ``port_range`` is ``[first, last)``; RTP uses even ports, RTCP the odd port above.
-    ``rtp_timeout`` is the default inactivity limit (``None``: never). The listener is called
+    ``rtp_timeout`` is the default inactivity limit (``None``: never). ``late_threshold``: a
+    tick starting later than this counts as late; ``max_behind``: later than this, the missed
+    ticks are skipped. ``jitter_depth``: (min, initial, max) jitter-buffer depth in frames.
+    ``rtcp_interval``: seconds between RTCP reports per leg (rounded to 0.5 s). The listener is called
     synchronously from the engine's callbacks and must not block.
     """
 
@@ -291,6 +293,7 @@ class MediaEngine:
         late_threshold: float = 0.010,
         max_behind: float = 0.200,
         jitter_depth: tuple[int, int, int] = (1, 2, 10),
+        rtcp_interval: float = 5.0,
     ) -> None:
         first, last = port_range
         if first % 2:
@@ -303,6 +306,8 @@ class MediaEngine:
         self.late_threshold = late_threshold
         self.max_behind = max_behind
         self.jitter_depth = jitter_depth
+        # Reports go out from the 0.5 s housekeeping pass: round the interval to a multiple.
+        self._rtcp_every = max(1, round(rtcp_interval / (TICK * _CHECK_EVERY))) * _CHECK_EVERY
         self.metrics = MediaMetrics()
         self.mixer = Mixer()
         self._loop = asyncio.get_running_loop()
@@ -909,7 +914,7 @@ class MediaEngine:
                 entry.timed_out = True
                 metrics.timeouts += 1
                 self._emit(MediaTimeout(entry.id, now - entry.last_activity))
-            if (self._tick_no + hash(entry.id)) % _RTCP_EVERY < _CHECK_EVERY:
+            if (self._tick_no + hash(entry.id)) % self._rtcp_every < _CHECK_EVERY:
                 self._send_rtcp(entry)
         # Jitter-buffer counters live in each buffer; the engine-wide figure is their sum (with
         # released legs' final counts), refreshed here every 0.5 s.
