@@ -154,7 +154,9 @@ def test_malformed_credentials(value: str) -> None:
 def test_challenges_offer_each_algorithm_with_one_nonce() -> None:
     auth = authenticator()
     challenges = auth.challenges(now=10.0)
-    assert [c.algorithm for c in challenges] == ["SHA-256", "MD5"]
+    assert [c.algorithm for c in challenges] == ["MD5", "SHA-256"]  # interop first
+    preferred = authenticator(algorithms=("SHA-256", "MD5")).challenges(now=10.0)
+    assert [c.algorithm for c in preferred] == ["SHA-256", "MD5"]
     assert len({c.nonce for c in challenges}) == 1
     assert all(c.opaque == auth.opaque and c.qop == ("auth",) for c in challenges)
     assert auth.challenges(now=10.0)[0].nonce != challenges[0].nonce
@@ -185,7 +187,7 @@ def test_right_password_is_ok(algorithm: str, user: str) -> None:
 
 def test_sess_algorithm_and_auth_int() -> None:
     auth = authenticator()
-    challenge = auth.challenges(now=0.0)[1]
+    challenge = auth.challenges(now=0.0)[0]
     sess = Challenge(challenge.realm, challenge.nonce, "MD5-sess", challenge.opaque, ("auth-int",))
     header = build_authorization(sess, username="alice", password="alice-secret",
                                  method="INVITE", uri="sip:x", body=b"v=0\r\n")  # fmt: skip
@@ -201,7 +203,7 @@ def test_sess_algorithm_and_auth_int() -> None:
 )
 def test_wrong_password_unknown_user_or_missing_ha1(user: str, password: str) -> None:
     auth = authenticator()
-    challenge = auth.challenges(now=0.0)[0]  # SHA-256: carol has only an MD5 HA1
+    challenge = auth.challenges(now=0.0)[1]  # SHA-256: carol has only an MD5 HA1
     result = auth.verify(answer(challenge, user, password), method="REGISTER", now=1.0,
                          lookup=USERS.get)  # fmt: skip
     assert result.outcome is AuthOutcome.WRONG_CREDENTIALS
@@ -209,7 +211,7 @@ def test_wrong_password_unknown_user_or_missing_ha1(user: str, password: str) ->
 
 def test_method_is_part_of_the_digest() -> None:
     auth = authenticator()
-    header = answer(auth.challenges(now=0.0)[1])
+    header = answer(auth.challenges(now=0.0)[0])
     assert auth.verify(header, method="INVITE", now=1.0, lookup=USERS.get).outcome is (
         AuthOutcome.WRONG_CREDENTIALS
     )
@@ -217,16 +219,16 @@ def test_method_is_part_of_the_digest() -> None:
 
 def test_expired_nonce_with_right_digest_is_stale() -> None:
     auth = authenticator(nonce_lifetime=60.0)
-    header = answer(auth.challenges(now=0.0)[1])
+    header = answer(auth.challenges(now=0.0)[0])
     assert auth.verify(header, method="REGISTER", now=60.0, lookup=USERS.get).ok
-    late = answer(auth.challenges(now=0.0)[1])
+    late = answer(auth.challenges(now=0.0)[0])
     result = auth.verify(late, method="REGISTER", now=60.5, lookup=USERS.get)
     assert result.outcome is AuthOutcome.STALE
 
 
 def test_expired_nonce_with_wrong_digest_is_wrong() -> None:
     auth = authenticator(nonce_lifetime=60.0)
-    header = answer(auth.challenges(now=0.0)[1], password="nope")
+    header = answer(auth.challenges(now=0.0)[0], password="nope")
     assert auth.verify(header, method="REGISTER", now=100.0, lookup=USERS.get).outcome is (
         AuthOutcome.WRONG_CREDENTIALS
     )
@@ -234,7 +236,7 @@ def test_expired_nonce_with_wrong_digest_is_wrong() -> None:
 
 def test_foreign_nonce_is_stale_so_the_client_retries() -> None:
     other = DigestAuthenticator(REALM, b"another-secret")
-    other_challenge = other.challenges(now=0.0)[1]
+    other_challenge = other.challenges(now=0.0)[0]
     forged = Challenge(REALM, other_challenge.nonce, "MD5", authenticator().opaque)
     result = authenticator().verify(answer(forged), method="REGISTER", now=1.0, lookup=USERS.get)
     assert result.outcome is AuthOutcome.STALE
@@ -245,7 +247,7 @@ def test_foreign_nonce_is_stale_so_the_client_retries() -> None:
 
 def test_nonce_from_the_future_is_stale() -> None:
     auth = authenticator()
-    header = answer(auth.challenges(now=100.0)[1])
+    header = answer(auth.challenges(now=100.0)[0])
     assert auth.verify(header, method="REGISTER", now=50.0, lookup=USERS.get).outcome is (
         AuthOutcome.STALE
     )
@@ -253,7 +255,7 @@ def test_nonce_from_the_future_is_stale() -> None:
 
 def test_replay_protection_needs_an_increasing_nonce_count() -> None:
     auth = authenticator()
-    challenge = auth.challenges(now=0.0)[1]
+    challenge = auth.challenges(now=0.0)[0]
     first = answer(challenge, nc=1)
     assert auth.verify(first, method="REGISTER", now=1.0, lookup=USERS.get).ok
     replay = auth.verify(first, method="REGISTER", now=2.0, lookup=USERS.get)
@@ -267,17 +269,17 @@ def test_replay_protection_needs_an_increasing_nonce_count() -> None:
 def test_replay_table_forgets_expired_nonces_and_is_bounded() -> None:
     auth = authenticator(nonce_lifetime=10.0, max_tracked_nonces=3)
     for t in range(5):
-        assert auth.verify(answer(auth.challenges(now=float(t))[1]), method="REGISTER",
+        assert auth.verify(answer(auth.challenges(now=float(t))[0]), method="REGISTER",
                            now=float(t), lookup=USERS.get).ok  # fmt: skip
     assert len(auth._seen) == 3
-    auth.verify(answer(auth.challenges(now=100.0)[1]), method="REGISTER", now=100.0,
+    auth.verify(answer(auth.challenges(now=100.0)[0]), method="REGISTER", now=100.0,
                 lookup=USERS.get)  # fmt: skip
     assert len(auth._seen) == 1
 
 
 def test_rfc2069_response_without_qop_is_single_use() -> None:
     auth = authenticator()
-    base = auth.challenges(now=0.0)[1]
+    base = auth.challenges(now=0.0)[0]
     legacy = Challenge(REALM, base.nonce, "MD5", base.opaque, qop=())
     header = answer(legacy)
     assert "qop" not in header
@@ -299,7 +301,7 @@ def test_rfc2069_response_without_qop_is_single_use() -> None:
 )
 def test_unusable_credentials(mutate: object, outcome: AuthOutcome) -> None:
     auth = authenticator()
-    header = mutate(answer(auth.challenges(now=0.0)[1]))  # type: ignore[operator]
+    header = mutate(answer(auth.challenges(now=0.0)[0]))  # type: ignore[operator]
     assert auth.verify(header, method="REGISTER", now=1.0, lookup=USERS.get).outcome is outcome
 
 
@@ -309,7 +311,7 @@ def test_verify_request_picks_our_realm() -> None:
     assert auth.verify_request(request, now=1.0, lookup=USERS.get).outcome is AuthOutcome.MISSING
     other = Challenge("elsewhere", "n", "MD5")
     request.headers.add("Authorization", answer(other))
-    request.headers.add("Authorization", answer(auth.challenges(now=0.0)[1]))
+    request.headers.add("Authorization", answer(auth.challenges(now=0.0)[0]))
     assert auth.verify_request(request, now=1.0, lookup=USERS.get).ok
     proxy = auth.verify_request(request, now=1.0, lookup=USERS.get, proxy=True)
     assert proxy.outcome is AuthOutcome.MISSING
@@ -340,7 +342,7 @@ def test_client_answers_the_first_supported_challenge_and_counts() -> None:
     client = DigestClient("alice", "alice-secret")
     signed = client.authorize(request, challenge_response)
     credentials = parse_credentials(signed.headers.get("Authorization") or "")
-    assert credentials.algorithm == "SHA-256"
+    assert credentials.algorithm == "MD5"
     assert credentials.nc == "00000001"
     assert credentials.uri == "sip:127.0.0.1"
     assert auth.verify_request(signed, now=1.0, lookup=USERS.get).ok

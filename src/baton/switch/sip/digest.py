@@ -22,8 +22,8 @@ Rules
 
 Theory of operation
 -------------------
-The server offers one challenge per algorithm, most preferred first (RFC 8760 §2.4), all with
-the same nonce and opaque. The client answers the first it supports; the server recomputes
+The server offers one challenge per algorithm in its configured order (RFC 8760 §2.4; MD5
+first by default, for the clients that read only the first), all with the same nonce and opaque. The client answers the first it supports; the server recomputes
 the response from the password (or a stored HA1 for that algorithm) and compares. The client
 side (:class:`DigestClient`) does the reverse for outbound registration and for tests.
 """
@@ -333,6 +333,11 @@ class DigestAuthenticator:
 
     ``secret`` keys the nonce HMAC (keep it for the life of the process, or across restarts
     to keep outstanding nonces valid). ``algorithms`` are offered in this order.
+
+    The default offers MD5 *first*: RFC 8760 asks for the preferred algorithm first, but
+    deployed clients answer only the first challenge and many know only MD5 (SIPp 3.6.1
+    fails outright on a SHA-256 first challenge: "authentication must use MD5"). Put
+    ``"SHA-256"`` first where every phone supports it.
     """
 
     def __init__(
@@ -340,7 +345,7 @@ class DigestAuthenticator:
         realm: str,
         secret: bytes,
         *,
-        algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+        algorithms: tuple[str, ...] = ("MD5", "SHA-256"),
         nonce_lifetime: float = 300.0,
         max_tracked_nonces: int = 100_000,
         random_bytes: Callable[[int], bytes] = os.urandom,
