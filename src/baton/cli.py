@@ -1,4 +1,9 @@
-"""The ``baton`` command line."""
+"""The ``baton`` command line.
+
+baton demo [--list] [NAME]   scripted dispatch scenarios on virtual phones, as a trace
+baton serve ...              the dispatcher service (see docs/service.md)
+baton --version
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,37 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="baton", description=__doc__)
-    parser.add_argument("--version", action="store_true")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="baton",
+        description="Baton: dispatch telephony flows on asyncio.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument("--version", action="store_true", help="print the version")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser("demo", help="run a scripted scenario on the sim and print its trace")
+    demo.add_argument("--list", action="store_true", help="list the scenarios")
+    demo.add_argument(
+        "name", nargs="?", default="preemption", help="scenario (default: preemption)"
+    )
+    sub.add_parser("serve", help="run the dispatcher service", add_help=False)
+    args, rest = parser.parse_known_args(argv)
     if args.version:
         from baton import __version__
 
         print(__version__)
+        return 0
+    if args.command == "demo":
+        from baton import demo as demo_module
+
+        return demo_module.main(["--list"] if args.list else [args.name])
+    if args.command == "serve":
+        from baton.service.cli import serve_main  # type: ignore[import-not-found, unused-ignore]
+
+        result: int = serve_main(rest)
+        return result
+    parser.print_help()
     return 0
 
 

@@ -117,6 +117,7 @@ class Tracer:
         self.t0 = t0
         self._media_dirty = False
         self._last_t = 0.0
+        self._last_summary = ""
 
     def __call__(self, ev: Event) -> None:
         if self._media_dirty and ev.t != self._last_t:
@@ -141,4 +142,6 @@ class Tracer:
             if heard:
                 parts.append(f"{uid} ← {', '.join(sorted(heard))}")
         summary = "; ".join(parts) if parts else "nobody hears anything"
-        self.out.write(f"{'':9}    ⟹ {summary}\n")
+        if summary != self._last_summary:  # only when who hears whom has changed
+            self._last_summary = summary
+            self.out.write(f"{'':9}    ⟹ {summary}\n")

@@ -103,6 +103,9 @@ class DispatcherQueue:
         self._taken: dict[User, User] = {}  # caller -> the position that took it (until done)
         self._seq = itertools.count()
 
+    def __str__(self) -> str:
+        return f"queue {self.name}"
+
     # ---- looking
 
     def waiting(self) -> list[QueueEntry]:
@@ -156,12 +159,12 @@ class DispatcherQueue:
         if caller is not None:
             taker = self._taken.get(caller)
             if taker is not None:
-                raise AlreadyTaken(f"{caller.id!r}'s call was taken by {taker.id!r} first")
+                raise AlreadyTaken(f"the call from {caller.id!r} was taken by {taker.id!r} first")
             match = [e for e in self._heap if e.caller is caller]
             if not match:
                 raise FlowUsageError(f"{caller.id!r} is not waiting in queue {self.name!r}")
             if match[0].assigned.done():
-                raise AlreadyTaken(f"{caller.id!r}'s call was taken by another dispatcher")
+                raise AlreadyTaken(f"the call from {caller.id!r} was taken by another dispatcher")
             candidates = match
         if not candidates:
             raise FlowUsageError(f"queue {self.name!r} is empty")

@@ -12,8 +12,10 @@
     (the target is released; the party and the transferor talk again). The transferor hanging up
     during the consultation completes the transfer, as on a PBX; the target hanging up cancels
     it; the party hanging up leaves the transferor and the target talking. If a higher-priority
-    flow takes the transferor or the target (a barge-in, an emergency), the transfer is off: the
-    held party hears the preemption tone and is released.
+    flow takes the target (ringing or consulting), the transfer is off and the party is back
+    with the transferor; if it takes the transferor (a barge-in, an emergency), the held party
+    hears the preemption tone and is released. Whenever the party and the transferor are put
+    back together, their call keeps the priority it had.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ class OnFail(enum.Enum):
     RELEASE = "release"  # busy tone, then the party is released
 
 
+def _priority_of_call(s: Session, party: User) -> int:
+    """The priority of the call ``party`` is in (ROUTINE if none)."""
+    owner = s.owner_of(party)
+    return owner.priority if owner is not None else Priority.ROUTINE
+
+
 async def _leave(s: Session, user: User) -> None:
     """The transferor leaves: hung up, unless it is an always-on line (then just idle)."""
     if user.keep:
@@ -59,19 +67,25 @@ async def blind_transfer(
     on_fail: OnFail = OnFail.RECALL,
 ) -> str:
     """Put ``party`` through to ``target``; ``transferor`` leaves at once."""
+    original = _priority_of_call(s, party)
     await s.claim(party, transferor, target)
     await _leave(s, transferor)
     ringback = await s.play(party, "ringback", loop=True)
     try:
         await s.dial(target, timeout=ring, caller=party)
-    except CallFailed as exc:
+    except (CallFailed, Preempted) as exc:
         await s.stop(ringback)
+        if isinstance(exc, Preempted):
+            s.note(f"{target.id} was taken by {exc.by} while ringing")
         if on_fail is OnFail.RECALL and s.owns(transferor):
             await s.dial(transferor, timeout=ring)
             await s.connect(party, transferor)
-            s.settle(P2P(party, transferor))
+            s.settle(P2P(party, transferor, priority=original))
             s.note(f"{target.id} did not answer: {party.id} back with {transferor.id}")
             return "recalled"
+        if isinstance(exc, Preempted):
+            await notify_and_release(s, party, by=exc.by)
+            raise
         await tell_failure(s, party, exc)
         await s.hangup(party, exc.cause)
         raise
@@ -95,6 +109,7 @@ async def attended_transfer(
     music: str | None = None,
 ) -> str:
     """Consult ``target`` while ``party`` waits on hold, then complete or cancel."""
+    original = _priority_of_call(s, party)
     await s.claim(party, transferor, target)
     await s.clear(party)
     hold = await s.play(party, Prompt(music) if music else Tone("hold"), loop=True)
@@ -102,7 +117,7 @@ async def attended_transfer(
     async def back_together() -> str:
         await s.stop(hold)
         await s.connect(party, transferor)
-        s.settle(P2P(party, transferor))
+        s.settle(P2P(party, transferor, priority=original))
         return "cancelled"
 
     ringback = await s.play(transferor, "ringback", loop=True)
@@ -111,6 +126,12 @@ async def attended_transfer(
     except CallFailed as exc:
         await s.stop(ringback)
         await tell_failure(s, transferor, exc)
+        return await back_together()
+    except Preempted as exc:  # the target was taken while ringing: the transfer is off
+        await s.stop(ringback)
+        s.note(
+            f"{target.id} was taken by {exc.by} while ringing: {party.id} back with {transferor.id}"
+        )
         return await back_together()
     await s.stop(ringback)
     await s.connect(transferor, target)
@@ -126,7 +147,9 @@ async def attended_transfer(
             s.settle(P2P(transferor, target))  # the party left: the consultation goes on
             return "party left"
         except Preempted as exc:
-            s.note(f"{exc.user.id} taken by {exc.by}: the transfer is off")
+            s.note(f"{', '.join(u.id for u in exc.users)} taken by {exc.by}: the transfer is off")
+            if s.owns(transferor):  # only the target was taken: back to the party
+                return await back_together()
             await notify_and_release(s, party, by=exc.by)
             return "preempted"
         if cmd is None:
