@@ -238,7 +238,7 @@ async def _polling(w: World) -> None:
     await w.start(polling, w["disp"], [w["alice"], w["bob"], w["carol"]], 5.0).wait()
 
 
-@scenario("emergency", "An emergency takes a user out of a conference, then is ended")
+@scenario("emergency_call", "An emergency takes a user out of a conference, then is ended")
 async def _emergency(w: World) -> None:
     c = w.start(conference, w["disp"], [w["alice"], w["bob"], w["carol"]])
     await w.run(3)
