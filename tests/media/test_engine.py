@@ -168,6 +168,26 @@ async def test_switching_between_relay_and_mixing_keeps_one_continuous_stream() 
     await with_rig(body)
 
 
+async def test_no_rtp_goes_to_a_phone_that_does_not_receive() -> None:
+    async def body(rig: Rig) -> None:
+        a = await rig.phone("a", 400)
+        b = await rig.phone("b", 700)
+        rig.engine.bridge("a", "b")
+        await fresh_audio(a, b, packets=5)
+        rig.engine.set_sending("a", False)  # a put us on hold (a=sendonly)
+        await until(lambda: rig.engine.leg_stats("b").packets_in > 0)
+        held = len(a.audio())
+        await fresh_audio(b, packets=20)  # b still hears a
+        assert len(a.audio()) <= held + 1  # at most one already in flight
+        before = len(a.audio())
+        rig.engine.set_sending("a", True)
+        await fresh_audio(a, packets=10)
+        resumed = a.audio()[before:]
+        assert resumed[0].marker  # the stream resumes with a marker
+
+    await with_rig(body)
+
+
 async def test_inactivity_timeout_reports_a_dead_leg_once() -> None:
     async def body(rig: Rig) -> None:
         a = await rig.phone("a", 400, send=False)

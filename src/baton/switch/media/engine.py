@@ -13,6 +13,7 @@ leave / destroy_meeting / clear``
 ``stop_play / record(target, path) -> id /      playback and recording control
 stop_record``
 ``send_dtmf(leg, digit)``                       RFC 4733 out
+``set_sending(leg, on)``                        hold/resume: stop or restart RTP to the phone
 ``release(leg)``                                clear, close the sockets, forget the leg
 ``set_listener(cb)``                            events: ``DtmfReceived``, ``PlaybackFinished``,
                                                 ``RecordingFinished``, :class:`MediaTimeout`
@@ -207,6 +208,7 @@ class _Leg:
         "rtcp_sock",
         "rtp_timeout",
         "rx_seen",
+        "sending",
         "seq_off",
         "silence",
         "sock",
@@ -225,6 +227,7 @@ class _Leg:
         self.remote: tuple[str, int] | None = None
         self.latched: tuple[str, int] | None = None
         self.dest: tuple[str, int] | None = None  # where we send: latched, else remote
+        self.sending = True  # False while the phone's SDP says it does not receive (hold)
         self.rtcp_dest: tuple[str, int] | None = None
         self.codec: Codec | None = None
         self.pt = -1  # the audio payload type (-1 until the SDP answer): cached for the fast path
@@ -372,12 +375,14 @@ class MediaEngine:
         codec: str | None = None,
         telephone_event: int | None = None,
         rtp_timeout: float | EllipsisType | None = ...,
+        send: bool = True,
     ) -> None:
         """Set where the phone receives, from its SDP, and the negotiated codec.
 
         ``codec`` defaults from the static ``payload_type`` (0 PCMU, 8 PCMA).
         ``telephone_event`` is the RFC 4733 payload type, if negotiated. ``rtp_timeout``: seconds,
-        ``None`` to disable, or omitted for the engine default. Calling it again (a re-INVITE)
+        ``None`` to disable, or omitted for the engine default. ``send``: False when the
+        phone's SDP says it does not receive (``a=sendonly``/``inactive``): no RTP goes to it. Calling it again (a re-INVITE)
         resets latching and the receive state.
         """
         entry = self._leg(leg)
@@ -408,7 +413,17 @@ class MediaEngine:
         entry.last_activity = self._loop.time()
         entry.rx_seen = entry.packets_in
         entry.timed_out = False
+        entry.sending = send
+        entry.out_resync = True  # a new destination: mark the next packet
         self._update_xcode(entry)
+
+    def set_sending(self, leg: str, send: bool) -> None:
+        """Start or stop sending RTP to a leg (hold and resume by re-INVITE) without touching
+        the rest of its state. Receiving is unaffected."""
+        entry = self._leg(leg)
+        if send and not entry.sending:
+            entry.out_resync = True  # the stream resumes after a gap: new marker, ts by time
+        entry.sending = send
 
     def release(self, leg: str) -> None:
         """Clear the leg, close its sockets and forget it (idempotent)."""
@@ -608,6 +623,7 @@ class MediaEngine:
                 and not dst.out_resync
                 and addr == leg.latched
                 and dst.dest is not None
+                and dst.sending
             ):
                 oseq = (seq + dst.seq_off) & 0xFFFF
                 ots = (ts + dst.ts_off) & 0xFFFFFFFF
@@ -709,7 +725,7 @@ class MediaEngine:
         payload: bytes,
     ) -> None:
         dest = dst.dest
-        if dest is None or pt < 0:
+        if dest is None or pt < 0 or not dst.sending:
             return
         now = self._loop.time()
         if dst.out_resync or ssrc != dst.relay_src_ssrc:
@@ -832,7 +848,7 @@ class MediaEngine:
         for i, entry in enumerate(entries):
             dest = entry.dest
             codec = entry.codec
-            if dest is None or codec is None:
+            if dest is None or codec is None or not entry.sending:
                 continue
             payload = codes[codec.name][i].tobytes() if flags[i] else entry.silence
             marker = 0
@@ -862,7 +878,7 @@ class MediaEngine:
 
     def _send_dtmf(self, now: float) -> None:
         for entry in list(self._dtmf_legs):
-            if not entry.dtmf_out or entry.dest is None or entry.te_pt is None:
+            if not entry.dtmf_out or entry.dest is None or entry.te_pt is None or not entry.sending:
                 if not entry.dtmf_out:
                     self._dtmf_legs.discard(entry)
                 continue
