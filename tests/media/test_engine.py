@@ -364,6 +364,33 @@ async def test_rtcp_reports_on_the_phone_stream_go_where_the_phone_sends_rtcp() 
     await with_rig(body, rtcp_interval=0.5)
 
 
+async def test_clear_returns_a_leg_to_connected_idle(tmp_path: Path) -> None:
+    async def body(rig: Rig) -> None:
+        a = await rig.phone("a", 400)
+        b = await rig.phone("b", 700)
+        c = await rig.phone("c", 1000)
+        rig.engine.bridge("a", "b")
+        rig.engine.create_meeting("m")
+        rig.engine.join("m", Member("a"))
+        rig.engine.join("m", Member("c"))
+        pid = await rig.engine.play(Target(leg="a"), Tone("ringback"), loop=True)
+        rid = rig.engine.record(Target(leg="a"), str(tmp_path / "a.wav"))
+        await fresh_audio(a, b, c, packets=20)
+        assert a.tones(CANDIDATES, last=15) == {700, 1000}
+        rig.engine.clear("a")
+        assert PlaybackFinished(pid, completed=False) in rig.events
+        assert any(isinstance(e, RecordingFinished) and e.recording == rid for e in rig.events)
+        await fresh_audio(a, b, c, packets=15)
+        assert analysis.rms(a.heard(10)) == 0  # silence, but the stream goes on
+        assert b.tones(CANDIDATES, last=10) == set()
+        assert c.tones(CANDIDATES, last=10) == set()
+        assert rig.engine.mixer.meeting_members("m").keys() == {"c"}
+        rig.engine.clear("a")  # idempotent
+        rig.engine.clear("nobody")
+
+    await with_rig(body)
+
+
 async def test_release_and_close_are_clean_and_idempotent() -> None:
     engine = MediaEngine(port_range=(42000, 42100))
     events: list[MediaEvent] = []
