@@ -259,6 +259,10 @@ class SimSwitch(Switch):
                 self._later(sim_leg, b.ring_after, lambda: self._emit(LegRinging(leg)))
             self._later(sim_leg, b.fail_after, lambda: self._fail(sim_leg, b.fail or Cause.FAILURE))
             return
+        if b.answer_after is not None and b.answer_after <= b.ring_after:
+            # answers at once: one timer (the load benchmark's phones)
+            self._later(sim_leg, b.answer_after, lambda: self._ring_and_answer(sim_leg))
+            return
         self._later(sim_leg, b.ring_after, lambda: self._emit(LegRinging(leg)))
         if b.answer_after is not None:
             self._later(sim_leg, b.answer_after, lambda: self._answered(sim_leg))
@@ -268,6 +272,11 @@ class SimSwitch(Switch):
             return
         self._drop_leg(leg)
         self._emit(LegFailed(leg.id, cause))
+
+    def _ring_and_answer(self, leg: SimLeg) -> None:
+        if leg.state == "ringing":
+            self._emit(LegRinging(leg.id))
+            self._answered(leg)
 
     def _answered(self, leg: SimLeg) -> None:
         if leg.state != "ringing":
