@@ -432,3 +432,29 @@ async def test_the_clock_does_not_drift() -> None:
         assert rig.engine.metrics.skipped_ticks == 0
 
     await with_rig(body)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "codec", "pt"),
+    [
+        ({"payload_type": 0}, "PCMU", 0),
+        ({"payload_type": 8}, "PCMA", 8),
+        ({"codec": "pcma"}, "PCMA", 8),
+        ({"codec": "PCMU", "payload_type": 96}, "PCMU", 96),
+    ],
+)
+async def test_set_remote_derives_the_codec(kwargs: dict[str, Any], codec: str, pt: int) -> None:
+    engine = MediaEngine(port_range=(42300, 42400))
+    try:
+        engine.allocate("a")
+        engine.set_remote("a", "127.0.0.1", 9, **kwargs)
+        assert engine.leg_stats("a").codec == codec
+        assert engine._legs["a"].pt == pt
+        with pytest.raises(MediaError, match=r"G\.711 only"):
+            engine.set_remote("a", "127.0.0.1", 9, codec="G729")
+        with pytest.raises(MediaError, match=r"G\.711 only"):
+            engine.set_remote("a", "127.0.0.1", 9, payload_type=18)
+        with pytest.raises(MediaError, match="payload type or a codec"):
+            engine.set_remote("a", "127.0.0.1", 9)
+    finally:
+        await engine.close()

@@ -371,7 +371,7 @@ class MediaEngine:
         host: str,
         port: int,
         *,
-        payload_type: int = 0,
+        payload_type: int | None = None,
         codec: str | None = None,
         telephone_event: int | None = None,
         rtp_timeout: float | EllipsisType | None = ...,
@@ -379,21 +379,26 @@ class MediaEngine:
     ) -> None:
         """Set where the phone receives, from its SDP, and the negotiated codec.
 
-        ``codec`` defaults from the static ``payload_type`` (0 PCMU, 8 PCMA).
-        ``telephone_event`` is the RFC 4733 payload type, if negotiated. ``rtp_timeout``: seconds,
-        ``None`` to disable, or omitted for the engine default. ``send``: False when the
-        phone's SDP says it does not receive (``a=sendonly``/``inactive``): no RTP goes to it. Calling it again (a re-INVITE)
-        resets latching and the receive state.
+        Give ``payload_type`` (0 PCMU, 8 PCMA), ``codec`` (``"PCMU"``/``"PCMA"``), or both
+        (a dynamic payload type for a G.711 codec); the other is derived.
+        ``telephone_event`` is the RFC 4733 payload type, if negotiated. ``rtp_timeout``:
+        seconds, ``None`` to disable, or omitted for the engine default. ``send``: False when
+        the phone's SDP says it does not receive (``a=sendonly``/``inactive``): no RTP goes to
+        it. Calling it again (a re-INVITE) resets latching and the receive state.
+
+        Raises :class:`MediaError` for an unknown leg or a codec other than G.711.
         """
         entry = self._leg(leg)
-        name = codec.upper() if codec else {0: "PCMU", 8: "PCMA"}.get(payload_type)
+        if codec is None and payload_type is None:
+            raise MediaError("set_remote needs a payload type or a codec")
+        name = codec.upper() if codec else {0: "PCMU", 8: "PCMA"}.get(payload_type or 0)
         if name not in _CODECS:
             raise MediaError(f"unsupported codec {codec or payload_type!r} (G.711 only)")
         c = _CODECS[name]
-        entry.codec = c
-        # A dynamic payload type may carry a static codec; remember what the phone uses.
-        entry.codec = Codec(c.name, payload_type, c.silence)
-        entry.pt = payload_type
+        pt = c.payload_type if payload_type is None else payload_type
+        # A dynamic payload type may carry a static codec: keep the number the phone uses.
+        entry.codec = Codec(c.name, pt, c.silence)
+        entry.pt = pt
         entry.silence = bytes((c.silence,)) * FRAME
         entry.te_pt = telephone_event
         entry.remote = (host, port)
