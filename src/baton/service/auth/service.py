@@ -1,0 +1,316 @@
+"""Authentication: passwords, sessions and API tokens, all stored hashed with argon2id.
+
+Tokens
+------
+A session and an API token are the same thing with a different ``kind``: the string
+``baton_<id>_<secret>``. The ``id`` is public and indexes the ``tokens`` table; only an argon2id
+hash of the secret is stored, so a stolen database yields no usable token. Verifying argon2 costs
+tens of milliseconds by design; a request after the first with the same token is checked against
+an in-memory cache keyed by the token's SHA-256 (never stored), dropped on revocation and expiry.
+
+Passwords come from the config (the SIP adapter needs them in clear for digest authentication);
+the ``users`` table keeps their argon2id hashes and is refreshed at start — only when a password
+changed, so start-up does not re-hash everyone.
+
+Contract: :meth:`Auth.login` returns a principal and a new session token or raises
+:class:`~baton.service.errors.Unauthenticated` (the same message for an unknown user and a wrong
+password) or :class:`~baton.service.errors.TooManyRequests` after repeated failures;
+:meth:`Auth.authenticate` returns the principal for a token or raises ``Unauthenticated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from baton.service.auth.permissions import Principal
+from baton.service.config import Config, UserConfig
+from baton.service.errors import NotFound, TooManyRequests, Unauthenticated
+from baton.service.store import Journal, Store
+from baton.service.store.tables import tokens, users
+
+__all__ = ["Auth", "TokenInfo", "principal_for"]
+
+TOKEN_PREFIX = "baton_"
+#: Failed logins allowed per user and per address within :data:`FAILURE_WINDOW` seconds.
+MAX_FAILURES = 5
+FAILURE_WINDOW = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: str
+    user_id: str
+    kind: str
+    label: str | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+
+
+def principal_for(config: Config, user: UserConfig, *, via: str, token_id: str) -> Principal:
+    """The principal of a configured user: its role's permissions, the lower of the role's and
+    the user's priority caps."""
+    role = config.role_of(user)
+    cap = (
+        role.max_priority
+        if user.max_priority is None
+        else min(role.max_priority, user.max_priority)
+    )
+    return Principal(
+        user_id=user.id,
+        name=user.display_name,
+        role=user.role,
+        permissions=frozenset(role.permissions),
+        max_priority=cap,
+        via=via,
+        token_id=token_id,
+    )
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _split(token: str) -> tuple[str, str] | None:
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    rest = token[len(TOKEN_PREFIX) :]
+    token_id, sep, secret = rest.partition("_")
+    if not sep or not token_id or not secret or len(token) > 200:
+        return None
+    return token_id, secret
+
+
+class Auth:
+    """Users' credentials and tokens. Writes go through the journal (one writer, ordered with the
+    audit entries); reads go to the store directly."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        journal: Journal,
+        *,
+        hasher: PasswordHasher | None = None,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.journal = journal
+        self.hasher = hasher or PasswordHasher()
+        self.wallclock = wallclock
+        self._cache: dict[str, tuple[str, str, float | None]] = {}  # digest → (id, user, expiry)
+        self._failures: dict[str, deque[float]] = {}
+
+    # ---- users
+
+    async def sync_users(self, conn: AsyncConnection) -> None:
+        """Bring the ``users`` table in line with the config (run once at start, before the
+        journal writer): new users added, changed passwords re-hashed, removed users
+        deactivated (their tokens stop working)."""
+        now = self.wallclock()
+        rows = {r.id: r for r in (await conn.execute(sa.select(users))).all()}
+        for user in self.config.users:
+            row = rows.pop(user.id, None)
+            if row is not None and await self._verify(row.password_hash, user.password):
+                await conn.execute(
+                    sa.update(users)
+                    .where(users.c.id == user.id)
+                    .values(name=user.display_name, role=user.role, active=True, updated_at=now)
+                )
+                continue
+            digest = await asyncio.to_thread(self.hasher.hash, user.password)
+            values = {
+                "name": user.display_name,
+                "role": user.role,
+                "password_hash": digest,
+                "active": True,
+                "updated_at": now,
+            }
+            if row is None:
+                await conn.execute(sa.insert(users).values(id=user.id, **values))
+            else:
+                await conn.execute(sa.update(users).where(users.c.id == user.id).values(**values))
+        for gone in rows:
+            await conn.execute(
+                sa.update(users).where(users.c.id == gone).values(active=False, updated_at=now)
+            )
+
+    async def _verify(self, digest: str, secret: str) -> bool:
+        def check() -> bool:
+            try:
+                return bool(self.hasher.verify(digest, secret))
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return False
+
+        return await asyncio.to_thread(check)
+
+    # ---- login
+
+    def _throttle(self, *keys: str) -> None:
+        now = self.wallclock()
+        for key in keys:
+            q = self._failures.get(key)
+            while q and q[0] < now - FAILURE_WINDOW:
+                q.popleft()
+            if q is not None and len(q) >= MAX_FAILURES:
+                wait = int(q[0] + FAILURE_WINDOW - now) + 1
+                raise TooManyRequests(
+                    f"too many failed logins; try again in {wait} s",
+                    id="too-many-attempts",
+                    details={"retry_after": wait},
+                    headers={"Retry-After": str(wait)},
+                )
+
+    def _failed(self, *keys: str) -> None:
+        now = self.wallclock()
+        for key in keys:
+            self._failures.setdefault(key, deque()).append(now)
+
+    async def login(self, user_id: str, password: str, remote: str | None) -> tuple[Principal, str]:
+        """Check a password; on success create a session. Returns (principal, session token)."""
+        keys = (f"user:{user_id}", f"addr:{remote}")
+        self._throttle(*keys)
+        user = self.config.user(user_id)
+        async with self.store.read() as conn:
+            row = (
+                await conn.execute(sa.select(users).where(users.c.id == user_id, users.c.active))
+            ).first()
+        ok = (
+            user is not None and row is not None and await self._verify(row.password_hash, password)
+        )
+        if not ok or user is None:
+            self._failed(*keys)
+            raise Unauthenticated("wrong user or password", id="bad-credentials")
+        self._failures.pop(keys[0], None)
+        hours = self.config.api.session_hours
+        token, info = await self.create_token(user_id, "session", None, hours * 3600)
+        return principal_for(self.config, user, via="session", token_id=info.id), token
+
+    # ---- tokens
+
+    async def create_token(
+        self, user_id: str, kind: str, label: str | None, lifetime: float | None
+    ) -> tuple[str, TokenInfo]:
+        """Create a token; returns the token string (shown once) and its record."""
+        token_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        token = f"{TOKEN_PREFIX}{token_id}_{secret}"
+        digest = await asyncio.to_thread(self.hasher.hash, secret)
+        now = self.wallclock()
+        expires = None if lifetime is None else now + lifetime
+        await self.journal.execute(
+            sa.insert(tokens).values(
+                id=token_id,
+                user_id=user_id,
+                kind=kind,
+                label=label,
+                secret_hash=digest,
+                created_at=now,
+                expires_at=expires,
+            ),
+            "token",
+        )
+        self._cache[_digest(token)] = (token_id, user_id, expires)
+        info = TokenInfo(token_id, user_id, kind, label, now, expires, None, None)
+        return token, info
+
+    async def authenticate(self, token: str, *, via: str) -> Principal:
+        """The principal for ``token``; raises :class:`Unauthenticated`."""
+        now = self.wallclock()
+        key = _digest(token)
+        cached = self._cache.get(key)
+        if cached is not None:
+            token_id, user_id, expires = cached
+            if expires is not None and expires <= now:
+                self._cache.pop(key, None)
+                raise Unauthenticated("the session or token has expired", id="token-expired")
+        else:
+            parts = _split(token)
+            if parts is None:
+                raise Unauthenticated("malformed token", id="bad-token")
+            token_id, secret = parts
+            async with self.store.read() as conn:
+                row = (await conn.execute(sa.select(tokens).where(tokens.c.id == token_id))).first()
+            if row is None or row.revoked_at is not None:
+                raise Unauthenticated("unknown or revoked token", id="bad-token")
+            if row.expires_at is not None and row.expires_at <= now:
+                raise Unauthenticated("the session or token has expired", id="token-expired")
+            if not await self._verify(row.secret_hash, secret):
+                raise Unauthenticated("unknown or revoked token", id="bad-token")
+            user_id, expires = row.user_id, row.expires_at
+            self._cache[key] = (token_id, user_id, expires)
+        user = self.config.user(user_id)
+        if user is None:
+            raise Unauthenticated(f"user {user_id!r} no longer exists", id="bad-token")
+        return principal_for(self.config, user, via=via, token_id=token_id)
+
+    async def list_tokens(self, user_id: str | None) -> list[TokenInfo]:
+        q = sa.select(tokens).order_by(tokens.c.created_at)
+        if user_id is not None:
+            q = q.where(tokens.c.user_id == user_id)
+        async with self.store.read() as conn:
+            rows = (await conn.execute(q)).all()
+        return [
+            TokenInfo(
+                r.id,
+                r.user_id,
+                r.kind,
+                r.label,
+                r.created_at,
+                r.expires_at,
+                r.revoked_at,
+                r.last_used_at,
+            )
+            for r in rows
+        ]
+
+    async def token(self, token_id: str) -> TokenInfo:
+        for info in await self._tokens_by_id(token_id):
+            return info
+        raise NotFound(f"no token {token_id!r}", id="unknown-token", details={"token": token_id})
+
+    async def _tokens_by_id(self, token_id: str) -> list[TokenInfo]:
+        async with self.store.read() as conn:
+            rows = (await conn.execute(sa.select(tokens).where(tokens.c.id == token_id))).all()
+        return [
+            TokenInfo(
+                r.id,
+                r.user_id,
+                r.kind,
+                r.label,
+                r.created_at,
+                r.expires_at,
+                r.revoked_at,
+                r.last_used_at,
+            )
+            for r in rows
+        ]
+
+    async def revoke(self, token_id: str) -> None:
+        """Revoke a token or end a session (idempotent); it stops working at once."""
+        for key, (tid, _, _) in list(self._cache.items()):
+            if tid == token_id:
+                del self._cache[key]
+        await self.journal.execute(
+            sa.update(tokens)
+            .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+            .values(revoked_at=self.wallclock()),
+            "revoke",
+        )
+
+    def info(self) -> dict[str, Any]:
+        return {"cached_tokens": len(self._cache)}

@@ -1,0 +1,177 @@
+"""``baton serve``: run the dispatcher service.
+
+::
+
+    baton serve --config examples/demo.toml     # the switch the config names
+    baton serve --sim                           # the built-in demo on virtual phones
+    baton serve --config FILE --sim             # FILE's users, on virtual phones
+    baton serve --config FILE --listen 127.0.0.1:9000 --database var/other.db
+
+It validates the config (a bad one stops here, naming the key), starts the service, prints the
+console URL and a dispatcher login (and, on SIP, the accounts a softphone registers with), and
+serves until SIGINT or SIGTERM; then every flow is stopped, the journal flushed and the records of
+the run closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEMO_CONFIG", "build_parser", "serve_main"]
+
+#: The configuration ``baton serve --sim`` uses when no ``--config`` is given.
+DEMO_CONFIG = Path(__file__).with_name("demo.toml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="baton serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        help="the TOML configuration (default with --sim: the built-in demo)",
+    )
+    p.add_argument(
+        "--sim", action="store_true", help="run on the sim switch: virtual phones, no SIP"
+    )
+    p.add_argument("--listen", help="HOST:PORT for the API and console (overrides [api] listen)")
+    p.add_argument("--database", help="database URL or SQLite file (overrides database)")
+    p.add_argument(
+        "--activity", action="store_true", help="with --sim: field users call in now and then"
+    )
+    p.add_argument("--check", action="store_true", help="validate the config and exit")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.sim:
+        out["switch"] = "sim"
+    if args.database:
+        out["database"] = args.database
+    return out
+
+
+def serve_main(argv: list[str]) -> int:
+    """The ``serve`` subcommand; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from baton.service.config import ConfigError, load_config, parse_config
+
+    path: Path | None = args.config
+    if path is None:
+        if not args.sim:
+            print(
+                "baton serve: give --config FILE, or --sim for the built-in demo", file=sys.stderr
+            )
+            return 2
+        path = DEMO_CONFIG
+    try:
+        config = load_config(path)
+        changes = _overrides(args)
+        if args.listen or args.activity or changes:
+            data = config.model_dump(exclude={"source"})
+            data.update(changes)
+            if args.listen:
+                data["api"] = {**data["api"], "listen": args.listen}
+            if args.activity:
+                data["sim"] = {**data["sim"], "activity": True}
+            config = parse_config(_plain(data), str(path))
+    except ConfigError as exc:
+        print(f"baton serve: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{path}: ok ({len(config.users)} users, switch {config.switch})")
+        return 0
+    from baton.service.logs import configure_logging
+
+    configure_logging(config.log.level, config.log.format)
+    try:
+        return asyncio.run(_serve(config))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _plain(value: Any) -> Any:
+    """A model dump back to TOML-like data (paths as strings)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+async def _serve(config: Any) -> int:
+    import uvicorn
+
+    from baton.service.app import create_app
+    from baton.service.config import ConfigError
+    from baton.service.runtime import Service
+
+    try:
+        service = Service(config)
+    except ConfigError as exc:
+        print(f"baton serve: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(service)
+    api = config.api
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                _banner(config, service)
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=api.host,
+            port=api.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            ws="websockets",
+        )
+    )
+    await server.serve()
+    return 0 if server.started else 1
+
+
+def _banner(config: Any, service: Any) -> None:
+    api = config.api
+    host = api.host if ":" not in api.host else f"[{api.host}]"
+    lines = [
+        "",
+        f"  Baton dispatcher service — switch {config.switch}, {len(config.users)} users, run {service.run_id}",
+        f"  console:  http://{host}:{api.port}/console/",
+        f"  API docs: http://{host}:{api.port}/docs",
+        f"  metrics:  http://{host}:{api.port}/metrics",
+    ]
+    positions = config.positions
+    if positions:
+        u = positions[0]
+        lines.append(
+            f"  dispatcher login: {u.id} / {u.password}   ({u.display_name}, role {u.role})"
+        )
+    if config.switch == "sip":
+        sip = config.sip
+        realm = sip.get("realm", "baton")
+        listen = sip.get("listen", [])
+        lines.append(
+            f"  SIP: register to {', '.join(map(str, listen)) or '(see [sip] listen)'}, realm {realm}"
+        )
+        for u in config.users:
+            number = f" (number {u.numbers[0]})" if u.numbers else ""
+            lines.append(f"    account {u.id} / {u.password}{number}")
+    else:
+        lines.append("  virtual phones: drive them from the console (Phones panel) or /api/sim")
+    print("\n".join(lines) + "\n", flush=True)

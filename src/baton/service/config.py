@@ -1,0 +1,479 @@
+"""The service's configuration: one TOML file, validated at start.
+
+Every problem is reported with the key that holds it, in the form an operator can find in the
+file (``users[2].password: field required``, ``groups[0].members[1]: unknown user 'zed'``), and
+*all* problems are reported at once, so a broken file is fixed in one pass.
+
+Shape (see ``examples/demo.toml`` for a complete one)::
+
+    switch = "sim"                       # or "sip"
+    database = "sqlite+aiosqlite:///var/baton.db"
+    recordings = "var/recordings"
+
+    [api]
+    listen = "127.0.0.1:8080"            # loopback only unless public = true
+
+    [roles.dispatcher]                   # optional: overrides or extends the built-in roles
+    permissions = ["call", "conference", "monitor"]
+    max_priority = "FLASH"
+
+    [[users]]
+    id = "disp1"
+    name = "Dispatcher 1"
+    numbers = ["2001"]
+    password = "secret"
+    role = "dispatcher"
+    keep = true
+
+    [[groups]]
+    id = "north"
+    members = ["unit1", "unit2"]
+
+    [[meetings]]
+    id = "ops"
+    number = "3000"
+
+    [sip]                                # passed to the SIP adapter untouched
+    listen = ["udp:127.0.0.1:5060"]
+    realm = "baton"
+
+Contract: :func:`load_config` returns a :class:`Config` whose cross-references (roles, group
+members, unique ids and numbers) have been checked, or raises :class:`ConfigError` listing every
+problem. The ``[sip]`` table is not interpreted here: the SIP adapter validates it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from baton.core import Priority
+
+__all__ = [
+    "BUILTIN_ROLES",
+    "ApiConfig",
+    "Config",
+    "ConfigError",
+    "DispatchConfig",
+    "GroupConfig",
+    "LogConfig",
+    "MeetingConfig",
+    "RoleConfig",
+    "SimConfig",
+    "SimPhoneConfig",
+    "UserConfig",
+    "format_loc",
+    "load_config",
+    "parse_config",
+    "parse_priority",
+]
+
+#: What a user id, group id or meeting id may contain: it appears in URLs and in SIP user parts.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable. ``problems`` holds one ``key: message`` line each; the
+    service must not start. Fix the file and start again."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n  ".join(problems)
+        super().__init__(f"bad configuration in {source}:\n  {lines}")
+
+
+def parse_priority(value: object) -> int:
+    """A priority from the config or the API: a level name (``"flash"``, ``"FLASH_OVERRIDE"``,
+    ``"flash-override"``) or an integer. Raises ``ValueError`` naming the accepted names."""
+    if isinstance(value, bool):  # bool is an int; True is not a priority
+        raise ValueError("a priority is a level name or an integer, not a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Priority):
+        return int(value)
+    if isinstance(value, str):
+        key = value.strip().upper().replace("-", "_").replace(" ", "_")
+        if key in Priority.__members__:
+            return int(Priority[key])
+        try:
+            return int(key)
+        except ValueError:
+            pass
+    names = ", ".join(p.name for p in Priority)
+    raise ValueError(f"unknown priority {value!r}; use one of {names} or an integer")
+
+
+class _Model(BaseModel):
+    # Unknown keys are errors: a misspelt key silently ignored is a setting silently lost.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoleConfig(_Model):
+    """What a role may do. ``permissions`` names flow permissions (``call``, ``monitor``,
+    ``barge_in`` …) and service permissions (``audit``, ``tokens``); ``"*"`` grants all.
+    ``max_priority`` caps the priority of any flow a member starts. ``position`` marks a
+    dispatcher role: its users are dispatcher positions."""
+
+    description: str = ""
+    permissions: tuple[str, ...] = ()
+    max_priority: int = int(Priority.ROUTINE)
+    position: bool = False
+
+    @field_validator("max_priority", mode="before")
+    @classmethod
+    def _priority(cls, v: object) -> int:
+        return parse_priority(v)
+
+
+#: Permissions every dispatch action needs (the flow library's ``spec.permission`` values and the
+#: service's own). A role may name others: a new flow can bring a new permission.
+DISPATCH_PERMISSIONS = (
+    "start",  # start flows that name no permission
+    "call",
+    "group_call",
+    "conference",
+    "broadcast",
+    "monitor",
+    "whisper",
+    "barge_in",
+    "force_release",
+    "transfer",
+    "hold",
+    "pickup",
+    "roll_call",
+    "polling",
+    "queue",
+    "emergency",
+    "end_emergency",
+    "meeting",  # meeting controls: mute, kick, end
+    "recordings",
+)
+
+BUILTIN_ROLES: dict[str, RoleConfig] = {
+    "admin": RoleConfig(
+        description="everything, including the audit log and other users' tokens",
+        permissions=("*",),
+        max_priority=int(Priority.EMERGENCY),
+        position=True,
+    ),
+    "supervisor": RoleConfig(
+        description="a dispatcher who may also barge in, force release and end emergencies",
+        permissions=(*DISPATCH_PERMISSIONS, "audit"),
+        max_priority=int(Priority.EMERGENCY),
+        position=True,
+    ),
+    "dispatcher": RoleConfig(
+        description="a dispatch position: calls, conferences, monitoring, emergencies",
+        permissions=tuple(
+            p
+            for p in DISPATCH_PERMISSIONS
+            if p not in ("barge_in", "force_release", "end_emergency")
+        ),
+        max_priority=int(Priority.EMERGENCY),
+        position=True,
+    ),
+    "field": RoleConfig(
+        description="a field user (radio, phone): may place routine calls",
+        permissions=("start", "call"),
+        max_priority=int(Priority.PRIORITY),
+    ),
+    "observer": RoleConfig(
+        description="read-only: sees the console, changes nothing",
+        permissions=(),
+        max_priority=int(Priority.ROUTINE),
+    ),
+}
+
+
+class SimPhoneConfig(_Model):
+    """How a user's virtual phone behaves on the ``sim`` switch (``baton serve --sim``)."""
+
+    behaviour: Literal["answers", "busy", "never_answers", "rejects", "unreachable"] = "answers"
+    answer_after: float = Field(default=1.5, ge=0)
+    hangup_after: float | None = Field(default=None, gt=0)
+
+
+class UserConfig(_Model):
+    """One user: a phone, a field unit or a dispatcher position."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    name: str | None = None
+    numbers: tuple[str, ...] = ()
+    password: str = Field(min_length=1)
+    role: str = "field"
+    max_priority: int | None = None
+    keep: bool = False
+    contact: str | None = None  # a static SIP contact instead of REGISTER (for the SIP adapter)
+    sim: SimPhoneConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_number(cls, data: Any) -> Any:
+        # The SIP issue's examples write ``number = "1001"``; accept it as a one-element list.
+        if isinstance(data, dict) and "number" in data:
+            data = dict(data)
+            number = data.pop("number")
+            if "numbers" in data:
+                raise ValueError("give either number or numbers, not both")
+            data["numbers"] = [number]
+        return data
+
+    @field_validator("max_priority", mode="before")
+    @classmethod
+    def _priority(cls, v: object) -> int | None:
+        return None if v is None else parse_priority(v)
+
+    @field_validator("numbers")
+    @classmethod
+    def _numbers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for n in v:
+            if not n or not all(c.isdigit() or c in "*#+" for c in n):
+                raise ValueError(f"{n!r} is not a dialable number (digits, *, #, +)")
+        return v
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class GroupConfig(_Model):
+    """A named set of users (a talk group, a unit): usable wherever a flow takes a user list."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    name: str | None = None
+    members: tuple[str, ...] = ()
+    number: str | None = None
+
+
+class MeetingConfig(_Model):
+    """A dial-in meeting room: calling ``number`` puts the caller in meeting ``id``."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    number: str
+    name: str | None = None
+
+
+class DispatchConfig(_Model):
+    """The dispatch centre's numbers and its queue of callers waiting for a position."""
+
+    number: str | None = None  # calling it lands in the dispatcher queue
+    emergency_number: str | None = None  # calling it raises an emergency to the positions
+    queue_timeout: float = Field(default=120.0, gt=0)
+    overflow: Literal["busy", "message", "transfer"] = "busy"
+    overflow_to: str | None = None  # the user an overflowing call is put through to
+    auto_assign: bool = True  # free positions take waiting calls without a click
+
+    @model_validator(mode="after")
+    def _check(self) -> DispatchConfig:
+        if self.overflow == "transfer" and self.overflow_to is None:
+            raise ValueError("overflow = 'transfer' needs overflow_to (a user id)")
+        return self
+
+
+class ApiConfig(_Model):
+    """Where the HTTP API and the console listen, and how sessions behave."""
+
+    listen: str = "127.0.0.1:8080"
+    public: bool = False  # must be set to listen on anything but loopback
+    session_hours: float = Field(default=12.0, gt=0)
+    cookie_secure: bool = False  # set behind TLS
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @model_validator(mode="after")
+    def _check_listen(self) -> ApiConfig:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"listen must be HOST:PORT, not {self.listen!r}")
+        host = host.strip("[]")
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback and not self.public:
+            raise ValueError(
+                f"listen {self.listen!r} is not a loopback address; set public = true to expose "
+                "the API beyond this machine"
+            )
+        return self
+
+
+class LogConfig(_Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class SimConfig(_Model):
+    """The ``sim`` switch: default phone behaviour and demo activity."""
+
+    answer_after: float = Field(default=1.5, ge=0)
+    activity: bool = False  # field users call in now and then, so a demo has something to show
+    activity_every: float = Field(default=20.0, gt=0)
+
+
+class Config(_Model):
+    """The whole configuration. ``source`` is where it was read from (for messages)."""
+
+    switch: Literal["sim", "sip"] = "sim"
+    database: str = "sqlite+aiosqlite:///var/baton.db"
+    recordings: Path = Path("var/recordings")
+    api: ApiConfig = ApiConfig()
+    log: LogConfig = LogConfig()
+    roles: dict[str, RoleConfig] = {}
+    users: tuple[UserConfig, ...] = Field(min_length=1)
+    groups: tuple[GroupConfig, ...] = ()
+    meetings: tuple[MeetingConfig, ...] = ()
+    dispatch: DispatchConfig = DispatchConfig()
+    sip: dict[str, Any] = {}
+    sim: SimConfig = SimConfig()
+    source: str = "<config>"
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        return normalise_database_url(v)
+
+    # ---- views
+
+    @property
+    def all_roles(self) -> dict[str, RoleConfig]:
+        """The built-in roles, overridden and extended by ``[roles.*]``."""
+        return {**BUILTIN_ROLES, **self.roles}
+
+    def role_of(self, user: UserConfig) -> RoleConfig:
+        return self.all_roles[user.role]
+
+    def user(self, user_id: str) -> UserConfig | None:
+        return next((u for u in self.users if u.id == user_id), None)
+
+    @property
+    def positions(self) -> list[UserConfig]:
+        """The dispatcher positions: users whose role is a dispatcher role."""
+        roles = self.all_roles
+        return [u for u in self.users if (r := roles.get(u.role)) is not None and r.position]
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept a SQLAlchemy async URL, a sync URL of a supported database, or a bare file path
+    (a SQLite file). Return the async URL the store uses."""
+    if "://" not in url:
+        return f"sqlite+aiosqlite:///{url}"
+    scheme, rest = url.split("://", 1)
+    if scheme in ("sqlite", "sqlite+aiosqlite"):
+        return f"sqlite+aiosqlite://{rest}"
+    if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return f"postgresql+asyncpg://{rest}"
+    raise ValueError(
+        f"unsupported database {scheme!r}: use a SQLite file (sqlite+aiosqlite:///var/baton.db) "
+        "or PostgreSQL (postgresql+asyncpg://user:pass@host/db)"
+    )
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """``("users", 2, "password")`` → ``users[2].password``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key (misspelt?)"
+    return msg[:1].lower() + msg[1:]
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a parsed TOML document. Raises :class:`ConfigError` with every problem."""
+    try:
+        config = Config.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        problems = [f"{format_loc(e['loc'])}: {_message(dict(e))}" for e in exc.errors()]
+        raise ConfigError(source, problems) from None
+    problems = _cross_check(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML file. Raises :class:`ConfigError` (also for a missing file or a
+    TOML syntax error)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read the file: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), [f"TOML syntax: {exc}"]) from None
+    return parse_config(data, str(p))
+
+
+def _cross_check(config: Config) -> list[str]:
+    """The checks that span several tables: unique ids and numbers, known roles and members."""
+    problems: list[str] = []
+    roles = config.all_roles
+    seen_users: dict[str, int] = {}
+    numbers: dict[str, str] = {}
+
+    def number(n: str, owner: str, key: str) -> None:
+        if n in numbers:
+            problems.append(f"{key}: number {n!r} is already used by {numbers[n]}")
+        else:
+            numbers[n] = owner
+
+    for i, user in enumerate(config.users):
+        if user.id in seen_users:
+            problems.append(
+                f"users[{i}].id: duplicate user id {user.id!r} (see users[{seen_users[user.id]}])"
+            )
+        seen_users.setdefault(user.id, i)
+        if user.role not in roles:
+            known = ", ".join(sorted(roles))
+            problems.append(f"users[{i}].role: unknown role {user.role!r} (known: {known})")
+        for j, n in enumerate(user.numbers):
+            number(n, f"user {user.id!r}", f"users[{i}].numbers[{j}]")
+    group_ids: set[str] = set()
+    for i, group in enumerate(config.groups):
+        if group.id in group_ids:
+            problems.append(f"groups[{i}].id: duplicate group id {group.id!r}")
+        group_ids.add(group.id)
+        for j, member in enumerate(group.members):
+            if member not in seen_users:
+                problems.append(f"groups[{i}].members[{j}]: unknown user {member!r}")
+        if group.number is not None:
+            number(group.number, f"group {group.id!r}", f"groups[{i}].number")
+    d = config.dispatch
+    if d.number is not None:
+        number(d.number, "the dispatcher queue", "dispatch.number")
+    if d.emergency_number is not None:
+        number(d.emergency_number, "the emergency number", "dispatch.emergency_number")
+    if d.overflow_to is not None and d.overflow_to not in seen_users:
+        problems.append(f"dispatch.overflow_to: unknown user {d.overflow_to!r}")
+    if (d.number is not None or d.emergency_number is not None) and not config.positions:
+        problems.append("dispatch: a dispatcher number needs at least one dispatcher position")
+    meeting_ids: set[str] = set()
+    for i, meeting in enumerate(config.meetings):
+        if meeting.id in meeting_ids:
+            problems.append(f"meetings[{i}].id: duplicate meeting id {meeting.id!r}")
+        meeting_ids.add(meeting.id)
+        number(meeting.number, f"meeting {meeting.id!r}", f"meetings[{i}].number")
+    return problems

@@ -1,0 +1,52 @@
+"""Events as JSON: the shape the WebSocket, the journal and traces share.
+
+An event is ``event.to_dict()`` (its fields, ``kind``, ``seq``, ``t``) plus ``text``: the sentence
+:func:`baton.trace.describe` writes for it (``null`` for events too fine-grained to show) and
+``marker``, its one-character symbol. :func:`event_from_dict` rebuilds the event object from a
+journal row, so a trace of an ended flow is described exactly like a live one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from baton.core import events as core_events
+from baton.core.events import Event
+from baton.trace import describe
+
+__all__ = ["EVENT_TYPES", "event_from_dict", "event_json"]
+
+#: kind → event class, for every event the core defines.
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for name in core_events.__all__
+    if isinstance(cls := getattr(core_events, name), type)
+    and issubclass(cls, Event)
+    and cls is not Event
+}
+
+
+def event_json(ev: Event) -> dict[str, Any]:
+    """The JSON form of an event, described."""
+    d = ev.to_dict()
+    line = describe(ev)
+    d["marker"], d["text"] = line if line is not None else (None, None)
+    return d
+
+
+def event_from_dict(d: dict[str, Any]) -> Event | None:
+    """The event a :func:`event_json` / ``to_dict`` dictionary came from (``None`` for an unknown
+    kind, e.g. one a newer core added)."""
+    cls = EVENT_TYPES.get(str(d.get("kind")))
+    if cls is None:
+        return None
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in d:
+            v = d[f.name]
+            kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return None

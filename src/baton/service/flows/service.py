@@ -1,0 +1,332 @@
+"""Flows, the use cases: list the library, start a flow by name, command or cancel a running one,
+trace one. Permissions are checked here, every decision is audited, and nothing is acknowledged
+before the journal holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from baton.core import BatonError, Flow, FlowSpec, FlowUsageError, Priority
+from baton.core.priority import priority_name
+from baton.service.auth.permissions import END_COMMANDS, Principal
+from baton.service.config import parse_priority
+from baton.service.errors import (
+    Conflict,
+    Forbidden,
+    GatewayTimeout,
+    NotFound,
+    ServiceUnavailable,
+    Unprocessable,
+    from_core,
+)
+from baton.service.events.codec import event_json
+from baton.service.flows.convert import ArgumentError, Resolver, convert, describe, startable
+from baton.service.flows.trace import build_trace
+from baton.service.runtime import Service
+from baton.service.store.records import flow_events
+
+__all__ = ["FlowsService"]
+
+#: How long the API waits for a running flow to answer a command.
+COMMAND_TIMEOUT = 15.0
+
+
+def _command_takes_user(description: str) -> bool:
+    # The library's convention: a command that names a member ends its description "(user)".
+    return "(user)" in description
+
+
+class FlowsService:
+    """The flow use cases on one :class:`~baton.service.runtime.Service`."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    # ---- the library
+
+    def resolver(self) -> Resolver:
+        svc = self.service
+        resources: dict[type, dict[str, object]] = {}
+        for q in svc.queues.values():
+            resources.setdefault(type(q), {})[q.name] = q
+        groups = {g.id: g.members for g in svc.config.groups}
+        return Resolver(svc.manager.user, svc.manager.meeting, groups, resources)
+
+    def spec(self, name: str) -> FlowSpec[Any]:
+        spec = self.service.library.get(name)
+        if spec is None:
+            raise NotFound(
+                f"no flow {name!r} in the library", id="unknown-flow", details={"flow": name}
+            )
+        return spec
+
+    def library(self, principal: Principal) -> list[dict[str, Any]]:
+        """Every library flow with its parameters, commands and whether ``principal`` may start
+        it (and up to which priority)."""
+        resources = self.resolver().resources
+        out = []
+        for spec in self.service.library.values():
+            params = describe(spec, resources.keys())
+            permission = spec.permission or "start"
+            allowed = principal.may(permission) and spec.priority <= principal.max_priority
+            out.append(
+                {
+                    "name": spec.name,
+                    "description": spec.description,
+                    "priority": spec.priority,
+                    "priority_name": priority_name(spec.priority),
+                    "permission": permission,
+                    "params": [p.to_json() for p in params],
+                    "commands": [
+                        {"name": c, "description": d, "takes_user": _command_takes_user(d)}
+                        for c, d in spec.commands.items()
+                    ],
+                    "startable": startable(params),
+                    "allowed": allowed,
+                    "resources": {
+                        p.name: sorted(resources.get(p.annotation, {}))
+                        for p in params
+                        if p.kind == "resource"
+                    },
+                }
+            )
+        return out
+
+    # ---- running flows
+
+    def view(self, flow: Flow) -> dict[str, Any]:
+        info = self.service.flows.get(flow.name)
+        return {
+            "name": flow.name,
+            "flow": flow.spec.name,
+            "priority": flow.priority,
+            "priority_name": priority_name(flow.priority),
+            "state": flow.state.value,
+            "users": sorted(u.id for u in flow.users),
+            "meetings": sorted(m.id for m in flow.meetings),
+            "args": info.args if info else {},
+            "started_at": info.started_at if info else None,
+            "started_by": info.started_by if info else None,
+            "commands": [
+                {"name": c, "description": d, "takes_user": _command_takes_user(d)}
+                for c, d in flow.spec.commands.items()
+            ],
+            "permission": flow.spec.permission or "start",
+        }
+
+    def running(self) -> list[dict[str, Any]]:
+        flows = sorted(self.service.manager.flows.values(), key=lambda f: (-f.priority, f.name))
+        return [self.view(f) for f in flows]
+
+    def get(self, name: str) -> Flow:
+        flow = self.service.manager.flows.get(name)
+        if flow is None:
+            raise NotFound(f"no running flow {name!r}", id="unknown-flow", details={"flow": name})
+        return flow
+
+    # ---- acting
+
+    async def _audited(
+        self,
+        principal: Principal,
+        action: str,
+        target: str,
+        details: dict[str, Any],
+        remote: str | None,
+        outcome: str,
+    ) -> None:
+        self.service.journal.audit(
+            principal=principal.user_id,
+            role=principal.role,
+            action=action,
+            target=target,
+            outcome=outcome,
+            details=details,
+            remote=remote,
+        )
+
+    async def start(
+        self,
+        principal: Principal,
+        name: str,
+        args: Any,
+        priority: Any,
+        remote: str | None,
+    ) -> dict[str, Any]:
+        """Start library flow ``name`` for ``principal``. Raises 404 (unknown flow), 403 (not
+        allowed, or the priority is above the principal's cap), 422 (bad arguments, naming the
+        field), 503 (the service is stopping or the store is down)."""
+        svc = self.service
+        spec = self.spec(name)
+        details: dict[str, Any] = {"flow": name, "args": args, "priority": priority}
+        try:
+            principal.require(spec.permission or "start", f"start {name}")
+            if priority is None:
+                level = spec.priority
+            else:
+                try:
+                    level = parse_priority(priority)
+                except ValueError as exc:
+                    raise Unprocessable(str(exc), details={"field": "priority"}) from None
+                if not Priority.ROUTINE <= level <= 1000:
+                    raise Unprocessable(
+                        f"priority {level} is out of range", details={"field": "priority"}
+                    )
+            principal.require_priority(level, f"start flows at {priority_name(level)}")
+        except Forbidden as exc:
+            await self._audited(
+                principal, "flow.start", name, {**details, "error": exc.id}, remote, "denied"
+            )
+            await svc.journal.sync()
+            raise
+        try:
+            kwargs = convert(spec, args if args is not None else {}, self.resolver())
+        except ArgumentError as exc:
+            raise Unprocessable(
+                exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}",
+                id=exc.id,
+                details={"field": exc.field, **exc.details},
+            ) from None
+        try:
+            flow = svc.manager.start(spec, priority=level, **kwargs)
+        except FlowUsageError as exc:
+            if not svc.started:
+                raise ServiceUnavailable("the service is stopping", id="stopping") from None
+            raise Unprocessable(str(exc), details={"field": "args"}) from None
+        svc.note_started_by(flow.name, principal.user_id)
+        await self._audited(
+            principal, "flow.start", flow.name, {**details, "priority": level}, remote, "ok"
+        )
+        await svc.journal.sync()
+        return self.view(flow)
+
+    async def cancel(
+        self, principal: Principal, name: str, reason: str | None, remote: str | None
+    ) -> dict[str, Any]:
+        """Cancel a running flow (idempotent: says what it did)."""
+        flow = self.get(name)
+        self._control(principal, flow, None, remote)
+        result = flow.cancel(reason or f"cancelled by {principal.user_id}")
+        await self._audited(
+            principal, "flow.cancel", name, {"reason": reason, "result": result.value}, remote, "ok"
+        )
+        await self.service.journal.sync()
+        return {"flow": name, "result": result.value}
+
+    def _control(
+        self, principal: Principal, flow: Flow, command: str | None, remote: str | None
+    ) -> None:
+        try:
+            principal.require_control(flow.spec.permission, flow.priority, command)
+            if flow.spec.permission == "emergency" and (command is None or command in END_COMMANDS):
+                principal.require("end_emergency", "end an emergency")
+        except Forbidden as exc:
+            self.service.journal.audit(
+                principal=principal.user_id,
+                role=principal.role,
+                action="flow.command" if command else "flow.cancel",
+                target=flow.name,
+                outcome="denied",
+                details={"command": command, "error": exc.id},
+                remote=remote,
+            )
+            raise
+
+    async def command(
+        self,
+        principal: Principal,
+        name: str,
+        command: str,
+        args: Any,
+        remote: str | None,
+    ) -> dict[str, Any]:
+        """Send ``command`` to a running flow and return its reply."""
+        flow = self.get(name)
+        if command not in flow.spec.commands:
+            accepted = ", ".join(sorted(flow.spec.commands)) or "none"
+            raise Unprocessable(
+                f"flow {flow.spec.name} takes no command {command!r} (it takes: {accepted})",
+                id="unknown-command",
+                details={"field": "command", "commands": sorted(flow.spec.commands)},
+            )
+        if args is None:
+            args = {}
+        if not isinstance(args, dict) or not all(
+            isinstance(k, str) and k.isidentifier() for k in args
+        ):
+            raise Unprocessable(
+                "args must be an object of named arguments", details={"field": "args"}
+            )
+        try:
+            self._control(principal, flow, command, remote)
+        except Forbidden:
+            await self.service.journal.sync()
+            raise
+        try:
+            fut = flow.send(command, by=principal.user_id, **args)
+        except FlowUsageError as exc:
+            raise Conflict(str(exc), id="flow-ended", details={"flow": name}) from None
+        audit_details = {"command": command, "args": args}
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                reply = await asyncio.shield(fut)
+        except TimeoutError:
+            await self._audited(principal, "flow.command", name, audit_details, remote, "failed")
+            raise GatewayTimeout(
+                f"{name} did not answer {command!r} within {COMMAND_TIMEOUT:g} s",
+                id="command-timeout",
+                details={"flow": name},
+            ) from None
+        except BatonError as exc:
+            await self._audited(
+                principal,
+                "flow.command",
+                name,
+                {**audit_details, "error": exc.code},
+                remote,
+                "failed",
+            )
+            await self.service.journal.sync()
+            raise from_core(exc, flow=name) from None
+        await self._audited(principal, "flow.command", name, audit_details, remote, "ok")
+        await self.service.journal.sync()
+        return {"flow": name, "command": command, "reply": _jsonable(reply)}
+
+    # ---- traces
+
+    async def trace(self, name: str) -> dict[str, Any]:
+        """The trace of a running flow, or of the newest flow of that name in this run."""
+        svc = self.service
+        history = [event_json(e) for e in svc.manager.events.history]
+        first = next(
+            (
+                i
+                for i, d in enumerate(history)
+                if d["kind"] == "flow.started" and d.get("flow") == name
+            ),
+            None,
+        )
+        if first is not None:
+            return build_trace(name, history[first:])
+        async with svc.store.read() as conn:
+            rows = await flow_events(conn, svc.run_id, name)
+        if not rows:
+            raise NotFound(
+                f"no flow {name!r} in this run", id="unknown-flow", details={"flow": name}
+            )
+        return build_trace(name, rows)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    ident = getattr(value, "id", None)
+    if isinstance(ident, str):
+        return ident
+    return str(value)

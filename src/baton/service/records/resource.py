@@ -1,0 +1,186 @@
+"""Call records, the recordings index and the audit log (read side of the store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+
+from baton.service.deps import Authed, Svc, client_address
+from baton.service.errors import NotFound
+from baton.service.flows.trace import build_trace
+from baton.service.store import records
+
+router = APIRouter(prefix="/api", tags=["records"])
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+Time = Annotated[float | None, Query(ge=0, le=1e11, description="seconds since the epoch")]
+
+
+@router.get("/records/legs")
+async def legs(
+    principal: Authed,
+    svc: Svc,
+    user: str | None = None,
+    since: Time = None,
+    until: Time = None,
+    cause: str | None = None,
+    direction: Literal["inbound", "outbound"] | None = None,
+    open: bool | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[dict[str, Any]]:
+    """Call records per leg, newest first: start, answer, end, cause (``end_reason`` is the cause,
+    or ``shutdown`` / ``restart`` for a leg the service closed)."""
+    f = records.LegFilter(user, since, until, cause, direction, open, limit, offset)
+    async with svc.store.read() as conn:
+        return await records.list_legs(conn, f)
+
+
+@router.get("/records/flows")
+async def flows(
+    principal: Authed,
+    svc: Svc,
+    name: str | None = None,
+    user: str | None = None,
+    outcome: str | None = None,
+    started_by: str | None = None,
+    since: Time = None,
+    until: Time = None,
+    preempted: bool | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[dict[str, Any]]:
+    """Call records per flow, newest first: name, priority, arguments, who started it, outcome,
+    error. ``preempted=true``: only flows that lost a user to a preemption."""
+    async with svc.store.read() as conn:
+        return await records.list_flows(
+            conn,
+            name=name,
+            user=user,
+            outcome=outcome,
+            started_by=started_by,
+            since=since,
+            until=until,
+            preempted=preempted,
+            limit=limit,
+            offset=offset,
+        )
+
+
+@router.get("/records/flows/{record_id}")
+async def flow(record_id: int, principal: Authed, svc: Svc) -> dict[str, Any]:
+    """A flow record with the preemptions it suffered (victim, preempting flow, priority, reason)
+    and those it made."""
+    async with svc.store.read() as conn:
+        row = await records.flow_detail(conn, record_id)
+    if row is None:
+        raise NotFound(
+            f"no flow record {record_id}", id="unknown-record", details={"record": record_id}
+        )
+    return row
+
+
+@router.get("/records/flows/{record_id}/trace")
+async def flow_trace(record_id: int, principal: Authed, svc: Svc) -> dict[str, Any]:
+    """The sequence diagram of a recorded flow, from the journal."""
+    async with svc.store.read() as conn:
+        row = await records.flow_detail(conn, record_id)
+        if row is None:
+            raise NotFound(
+                f"no flow record {record_id}", id="unknown-record", details={"record": record_id}
+            )
+        rows = await records.flow_events(conn, int(row["run_id"]), str(row["flow"]))
+    return build_trace(str(row["flow"]), rows)
+
+
+@router.get("/recordings")
+async def recordings(
+    principal: Authed,
+    svc: Svc,
+    user: str | None = None,
+    since: Time = None,
+    until: Time = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[dict[str, Any]]:
+    """The recordings index, newest first (needs ``recordings``)."""
+    principal.require("recordings", "list recordings")
+    async with svc.store.read() as conn:
+        rows = await records.list_recordings(
+            conn, user=user, since=since, until=until, limit=limit, offset=offset
+        )
+    folder = svc.config.recordings.resolve()
+    for r in rows:
+        r["available"] = _inside(Path(r["path"]), folder) is not None
+    return rows
+
+
+def _inside(path: Path, folder: Path) -> Path | None:
+    """The file, if it exists inside the recordings folder (no download from anywhere else)."""
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return None
+    if not resolved.is_relative_to(folder) or not resolved.is_file():
+        return None
+    return resolved
+
+
+@router.get("/recordings/{record_id}/download", response_class=FileResponse)
+async def download(record_id: int, request: Request, principal: Authed, svc: Svc) -> FileResponse:
+    """The recording's WAV file (needs ``recordings``; audited). 404 if the file is gone or lies
+    outside the recordings folder."""
+    principal.require("recordings", "download recordings")
+    async with svc.store.read() as conn:
+        row = await records.recording(conn, record_id)
+    if row is None:
+        raise NotFound(
+            f"no recording {record_id}", id="unknown-recording", details={"recording": record_id}
+        )
+    path = _inside(Path(row["path"]), svc.config.recordings.resolve())
+    if path is None:
+        raise NotFound(
+            f"recording {record_id}'s file is not available",
+            id="recording-missing",
+            details={"recording": record_id},
+        )
+    svc.journal.audit(
+        principal=principal.user_id,
+        role=principal.role,
+        action="recording.download",
+        target=str(record_id),
+        outcome="ok",
+        details={"path": row["path"]},
+        remote=client_address(request),
+    )
+    await svc.journal.sync()
+    return FileResponse(path, media_type="audio/wav", filename=path.name)
+
+
+@router.get("/audit")
+async def audit(
+    principal: Authed,
+    svc: Svc,
+    user: str | None = None,
+    action: str | None = None,
+    outcome: Literal["ok", "denied", "failed"] | None = None,
+    since: Time = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[dict[str, Any]]:
+    """The audit log, newest first (needs ``audit``)."""
+    principal.require("audit", "read the audit log")
+    async with svc.store.read() as conn:
+        return await records.list_audit(
+            conn,
+            principal=user,
+            action=action,
+            outcome=outcome,
+            since=since,
+            limit=limit,
+            offset=offset,
+        )

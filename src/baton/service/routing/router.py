@@ -1,0 +1,126 @@
+"""The numbering plan: which flow an inbound call starts, by the number dialled.
+
+In order:
+
+1. the emergency number → ``emergency_inbound(caller, positions)`` — anyone may dial it;
+2. the dispatcher number → ``queued_call(caller, queue)``;
+3. a user's number → ``inbound_call(caller, callee)``;
+4. a group's number → ``group_call(dispatcher=caller, members=the rest of the group)``;
+5. a meeting room's number → ``dial_in(caller, room)``;
+6. anything else → ``unroutable`` (the caller is refused with *unreachable*).
+
+Except for the emergency number, the caller's role must grant the flow's permission (else the
+call is refused with *rejected*), and a precedence the call asks for (RFC 4412
+``Resource-Priority``, on SIP) is capped at the caller's maximum priority.
+
+The router runs inside the switch's event callback, so it only *starts* flows (synchronous) and
+never awaits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from baton.core import BatonError, FlowSpec, Leg, User, UserManager
+from baton.service.auth.service import principal_for
+from baton.service.config import Config
+from baton.service.routing.flows import dial_in, unroutable
+from baton.switch.port import InboundCall
+
+if TYPE_CHECKING:
+    from baton.flows.queue import DispatcherQueue
+
+__all__ = ["Router", "dialled_number"]
+
+log = logging.getLogger("baton.service.routing")
+
+
+def dialled_number(to: str) -> str:
+    """The number in a dialled address: ``sip:1001@host;user=phone`` → ``1001``."""
+    for scheme in ("sips:", "sip:", "tel:"):
+        if to.startswith(scheme):
+            to = to[len(scheme) :]
+    return to.split("@", 1)[0].split(";", 1)[0]
+
+
+class Router:
+    """Installed as ``manager.router``. ``started`` is called with each flow it starts (the
+    service records who caused it)."""
+
+    def __init__(
+        self,
+        config: Config,
+        library: Mapping[str, FlowSpec[Any]],
+        *,
+        queue: Callable[[], DispatcherQueue | None],
+        started: Callable[[str, str], None],
+    ) -> None:
+        self.config = config
+        self.library = library
+        self.queue = queue
+        self.started = started
+        self._groups = {g.number: g for g in config.groups if g.number}
+        self._rooms = {m.number: m for m in config.meetings}
+
+    def __call__(self, manager: UserManager, caller: User, leg: Leg, ev: InboundCall) -> None:
+        number = dialled_number(ev.to)
+        try:
+            self._route(manager, caller, number, ev.priority)
+        except BatonError as exc:  # the manager is closing, or the arguments were refused
+            log.warning("routing %s → %s failed: %s", caller.id, number, exc)
+
+    def _route(self, manager: UserManager, caller: User, number: str, asked: int | None) -> None:
+        cfg = self.config
+        user_cfg = cfg.user(caller.id)
+        principal = (
+            None if user_cfg is None else principal_for(cfg, user_cfg, via="phone", token_id="")
+        )
+        cap = 0 if principal is None else principal.max_priority
+        priority = None if asked is None else min(asked, cap)
+
+        def start(name: str, *args: Any, check: bool = True, **kwargs: Any) -> None:
+            spec = self.library.get(name)
+            if spec is None:
+                self._refuse(manager, caller, number, "unreachable")
+                return
+            needed = spec.permission or "start"
+            if check and (principal is None or not principal.may(needed)):
+                log.info("%s may not %s (dialled %s)", caller.id, name, number)
+                self._refuse(manager, caller, number, "rejected")
+                return
+            flow = manager.start(spec, *args, priority=priority, **kwargs)
+            self.started(flow.name, f"phone:{caller.id}")
+
+        d = cfg.dispatch
+        if d.emergency_number is not None and number == d.emergency_number:
+            positions = [manager.user(u.id) for u in cfg.positions]
+            start("emergency_inbound", caller, positions, check=False)
+            return
+        if d.number is not None and number == d.number:
+            queue = self.queue()
+            if queue is None:
+                self._refuse(manager, caller, number, "unreachable")
+            else:
+                start("queued_call", caller, queue)
+            return
+        callee = manager.by_number(number)
+        if callee is not None and callee is not caller:
+            start("inbound_call", caller, callee)
+            return
+        group = self._groups.get(number)
+        if group is not None:
+            members = [manager.user(m) for m in group.members if m != caller.id]
+            start("group_call", caller, members)
+            return
+        room = self._rooms.get(number)
+        if room is not None:
+            flow = manager.start(dial_in, caller, room.id, priority=priority)
+            self.started(flow.name, f"phone:{caller.id}")
+            return
+        self._refuse(manager, caller, number, "unreachable")
+
+    def _refuse(self, manager: UserManager, caller: User, number: str, cause: str) -> None:
+        flow = manager.start(unroutable, caller, number, cause)
+        self.started(flow.name, f"phone:{caller.id}")

@@ -1,0 +1,278 @@
+"""The service: one dispatch centre — switch, core, store, authentication — in one process.
+
+:class:`Service` is what the HTTP API (``baton.service.app``) and the CLI (``baton serve``) drive.
+It can also run without HTTP (tests of the store and the routing do).
+
+Life cycle
+----------
+:meth:`Service.start`: open the store (migrations), recover a crashed run and open a new one,
+refresh the users table, start the journal writer on the core's event bus, add the users (and,
+on the ``sim`` switch, their virtual phones), install the numbering plan. :meth:`Service.stop`:
+stop the demo activity, stop every flow (their compensations run and are journalled), close the
+switch, close the run's open records (``shutdown``), flush the journal, close the store. Every
+background task belongs to the service and is awaited by ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from argon2 import PasswordHasher
+
+from baton.core import FlowSpec, User, UserManager
+from baton.core.events import Event, FlowEnded, FlowStarted
+from baton.service.auth.service import Auth
+from baton.service.config import Config, GroupConfig, MeetingConfig
+from baton.service.metrics import Metrics, from_mapping, gauge
+from baton.service.routing import Router
+from baton.service.store import Journal, Store
+from baton.service.store.records import begin_run, end_run
+from baton.service.switches import build_switch, switch_metrics
+from baton.switch.port import Switch
+from baton.switch.sim import SimSwitch
+
+__all__ = ["FlowInfo", "Service"]
+
+log = logging.getLogger("baton.service")
+
+
+@dataclass
+class FlowInfo:
+    """What the service knows of a running flow beyond the core's handle."""
+
+    started_at: float
+    seq: int  # the flow.started event's sequence number (the start of its trace)
+    args: dict[str, str]
+    started_by: str | None = None
+    users: list[str] = field(default_factory=list)
+
+
+def _library() -> dict[str, FlowSpec[Any]]:
+    from baton.flows import LIBRARY
+
+    return LIBRARY
+
+
+class Service:
+    """A dispatch centre. ``library`` defaults to :data:`baton.flows.LIBRARY`; ``switch`` to
+    the one the config names; ``hasher`` to argon2id's defaults (tests pass a cheaper one)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        switch: Switch | None = None,
+        library: Mapping[str, FlowSpec[Any]] | None = None,
+        hasher: PasswordHasher | None = None,
+        grace: float = 5.0,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.library: Mapping[str, FlowSpec[Any]] = library if library is not None else _library()
+        self.switch = switch if switch is not None else build_switch(config)
+        self.manager = UserManager(self.switch, grace=grace)
+        self.store = Store(config.database)
+        self.metrics = Metrics()
+        self.wallclock = wallclock
+        self.hasher = hasher
+        self.groups: dict[str, GroupConfig] = {g.id: g for g in config.groups}
+        self.rooms: dict[str, MeetingConfig] = {m.id: m for m in config.meetings}
+        self.flows: dict[str, FlowInfo] = {}
+        self.queues: dict[str, Any] = {}  # name → DispatcherQueue
+        self.run_id = 0
+        self.started = False
+        self.ws_clients = 0
+        self._journal: Journal | None = None
+        self._auth: Auth | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # ---- parts that exist once started
+
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            raise RuntimeError("the service is not started")
+        return self._journal
+
+    @property
+    def auth(self) -> Auth:
+        if self._auth is None:
+            raise RuntimeError("the service is not started")
+        return self._auth
+
+    @property
+    def sim(self) -> SimSwitch | None:
+        """The sim switch, when the service runs on one (its phones can be driven)."""
+        return self.switch if isinstance(self.switch, SimSwitch) else None
+
+    # ---- life cycle
+
+    async def start(self) -> None:
+        """Bring the service up (see the module docstring). Raises if the store is unreachable."""
+        if self.started:
+            return
+        await self.store.open()
+        journal: Journal | None = None
+        async with self.store.engine.begin() as conn:
+            self.run_id, closed = await begin_run(
+                conn, switch=self.config.switch, at=self.wallclock()
+            )
+            journal = Journal(self.store, self.run_id, wallclock=self.wallclock)
+            auth = Auth(
+                self.config, self.store, journal, hasher=self.hasher, wallclock=self.wallclock
+            )
+            await auth.sync_users(conn)
+        if closed:
+            log.warning("closed %d records left open by a previous run (reason: restart)", closed)
+        self._journal, self._auth = journal, auth
+        bus = self.manager.events
+        journal.attach(bus)
+        journal.start()
+        self.metrics.attach(bus)
+        self._unsubscribe = bus.subscribe(self._track)
+        self.metrics.gauges(self._gauges)
+        for u in self.config.users:
+            self.manager.add_user(User(u.id, name=u.display_name, numbers=u.numbers, keep=u.keep))
+        self._make_queue()
+        self.manager.router = Router(
+            self.config, self.library, queue=self.queue, started=self.note_started_by
+        )
+        if self.sim is not None and self.config.sim.activity:
+            from baton.service.sim.activity import run_activity
+
+            self.spawn(run_activity(self), "sim-activity")
+        self.started = True
+        log.info(
+            "service started",
+            extra={
+                "run": self.run_id,
+                "switch": self.config.switch,
+                "users": len(self.config.users),
+            },
+        )
+
+    def _make_queue(self) -> None:
+        if "queued_call" not in self.library:
+            return
+        from baton.flows.queue import DispatcherQueue, Overflow
+
+        d = self.config.dispatch
+        positions = [self.manager.user(u.id) for u in self.config.positions]
+        overflow_to = None if d.overflow_to is None else self.manager.user(d.overflow_to)
+        self.queues["dispatch"] = DispatcherQueue(
+            "dispatch",
+            self.manager,
+            positions,
+            timeout=d.queue_timeout,
+            overflow=Overflow(d.overflow),
+            overflow_to=overflow_to,
+            auto_assign=d.auto_assign,
+            recordings=str(self.config.recordings),
+        )
+
+    def queue(self) -> Any:
+        """The dispatcher queue (``None`` if the library has no queue flows)."""
+        return self.queues.get("dispatch")
+
+    async def stop(self) -> None:
+        """Stop everything, flushing the journal. Idempotent."""
+        if not self.started:
+            await self.store.close()
+            return
+        self.started = False
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.manager.close()
+        finally:
+            await self.switch.close()
+            journal = self.journal
+            run_id, at = self.run_id, self.wallclock()
+
+            async def close_run(conn: Any) -> None:
+                await end_run(conn, run_id, at=at)
+
+            journal.submit(close_run, "end-run")
+            await journal.close()
+            self.metrics.detach()
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+            await self.store.close()
+            log.info("service stopped", extra={"run": self.run_id})
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """A background task owned by the service (cancelled and awaited by :meth:`stop`)."""
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task %s failed: %r", name, t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    # ---- flows
+
+    def _track(self, ev: Event) -> None:
+        if isinstance(ev, FlowStarted):
+            self.flows[ev.flow] = FlowInfo(self.wallclock(), ev.seq, dict(ev.args))
+        elif isinstance(ev, FlowEnded):
+            self.flows.pop(ev.flow, None)
+
+    def note_started_by(self, flow: str, who: str) -> None:
+        """Record who started ``flow`` (a principal's user id, or ``phone:<user>``)."""
+        info = self.flows.get(flow)
+        if info is not None:
+            info.started_by = who
+        self.journal.annotate_flow(flow, who)
+
+    def user_ids(self) -> list[str]:
+        return [u.id for u in self.config.users]
+
+    # ---- metrics
+
+    def _gauges(self) -> list[tuple[str, str, tuple[tuple[str, str], ...], float]]:
+        m = self.manager
+        live = sum(1 for r in m.ledger.records.values() if r.live_leg is not None)
+        out = [
+            gauge("baton_legs_active", "legs up now (dialling, ringing or connected)", live),
+            gauge("baton_flows_running", "flows running now", len(m.flows)),
+            gauge(
+                "baton_callinfos_active", "stable calls (P2P, MeetingCall) now", len(m.callinfos)
+            ),
+            gauge("baton_meetings_active", "meetings now", len(m.meetings())),
+            gauge("baton_users", "configured users", len(self.config.users)),
+            gauge("baton_websocket_clients", "event stream clients now", self.ws_clients),
+        ]
+        if self._journal is not None:
+            j = self._journal
+            out += [
+                gauge("baton_journal_pending", "events and writes not yet durable", j.pending),
+                gauge(
+                    "baton_journal_events_written_total",
+                    "events written to the journal",
+                    j.events_written,
+                ),
+                gauge("baton_journal_failures_total", "journal batches that failed", j.failures),
+            ]
+        for q in self.queues.values():
+            out.append(
+                gauge(
+                    "baton_queue_waiting",
+                    "callers waiting in a dispatcher queue",
+                    len(q.waiting()),
+                    queue=q.name,
+                )
+            )
+        out += from_mapping("baton_switch_", switch_metrics(self.switch))
+        return out

@@ -1,0 +1,277 @@
+"""Call records from the event stream: each core event becomes zero or more SQL statements on the
+record tables (legs, flows, preemptions, CallInfos, recordings).
+
+The projector is a pure translator plus a little memory (which names are flows, which users each
+flow held, which recordings are open), so the journal writer can run its statements in the same
+transaction as the journal rows themselves: a record exists exactly when the events that made it
+are durable. The memory can be snapshotted and restored, so a batch that fails to commit can be
+replayed without counting anything twice.
+
+Mapping
+-------
+* ``leg.state``: an outbound leg's ``dialling`` or an inbound leg's ``ringing`` opens a leg
+  record; ``connected`` stamps the answer; ``ended`` closes it with the cause.
+* ``owner.changed``: the owner of a user when its leg opens (or the first one after) is written
+  on the leg record; a flow's users are collected for its record.
+* ``flow.started`` / ``flow.ended``: open and close a flow record (outcome, error, users).
+* ``preemption.started`` / ``.completed`` / ``.superseded``: one row per preemption, naming the
+  victim, the claimer, the priority and the reason — the "preemptions suffered" of a flow.
+* ``callinfo.started`` / ``.ended``: the stable calls (P2P, MeetingCall).
+* ``media`` ``record`` / ``record.stop``: the recordings index; a recording is also closed when its
+  user's leg ends, the user is cleared, or its meeting is destroyed (the switch stops it then).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.sql import Executable
+
+from baton.core.events import (
+    CallInfoEnded,
+    CallInfoStarted,
+    Event,
+    FlowEnded,
+    FlowStarted,
+    LegStateChanged,
+    MediaChanged,
+    OwnerChanged,
+    PreemptionCompleted,
+    PreemptionStarted,
+    PreemptionSuperseded,
+)
+from baton.service.store.tables import (
+    callinfo_records,
+    flow_records,
+    leg_records,
+    preemptions,
+    recordings,
+)
+
+__all__ = ["Projector"]
+
+
+@dataclass
+class _State:
+    flows: dict[str, list[str]] = field(default_factory=dict)  # running flow → users it held
+    owners: dict[str, str] = field(default_factory=dict)  # user → its owner now
+    open_recordings: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    #               path → (user, meeting)
+
+
+class Projector:
+    """Translates events of one run into record statements."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self._state = _State()
+
+    def snapshot(self) -> _State:
+        return copy.deepcopy(self._state)
+
+    def restore(self, state: _State) -> None:
+        self._state = state
+
+    def annotate_flow(self, flow: str, started_by: str) -> Executable:
+        """Who started a flow (known to the API, not to the core)."""
+        return (
+            sa.update(flow_records)
+            .where(flow_records.c.run_id == self.run_id, flow_records.c.flow == flow)
+            .values(started_by=started_by)
+        )
+
+    def apply(self, ev: Event, at: float) -> list[Executable]:
+        """The statements that record ``ev`` (published at wall time ``at``)."""
+        run = self.run_id
+        st = self._state
+        if isinstance(ev, LegStateChanged):
+            return self._leg(ev, at)
+        if isinstance(ev, OwnerChanged):
+            out: list[Executable] = []
+            if ev.new is None:
+                st.owners.pop(ev.user, None)
+            else:
+                st.owners[ev.user] = ev.new
+                users = st.flows.get(ev.new)
+                if users is not None and ev.user not in users:
+                    users.append(ev.user)
+                out.append(
+                    sa.update(leg_records)
+                    .where(
+                        leg_records.c.run_id == run,
+                        leg_records.c.user_id == ev.user,
+                        leg_records.c.ended_at.is_(None),
+                        leg_records.c.owner.is_(None),
+                    )
+                    .values(owner=ev.new)
+                )
+            return out
+        if isinstance(ev, FlowStarted):
+            st.flows[ev.flow] = []
+            return [
+                sa.insert(flow_records).values(
+                    run_id=run,
+                    flow=ev.flow,
+                    name=ev.name,
+                    priority=ev.priority,
+                    args=dict(ev.args),
+                    users=[],
+                    started_at=at,
+                )
+            ]
+        if isinstance(ev, FlowEnded):
+            users = st.flows.pop(ev.flow, [])
+            return [
+                sa.update(flow_records)
+                .where(flow_records.c.run_id == run, flow_records.c.flow == ev.flow)
+                .values(
+                    ended_at=at,
+                    outcome=ev.outcome,
+                    error=ev.error,
+                    users=users,
+                    end_reason=ev.outcome,
+                )
+            ]
+        if isinstance(ev, PreemptionStarted):
+            return [
+                sa.insert(preemptions).values(
+                    run_id=run,
+                    at=at,
+                    user_id=ev.user,
+                    victim=ev.victim,
+                    claimer=ev.claimer,
+                    priority=ev.priority,
+                    reason=ev.reason,
+                )
+            ]
+        if isinstance(ev, PreemptionCompleted):
+            return [
+                sa.update(preemptions)
+                .where(
+                    preemptions.c.run_id == run,
+                    preemptions.c.user_id == ev.user,
+                    preemptions.c.victim == ev.victim,
+                    preemptions.c.seconds.is_(None),
+                )
+                .values(seconds=ev.seconds)
+            ]
+        if isinstance(ev, PreemptionSuperseded):
+            return [
+                sa.update(preemptions)
+                .where(
+                    preemptions.c.run_id == run,
+                    preemptions.c.user_id == ev.user,
+                    preemptions.c.claimer == ev.old_claimer,
+                    preemptions.c.seconds.is_(None),
+                    preemptions.c.superseded_by.is_(None),
+                )
+                .values(superseded_by=ev.new_claimer)
+            ]
+        if isinstance(ev, CallInfoStarted):
+            return [
+                sa.insert(callinfo_records).values(
+                    run_id=run,
+                    callinfo=ev.callinfo,
+                    users=list(ev.users),
+                    priority=ev.priority,
+                    meeting=ev.meeting,
+                    started_at=at,
+                )
+            ]
+        if isinstance(ev, CallInfoEnded):
+            return [
+                sa.update(callinfo_records)
+                .where(
+                    callinfo_records.c.run_id == run,
+                    callinfo_records.c.callinfo == ev.callinfo,
+                )
+                .values(ended_at=at, end_reason=ev.reason)
+            ]
+        if isinstance(ev, MediaChanged):
+            return self._media(ev, at)
+        return []
+
+    def _leg(self, ev: LegStateChanged, at: float) -> list[Executable]:
+        run = self.run_id
+        opens = (ev.direction == "outbound" and ev.state == "dialling") or (
+            ev.direction == "inbound" and ev.state == "ringing"
+        )
+        this = (leg_records.c.run_id == run, leg_records.c.leg == ev.leg)
+        if opens:
+            return [
+                sa.insert(leg_records).values(
+                    run_id=run,
+                    leg=ev.leg,
+                    user_id=ev.user,
+                    direction=ev.direction,
+                    owner=self._state.owners.get(ev.user),
+                    started_at=at,
+                )
+            ]
+        if ev.state == "connected":
+            return [sa.update(leg_records).where(*this).values(answered_at=at)]
+        if ev.state == "ended":
+            out: list[Executable] = [
+                sa.update(leg_records)
+                .where(*this, leg_records.c.ended_at.is_(None))
+                .values(ended_at=at, cause=ev.cause, end_reason=ev.cause)
+            ]
+            out += self._close_recordings(at, "leg ended", user=ev.user)
+            return out
+        return []
+
+    def _media(self, ev: MediaChanged, at: float) -> list[Executable]:
+        st = self._state
+        if ev.command == "record" and ev.detail:
+            user = ev.users[0] if ev.users else None
+            st.open_recordings[ev.detail] = (user, ev.meeting)
+            return [
+                sa.insert(recordings).values(
+                    run_id=self.run_id,
+                    path=ev.detail,
+                    user_id=user,
+                    meeting=ev.meeting,
+                    by=ev.by,
+                    started_at=at,
+                )
+            ]
+        if ev.command == "record.stop" and ev.detail:
+            return self._close_recordings(at, "stopped", path=ev.detail)
+        if ev.command == "clear" and ev.users:
+            return self._close_recordings(at, "cleared", user=ev.users[0])
+        if ev.command == "meeting.destroy" and ev.meeting:
+            return self._close_recordings(at, "meeting ended", meeting=ev.meeting)
+        return []
+
+    def _close_recordings(
+        self,
+        at: float,
+        reason: str,
+        *,
+        path: str | None = None,
+        user: str | None = None,
+        meeting: str | None = None,
+    ) -> list[Executable]:
+        st = self._state
+        paths = [
+            p
+            for p, (u, m) in st.open_recordings.items()
+            if p == path
+            or (user is not None and u == user)
+            or (meeting is not None and m == meeting)
+        ]
+        out: list[Executable] = []
+        for p in paths:
+            del st.open_recordings[p]
+            out.append(
+                sa.update(recordings)
+                .where(
+                    recordings.c.run_id == self.run_id,
+                    recordings.c.path == p,
+                    recordings.c.ended_at.is_(None),
+                )
+                .values(ended_at=at, end_reason=reason)
+            )
+        return out

@@ -1,0 +1,197 @@
+"""The store's tables (SQLAlchemy Core). The schema itself is created by the Alembic migrations in
+``migrations/versions``; these definitions are what the code reads and writes, and a test checks
+that the two agree.
+
+Times are wall-clock seconds since the epoch (``float``): portable across SQLite and PostgreSQL,
+exact enough for call records, trivial to filter on. Each start of the service is a *run*; core
+names (``call#1``, leg ids, event sequence numbers) are unique only within a run, so every record
+carries its ``run_id``.
+
+Every record table has ``end_reason``: how the record was closed — the leg's cause, the flow's
+outcome, ``"shutdown"`` (a clean stop closed it) or ``"restart"`` (the service died with it open
+and the next start closed it).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "audit",
+    "callinfo_records",
+    "flow_records",
+    "journal",
+    "leg_records",
+    "metadata",
+    "preemptions",
+    "recordings",
+    "runs",
+    "tokens",
+    "users",
+]
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    }
+)
+
+# SQLite makes only an INTEGER PRIMARY KEY an alias of the rowid (and thus autoincrementing).
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("end_reason", sa.String(32)),  # stopped | crashed
+    sa.Column("switch", sa.String(16), nullable=False),
+)
+
+journal = sa.Table(
+    "journal",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # the core's sequence number in this run
+    sa.Column("t", sa.Float, nullable=False),  # the core's loop time
+    sa.Column("at", sa.Float, nullable=False),  # wall clock when published
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("flow", sa.String(80)),  # the flow the event is about, if any (for traces)
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Index(None, "run_id", "seq", unique=True),
+    sa.Index(None, "run_id", "flow"),
+)
+
+leg_records = sa.Table(
+    "leg_records",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("leg", sa.String(80), nullable=False),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("direction", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(80)),  # the first flow or CallInfo that held the user
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("answered_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("cause", sa.String(32)),
+    sa.Column("end_reason", sa.String(32)),
+    sa.Index(None, "run_id", "leg", unique=True),
+    sa.Index(None, "user_id", "started_at"),
+    sa.Index(None, "started_at"),
+)
+
+flow_records = sa.Table(
+    "flow_records",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("flow", sa.String(80), nullable=False),  # call#12
+    sa.Column("name", sa.String(64), nullable=False),  # call
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("args", sa.JSON, nullable=False),
+    sa.Column("started_by", sa.String(64)),  # the principal, for flows started through the API
+    sa.Column("users", sa.JSON, nullable=False),  # every user the flow held
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("outcome", sa.String(16)),  # completed | failed | cancelled
+    sa.Column("error", sa.Text),
+    sa.Column("end_reason", sa.String(32)),
+    sa.Index(None, "run_id", "flow", unique=True),
+    sa.Index(None, "name", "started_at"),
+    sa.Index(None, "started_at"),
+)
+
+preemptions = sa.Table(
+    "preemptions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("victim", sa.String(80), nullable=False),  # the flow or CallInfo that lost the user
+    sa.Column("claimer", sa.String(80), nullable=False),  # the preempting flow
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("seconds", sa.Float),  # how long the protocol took, once complete
+    sa.Column("superseded_by", sa.String(80)),
+    sa.Index(None, "run_id", "victim"),
+    sa.Index(None, "run_id", "claimer"),
+)
+
+callinfo_records = sa.Table(
+    "callinfo_records",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("callinfo", sa.String(80), nullable=False),  # p2p#3, meetingcall#1
+    sa.Column("users", sa.JSON, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("meeting", sa.String(80)),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("end_reason", sa.String(32)),
+    sa.Index(None, "run_id", "callinfo", unique=True),
+)
+
+recordings = sa.Table(
+    "recordings",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.BigInteger, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("user_id", sa.String(64)),  # the recorded user, or
+    sa.Column("meeting", sa.String(80)),  # the recorded meeting
+    sa.Column("by", sa.String(80)),  # the flow that recorded
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("end_reason", sa.String(32)),
+    sa.Index(None, "started_at"),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("principal", sa.String(64)),  # None: an unauthenticated attempt
+    sa.Column("role", sa.String(32)),
+    sa.Column("action", sa.String(64), nullable=False),  # flow.start, login, token.create, …
+    sa.Column("target", sa.String(128)),
+    sa.Column("outcome", sa.String(16), nullable=False),  # ok | denied | failed
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("remote", sa.String(64)),
+    sa.Index(None, "at"),
+    sa.Index(None, "principal", "at"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("password_hash", sa.String(256), nullable=False),  # argon2id
+    sa.Column("active", sa.Boolean, nullable=False),  # False once removed from the config
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # public part of the token
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # session | api
+    sa.Column("label", sa.String(128)),
+    sa.Column("secret_hash", sa.String(256), nullable=False),  # argon2id of the secret part
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("last_used_at", sa.Float),
+    sa.Index(None, "user_id"),
+)

@@ -1,0 +1,106 @@
+"""Choosing the switch from the config: ``switch = "sim"`` or ``switch = "sip"``.
+
+The rest of the service only sees the :class:`~baton.switch.port.Switch` port, so adding an
+adapter is one entry in :data:`FACTORIES`.
+
+The SIP adapter is found by name: ``baton.switch.sip`` must provide
+``create_switch(sip: Mapping[str, Any], users: Sequence[UserConfig]) -> Switch`` — the ``[sip]``
+table untouched and the configured users (ids, numbers, passwords for digest authentication,
+static contacts). Until it does, ``switch = "sip"`` stops start-up with a message saying so.
+
+A switch may report operational figures for ``/metrics`` with a ``metrics()`` method returning
+``{name: value}`` (e.g. ``late_media_frames_total``, ``registrations``); they are exported as
+``baton_switch_<name>``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from baton.service.config import Config, ConfigError, SimPhoneConfig
+from baton.switch.port import Switch
+from baton.switch.sim import (
+    Behaviour,
+    SimSwitch,
+    answers,
+    busy,
+    never_answers,
+    rejects,
+    unreachable,
+)
+
+__all__ = ["FACTORIES", "build_switch", "sim_behaviour", "switch_metrics"]
+
+
+def sim_behaviour(phone: SimPhoneConfig | None, default_answer_after: float) -> Behaviour:
+    """The scripted behaviour of a virtual phone."""
+    if phone is None:
+        return answers(default_answer_after)
+    b: Behaviour
+    if phone.behaviour == "busy":
+        b = busy()
+    elif phone.behaviour == "never_answers":
+        b = never_answers()
+    elif phone.behaviour == "rejects":
+        b = rejects()
+    elif phone.behaviour == "unreachable":
+        b = unreachable()
+    else:
+        b = answers(phone.answer_after)
+    if phone.hangup_after is not None:
+        b = b.then_hangs_up(phone.hangup_after)
+    return b
+
+
+def _sim(config: Config) -> Switch:
+    sim = SimSwitch(default=answers(config.sim.answer_after))
+    sim.log_commands = False  # a long-running demo must not grow a command log forever
+    for user in config.users:
+        sim.add_phone(user.id, sim_behaviour(user.sim, config.sim.answer_after))
+    return sim
+
+
+def _sip(config: Config) -> Switch:
+    try:
+        module = importlib.import_module("baton.switch.sip")
+    except ImportError as exc:
+        raise ConfigError(
+            config.source, [f"switch: the sip adapter cannot be loaded ({exc})"]
+        ) from None
+    factory = getattr(module, "create_switch", None)
+    if factory is None:
+        raise ConfigError(
+            config.source,
+            [
+                "switch: the sip adapter is not available in this build yet "
+                '(baton.switch.sip has no create_switch); use switch = "sim" or baton serve --sim'
+            ],
+        )
+    switch = factory(config.sip, config.users)
+    if not isinstance(switch, Switch):
+        raise TypeError(f"baton.switch.sip.create_switch returned {switch!r}, not a Switch")
+    return switch
+
+
+#: switch name → factory.
+FACTORIES: dict[str, Callable[[Config], Switch]] = {"sim": _sim, "sip": _sip}
+
+
+def build_switch(config: Config) -> Switch:
+    """The switch the config names. Raises :class:`ConfigError` if it cannot be built."""
+    return FACTORIES[config.switch](config)
+
+
+def switch_metrics(switch: Switch) -> Mapping[str, float]:
+    """What the switch reports for ``/metrics`` (see the module docstring)."""
+    report = getattr(switch, "metrics", None)
+    if callable(report):
+        values: Any = report()
+        if isinstance(values, Mapping):
+            return {str(k): float(v) for k, v in values.items()}
+    if isinstance(switch, SimSwitch):
+        # Every virtual phone is "registered"; the sim has no media, so no late frames.
+        return {"registrations": float(len(switch.phones))}
+    return {}
