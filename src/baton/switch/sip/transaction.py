@@ -52,7 +52,7 @@ from typing import ClassVar
 
 from .errors import LocalProtocolError, SipParseError
 from .message import Headers, Request, Response, make_response
-from .uri import Via
+from .uri import SipUri, Uri, Via, parse_name_addr
 
 __all__ = [
     "BRANCH_COOKIE",
@@ -610,6 +610,27 @@ class Peer:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport}:{host}:{self.port}"
+
+    @classmethod
+    def for_uri(cls, uri: Uri, default_transport: str = "udp") -> Peer:
+        """The peer a URI names: its host (an IP address: Baton does no DNS), port and
+        ``transport`` parameter (case-insensitive), with ``maddr`` taking precedence.
+
+        Raises :class:`LocalProtocolError` for a URI that is not ``sip:``/``sips:``.
+        """
+        if not isinstance(uri, SipUri):
+            raise LocalProtocolError(f"cannot send to a {uri.scheme}: URI")
+        host, port = uri.host_port()
+        maddr = uri.params.get("maddr")
+        transport = uri.transport or ("tcp" if uri.scheme == "sips" else default_transport)
+        return cls(transport, maddr or host, port)
+
+    @classmethod
+    def next_hop(cls, request: Request, default_transport: str = "udp") -> Peer:
+        """Where to send ``request``: its first Route if any, else its Request-URI."""
+        route = request.headers.get("Route")
+        uri = parse_name_addr(route, "Route").uri if route is not None else request.uri
+        return cls.for_uri(uri, default_transport)
 
 
 @dataclass(frozen=True, slots=True)
