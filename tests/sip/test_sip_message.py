@@ -129,6 +129,8 @@ def test_list_headers_split_outside_quotes_and_brackets() -> None:
         Contact: "Doe, John" <sip:j,k@10.0.0.1;x=a>;expires=60, <sip:j@10.0.0.2>
         Authorization: Digest username="a", realm="r", nonce="n,1", uri="sip:h", response="x"
         Date: Sat, 13 Nov 2010 23:29:00 GMT
+        Proxy-Authenticate: Digest realm="r", nonce="n", qop="auth,auth-int", algorithm=MD5
+        WWW-Authenticate: Digest realm="r", nonce="n", stale=true, algorithm=MD5
         X-Custom: one, two
         Content-Length: 0
         """
@@ -138,6 +140,8 @@ def test_list_headers_split_outside_quotes_and_brackets() -> None:
     contacts = request.contacts
     assert [c.display_name for c in contacts] == ["Doe, John", None]
     assert len(request.headers.get_all("Authorization")) == 1
+    assert len(request.headers.get_all("Proxy-Authenticate")) == 1
+    assert len(request.headers.get_all("WWW-Authenticate")) == 1
     assert request.headers.get("Date") == "Sat, 13 Nov 2010 23:29:00 GMT"
     assert request.headers.get_all("X-Custom") == ["one, two"]
 

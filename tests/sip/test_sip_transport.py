@@ -404,8 +404,10 @@ OPTIONS = (
 class UdpProbe(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.received: asyncio.Queue[bytes] = asyncio.Queue()
+        self.senders: list[tuple[str, int]] = []
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.senders.append(addr)
         self.received.put_nowait(data)
 
 
@@ -454,6 +456,20 @@ async def test_udp_response_goes_to_rport_and_retransmissions_are_absorbed() -> 
         async with asyncio.timeout(5):
             assert await inbox.received.get() == first
         assert harness.count(RequestReceived) == 1
+
+
+@pytest.mark.realtime
+async def test_udp_answers_leave_from_the_socket_the_request_reached() -> None:
+    async with (
+        baton("udp:127.0.0.1:0", "udp:127.0.0.1:0") as harness,
+        udp_probe() as (probe, inbox),
+    ):
+        port = probe.get_extra_info("sockname")[1]
+        second = harness.transport.addresses[1].port
+        probe.sendto(OPTIONS.format(port=port, n=7, cseq="1").encode(), ("127.0.0.1", second))
+        async with asyncio.timeout(5):
+            assert (await inbox.received.get()).startswith(b"SIP/2.0 200 OK\r\n")
+        assert inbox.senders == [("127.0.0.1", second)]
 
 
 @pytest.mark.realtime

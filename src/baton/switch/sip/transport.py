@@ -42,6 +42,7 @@ Use
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 from collections.abc import Callable, Sequence
@@ -76,6 +77,8 @@ from .transaction import (
 __all__ = ["ListenAddress", "ParseFailed", "SipTransport", "TransportEvent"]
 
 log = logging.getLogger(__name__)
+
+_UDP_ROUTES = 10_000  # peers whose receiving UDP socket is remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +193,8 @@ class SipTransport:
         self._limits = limits
         self.layer = TransactionLayer(timers)
         self._udp: list[tuple[ListenAddress, _Udp]] = []
+        # The UDP socket each recent peer talked to us on: answers leave from the same address.
+        self._udp_route: collections.OrderedDict[Peer, _Udp] = collections.OrderedDict()
         self._servers: list[tuple[ListenAddress, asyncio.Server]] = []
         self._connections: dict[Peer, _Tcp] = {}
         self._pending: dict[Peer, list[tuple[bytes, TransactionKey | None]]] = {}
@@ -244,6 +249,7 @@ class SipTransport:
         for _, server in self._servers:
             await server.wait_closed()
         self._udp.clear()
+        self._udp_route.clear()
         self._servers.clear()
         self._connections.clear()
 
@@ -345,6 +351,10 @@ class SipTransport:
         self._dispatch(self.layer.advance(self._now()))
 
     def _datagram(self, protocol: _Udp, data: bytes, peer: Peer) -> None:
+        self._udp_route[peer] = protocol
+        self._udp_route.move_to_end(peer)
+        if len(self._udp_route) > _UDP_ROUTES:
+            self._udp_route.popitem(last=False)
         if is_keepalive(data):
             return
         try:
@@ -383,6 +393,10 @@ class SipTransport:
         self._connect(peer, data, key)
 
     def _send_udp(self, data: bytes, peer: Peer) -> bool:
+        known = self._udp_route.get(peer)
+        if known is not None and known.transport is not None and not known.transport.is_closing():
+            known.transport.sendto(data, (peer.host, peer.port))
+            return True
         family = socket.AF_INET6 if ":" in peer.host else socket.AF_INET
         for _, protocol in self._udp:
             transport = protocol.transport
