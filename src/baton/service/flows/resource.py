@@ -28,10 +28,12 @@ async def running(principal: Authed, svc: Svc) -> list[dict[str, Any]]:
 
 @router.post("/flows", status_code=201)
 async def start(body: StartFlow, request: Request, principal: Authed, svc: Svc) -> dict[str, Any]:
-    """Start a library flow by name with JSON arguments. 403 ``forbidden`` or
-    ``priority-not-allowed``; 404 ``unknown-flow``; 422 naming the bad field (``details.field``)."""
+    """Start a library flow by name with JSON arguments; answers once the flow has claimed its
+    users (or, with ``wait``, once it ended). 403 ``forbidden`` or ``priority-not-allowed``; 404
+    ``unknown-flow``; 422 naming the bad field (``details.field``); 409 with the core's id
+    (``claim-denied``, ``busy``, ...) if the flow failed at its first step."""
     return await FlowsService(svc).start(
-        principal, body.flow, body.args, body.priority, client_address(request)
+        principal, body.flow, body.args, body.priority, client_address(request), wait=body.wait
     )
 
 

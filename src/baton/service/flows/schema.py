@@ -19,6 +19,9 @@ class StartFlow(BaseModel):
         default_factory=dict, examples=[{"caller": "disp1", "callee": "unit1"}]
     )
     priority: str | int | None = Field(default=None, examples=["FLASH"])
+    wait: bool = Field(
+        default=False, description="answer when the flow has ended (with its outcome and value)"
+    )
 
 
 class SendCommand(BaseModel):

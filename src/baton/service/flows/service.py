@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 from baton.core import BatonError, Flow, FlowSpec, FlowUsageError, Priority
+from baton.core.events import ClaimQueued, Event, FlowEnded, OwnerChanged
 from baton.core.priority import priority_name
 from baton.service.auth.permissions import END_COMMANDS, Principal
 from baton.service.config import parse_priority
@@ -31,6 +32,10 @@ __all__ = ["FlowsService"]
 
 #: How long the API waits for a running flow to answer a command.
 COMMAND_TIMEOUT = 15.0
+#: How long a start waits for the flow's first step (its claims).
+FIRST_STEP = 2.0
+#: How long a start with ``wait`` waits for the flow to end.
+WAIT_END = 120.0
 
 
 def _command_takes_user(description: str) -> bool:
@@ -154,10 +159,17 @@ class FlowsService:
         args: Any,
         priority: Any,
         remote: str | None,
+        *,
+        wait: bool = False,
     ) -> dict[str, Any]:
-        """Start library flow ``name`` for ``principal``. Raises 404 (unknown flow), 403 (not
-        allowed, or the priority is above the principal's cap), 422 (bad arguments, naming the
-        field), 503 (the service is stopping or the store is down)."""
+        """Start library flow ``name`` for ``principal`` and return its view once it took its
+        first step (claimed a user, queued a claim, or ended) — or, with ``wait``, once it
+        ended (``outcome`` and ``value``).
+
+        Raises 404 (unknown flow), 403 (not allowed, or the priority is above the principal's
+        cap), 422 (bad arguments, naming the field), 409 with the core's code if the flow failed
+        at once (``claim-denied``, ``busy``, …), 503 (the service is stopping, or the store is
+        down)."""
         svc = self.service
         spec = self.spec(name)
         details: dict[str, Any] = {"flow": name, "args": args, "priority": priority}
@@ -199,8 +211,48 @@ class FlowsService:
         await self._audited(
             principal, "flow.start", flow.name, {**details, "priority": level}, remote, "ok"
         )
+        # A flow claims its users at once: wait for that (or its end), so a conflict the core
+        # raises at the first step is answered here as a 409 rather than lost in the log.
+        await self._first_step(flow, within=WAIT_END if wait else FIRST_STEP)
         await svc.journal.sync()
-        return self.view(flow)
+        if flow.ended and flow.outcome == "failed" and isinstance(flow.error, BatonError):
+            raise from_core(flow.error, flow=flow.name)
+        view = self.view(flow)
+        view["outcome"] = flow.outcome if flow.ended else None
+        if flow.ended and flow.outcome == "failed" and flow.error is not None:
+            view["error"] = f"{type(flow.error).__name__}: {flow.error}"
+        if flow.ended and flow.outcome == "completed":
+            view["value"] = _jsonable(flow.value)
+        return view
+
+    async def _first_step(self, flow: Flow, *, within: float) -> None:
+        """Wait until ``flow`` holds a user, queues a claim or ends (``within`` bounds it); with
+        :data:`WAIT_END`, until it ends."""
+        bus = self.service.manager.events
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        to_end = within == WAIT_END
+
+        def watch(ev: Event) -> None:
+            if done.done():
+                return
+            ended = isinstance(ev, FlowEnded) and ev.flow == flow.name
+            stepped = (isinstance(ev, OwnerChanged) and ev.new == flow.name) or (
+                isinstance(ev, ClaimQueued) and ev.claimer == flow.name
+            )
+            if ended or (stepped and not to_end):
+                done.set_result(None)
+
+        if flow.ended or (not to_end and flow.users):
+            return
+        unsubscribe = bus.subscribe(watch)
+        try:
+            async with asyncio.timeout(within):
+                await asyncio.shield(done)
+        except TimeoutError:
+            pass
+        finally:
+            unsubscribe()
 
     async def cancel(
         self, principal: Principal, name: str, reason: str | None, remote: str | None

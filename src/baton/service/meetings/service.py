@@ -6,7 +6,11 @@ room). A control on a meeting held by a flow is sent to that flow as a command (
 flow that takes no such command makes the meeting not controllable (409
 ``meeting-not-controllable``). A control on a meeting held by a MeetingCall is carried out by the
 UserManager on the MeetingCall's behalf — it owns the members, so the operation is fenced like
-any other.
+any other; a mode change is done this way.
+
+Removing members from a MeetingCall (kick, end) is done by a :func:`meeting_release` flow one
+level above the MeetingCall, which claims them — the MeetingCall is told, and ends by its own
+policy when too few remain.
 
 Every control needs the ``meeting`` permission and a priority cap at least the holder's, and is
 audited.
@@ -21,8 +25,9 @@ from baton.core import BatonError, Flow, Meeting, MeetingCall, User
 from baton.core.priority import priority_name
 from baton.service.auth.permissions import Principal
 from baton.service.errors import Conflict, Forbidden, NotFound, Unprocessable, from_core
+from baton.service.meetings.flows import meeting_release
 from baton.service.runtime import Service
-from baton.switch.port import Cause, MeetingMode
+from baton.switch.port import MeetingMode
 
 __all__ = ["MODES", "MeetingsService"]
 
@@ -115,6 +120,18 @@ class MeetingsService:
         except BatonError as exc:
             raise from_core(exc) from None
 
+    async def _release(
+        self, principal: Principal, holder: MeetingCall, users: list[User], reason: str
+    ) -> None:
+        """Remove members from a MeetingCall with a :func:`meeting_release` flow one level
+        above it (the principal's cap must allow that level)."""
+        level = holder.priority + 1
+        principal.require_priority(level, "remove meeting members")
+        flow = self.service.manager.start(meeting_release, users, reason, priority=level)
+        self.service.note_started_by(flow.name, principal.user_id)
+        async with asyncio.timeout(15):
+            await flow.result()
+
     async def control(
         self,
         principal: Principal,
@@ -164,9 +181,7 @@ class MeetingsService:
                 if isinstance(holder, Flow):
                     reply = await self._via_flow(holder, "kick", principal, user=user.id)
                 elif isinstance(holder, MeetingCall):
-                    await svc.manager.hangup(
-                        holder, user, Cause.NORMAL, f"kicked by {principal.user_id}"
-                    )
+                    await self._release(principal, holder, [user], f"kicked by {principal.user_id}")
                     reply = "kicked"
                 else:
                     raise Conflict("nobody holds this meeting", id="meeting-not-controllable")
@@ -174,11 +189,8 @@ class MeetingsService:
                 if isinstance(holder, Flow):
                     reply = await self._via_flow(holder, "end", principal)
                 elif isinstance(holder, MeetingCall):
-                    for user in list(m.members):
-                        if user in holder.users:
-                            await svc.manager.hangup(
-                                holder, user, Cause.NORMAL, f"ended by {principal.user_id}"
-                            )
+                    members = [u for u in m.members if u in holder.users]
+                    await self._release(principal, holder, members, f"ended by {principal.user_id}")
                     reply = "ended"
                 else:
                     raise Conflict("nobody holds this meeting", id="meeting-not-controllable")

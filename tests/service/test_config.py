@@ -1,0 +1,138 @@
+"""The config: valid files load; every problem is reported with the key that holds it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from baton.core import Priority
+from baton.service.cli import DEMO_CONFIG
+from baton.service.config import ConfigError, load_config, parse_config, parse_priority
+
+from .helpers import config_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def problems(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "t.toml")
+    return info.value.problems
+
+
+def test_the_shipped_configs_load() -> None:
+    for path in (ROOT / "examples" / "demo.toml", DEMO_CONFIG):
+        config = load_config(path)
+        assert config.switch == "sim"
+        assert config.positions, path
+        assert config.api.host == "127.0.0.1"
+        assert config.database.startswith("sqlite+aiosqlite:///var/")
+    example = load_config(ROOT / "examples" / "demo.toml")
+    assert example.sip == {"listen": ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"], "realm": "baton"}
+    assert (
+        "trainee" in example.all_roles
+        and example.all_roles["trainee"].max_priority == Priority.PRIORITY
+    )
+
+
+def test_a_missing_password_is_named_by_its_key(tmp_path: Path) -> None:
+    data = config_data(tmp_path)
+    del data["users"][2]["password"]
+    assert problems(data) == ["users[2].password: field required"]
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    data = config_data(tmp_path)
+    data["users"][0]["role"] = "wizard"
+    data["users"][1]["numbers"] = ["1001"]  # unit1's
+    data["groups"][0]["members"] = ["unit1", "ghost"]
+    data["meetings"].append({"id": "ops", "number": "3001"})
+    found = problems(data)
+    assert any(p.startswith("users[0].role: unknown role 'wizard'") for p in found)
+    assert any(
+        p.startswith("users[4].numbers[0]: number '1001' is already used by user 'disp2'")
+        for p in found
+    )
+    assert "groups[0].members[1]: unknown user 'ghost'" in found
+    assert "meetings[1].id: duplicate meeting id 'ops'" in found
+
+
+def test_unknown_keys_and_bad_types_are_refused(tmp_path: Path) -> None:
+    data = config_data(tmp_path)
+    data["users"][0]["passwrd"] = "x"
+    data["api"] = {"listen": "127.0.0.1:80a"}
+    data["sim"] = {"answer_after": "soon"}
+    found = problems(data)
+    assert "users[0].passwrd: unknown key (misspelt?)" in found
+    assert any(p.startswith("api: listen must be HOST:PORT") for p in found)
+    assert any(p.startswith("sim.answer_after: ") for p in found)
+
+
+def test_the_api_listens_on_loopback_unless_made_public(tmp_path: Path) -> None:
+    found = problems(config_data(tmp_path, api={"listen": "0.0.0.0:8080"}))
+    assert found and found[0].startswith("api: listen '0.0.0.0:8080' is not a loopback address")
+    config = parse_config(config_data(tmp_path, api={"listen": "0.0.0.0:8080", "public": True}))
+    assert (config.api.host, config.api.port) == ("0.0.0.0", 8080)
+    assert parse_config(config_data(tmp_path, api={"listen": "[::1]:9000"})).api.host == "::1"
+
+
+def test_database_urls(tmp_path: Path) -> None:
+    def url(value: str) -> str:
+        return parse_config(config_data(tmp_path, database=value)).database
+
+    assert url("var/x.db") == "sqlite+aiosqlite:///var/x.db"
+    assert url("sqlite:///var/x.db") == "sqlite+aiosqlite:///var/x.db"
+    assert url("postgresql://u:p@localhost/baton") == "postgresql+asyncpg://u:p@localhost/baton"
+    assert url("postgresql+asyncpg://u@h/db") == "postgresql+asyncpg://u@h/db"
+    found = problems(config_data(tmp_path, database="mysql://x/y"))
+    assert found[0].startswith("database: unsupported database 'mysql'")
+
+
+def test_number_is_an_alias_and_priorities_have_names(tmp_path: Path) -> None:
+    data = config_data(tmp_path)
+    data["users"][4] = {
+        "id": "unit1",
+        "number": "1001",
+        "password": "p",
+        "max_priority": "flash-override",
+    }
+    config = parse_config(data)
+    unit1 = config.user("unit1")
+    assert unit1 is not None and unit1.numbers == ("1001",)
+    assert unit1.max_priority == Priority.FLASH_OVERRIDE
+    assert parse_priority("Emergency") == 50 and parse_priority(35) == 35
+    with pytest.raises(ValueError, match="unknown priority"):
+        parse_priority("urgent")
+    with pytest.raises(ValueError):
+        parse_priority(True)
+
+
+def test_the_sip_table_passes_through_untouched(tmp_path: Path) -> None:
+    sip = {"listen": ["udp:127.0.0.1:5060"], "realm": "r", "anything": {"nested": [1, 2]}}
+    assert parse_config(config_data(tmp_path, sip=sip)).sip == sip
+
+
+def test_dispatch_numbers_need_positions_and_known_users(tmp_path: Path) -> None:
+    data = config_data(tmp_path, dispatch={"number": "1001", "overflow": "transfer"})
+    found = problems(data)
+    assert "dispatch: overflow = 'transfer' needs overflow_to (a user id)" in found[0]
+    data = config_data(tmp_path, dispatch={"number": "1001", "overflow_to": "ghost"})
+    found = problems(data)
+    assert "dispatch.number: number '1001' is already used by user 'unit1'" in found
+    assert "dispatch.overflow_to: unknown user 'ghost'" in found
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("switch = \n")
+    with pytest.raises(ConfigError, match="TOML syntax"):
+        load_config(bad)
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    with pytest.raises(ConfigError) as info:
+        load_config(empty)
+    assert info.value.problems == ["users: field required"]
