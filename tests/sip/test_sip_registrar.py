@@ -380,3 +380,11 @@ def test_rfc4475_dblreq_first_request_registers() -> None:
     assert [str(b.uri) for b in registrar.contacts("j.user", 0.0)] == [
         "sip:j.user@host.example.com"
     ]
+
+
+def test_flow_is_kept_on_the_binding_for_connection_reuse() -> None:
+    registrar = open_registrar()
+    flow = ("tcp", "127.0.0.1", 40123)  # what the adapter passes: the peer of the REGISTER
+    registrar.process(register(), source="127.0.0.1", now=0.0, flow=flow)
+    (binding,) = registrar.contacts("alice", 0.0)
+    assert binding.flow == flow

@@ -513,8 +513,28 @@ def test_layer_server_transaction_absorbs_retransmissions() -> None:
     assert layer.receive(request(), UAC, now=0.1) == []  # retransmission: no new request
     assert sends(layer.advance(0.2)) == [(100, UAC)]
     assert sends(layer.receive(request(), UAC, now=0.3)) == [(100, UAC)]
-    other = layer.receive(request(via_host="192.0.2.11:5070"), Peer("udp", "192.0.2.11", 5070), 0.4)
+    elsewhere = Peer("udp", "192.0.2.11", 5070)
+    other = layer.receive(request(via_host="192.0.2.11:5070", call_id="call-2"), elsewhere, 0.4)
     assert len(of_type(other, RequestReceived)) == 1  # same branch, other sent-by: new transaction
+
+
+def test_layer_merged_request_gets_482() -> None:
+    layer = TransactionLayer()
+    (first,) = of_type(layer.receive(request(branch="z9hG4bKpath1"), UAC, now=0.0), RequestReceived)
+    assert isinstance(first, RequestReceived)
+    # The same request (Call-ID, From tag, CSeq) by a second path: a new branch, no To tag.
+    events = layer.receive(request(branch="z9hG4bKpath2"), UAC, now=0.1)
+    assert of_type(events, RequestReceived) == []
+    assert sends(events) == [(482, UAC)]
+    assert sends(layer.receive(request(branch="z9hG4bKpath2"), UAC, now=0.2)) == [(482, UAC)]
+    in_dialog = layer.receive(request("INFO", branch="z9hG4bKp3", to_tag="t"), UAC, now=0.3)
+    assert len(of_type(in_dialog, RequestReceived)) == 1  # requests with a To tag: not checked
+    layer.send_response(first.key, response(first.request, 486), now=0.4)
+    layer.advance(100.0)  # every transaction over: the same request is new again
+    assert (
+        len(of_type(layer.receive(request(branch="z9hG4bKpath4"), UAC, now=100.0), RequestReceived))
+        == 1
+    )
 
 
 def test_layer_stamps_received_and_rport() -> None:

@@ -11,6 +11,7 @@ Layers, bottom up (each module's docstring states its rules and theory of operat
   :class:`TransactionLayer` (RFC 3261 §17, RFC 6026), time as an input;
 * :mod:`~baton.switch.sip.dialog` — dialogs, in-dialog requests, CANCEL and its race (§12–§15);
 * :mod:`~baton.switch.sip.registrar` — REGISTER with bindings stored as sent (§10);
+* :mod:`~baton.switch.sip.uas` — the UAS's first checks on a new request (§8.2);
 * :mod:`~baton.switch.sip.transport` — UDP/TCP sockets and the one timer, on asyncio.
 
 Everything but the last is sans-IO: it never touches a socket or a clock. Import from here;
@@ -90,6 +91,8 @@ from .transport import ListenAddress as ListenAddress
 from .transport import ParseFailed as ParseFailed
 from .transport import SipTransport as SipTransport
 from .transport import TransportEvent as TransportEvent
+from .uas import UasPolicy as UasPolicy
+from .uas import check_request as check_request
 from .uri import AbsoluteUri as AbsoluteUri
 from .uri import NameAddress as NameAddress
 from .uri import SipUri as SipUri

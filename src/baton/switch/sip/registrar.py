@@ -66,6 +66,7 @@ class Binding:
     q: float = 1.0
     source: str | None = None
     registered_at: float = 0.0
+    flow: object = None  # what the caller passed as `flow`: e.g. the TCP peer to reuse
 
     @property
     def uri(self) -> Uri:
@@ -214,8 +215,14 @@ class Registrar:
         return len(after) != len(before)
 
     # -- REGISTER
-    def process(self, request: Request, *, source: str, now: float) -> Response:
-        """Handle a REGISTER from ``source`` (a host, the throttle's key) at time ``now``."""
+    def process(
+        self, request: Request, *, source: str, now: float, flow: object = None
+    ) -> Response:
+        """Handle a REGISTER from ``source`` (a host, the throttle's key) at time ``now``.
+
+        ``flow`` is kept on the bindings this request creates or refreshes: pass the peer the
+        REGISTER came from (a TCP connection) so that requests to the phone can reuse it.
+        """
         if request.method != "REGISTER":
             raise LocalProtocolError("the registrar processes REGISTER only")
         to_tag = new_tag()
@@ -223,7 +230,7 @@ class Registrar:
             aor = self._check_aor(request, to_tag)
             self._check_require(request, to_tag)
             self._authenticate(request, aor, source, now, to_tag)
-            plan = self._plan(request, aor, source, now, to_tag)
+            plan = self._plan(request, aor, source, now, to_tag, flow)
         except _Refusal as refusal:
             return refusal.response
         except SipParseError as exc:  # a header the parser did not validate (e.g. Require)
@@ -290,7 +297,9 @@ class Registrar:
             raise _Refusal(make_response(request, 400, "Invalid Contact Expires", to_tag=to_tag))
         return int(value) if len(value) < 12 else 2**32
 
-    def _plan(self, request: Request, aor: str, source: str, now: float, to_tag: str) -> _Plan:
+    def _plan(
+        self, request: Request, aor: str, source: str, now: float, to_tag: str, flow: object
+    ) -> _Plan:
         plan = _Plan()
         existing = [b for b in self._bindings.get(aor, []) if not b.static]
         call_id = request.call_id
@@ -338,7 +347,7 @@ class Registrar:
             if expires > 0:
                 plan.add.append(
                     Binding(aor, contact.without_param("expires"), text, now + expires, call_id,
-                            cseq, q, source, now)
+                            cseq, q, source, now, flow)
                 )  # fmt: skip
         return plan
 

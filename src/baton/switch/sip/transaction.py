@@ -34,8 +34,9 @@ cancels every running timer and ends with :class:`Terminated`.
 
 The :class:`TransactionLayer` owns the transactions of one SIP endpoint: it matches incoming
 messages to them (RFC 3261 §17.1.3 and §17.2.3), creates server transactions for new requests,
-stamps ``received``/``rport`` on the top Via of requests (RFC 3581), works out where responses
-go (§18.2.2), keeps every timer in one heap keyed by transaction, and turns the actions into
+stamps ``received``/``rport`` on the top Via of requests (RFC 3581), answers a request that
+arrives a second time by another path with 482 (merged requests, §8.2.2.2), works out where
+responses go (§18.2.2), keeps every timer in one heap keyed by transaction, and turns the actions into
 :data:`LayerEvent` values for the transport (what to send where) and the TU (what happened).
 Time enters only as ``now`` arguments; :meth:`TransactionLayer.advance` fires due timers.
 """
@@ -794,6 +795,10 @@ class TransactionLayer:
         # (Call-ID, CSeq number, From tag, To tag) of each 2xx sent, → its INVITE transaction.
         self._accepted: dict[tuple[str, int, str, str], TransactionKey] = {}
         self._accepted_by_key: dict[TransactionKey, tuple[str, int, str, str]] = {}
+        # (Call-ID, From tag, CSeq) of out-of-dialog requests, → their server transaction,
+        # to spot the same request arriving by a second path (RFC 3261 §8.2.2.2).
+        self._merged: dict[tuple[str, str, str], TransactionKey] = {}
+        self._merged_by_key: dict[TransactionKey, tuple[str, str, str]] = {}
 
     def __len__(self) -> int:
         return len(self._transactions)
@@ -905,6 +910,15 @@ class TransactionLayer:
         entry = _Entry(tx, response_peer(request, peer))
         self._transactions[key] = entry
         events: list[LayerEvent] = []
+        if request.to.tag is None and request.method != "CANCEL":
+            merge_key = (request.call_id, request.from_.tag or "", str(request.cseq))
+            first = self._merged.get(merge_key)
+            if first is not None and first != key and first in self._transactions:
+                # The same request by another path: a loop or a fork merging here (§8.2.2.2).
+                answer = make_response(request, 482, to_tag=secrets.token_hex(6))
+                return self._apply(key, entry, tx.start() + tx.respond(answer), now, peer)
+            self._merged[merge_key] = key
+            self._merged_by_key[key] = merge_key
         if request.method == "CANCEL" and cancels is None:
             # RFC 3261 §9.2: nothing to cancel. Answer 481 here; the TU never sees it.
             answer = make_response(request, 481, to_tag=secrets.token_hex(6))
@@ -1009,5 +1023,8 @@ class TransactionLayer:
                 index = self._accepted_by_key.pop(key, None)
                 if index is not None:
                     self._accepted.pop(index, None)
+                merge_key = self._merged_by_key.pop(key, None)
+                if merge_key is not None and self._merged.get(merge_key) == key:
+                    del self._merged[merge_key]
                 events.append(TransactionTerminated(key))
         return events
