@@ -96,7 +96,8 @@ def serve_main(argv: list[str]) -> int:
     try:
         return asyncio.run(_serve(config))
     except KeyboardInterrupt:
-        return 130
+        # uvicorn re-raises the SIGINT it handled, after the graceful shutdown completed.
+        return 0
 
 
 def _plain(value: Any) -> Any:

@@ -11,17 +11,27 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 import sys
 from typing import Any
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "configure_logging", "redact"]
 
-# Attributes every LogRecord has; anything else was passed with ``extra=``.
+# Attributes every LogRecord has; anything else was passed with ``extra=``. (uvicorn adds a
+# terminal-coloured copy of its message and a proxy of the socket: neither belongs in a log.)
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",
+    "websocket",
 }
+#: Credentials never reach a log line (a WebSocket URL may carry ``?token=``).
+_SECRET = re.compile(r"(token=)[^&\s\"']+")
+
+
+def redact(text: str) -> str:
+    return _SECRET.sub(r"\1***", text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,7 +42,7 @@ class JsonFormatter(logging.Formatter):
             ),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
@@ -46,6 +56,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Install one stderr handler on the root logger (replacing earlier ones) and route uvicorn's
     loggers to it; uvicorn's own access log is silenced (the service writes its own)."""
@@ -53,7 +68,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

@@ -1,0 +1,461 @@
+/* Baton dispatch console — vanilla JS, no build step.
+ *
+ * State comes from the API once (users, flows, library, meetings) and is then kept live by the
+ * WebSocket event stream: every event message carries the current view of the users it touches
+ * and, on flow and ownership events, the flows in progress. Action forms are generated from the
+ * flow library's parameter descriptions, so a flow added to the library appears here unchanged.
+ * All text is inserted with textContent (never as HTML).
+ */
+"use strict";
+
+const S = {
+  me: null, users: new Map(), flows: [], library: [], meetings: [], groups: [],
+  selected: null, sim: false, ws: null, wsRetry: 0, lastSeq: 0, formFlow: null,
+};
+const PRIORITIES = [["ROUTINE", 0], ["PRIORITY", 10], ["IMMEDIATE", 20], ["FLASH", 30], ["FLASH_OVERRIDE", 40], ["EMERGENCY", 50]];
+// Parameters that usually name the dispatcher acting (prefilled with the logged-in position).
+const SELF_PARAMS = new Set(["dispatcher", "caller", "holder", "picker", "transferor"]);
+
+const $ = (sel) => document.querySelector(sel);
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(e.dataset, v);
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
+  return e;
+}
+
+// ------------------------------------------------------------------ API
+
+async function api(method, path, body) {
+  const opts = { method, headers: {}, credentials: "same-origin" };
+  if (body !== undefined) { opts.headers["content-type"] = "application/json"; opts.body = JSON.stringify(body); }
+  const r = await fetch(path, opts);
+  let data = null;
+  const text = await r.text();
+  if (text) { try { data = JSON.parse(text); } catch { data = text; } }
+  if (!r.ok) {
+    const err = (data && data.error) || { id: "http-" + r.status, message: r.statusText, details: {} };
+    const e = new Error(err.message); e.status = r.status; e.id = err.id; e.details = err.details;
+    if (r.status === 401 && path !== "/api/login") showLogin();
+    throw e;
+  }
+  return data;
+}
+const enc = encodeURIComponent;
+
+function status(text, kind = "ok") {
+  const s = $("#status"); s.textContent = text; s.className = kind;
+}
+
+// ------------------------------------------------------------------ login
+
+function showLogin() {
+  if (S.ws) { S.ws.onclose = null; S.ws.close(); S.ws = null; }
+  $("#app").hidden = true; $("#login").hidden = false; $("#login-user").focus();
+}
+
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("#login-error").textContent = "";
+  try {
+    await api("POST", "/api/login", { user: $("#login-user").value, password: $("#login-password").value });
+    $("#login-password").value = "";
+    await enter();
+  } catch (e) { $("#login-error").textContent = e.message; }
+});
+
+$("#logout").addEventListener("click", async () => {
+  try { await api("POST", "/api/logout"); } catch { /* already gone */ }
+  showLogin();
+});
+
+async function enter() {
+  S.me = await api("GET", "/api/me");
+  const [users, flows, library, meetings, groups] = await Promise.all([
+    api("GET", "/api/users"), api("GET", "/api/flows"), api("GET", "/api/library"),
+    api("GET", "/api/meetings"), api("GET", "/api/groups"),
+  ]);
+  S.users = new Map(users.map((u) => [u.id, u]));
+  S.flows = flows; S.library = library; S.meetings = meetings; S.groups = groups;
+  try { await api("GET", "/api/sim/phones"); S.sim = true; } catch { S.sim = false; }
+  $("#login").hidden = true; $("#app").hidden = false;
+  $("#me").textContent = `${S.me.name} (${S.me.user}) · ${S.me.role} · up to ${S.me.max_priority_name}`;
+  renderAll();
+  connect();
+}
+
+// ------------------------------------------------------------------ event stream
+
+function connect() {
+  if (S.ws) return;
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/events/stream";
+  const ws = new WebSocket(url);
+  S.ws = ws;
+  ws.onopen = () => { S.wsRetry = 0; $("#conn").textContent = "live"; $("#conn").classList.add("live"); };
+  ws.onmessage = (m) => onMessage(JSON.parse(m.data));
+  ws.onclose = () => {
+    S.ws = null; $("#conn").textContent = "offline"; $("#conn").classList.remove("live");
+    const delay = Math.min(10000, 500 * 2 ** S.wsRetry++);
+    setTimeout(async () => {
+      try { await resync(); connect(); } catch { /* the 401 handler shows the login */ }
+    }, delay);
+  };
+}
+
+async function resync() {
+  const [users, flows, meetings] = await Promise.all([api("GET", "/api/users"), api("GET", "/api/flows"), api("GET", "/api/meetings")]);
+  S.users = new Map(users.map((u) => [u.id, u])); S.flows = flows; S.meetings = meetings;
+  renderAll();
+}
+
+let meetingsTimer = null;
+function refreshMeetingsSoon() {
+  if (meetingsTimer) return;
+  meetingsTimer = setTimeout(async () => {
+    meetingsTimer = null;
+    try { S.meetings = await api("GET", "/api/meetings"); renderMeetings(); } catch { /* shown by status */ }
+  }, 150);
+}
+
+function onMessage(msg) {
+  if (msg.type === "hello") { S.lastSeq = msg.seq; return; }
+  if (msg.type === "resync") { resync(); return; }
+  if (msg.type !== "event") return;
+  const ev = msg.event;
+  S.lastSeq = ev.seq;
+  if (msg.users) for (const u of msg.users) { S.users.set(u.id, u); renderTile(u); }
+  if (msg.flows) { S.flows = msg.flows; renderFlows(); }
+  if (ev.kind === "media" || ev.kind.startsWith("callinfo.") || ev.kind === "leg.state") refreshMeetingsSoon();
+  if (msg.users && S.selected && msg.users.some((u) => u.id === S.selected)) renderPhone();
+  logEvent(ev);
+}
+
+function logEvent(ev) {
+  if (!ev.text) return;
+  const log = $("#log");
+  const flow = typeof ev.flow === "string" ? ev.flow : null;
+  const li = el("li", { title: flow ? `${ev.text} — click for ${flow}'s trace` : ev.text, dataset: { kind: ev.kind },
+    class: flow ? "link" : null, onclick: flow ? () => openTrace(flow) : null },
+    el("span", { class: "seq", text: String(ev.seq) }), `${ev.marker || "·"} ${ev.text}`);
+  log.prepend(li);
+  while (log.children.length > 300) log.lastChild.remove();
+}
+
+// ------------------------------------------------------------------ rendering
+
+function renderAll() { renderGrid(); renderFlows(); renderMeetings(); renderActions(); renderPhone(); }
+
+function tileFor(u) {
+  const high = u.owner && u.owner.priority >= 30;
+  const t = el("div", {
+    class: `tile st-${u.state}${high ? " high" : ""}${S.selected === u.id ? " selected" : ""}`,
+    dataset: { user: u.id, state: u.state }, tabindex: "0", role: "button",
+    title: u.label, onclick: () => select(u.id),
+    onkeydown: (e) => { if (e.key === "Enter") select(u.id); },
+  },
+  el("div", { class: "name", text: u.name }),
+  el("div", { class: "id", text: `${u.id}${u.numbers.length ? " · " + u.numbers.join(", ") : ""}${u.position ? " · position" : ""}` }),
+  el("div", { class: "label", text: u.owner ? u.label.split(" · owned by")[0] : u.label }),
+  u.owner ? el("div", { class: "owner", text: `${u.owner.name} · ${u.owner.priority_name}` }) : null);
+  return t;
+}
+
+function renderGrid() {
+  const grid = $("#grid"); grid.replaceChildren();
+  for (const u of S.users.values()) grid.append(tileFor(u));
+}
+
+function renderTile(u) {
+  const old = document.querySelector(`.tile[data-user="${CSS.escape(u.id)}"]`);
+  if (old) old.replaceWith(tileFor(u)); else $("#grid").append(tileFor(u));
+}
+
+function select(id) {
+  S.selected = S.selected === id ? null : id;
+  document.querySelectorAll(".tile").forEach((t) => t.classList.toggle("selected", t.dataset.user === S.selected));
+  renderActions(); renderPhone();
+}
+
+function prioBadge(p, name) { return el("span", { class: `prio p${p}`, text: name }); }
+
+function renderFlows() {
+  const body = $("#flows tbody"); body.replaceChildren();
+  $("#no-flows").hidden = S.flows.length > 0;
+  for (const f of S.flows) {
+    const buttons = el("div", { class: "buttons" },
+      el("button", { type: "button", text: "Trace", dataset: { action: "trace" }, onclick: () => openTrace(f.name) }),
+      el("button", { type: "button", class: "danger", text: "Cancel", dataset: { action: "cancel" }, onclick: () => cancelFlow(f.name) }));
+    for (const c of f.commands) {
+      buttons.append(el("button", { type: "button", text: c.name, title: c.description, dataset: { command: c.name },
+        onclick: () => sendCommand(f, c) }));
+    }
+    body.append(el("tr", { dataset: { flow: f.name } },
+      el("td", {}, el("strong", { text: f.name }), el("div", { class: "muted", text: Object.entries(f.args).map(([k, v]) => `${k}=${v}`).join(" ") })),
+      el("td", {}, prioBadge(f.priority, f.priority_name)),
+      el("td", { text: f.users.join(", ") }),
+      el("td", { text: f.started_by || "" }),
+      el("td", {}, buttons)));
+  }
+}
+
+function renderMeetings() {
+  const box = $("#meetings"); box.replaceChildren();
+  if (!S.meetings.length) { box.append(el("p", { class: "muted", text: "none" })); return; }
+  for (const m of S.meetings) {
+    const title = `${m.room ? m.room.name + " (" + m.room.number + ")" : m.id}${m.live ? "" : " — empty"}`;
+    const div = el("div", { class: "meeting", dataset: { meeting: m.id } },
+      el("div", {}, el("strong", { text: title }), m.holder ? el("span", { class: "muted", text: `  held by ${m.holder.name} at ${m.holder.priority_name}` }) : null));
+    for (const mem of m.members) {
+      const row = el("div", { class: "member", dataset: { member: mem.user } },
+        el("span", { text: mem.user }), el("span", { class: "mode", text: mem.mode }));
+      for (const [label, mode] of [["mute", "muted"], ["unmute", "speak"], ["listen", "listen"]]) {
+        row.append(el("button", { type: "button", text: label, onclick: () => meetingAction("PUT", `/api/meetings/${enc(m.id)}/members/${enc(mem.user)}`, { mode }) }));
+      }
+      row.append(el("button", { type: "button", class: "danger", text: "kick", onclick: () => meetingAction("DELETE", `/api/meetings/${enc(m.id)}/members/${enc(mem.user)}`) }));
+      div.append(row);
+    }
+    if (m.live) div.append(el("button", { type: "button", class: "danger", text: "End meeting", onclick: () => meetingAction("DELETE", `/api/meetings/${enc(m.id)}`) }));
+    box.append(div);
+  }
+}
+
+async function meetingAction(method, path, body) {
+  try { const r = await api(method, path, body); status(`${r.meeting}: ${r.action} → ${r.reply}`); refreshMeetingsSoon(); }
+  catch (e) { status(e.message, "error"); }
+}
+
+function renderActions() {
+  const box = $("#actions"); box.replaceChildren();
+  const sel = S.selected ? S.users.get(S.selected) : null;
+  $("#selected").textContent = sel ? `— ${sel.name} (${sel.id}): ${sel.label}` : "— select a user (or start a flow)";
+  for (const f of S.library) {
+    const why = !f.startable ? "needs arguments the API cannot give" : !f.allowed ? `your role may not (needs ${f.permission}, ${f.priority_name})` : f.description.replaceAll("``", "");
+    box.append(el("button", { type: "button", text: f.name.replaceAll("_", " "), title: why,
+      dataset: { flow: f.name, allowed: String(f.allowed) }, disabled: !f.startable, onclick: () => openForm(f) }));
+  }
+}
+
+// ------------------------------------------------------------------ flow forms
+
+function userOptions(select, { empty } = {}) {
+  if (empty) select.append(el("option", { value: "", text: empty }));
+  for (const u of S.users.values()) select.append(el("option", { value: u.id, text: `${u.id} — ${u.name} (${u.state})` }));
+}
+
+function fieldFor(p, prefill) {
+  const wrap = el("div", { class: "field", dataset: { param: p.name, kind: p.kind } });
+  const label = el("label", { text: p.name + (p.required ? " *" : "") });
+  wrap.append(label);
+  let input;
+  const optional = !p.required;
+  if (p.kind === "user") {
+    input = el("select", { name: p.name }); userOptions(input, { empty: optional ? "(none)" : undefined });
+    if (prefill) input.value = prefill;
+  } else if (p.kind === "users") {
+    input = el("div", { class: "checks", dataset: { name: p.name } });
+    for (const u of S.users.values()) {
+      const cb = el("input", { type: "checkbox", value: u.id, checked: prefill === u.id });
+      input.append(el("label", {}, cb, ` ${u.id}`));
+    }
+    const group = el("select", { name: `${p.name}__group` });
+    group.append(el("option", { value: "", text: "or a group…" }));
+    for (const g of S.groups) group.append(el("option", { value: g.id, text: `${g.name} (${g.members.join(", ")})` }));
+    wrap.append(input, group);
+    return wrap;
+  } else if (p.kind === "meeting") {
+    input = el("select", { name: p.name });
+    if (optional) input.append(el("option", { value: "", text: "(none)" }));
+    for (const m of S.meetings.filter((x) => x.live)) input.append(el("option", { value: m.id, text: m.id }));
+  } else if (p.kind === "resource") {
+    input = el("select", { name: p.name });
+    if (optional) input.append(el("option", { value: "", text: "(none)" }));
+    for (const r of (S.formFlow.resources[p.name] || [])) input.append(el("option", { value: r, text: r }));
+  } else if (p.kind === "enum" || p.kind === "priority") {
+    input = el("select", { name: p.name });
+    if (optional && p.default === null) input.append(el("option", { value: "", text: "(default)" }));
+    for (const c of p.choices) input.append(el("option", { value: c, text: c, selected: c === p.default }));
+  } else if (p.kind === "boolean") {
+    input = el("input", { type: "checkbox", name: p.name, checked: p.default === true });
+  } else if (p.kind === "integer" || p.kind === "number" || p.kind === "duration") {
+    input = el("input", { type: "number", name: p.name, step: p.kind === "integer" ? "1" : "any",
+      placeholder: p.default !== null ? String(p.default) : "" });
+  } else if (p.kind === "string") {
+    input = el("input", { name: p.name, placeholder: p.default !== null ? String(p.default) : "" });
+  } else {
+    input = el("input", { name: p.name, disabled: true, placeholder: `(${p.type}: not settable here)` });
+  }
+  wrap.append(input);
+  if (p.unit || p.has_default) wrap.append(el("span", { class: "hint", text: [p.unit ? `in ${p.unit === "s" ? "seconds" : p.unit}` : "", p.has_default ? `default ${p.default}` : ""].filter(Boolean).join(" · ") }));
+  return wrap;
+}
+
+function openForm(f) {
+  S.formFlow = f;
+  const form = $("#flow-form"); form.hidden = false; form.dataset.flow = f.name;
+  $("#flow-form-title").textContent = f.name.replaceAll("_", " ");
+  $("#flow-form-desc").textContent = `${f.description.replaceAll("``", "")} — default ${f.priority_name}, needs “${f.permission}”${f.allowed ? "" : " (your role may not)"}`;
+  const fields = $("#flow-form-fields"); fields.replaceChildren();
+  let selectedUsed = false;
+  const meIsUser = S.users.has(S.me.user);
+  for (const p of f.params) {
+    let prefill = null;
+    if (p.kind === "user" || p.kind === "users") {
+      if (SELF_PARAMS.has(p.name) && meIsUser) prefill = S.me.user;
+      else if (!selectedUsed && S.selected && S.selected !== S.me.user) { prefill = S.selected; selectedUsed = true; }
+    }
+    fields.append(fieldFor(p, prefill));
+  }
+  const prio = $("#flow-priority"); prio.replaceChildren();
+  for (const [name, value] of PRIORITIES) {
+    prio.append(el("option", { value: name, text: name + (value > S.me.max_priority ? " (above your cap)" : ""), selected: value === f.priority }));
+  }
+}
+
+$("#flow-cancel").addEventListener("click", () => { $("#flow-form").hidden = true; S.formFlow = null; });
+
+function collectArgs(f) {
+  const args = {};
+  for (const p of f.params) {
+    const wrap = document.querySelector(`#flow-form-fields .field[data-param="${CSS.escape(p.name)}"]`);
+    if (!wrap) continue;
+    if (p.kind === "users") {
+      const group = wrap.querySelector("select").value;
+      const ids = [...wrap.querySelectorAll("input[type=checkbox]:checked")].map((c) => c.value);
+      if (group) args[p.name] = group; else if (ids.length || p.required) args[p.name] = ids;
+      continue;
+    }
+    const input = wrap.querySelector("input, select");
+    if (!input || input.disabled) continue;
+    if (p.kind === "boolean") { if (input.checked !== p.default) args[p.name] = input.checked; continue; }
+    const v = input.value;
+    if (v === "") continue;  // left empty: the flow's default applies
+    if (p.kind === "integer") args[p.name] = parseInt(v, 10);
+    else if (p.kind === "number" || p.kind === "duration") args[p.name] = Number(v);
+    else if ((p.kind === "enum" || p.kind === "priority") && v === String(p.default)) continue;
+    else args[p.name] = v;
+  }
+  return args;
+}
+
+$("#flow-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = S.formFlow; if (!f) return;
+  const body = { flow: f.name, args: collectArgs(f) };
+  const prio = $("#flow-priority").value;
+  if (prio && prio !== f.priority_name) body.priority = prio;
+  try {
+    const r = await api("POST", "/api/flows", body);
+    status(`${r.name} started at ${r.priority_name}`);
+  } catch (e) {
+    const field = e.details && e.details.field ? ` [${e.details.field}]` : "";
+    status(`${f.name}: ${e.message}${field} (${e.status} ${e.id})`, "error");
+  }
+});
+
+async function cancelFlow(name) {
+  try { const r = await api("POST", `/api/flows/${enc(name)}/cancel`, {}); status(`${name}: ${r.result}`); }
+  catch (e) { status(`${name}: ${e.message} (${e.status} ${e.id})`, "error"); }
+}
+
+async function sendCommand(f, c) {
+  const args = {};
+  if (c.takes_user) {
+    const who = S.selected || window.prompt(`${c.name}: which user? (${c.description})`);
+    if (!who) return;
+    args.user = who;
+  }
+  try { const r = await api("POST", `/api/flows/${enc(f.name)}/commands`, { command: c.name, args }); status(`${f.name} ${c.name}: ${r.reply}`); }
+  catch (e) { status(`${f.name} ${c.name}: ${e.message} (${e.status} ${e.id})`, "error"); }
+}
+
+// ------------------------------------------------------------------ virtual phones
+
+function renderPhone() {
+  const panel = $("#phones-panel");
+  panel.hidden = !S.sim || !S.selected;
+  if (panel.hidden) return;
+  const u = S.users.get(S.selected);
+  $("#phone-user").textContent = `— ${u.id}: ${u.label}`;
+}
+
+async function phone(action, body) {
+  if (!S.selected) return;
+  try { await api("POST", `/api/sim/phones/${enc(S.selected)}/${action}`, body); status(`${S.selected}'s phone: ${action}`); }
+  catch (e) { status(`${S.selected}'s phone: ${e.message}`, "error"); }
+}
+$("#phone-dial").addEventListener("click", () => phone("dial", { to: $("#phone-number").value.trim() }));
+$("#phone-answer").addEventListener("click", () => phone("answer"));
+$("#phone-hangup").addEventListener("click", () => phone("hangup"));
+$("#phone-press").addEventListener("click", () => phone("press", { digits: $("#phone-digits").value.trim() }));
+
+// ------------------------------------------------------------------ traces (sequence diagrams)
+
+const SVGNS = "http://www.w3.org/2000/svg";
+function svg(tag, attrs = {}, text) {
+  const e = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function drawTrace(trace) {
+  const colW = 150, left = 70, top = 40, rowH = 26;
+  const x = new Map(trace.lifelines.map((n, i) => [n, left + i * colW + colW / 2]));
+  const width = left + trace.lifelines.length * colW + 20;
+  const height = top + (trace.steps.length + 1) * rowH + 20;
+  const root = svg("svg", { class: "seq", width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `sequence diagram of ${trace.flow}` });
+  const defs = svg("defs");
+  const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" });
+  marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#5aa9ff" }));
+  defs.append(marker); root.append(defs);
+  for (const [name, cx] of x) {
+    root.append(svg("line", { class: "lifeline", x1: cx, x2: cx, y1: top, y2: height - 10 }));
+    const head = svg("g", { class: "head" });
+    head.append(svg("rect", { x: cx - colW / 2 + 8, y: 6, width: colW - 16, height: 24, rx: 4 }));
+    head.append(svg("text", { x: cx, y: 22, "text-anchor": "middle" }, name));
+    root.append(head);
+  }
+  trace.steps.forEach((s, i) => {
+    const y = top + (i + 1) * rowH;
+    root.append(svg("text", { class: "time", x: 4, y: y + 4 }, `${s.t.toFixed(2)}s`));
+    const x1 = x.get(s.from), x2 = x.get(s.to);
+    const kind = s.kind === "preemption.started" ? " preempt" : s.kind === "leg.state" ? " leg" : "";
+    const g = svg("g", { class: "msg" + kind });
+    g.append(svg("title", {}, `#${s.seq} ${s.text}`));
+    if (x1 === x2) {
+      const note = svg("g", { class: "note" });
+      const label = s.label.length > 40 ? s.label.slice(0, 39) + "…" : s.label;
+      note.append(svg("rect", { x: x1 + 6, y: y - 12, width: Math.min(7 * label.length + 12, colW * 2), height: 18, rx: 3 }));
+      note.append(svg("text", { x: x1 + 12, y: y + 1 }, label));
+      g.append(note);
+    } else {
+      g.append(svg("line", { x1, y1: y, x2: x2 + (x2 > x1 ? -4 : 4), y2: y, "marker-end": "url(#arrow)" }));
+      g.append(svg("text", { x: (x1 + x2) / 2, y: y - 4, "text-anchor": "middle" }, s.label));
+    }
+    root.append(g);
+  });
+  return root;
+}
+
+async function openTrace(name) {
+  try {
+    const trace = await api("GET", `/api/flows/${enc(name)}/trace`);
+    $("#trace-title").textContent = `${trace.flow} — ${trace.steps.length} steps${trace.ended ? " (ended)" : ""}`;
+    $("#trace-body").replaceChildren(drawTrace(trace));
+    $("#trace").showModal();
+  } catch (e) { status(`${name}: ${e.message}`, "error"); }
+}
+$("#trace-close").addEventListener("click", () => $("#trace").close());
+
+// ------------------------------------------------------------------ start
+
+(async () => {
+  try { await enter(); } catch { showLogin(); }
+})();

@@ -1,0 +1,167 @@
+"""The web console in headless Chromium (Playwright driving Debian's /usr/bin/chromium) against a
+real ``baton serve``: log in, see a user ring, start a conference, watch the grid change live,
+be refused what the role does not allow, open a flow's trace."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .server import Server, serve
+
+CHROMIUM = os.environ.get("BATON_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.realtime,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"no browser at {CHROMIUM} (apt-get install chromium)"
+    ),
+]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    # Phones answer fast, so a call connects while we watch; unit4 never answers (it rings).
+    with serve(tmp_path, sim={"answer_after": 0.3}) as s:
+        yield s
+
+
+@pytest.fixture
+def page(server: Server) -> Iterator[object]:
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.set_default_timeout(10_000)
+            errors: list[str] = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            yield pg
+            assert errors == [], errors
+        finally:
+            browser.close()
+
+
+def tile(pg: object, user: str, state: str | None = None) -> str:
+    return f'.tile[data-user="{user}"]' + (f'[data-state="{state}"]' if state else "")
+
+
+def login(pg: object, base: str, user: str, password: str) -> None:
+    expect = sync_api.expect
+    pg.goto(f"{base}/")  # type: ignore[attr-defined]
+    pg.fill("#login-user", user)  # type: ignore[attr-defined]
+    pg.fill("#login-password", password)  # type: ignore[attr-defined]
+    pg.click("#login-submit")  # type: ignore[attr-defined]
+    expect(pg.locator("#app")).to_be_visible()  # type: ignore[attr-defined]
+    expect(pg.locator("#conn")).to_have_text("live")  # type: ignore[attr-defined]
+
+
+def test_a_dispatcher_drives_calls_and_a_conference_from_the_browser(
+    server: Server, page: object
+) -> None:
+    pg = page
+    expect = sync_api.expect
+    # A wrong password is refused on the login page.
+    pg.goto(f"{server.base}/console/")  # type: ignore[attr-defined]
+    pg.fill("#login-user", "disp1")  # type: ignore[attr-defined]
+    pg.fill("#login-password", "nope")  # type: ignore[attr-defined]
+    pg.click("#login-submit")  # type: ignore[attr-defined]
+    expect(pg.locator("#login-error")).to_have_text("wrong user or password")  # type: ignore[attr-defined]
+    login(pg, server.base, "disp1", "disp1-pw")
+    expect(pg.locator("#me")).to_contain_text("disp1")  # type: ignore[attr-defined]
+    expect(pg.locator(tile(pg, "unit4", "idle"))).to_be_visible()  # type: ignore[attr-defined]
+
+    # See a user ring: call unit4 (whose phone never answers) from the actions panel.
+    pg.click(tile(pg, "unit4"))  # type: ignore[attr-defined]
+    pg.click('#actions button[data-flow="call"]')  # type: ignore[attr-defined]
+    expect(pg.locator('#flow-form-fields .field[data-param="caller"] select')).to_have_value(
+        "disp1"
+    )  # type: ignore[attr-defined]
+    expect(pg.locator('#flow-form-fields .field[data-param="callee"] select')).to_have_value(
+        "unit4"
+    )  # type: ignore[attr-defined]
+    pg.click("#flow-submit")  # type: ignore[attr-defined]
+    expect(pg.locator(tile(pg, "unit4", "ringing"))).to_be_visible()  # type: ignore[attr-defined]
+    expect(pg.locator("#status")).to_contain_text("call#1 started at ROUTINE")  # type: ignore[attr-defined]
+    row = pg.locator('#flows tr[data-flow="call#1"]')  # type: ignore[attr-defined]
+    expect(row).to_contain_text("ROUTINE")
+    # Cancel it from the flows table: the grid goes back to idle, live.
+    row.locator('button[data-action="cancel"]').click()
+    expect(pg.locator(tile(pg, "unit4", "idle"))).to_be_visible()  # type: ignore[attr-defined]
+    # disp1's position line is kept up (a keep user): connected, owned by nobody.
+    expect(pg.locator(tile(pg, "disp1", "connected"))).to_be_visible()  # type: ignore[attr-defined]
+
+    # Start a conference with two field units; watch them join, live.
+    pg.click(tile(pg, "unit4"))  # type: ignore[attr-defined]  (deselect)
+    pg.click(tile(pg, "unit1"))  # type: ignore[attr-defined]
+    pg.click('#actions button[data-flow="conference"]')  # type: ignore[attr-defined]
+    members = pg.locator('#flow-form-fields .field[data-param="members"]')  # type: ignore[attr-defined]
+    expect(members.locator('input[value="unit1"]')).to_be_checked()
+    members.locator('input[value="unit2"]').check()
+    pg.click("#flow-submit")  # type: ignore[attr-defined]
+    for user in ("disp1", "unit1", "unit2"):
+        expect(pg.locator(tile(pg, user, "meeting"))).to_be_visible()  # type: ignore[attr-defined]
+    expect(pg.locator(tile(pg, "unit1"))).to_contain_text("conference#1 · PRIORITY")  # type: ignore[attr-defined]
+    meeting = pg.locator(".meeting").filter(has_text="conference#1")  # type: ignore[attr-defined]
+    expect(meeting.locator('.member[data-member="unit2"] .mode')).to_have_text("speak")
+    meeting.locator('.member[data-member="unit2"] button', has_text="mute").first.click()
+    expect(meeting.locator('.member[data-member="unit2"] .mode')).to_have_text("muted")
+
+    # A field unit calls the dispatcher queue from its virtual phone: it rings in, is queued.
+    pg.click(tile(pg, "unit1"))  # type: ignore[attr-defined]  (deselect)
+    pg.click(tile(pg, "unit3"))  # type: ignore[attr-defined]
+    pg.fill("#phone-number", "100")  # type: ignore[attr-defined]
+    pg.click("#phone-dial")  # type: ignore[attr-defined]
+    expect(pg.locator(tile(pg, "unit3"))).to_contain_text("queued_call#1")  # type: ignore[attr-defined]
+
+    # The trace of the conference, as a sequence diagram.
+    pg.locator('#flows tr[data-flow="conference#1"] button[data-action="trace"]').click()  # type: ignore[attr-defined]
+    expect(pg.locator("#trace svg.seq")).to_be_visible()  # type: ignore[attr-defined]
+    heads = pg.locator("#trace svg.seq .head text").all_text_contents()  # type: ignore[attr-defined]
+    assert heads[0] == "conference#1" and {"disp1", "unit1", "unit2"} <= set(heads)
+    expect(pg.locator("#trace svg.seq .msg").first).to_be_visible()  # type: ignore[attr-defined]
+    pg.click("#trace-close")  # type: ignore[attr-defined]
+
+    # Refused: a dispatcher may not force release (a supervisor's right) …
+    button = pg.locator('#actions button[data-flow="force_release"]')  # type: ignore[attr-defined]
+    expect(button).to_have_attribute("data-allowed", "false")
+    button.click()
+    pg.click("#flow-submit")  # type: ignore[attr-defined]
+    expect(pg.locator("#status")).to_contain_text("may not start force_release")  # type: ignore[attr-defined]
+    expect(pg.locator("#status")).to_contain_text("403 forbidden")  # type: ignore[attr-defined]
+    expect(pg.locator("#status")).to_have_class("error")  # type: ignore[attr-defined]
+    expect(pg.locator(tile(pg, "unit1", "meeting"))).to_be_visible()  # type: ignore[attr-defined]
+
+    # The dispatcher ends the conference from its command buttons: everyone is released, live.
+    pg.locator('#flows tr[data-flow="conference#1"] button[data-command="end"]').click()  # type: ignore[attr-defined]
+    for user in ("unit1", "unit2"):
+        expect(pg.locator(tile(pg, user, "idle"))).to_be_visible()  # type: ignore[attr-defined]
+
+
+def test_an_observer_sees_but_may_not_act(server: Server, page: object) -> None:
+    pg = page
+    expect = sync_api.expect
+    login(pg, server.base, "obs1", "obs1-pw")
+    expect(pg.locator('#actions button[data-flow="call"]')).to_have_attribute(
+        "data-allowed", "false"
+    )  # type: ignore[attr-defined]
+    pg.click(tile(pg, "unit1"))  # type: ignore[attr-defined]
+    pg.click('#actions button[data-flow="call"]')  # type: ignore[attr-defined]
+    pg.click("#flow-submit")  # type: ignore[attr-defined]
+    expect(pg.locator("#status")).to_contain_text("403 forbidden")  # type: ignore[attr-defined]
+    expect(pg.locator(tile(pg, "unit1", "idle"))).to_be_visible()  # type: ignore[attr-defined]
+    pg.click("#logout")  # type: ignore[attr-defined]
+    expect(pg.locator("#login")).to_be_visible()  # type: ignore[attr-defined]

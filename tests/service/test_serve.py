@@ -1,0 +1,118 @@
+"""``baton serve`` as a process: start-up banner, a bad config, the WebSocket event stream, a
+clean stop on SIGINT that flushes the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import websockets
+
+from baton.service.cli import serve_main
+from baton.service.store import Store
+from baton.service.store.tables import runs
+
+from .helpers import PASSWORDS
+from .server import serve, to_toml
+
+pytestmark = pytest.mark.realtime
+
+
+def test_check_and_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(to_toml({"users": [{"id": "a", "password": "p", "role": "dispatcher"}]}))
+    assert serve_main(["--config", str(good), "--check"]) == 0
+    assert "ok (1 users, switch sim)" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(to_toml({"users": [{"id": "a", "password": "p"}, {"id": "b"}]}))
+    assert serve_main(["--config", str(bad)]) == 2
+    assert "users[1].password: field required" in capsys.readouterr().err
+    assert serve_main([]) == 2
+    assert serve_main(["--sim", "--check"]) == 0
+
+
+def test_sip_is_refused_until_the_adapter_provides_create_switch(tmp_path: Path) -> None:
+    cfg = tmp_path / "sip.toml"
+    cfg.write_text(
+        to_toml(
+            {
+                "switch": "sip",
+                "database": str(tmp_path / "x.db"),
+                "users": [{"id": "a", "password": "p"}],
+            }
+        )
+    )
+    import baton.switch.sip as sip
+
+    if hasattr(sip, "create_switch"):
+        pytest.skip("the SIP adapter is available: covered by its own end-to-end tests")
+    r = subprocess.run(
+        [sys.executable, "-m", "baton.cli", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert "switch: the sip adapter is not available" in r.stderr
+
+
+async def test_the_banner_the_event_stream_and_a_clean_stop(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        banner = server.output()
+        assert f"console:  {server.base}/console/" in banner
+        assert "dispatcher login: disp1 / disp1-pw" in banner
+        async with httpx.AsyncClient(base_url=server.base) as c:
+            r = await c.post("/api/login", json={"user": "disp1", "password": PASSWORDS["disp1"]})
+            token = r.json()["token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            # No credentials: the handshake is refused.
+            with pytest.raises(websockets.InvalidStatus):
+                async with websockets.connect(f"{server.ws}/api/events/stream"):
+                    pass
+            async with websockets.connect(f"{server.ws}/api/events/stream?token={token}") as ws:
+                hello = json.loads(await ws.recv())
+                assert hello["type"] == "hello" and hello["user"] == "disp1"
+                await ws.send(json.dumps({"type": "ping"}))
+                r = await c.post(
+                    "/api/flows",
+                    headers=headers,
+                    json={"flow": "call", "args": {"caller": "disp1", "callee": "unit1"}},
+                )
+                assert r.status_code == 201
+                seen: list[dict[str, Any]] = []
+                async with asyncio.timeout(10):
+                    while True:
+                        msg = json.loads(await ws.recv())
+                        seen.append(msg)
+                        users = {u["id"]: u for u in msg.get("users", [])}
+                        if users.get("unit1", {}).get("state") == "talking":
+                            break
+                assert {"type": "pong"} in seen
+                events = [m["event"] for m in seen if m["type"] == "event"]
+                assert events[0]["kind"] == "flow.started" and events[0]["text"].startswith(
+                    "call#1 starts"
+                )
+                assert any(m.get("flows") for m in seen if m["type"] == "event")
+                assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+        pid = server.proc.pid
+    assert server.proc.returncode == 0, server.output()
+    assert token.split("_")[-1] not in server.output()  # credentials never reach the log
+    lines = [json.loads(x) for x in server.output().splitlines() if x.startswith("{")]
+    assert any(x["msg"] == "service stopped" for x in lines)
+    access = [x for x in lines if x["logger"] == "baton.service.access"]
+    assert access and {"request_id", "status", "ms"} <= set(access[0])
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'baton.db'}")
+    await store.open()
+    try:
+        async with store.read() as conn:
+            (run,) = (await conn.execute(sa.select(runs))).all()
+        assert run.end_reason == "stopped", pid
+    finally:
+        await store.close()
