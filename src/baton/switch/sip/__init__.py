@@ -12,12 +12,14 @@ Layers, bottom up (each module's docstring states its rules and theory of operat
 * :mod:`~baton.switch.sip.dialog` — dialogs, in-dialog requests, CANCEL and its race (§12–§15);
 * :mod:`~baton.switch.sip.registrar` — REGISTER with bindings stored as sent (§10);
 * :mod:`~baton.switch.sip.uas` — the UAS's first checks on a new request (§8.2);
+* :mod:`~baton.switch.sip.session_timer` — session timers, to notice dead phones (RFC 4028);
 * :mod:`~baton.switch.sip.transport` — UDP/TCP sockets and the one timer, on asyncio.
 
 Everything but the last is sans-IO: it never touches a socket or a clock. Import from here;
 the modules may move.
 """
 
+from . import session_timer as session_timer  # negotiate_uas(), negotiate_uac(), …
 from .dialog import Answered as Answered
 from .dialog import AnsweredAfterCancel as AnsweredAfterCancel
 from .dialog import Dialog as Dialog
@@ -73,6 +75,7 @@ from .sdp import SdpParseError as SdpParseError
 from .sdp import SdpSession as SdpSession
 from .sdp import SessionDescription as SessionDescription
 from .sdp import parse_sdp as parse_sdp
+from .session_timer import SessionTimer as SessionTimer
 from .transaction import AckReceived as AckReceived
 from .transaction import MessageDropped as MessageDropped
 from .transaction import Peer as Peer
