@@ -415,6 +415,15 @@ def test_error_response_for_malformed_request() -> None:
     assert parse_message(response.to_bytes()).to_bytes() == response.to_bytes()
 
 
+def test_a_bad_header_line_is_still_answered() -> None:
+    error = parse_error(INVITE.replace(b"Max-Forwards: 70", b"Foobar roobar"))
+    assert error.reason == "Malformed header line"
+    response = error_response(error)
+    assert response is not None
+    assert (response.status, response.reason) == (400, "Malformed header line")
+    assert response.cseq.number == 314159
+
+
 def test_no_error_response_without_the_headers_or_for_ack_or_responses() -> None:
     missing = parse_error(
         INVITE.replace(b"Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\n", b"")

@@ -648,7 +648,12 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
     if len(start_line) > limits.max_line_bytes:
         raise SipParseError("Message Too Large (start line)", 513)
     is_response = start_line[:4].upper() == "SIP/"
-    headers = _parse_header_lines(lines[1:], limits)
+    try:
+        headers = _parse_header_lines(lines[1:], limits)
+    except SipParseError as exc:
+        if is_response:
+            exc.partial = None
+        raise
     try:
         if not terminated:
             raise SipParseError("Missing empty line after the header section")
@@ -666,6 +671,8 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
 
 
 def _parse_header_lines(lines: list[str], limits: ParserLimits) -> Headers:
+    """Unfold and split the header lines. On a bad line, the error carries the well-formed
+    headers (as a :class:`PartialRequest`) so that the request can still be answered."""
     unfolded: list[str] = []
     for line in lines:
         if len(line) > limits.max_line_bytes:
@@ -677,25 +684,36 @@ def _parse_header_lines(lines: list[str], limits: ParserLimits) -> Headers:
         else:
             unfolded.append(line)
     items: list[tuple[str, str]] = []
+    first_error: SipParseError | None = None
     for line in unfolded:
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not is_token(name):
-            raise SipParseError("Malformed header line")
-        name = canonical_name(name)
-        value = value.strip(" \t")
-        if has_ctl(value):
-            raise SipParseError(f"Control character in {name} header")
-        if name.lower() in _LIST_HEADERS and value:
-            parts = split_list(value)
-            if any(not part for part in parts):
-                raise SipParseError(f"Empty element in {name} header")
-            items.extend((name, part) for part in parts)
-        else:
-            items.append((name, value))
+        try:
+            items.extend(_parse_header_line(line))
+        except SipParseError as exc:
+            first_error = first_error or exc
         if len(items) > limits.max_headers:
             raise SipParseError("Too Many Header Fields", 513)
-    return Headers._trusted(items)
+    headers = Headers._trusted(items)
+    if first_error is not None:
+        first_error.partial = PartialRequest(headers)
+        raise first_error
+    return headers
+
+
+def _parse_header_line(line: str) -> list[tuple[str, str]]:
+    name, colon, value = line.partition(":")
+    name = name.rstrip(" \t")
+    if not colon or not is_token(name):
+        raise SipParseError("Malformed header line")
+    name = canonical_name(name)
+    value = value.strip(" \t")
+    if has_ctl(value):
+        raise SipParseError(f"Control character in {name} header")
+    if name.lower() in _LIST_HEADERS and value:
+        parts = split_list(value)
+        if any(not part for part in parts):
+            raise SipParseError(f"Empty element in {name} header")
+        return [(name, part) for part in parts]
+    return [(name, value)]
 
 
 def _parse_status_line(line: str, headers: Headers) -> Response:
