@@ -71,7 +71,10 @@ def config_data(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
                 "sim": {"behaviour": "never_answers"},
             },
         ],
-        "groups": [{"id": "engines", "members": ["unit1", "unit2"], "number": "801"}],
+        "groups": [
+            {"id": "engines", "members": ["unit1", "unit2"], "number": "801"},
+            {"id": "north", "members": ["unit1", "unit2", "unit3"], "number": "802", "mode": "ptt"},
+        ],
         "meetings": [{"id": "ops", "number": "3000"}],
     }
     data.update(overrides)

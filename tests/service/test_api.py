@@ -260,6 +260,16 @@ async def test_a_core_conflict_is_a_409_with_the_core_code(tmp_path: Path) -> No
         assert_error(r, 409, "busy")
 
 
+async def test_a_flow_parameter_named_priority_does_not_collide_with_the_start_priority(
+    tmp_path: Path,
+) -> None:
+    async with api(tmp_path) as (_svc, a):
+        r = await start(a, "disp1", "queued_call", args={"caller": "unit1", "priority": 20})
+        assert_error(r, 409, "flow-usage")  # unit1 is not calling in: answer() refuses
+        r = await start(a, "disp1", "queued_call", args={"caller": "unit1", "priority": "high"})
+        assert_error(r, 422, "invalid-argument", "args.priority")
+
+
 async def test_start_with_wait_returns_the_outcome_and_value(tmp_path: Path) -> None:
     async with api(tmp_path) as (_svc, a):
         r = await start(

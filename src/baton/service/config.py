@@ -145,6 +145,7 @@ DISPATCH_PERMISSIONS = (
     "transfer",
     "hold",
     "pickup",
+    "ptt",  # push-to-talk groups: open one, request and release the floor
     "roll_call",
     "polling",
     "queue",
@@ -179,7 +180,7 @@ BUILTIN_ROLES: dict[str, RoleConfig] = {
     ),
     "field": RoleConfig(
         description="a field user (radio, phone): may place routine calls",
-        permissions=("start", "call"),
+        permissions=("start", "call", "ptt"),
         max_priority=int(Priority.PRIORITY),
     ),
     "observer": RoleConfig(
@@ -248,6 +249,7 @@ class GroupConfig(_Model):
     name: str | None = None
     members: tuple[str, ...] = ()
     number: str | None = None
+    mode: Literal["call", "ptt"] = "call"  # what calling ``number`` opens: a group call, or PTT
 
 
 class MeetingConfig(_Model):

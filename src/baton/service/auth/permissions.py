@@ -23,10 +23,12 @@ from baton.core import Priority
 from baton.core.priority import priority_name
 from baton.service.errors import Forbidden
 
-__all__ = ["END_COMMANDS", "Principal"]
+__all__ = ["CLEAR_EMERGENCY_COMMANDS", "END_COMMANDS", "Principal"]
 
 #: Commands that end a flow (ending an emergency this way needs ``end_emergency``).
-END_COMMANDS = frozenset({"end", "stop", "cancel", "hangup", "release"})
+END_COMMANDS = frozenset({"end", "stop", "cancel", "hangup"})
+#: Commands that clear an emergency state whatever the flow's priority (a PTT group's).
+CLEAR_EMERGENCY_COMMANDS = frozenset({"clear_emergency", "end_emergency"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,5 +73,6 @@ class Principal:
         action = f"send {command!r} to" if command else "cancel"
         self.require(permission or "start", f"{action} this flow")
         self.require_priority(priority, f"{action} flows")
-        if priority >= Priority.EMERGENCY and (command is None or command in END_COMMANDS):
+        ends = command is None or command in END_COMMANDS
+        if (priority >= Priority.EMERGENCY and ends) or command in CLEAR_EMERGENCY_COMMANDS:
             self.require("end_emergency", "end an emergency")

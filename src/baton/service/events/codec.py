@@ -28,11 +28,18 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 def event_json(ev: Event) -> dict[str, Any]:
-    """The JSON form of an event, described."""
+    """The JSON form of an event, described. An event the core does not define (a flow
+    library's own, such as ``floor.granted``) is described by its kind and fields."""
     d = ev.to_dict()
     line = describe(ev)
+    if line is None and type(ev) not in _CORE:
+        fields = " ".join(f"{k}={v}" for k, v in d.items() if k not in ("kind", "seq", "t"))
+        line = ("•", f"{ev.kind} {fields}".rstrip())
     d["marker"], d["text"] = line if line is not None else (None, None)
     return d
+
+
+_CORE = frozenset(EVENT_TYPES.values())
 
 
 def event_from_dict(d: dict[str, Any]) -> Event | None:

@@ -44,7 +44,7 @@ from typing import Any
 from baton.core import FlowSpec, Meeting, Priority, Session, UnknownMeeting, UnknownUser, User
 from baton.service.config import parse_priority
 
-__all__ = ["ArgumentError", "Param", "Resolver", "convert", "describe"]
+__all__ = ["ArgumentError", "Param", "Resolver", "call_args", "convert", "describe"]
 
 #: Number parameters whose name says they are a time span (shown with the unit ``s``).
 _DURATION_NAME = re.compile(
@@ -377,3 +377,28 @@ def _named(value: Any) -> bool:
     return (
         isinstance(value, str) and value.strip().upper().replace("-", "_") in Priority.__members__
     )
+
+
+def call_args(
+    spec: FlowSpec[Any], kwargs: Mapping[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Positional and keyword arguments for ``manager.start(spec, *args, priority=…, **kw)``.
+
+    Parameters that may be given by position are, with their defaults filled in: a flow may have
+    a parameter named like one of ``start``'s own keywords (``queued_call(…, priority=None)``),
+    and only a positional argument cannot collide with them.
+    """
+    positional: list[Any] = []
+    keywords: dict[str, Any] = {}
+    params = list(spec.signature.parameters.values())[1:]
+    for p in params:
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            if p.name in kwargs:
+                positional.append(kwargs[p.name])
+            elif p.default is not inspect.Parameter.empty:
+                positional.append(p.default)
+            else:
+                raise ArgumentError(f"args.{p.name}", "field required")
+        elif p.name in kwargs:
+            keywords[p.name] = kwargs[p.name]
+    return tuple(positional), keywords

@@ -23,7 +23,14 @@ from baton.service.errors import (
     from_core,
 )
 from baton.service.events.codec import event_json
-from baton.service.flows.convert import ArgumentError, Resolver, convert, describe, startable
+from baton.service.flows.convert import (
+    ArgumentError,
+    Resolver,
+    call_args,
+    convert,
+    describe,
+    startable,
+)
 from baton.service.flows.trace import build_trace
 from baton.service.runtime import Service
 from baton.service.store.records import flow_events
@@ -202,7 +209,8 @@ class FlowsService:
                 details={"field": exc.field, **exc.details},
             ) from None
         try:
-            flow = svc.manager.start(spec, priority=level, **kwargs)
+            args_, keywords = call_args(spec, kwargs)
+            flow = svc.manager.start(spec, *args_, priority=level, **keywords)
         except FlowUsageError as exc:
             if not svc.started:
                 raise ServiceUnavailable("the service is stopping", id="stopping") from None

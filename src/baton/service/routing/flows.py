@@ -1,9 +1,13 @@
-"""The service's own two flows, for calls the router places: joining a dial-in meeting room, and
-refusing a call to a number nobody answers for. (Every dispatch feature is in the flow library;
-these exist only because the rooms and the numbering plan are the service's config.)
+"""The service's own flows, for calls the router places: joining a dial-in meeting room, a call
+to a group's number, and refusing a call to a number nobody answers for. (Every dispatch feature
+is in the flow library; these exist because the rooms, the groups and the numbering plan are the
+service's config, and because a library flow rings its parties — a caller who dialled in must be
+*answered* first, then the library flow runs inline, in the same session.)
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from baton.core import (
     FlowUsageError,
@@ -14,9 +18,11 @@ from baton.core import (
     User,
     flow,
 )
+from baton.flows import group_call
+from baton.flows.ptt import PTT_COMMANDS, ptt_group
 from baton.switch.port import Cause
 
-__all__ = ["dial_in", "unroutable"]
+__all__ = ["dial_in", "group_dial_in", "ptt_dial_in", "unroutable"]
 
 
 @flow(priority=Priority.ROUTINE, name="dial_in", permission="call")
@@ -45,6 +51,35 @@ async def dial_in(s: Session, caller: User, room: str) -> str:
         await s.sleep(0.2)  # the opener has not settled the room yet
     await s.hangup(caller, Cause.FAILURE)
     return "failed"
+
+
+@flow(
+    priority=group_call.priority,
+    name="group_dial_in",
+    permission="group_call",
+    commands=group_call.commands,
+)
+async def group_dial_in(s: Session, caller: User, group: str, members: list[User]) -> Any:
+    """``caller`` dialled group ``group``'s number: answer, then ring the other ``members`` and
+    connect those who answer with the caller (the library's ``group_call``, inline)."""
+    await s.claim(caller)
+    await s.answer(caller)
+    s.note(f"{caller.id} calls group {group}")
+    return await group_call(s, caller, [m for m in members if m is not caller])
+
+
+@flow(priority=ptt_group.priority, name="ptt_dial_in", permission="ptt", commands=PTT_COMMANDS)
+async def ptt_dial_in(s: Session, caller: User, group: str, members: list[User]) -> Any:
+    """``caller`` dialled PTT group ``group``'s number: answer, then open the library's
+    ``ptt_group`` over the members; the caller, like every member, takes the floor with the
+    request digit (``*``)."""
+    await s.claim(caller)
+    await s.answer(caller)
+    s.note(f"{caller.id} opens PTT group {group}")
+    everyone = [caller, *(m for m in members if m is not caller)]
+    # (No ``initiator``: the library grants it the floor before the caller, already connected,
+    # has joined the room, and the join then puts it in listen mode.)
+    return await ptt_group(s, everyone)
 
 
 @flow(priority=Priority.ROUTINE, name="unroutable")

@@ -5,7 +5,9 @@ In order:
 1. the emergency number → ``emergency_inbound(caller, positions)`` — anyone may dial it;
 2. the dispatcher number → ``queued_call(caller, queue)``;
 3. a user's number → ``inbound_call(caller, callee)``;
-4. a group's number → ``group_call(dispatcher=caller, members=the rest of the group)``;
+4. a group's number → ``group_dial_in`` (the caller is answered, then the library's
+   ``group_call`` rings the rest of the group) or, for a group with ``mode = "ptt"``,
+   ``ptt_dial_in`` (a push-to-talk group, the caller holding the floor first);
 5. a meeting room's number → ``dial_in(caller, room)``;
 6. anything else → ``unroutable`` (the caller is refused with *unreachable*).
 
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from baton.core import BatonError, FlowSpec, Leg, User, UserManager
 from baton.service.auth.service import principal_for
 from baton.service.config import Config
-from baton.service.routing.flows import dial_in, unroutable
+from baton.service.routing.flows import dial_in, group_dial_in, ptt_dial_in, unroutable
 from baton.switch.port import InboundCall
 
 if TYPE_CHECKING:
@@ -111,8 +113,13 @@ class Router:
             return
         group = self._groups.get(number)
         if group is not None:
-            members = [manager.user(m) for m in group.members if m != caller.id]
-            start("group_call", caller, members)
+            members = [manager.user(m) for m in group.members]
+            spec = ptt_dial_in if group.mode == "ptt" else group_dial_in
+            if principal is None or not principal.may(spec.permission or "start"):
+                self._refuse(manager, caller, number, "rejected")
+                return
+            flow = manager.start(spec, caller, group.id, members, priority=priority)
+            self.started(flow.name, f"phone:{caller.id}")
             return
         room = self._rooms.get(number)
         if room is not None:
