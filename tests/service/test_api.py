@@ -120,7 +120,7 @@ async def test_users_have_live_state(tmp_path: Path) -> None:
     async with api(tmp_path) as (svc, a), a.client("disp1") as c:
         users = {u["id"]: u for u in (await c.get("/api/users")).json()}
         assert users["unit1"]["state"] == "idle" and users["unit1"]["owner"] is None
-        assert users["unit1"]["groups"] == ["engines"] and users["disp1"]["position"]
+        assert users["unit1"]["groups"] == ["engines", "north"] and users["disp1"]["position"]
         r = await start(a, "disp1", "call", args={"caller": "disp1", "callee": "unit1"})
         assert r.status_code == 201, r.text
         await eventually(lambda: state(svc, "unit1") == "talking")
