@@ -489,6 +489,20 @@ class Flow(Owner):
             FlowNotified(flow=self.name, user=user.id, notice=notice.kind, via=via, by=notice.by)
         )
 
+    def _digit(self, user: User, digit: str) -> bool:
+        handler = self.session._dtmf.get(user)
+        if handler is None or self.state is not FlowState.RUNNING:
+            return False
+        try:
+            handler(user, digit)
+        except Exception as exc:  # a broken handler fails its own flow, nobody else
+            if self.error is None:
+                self.error = exc
+                self.outcome = "failed"
+                assert self.task is not None
+                self.task.cancel(f"DTMF handler failed: {exc!r}")
+        return True
+
     def _child_done(self, task: asyncio.Task[Any]) -> None:
         self._children.discard(task)
         if task.cancelled():
@@ -516,13 +530,14 @@ class Session:
     its next operation.
     """
 
-    __slots__ = ("_handlers", "_steps", "data", "flow", "manager")
+    __slots__ = ("_dtmf", "_handlers", "_steps", "data", "flow", "manager")
 
     def __init__(self, flow: Flow) -> None:
         self.flow = flow
         self.manager = flow.manager
         self.data: dict[str, Any] = {}
         self._handlers: dict[tuple[str, User], Handler] = {}
+        self._dtmf: dict[User, Callable[[User, str], None]] = {}
         self._steps: list[_Step] = []
 
     # ---- who am I
@@ -588,6 +603,15 @@ class Session:
     def on_hangup(self, user: User, handler: Handler) -> None:
         """Run ``handler(UserHungUp)`` in a task of this flow if ``user`` hangs up."""
         self._handlers[("hung_up", user)] = handler
+
+    def on_dtmf(self, user: User, handler: Callable[[User, str], None] | None) -> None:
+        """Call ``handler(user, digit)`` synchronously for each digit ``user`` presses while
+        this flow holds it (instead of buffering digits for :meth:`collect`). It must not block:
+        hand work to the flow (e.g. ``self.flow.send(...)``). ``None`` removes it."""
+        if handler is None:
+            self._dtmf.pop(user, None)
+        else:
+            self._dtmf[user] = handler
 
     def on_lost(self, user: User, handler: Handler) -> None:
         """Both :meth:`on_preempted` and :meth:`on_hangup`."""
@@ -728,6 +752,16 @@ class Session:
     async def sleep(self, seconds: float) -> None:
         """Sleep; news about lost users is delivered here."""
         await self.manager.sleep(self.flow, seconds)
+
+    def post(self, command: str, /, **args: Any) -> asyncio.Future[Any]:
+        """Put a command in this flow's own inbox (read by :meth:`command`), whatever its
+        name: how a handler or a DTMF callback hands work to the flow's main loop."""
+        flow = self.flow
+        fut: asyncio.Future[Any] = self.manager.loop.create_future()
+        if flow._inbox is None:
+            flow._inbox = asyncio.Queue()
+        flow._inbox.put_nowait(Command(command, args, self.name, fut))
+        return fut
 
     async def wait(self, fut: asyncio.Future[R], timeout: float | None = None) -> R | None:
         """Wait for a future (a queue assignment, another flow's signal) as an interruptible

@@ -124,8 +124,10 @@ class Owner:
     def _op_ended(self, op: _Op) -> None:
         pass
 
-    def _digit(self, user: User, digit: str) -> None:
-        """A DTMF digit arrived from a user this owner holds."""
+    def _digit(self, user: User, digit: str) -> bool:
+        """A DTMF digit arrived from a user this owner holds; True if the owner consumed it
+        (otherwise it is buffered for ``collect``)."""
+        return False
 
     def _hold_meeting(self, meeting: Meeting) -> None:
         self.meetings.add(meeting)

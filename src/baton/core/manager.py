@@ -1398,14 +1398,14 @@ class UserManager:
         if leg is None:
             return
         rec = self.ledger.records[leg.user.id]
-        rec.digits.append(ev.digit)
         self.events.publish(DtmfDigit(user=leg.user.id, digit=ev.digit))
+        owner = rec.owner
+        if owner is not None and owner._digit(rec.user, ev.digit):
+            return  # the owner's digit handler took it
+        rec.digits.append(ev.digit)
         waiter = rec.digit_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        owner = rec.owner
-        if owner is not None:
-            owner._digit(rec.user, ev.digit)
 
     def _on_inbound(self, ev: InboundCall) -> None:
         user = self._users.get(ev.user) if ev.user else None

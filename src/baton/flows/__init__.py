@@ -17,6 +17,7 @@ from baton.flows.group_call import BusyPolicy, OnLeave, conference, group_call
 from baton.flows.hold import hold
 from baton.flows.monitor import monitor, whisper
 from baton.flows.pickup import PickupFailed, pickup
+from baton.flows.ptt import ptt_group
 from baton.flows.queue import AlreadyTaken, DispatcherQueue, Overflow, queued_call, take_call
 from baton.flows.roll_call import polling, roll_call
 from baton.flows.transfer import OnFail, attended_transfer, blind_transfer
@@ -43,6 +44,7 @@ LIBRARY: dict[str, FlowSpec[Any]] = {
         polling,
         emergency_call,
         emergency_inbound,
+        ptt_group,
     )
 }
 
@@ -71,6 +73,7 @@ __all__ = [
     "monitor",
     "pickup",
     "polling",
+    "ptt_group",
     "queued_call",
     "roll_call",
     "take_call",

@@ -1,0 +1,186 @@
+"""PTT group calls on the sim: who talks, who hears, tones, queue, revoke, emergency, races."""
+
+from __future__ import annotations
+
+import asyncio
+
+from baton.flows import emergency_call, ptt_group
+from baton.switch.sim import answers
+from baton.testing import World
+
+MEMBERS = ("m1", "m2", "m3", "m4")
+
+
+async def _group(**kw: object) -> tuple[World, object]:
+    w = World(*MEMBERS, grace=2.0)
+    d = w.add("disp", keep=True)
+    g = w.start(ptt_group, [w[m] for m in MEMBERS], [d], **kw)
+    await w.run(2)
+    return w, g
+
+
+def talkers(w: World) -> set[str]:
+    """Who the group's members hear (the floor holder), tones aside."""
+    in_group = [m for m in (*MEMBERS, "disp") if w.state(m) == "meeting"]
+    return {h for m in in_group for h in w.hears(m) if ":" not in h}
+
+
+async def test_members_listen_until_one_takes_the_floor_by_dtmf() -> None:
+    w, g = await _group()
+    assert talkers(w) == set()
+    w.sim.press("m1", "*")
+    await w.run(0.5)
+    assert talkers(w) == {"m1"}
+    assert all("m1" in w.hears(m) for m in ("m2", "m3", "m4", "disp"))
+    assert "tone:talk_permit" in w.heard("m1")
+    granted = [e for e in w.events if e.kind == "floor.granted"]
+    assert [(e.user, e.priority) for e in granted] == [("m1", 0)]
+    w.sim.press("m1", "#")
+    await w.run(0.5)
+    assert talkers(w) == set()
+    assert "tone:floor_idle" in w.heard("m2")
+    await g.send("end")
+    w.assert_ok()
+
+
+async def test_queue_with_positions_and_release_passes_the_floor() -> None:
+    w, g = await _group()
+    await g.send("request", user="m1")
+    await g.send("request", user="m2")
+    await g.send("request", user="m3")
+    queued = [e for e in w.events if e.kind == "floor.queued"][-1]
+    assert queued.queue == (("m2", 1), ("m3", 2))
+    await g.send("release", user="m1")
+    assert talkers(w) == {"m2"}
+    await g.send("end")
+
+
+async def test_dispatcher_override_revokes_the_talker() -> None:
+    w, g = await _group()
+    await g.send("request", user="m1")
+    await g.send("override", user="disp")
+    assert talkers(w) == {"disp"}
+    assert "tone:floor_revoked" in w.heard("m1")
+    assert w.state("m1") == "meeting"  # still in the group, listening
+    assert "disp" in w.hears("m1")  # the revoked talker stays in the call, listening
+    revoked = [e for e in w.events if e.kind == "floor.revoked"]
+    assert revoked[0].user == "m1" and revoked[0].by == "disp"
+    await g.send("end")
+
+
+async def test_denied_without_queueing_and_max_burst() -> None:
+    w, g = await _group(max_burst=5.0)
+    await g.send("request", user="m1")
+    await w.run(5.5)
+    assert talkers(w) == set()  # the burst was taken back
+    assert any(e.kind == "floor.revoked" and "maximum" in e.reason for e in w.events)
+    await g.send("end")
+
+
+async def test_late_entry_hears_the_current_talker_at_once() -> None:
+    w = World(*MEMBERS, "late", grace=2.0)
+    w.behave("late", answers(6))
+    g = w.start(ptt_group, [w[m] for m in (*MEMBERS, "late")])
+    await w.run(2)
+    await g.send("request", user="m1")
+    await w.run(5)
+    assert w.hears("late") == {"m1"}
+    await g.send("end")
+
+
+async def test_hang_time_ends_the_group_after_the_last_burst() -> None:
+    w, g = await _group(hang_time=10.0)
+    await g.send("request", user="m1")
+    await w.run(3)
+    await g.send("release", user="m1")
+    await w.run(9.5)
+    assert g.state.value == "running"
+    assert await g.result() == "hang time"
+    assert w.manager.now() >= 2 + 3 + 10
+    await w.run(3)
+    w.assert_ok(quiescent=True)
+
+
+async def test_persistent_group_stays_up() -> None:
+    w, g = await _group(hang_time=1.0, persistent=True)
+    await w.run(60)
+    assert g.state.value == "running"
+    await g.send("end")
+
+
+async def test_group_emergency_gives_the_raiser_the_floor_until_cleared() -> None:
+    w, g = await _group()
+    await g.send("override", user="disp")
+    w.sim.press("m3", "9")
+    await w.run(0.5)
+    assert talkers(w) == {"m3"}
+    await g.send("override", user="disp")  # FLASH cannot take an emergency burst
+    assert talkers(w) == {"m3"}
+    await g.send("clear_emergency", by="disp")
+    events = [(e.on, e.by) for e in w.events if e.kind == "group.emergency"]
+    assert events == [(True, "m3"), (False, "disp")]
+    await g.send("end")
+
+
+# ---- races on the sim --------------------------------------------------------------------
+
+
+async def test_two_requests_in_the_same_tick() -> None:
+    w, g = await _group()
+    w.sim.press("m1", "*", 0.1)
+    w.sim.press("m2", "*", 0.1)  # both DTMF events land in one tick
+    await w.run(0.5)
+    assert talkers(w) == {"m1"}
+    assert [e for e in w.events if e.kind == "floor.queued"][-1].queue == (("m2", 1),)
+    await g.send("end")
+
+
+async def test_release_and_preempting_request_crossing() -> None:
+    w, g = await _group()
+    await g.send("request", user="m1")
+    f1 = g.send("override", user="disp")
+    f2 = g.send("release", user="m1")  # sent before m1 heard it was revoked
+    await asyncio.gather(f1, f2)
+    assert talkers(w) == {"disp"}  # m1's late release did not release the dispatcher
+    await g.send("end")
+
+
+async def test_talker_hangs_up_while_holding_the_floor() -> None:
+    w, g = await _group()
+    await g.send("request", user="m1")
+    await g.send("request", user="m2")
+    w.sim.hang_up("m1")
+    await w.run(0.5)
+    assert talkers(w) == {"m2"}
+    await g.send("end")
+    w.assert_ok()
+
+
+async def test_burst_timer_firing_while_a_revoke_is_under_way() -> None:
+    """The override lands in the same tick the burst timer is due: exactly one revoke, and the
+    dispatcher keeps the floor."""
+    w, g = await _group(max_burst=5.0)
+    await g.send("request", user="m1")
+    loop = asyncio.get_running_loop()
+    loop.call_at(loop.time() + 5.0, lambda: g.send("override", user="disp"))
+    await w.run(6)
+    revokes = [e for e in w.events if e.kind == "floor.revoked"]
+    assert len(revokes) == 1
+    assert talkers(w) == {"disp"}
+    await g.send("end")
+
+
+async def test_queued_member_preempted_out_of_the_group() -> None:
+    w, g = await _group()
+    boss = w.add("boss")
+    await g.send("request", user="m1")
+    await g.send("request", user="m2")
+    e = w.start(emergency_call, boss, w["m2"])
+    await w.run(3)
+    assert w.hears("m2") == {"boss"}
+    assert [x for x in w.events if x.kind == "floor.queued"][-1].queue == ()
+    await g.send("release", user="m1")
+    assert talkers(w) == set()  # m2 was no longer waiting
+    await e.send("end")
+    await g.send("end")
+    w.assert_ok()
