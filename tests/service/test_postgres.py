@@ -1,0 +1,166 @@
+"""The store on a real PostgreSQL (Debian's postgresql-15, started by the test as the
+``postgres`` system user on a free loopback port, stopped by its pid): migrations, the journal,
+call records and crash recovery through asyncpg. Skipped where PostgreSQL is not installed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from baton.flows import call, emergency_call
+from baton.service.runtime import Service
+from baton.service.store.records import LegFilter, flow_detail, list_flows, list_legs
+from baton.service.store.tables import journal, runs
+
+from .helpers import FAST_HASHER, eventually, make_config
+from .server import free_port
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+
+pytestmark = [
+    pytest.mark.realtime,
+    pytest.mark.skipif(
+        not (BIN / "postgres").exists() or os.geteuid() != 0,
+        reason="needs Debian's PostgreSQL 15 and root (to run it as the postgres user)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A throw-away cluster; yields its SQLAlchemy URL."""
+    data = Path(tempfile.mkdtemp(prefix="baton-pg-"))
+    shutil.chown(data, "postgres", "postgres")
+    pw = pwd.getpwnam("postgres")
+
+    def as_postgres() -> None:  # in the child, before exec: the server refuses to run as root
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    env = {**os.environ, "HOME": pw.pw_dir}
+    subprocess.run(
+        [str(BIN / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "baton", "--no-sync"],
+        check=True,
+        capture_output=True,
+        preexec_fn=as_postgres,
+        env=env,
+        cwd=data,
+    )
+    port = free_port()
+    log = (data / "log").open("w")
+    # Started directly (no wrapper), so that the pid we stop is the postmaster's own.
+    proc = subprocess.Popen(
+        [
+            str(BIN / "postgres"),
+            "-D",
+            str(data / "db"),
+            "-k",
+            str(data),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-F",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=as_postgres,
+        env=env,
+        cwd=data,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (
+            subprocess.run(
+                [str(BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+            ).returncode
+            != 0
+        ):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("PostgreSQL did not start: " + (data / "log").read_text())
+            time.sleep(0.1)
+        subprocess.run(
+            [
+                str(BIN / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "baton",
+                "-d",
+                "postgres",
+                "-c",
+                "CREATE DATABASE baton",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql+asyncpg://baton@127.0.0.1:{port}/baton"
+    finally:
+        proc.send_signal(signal.SIGINT)  # the "fast" shutdown
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(data)
+
+
+async def test_records_and_recovery_on_postgresql(postgres: str, tmp_path: Path) -> None:
+    config = make_config(tmp_path, database=postgres)
+    svc = Service(config, hasher=FAST_HASHER)
+    await svc.start()
+    m = svc.manager
+    first = m.start(call, m.user("disp1"), m.user("unit1"))
+    await first.wait()
+    await eventually(lambda: m.state_of(m.user("unit1")) == "talking")
+    emergency = m.start(emergency_call, m.user("disp2"), m.user("unit1"))
+    await eventually(
+        lambda: (
+            m.owner_of(m.user("unit1")) is emergency and m.state_of(m.user("unit1")) == "talking"
+        )
+    )
+    await svc.journal.sync()
+    async with svc.store.read() as conn:
+        seqs = [
+            r[0]
+            for r in await conn.execute(
+                sa.select(journal.c.seq)
+                .where(journal.c.run_id == svc.run_id)
+                .order_by(journal.c.seq)
+            )
+        ]
+        assert seqs == list(range(1, m.events.last_seq + 1))
+        (rec,) = await list_flows(conn, name="emergency_call")
+        detail = await flow_detail(conn, rec["id"])
+        assert detail is not None and detail["preemptions_made"][0]["victim"] == "p2p#1"
+        assert await list_flows(conn, user="unit1") != []
+    # Crash: the next start closes what the dead run left open.
+    await svc.journal.close()
+    await svc.store.close()
+    await m.close()
+    again = Service(config, hasher=FAST_HASHER)
+    await again.start()
+    try:
+        async with again.store.read() as conn:
+            legs = await list_legs(conn, LegFilter())
+            states = [r.end_reason for r in await conn.execute(sa.select(runs).order_by(runs.c.id))]
+        assert legs and {r["end_reason"] for r in legs} <= {"restart", "normal", "cancelled"}
+        assert "restart" in {r["end_reason"] for r in legs}
+        assert states == ["crashed", None]
+    finally:
+        await again.stop()
