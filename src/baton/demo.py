@@ -260,6 +260,32 @@ async def _emergency_inbound(w: World) -> None:
     await w.run(1)
 
 
+@scenario("ptt_group", "A push-to-talk group: talk bursts, a queue, an override, an emergency")
+async def _ptt(w: World) -> None:
+    """Four members in a PTT group with a dispatcher. alice presses * and talks; bob and carol
+    queue; the dispatcher overrides; dave raises an emergency (9) and gets the floor."""
+    from baton.flows.ptt import ptt_group
+
+    g = w.start(
+        ptt_group, [w[u] for u in ("alice", "bob", "carol", "dave")], [w["disp"]], hang_time=5.0
+    )
+    await w.run(2)
+    w.sim.press("alice", "*")
+    await w.run(1)
+    w.sim.press("bob", "*")
+    w.sim.press("carol", "*", 0.1)
+    await w.run(2)
+    await g.send("override", user="disp")
+    await w.run(2)
+    w.sim.press("dave", "9")
+    await w.run(2)
+    await g.send("clear_emergency", by="disp")
+    w.sim.press("dave", "#")
+    await w.run(1)
+    await g.send("end")
+    await g.wait()
+
+
 def run(name: str = "preemption", out: TextIO | None = None) -> None:
     """Run one scenario and print its trace to ``out`` (stdout by default)."""
     sc = SCENARIOS[name]

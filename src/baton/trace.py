@@ -32,6 +32,15 @@ from baton.core.events import (
     Problem,
 )
 from baton.core.priority import priority_name
+from baton.flows.ptt.events import (
+    FloorDenied,
+    FloorGranted,
+    FloorIdle,
+    FloorQueued,
+    FloorReleased,
+    FloorRevoked,
+    GroupEmergency,
+)
 
 __all__ = ["Tracer", "describe"]
 
@@ -93,6 +102,27 @@ def describe(ev: Event) -> tuple[str, str] | None:
         return "↺", f"{ev.flow} compensation {ev.step}: {ev.outcome}{detail}"
     if isinstance(ev, Problem):
         return "⚠", f"{ev.source}: {ev.message}"
+    return _describe_floor(ev)
+
+
+def _describe_floor(ev: Event) -> tuple[str, str] | None:
+    if isinstance(ev, FloorGranted):
+        return "🎙", f"{ev.group}: floor to {ev.user} at {priority_name(ev.priority)}"
+    if isinstance(ev, FloorRevoked):
+        by = f" by {ev.by}" if ev.by else ""
+        return "🎙", f"{ev.group}: floor taken from {ev.user}{by} ({ev.reason})"
+    if isinstance(ev, FloorReleased):
+        return "🎙", f"{ev.group}: {ev.user} releases the floor"
+    if isinstance(ev, FloorDenied):
+        return "🎙", f"{ev.group}: floor denied to {ev.user} ({ev.reason})"
+    if isinstance(ev, FloorQueued):
+        queue = ", ".join(f"{u} #{pos}" for u, pos in ev.queue) or "empty"
+        return "🎙", f"{ev.group}: waiting for the floor: {queue}"
+    if isinstance(ev, FloorIdle):
+        return "🎙", f"{ev.group}: floor idle"
+    if isinstance(ev, GroupEmergency):
+        state = "EMERGENCY" if ev.on else "emergency cleared"
+        return "⚠", f"{ev.group}: {state}" + (f" ({ev.by})" if ev.by else "")
     return None
 
 

@@ -97,8 +97,10 @@ def test_emergency_raiser_gets_the_floor_and_every_burst_is_emergency() -> None:
     assert f.request("disp", F) == [Positions((("disp", 1),))]  # FLASH cannot take it now
     f.release("a")
     assert f.holder == "disp" and f.holder_priority == E  # queued bursts are emergency too
-    f.set_emergency(False)
-    assert f.request("b", F + 1) == [Positions((("b", 1),))]  # the running burst keeps E
+    f.request("b", R)
+    f.set_emergency(False)  # everyone falls back to what they asked for
+    assert f.holder_priority == F
+    assert f.release("disp")[2] == Granted("b", R, 4)
 
 
 # ---- races -------------------------------------------------------------------------------

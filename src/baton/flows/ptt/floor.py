@@ -104,9 +104,10 @@ Action = Granted | Denied | Revoked | Released | Positions | Idle | BurstTimer
 
 @dataclass(order=True)
 class _Waiting:
-    key: tuple[int, int]
+    key: tuple[int, int]  # (-effective priority, arrival)
     member: str = field(compare=False)
-    priority: int = field(compare=False)
+    priority: int = field(compare=False)  # effective
+    base: int = field(compare=False)  # as requested (what it falls back to)
 
 
 class FloorControl:
@@ -125,6 +126,7 @@ class FloorControl:
         self.emergency = False
         self.holder: str | None = None
         self.holder_priority = 0
+        self.holder_base = 0
         self.burst = 0  # token of the current burst
         self._queue: list[_Waiting] = []
         self._seq = itertools.count()
@@ -144,12 +146,12 @@ class FloorControl:
     # ---- inputs
 
     def request(self, member: str, priority: int) -> list[Action]:
-        if self.emergency:
-            priority = max(priority, self.emergency_priority)
+        base = priority
+        priority = self._effective(priority)
         if self.holder == member:
             return []  # already talking
         if self.holder is None:
-            return self._grant(member, priority)
+            return self._grant(member, priority, base)
         if priority > self.holder_priority:
             loser = self.holder
             actions: list[Action] = [
@@ -157,14 +159,14 @@ class FloorControl:
                 Revoked(loser, "preempted by a higher-priority talker", by=member),
             ]
             self._withdraw(member)
-            return actions + self._grant(member, priority)
+            return actions + self._grant(member, priority, base)
         if not self.queueing:
             return [Denied(member, "floor taken")]
         existing = [w for w in self._queue if w.member == member]
         if existing and existing[0].priority >= priority:
             return [self._positions()]
         self._withdraw(member)
-        self._queue.append(_Waiting((-priority, next(self._seq)), member, priority))
+        self._queue.append(_Waiting((-priority, next(self._seq)), member, priority, base))
         return [self._positions()]
 
     def release(self, member: str) -> list[Action]:
@@ -193,16 +195,18 @@ class FloorControl:
         ]
 
     def set_emergency(self, on: bool) -> list[Action]:
-        """Emergency state: every burst counts at emergency priority (the running one and the
-        queued ones too), until it is cleared."""
+        """Emergency state: every burst counts at emergency priority — the running one and the
+        queued ones too — until it is cleared, when each falls back to what it asked for."""
         self.emergency = on
-        if on:
-            if self.holder is not None:
-                self.holder_priority = max(self.holder_priority, self.emergency_priority)
-            for w in self._queue:
-                w.priority = max(w.priority, self.emergency_priority)
-                w.key = (-w.priority, w.key[1])
+        if self.holder is not None:
+            self.holder_priority = self._effective(self.holder_base)
+        for w in self._queue:
+            w.priority = self._effective(w.base)
+            w.key = (-w.priority, w.key[1])
         return []
+
+    def _effective(self, priority: int) -> int:
+        return max(priority, self.emergency_priority) if self.emergency else priority
 
     def raise_emergency(self, member: str) -> list[Action]:
         """``member`` raises an emergency: the group enters emergency state and ``member`` is
@@ -217,13 +221,14 @@ class FloorControl:
                 BurstTimer(self.burst, None),
                 Revoked(self.holder, f"emergency raised by {member}", by=member),
             ]
-        return actions + self._grant(member, self.emergency_priority)
+        return actions + self._grant(member, self.emergency_priority, self.emergency_priority)
 
     # ---- internals
 
-    def _grant(self, member: str, priority: int) -> list[Action]:
+    def _grant(self, member: str, priority: int, base: int) -> list[Action]:
         self.holder = member
         self.holder_priority = priority
+        self.holder_base = base
         self.burst += 1
         return [Granted(member, priority, self.burst), BurstTimer(self.burst, self.max_burst)]
 
@@ -233,7 +238,7 @@ class FloorControl:
         if self._queue:
             head = min(self._queue)
             self._queue.remove(head)
-            return [*self._grant(head.member, head.priority), self._positions()]
+            return [*self._grant(head.member, head.priority, head.base), self._positions()]
         return [Idle()]
 
     def _withdraw(self, member: str) -> bool:
