@@ -38,6 +38,7 @@ from baton.flows import (
     take_call,
     whisper,
 )
+from baton.flows.ptt import ptt_group
 from baton.switch.sim import answers, busy, never_answers, rejects
 from baton.testing import VirtualTimeLoop, World
 
@@ -54,18 +55,9 @@ BEHAVIOURS = [
     answers(1).presses("1", 1),
 ]
 COMMANDS = [
-    "end",
-    "leave",
-    "resume",
-    "complete",
-    "cancel",
-    "redial",
-    "mute",
-    "unmute",
-    "listen",
-    "kick",
-    "add",
-]
+    "end", "leave", "resume", "complete", "cancel", "redial", "mute", "unmute", "listen",
+    "kick", "add", "request", "release", "override", "emergency", "clear_emergency", "remove",
+]  # fmt: skip
 
 field = st.sampled_from(FIELD)
 disp = st.sampled_from(DISPATCHERS)
@@ -172,6 +164,23 @@ class LibraryMachine(RuleBasedStateMachine):
     @rule(d=disp, fs=st.lists(field, min_size=1, max_size=3, unique=True))
     def poll(self, d: str, fs: list[str]) -> None:
         self._start(polling, self.w[d], self.u(*fs), 5.0)
+
+    @rule(d=disp, fs=st.lists(field, min_size=2, max_size=4, unique=True), hang=st.booleans())
+    def ptt(self, d: str, fs: list[str], hang: bool) -> None:
+        self._start(
+            ptt_group,
+            self.u(*fs),
+            [self.w[d]],
+            hang_time=5.0,
+            max_burst=8.0,
+            persistent=not hang,
+        )
+
+    @rule(a=field, digit=st.sampled_from(["*", "#", "9"]))
+    def press(self, a: str, digit: str) -> None:
+        leg = self.w.sim.leg_of(a)
+        if leg is not None and leg.state == "connected":
+            self._run(lambda: self.w.sim.press(a, digit), 0.3)
 
     @rule(d=disp, f=field)
     def emergency(self, d: str, f: str) -> None:
