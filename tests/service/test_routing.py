@@ -146,3 +146,25 @@ async def test_a_precedence_asked_by_the_call_is_capped_by_the_callers_role(tmp_
     await w.run(0.5)
     assert w.manager.flows["inbound_call#2"].priority == 30
     await w.close()
+
+
+async def test_demo_activity_makes_field_units_call_in(tmp_path: Path) -> None:
+    import asyncio
+    import random
+    from types import SimpleNamespace
+
+    from baton.service.sim.activity import run_activity
+
+    w, config, started = world(tmp_path)
+    config = config.model_copy(
+        update={"sim": config.sim.model_copy(update={"activity_every": 5.0})}
+    )
+    fake = SimpleNamespace(sim=w.sim, config=config, manager=w.manager)
+    task = asyncio.get_running_loop().create_task(run_activity(fake, rng=random.Random(7)))  # type: ignore[arg-type]
+    await w.run(60)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    callers = {who for _, who in started}
+    assert started and callers <= {"phone:unit1", "phone:unit2", "phone:unit3", "phone:unit4"}
+    w.assert_ok()
+    await w.close()

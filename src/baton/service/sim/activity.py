@@ -28,7 +28,12 @@ async def run_activity(service: Service, *, rng: random.Random | None = None) ->
     rng = rng or random.Random()
     cfg = service.config
     positions = {u.id for u in cfg.positions}
-    field = [u for u in cfg.users if u.id not in positions]
+    # Field units that may place calls (an observer's account is a console login, not a phone).
+    field = [
+        u
+        for u in cfg.users
+        if u.id not in positions and "call" in cfg.all_roles[u.role].permissions
+    ]
     targets: list[str] = []
     if cfg.dispatch.number:
         targets += [cfg.dispatch.number] * 3  # mostly: callers wanting a dispatcher
