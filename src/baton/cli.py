@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         "name", nargs="?", default="preemption", help="scenario (default: preemption)"
     )
     sub.add_parser("serve", help="run the dispatcher service", add_help=False)
+    sub.add_parser("check", help="explore a flow's schedules against the library", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.version:
         from baton import __version__
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         from baton import demo as demo_module
 
         return demo_module.main(["--list"] if args.list else [args.name])
+    if args.command == "check":
+        from baton.testing.check_cli import main as check_main
+
+        return check_main(rest)
     if args.command == "serve":
         from baton.service.cli import serve_main  # type: ignore[import-not-found, unused-ignore]
 

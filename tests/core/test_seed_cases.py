@@ -378,3 +378,36 @@ async def test_meetingcall_survives_a_member_preempted() -> None:
     assert w.state("a") == "idle"  # fewer than two left: the meeting closed
     assert not w.manager.meetings()
     w.assert_ok()
+
+
+async def test_victim_operating_on_a_user_mid_preemption_is_told_preempted() -> None:
+    """Found by ``baton check``: the ledger flips to the claimer at once (step 3) but the loser
+    is told only after the media is cleared (step 6). A loser that issues an operation on the
+    user in between waits for the protocol to finish and gets Preempted — not a bare NotOwner —
+    exactly once."""
+    seen: list[BaseException] = []
+
+    @flow()
+    async def busy(s: Session, a: User, b: User) -> None:
+        await s.claim(a, b)
+        await s.dial(a)
+        await s.dial(b)
+        await s.connect(a, b)
+        await asyncio.sleep(3.25)  # not a session wait: it cannot be told here
+        try:
+            await s.play(a, "confirm")  # issued while a's media is being cleared
+        except Preempted as exc:
+            seen.append(exc)
+        await s.play(b, "confirm")  # and nothing more is pending about a
+
+    w = World("a", "b", "d", latency={"clear": 0.5})
+    x = w.start(busy, w["a"], w["b"])
+    await w.run(5)
+    w.start(emergency, w["d"], w["a"])
+    assert await x.wait() == "completed"
+    assert isinstance(seen[0], Preempted)
+    clear = next(e for e in w.events if isinstance(e, MediaChanged) and e.command == "clear")
+    told = next(e for e in w.events if isinstance(e, FlowNotified) and e.flow == x.name)
+    assert clear.t < told.t or clear.seq < told.seq
+    assert w.sim.sent("play") == [(w.manager.leg_of(w["b"]).id,)]  # type: ignore[union-attr]
+    w.assert_ok()

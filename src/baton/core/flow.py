@@ -442,6 +442,9 @@ class Flow(Owner):
             if task is self.task:
                 raise notice_error(self, self._pending.pop(0))
 
+    def _forget_pending(self, user: User) -> None:
+        self._pending = [n for n in self._pending if n.user is not user]
+
     def _op_started(self, op: _Op) -> None:
         if op.task is self.task:
             self._root_op = op

@@ -118,6 +118,9 @@ class Owner:
     def _enter_op(self) -> None:
         """Called before an operation is fenced (a flow raises pending notices here)."""
 
+    def _forget_pending(self, user: User) -> None:
+        """A notice about ``user`` is being raised now: drop any copy waiting to be raised."""
+
     def _op_started(self, op: _Op) -> None:
         pass
 
@@ -142,7 +145,16 @@ class Owner:
 class Preemption:
     """A preemption of one user in progress (steps 3–6 of the protocol)."""
 
-    __slots__ = ("claimer", "fut", "priority", "reason", "started", "victim")
+    __slots__ = (
+        "claimer",
+        "completed",
+        "fut",
+        "notice",
+        "priority",
+        "reason",
+        "started",
+        "victim",
+    )
 
     def __init__(
         self,
@@ -158,6 +170,9 @@ class Preemption:
         self.victim = victim
         self.reason = reason
         self.started = started
+        self.notice: Notice | None = None  # what the victim is told
+        #: resolved at step 7, whoever the user went to (the victim's ops wait for it)
+        self.completed: asyncio.Future[None] = fut.get_loop().create_future()
 
 
 class UserRecord:

@@ -218,6 +218,8 @@ class UserManager:
         self._names: dict[str, itertools.count[int]] = {}
         self._closing = False
         self.router: _Router | None = None
+        #: Called with every operation as it starts (``baton check`` lands events there).
+        self.on_op: Callable[[_Op], None] | None = None
         #: Fencing violations seen by an auditing switch (the sim): must stay empty.
         self.violations: list[str] = []
         switch.set_listener(self._on_switch_event)
@@ -389,11 +391,16 @@ class UserManager:
             return await fn()
         owner._enter_op()
         for rec in recs:
+            p = rec.preemption
+            if p is not None and p.victim is owner and p.notice is not None:
+                await self._losing(owner, p)
             self.ledger.fence(owner, rec, owner._lost_how(rec.user))
         op = _Op(owner, name, recs, task, wait, ends_on_hangup)
         for rec in recs:
             rec.ops.append(op)
         owner._op_started(op)
+        if self.on_op is not None:
+            self.on_op(op)
         token = _CURRENT_OP.set(op)
         try:
             result = await fn()
@@ -415,6 +422,16 @@ class UserManager:
         notice = op.notice
         if op.released is not None:
             await op.released
+        raise notice_error(owner, notice)
+
+    async def _losing(self, owner: Owner, p: Preemption) -> None:
+        """``owner`` issued an operation on a user being taken from it (the ledger has flipped,
+        the owner has not been told yet): wait for the protocol to finish (media cleared, the
+        owner told), then raise the notice here — once — rather than a bare ``NotOwner``."""
+        notice = p.notice
+        assert notice is not None
+        await asyncio.shield(p.completed)
+        owner._forget_pending(notice.user)
         raise notice_error(owner, notice)
 
     def interrupt(self, op: _Op, notice: Notice, *, hold: bool) -> bool:
@@ -670,6 +687,7 @@ class UserManager:
         notice = Notice(
             "preempted", user, by=claimer.name, priority=claimer.priority, reason=reason
         )
+        p.notice = notice
         ops = [op for op in rec.ops if op.owner is victim]
         for op in ops:  # step 4 begins: stop the loser's coroutines
             self.interrupt(op, notice, hold=True)
@@ -765,6 +783,8 @@ class UserManager:
         rec, p = t.rec, t.p
         rec.preemption = None
         self.preempting.discard(rec)
+        if not p.completed.done():
+            p.completed.set_result(None)
         claimer = p.claimer
         granted = claimer is not None and rec.owner is claimer and not p.fut.done()
         if granted:

@@ -12,7 +12,17 @@
 
 from __future__ import annotations
 
-from baton.core import P2P, BatonError, CallFailed, FlowInterrupted, Priority, Session, User, flow
+from baton.core import (
+    P2P,
+    BatonError,
+    CallFailed,
+    ClaimDenied,
+    FlowInterrupted,
+    Priority,
+    Session,
+    User,
+    flow,
+)
 from baton.switch.port import Tone
 
 
@@ -62,8 +72,14 @@ async def polling(
             s.note(f"polling: {m.id} {exc.cause.value}")
             s.release(m)
             continue
-        except BatonError as exc:
-            s.note(f"polling: {m.id} unavailable ({exc.code})")
+        except ClaimDenied:
+            s.note(f"polling: {m.id} busy")
+            continue
+        except FlowInterrupted as exc:
+            if dispatcher in exc.users:
+                s.note(f"polling stopped: {dispatcher.id} {exc.code}")
+                return None  # the member being rung is released with the flow
+            s.note(f"polling: {m.id} {exc.code}")
             continue
         await s.connect(dispatcher, m)
         s.settle(P2P(dispatcher, m))
