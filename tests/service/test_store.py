@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from baton.core.events import Event
 from baton.flows import call, emergency_call
 from baton.service.runtime import Service
 from baton.service.store import Store
@@ -220,3 +222,32 @@ async def test_sync_waits_for_what_was_queued_before_it(tmp_path: Path) -> None:
         assert j.pending == 0
         assert len(await rows(svc, audit)) == 50
         await asyncio.wait_for(j.sync(), 1)  # nothing queued: returns at once
+
+
+@dataclass(slots=True, kw_only=True)
+class _Odd(Event):
+    """An event a flow library might define, carrying what JSON cannot hold."""
+
+    kind: ClassVar[str] = "odd.thing"
+    colour: Any = None
+    ratio: float = 0.0
+    thing: Any = None
+
+
+async def test_an_event_json_cannot_hold_is_stored_plainly_and_journalling_goes_on(
+    tmp_path: Path,
+) -> None:
+    import enum
+
+    class Colour(enum.Enum):
+        RED = "red"
+
+    async with running(tmp_path) as svc:
+        bus = svc.manager.events
+        bus.publish(_Odd(colour=Colour.RED, ratio=float("nan"), thing=object()))
+        bus.publish(_Odd(colour={1: (Colour.RED,)}))
+        await svc.journal.sync()
+        stored = [r["data"] for r in await rows(svc, journal) if r["kind"] == "odd.thing"]
+        assert stored[0]["colour"] == "red" and stored[0]["ratio"] == "nan"
+        assert stored[0]["thing"].startswith("<object")
+        assert stored[1]["colour"] == {"1": ["red"]}

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from baton.core.events import Event, EventBus
+from baton.service.events.codec import event_dict
 from baton.service.store.db import Store
 from baton.service.store.projection import Projector
 from baton.service.store.tables import audit, journal
@@ -299,7 +300,7 @@ class Journal:
             "at": item.at,
             "kind": ev.kind,
             "flow": flow if isinstance(flow, str) else None,
-            "data": ev.to_dict(),
+            "data": event_dict(ev),
         }
 
     async def _write(self, batch: list[_Item]) -> list[tuple[bool, Any]]:
@@ -352,7 +353,16 @@ class Journal:
     async def _write_one(self, conn: AsyncConnection, item: _Item) -> tuple[bool, Any]:
         if isinstance(item, _JobItem):
             return await self._job(conn, item)
-        await conn.execute(sa.insert(journal), [self._row(item)])
+        try:
+            async with conn.begin_nested():
+                await conn.execute(sa.insert(journal), [self._row(item)])
+        except TRANSIENT:
+            raise
+        except Exception:
+            # An event the database refuses can never be written: report it and go on, rather
+            # than stop journalling everything after it.
+            log.exception("journal: event %s #%d cannot be stored", item.event.kind, item.event.seq)
+            return True, None
         snapshot = self.projector.snapshot()
         try:
             async with conn.begin_nested():
