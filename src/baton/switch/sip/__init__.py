@@ -20,6 +20,9 @@ the modules may move.
 """
 
 from . import session_timer as session_timer  # negotiate_uas(), negotiate_uac(), …
+from .config import SipConfig as SipConfig
+from .config import SipConfigError as SipConfigError
+from .config import parse_sip_config as parse_sip_config
 from .dialog import Answered as Answered
 from .dialog import AnsweredAfterCancel as AnsweredAfterCancel
 from .dialog import Dialog as Dialog
@@ -76,6 +79,8 @@ from .sdp import SdpSession as SdpSession
 from .sdp import SessionDescription as SessionDescription
 from .sdp import parse_sdp as parse_sdp
 from .session_timer import SessionTimer as SessionTimer
+from .switch import SipSwitch as SipSwitch
+from .switch import create_switch as create_switch
 from .transaction import AckReceived as AckReceived
 from .transaction import MessageDropped as MessageDropped
 from .transaction import Peer as Peer

@@ -1,0 +1,356 @@
+"""The ``[sip]`` table of Baton's config, validated, and the users the ``sip`` switch serves.
+
+Rules
+-----
+* :func:`parse_sip_config` takes the table exactly as the TOML file gave it and returns a
+  :class:`SipConfig`, or raises :class:`SipConfigError` listing **every** problem, one line each,
+  starting with the key (``sip.listen[1]: …``), so that a bad file stops start-up with a message
+  the operator can act on.
+* Unknown keys are errors (a typo must not silently fall back to a default).
+* The switch layer sits below the service, so users arrive duck-typed (:class:`SipUser`): the
+  service's ``UserConfig`` fits, and so does any object with the same attributes.
+
+Keys (all optional)::
+
+    [sip]
+    listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+    realm = "baton"
+    media_host = "127.0.0.1"            # the address in our SDP; RTP sockets bind to it
+    rtp_ports = "30000-30999"           # or [30000, 30999]
+    rtp_timeout = 30                    # seconds without RTP before a leg is dead; 0: never
+    session_expires = 1800              # RFC 4028 interval; 0: no session timers
+    min_se = 90
+    digest_algorithms = ["MD5", "SHA-256"]
+    nonce_lifetime = 300
+    register_expires = { min = 60, max = 3600, default = 3600 }
+    inbound_ring_timeout = 180          # an inbound call nobody answers is ended with 480
+    auth_failures = { max_failures = 5, window = 60, block = 60 }
+    [sip.resource_priority]             # RFC 4412 namespace.value → Baton priority
+    "dsn.flash" = "FLASH"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .transport import ListenAddress
+
+__all__ = [
+    "DEFAULT_RESOURCE_PRIORITY",
+    "PRIORITY_LEVELS",
+    "SipConfig",
+    "SipConfigError",
+    "SipUser",
+    "parse_sip_config",
+]
+
+#: Baton's named priority levels (MLPP). The values mirror ``baton.core.Priority``; they are
+#: repeated here because the switch layer must not import the core above it.
+PRIORITY_LEVELS: dict[str, int] = {
+    "ROUTINE": 0,
+    "PRIORITY": 10,
+    "IMMEDIATE": 20,
+    "FLASH": 30,
+    "FLASH_OVERRIDE": 40,
+    "EMERGENCY": 50,
+}
+
+#: RFC 4412 §12.6 and §12.7: the ``dsn`` namespace names MLPP levels directly; in ``ets`` the
+#: lowest number is the highest priority (ets.0 is the top of five).
+DEFAULT_RESOURCE_PRIORITY: dict[str, int] = {
+    "dsn.routine": 0,
+    "dsn.priority": 10,
+    "dsn.immediate": 20,
+    "dsn.flash": 30,
+    "dsn.flash-override": 40,
+    "ets.4": 0,
+    "ets.3": 10,
+    "ets.2": 20,
+    "ets.1": 30,
+    "ets.0": 40,
+}
+
+
+class SipConfigError(ValueError):
+    """The ``[sip]`` table (or a user's SIP settings) is unusable. ``problems`` holds one
+    ``key: message`` line per problem. Fix the config file and start again."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("bad [sip] configuration:\n  " + "\n  ".join(problems))
+
+
+class SipUser(Protocol):
+    """What the switch needs to know of a user (the service's ``UserConfig`` fits)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def numbers(self) -> Sequence[str]: ...
+
+    @property
+    def password(self) -> str: ...
+
+    @property
+    def contact(self) -> str | None: ...
+
+    @property
+    def max_priority(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SipConfig:
+    """The validated ``[sip]`` table. See the module docstring for each key."""
+
+    listen: tuple[str, ...] = ("udp:127.0.0.1:5060",)
+    realm: str = "baton"
+    media_host: str = "127.0.0.1"
+    rtp_ports: tuple[int, int] = (30000, 31000)  # [first, last)
+    rtp_timeout: float | None = 30.0
+    session_expires: int = 1800  # 0: no session timers
+    min_se: int = 90
+    digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    nonce_lifetime: float = 300.0
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    inbound_ring_timeout: float = 180.0
+    max_auth_failures: int = 5
+    auth_failure_window: float = 60.0
+    auth_block: float = 60.0
+    resource_priority: dict[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_RESOURCE_PRIORITY)
+    )
+
+
+_KEYS = frozenset(
+    {
+        "listen", "realm", "media_host", "rtp_ports", "rtp_timeout", "session_expires", "min_se",
+        "digest_algorithms", "nonce_lifetime", "register_expires", "inbound_ring_timeout",
+        "auth_failures", "resource_priority",
+    }
+)  # fmt: skip
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _priority(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return PRIORITY_LEVELS.get(value.strip().upper().replace("-", "_"))
+    return None
+
+
+def parse_sip_config(table: Mapping[str, Any]) -> SipConfig:
+    """Validate the ``[sip]`` table. Raises :class:`SipConfigError` naming every bad key."""
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+
+    def bad(key: str, message: str) -> None:
+        problems.append(f"sip.{key}: {message}")
+
+    if not isinstance(table, Mapping):
+        raise SipConfigError(["sip: expected a table"])
+    for key in sorted(set(table) - _KEYS):
+        bad(key, f"unknown key (known: {', '.join(sorted(_KEYS))})")
+
+    if "listen" in table:
+        listen = table["listen"]
+        if isinstance(listen, str):
+            listen = [listen]
+        if not isinstance(listen, list) or not listen:
+            bad("listen", 'expected a list like ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]')
+        else:
+            for i, item in enumerate(listen):
+                try:
+                    address = ListenAddress.parse(str(item)) if isinstance(item, str) else None
+                except ValueError as exc:
+                    bad(f"listen[{i}]", str(exc))
+                    continue
+                if address is None:
+                    bad(f"listen[{i}]", "expected a string like udp:127.0.0.1:5060")
+                    continue
+                if not _is_ip(address.host):
+                    bad(
+                        f"listen[{i}]", f"{address.host!r} is not an IP address (Baton does no DNS)"
+                    )
+                elif ipaddress.ip_address(address.host).is_unspecified:
+                    bad(
+                        f"listen[{i}]", "listen on a specific address: it goes into Contact and Via"
+                    )
+            values["listen"] = tuple(str(x) for x in listen)
+
+    if "realm" in table:
+        realm = table["realm"]
+        if not isinstance(realm, str) or not realm or '"' in realm:
+            bad("realm", "expected a non-empty string without quotes")
+        values["realm"] = realm
+
+    if "media_host" in table:
+        host = table["media_host"]
+        if not isinstance(host, str) or not _is_ip(host):
+            bad("media_host", "expected an IP address (it goes into our SDP)")
+        values["media_host"] = host
+
+    if "rtp_ports" in table:
+        ports = _port_range(table["rtp_ports"])
+        if ports is None:
+            bad("rtp_ports", 'expected "FIRST-LAST" or [FIRST, LAST] with 1024 <= FIRST < LAST')
+        else:
+            values["rtp_ports"] = ports
+
+    if "rtp_timeout" in table:
+        seconds = _number(table["rtp_timeout"])
+        if seconds is None or seconds < 0:
+            bad("rtp_timeout", "expected seconds (0 disables the RTP inactivity timeout)")
+        else:
+            values["rtp_timeout"] = seconds or None
+
+    for key in ("session_expires", "min_se"):
+        if key in table:
+            n = table[key]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                bad(key, "expected whole seconds (>= 0)")
+            else:
+                values[key] = n
+    se, min_se = values.get("session_expires", 1800), values.get("min_se", 90)
+    if isinstance(se, int) and isinstance(min_se, int) and 0 < se < max(min_se, 90):
+        bad("session_expires", f"must be 0 (off) or at least min_se ({max(min_se, 90)})")
+
+    if "digest_algorithms" in table:
+        algos = table["digest_algorithms"]
+        known = {"MD5", "SHA-256", "MD5-SESS", "SHA-256-SESS"}
+        if (
+            not isinstance(algos, list)
+            or not algos
+            or not all(isinstance(a, str) and a.upper() in known for a in algos)
+        ):
+            bad("digest_algorithms", 'expected a list of "MD5", "SHA-256" (MD5 first for SIPp)')
+        else:
+            values["digest_algorithms"] = tuple(str(a).upper() for a in algos)
+
+    for key in ("nonce_lifetime", "inbound_ring_timeout"):
+        if key in table:
+            seconds = _number(table[key])
+            if seconds is None or seconds <= 0:
+                bad(key, "expected seconds (> 0)")
+            else:
+                values[key] = seconds
+
+    if "register_expires" in table:
+        _register_expires(table["register_expires"], values, bad)
+
+    if "auth_failures" in table:
+        _auth_failures(table["auth_failures"], values, bad)
+
+    if "resource_priority" in table:
+        mapping = table["resource_priority"]
+        if not isinstance(mapping, Mapping):
+            bad("resource_priority", 'expected a table like { "dsn.flash" = "FLASH" }')
+        else:
+            rp: dict[str, int] = {}
+            for name, level in mapping.items():
+                ns, dot, val = str(name).partition(".")
+                if not dot or not ns or not val:
+                    bad(f"resource_priority.{name}", "expected namespace.value (RFC 4412)")
+                    continue
+                prio = _priority(level)
+                if prio is None:
+                    bad(
+                        f"resource_priority.{name}",
+                        f"expected a priority: {', '.join(PRIORITY_LEVELS)} or an integer",
+                    )
+                    continue
+                rp[str(name).lower()] = prio
+            values["resource_priority"] = rp
+
+    if problems:
+        raise SipConfigError(problems)
+    return SipConfig(**values)
+
+
+def _register_expires(value: object, values: dict[str, Any], bad: Any) -> None:
+    if not isinstance(value, Mapping):
+        bad("register_expires", "expected a table { min = 60, max = 3600, default = 3600 }")
+        return
+    for name in sorted(set(value) - {"min", "max", "default"}):
+        bad(f"register_expires.{name}", "unknown key (known: min, max, default)")
+    got: dict[str, int] = {}
+    for name in ("min", "max", "default"):
+        if name in value:
+            n = value[name]
+            if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+                bad(f"register_expires.{name}", "expected whole seconds (> 0)")
+            else:
+                got[name] = n
+    low = got.get("min", 60)
+    high = got.get("max", 3600)
+    default = got.get("default", min(3600, high))
+    if not low <= default <= high:
+        bad("register_expires", f"need min <= default <= max (got {low}, {default}, {high})")
+    values.update(min_expires=low, max_expires=high, default_expires=default)
+
+
+def _auth_failures(value: object, values: dict[str, Any], bad: Any) -> None:
+    if not isinstance(value, Mapping):
+        bad("auth_failures", "expected a table { max_failures = 5, window = 60, block = 60 }")
+        return
+    for name in sorted(set(value) - {"max_failures", "window", "block"}):
+        bad(f"auth_failures.{name}", "unknown key (known: max_failures, window, block)")
+    if "max_failures" in value:
+        n = value["max_failures"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            bad("auth_failures.max_failures", "expected a whole number (>= 1)")
+        else:
+            values["max_auth_failures"] = n
+    for name, attr in (("window", "auth_failure_window"), ("block", "auth_block")):
+        if name in value:
+            seconds = _number(value[name])
+            if seconds is None or seconds <= 0:
+                bad(f"auth_failures.{name}", "expected seconds (> 0)")
+            else:
+                values[attr] = seconds
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _port_range(value: object) -> tuple[int, int] | None:
+    """``"30000-30999"`` or ``[30000, 30999]`` (inclusive) → ``(30000, 31000)`` (half-open)."""
+    first: object
+    last: object
+    if isinstance(value, str):
+        a, dash, b = value.partition("-")
+        if not dash or not a.strip().isdigit() or not b.strip().isdigit():
+            return None
+        first, last = int(a), int(b)
+    elif isinstance(value, list | tuple) and len(value) == 2:
+        first, last = value
+    else:
+        return None
+    if (
+        not isinstance(first, int)
+        or not isinstance(last, int)
+        or isinstance(first, bool)
+        or isinstance(last, bool)
+    ):
+        return None
+    if not 1024 <= first < last <= 65535 or last - first < 3:
+        return None
+    return first, last + 1
