@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/baton demo
+	$(VENV)/bin/baton serve --config examples/demo.toml
 
 system-deps:
 	./scripts/install-system-deps.sh

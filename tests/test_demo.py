@@ -30,7 +30,8 @@ def test_the_default_demo_tells_the_preemption_story() -> None:
         "PREEMPTION of carol: emergency_call#1 (EMERGENCY) takes it from attended_transfer#1"
         in text
     )
-    assert "carol was taken by emergency_call#1 while ringing: alice back with bob" in text
+    assert "attended transfer: carol preempted" in text  # the transfer is off: alice back with bob
+    assert "⟹ alice ← bob; bob ← alice" in text
     assert "⟹ alice ← bob; bob ← alice; carol ← sup; sup ← carol" in text
     assert "carol outbound leg L3: connected" in text  # the same leg, answered, not re-dialled
 

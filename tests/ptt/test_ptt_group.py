@@ -21,7 +21,8 @@ async def _group(**kw: object) -> tuple[World, object]:
 
 def talkers(w: World) -> set[str]:
     """Who the group's members hear (the floor holder), tones aside."""
-    in_group = [m for m in (*MEMBERS, "disp") if w.state(m) == "meeting"]
+    ids = [u.id for u in w.manager.users()]
+    in_group = [m for m in ids if w.state(m) == "meeting"]
     return {h for m in in_group for h in w.hears(m) if ":" not in h}
 
 
@@ -184,3 +185,14 @@ async def test_queued_member_preempted_out_of_the_group() -> None:
     await e.send("end")
     await g.send("end")
     w.assert_ok()
+
+
+async def test_initiator_talks_as_soon_as_it_answers() -> None:
+    """The initiator's request is granted while its phone still rings: when it answers it joins
+    as the talker, not as a listener."""
+    w = World(*MEMBERS, grace=2.0)
+    w.behave("m1", answers(3))
+    g = w.start(ptt_group, [w[m] for m in MEMBERS], initiator=w["m1"])
+    await w.run(4)
+    assert talkers(w) == {"m1"}
+    await g.send("end")

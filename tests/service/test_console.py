@@ -23,14 +23,15 @@ ARGS = [
     "--disable-sync",
 ]
 
-pytestmark = [
-    pytest.mark.realtime,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(), reason=f"no browser at {CHROMIUM} (apt-get install chromium)"
-    ),
-]
+pytestmark = [pytest.mark.realtime]
 
-sync_api = pytest.importorskip("playwright.sync_api")
+# Never skipped: `make test` installs Debian's chromium (scripts/system-packages.txt).
+if not Path(CHROMIUM).exists():
+    pytest.fail(
+        f"no browser at {CHROMIUM}: run `make test` as root, or apt-get install chromium",
+        pytrace=False,
+    )
+from playwright import sync_api  # noqa: E402
 
 
 @pytest.fixture

@@ -8,7 +8,16 @@ are hung up at the end. Returns each member's fate as for a group call.
 
 from __future__ import annotations
 
-from baton.core import BatonError, CallFailed, FlowInterrupted, Priority, Session, User, flow
+from baton.core import (
+    BatonError,
+    CallFailed,
+    FlowInterrupted,
+    FlowUsageError,
+    Priority,
+    Session,
+    User,
+    flow,
+)
 from baton.switch.port import MeetingMode, Prompt
 
 
@@ -24,7 +33,7 @@ async def broadcast(
 ) -> dict[str, str]:
     """Broadcast ``message`` (or ``dispatcher``'s voice) to ``members``."""
     if dispatcher is None and message is None:
-        raise BatonError("a broadcast needs a message or a dispatcher to speak")
+        raise FlowUsageError("a broadcast needs a message or a dispatcher to speak")
     fate: dict[str, str] = {}
     speakers = [dispatcher] if dispatcher is not None else []
     for d in speakers:

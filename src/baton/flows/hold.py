@@ -8,7 +8,20 @@ tone and is released.
 
 from __future__ import annotations
 
-from baton.core import P2P, FlowUsageError, Priority, Session, User, UserHungUp, flow
+import contextlib
+
+from baton.core import (
+    P2P,
+    BatonError,
+    FlowInterrupted,
+    FlowUsageError,
+    Preempted,
+    Priority,
+    Session,
+    User,
+    flow,
+)
+from baton.flows._common import notify_and_release
 from baton.switch.port import Cause, Prompt, Tone
 
 
@@ -31,12 +44,17 @@ async def hold(s: Session, holder: User, held: User, music: str | None = None) -
     while True:
         try:
             cmd = await s.command()
-        except UserHungUp as exc:
-            if exc.user is held:
+        except FlowInterrupted as exc:
+            if held in exc.users or not s.owns(held):
                 return "held party left"
+            # the holder hung up or was taken: the held party is told and released
             await s.stop(tune)
-            await s.play(held, Tone("busy", 2.0))
-            await s.hangup(held, Cause.NORMAL)
+            if isinstance(exc, Preempted):
+                await notify_and_release(s, held, by=exc.by)
+            else:
+                with contextlib.suppress(BatonError):
+                    await s.play(held, Tone("busy", 2.0))
+                    await s.hangup(held, Cause.NORMAL)
             return "holder left"
         if cmd is not None and cmd.name == "resume":
             cmd.reply("resumed")

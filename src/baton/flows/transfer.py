@@ -20,17 +20,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 
 from baton.core import (
     P2P,
+    BatonError,
     CallFailed,
+    FlowInterrupted,
     Playback,
     Preempted,
     Priority,
     Session,
     User,
-    UserHungUp,
     flow,
 )
 from baton.flows._common import notify_and_release, tell_failure
@@ -73,26 +75,50 @@ async def blind_transfer(
     ringback = await s.play(party, "ringback", loop=True)
     try:
         await s.dial(target, timeout=ring, caller=party)
-    except (CallFailed, Preempted) as exc:
-        await s.stop(ringback)
-        if isinstance(exc, Preempted):
-            s.note(f"{target.id} was taken by {exc.by} while ringing")
-        if on_fail is OnFail.RECALL and s.owns(transferor):
-            await s.dial(transferor, timeout=ring)
-            await s.connect(party, transferor)
-            s.settle(P2P(party, transferor, priority=original))
-            s.note(f"{target.id} did not answer: {party.id} back with {transferor.id}")
-            return "recalled"
-        if isinstance(exc, Preempted):
-            await notify_and_release(s, party, by=exc.by)
+    except FlowInterrupted as exc:
+        if party in exc.users:  # the party is gone: nobody to transfer
+            s.note(f"{party.id} left ({exc.code}): the transfer is off")
+            if s.owns(target):
+                await s.hangup(target, Cause.CANCELLED)
+            return "party left"
+        if not isinstance(exc, Preempted):
             raise
-        await tell_failure(s, party, exc)
-        await s.hangup(party, exc.cause)
-        raise
+        s.note(f"{target.id} was taken by {exc.by} while ringing")
+        return await _target_lost(s, party, transferor, ringback, ring, on_fail, original, exc)
+    except CallFailed as exc:
+        return await _target_lost(s, party, transferor, ringback, ring, on_fail, original, exc)
     await s.stop(ringback)
     await s.connect(party, target)
     s.settle(P2P(party, target))
     return "transferred"
+
+
+async def _target_lost(
+    s: Session,
+    party: User,
+    transferor: User,
+    ringback: Playback,
+    ring: float,
+    on_fail: OnFail,
+    original: int,
+    exc: CallFailed | Preempted,
+) -> str:
+    """The blind transfer's target did not answer, or was taken while ringing: call the
+    transferor back (``RECALL``), or let the party go with a busy tone or the preemption
+    notice (``RELEASE``)."""
+    await s.stop(ringback)
+    if on_fail is OnFail.RECALL and s.owns(transferor):
+        await s.dial(transferor, timeout=ring)
+        await s.connect(party, transferor)
+        s.settle(P2P(party, transferor, priority=original))
+        s.note(f"the transfer failed ({exc.code}): {party.id} back with {transferor.id}")
+        return "recalled"
+    if isinstance(exc, Preempted):
+        await notify_and_release(s, party, by=exc.by)
+    else:
+        await tell_failure(s, party, exc)
+        await s.hangup(party, exc.cause)
+    raise exc
 
 
 @flow(
@@ -112,68 +138,69 @@ async def attended_transfer(
     original = _priority_of_call(s, party)
     await s.claim(party, transferor, target)
     await s.clear(party)
-    hold = await s.play(party, Prompt(music) if music else Tone("hold"), loop=True)
-
-    async def back_together() -> str:
-        await s.stop(hold)
-        await s.connect(party, transferor)
-        s.settle(P2P(party, transferor, priority=original))
-        return "cancelled"
-
+    await s.play(party, Prompt(music) if music else Tone("hold"), loop=True)
     ringback = await s.play(transferor, "ringback", loop=True)
     try:
         await s.dial(target, timeout=ring, caller=transferor)
     except CallFailed as exc:
-        await s.stop(ringback)
         await tell_failure(s, transferor, exc)
-        return await back_together()
-    except Preempted as exc:  # the target was taken while ringing: the transfer is off
-        await s.stop(ringback)
-        s.note(
-            f"{target.id} was taken by {exc.by} while ringing: {party.id} back with {transferor.id}"
-        )
-        return await back_together()
+        return await _what_is_left(s, party, transferor, target, original, "target unreachable")
+    except FlowInterrupted as exc:
+        return await _what_is_left(s, party, transferor, target, original, _who(exc))
     await s.stop(ringback)
     await s.connect(transferor, target)
     s.note(f"{transferor.id} consults {target.id}; {party.id} on hold")
     while True:
         try:
             cmd = await s.command()
-        except UserHungUp as exc:
-            if exc.user is transferor:
-                return await _complete(s, party, target, hold, transferor_left=True)
-            if exc.user is target:
-                return await back_together()
-            s.settle(P2P(transferor, target))  # the party left: the consultation goes on
-            return "party left"
-        except Preempted as exc:
-            s.note(f"{', '.join(u.id for u in exc.users)} taken by {exc.by}: the transfer is off")
-            if s.owns(transferor):  # only the target was taken: back to the party
-                return await back_together()
-            await notify_and_release(s, party, by=exc.by)
-            return "preempted"
+        except FlowInterrupted as exc:
+            return await _what_is_left(s, party, transferor, target, original, _who(exc))
         if cmd is None:
             continue
         if cmd.name == "complete":
             cmd.reply("completed")
-            return await _complete(s, party, target, hold, transferor_left=False, by=transferor)
+            await _leave(s, transferor)
+            return await _what_is_left(s, party, transferor, target, original, "completed")
         cmd.reply("cancelled")
         await s.hangup(target, Cause.NORMAL)
-        return await back_together()
+        return await _what_is_left(s, party, transferor, target, original, "cancelled")
 
 
-async def _complete(
-    s: Session,
-    party: User,
-    target: User,
-    hold: Playback,
-    *,
-    transferor_left: bool,
-    by: User | None = None,
+def _who(exc: FlowInterrupted) -> str:
+    return f"{', '.join(u.id for u in exc.users)} {exc.code}"
+
+
+async def _what_is_left(
+    s: Session, party: User, transferor: User, target: User, original: int, why: str
 ) -> str:
-    await s.stop(hold)
-    await s.connect(party, target)
-    s.settle(P2P(party, target))
-    if not transferor_left and by is not None:
-        await _leave(s, by)
-    return "transferred"
+    """Settle an attended transfer by who is still there (ours, with a call):
+
+    * the party and the target, without the transferor: transferred (the transferor completed,
+      or hung up during the consultation);
+    * the party and the transferor: back together (cancelled, the target failed or left);
+    * the transferor and the target: the party left, the consultation goes on as a call;
+    * otherwise whoever is left hears the preemption notice and is released (the transferor or
+      the party was taken away).
+    """
+    left = [u for u in (party, transferor, target) if s.owns(u) and s.leg_of(u) is not None]
+    for u in left:
+        with contextlib.suppress(BatonError):
+            await s.clear(u)  # no hold music, no ringback, out of the consultation
+    s.note(f"attended transfer: {why}")
+    if party in left and target in left and transferor not in left:
+        await s.connect(party, target)
+        s.settle(P2P(party, target))
+        return "transferred"
+    if party in left and transferor in left:
+        if target in left:
+            await s.hangup(target, Cause.CANCELLED)
+        await s.connect(party, transferor)
+        s.settle(P2P(party, transferor, priority=original))
+        return "cancelled"
+    if transferor in left and target in left:
+        await s.connect(transferor, target)
+        s.settle(P2P(transferor, target))
+        return "party left"
+    for u in left:
+        await notify_and_release(s, u, by=s.name)
+    return "preempted" if "preempted" in why else "abandoned"

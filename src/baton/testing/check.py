@@ -47,7 +47,7 @@ import itertools
 import random
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +82,7 @@ __all__ = [
     "Perturbation",
     "Schedule",
     "check_flow",
+    "check_setup",
     "default_against",
     "parse_schedule",
 ]
@@ -149,6 +150,30 @@ class CheckReport:
         if not self.failures:
             return None
         return min(self.failures, key=lambda r: (len(r.schedule.perturbations), r.schedule.seed))
+
+
+# ---- scenario set-ups ----------------------------------------------------------------------
+
+Setup = Callable[[World, random.Random], Awaitable[dict[str, Any]]]
+
+#: flow name → a set-up that prepares the world (calls to act on, a caller dialling in) and
+#: returns the flow's arguments. A flow without one gets arguments generated from its type hints.
+SETUPS: dict[str, Setup] = {}
+
+
+def check_setup(flow_name: str) -> Callable[[Setup], Setup]:
+    """Register how ``baton check`` prepares a scenario for a flow that acts on an existing call:
+
+    ``@check_setup("escort_call")`` on ``async def setup(w: World, rng) -> dict`` returning the
+    flow's keyword arguments. Users come from the pool: field users ``f1``…``f5``, dispatchers
+    ``d1``, ``d2`` (always-on lines).
+    """
+
+    def register(fn: Setup) -> Setup:
+        SETUPS[flow_name] = fn
+        return fn
+
+    return register
 
 
 # ---- arguments from type hints -----------------------------------------------------------
@@ -282,9 +307,16 @@ class _Runner:
         tracer = Tracer(self.out, hears=w.sim.hears, users=lambda: [*FIELD, *DISPATCHERS])
         w.manager.events.subscribe(tracer)
         w.manager.on_op = self._on_op
-        args = _arguments(self.spec, w, self.rng)
+        setup = SETUPS.get(self.spec.name)
+        if setup is not None:
+            args: dict[str, Any] | None = await setup(w, self.rng)
+        else:
+            args = _arguments(self.spec, w, self.rng)
         if args is None:
-            raise FlowUsageError(f"baton check cannot make arguments for {self.spec.name}")
+            raise FlowUsageError(
+                f"baton check cannot make arguments for {self.spec.name}: register a set-up "
+                "with @check_setup"
+            )
         self.flow = w.start(self.spec, **args)
         # run until the flow under test ends (commands: ask it to end), then everyone else
         deadline = w.manager.now() + self.budget
@@ -292,8 +324,8 @@ class _Runner:
             await w.run(1.0)
             if w.manager.now() > deadline - self.budget / 2 and self.spec.commands:
                 for cmd in ("end", "leave", "resume", "complete"):
-                    if cmd in self.spec.commands and not self.flow.ended:
-                        self.flow.send(cmd).add_done_callback(_ignore)
+                    if cmd in self.spec.commands:
+                        _send(self.flow, cmd)
                         break
         findings: list[Finding] = []
         if not self.flow.ended:
@@ -305,8 +337,8 @@ class _Runner:
             )
         for f in list(w.manager.flows.values()):
             for cmd in ("end", "leave", "clear_emergency"):
-                if cmd in f.spec.commands and f.state.value == "running":
-                    f.send(cmd).add_done_callback(_ignore)
+                if cmd in f.spec.commands:
+                    _send(f, cmd)
             await w.run(0.5)
             if not f.ended:
                 await f.stop("check: scenario over")
@@ -325,6 +357,15 @@ class _Runner:
         )
         await w.close()
         return RunResult(self.schedule, findings, self.out.getvalue(), self.await_points, held)
+
+
+def _send(flow: Flow, command: str) -> None:
+    """Send a command if the flow still takes commands; its reply does not matter here."""
+    try:
+        fut = flow.send(command)
+    except FlowUsageError:
+        return  # it ended meanwhile
+    fut.add_done_callback(_ignore)
 
 
 def _ignore(fut: Any) -> None:
@@ -512,6 +553,7 @@ def _random_schedule(
 
 def default_against(spec: FlowSpec[Any]) -> list[FlowSpec[Any]]:
     """Every library flow, and the flow itself."""
+    import baton.testing.check_setups  # noqa: F401 - registers the library's set-ups
     from baton.flows import LIBRARY
 
     flows = [s for s in LIBRARY.values() if s.name not in ("take_call",)]

@@ -108,7 +108,9 @@ class _Ptt:
         s = self.s
         try:
             await s.dial(user, timeout=self.ring)
-            await s.join(self.room, user, MeetingMode.LISTEN)
+            # the floor may have been granted while the phone rang (the initiator's request)
+            talking = self.floor.holder == user.id
+            await s.join(self.room, user, MeetingMode.SPEAK if talking else MeetingMode.LISTEN)
         except CallFailed as exc:
             s.note(f"{user.id}: {exc.cause.value}")
             s.release(user)

@@ -1,0 +1,74 @@
+"""``baton check``: the library passes; the checker catches the mistakes flow authors make."""
+
+from __future__ import annotations
+
+import pytest
+from broken_flows import careless_compensation, deaf_flow, stubborn_flow
+
+from baton.core import FlowSpec
+from baton.flows import LIBRARY, emergency_call
+from baton.testing.check import (
+    Perturbation,
+    Schedule,
+    check_flow,
+    default_against,
+    parse_schedule,
+)
+from baton.testing.check_cli import main
+
+#: per flow: enough to land every kind of perturbation at every await point of most flows
+LIBRARY_BUDGET = 40
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY))
+def test_every_library_flow_passes_the_checker(name: str) -> None:
+    spec = LIBRARY[name]
+    report = check_flow(spec, default_against(spec), budget=LIBRARY_BUDGET, seed=7)
+    failure = report.first_failure()
+    assert report.ok, failure and (str(failure.schedule), [f.message for f in failure.findings])
+    assert report.runs == LIBRARY_BUDGET
+
+
+@pytest.mark.parametrize(
+    ("broken", "mistake"),
+    [
+        (careless_compensation, "compensation step 'hang_up_a' touched a user"),
+        (deaf_flow, "was never told"),
+        (stubborn_flow, "operated on a user it no longer owned"),
+    ],
+)
+def test_the_checker_catches_the_mistake(broken: FlowSpec[None], mistake: str) -> None:
+    report = check_flow(broken, [emergency_call], budget=80, seed=3)
+    assert not report.ok
+    failure = report.first_failure()
+    assert failure is not None
+    assert len(failure.schedule.perturbations) == 1  # the shortest schedule: one event
+    messages = " | ".join(f.message for f in failure.findings)
+    assert mistake in messages
+    # the printed schedule replays to the same finding
+    replay = parse_schedule(str(failure.schedule), failure.schedule.seed)
+    again = check_flow(broken, [emergency_call], replay=replay)
+    assert not again.ok
+    assert mistake in " | ".join(f.message for f in again.failures[0].findings)
+
+
+def test_schedules_print_and_parse_back() -> None:
+    s = Schedule(
+        (Perturbation(3, "preempt", "f2", "emergency_call"), Perturbation(5, "cancel")), 11
+    )
+    assert str(s) == "@3 preempt(f2, emergency_call) ; @5 cancel"
+    assert parse_schedule(str(s), 11) == s
+    with pytest.raises(ValueError, match="not a perturbation"):
+        parse_schedule("preempt f2", 1)
+
+
+def test_cli_reports_the_shortest_schedule_and_how_to_replay(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["broken_flows:stubborn_flow", "--budget", "60", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "stubborn_flow: FAILED" in out
+    assert "shortest failing schedule: @" in out
+    assert "replay: baton check broken_flows:stubborn_flow --seed" in out
+    assert main(["call", "--budget", "5"]) == 0
