@@ -88,7 +88,18 @@ def serve_main(argv: list[str]) -> int:
         print(f"baton serve: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        print(f"{path}: ok ({len(config.users)} users, switch {config.switch})")
+        from baton.flows.registry import PluginError, load_flows
+
+        try:
+            flows = load_flows(
+                config.flows.plugins,
+                entry_points=config.flows.entry_points,
+                paths=config.flows.paths,
+            )
+        except PluginError as exc:
+            print(f"baton serve: bad configuration in {path}:\n  {exc}", file=sys.stderr)
+            return 2
+        print(f"{path}: ok ({len(config.users)} users, switch {config.switch}, {len(flows)} flows)")
         return 0
     from baton.service.logs import configure_logging
 

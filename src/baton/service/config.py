@@ -277,6 +277,28 @@ class DispatchConfig(_Model):
         return self
 
 
+class FlowsConfig(_Model):
+    """Custom flows: plug-in modules (``package.module`` or ``package.module:flow``) loaded
+    beside the library, and whether installed ``baton.flows`` entry points are too."""
+
+    plugins: tuple[str, ...] = ()
+    entry_points: bool = True
+    paths: tuple[Path, ...] = ()  # folders to import plug-ins from, relative to the config file
+
+    @field_validator("plugins")
+    @classmethod
+    def _refs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for ref in v:
+            module, _, attr = ref.partition(":")
+            if (
+                not module
+                or not all(p.isidentifier() for p in module.split("."))
+                or (":" in ref and not attr.isidentifier())
+            ):
+                raise ValueError(f"{ref!r} is not 'package.module' or 'package.module:flow'")
+        return v
+
+
 class ApiConfig(_Model):
     """Where the HTTP API and the console listen, and how sessions behave."""
 
@@ -337,6 +359,7 @@ class Config(_Model):
     groups: tuple[GroupConfig, ...] = ()
     meetings: tuple[MeetingConfig, ...] = ()
     dispatch: DispatchConfig = DispatchConfig()
+    flows: FlowsConfig = FlowsConfig()
     sip: dict[str, Any] = {}
     sim: SimConfig = SimConfig()
     source: str = "<config>"
@@ -426,7 +449,13 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [f"TOML syntax: {exc}"]) from None
-    return parse_config(data, str(p))
+    config = parse_config(data, str(p))
+    if config.flows.paths:  # plug-in folders are relative to the config file
+        paths = tuple((p.parent / q).resolve() for q in config.flows.paths)
+        config = config.model_copy(
+            update={"flows": config.flows.model_copy(update={"paths": paths})}
+        )
+    return config
 
 
 def _cross_check(config: Config) -> list[str]:

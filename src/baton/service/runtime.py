@@ -27,7 +27,7 @@ from argon2 import PasswordHasher
 from baton.core import FlowSpec, User, UserManager
 from baton.core.events import Event, FlowEnded, FlowStarted
 from baton.service.auth.service import Auth
-from baton.service.config import Config, GroupConfig, MeetingConfig
+from baton.service.config import Config, ConfigError, GroupConfig, MeetingConfig
 from baton.service.metrics import Metrics, from_mapping, gauge
 from baton.service.routing import Router
 from baton.service.store import Journal, Store
@@ -52,10 +52,18 @@ class FlowInfo:
     users: list[str] = field(default_factory=list)
 
 
-def _library() -> dict[str, FlowSpec[Any]]:
-    from baton.flows import LIBRARY
+def _library(config: Config) -> dict[str, FlowSpec[Any]]:
+    """The library plus the config's plug-ins (a broken plug-in stops start-up, named)."""
+    from baton.flows.registry import PluginError, load_flows
 
-    return LIBRARY
+    try:
+        return load_flows(
+            config.flows.plugins,
+            entry_points=config.flows.entry_points,
+            paths=config.flows.paths,
+        )
+    except PluginError as exc:
+        raise ConfigError(config.source, [str(exc)]) from None
 
 
 class Service:
@@ -73,7 +81,9 @@ class Service:
         wallclock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.library: Mapping[str, FlowSpec[Any]] = library if library is not None else _library()
+        self.library: Mapping[str, FlowSpec[Any]] = (
+            library if library is not None else _library(config)
+        )
         self.switch = switch if switch is not None else build_switch(config)
         self.manager = UserManager(self.switch, grace=grace)
         self.store = Store(config.database)
