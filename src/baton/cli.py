@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("serve", help="run the dispatcher service", add_help=False)
     sub.add_parser("check", help="explore a flow's schedules against the library", add_help=False)
+    sub.add_parser("new-flow", help="write a flow and its test from a template", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.version:
         from baton import __version__
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         from baton import demo as demo_module
 
         return demo_module.main(["--list"] if args.list else [args.name])
+    if args.command == "new-flow":
+        from baton.testing.scaffold import main as scaffold_main
+
+        return scaffold_main(rest)
     if args.command == "check":
         from baton.testing.check_cli import main as check_main
 

@@ -57,12 +57,14 @@ class CallInfo(Owner):
 
     @property
     def manager(self) -> UserManager:
+        """The manager it was settled into (``FlowUsageError`` before it is settled)."""
         if self._manager is None:
             raise FlowUsageError(f"{self.name} has not been settled yet")
         return self._manager
 
     @property
     def alive(self) -> bool:
+        """Settled and not ended."""
         return self._manager is not None and not self.ended
 
     def _settle(self, flow: Owner) -> None:

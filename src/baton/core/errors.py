@@ -221,6 +221,7 @@ class CallFailed(BatonError):
 
     @staticmethod
     def for_cause(user: User, cause: Cause, detail: str = "") -> CallFailed:
+        """The :class:`CallFailed` subclass for a cause (``Busy`` for ``Cause.BUSY``…)."""
         cls = _CALL_FAILURES.get(cause, CallFailed)
         return cls(user, cause, detail)
 

@@ -139,10 +139,12 @@ class Command:
         self.result = result
 
     def reply(self, value: Any = None) -> None:
+        """Answer the sender (once; later replies are ignored)."""
         if not self.result.done():
             self.result.set_result(value)
 
     def fail(self, error: BaseException) -> None:
+        """Answer the sender with an error (the API turns a BatonError into its code)."""
         if not self.result.done():
             self.result.set_exception(error)
 
@@ -245,6 +247,7 @@ class Flow(Owner):
 
     @property
     def alive(self) -> bool:
+        """Running (not finishing, not ended): it can still be granted users."""
         return self.state is FlowState.RUNNING
 
     async def _main(self) -> None:
@@ -429,6 +432,7 @@ class Flow(Owner):
 
     @property
     def ended(self) -> bool:
+        """The flow has ended: its compensations ran, it holds nothing."""
         return self.state is FlowState.ENDED
 
     # ---- owner hooks (called by the manager)
@@ -547,10 +551,12 @@ class Session:
 
     @property
     def name(self) -> str:
+        """This flow's name (``"call#3"``), as events and errors show it."""
         return self.flow.name
 
     @property
     def priority(self) -> int:
+        """The priority this flow claims at."""
         return self.flow.priority
 
     @property
@@ -559,13 +565,16 @@ class Session:
         return list(self.flow.users)
 
     def owns(self, user: User) -> bool:
+        """Whether this flow holds ``user`` now (a claim still preempting does not count)."""
         rec = self.manager.rec(user)
         return rec.owner is self.flow and rec.preemption is None
 
     def user(self, user_id: str) -> User:
+        """The user with this id (``UnknownUser`` otherwise)."""
         return self.manager.user(user_id)
 
     def now(self) -> float:
+        """The loop's clock, in seconds (virtual time on the sim)."""
         return self.manager.now()
 
     # ---- ownership
@@ -705,6 +714,7 @@ class Session:
         await self.manager.join(self.flow, meeting, user, mode, whisper_to)
 
     async def leave(self, meeting: Meeting, user: User) -> None:
+        """Take ``user`` out of ``meeting`` (connected-idle afterwards)."""
         await self.manager.leave(self.flow, meeting, user)
 
     async def end_meeting(self, meeting: Meeting) -> None:
@@ -727,12 +737,17 @@ class Session:
         return await self.manager.play(self.flow, target, media, loop=loop, wait=wait)
 
     async def stop(self, playback: Playback) -> None:
+        """Stop a playback (a no-op if it has finished)."""
         await self.manager.stop_play(self.flow, playback)
 
     async def record(self, target: User | Meeting, path: str) -> Recording:
+        """Start recording a user (what it says and hears) or a meeting (the full mix) to the
+        WAV file ``path``. It stops with :meth:`stop_recording`, or when the call or meeting
+        ends, or when the user is cleared (preempted)."""
         return await self.manager.record(self.flow, target, path)
 
     async def stop_recording(self, recording: Recording) -> None:
+        """Stop a recording; ``recording.seconds`` then holds its length."""
         await self.manager.stop_record(self.flow, recording)
 
     async def clear(self, user: User) -> None:

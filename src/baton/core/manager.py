@@ -268,18 +268,22 @@ class UserManager:
             raise UnknownUser(user_id) from None
 
     def users(self) -> list[User]:
+        """Every registered user."""
         return list(self._users.values())
 
     def by_number(self, number: str) -> User | None:
+        """The user who owns a number, if any."""
         return self._by_number.get(number)
 
     def meeting(self, meeting_id: str) -> Meeting:
+        """The live meeting with this id; :class:`UnknownMeeting` otherwise."""
         m = self._meetings.get(meeting_id)
         if m is None:
             raise UnknownMeeting(meeting_id)
         return m
 
     def meetings(self) -> list[Meeting]:
+        """Every live meeting."""
         return list(self._meetings.values())
 
     def rec(self, user: User) -> UserRecord:
@@ -289,12 +293,15 @@ class UserManager:
         return rec
 
     def owner_of(self, user: User) -> Owner | None:
+        """Who holds ``user`` now: a Flow, a CallInfo, or None."""
         return self.rec(user).owner
 
     def leg_of(self, user: User) -> Leg | None:
+        """The user's live leg, if any."""
         return self.rec(user).live_leg
 
     def callinfo_of(self, user: User) -> CallInfo | None:
+        """The CallInfo holding ``user``, if one does."""
         from baton.core.callinfo import CallInfo
 
         owner = self.rec(user).owner

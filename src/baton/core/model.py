@@ -106,10 +106,12 @@ class Leg:
 
     @property
     def live(self) -> bool:
+        """Not ended (dialling, ringing or connected)."""
         return self.state is not LegState.ENDED
 
     @property
     def connected(self) -> bool:
+        """Answered and not ended."""
         return self.state is LegState.CONNECTED
 
     def outcome(self) -> asyncio.Future[None]:

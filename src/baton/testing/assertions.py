@@ -77,6 +77,7 @@ def assert_played(w: World, user: str, what: str) -> None:
 
 
 def assert_recorded(w: World, user: str, recorded: bool = True) -> None:
+    """``user`` is (or, with ``recorded=False``, is not) being recorded now."""
     is_rec = w.sim.is_recorded(user)
     assert is_rec == recorded, f"{user} is {'' if is_rec else 'not '}being recorded"
 

@@ -144,9 +144,11 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """No schedule failed."""
         return not self.failures
 
     def first_failure(self) -> RunResult | None:
+        """The shortest failing run (fewest perturbations, then lowest seed), if any."""
         if not self.failures:
             return None
         return min(self.failures, key=lambda r: (len(r.schedule.perturbations), r.schedule.seed))

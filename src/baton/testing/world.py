@@ -66,6 +66,7 @@ class World:
         return self.manager.user(user_id)
 
     def behave(self, user_id: str, behaviour: Behaviour) -> None:
+        """Change how ``user_id``'s virtual phone reacts from now on."""
         self.sim.behave(user_id, behaviour)
 
     # ---- running
@@ -73,6 +74,7 @@ class World:
     def start(
         self, spec: FlowSpec[Any], /, *args: Any, priority: int | None = None, **kwargs: Any
     ) -> Flow:
+        """Start a flow (see :meth:`UserManager.start`)."""
         return self.manager.start(spec, *args, priority=priority, **kwargs)
 
     async def run(self, seconds: float = 0.0) -> None:
@@ -88,6 +90,7 @@ class World:
             await asyncio.sleep(0)
 
     async def close(self) -> None:
+        """Stop every flow (compensations run) and the sim's timers."""
         await self.manager.close()
         await self.sim.close()
 
@@ -98,10 +101,12 @@ class World:
         return self.sim.hears(user_id)
 
     def owner(self, user_id: str) -> str | None:
+        """The name of whoever holds ``user_id`` (``"call#1"``, ``"p2p#2"``), or None."""
         owner = self.manager.owner_of(self[user_id])
         return owner.name if owner is not None else None
 
     def state(self, user_id: str) -> str:
+        """idle, dialling, ringing, connected, talking or meeting."""
         return self.manager.state_of(self[user_id])
 
     def heard(self, user_id: str) -> list[str]:
@@ -110,9 +115,11 @@ class World:
 
     @property
     def events(self) -> list[Event]:
+        """Every event so far (the bus's history), oldest first."""
         return list(self.manager.events.history)
 
     def kinds(self, *kinds: str) -> list[Event]:
+        """The events of these kinds (``"floor.granted"``, ``"leg.state"``…)."""
         return [e for e in self.manager.events.history if e.kind in kinds]
 
     # ---- checking
@@ -140,6 +147,7 @@ class World:
         return found
 
     def assert_ok(self, *, quiescent: bool = False) -> None:
+        """Fail with every violation found (see :meth:`problems`)."""
         problems = self.problems(quiescent=quiescent)
         assert not problems, "invariant violations:\n  " + "\n  ".join(problems)
 

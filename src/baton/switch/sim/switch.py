@@ -84,29 +84,36 @@ class Behaviour:
     digit_interval: float = 0.2
 
     def then_hangs_up(self, after: float) -> Behaviour:
+        """…and hangs up ``after`` seconds after answering."""
         return replace(self, hangup_after=after)
 
     def presses(self, digits: str, after: float = 1.0) -> Behaviour:
+        """…and presses ``digits`` ``after`` seconds after answering."""
         return replace(self, dtmf=(*self.dtmf, (after, digits)))
 
 
 def answers(after: float = 1.0) -> Behaviour:
+    """Rings, then answers after ``after`` seconds."""
     return Behaviour(answer_after=after)
 
 
 def never_answers() -> Behaviour:
+    """Rings until the call is given up."""
     return Behaviour(answer_after=None)
 
 
 def busy(after: float = 0.2) -> Behaviour:
+    """Answers busy (486) after ``after`` seconds."""
     return Behaviour(fail=Cause.BUSY, fail_after=after)
 
 
 def rejects(after: float = 2.0) -> Behaviour:
+    """Rings, then declines (603) after ``after`` seconds."""
     return Behaviour(fail=Cause.REJECTED, fail_after=after)
 
 
 def unreachable() -> Behaviour:
+    """Is not reachable at all (not registered, no route)."""
     return Behaviour(fail=Cause.UNREACHABLE, fail_after=0.0, ring_after=0.0)
 
 
