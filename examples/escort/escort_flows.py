@@ -30,15 +30,19 @@ async def escort_call(
     ring: float = 30.0,
 ) -> str:
     """Call ``field`` for ``dispatcher``, record the call, bring ``supervisor`` in on a 9."""
-    # 1. Take the two users and call them.
-    await s.claim(dispatcher, field)
-    await s.dial(dispatcher)
-    await s.dial(field, timeout=ring, caller=dispatcher)
+    try:
+        # 1. Take the two users and call them.
+        await s.claim(dispatcher, field)
+        await s.dial(dispatcher)
+        await s.dial(field, timeout=ring, caller=dispatcher)
 
-    # 2. Put them in a meeting (so a third party can join later) and record it.
-    room = await s.meeting(dispatcher, field)
-    recording = await s.record(room, f"var/recordings/escort-{field.id}.wav")
-    s.note(f"recording to {recording.path}")
+        # 2. Put them in a meeting (so a third party can join later) and record it.
+        room = await s.meeting(dispatcher, field)
+        recording = await s.record(room, f"var/recordings/escort-{field.id}.wav")
+        s.note(f"recording to {recording.path}")
+    except FlowInterrupted as exc:  # a party hung up, or was taken, before the escort began
+        s.note(f"{exc.user.id} left before the escort began ({exc.code})")
+        return "abandoned"
 
     # 3. The field user presses 9: hand it to the main loop below.
     def on_digit(user: User, digit: str) -> None:

@@ -28,6 +28,8 @@ def load_flow(ref: str) -> FlowSpec[Any]:
             return LIBRARY[ref]
         raise SystemExit(f"baton check: no library flow {ref!r}; give package.module:name")
     module_name, _, attr = ref.partition(":")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # a flow module in the current folder, as a newcomer has it
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -59,13 +61,14 @@ def report_text(report: CheckReport, ref: str, verbose: bool) -> None:
     failure = report.first_failure()
     if failure is not None:
         _print_failure(failure, ref, verbose)
-    seen: set[str] = set()
+    shown = 0
     for r in report.warnings:
         for f in r.findings:
-            key = f.message.split(":")[0]
-            if f.severity == "warning" and key not in seen:
-                seen.add(key)
+            if f.severity == "warning" and shown < 3:
+                shown += 1
                 print(f"  warning ({r.schedule}): {f.message}")
+    if len(report.warnings) > shown:
+        print(f"  … {len(report.warnings) - shown} more schedules with warnings")
 
 
 def main(argv: list[str]) -> int:
