@@ -1,0 +1,93 @@
+"""Errors that teach: each says what happened, to which user, by which flow, and what to do."""
+
+from __future__ import annotations
+
+import pytest
+from core_flows import emergency, hold
+
+from baton.core import (
+    BatonError,
+    Busy,
+    CallFailed,
+    ClaimDenied,
+    NotOwner,
+    Preempted,
+    Priority,
+    Session,
+    Superseded,
+    User,
+    UserHungUp,
+    errors,
+    flow,
+)
+from baton.switch.port import Cause
+from baton.testing import World
+
+
+def test_every_error_has_a_stable_code() -> None:
+    classes = [
+        c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, BatonError)
+    ]
+    codes = [c.code for c in classes]
+    assert len(codes) == len(set(codes)), "codes must be unique"
+    assert all(code and code == code.lower() and " " not in code for code in codes)
+
+
+async def test_not_owner_names_the_user_the_holder_and_the_fix() -> None:
+    @flow()
+    async def rude(s: Session, a: User) -> None:
+        await s.play(a, "busy")
+
+    w = World("a")
+    h = w.start(hold, w["a"])
+    await w.run(2)
+    f = w.start(rude, w["a"])
+    with pytest.raises(NotOwner) as info:
+        await f.result()
+    msg = str(info.value)
+    assert "rude#1 does not own user 'a'" in msg
+    assert f"owned by {h.name}" in msg
+    assert "Claim it before operating on it" in msg
+    await h.stop()
+
+
+async def test_claim_denied_names_both_priorities_and_what_to_do() -> None:
+    w = World("a")
+    w.start(hold, w["a"], priority=Priority.FLASH)
+    await w.run(2)
+
+    @flow()
+    async def want(s: Session, a: User) -> None:
+        await s.claim(a)
+
+    with pytest.raises(ClaimDenied) as info:
+        await w.start(want, w["a"]).result()
+    msg = str(info.value)
+    assert "want#1 (priority ROUTINE) cannot take user 'a' from hold#1 (priority FLASH)" in msg
+    assert "strictly higher priority" in msg
+    assert info.value.code == "claim-denied"
+
+
+async def test_preempted_names_the_taker_its_priority_and_the_way_on() -> None:
+    w = World("a", "b", "d")
+    x = w.start(hold, w["a"], w["b"])
+    await w.run(3)
+    w.start(emergency, w["d"], w["a"])
+    await x.wait()
+    err = x.error
+    assert isinstance(err, Preempted)
+    msg = str(err)
+    assert "user 'a' taken from hold#1 by emergency#1 at priority EMERGENCY" in msg
+    assert "carry on with your other users" in msg
+    assert err.by == "emergency#1" and err.priority == Priority.EMERGENCY
+
+
+def test_the_other_notices_and_failures_read_well() -> None:
+    u = User("alice")
+    assert "user 'alice' hung up (normal) while owned by call#1" in str(
+        UserHungUp(u, "call#1", Cause.NORMAL)
+    )
+    assert str(CallFailed.for_cause(u, Cause.BUSY)) == "call to user 'alice' failed: busy"
+    assert isinstance(CallFailed.for_cause(u, Cause.BUSY), Busy)
+    sup = Superseded(u, "barge_in#1", "emergency#2")
+    assert "barge_in#1's claim on user 'alice' was superseded by emergency#2" in str(sup)
