@@ -35,6 +35,7 @@ from baton.flows import (
     take_call,
     whisper,
 )
+from baton.switch.port import Prompt
 from baton.switch.sim import answers, busy, never_answers
 from baton.testing import World, run_virtual
 from baton.trace import Tracer
@@ -152,7 +153,7 @@ async def _conference(w: World) -> None:
 @scenario("broadcast", "A recorded message to every member, who listen only")
 async def _broadcast(w: World) -> None:
     w.sim.prompt_seconds["evacuate.wav"] = 6
-    b = w.start(broadcast, [w["alice"], w["bob"], w["carol"]], None, "evacuate.wav", 1, 3.0)
+    b = w.start(broadcast, [w["alice"], w["bob"], w["carol"]], None, Prompt("evacuate.wav"), 1, 3.0)
     await b.wait()
 
 
@@ -209,7 +210,7 @@ async def _attended(w: World) -> None:
 async def _hold(w: World) -> None:
     w.sim.prompt_seconds["music.wav"] = 30
     await _talking(w, "alice", "bob")
-    h = w.start(hold, w["alice"], w["bob"], "music.wav")
+    h = w.start(hold, w["alice"], w["bob"], Prompt("music.wav"))
     await w.run(5)
     await h.send("resume")
     await h.wait()

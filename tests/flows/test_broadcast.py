@@ -6,6 +6,7 @@ import pytest
 
 from baton.core import BatonError
 from baton.flows import broadcast
+from baton.switch.port import Prompt
 from baton.switch.sim import never_answers
 from baton.testing import World
 
@@ -14,7 +15,7 @@ async def test_recorded_message_to_everyone_who_answered() -> None:
     w = World("m1", "m2", "m3")
     w.behave("m3", never_answers())
     w.sim.prompt_seconds["alert.wav"] = 5
-    b = w.start(broadcast, [w["m1"], w["m2"], w["m3"]], None, "alert.wav", 2, 10.0, 8.0)
+    b = w.start(broadcast, [w["m1"], w["m2"], w["m3"]], None, Prompt("alert.wav"), 2, 10.0, 8.0)
     fate = await b.result()
     assert w.heard("m1") == ["prompt:alert.wav", "prompt:alert.wav"]
     assert fate == {"m1": "joined", "m2": "joined", "m3": "no_answer"}

@@ -6,6 +6,7 @@ import pytest
 
 from baton.core import FlowUsageError
 from baton.flows import call, hold
+from baton.switch.port import Prompt
 from baton.testing import World
 
 
@@ -28,7 +29,7 @@ async def test_hold_with_music() -> None:
     w = World("a", "b")
     w.sim.prompt_seconds["moh.wav"] = 30
     await w.start(call, w["a"], w["b"]).result()
-    h = w.start(hold, w["a"], w["b"], "moh.wav")
+    h = w.start(hold, w["a"], w["b"], Prompt("moh.wav"))
     await w.run(1)
     assert w.hears("b") == {"prompt:moh.wav"}
     await h.send("resume")

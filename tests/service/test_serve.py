@@ -29,7 +29,9 @@ def test_check_and_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     good = tmp_path / "good.toml"
     good.write_text(to_toml({"users": [{"id": "a", "password": "p", "role": "dispatcher"}]}))
     assert serve_main(["--config", str(good), "--check"]) == 0
-    assert "ok (1 users, switch sim)" in capsys.readouterr().out
+    from baton.flows import LIBRARY
+
+    assert f"ok (1 users, switch sim, {len(LIBRARY)} flows)" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text(to_toml({"users": [{"id": "a", "password": "p"}, {"id": "b"}]}))
     assert serve_main(["--config", str(bad)]) == 2

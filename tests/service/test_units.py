@@ -7,6 +7,7 @@ import datetime
 import enum
 import json
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -301,3 +302,24 @@ async def test_a_preemption_trace_shows_both_flows() -> None:
     emergency.send("end", by="sup1")
     await w.run(1)
     await w.close()
+
+
+def test_prompt_arguments_are_file_names_inside_the_prompts_folder(tmp_path: Path) -> None:
+    """A flow's Prompt parameter is a name in the prompts folder, never a client-chosen path."""
+    from baton.flows import broadcast
+    from baton.service.flows.convert import ArgumentError, Resolver, convert, describe
+    from baton.switch.port import Prompt
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "evacuate.wav").write_bytes(b"RIFF")
+    (tmp_path / "secret.wav").write_bytes(b"RIFF")
+    users = {"u1": User("u1")}
+    resolver = Resolver(users.__getitem__, lambda m: None, {}, {}, folder)  # type: ignore[arg-type, return-value]
+    assert {p.name: p.kind for p in describe(broadcast)}["message"] == "prompt"
+    args = convert(broadcast, {"members": ["u1"], "message": "evacuate.wav"}, resolver)
+    assert args["message"] == Prompt(str((folder / "evacuate.wav").resolve()))
+    for bad in ("../secret.wav", "/etc/passwd", "sub/evacuate.wav", "missing.wav", ".hidden"):
+        with pytest.raises(ArgumentError) as info:
+            convert(broadcast, {"members": ["u1"], "message": bad}, resolver)
+        assert info.value.field == "args.message"

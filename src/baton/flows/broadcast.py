@@ -26,7 +26,7 @@ async def broadcast(
     s: Session,
     members: list[User],
     dispatcher: User | None = None,
-    message: str | None = None,
+    message: Prompt | None = None,
     repeat: int = 1,
     gather: float = 15.0,
     ring: float = 30.0,
@@ -67,7 +67,7 @@ async def broadcast(
     if message is not None:
         await s.sleep(gather)
         for _ in range(max(1, repeat)):
-            await s.play(room, Prompt(message))
+            await s.play(room, message)
         return fate
     assert dispatcher is not None
     while True:

@@ -30,7 +30,7 @@ from baton.switch.port import Cause, Prompt, Tone
     permission="call",
     commands={"resume": "take the held party off hold"},
 )
-async def hold(s: Session, holder: User, held: User, music: str | None = None) -> str:
+async def hold(s: Session, holder: User, held: User, music: Prompt | None = None) -> str:
     """Put ``held`` (talking with ``holder``) on hold until ``resume``."""
     if s.partner_of(holder) is not held:
         raise FlowUsageError(f"{holder.id!r} is not talking with {held.id!r}")
@@ -39,7 +39,7 @@ async def hold(s: Session, holder: User, held: User, music: str | None = None) -
     await s.claim(holder, held)
     await s.clear(held)
     await s.clear(holder)
-    tune = await s.play(held, Prompt(music) if music else Tone("hold"), loop=True)
+    tune = await s.play(held, music or Tone("hold"), loop=True)
     s.note(f"{held.id} on hold")
     while True:
         try:

@@ -132,13 +132,13 @@ async def attended_transfer(
     transferor: User,
     target: User,
     ring: float = 30.0,
-    music: str | None = None,
+    music: Prompt | None = None,
 ) -> str:
     """Consult ``target`` while ``party`` waits on hold, then complete or cancel."""
     original = _priority_of_call(s, party)
     await s.claim(party, transferor, target)
     await s.clear(party)
-    await s.play(party, Prompt(music) if music else Tone("hold"), loop=True)
+    await s.play(party, music or Tone("hold"), loop=True)
     ringback = await s.play(transferor, "ringback", loop=True)
     try:
         await s.dial(target, timeout=ring, caller=transferor)

@@ -352,6 +352,7 @@ class Config(_Model):
     switch: Literal["sim", "sip"] = "sim"
     database: str = "sqlite+aiosqlite:///var/baton.db"
     recordings: Path = Path("var/recordings")
+    prompts: Path = Path("var/prompts")  # the WAV prompts a flow may be asked to play
     api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
     roles: dict[str, RoleConfig] = {}

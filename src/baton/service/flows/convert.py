@@ -18,6 +18,7 @@ kind          Python annotation                     JSON
 ``duration``  ``datetime.timedelta``                seconds (a number)
 ``boolean``   ``bool``                              ``true`` / ``false``
 ``string``    ``str``                               a string
+``prompt``    ``Prompt`` (a WAV to play)            a file name in the prompts folder
 ============  ====================================  ===========================================
 
 ``X | None`` makes a parameter ``nullable`` (JSON ``null`` accepted). A parameter of any other
@@ -39,12 +40,17 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from baton.core import FlowSpec, Meeting, Priority, Session, UnknownMeeting, UnknownUser, User
 from baton.service.config import parse_priority
+from baton.switch.port import Prompt
 
 __all__ = ["ArgumentError", "Param", "Resolver", "call_args", "convert", "describe"]
+
+#: What a prompt's name may look like (a file name, never a path).
+_PROMPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 #: Number parameters whose name says they are a time span (shown with the unit ``s``).
 _DURATION_NAME = re.compile(
@@ -103,11 +109,13 @@ class Resolver:
         meeting: Callable[[str], Meeting],
         groups: Mapping[str, Sequence[str]],
         resources: Mapping[type, Mapping[str, object]],
+        prompts: Path | None = None,
     ) -> None:
         self.user = user
         self.meeting = meeting
         self.groups = groups
         self.resources = resources
+        self.prompts = prompts  # the folder prompt names resolve in (None: no prompts)
 
 
 _HINTS_NS: dict[str, Any] = {
@@ -115,6 +123,7 @@ _HINTS_NS: dict[str, Any] = {
     "Meeting": Meeting,
     "Session": Session,
     "Priority": Priority,
+    "Prompt": Prompt,
 }
 
 
@@ -185,6 +194,8 @@ def _kind(
         return "duration", None, "s"
     if tp is str:
         return "string", None, None
+    if tp is Prompt:
+        return "prompt", None, None
     return "unsupported", None, None
 
 
@@ -291,6 +302,22 @@ def _user(value: Any, resolver: Resolver, field: str) -> User:
         raise ArgumentError(field, f"no user {value!r}", id="unknown-user", user=value) from None
 
 
+def _prompt(value: Any, resolver: Resolver, field: str) -> Prompt:
+    """A prompt named by the client: a plain file name, resolved inside the prompts folder —
+    never a path the client chose (no ``/``, no ``..``), and it must exist."""
+    if not isinstance(value, str) or not _PROMPT_NAME.fullmatch(value):
+        raise ArgumentError(field, "must be a prompt's file name (letters, digits, . _ -)")
+    folder = resolver.prompts
+    if folder is None:
+        raise ArgumentError(field, "no prompts folder is configured")
+    path = (folder / value).resolve()
+    if path.parent != folder.resolve() or not path.is_file():
+        raise ArgumentError(
+            field, f"no prompt {value!r} in the prompts folder", id="unknown-prompt", prompt=value
+        )
+    return Prompt(str(path))
+
+
 def _value(p: Param, value: Any, resolver: Resolver, field: str) -> Any:
     kind = p.kind
     if kind == "user":
@@ -323,6 +350,8 @@ def _value(p: Param, value: Any, resolver: Resolver, field: str) -> Any:
             raise ArgumentError(
                 field, f"no live meeting {value!r}", id="unknown-meeting", meeting=value
             ) from None
+    if kind == "prompt":
+        return _prompt(value, resolver, field)
     if kind == "resource":
         options = resolver.resources.get(p.annotation, {})
         if not isinstance(value, str) or value not in options:

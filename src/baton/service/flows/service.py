@@ -64,7 +64,9 @@ class FlowsService:
         for q in svc.queues.values():
             resources.setdefault(type(q), {})[q.name] = q
         groups = {g.id: g.members for g in svc.config.groups}
-        return Resolver(svc.manager.user, svc.manager.meeting, groups, resources)
+        return Resolver(
+            svc.manager.user, svc.manager.meeting, groups, resources, svc.config.prompts
+        )
 
     def spec(self, name: str) -> FlowSpec[Any]:
         spec = self.service.library.get(name)
