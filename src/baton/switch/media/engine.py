@@ -823,10 +823,11 @@ class MediaEngine:
         mixed = mixer.mixed_legs()
         inputs = {}
         entries = []
+        clock = int(now * 8000)  # the clock of the arrivals pushed by _rx: a timed playout start
         for leg_id in mixed:
             entry = legs[leg_id]
             entries.append(entry)
-            frame = entry.jb.pop()
+            frame = entry.jb.pop(clock)
             if frame is not None:
                 inputs[leg_id] = frame
         out = mixer.tick(inputs)

@@ -13,6 +13,17 @@ States: *idle* (nothing to play; the next packet anchors the grid) → *bufferin
 stopped, or uses silence suppression — returns to *idle*, so the next talkspurt re-anchors with
 fresh prefill instead of being played late.
 
+Timed start. Counting frames quantises the delay: the first frame waits for the ``target``-th
+frame *and then* for the next tick, so at ``target`` 2 it waits 20–40 ms depending on where in
+the 20 ms period the phone's packets land, and every later frame waits as long (they arrive one
+period apart and are played one period apart). When :meth:`pop` is given the tick's time,
+playout starts instead once the head frame is complete and has waited
+``(target - 1) × frame - frame / 2``, and at least 3 J (the jitter estimate): at ``target`` 2,
+10–30 ms. That wait is also the margin every later frame has against arriving late, so the
+margin is at least 10 ms at any phase, where counting gave 20–40 ms; lateness still deepens the
+buffer as below. Without a time the frame count applies (sans-IO callers and tests that do not
+model the tick's phase).
+
 Adaptation. The interarrival jitter is estimated as in RFC 3550 A.8. The target depth is the
 larger of what the jitter asks for (``1 + ceil(3 J / frame)``) and what late packets taught: a
 packet that arrives after its slot was played raises the target by one frame at once (late audio
@@ -74,6 +85,7 @@ class JitterBuffer:
     """
 
     __slots__ = (
+        "_anchor_arrival",
         "_decode",
         "_end_ts",
         "_frame",
@@ -126,6 +138,7 @@ class JitterBuffer:
         self._state = _IDLE
         self._play_ts = 0  # extended (unwrapped) timestamp of the next frame to play
         self._end_ts = 0  # extended timestamp just past the newest buffered sample
+        self._anchor_arrival = 0  # arrival time (samples) of the packet that anchored the grid
         self._last: npt.NDArray[np.int16] | None = None
         self._plc_run = 0
         self._hold = False
@@ -170,6 +183,7 @@ class JitterBuffer:
             self._end_ts = timestamp
             self._state = _BUFFERING
             self._plc_run = 0
+            self._anchor_arrival = arrival
         # Signed distance from the play head, then back to an extended timestamp.
         offset = ((timestamp - self._play_ts + _HALF) & _MASK) - _HALF
         n = len(payload)
@@ -251,15 +265,19 @@ class JitterBuffer:
             return 0
         return max(0, (self._end_ts - self._play_ts + self._frame - 1) // self._frame)
 
-    def pop(self) -> npt.NDArray[np.int16] | None:
-        """One frame of audio for this tick, or ``None`` for silence. Sets :attr:`last_kind`."""
+    def pop(self, now: int | None = None) -> npt.NDArray[np.int16] | None:
+        """One frame of audio for this tick, or ``None`` for silence. Sets :attr:`last_kind`.
+
+        ``now`` is the tick's time in samples on the clock of :meth:`push`'s ``arrival``;
+        given, it lets playout start on time rather than on a frame count (module docstring).
+        """
         state = self._state
         if state == _IDLE:
             self.last_kind = FrameKind.SILENCE
             return None
         frame = self._frame
         if state == _BUFFERING:
-            if self._end_ts - self._play_ts < self.target * frame:
+            if not self._ready(now):
                 self.last_kind = FrameKind.SILENCE
                 return None
             self._state = _PLAYING
@@ -289,6 +307,16 @@ class JitterBuffer:
         # A missing frame: lost, late, or the sender paused (RTP sequence numbers, counted by
         # ReceiverStats, tell network loss apart; here it is what the listener missed).
         return self._conceal(lost=True)
+
+    def _ready(self, now: int | None) -> bool:
+        """Whether buffering is over: enough frames, or (with ``now``) enough time waited."""
+        buffered = self._end_ts - self._play_ts
+        if now is None:
+            return buffered >= self.target * self._frame
+        # The head frame must be complete; then what it has waited is the margin every later
+        # frame gets too (they arrive one period apart and are played one period apart).
+        margin = max((self.target - 1) * self._frame - self._frame // 2, 3 * self.jitter)
+        return buffered >= self._frame and now - self._anchor_arrival >= margin
 
     def _conceal(self, *, lost: bool) -> npt.NDArray[np.int16] | None:
         """Repeat-and-fade the last frame, then silence; a long underrun goes idle."""
