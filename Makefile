@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit e2e bench venv clean
+.PHONY: run test lint typecheck unit bench venv clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,12 @@ unit: $(STAMP)
 
 test: $(STAMP) system-deps lint typecheck unit
 
-bench: $(STAMP)
+# Every benchmark, short runs (each prints one JSON object last; docs/benchmarks.md has the
+# full-run figures and how they were taken).
+bench: $(STAMP) system-deps
 	$(PY) bench/core.py --quick
+	$(PY) bench/ptt.py --quick
+	$(PY) bench/media.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -211,3 +211,32 @@ def test_packets_that_always_arrive_just_after_the_tick_settle_without_growing()
         jb.push(k * FRAME, payload(k), k * FRAME + 1)  # ...then the packet, every period
     assert jb.target <= 3
     assert kinds[-100:].count(FrameKind.AUDIO) == 100
+
+
+def test_timed_start_plays_the_first_frame_once_it_has_waited_half_a_frame_margin() -> None:
+    """With the tick's time given, playout starts when the head frame has waited the margin
+    (10 ms for the default target of 2 frames) — not when two frames are buffered, which would
+    add up to 20 ms more."""
+    jb = make()
+    jb.push(1000, payload(0), arrival=0)
+    assert jb.pop(now=40) is None  # 5 ms: not yet
+    assert jb.last_kind == FrameKind.SILENCE
+    pcm = jb.pop(now=80)  # 10 ms after its arrival: play it
+    assert jb.last_kind == FrameKind.AUDIO
+    assert identify(pcm) == 0
+    count_started = make()  # without a time, the old rule: two frames buffered
+    count_started.push(1000, payload(0), arrival=0)
+    assert count_started.pop() is None
+    count_started.push(1000 + FRAME, payload(1), arrival=FRAME)
+    assert identify(count_started.pop()) == 0
+
+
+def test_timed_start_waits_longer_when_jitter_is_measured() -> None:
+    """Frames arriving ±60 samples off their 20 ms cadence before playout starts: the measured
+    jitter (RFC 3550) raises the start margin above 10 ms (three times the jitter)."""
+    jb = make()
+    for k in range(20):
+        jb.push(1000 + k * FRAME, payload(k), arrival=k * FRAME + (60 if k % 2 else -60) + 60)
+    assert 3 * jb.jitter > 80
+    assert jb.pop(now=60 + 100) is None  # 12.5 ms after the head frame: not yet
+    assert identify(jb.pop(now=60 + 3 * jb.jitter + 1)) == 0
