@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import shutil
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -59,9 +60,9 @@ def free_port() -> int:
 
 
 def rtp_range() -> str:
-    """A block of 200 free-looking RTP ports for one test's engine (tests run one at a time,
-    and the engine skips ports it cannot bind)."""
-    base = 20000 + (free_port() % 200) * 200
+    """A block of 200 RTP ports for one test's engine, above the ephemeral range and away from
+    the media benchmark's (the engine skips ports it cannot bind)."""
+    base = 61000 + random.randrange(20) * 200
     return f"{base}-{base + 199}"
 
 
@@ -72,11 +73,11 @@ def need(binary: str) -> str:
     return path
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` every 10 ms until it holds (a process or a phone gives no event
-    we could await), failing after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
+async def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll ``predicate`` every 10 ms until it holds, failing after ``seconds``. Polling, because
+    what we wait for is in other processes (SIPp, baresip) or spread over the switch's state."""
+    async with asyncio.timeout(seconds):
+        while not predicate():  # noqa: ASYNC110 - see the docstring
             await asyncio.sleep(0.01)
 
 
@@ -184,15 +185,15 @@ class Sipp:
         )  # fmt: skip
         return self
 
-    async def wait(self, timeout: float = SIPP_TIMEOUT) -> int:
+    async def wait(self, seconds: float = SIPP_TIMEOUT) -> int:
         """Wait for the exit; return the status (the output is in :attr:`output`)."""
         assert self.process is not None
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 out, _ = await self.process.communicate()
         except TimeoutError:
             self.stop()
-            pytest.fail(f"{self.name}: sipp {' '.join(self.args)} did not finish in {timeout} s")
+            pytest.fail(f"{self.name}: sipp {' '.join(self.args)} did not finish in {seconds} s")
         self.output = out.decode(errors="replace") + "".join(
             p.read_text(errors="replace") for p in self.cwd.glob("*_errors.log")
         )
@@ -255,7 +256,7 @@ class Baresip:
         self.user = user
         self.sip_port = free_port()
         self.ctrl_port = free_port()
-        rtp = 40000 + (self.sip_port % 100) * 200
+        rtp = 41000 + (self.sip_port % 50) * 200
         home.mkdir(parents=True, exist_ok=True)
         modules = "\n".join(f"module\t\t\t{m}" for m in BARESIP_MODULES)
         (home / "config").write_text(

@@ -191,7 +191,6 @@ class _Leg:
     answer_sdp: bytes = b""  # our SDP answer to the INVITE's offer (empty: late offer)
     timer_headers: list[tuple[str, str]] = field(default_factory=list)
     acked: bool = False
-    ack_waiter: asyncio.Future[None] | None = None
     bye_after_ack: str | None = None  # hung up before the ACK: the Reason to send (or "")
     # outbound
     branches: list[_Branch] = field(default_factory=list)
@@ -255,8 +254,13 @@ class SipSwitch(Switch):
         for user in users:
             if user.contact is None:
                 continue
+            # A bare URI's ;params would be the header's, not the URI's: the config means
+            # the URI (``sip:bob@10.0.0.5:5070;transport=tcp``).
+            text = user.contact.strip()
+            if "<" not in text:
+                text = f"<{text}>"
             try:
-                binding = self.registrar.add_static(user.id, user.contact)
+                binding = self.registrar.add_static(user.id, text)
                 peer = Peer.for_uri(binding.uri)
             except SipError as exc:
                 problems.append(f"users[{user.id}].contact: {exc}")
@@ -731,8 +735,6 @@ class SipSwitch(Switch):
             self._by_dialog.pop(leg.dialog.id, None)
         if leg.refresh_key is not None:
             self._refreshes.pop(leg.refresh_key, None)
-        if leg.ack_waiter is not None and not leg.ack_waiter.done():
-            leg.ack_waiter.set_result(None)
 
     # ---- CANCEL
 
@@ -749,8 +751,12 @@ class SipSwitch(Switch):
     # ---- answer
 
     async def answer(self, leg: str) -> None:
-        """Answer an inbound leg: 200 OK with our SDP, then wait for the phone's ACK (the
-        leg ending meanwhile — a BYE, a missing ACK — is reported as its own event).
+        """Answer an inbound leg: 200 OK with our SDP answer (or our offer, if the INVITE had
+        none), the engine pointed at the phone. Returns once the 200 is sent: the transaction
+        retransmits it until the phone's ACK, nothing else is sent in the dialog before that
+        ACK (a hang-up meanwhile waits for it, RFC 3261 §15), and a 200 never ACKed (timer L)
+        ends the leg with BYE and ``LegEnded(FAILURE)``. Not waiting for the ACK here keeps a
+        flow from failing on a lost ACK that the phone repairs by itself.
 
         Raises :class:`SwitchError` for an unknown, ended or outbound leg.
         """
@@ -760,9 +766,6 @@ class SipSwitch(Switch):
             raise SwitchError(f"sip: leg {leg!r} is outbound")
         if entry.state is _State.RINGING:
             self._send_answer(entry)
-        waiter = entry.ack_waiter
-        if waiter is not None and not waiter.done():
-            await asyncio.shield(waiter)
 
     def _send_answer(self, leg: _Leg) -> None:
         assert leg.invite is not None and leg.invite_key is not None and leg.sdp is not None
@@ -789,8 +792,6 @@ class SipSwitch(Switch):
             handle.cancel()
         leg.handles.clear()
         leg.state = _State.CONNECTED
-        assert self._loop is not None
-        leg.ack_waiter = self._loop.create_future()
         if leg.media is not None:
             self._apply_media(leg, leg.media, initial=True)
         self._respond(leg.invite_key, make_response(request, 200, to_tag=leg.local_tag,
@@ -803,8 +804,6 @@ class SipSwitch(Switch):
             return  # a late or stray ACK (for an ended call): nothing to do
         first = not leg.acked
         leg.acked = True
-        if first and leg.ack_waiter is not None and not leg.ack_waiter.done():
-            leg.ack_waiter.set_result(None)
         if first and leg.bye_after_ack is not None:
             self._send_bye(leg, leg.bye_after_ack or None)
             return
