@@ -276,7 +276,7 @@ ctrl_tcp_listen\t\t127.0.0.1:{self.ctrl_port}
         )
         answer = ";answermode=auto" if auto_answer else ""
         (home / "accounts").write_text(
-            f"<sip:{user}@127.0.0.1:{baton_port}>;auth_pass={password}{answer};regint=60;"
+            f"<sip:{user}@127.0.0.1:{baton_port};transport=udp>;auth_pass={password}{answer};regint=60;"
             "audio_codecs=pcmu,pcma\n"
         )
         (home / "contacts").write_text("")
@@ -288,11 +288,11 @@ ctrl_tcp_listen\t\t127.0.0.1:{self.ctrl_port}
         self._token = 0
 
     async def start(self) -> Baresip:
-        self.process = await asyncio.create_subprocess_exec(
-            need("baresip"), "-f", str(self.home),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        with (self.home / "baresip.log").open("wb") as log:  # read it when a test fails
+            self.process = await asyncio.create_subprocess_exec(
+                need("baresip"), "-f", str(self.home),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
         await wait_listening(self.ctrl_port, "tcp")
         self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
         self._pump = asyncio.get_running_loop().create_task(self._read_events())
@@ -312,6 +312,10 @@ ctrl_tcp_listen\t\t127.0.0.1:{self.ctrl_port}
         self._token += 1
         body = json.dumps({"command": command, "params": params, "token": str(self._token)})
         self._writer.write(f"{len(body)}:{body},".encode())
+
+    def log(self) -> str:
+        path = self.home / "baresip.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def saw(self, event_type: str) -> bool:
         return any(e.get("type") == event_type for e in self.events)
