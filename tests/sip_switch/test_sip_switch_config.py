@@ -1,0 +1,168 @@
+"""The ``[sip]`` table's validation and the B2BUA's pure decisions (:mod:`baton.switch.sip.b2bua`)."""
+
+from __future__ import annotations
+
+import pytest
+from sipswitch_helpers import U
+
+from baton.switch.port import Cause
+from baton.switch.sip import SipConfig, SipConfigError, create_switch, parse_sip_config
+from baton.switch.sip.b2bua import (
+    cause_for_status,
+    dtmf_from_info,
+    hangup_reason,
+    merge_causes,
+    parse_resource_priority,
+    resource_priority_for,
+    status_for_cause,
+)
+from baton.switch.sip.config import DEFAULT_RESOURCE_PRIORITY
+
+
+def test_defaults() -> None:
+    config = parse_sip_config({})
+    assert config == SipConfig()
+    assert config.digest_algorithms == ("MD5",)
+    assert config.resource_priority["dsn.flash-override"] == 40
+    assert config.resource_priority["ets.0"] == 40
+
+
+def test_a_full_table() -> None:
+    config = parse_sip_config(
+        {
+            "listen": ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"],
+            "realm": "ops",
+            "media_host": "127.0.0.1",
+            "rtp_ports": "30000-30999",
+            "rtp_timeout": 0,
+            "session_expires": 600,
+            "digest_algorithms": ["MD5", "SHA-256"],
+            "register_expires": {"min": 30, "max": 600, "default": 300},
+            "auth_failures": {"max_failures": 3, "window": 10, "block": 120},
+            "resource_priority": {"esnet.0": "EMERGENCY", "dsn.flash": 31},
+        }
+    )
+    assert config.rtp_ports == (30000, 31000)
+    assert config.rtp_timeout is None
+    assert (config.min_expires, config.max_expires, config.default_expires) == (30, 600, 300)
+    assert (config.max_auth_failures, config.auth_block) == (3, 120.0)
+    assert config.resource_priority == {"esnet.0": 50, "dsn.flash": 31}
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ({"listen": ["udp:127.0.0.1:5060", "sctp:1.2.3.4:5"]}, "sip.listen[1]:"),
+        ({"listen": ["udp:pbx.example.com:5060"]}, "sip.listen[0]: 'pbx.example.com' is not an IP"),
+        ({"listen": ["udp:0.0.0.0:5060"]}, "sip.listen[0]: listen on a specific address"),
+        ({"rtp_ports": "30000"}, "sip.rtp_ports:"),
+        ({"rtp_ports": [40000, 30000]}, "sip.rtp_ports:"),
+        ({"session_expires": 60}, "sip.session_expires: must be 0 (off) or at least"),
+        ({"digest_algorithms": ["SHA-512"]}, "sip.digest_algorithms:"),
+        ({"resource_priority": {"dsn.flash": "HIGHEST"}}, "sip.resource_priority.dsn.flash:"),
+        ({"resource_priority": {"flash": 1}}, "sip.resource_priority.flash: expected namespace"),
+        ({"auth_failures": {"max_failures": 0}}, "sip.auth_failures.max_failures:"),
+        ({"register_expires": {"min": 600, "max": 60}}, "sip.register_expires: need min"),
+        ({"lisen": []}, "sip.lisen: unknown key"),
+        ({"media_host": "localhost"}, "sip.media_host:"),
+    ],
+)
+def test_bad_keys_are_named(table: dict[str, object], problem: str) -> None:
+    with pytest.raises(SipConfigError) as info:
+        parse_sip_config(table)
+    assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    with pytest.raises(SipConfigError) as info:
+        parse_sip_config({"realm": "", "rtp_timeout": -1, "min_se": "x"})
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "sip.realm", "sip.rtp_timeout", "sip.min_se",
+    ]  # fmt: skip
+
+
+def test_a_bad_static_contact_names_the_user() -> None:
+    with pytest.raises(SipConfigError, match=r"users\[bob\]\.contact"):
+        create_switch({}, [U("bob", contact="sip:bob@[bad")])
+
+
+def test_create_switch_binds_nothing_until_started() -> None:
+    switch = create_switch({"listen": ["udp:127.0.0.1:0"]}, [U("alice", ("1001",))])
+    assert switch.metrics()["registrations"] == 0
+    assert switch.registered("alice") == []
+
+
+@pytest.mark.parametrize(
+    ("status", "cause"),
+    [
+        (486, Cause.BUSY), (600, Cause.BUSY), (480, Cause.NO_ANSWER), (408, Cause.NO_ANSWER),
+        (603, Cause.REJECTED), (403, Cause.REJECTED), (404, Cause.UNREACHABLE),
+        (503, Cause.UNREACHABLE), (604, Cause.UNREACHABLE), (500, Cause.FAILURE),
+        (488, Cause.FAILURE),
+    ],
+)  # fmt: skip
+def test_cause_for_status(status: int, cause: Cause) -> None:
+    assert cause_for_status(status) is cause
+
+
+def test_status_for_cause_and_merge() -> None:
+    assert [status_for_cause(c) for c in Cause] == [
+        480,
+        486,
+        480,
+        603,
+        404,
+        480,
+        480,
+        480,
+        480,
+        480,
+    ]
+    assert merge_causes([Cause.UNREACHABLE, Cause.NO_ANSWER]) is Cause.NO_ANSWER
+    assert merge_causes([Cause.NO_ANSWER, Cause.BUSY]) is Cause.BUSY
+    assert merge_causes([]) is Cause.UNREACHABLE
+
+
+def test_hangup_reason() -> None:
+    assert hangup_reason(Cause.NORMAL, None) is None
+    assert hangup_reason(Cause.PREEMPTED, None) == 'preemption ;cause=1 ;text="UA Preemption"'
+    assert hangup_reason(Cause.PREEMPTED, "emergency_call#2") == (
+        'preemption ;cause=1 ;text="emergency_call#2"'
+    )
+    given = 'preemption ;cause=2 ;text="Reserved Resources Preempted"'
+    assert hangup_reason(Cause.PREEMPTED, given) == given
+    assert hangup_reason(Cause.NORMAL, "SIP ;cause=200") == "SIP ;cause=200"
+    assert hangup_reason(Cause.PREEMPTED, 'a\r\nInjected: "x"') == (
+        'preemption ;cause=1 ;text="a Injected: \\"x\\""'
+    )
+
+
+def test_resource_priority() -> None:
+    asked = parse_resource_priority(["dsn.routine, ets.1", "wps.2"], DEFAULT_RESOURCE_PRIORITY)
+    assert (asked.priority, asked.known, asked.unknown) == (
+        30,
+        ("dsn.routine", "ets.1"),
+        ("wps.2",),
+    )
+    assert parse_resource_priority(["q735.1"], DEFAULT_RESOURCE_PRIORITY).priority is None
+    assert resource_priority_for(0, DEFAULT_RESOURCE_PRIORITY) is None
+    assert resource_priority_for(30, DEFAULT_RESOURCE_PRIORITY) == "dsn.flash"
+    assert resource_priority_for(50, DEFAULT_RESOURCE_PRIORITY) == "dsn.flash-override"
+    assert resource_priority_for(25, DEFAULT_RESOURCE_PRIORITY) == "dsn.immediate"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "digit"),
+    [
+        ("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n", "5"),
+        ("application/dtmf-relay", b"Signal= #\r\n", "#"),
+        ("application/dtmf-relay", b"Signal=11\r\n", "#"),
+        ("application/dtmf", b"*", "*"),
+        ("application/dtmf", b"10", "*"),
+        ("application/dtmf-relay", b"Duration=160\r\n", None),
+        ("text/plain", b"5", None),
+        ("application/dtmf", b"55", None),
+    ],
+)
+def test_dtmf_from_info(content_type: str, body: bytes, digit: str | None) -> None:
+    assert dtmf_from_info(content_type, body) == digit
