@@ -219,7 +219,7 @@ class SipSwitch(Switch):
         self.config = config
         self._users: dict[str, SipUser] = {}
         self._names: dict[str, str] = {}  # user id or number → user id
-        self._static_sources: dict[tuple[str, int], str] = {}
+        self._static_sources: dict[tuple[str, int], list[str]] = {}
         problems: list[str] = []
         for user in users:
             self._users[user.id] = user
@@ -265,9 +265,10 @@ class SipSwitch(Switch):
             except SipError as exc:
                 problems.append(f"users[{user.id}].contact: {exc}")
                 continue
-            # A static contact is trusted by address, like a trunk: calls from there are this
-            # user's without a digest challenge.
-            self._static_sources.setdefault((peer.host, peer.port), user.id)
+            # A static contact is trusted by address, like a trunk: calls from there are its
+            # user's without a digest challenge. One address may host several users (a gateway,
+            # a test tool): the From user then says which of them calls.
+            self._static_sources.setdefault((peer.host, peer.port), []).append(user.id)
         if problems:
             raise SipConfigError(problems)
         self._listener: Callable[[SwitchEvent], None] | None = None
@@ -594,9 +595,11 @@ class SipSwitch(Switch):
             source = (peer.host, request.top_via.sent_by[1])
         else:
             source = (peer.host, peer.port)
-        static = self._static_sources.get(source)
-        if static is not None:
-            return static
+        hosted = self._static_sources.get(source)
+        if hosted:
+            uri = request.from_.uri
+            named = self._names.get(uri.user_text or "") if isinstance(uri, SipUri) else None
+            return named if named in hosted else hosted[0]
         now = self._now()
         if not self.throttle.allowed(peer.host, now):
             retry = str(self.throttle.retry_after(peer.host, now))

@@ -1,0 +1,411 @@
+"""SIP signalling benchmark (issue "Real SIP signalling", Benchmark): call setup rate.
+
+SIPp UAC → B2BUA → SIPp UAS, short calls (``--hold`` ms, no media), all on 127.0.0.1. The UAC
+calls from 1,000 callers to 1,000 numbers in turn (a CSV), since a Baton user has one live leg
+at a time. Two B2BUAs
+in the same run, under the same load:
+
+* **Baton**: the core (:class:`~baton.core.UserManager`) driving the ``sip`` switch. The UAC is a
+  user identified by its static contact; it dials the UAS's number, and a minimal numbering plan
+  starts the library's ``inbound_call`` for it — ring the callee, answer the caller, bridge them,
+  settle a P2P — so every call is a real flow, with RTP ports allocated in the media engine
+  for both legs. The UAC hangs up; the P2P hangs up the UAS.
+* **sippy** ``b2bua_simple`` (PyPI ``sippy``), the peer: it forwards each INVITE to the UAS.
+
+For each, the rate climbs (×2 from ``--start``) until a step is not *clean*, then bisects: a
+step is clean when every call of the UAC succeeded and neither SIPp retransmitted anything
+(``Retransmissions`` of the UAC and UAS, from ``-trace_stat``). The figure is the highest clean
+rate. The UAS scenario is SIPp's built-in ``uas`` (dumped with ``sipp -sd uas``) without
+``;transport=[transport]`` in Contact and without the 180, which sippy needs (TOOLS.md), and
+without its closing pause.
+
+Run ``python bench/sip_cps.py`` (or ``--quick``); the last line of output is one JSON object:
+``baton_cps``, ``sippy_cps``, ``cps_ratio`` (target ≥ 2) and the steps. sippy must be installed
+(``pip install sippy``); without it ``sippy_cps`` and ``cps_ratio`` are ``null``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from baton.core import Leg, User, UserManager
+from baton.flows import inbound_call
+from baton.switch.port import Cause, InboundCall
+from baton.switch.sip import create_switch
+
+USERS = 1000  # callers and callees each: a user has one live leg, so calls need many users
+
+UAC_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<!-- SIPp's built-in uac, with the caller (field0) and the dialled number (field1) from -inf. -->
+<scenario name="uac from csv">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[field1]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[field1]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: sip:[field0]@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rtd="true"/>
+  <send>
+    <![CDATA[
+      ACK sip:[field1]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <pause/>
+  <send retrans="500">
+    <![CDATA[
+      BYE sip:[field1]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+</scenario>
+"""
+
+
+def uac_files(folder: Path) -> tuple[Path, Path]:
+    """The UAC scenario and its CSV: call *i* is from ``caller<i>`` to number ``2<i>``."""
+    scenario = folder / "uac.xml"
+    scenario.write_text(UAC_SCENARIO)
+    table = folder / "calls.csv"
+    table.write_text("SEQUENTIAL\n" + "".join(f"caller{i};{20000 + i};\n" for i in range(USERS)))
+    return scenario, table
+
+
+@dataclass(frozen=True)
+class _User:
+    id: str
+    numbers: tuple[str, ...] = ()
+    password: str = "unused"
+    contact: str | None = None
+    max_priority: int | None = None
+
+
+@dataclass
+class Step:
+    rate: int
+    calls: int
+    ok: bool
+    successful: int
+    failed: int
+    retransmissions: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def free_port() -> int:
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port < 65000:
+                return port
+    raise RuntimeError("no free port")
+
+
+def uas_scenario(sipp: str, folder: Path) -> Path:
+    """SIPp's built-in UAS, made acceptable to sippy: no 180, no transport in Contact, no
+    closing pause."""
+    # sipp -sd prints the scenario and exits with status 99.
+    text = subprocess.run([sipp, "-sd", "uas"], capture_output=True, text=True).stdout
+    if "<scenario" not in text:
+        raise RuntimeError("sipp -sd uas printed no scenario")
+    text = text.replace(";transport=[transport]", "")
+    text = re.sub(r"\s*<send>\s*<!\[CDATA\[\s*SIP/2\.0 180 Ringing.*?\]\]>\s*</send>", "", text,
+                  count=1, flags=re.S)  # fmt: skip
+    text = re.sub(r"\s*<pause milliseconds=\"4000\"/>", "", text)
+    path = folder / "uas.xml"
+    path.write_text(text)
+    return path
+
+
+def read_stats(path: Path) -> dict[str, int]:
+    """The last (cumulative) row of a SIPp ``-trace_stat`` CSV."""
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    if len(rows) < 2:
+        return {}
+    header, last = rows[0], rows[-1]
+    out: dict[str, int] = {}
+    for name, value in zip(header, last, strict=False):
+        if name.endswith("(C)"):
+            with contextlib.suppress(ValueError):
+                out[name[:-3]] = int(value)
+    return out
+
+
+async def run_sipp(sipp: str, args: Sequence[str], cwd: Path, timeout: float) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        sipp, *args, "-nostdin", "-trace_stat", "-fd", "1",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=cwd,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(timeout):
+            return await proc.wait()
+    except TimeoutError:
+        return -1
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()  # only the process this benchmark started
+            await proc.wait()
+
+
+async def wait_bound(port: int) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    return
+            await asyncio.sleep(0.02)
+
+
+async def step(
+    sipp: str, target: str, uac_port: int, uas_port: int, uas: Path, uac: tuple[Path, Path],
+    rate: int, seconds: float, hold_ms: int, folder: Path,
+) -> Step:  # fmt: skip
+    """One load step: ``rate`` calls/s for ``seconds`` through the B2BUA at ``target``."""
+    calls = max(10, int(rate * seconds))
+    work = folder / f"r{rate}-{time.monotonic_ns()}"
+    (work / "uas").mkdir(parents=True)
+    (work / "uac").mkdir()
+    limit = seconds + hold_ms / 1000 + 20
+    uas_run = asyncio.create_task(run_sipp(sipp, [
+        "-sf", str(uas), "-i", "127.0.0.1", "-p", str(uas_port), "-m", str(calls),
+        "-timeout", f"{int(limit)}s",
+    ], work / "uas", limit + 5))  # fmt: skip
+    try:
+        await wait_bound(uas_port)
+        t0 = time.monotonic()
+        uac_status = await run_sipp(sipp, [
+            target, "-sf", str(uac[0]), "-inf", str(uac[1]), "-i", "127.0.0.1", "-p", str(uac_port),
+            "-r", str(rate), "-m", str(calls), "-d", str(hold_ms), "-recv_timeout", "10000",
+            "-timeout", f"{int(limit)}s", "-l", str(max(1000, rate * 10)),
+        ], work / "uac", limit + 5)  # fmt: skip
+        elapsed = time.monotonic() - t0
+        uas_status = await uas_run
+    finally:
+        if not uas_run.done():
+            uas_run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await uas_run
+    uac_stats = read_stats(next((work / "uac").glob("*_.csv"), work / "none"))
+    uas_stats = read_stats(next((work / "uas").glob("*_.csv"), work / "none"))
+    successful = uac_stats.get("SuccessfulCall", 0)
+    failed = uac_stats.get("FailedCall", 0)
+    retrans = uac_stats.get("Retransmissions", 0) + uas_stats.get("Retransmissions", 0)
+    ok = (
+        uac_status == 0 and uas_status == 0 and failed == 0 and successful == calls and retrans == 0
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    return Step(rate, calls, ok, successful, failed, retrans, round(elapsed, 2))
+
+
+async def search(
+    run: Callable[[int], Any], start: int, ceiling: int, bisect: int
+) -> tuple[int, list[Step]]:
+    """Double the rate until a step fails, then bisect ``bisect`` times; the best clean rate."""
+    steps: list[Step] = []
+    good, bad = 0, None
+    rate = start
+    while rate <= ceiling:
+        s: Step = await run(rate)
+        steps.append(s)
+        print(f"  {rate:5d} calls/s: {'clean' if s.ok else 'NOT clean'} "
+              f"({s.successful}/{s.calls} ok, {s.failed} failed, {s.retransmissions} retrans)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        if not s.ok:
+            bad = rate
+            break
+        good = rate
+        rate *= 2
+    if bad is None:
+        return good, steps
+    for _ in range(bisect):
+        mid = (good + bad) // 2
+        if mid <= good or mid >= bad:
+            break
+        s = await run(mid)
+        steps.append(s)
+        print(f"  {mid:5d} calls/s: {'clean' if s.ok else 'NOT clean'} "
+              f"({s.successful}/{s.calls} ok, {s.failed} failed, {s.retransmissions} retrans)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        if s.ok:
+            good = mid
+        else:
+            bad = mid
+    return good, steps
+
+
+def _router(manager: UserManager, caller: User, leg: Leg, ev: InboundCall) -> None:
+    callee = manager.by_number(ev.to)
+    if callee is None or callee is caller:
+        manager.spawn(manager.switch.hangup(leg.id, Cause.UNREACHABLE), f"refuse:{leg.id}")
+        return
+    manager.start(inbound_call, caller, callee)
+
+
+@contextlib.asynccontextmanager
+async def baton(port: int, uac_port: int, uas_port: int) -> AsyncIterator[UserManager]:
+    # Every caller is hosted at the UAC's address (the From user says which one calls),
+    # every callee at the UAS's.
+    users = [_User(f"caller{i}", (str(10000 + i),), contact=f"sip:caller{i}@127.0.0.1:{uac_port}")
+             for i in range(USERS)]  # fmt: skip
+    users += [_User(f"callee{i}", (str(20000 + i),), contact=f"sip:callee{i}@127.0.0.1:{uas_port}")
+              for i in range(USERS)]  # fmt: skip
+    switch = create_switch(
+        {"listen": [f"udp:127.0.0.1:{port}"], "rtp_ports": "50000-59999", "rtp_timeout": 0,
+         "session_expires": 0},
+        users,
+    )  # fmt: skip
+    manager = UserManager(switch, history=1000)
+    for u in users:
+        manager.add_user(User(u.id, numbers=u.numbers))
+    manager.router = _router  # type: ignore[assignment]
+    await switch.start()
+    try:
+        yield manager
+    finally:
+        await manager.close()
+        await switch.close()
+
+
+@contextlib.asynccontextmanager
+async def sippy(port: int, uas_port: int) -> AsyncIterator[bool]:
+    exe = shutil.which("b2bua_simple") or str(Path(sys.executable).parent / "b2bua_simple")
+    if not Path(exe).exists():
+        yield False
+        return
+    proc = await asyncio.create_subprocess_exec(
+        exe, "-f", "-l", "127.0.0.1", "-p", str(port), "-n", f"127.0.0.1:{uas_port}",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await wait_bound(port)
+        yield True
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()  # only the process this benchmark started
+            try:
+                async with asyncio.timeout(5):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    sipp = shutil.which("sipp")
+    if sipp is None:
+        raise SystemExit("sipp not found (Debian package sip-tester)")
+    seconds = args.seconds or (2.0 if args.quick else 6.0)
+    bisect = 1 if args.quick else 3
+    ceiling = args.ceiling or (400 if args.quick else 3200)
+    with tempfile.TemporaryDirectory(prefix="baton-sip-cps-") as tmp:
+        folder = Path(tmp)
+        uas = uas_scenario(sipp, folder)
+        uac = uac_files(folder)
+        uac_port, uas_port, baton_port, sippy_port = (free_port() for _ in range(4))
+        result: dict[str, Any] = {}
+
+        print("Baton (core + sip switch, inbound_call flow per call):", file=sys.stderr)
+        async with baton(baton_port, uac_port, uas_port):
+            baton_cps, baton_steps = await search(
+                lambda r: step(sipp, f"127.0.0.1:{baton_port}", uac_port, uas_port, uas, uac, r,
+                               seconds, args.hold, folder),
+                args.start, ceiling, bisect,
+            )  # fmt: skip
+
+        print("sippy b2bua_simple:", file=sys.stderr)
+        sippy_cps: int | None = None
+        sippy_steps: list[Step] = []
+        async with sippy(sippy_port, uas_port) as present:
+            if present:
+                sippy_cps, sippy_steps = await search(
+                    lambda r: step(sipp, f"127.0.0.1:{sippy_port}", uac_port, uas_port, uas, uac, r,
+                                   seconds, args.hold, folder),
+                    args.start, ceiling, bisect,
+                )  # fmt: skip
+            else:
+                print("  sippy is not installed (pip install sippy): skipped", file=sys.stderr)
+        result = {
+            "baton_cps": baton_cps,
+            "sippy_cps": sippy_cps,
+            "cps_ratio": round(baton_cps / sippy_cps, 2) if sippy_cps else None,
+            "hold_ms": args.hold,
+            "step_seconds": seconds,
+            "baton_steps": [s.as_dict() for s in baton_steps],
+            "sippy_steps": [s.as_dict() for s in sippy_steps],
+            "definitions": {
+                "baton_cps": "highest call rate (calls/s) SIPp UAC → Baton → SIPp UAS sustains "
+                "with no failed call and no retransmission; each call is an inbound_call flow",
+                "sippy_cps": "the same through sippy's b2bua_simple",
+                "cps_ratio": "baton_cps / sippy_cps (target ≥ 2)",
+            },
+        }
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short steps, a low ceiling")
+    parser.add_argument("--start", type=int, default=50, help="first rate (calls/s)")
+    parser.add_argument("--ceiling", type=int, default=0, help="highest rate to try")
+    parser.add_argument("--seconds", type=float, default=0.0, help="length of each step")
+    parser.add_argument("--hold", type=int, default=100, help="call hold time (ms)")
+    print(json.dumps(asyncio.run(main(parser.parse_args()))))
