@@ -186,13 +186,13 @@ def read_stats(path: Path) -> dict[str, int]:
     return out
 
 
-async def run_sipp(sipp: str, args: Sequence[str], cwd: Path, timeout: float) -> int:
+async def run_sipp(sipp: str, args: Sequence[str], cwd: Path, seconds: float) -> int:
     proc = await asyncio.create_subprocess_exec(
         sipp, *args, "-nostdin", "-trace_stat", "-fd", "1",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=cwd,
     )  # fmt: skip
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             return await proc.wait()
     except TimeoutError:
         return -1
@@ -326,8 +326,10 @@ async def baton(port: int, uac_port: int, uas_port: int) -> AsyncIterator[UserMa
 
 @contextlib.asynccontextmanager
 async def sippy(port: int, uas_port: int) -> AsyncIterator[bool]:
-    exe = shutil.which("b2bua_simple") or str(Path(sys.executable).parent / "b2bua_simple")
-    if not Path(exe).exists():
+    exe = shutil.which("b2bua_simple") or shutil.which(
+        "b2bua_simple", path=str(Path(sys.executable).parent)
+    )
+    if exe is None:
         yield False
         return
     proc = await asyncio.create_subprocess_exec(
