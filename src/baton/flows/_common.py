@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from baton.core import BatonError, CallFailed, FlowInterrupted, Session, User
+from baton.core import P2P, BatonError, CallFailed, FlowInterrupted, Session, User
 from baton.switch.port import Cause, Tone
 
 #: The tone a party hears when a call fails, by cause.
@@ -64,3 +64,20 @@ async def until_leave(s: Session, dispatcher: User) -> None:
         if cmd is not None and cmd.name == "leave":
             cmd.reply("left")
             return
+
+
+def restore_on_exit(s: Session, a: User, b: User, priority: int) -> None:
+    """Register the compensation of a flow that borrowed a two-party call (barge-in, monitor,
+    whisper): when it ends, ``a`` and ``b`` are put back in their call at ``priority`` if both
+    are still this flow's; if only one is, it hears the preemption notice and is released."""
+
+    async def restore_call() -> None:
+        mine = [u for u in (a, b) if s.owns(u) and s.leg_of(u) is not None]
+        if len(mine) == 2:
+            await s.connect(a, b)
+            s.settle(P2P(a, b, priority=priority))
+            s.note(f"{a.id} and {b.id} restored to their call")
+        elif len(mine) == 1:
+            await notify_and_release(s, mine[0], by=s.name)
+
+    s.compensate(restore_call)

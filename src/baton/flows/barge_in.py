@@ -13,14 +13,13 @@ a speaker and leaves it at the end.
 from __future__ import annotations
 
 from baton.core import (
-    P2P,
     FlowUsageError,
     Priority,
     Session,
     User,
     flow,
 )
-from baton.flows._common import notify_and_release, parties_of, until_leave
+from baton.flows._common import parties_of, restore_on_exit, until_leave
 
 
 @flow(priority=Priority.FLASH, permission="barge_in", commands={"leave": "the dispatcher leaves"})
@@ -43,16 +42,7 @@ async def barge_in(s: Session, dispatcher: User, target: User) -> None:
     original = owner.priority if owner is not None else Priority.ROUTINE
     await s.claim(dispatcher, target, peer, reason=f"barge-in by {dispatcher.id}")
 
-    async def finish() -> None:
-        mine = [u for u in (target, peer) if s.owns(u) and s.leg_of(u) is not None]
-        if len(mine) == 2:
-            await s.connect(target, peer)
-            s.settle(P2P(target, peer, priority=original))
-            s.note(f"{target.id} and {peer.id} restored to their call")
-        for u in mine if len(mine) == 1 else []:
-            await notify_and_release(s, u, by=s.name)
-
-    s.compensate(finish, label="restore_call")
+    restore_on_exit(s, target, peer, original)
     await s.dial(dispatcher)
     await s.meeting(dispatcher, target, peer)
     s.note(f"{dispatcher.id} barged into {target.id}–{peer.id}")

@@ -19,7 +19,7 @@ from baton.core import (
     User,
     flow,
 )
-from baton.flows._common import notify_and_release, parties_of, until_leave
+from baton.flows._common import parties_of, restore_on_exit, until_leave
 from baton.switch.port import MeetingMode
 
 LEAVE = {"leave": "the dispatcher stops listening"}
@@ -59,15 +59,7 @@ async def _listen_in(s: Session, dispatcher: User, target: User, mode: MeetingMo
     original = owner.priority
     await s.claim(dispatcher, target, peer, reason=f"{mode.value} by {dispatcher.id}")
 
-    async def restore() -> None:
-        mine = [u for u in (target, peer) if s.owns(u) and s.leg_of(u) is not None]
-        if len(mine) == 2:
-            await s.connect(target, peer)
-            s.settle(P2P(target, peer, priority=original))
-        for u in mine if len(mine) == 1 else []:
-            await notify_and_release(s, u, by=s.name)
-
-    s.compensate(restore, label="restore_call")
+    restore_on_exit(s, target, peer, original)
     await s.dial(dispatcher)
     room = await s.meeting(target, peer)
     await s.join(room, dispatcher, mode, whisper_to=whisper_to)
