@@ -27,6 +27,7 @@ contain ``?`` or ``,`` (RFC 4475 ``regbadct``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import urllib.parse
@@ -270,6 +271,13 @@ def parse_uri(text: str) -> Uri:
 
     Raises :class:`SipParseError` (400) if ``text`` is not a URI.
     """
+    return _parse_uri_cached(text)
+
+
+# Values are immutable, so a parse can be shared: the same header values recur in every
+# message of a transaction and are read again on each property access (Message.from_ …).
+@functools.lru_cache(maxsize=1024)
+def _parse_uri_cached(text: str) -> Uri:
     match = _SCHEME.match(text)
     if match is None or text[match.end() : match.end() + 1] != ":":
         raise SipParseError("Malformed URI: no scheme")
@@ -386,6 +394,13 @@ def parse_name_addr(text: str, what: str = "address") -> NameAddress:
     unterminated quote (``quotbal``), white space inside ``<>`` (``badaspec``), a display name
     of non-token characters (``baddn``), an addr-spec holding ``?`` or ``,`` (``regbadct``).
     """
+    return _parse_name_addr_cached(text, what)
+
+
+# Values are immutable, so a parse can be shared: the same header values recur in every
+# message of a transaction and are read again on each property access (Message.from_ …).
+@functools.lru_cache(maxsize=1024)
+def _parse_name_addr_cached(text: str, what: str) -> NameAddress:
     scanner = Scanner(text.strip(" \t"), what)
     display: str | None = None
     if scanner.peek() == '"':
@@ -485,6 +500,13 @@ def parse_via(text: str) -> Via:
 
     LWS is allowed around ``/`` and ``:`` (RFC 4475 ``wsinv``). Raises :class:`SipParseError`.
     """
+    return _parse_via_cached(text)
+
+
+# Values are immutable, so a parse can be shared: the same header values recur in every
+# message of a transaction and are read again on each property access (Message.from_ …).
+@functools.lru_cache(maxsize=1024)
+def _parse_via_cached(text: str) -> Via:
     s = Scanner(text.strip(" \t"), "Via")
     s.skip_ws()
     name = s.token("protocol name")
