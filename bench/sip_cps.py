@@ -415,7 +415,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         print("sippy b2bua_simple:", file=sys.stderr)
         sippy_cps: int | None = None
         sippy_steps: list[Step] = []
-        if sippy_path() is not None:
+        if args.baton_only:
+            print("  skipped (--baton-only)", file=sys.stderr)
+        elif sippy_path() is not None:
             sippy_cps, sippy_steps = await search(through_sippy, args.start, ceiling, bisect)
         else:
             print("  sippy is not installed (pip install sippy): skipped", file=sys.stderr)
@@ -445,6 +447,7 @@ if __name__ == "__main__":
     parser.add_argument("--ceiling", type=int, default=0, help="highest rate to try")
     parser.add_argument("--seconds", type=float, default=0.0, help="length of each step")
     parser.add_argument("--hold", type=int, default=100, help="call hold time (ms)")
+    parser.add_argument("--baton-only", action="store_true", help="do not run sippy")
     parser.add_argument(
         "--default-gc", action="store_true", help="run Baton with CPython's default GC settings"
     )
