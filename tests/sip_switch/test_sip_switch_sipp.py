@@ -22,7 +22,7 @@ from sipswitch_helpers import (
     wait_until,
 )
 
-from baton.core import Priority
+from baton.core import Flow, Priority, Session, User, UserManager, flow
 from baton.core.events import LegStateChanged
 from baton.flows import call, force_release
 from baton.switch.port import Cause, InboundCall
@@ -239,3 +239,30 @@ async def test_resource_priority_reaches_the_core(tmp_path: Path) -> None:
     assert carol.headers["Resource-Priority"] == "dsn.flash"
     assert dave.priority is None  # above dave's max_priority: ignored, and said so
     assert "max_priority" in dave.headers["Resource-Priority-Ignored"]
+
+
+@flow(priority=Priority.ROUTINE)
+async def answer_and_collect(s: Session, caller: User) -> str:
+    """Answer the caller and collect one DTMF digit."""
+    await s.claim(caller)
+    await s.answer(caller)
+    return await s.collect(caller, max_digits=1, timeout=15)
+
+
+async def test_rfc4733_dtmf_from_sipp_reaches_the_flow(tmp_path: Path) -> None:
+    """SIPp plays its RFC 4733 pcap of the digit 1 into the call; the engine detects it and the
+    flow that answered collects it (telephone-event negotiated in Baton's SDP answer)."""
+    carol_port = free_port()
+    flows: list[Flow] = []
+
+    def router(manager: UserManager, caller: User, leg: object, ev: InboundCall) -> None:
+        flows.append(manager.start(answer_and_collect, caller))
+
+    users = [U("carol", ("1000",), contact=f"sip:carol@127.0.0.1:{carol_port}")]
+    async with rig(users, router=router) as r, sipp_procs() as procs:
+        uac = await sipp(procs, [r.target(), "-sf", scenario("uac_dtmf.xml"), "-s", "3000",
+                                 "-key", "caller", "carol", "-m", "1", "-d", "3000",
+                                 "-mp", str(free_port())], tmp_path, port=carol_port)  # fmt: skip
+        await wait_until(lambda: bool(flows))
+        assert await flows[0].result() == "1"
+        assert await uac.wait() == 0, uac.output
