@@ -242,7 +242,9 @@ async def sipp(
 # ---- baresip -------------------------------------------------------------------------------
 
 
-BARESIP_MODULES = ("g711.so", "aufile.so", "aubridge.so", "menu.so", "ctrl_tcp.so", "account.so")
+BARESIP_MODULES = (
+    "g711.so", "aufile.so", "aubridge.so", "sndfile.so", "menu.so", "ctrl_tcp.so", "account.so",
+)  # fmt: skip
 
 
 class Baresip:
@@ -258,6 +260,7 @@ class Baresip:
         self.ctrl_port = free_port()
         rtp = 41000 + (self.sip_port % 50) * 200
         home.mkdir(parents=True, exist_ok=True)
+        (home / "heard").mkdir(exist_ok=True)  # sndfile: what the phone decodes, per call
         modules = "\n".join(f"module\t\t\t{m}" for m in BARESIP_MODULES)
         (home / "config").write_text(
             f"""poll_method\t\tepoll
@@ -272,6 +275,7 @@ auplay_srate\t\t8000
 module_path\t\t/usr/lib/baresip/modules
 {modules}
 ctrl_tcp_listen\t\t127.0.0.1:{self.ctrl_port}
+snd_path\t\t{home / "heard"}
 """
         )
         answer = ";answermode=auto" if auto_answer else ""
@@ -312,6 +316,10 @@ ctrl_tcp_listen\t\t127.0.0.1:{self.ctrl_port}
         self._token += 1
         body = json.dumps({"command": command, "params": params, "token": str(self._token)})
         self._writer.write(f"{len(body)}:{body},".encode())
+
+    def heard(self) -> list[Path]:
+        """The WAV files of what this phone decoded (heard), one per call (module sndfile)."""
+        return sorted((self.home / "heard").glob("*dec.wav"))
 
     def log(self) -> str:
         path = self.home / "baresip.log"

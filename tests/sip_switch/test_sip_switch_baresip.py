@@ -16,6 +16,7 @@ import pytest
 from sipswitch_helpers import Baresip, U, rig, wait_until
 
 from baton.flows import call
+from baton.switch.media import analysis
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 
@@ -67,17 +68,35 @@ async def test_baresip_registers_and_calls_baresip_through_the_core(tmp_path: Pa
                              and r.switch.media.leg_stats(b).packets_in > 25)  # fmt: skip
             await wait_until(lambda: r.switch.media.leg_stats(a).packets_out > 25
                              and r.switch.media.leg_stats(b).packets_out > 25)  # fmt: skip
+            # Two more seconds of conversation, then check what each phone heard.
+            start = r.switch.media.leg_stats(a).packets_in
+            await wait_until(lambda: r.switch.media.leg_stats(a).packets_in > start + 100)
             alice.command("hangup")
             await wait_until(lambda: bob.saw("CALL_CLOSED"), 15)
             await wait_until(lambda: not r.switch.legs)
         finally:
             await alice.aclose()
             await bob.aclose()
+        assert heard(alice) == {1000.0}  # alice hears bob's tone, and only it
+        assert heard(bob) == {440.0}
+
+
+def heard(phone: Baresip) -> set[float]:
+    """The tones in the last 1.5 s that ``phone`` decoded (its sndfile recording)."""
+    (path,) = phone.heard()
+    with wave.open(str(path)) as w:
+        rate = w.getframerate()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    if rate != 8000:  # resample by decimation (baresip records at the codec's rate: 8 kHz)
+        pcm = pcm[:: rate // 8000]
+    window = pcm[-12000:-2000]  # well inside the call, away from the hang-up
+    assert analysis.rms(window) > 300, f"{phone.user} heard silence"
+    return analysis.tones_heard(window, [440.0, 1000.0])
 
 
 async def test_dispatcher_calls_two_baresip_phones(tmp_path: Path) -> None:
     """Baton calls out: the library's ``call`` rings alice (the dispatcher's line) then bob, and
-    bridges them; bob hangs up and Baton ends alice's call."""
+    bridges them; bob holds and resumes; bob hangs up and Baton ends alice's call."""
     async with rig(USERS) as r:
         alice, bob = await phones(tmp_path, r.udp_port)
         try:
@@ -91,6 +110,14 @@ async def test_dispatcher_calls_two_baresip_phones(tmp_path: Path) -> None:
             assert a is not None and b is not None
             assert r.switch.bridged_to(a) == b
             await wait_until(lambda: r.switch.media.leg_stats(b).packets_in > 25)
+            # bob holds and resumes (re-INVITEs): Baton answers each and stops, then restarts,
+            # sending him audio; the call and the bridge stay.
+            engine_leg = r.switch.media._legs[b]
+            bob.command("hold")
+            await wait_until(lambda: not engine_leg.sending, 15)
+            bob.command("resume")
+            await wait_until(lambda: engine_leg.sending, 15)
+            assert r.switch.bridged_to(a) == b
             bob.command("hangup")
             await wait_until(lambda: alice.saw("CALL_CLOSED"), 15)
             await wait_until(lambda: not r.switch.legs)
