@@ -25,8 +25,13 @@ Theory of operation
 *Inbound.* INVITE → §8.2 checks → authentication (a static contact's address, else digest; a
 source that fails too often is throttled with 403) → session timer (RFC 4028) → our SDP answer
 (488 if nothing is acceptable) → 180 Ringing → :class:`InboundCall`. :meth:`answer` sends the 200
-with our SDP, points the engine at the phone and waits for the ACK. BYE or CANCEL from the phone
-is :class:`LegEnded` with ``by_user=True``.
+with our SDP and points the engine at the phone; the transaction repeats the 200 until the ACK,
+nothing else is sent in the dialog before it, and no ACK at all ends the leg. BYE or CANCEL from
+the phone is :class:`LegEnded` with ``by_user=True``.
+
+*Identity.* A call comes from a user either by digest (the credentials' username is a user id or
+number) or by address: a static contact's host and port are trusted like a trunk, and when one
+address hosts several users the From user picks among them.
 
 *Outbound.* :meth:`originate` INVITEs every registered contact of the user (each its own call,
 so that two contacts on one device never merge): the first 2xx wins, the others are cancelled
