@@ -40,29 +40,27 @@ def test_check_and_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert serve_main(["--sim", "--check"]) == 0
 
 
-def test_sip_is_refused_until_the_adapter_provides_create_switch(tmp_path: Path) -> None:
+def test_a_bad_sip_table_stops_start_up_naming_the_key(tmp_path: Path) -> None:
     cfg = tmp_path / "sip.toml"
     cfg.write_text(
         to_toml(
             {
                 "switch": "sip",
-                "database": str(tmp_path / "x.db"),
+                "database": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
                 "users": [{"id": "a", "password": "p"}],
+                "sip": {"listen": ["carrier-pigeon:127.0.0.1:5060"], "realm": "baton"},
             }
         )
     )
-    import baton.switch.sip as sip
-
-    if hasattr(sip, "create_switch"):
-        pytest.skip("the SIP adapter is available: covered by its own end-to-end tests")
     r = subprocess.run(
         [sys.executable, "-m", "baton.cli", "serve", "--config", str(cfg)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert r.returncode == 2
-    assert "switch: the sip adapter is not available" in r.stderr
+    assert r.returncode == 2, r.stderr
+    assert "sip.listen[0]" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 async def test_the_banner_the_event_stream_and_a_clean_stop(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,13 @@ def serve_main(argv: list[str]) -> int:
         except PluginError as exc:
             print(f"baton serve: bad configuration in {path}:\n  {exc}", file=sys.stderr)
             return 2
+        from baton.service.switches import build_switch
+
+        try:
+            build_switch(config)  # the switch's own table ([sip]) is validated here
+        except ConfigError as exc:
+            print(f"baton serve: {exc}", file=sys.stderr)
+            return 2
         print(f"{path}: ok ({len(config.users)} users, switch {config.switch}, {len(flows)} flows)")
         return 0
     from baton.service.logs import configure_logging
@@ -141,6 +149,7 @@ async def _serve(config: Any) -> int:
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.started:
+                _quiet_gc()
                 _banner(config, service)
 
     server = Server(
@@ -151,11 +160,21 @@ async def _serve(config: Any) -> int:
             log_config=None,
             access_log=False,
             lifespan="on",
-            ws="websockets",
+            ws="websockets-sansio",
         )
     )
     await server.serve()
     return 0 if server.started else 1
+
+
+def _quiet_gc() -> None:
+    """Keep the garbage collector from stalling the loop: what start-up built (the app, the
+    config, the users) is frozen out of collection, and full collections are made rare. With
+    Python's defaults a full collection under load stalls the event loop for 100–300 ms —
+    late media frames and SIP retransmissions (see docs/benchmarks.md, SIP signalling)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(2000, 20, 1000)
 
 
 def _banner(config: Any, service: Any) -> None:

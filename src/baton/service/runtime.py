@@ -157,6 +157,8 @@ class Service:
             from baton.service.sim.activity import run_activity
 
             self.spawn(run_activity(self), "sim-activity")
+        # Last: phones may call in as soon as the switch listens, and the router is ready.
+        await self.switch.start()
         self.started = True
         log.info(
             "service started",

@@ -78,7 +78,13 @@ def _sip(config: Config) -> Switch:
                 '(baton.switch.sip has no create_switch); use switch = "sim" or baton serve --sim'
             ],
         )
-    switch = factory(config.sip, config.users)
+    try:
+        switch = factory(config.sip, config.users)
+    except ValueError as exc:  # the adapter's SipConfigError: one "key: message" per problem
+        problems = getattr(exc, "problems", None) or [str(exc)]
+        raise ConfigError(
+            config.source, [f"sip.{p}" if not p.startswith("sip") else p for p in problems]
+        ) from None
     if not isinstance(switch, Switch):
         raise TypeError(f"baton.switch.sip.create_switch returned {switch!r}, not a Switch")
     return switch

@@ -284,5 +284,10 @@ class Switch(ABC):
     async def stop_record(self, recording: str) -> None:
         """Stop a recording (idempotent). A :class:`RecordingFinished` event follows."""
 
+    async def start(self) -> None:  # noqa: B027 - optional hook with a default
+        """Acquire the switch's resources (bind sockets, start the media clock). Idempotent.
+        Raises :class:`SwitchError` if it cannot (an address in use). Optional: a switch that
+        needs nothing does nothing."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook with a default
         """Release the switch's resources."""
