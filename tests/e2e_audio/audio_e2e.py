@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import struct
 import sys
 import wave
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -50,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sip_switch"))
 from sipswitch_helpers import Baresip, Rig, U, wait_until
 
 from baton.core.events import Event
-from baton.switch.media import analysis
+from baton.switch.media import analysis, g711
 
 __all__ = [
     "AMPLITUDE",
@@ -64,7 +66,10 @@ __all__ = [
     "Timeline",
     "assert_hears",
     "baresip_phones",
+    "read_wav",
+    "sine",
     "tone_burst",
+    "write_rtp_pcap",
     "write_tone",
 ]
 
@@ -94,14 +99,44 @@ PRESENT = (0.85, 1.15)  # a present tone: its amplitude within these factors of 
 
 def write_tone(path: Path, freq: float, seconds: float = 60.0, *, rate: int = RATE) -> Path:
     """A mono 16-bit WAV of a steady sine (what a phone sends, or a prompt Baton plays)."""
-    t = np.arange(int(rate * seconds)) / rate
-    pcm = np.round(AMPLITUDE * np.sin(2 * np.pi * freq * t)).astype("<i2")
+    pcm = sine(freq, seconds, rate=rate).astype("<i2")
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(pcm.tobytes())
     return path
+
+
+def write_rtp_pcap(path: Path, pcm: npt.NDArray[np.int16], *, port: int = 6000) -> Path:
+    """A pcap (Ethernet, IPv4, UDP, as SIPp's ``play_pcap_audio`` reads) of ``pcm`` as PCMU RTP,
+    one 20 ms packet every 20 ms: how a SIPp phone sends a tone of our choosing."""
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    ssrc, seq, ts = random.getrandbits(32), random.getrandbits(16), random.getrandbits(32)
+    payload = g711.ulaw_encode(pcm)
+    for i in range(len(payload) // FRAME):
+        rtp = struct.pack("!BBHII", 0x80, 0x80 if i == 0 else 0, (seq + i) & 0xFFFF,
+                          (ts + i * FRAME) & 0xFFFFFFFF, ssrc)  # fmt: skip
+        udp_payload = rtp + payload[i * FRAME : (i + 1) * FRAME]
+        udp = struct.pack("!HHHH", port, port, 8 + len(udp_payload), 0) + udp_payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
+                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))  # fmt: skip
+        words = struct.unpack("!10H", ip)
+        total = sum(words)
+        total = (total & 0xFFFF) + (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16)
+        ip = ip[:10] + struct.pack("!H", ~total & 0xFFFF) + ip[12:]
+        frame = bytes(12) + b"\x08\x00" + ip + udp
+        usec = i * 20_000
+        out += struct.pack("<IIII", usec // 1_000_000, usec % 1_000_000, len(frame), len(frame))
+        out += frame
+    path.write_bytes(bytes(out))
+    return path
+
+
+def sine(freq: float, seconds: float, *, rate: int = RATE) -> npt.NDArray[np.int16]:
+    t = np.arange(int(rate * seconds)) / rate
+    return np.round(AMPLITUDE * np.sin(2 * np.pi * freq * t)).astype(np.int16)
 
 
 def read_wav(path: Path) -> npt.NDArray[np.int16]:
