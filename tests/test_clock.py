@@ -67,3 +67,18 @@ async def test_async_tests_run_on_virtual_time() -> None:
 @pytest.mark.realtime
 async def test_realtime_marker_gives_a_real_loop() -> None:
     assert not isinstance(asyncio.get_running_loop(), VirtualTimeLoop)
+
+
+def test_spinning_in_place_is_reported() -> None:
+    """A task that waits 0 s in a loop would hang a virtual-time test forever."""
+
+    async def main() -> None:
+        while True:  # noqa: ASYNC110 - the very mistake this test must catch
+            await asyncio.sleep(0)
+
+    loop = VirtualTimeLoop()
+    try:
+        with pytest.raises(VirtualTimeDeadlock, match="spins in place"):
+            loop.run_until_complete(main())
+    finally:
+        loop.close()

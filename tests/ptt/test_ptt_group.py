@@ -196,3 +196,15 @@ async def test_initiator_talks_as_soon_as_it_answers() -> None:
     await w.run(4)
     assert talkers(w) == {"m1"}
     await g.send("end")
+
+
+async def test_hang_time_ends_the_group_whatever_the_rounding() -> None:
+    """Found by the property test: with the floor idle since t=1.1 and a hang time of 3.0,
+    ``now - idle_since`` at the deadline is 2.9999999999999996; the flow must still end (it
+    used to wait 0 s forever, in place)."""
+    assert (1.1 + 3.0) - 1.1 < 3.0
+    w = World(*MEMBERS, grace=2.0)
+    await asyncio.sleep(1.1)
+    g = w.start(ptt_group, [w[m] for m in MEMBERS], hang_time=3.0, ring=0.5)
+    # every phone answers after 1 s: the floor is idle from t=1.1 on (no talk burst)
+    assert await asyncio.wait_for(g.result(), timeout=30) == "hang time"

@@ -23,10 +23,11 @@ T = TypeVar("T")
 
 
 class VirtualTimeDeadlock(RuntimeError):
-    """Every task waits and no timer is pending: nothing can ever happen again.
+    """Every task waits and no timer is pending: nothing can ever happen again — or the loop
+    spins in place: it keeps running callbacks without virtual time ever advancing (a task
+    waiting 0 s in a loop, often a deadline that a rounding error keeps just out of reach).
 
-    On a real loop this would hang forever; on the virtual loop it is reported at once. The usual
-    cause is a test awaiting an event that its scenario never produces.
+    On a real loop this would hang (or burn a core) forever; on the virtual loop it is reported.
     """
 
 
@@ -46,10 +47,15 @@ class VirtualClock:
 class _VirtualSelector(selectors.BaseSelector):
     """Polls the real selector without blocking; turns a wait into a clock jump."""
 
+    #: loop iterations at one instant before the loop is declared to spin in place
+    SPIN_LIMIT = 500_000
+
     def __init__(self, clock: VirtualClock, idle_wait: float) -> None:
         self._real = selectors.DefaultSelector()
         self._clock = clock
         self._idle_wait = idle_wait
+        self._spins = 0
+        self._at = clock.now
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         return self._real.register(fileobj, events, data)
@@ -63,6 +69,15 @@ class _VirtualSelector(selectors.BaseSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = self._real.select(0)
         if ready or timeout == 0:
+            if self._clock.now != self._at or ready:
+                self._at, self._spins = self._clock.now, 0
+            else:
+                self._spins += 1
+                if self._spins > self.SPIN_LIMIT:
+                    raise VirtualTimeDeadlock(
+                        f"the loop spins in place at t={self._clock.now}: "
+                        f"{self.SPIN_LIMIT} iterations without virtual time advancing"
+                    )
             return ready
         if timeout is None:
             # No timer is pending. Only real I/O (a thread finishing, a pipe) can wake us now;

@@ -285,10 +285,12 @@ async def ptt_group(
                 group.burst = None  # this deadline is served, whatever the floor answers
                 await group.run(group.floor.burst_expired(burst[0]))
                 continue
+            # (compare with the deadline itself: ``now - idle_since >= hang_time`` can stay
+            # false at the deadline by a rounding error, and the loop would spin in place)
             if (
                 not persistent
                 and group.idle_since is not None
-                and s.now() - group.idle_since >= hang_time
+                and s.now() >= group.idle_since + hang_time
             ):
                 s.note(f"no talk burst for {hang_time:g} s: the group call ends")
                 return "hang time"
