@@ -81,7 +81,7 @@ async def end_group(r: Rig, phones: Phones) -> None:
 
 def bursts(pcm: npt.NDArray[np.int16], *freqs: float) -> dict[float, float]:
     """The strongest 60 ms burst of each frequency in ``pcm`` (a PTT tone is 100–160 ms)."""
-    found = {f: round(tone_burst(pcm, f, span=0.06, hop=0.01)) for f in freqs}
+    found = {f: round(tone_burst(pcm, f, span=0.06, hop=0.01), 1) for f in freqs}
     print("bursts", found)
     return found
 
