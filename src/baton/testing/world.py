@@ -17,7 +17,6 @@ burst of events — between loop callbacks, when every synchronous step of the c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from typing import Any
 
 from baton.core.events import Event
@@ -150,7 +149,3 @@ class World:
         """Fail with every violation found (see :meth:`problems`)."""
         problems = self.problems(quiescent=quiescent)
         assert not problems, "invariant violations:\n  " + "\n  ".join(problems)
-
-
-def users(world: World, *ids: str) -> Iterable[User]:
-    return [world[i] for i in ids]
