@@ -36,6 +36,19 @@ Theory of operation
   for the peer's outgoing stream (our SSRC, sequence and timestamp continued across graph
   changes); a PCMU↔PCMA difference is bridged with a 256-byte ``bytes.translate`` table.
   RFC 4733 packets are forwarded too (re-typed to the peer's payload type), and detected.
+* **Fan-out.** A listener of a meeting with one speaker (a push-to-talk group while someone has
+  the floor; see "Fan-out" in :mod:`.mixer`) is sent the speaker's packets as they arrive,
+  rewritten for the listener's stream like a relayed packet — not a mix at the next tick. When a
+  listener starts hearing a speaker this way, the speaker's recent packets (of the last
+  ``_FLUSH`` seconds) that its jitter buffer has not played yet go out at once: a talker granted
+  the floor is heard as soon as the grant is made, and a listener moved from the mix to fan-out
+  hears nothing twice. (The other way, back into the mix while the same speaker goes on — a
+  tone to the whole group — repeats up to the speaker's jitter-buffer delay, 10–30 ms, once.)
+  The speaker's audio still feeds its jitter buffer for whoever hears it through the mix (a
+  revoked talker hearing its tone); a fanned-out listener's own audio is heard by nobody and
+  is not buffered. Packets of the speaker's stream that listeners do not get (its RFC 4733 key
+  presses) close up their sequence numbers. ``MediaEngine(fanout=False)`` mixes every meeting
+  member instead.
 * **Mixed legs** push payloads into their :class:`~.jitter.JitterBuffer`; the clock pulls one
   frame per leg every 20 ms, runs :meth:`~.mixer.Mixer.tick`, encodes each output row with the
   G.711 tables and sends it. Silent rows send a cached silence payload (no encode).
@@ -104,6 +117,7 @@ log = logging.getLogger(__name__)
 TICK: Final = 0.020
 _HDR: Final = rtp.FIXED_HEADER
 _CHECK_EVERY: Final = 25  # ticks between inactivity checks (0.5 s)
+_FLUSH: Final = 0.040  # fan-out: a new listener gets the speaker's packets this recent at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +191,7 @@ class LegStats:
     late: int
     lost: int
     dropped: int
+    fanout_source: str | None = None  # the speaker this listener is sent directly (fan-out)
 
 
 class _Leg:
@@ -186,6 +201,8 @@ class _Leg:
         "dtmf",
         "dtmf_out",
         "dtmf_ts",
+        "fanout",
+        "fanout_from",
         "id",
         "in_ssrc",
         "jb",
@@ -200,6 +217,7 @@ class _Leg:
         "packets_in",
         "packets_out",
         "pt",
+        "recent",
         "relay_src_ssrc",
         "relay_to",
         "relay_xcode",
@@ -249,6 +267,11 @@ class _Leg:
         self.relay_to: _Leg | None = None
         self.relay_xcode: bytes | None = None
         self.relay_src_ssrc: int | None = None
+        # Fan-out: the listeners our audio goes to as it arrives, or the speaker we hear so.
+        self.fanout: list[_Leg] = []
+        self.fanout_from: _Leg | None = None
+        # Our last audio packets (arrival, marker, seq, ts, ssrc, payload), for a new listener.
+        self.recent: deque[tuple[float, int, int, int, int, bytes]] = deque(maxlen=3)
         self.seq_off = 0
         self.ts_off = 0
         self.packets_in = 0
@@ -283,7 +306,9 @@ class MediaEngine:
     ``rtp_timeout`` is the default inactivity limit (``None``: never). ``late_threshold``: a
     tick starting later than this counts as late; ``max_behind``: later than this, the missed
     ticks are skipped. ``jitter_depth``: (min, initial, max) jitter-buffer depth in frames.
-    ``rtcp_interval``: seconds between RTCP reports per leg (rounded to 0.5 s). The listener is called
+    ``rtcp_interval``: seconds between RTCP reports per leg (rounded to 0.5 s). ``fanout``: send
+    the listeners of a one-speaker meeting the speaker's packets as they arrive (see the module
+    docstring). The listener is called
     synchronously from the engine's callbacks and must not block.
     """
 
@@ -297,6 +322,7 @@ class MediaEngine:
         max_behind: float = 0.200,
         jitter_depth: tuple[int, int, int] = (1, 2, 10),
         rtcp_interval: float = 5.0,
+        fanout: bool = True,
     ) -> None:
         first, last = port_range
         if first % 2:
@@ -312,7 +338,7 @@ class MediaEngine:
         # Reports go out from the 0.5 s housekeeping pass: round the interval to a multiple.
         self._rtcp_every = max(1, round(rtcp_interval / (TICK * _CHECK_EVERY))) * _CHECK_EVERY
         self.metrics = MediaMetrics()
-        self.mixer = Mixer()
+        self.mixer = Mixer(fanout=fanout)
         self._loop = asyncio.get_running_loop()
         self._legs: dict[str, _Leg] = {}
         self._listener: Callable[[MediaEvent], None] | None = None
@@ -451,6 +477,13 @@ class MediaEngine:
                 self._loop.remove_reader(s.fileno())
             s.close()
         entry.relay_to = None
+        source = entry.fanout_from
+        if source is not None and entry in source.fanout:
+            source.fanout.remove(entry)
+        entry.fanout_from = None
+        for listener in entry.fanout:
+            listener.fanout_from = None
+        entry.fanout.clear()
         self._dtmf_legs.discard(entry)
 
     def local_address(self, leg: str) -> tuple[str, int]:
@@ -470,6 +503,7 @@ class MediaEngine:
             late=e.jb.late,
             lost=e.jb.lost,
             dropped=e.jb.dropped + e.jb.duplicates,
+            fanout_source=e.fanout_from.id if e.fanout_from else None,
         )
 
     # ---- the media graph -------------------------------------------------------------------
@@ -708,15 +742,22 @@ class MediaEngine:
             else:
                 now = self._loop.time()
                 leg.stats.update(ssrc, seq, ts, int(now * 8000), len(payload))
-                leg.jb.push(ts, payload, int(now * 8000))
+                if leg.fanout_from is None:  # a fanned-out listener is heard by nobody
+                    leg.jb.push(ts, payload, int(now * 8000))
+                leg.recent.append((now, b1 & 0x80, seq, ts, ssrc, payload))
+                if leg.fanout:
+                    self._fan_out(leg, b1 & 0x80, seq, ts, ssrc, payload, now)
         elif pt == leg.te_pt:
             digit = leg.dtmf.feed(ssrc, ts, bool(b1 & 0x80), payload)
             if peer is not None and peer.te_pt is not None:
                 self._relay(leg, peer, b1 & 0x80, peer.te_pt, seq, ts, ssrc, payload)
+            elif leg.fanout:
+                self._not_forwarded(leg)  # a talker's key presses are for Baton, not the group
             if digit is not None:
                 metrics.dtmf_in += 1
                 self._emit(DtmfReceived(leg.id, digit))
-        # else: comfort noise or a codec we did not negotiate: ignored
+        elif leg.fanout:  # comfort noise or a codec we did not negotiate: ignored
+            self._not_forwarded(leg)
 
     def _relay(
         self,
@@ -757,6 +798,60 @@ class MediaEngine:
         dst.packets_out += 1
         self.metrics.packets_out += 1
         self.metrics.relayed += 1
+
+    def _fan_out(
+        self, src: _Leg, marker: int, seq: int, ts: int, ssrc: int, payload: bytes, now: float
+    ) -> None:
+        """Fan-out: one of the speaker's audio packets to each of its listeners, as a relay (the
+        per-listener loop of :meth:`_relay`, inlined: it runs for every listener of every
+        talker)."""
+        metrics = self.metrics
+        translated: bytes | None = None
+        pack = _HDR.pack
+        for dst in src.fanout:
+            dest = dst.dest
+            if dest is None or not dst.sending:
+                continue
+            data = payload
+            if dst.codec is not None and src.codec is not None and dst.codec.name != src.codec.name:
+                if translated is None:
+                    table = g711.ULAW_TO_ALAW if src.codec.name == "PCMU" else g711.ALAW_TO_ULAW
+                    translated = payload.translate(table)
+                data = translated
+            if dst.out_resync or ssrc != dst.relay_src_ssrc:
+                self._relay(src, dst, marker, dst.pt, seq, ts, ssrc, data)  # a new source
+                continue
+            oseq = (seq + dst.seq_off) & 0xFFFF
+            ots = (ts + dst.ts_off) & 0xFFFFFFFF
+            if (oseq - dst.out_seq) & 0xFFFF < 0x8000:  # keep the newest, not a reordered one
+                dst.out_seq = oseq
+                dst.out_ts = ots
+            dst.last_out_time = now
+            try:
+                dst.sock.sendto(pack(0x80, marker | dst.pt, oseq, ots, dst.out_ssrc) + data, dest)
+            except OSError:
+                metrics.send_errors += 1
+                continue
+            dst.packets_out += 1
+            metrics.packets_out += 1
+            metrics.relayed += 1
+
+    def _relay_to_listener(
+        self, src: _Leg, dst: _Leg, marker: int, seq: int, ts: int, ssrc: int, payload: bytes
+    ) -> None:
+        """Fan-out: one of the speaker's audio packets to one listener, as a relay."""
+        if src.codec is not None and dst.codec is not None and src.codec.name != dst.codec.name:
+            table = g711.ULAW_TO_ALAW if src.codec.name == "PCMU" else g711.ALAW_TO_ULAW
+            payload = payload.translate(table)
+        self._relay(src, dst, marker, dst.pt, seq, ts, ssrc, payload)
+
+    @staticmethod
+    def _not_forwarded(src: _Leg) -> None:
+        """A speaker's packet its fanned-out listeners do not get: it took a sequence number in
+        the speaker's stream, so theirs closes up behind it (a gap would read as a loss, and the
+        listener's phone would conceal a frame that was never missing)."""
+        for dst in src.fanout:
+            dst.seq_off = (dst.seq_off - 1) & 0xFFFF
 
     def _on_rtcp(self, leg: _Leg) -> None:
         try:
@@ -966,7 +1061,8 @@ class MediaEngine:
     # ---- plumbing --------------------------------------------------------------------------
 
     def _after_graph_change(self) -> None:
-        """Apply the mixer's direct-relay changes to the legs, and emit its events."""
+        """Apply the mixer's direct-relay and fan-out changes to the legs, and emit its
+        events."""
         for leg_id, peer_id in self.mixer.take_direct_changes().items():
             entry = self._legs.get(leg_id)
             if entry is None:
@@ -976,7 +1072,30 @@ class MediaEngine:
             if peer_id is None:
                 entry.jb.reset()  # we start buffering this leg's audio afresh
             self._update_xcode(entry)
+        if self.mixer.fanout:
+            self._apply_fanout(self.mixer.take_fanout_changes())
         self._emit_mixer_events()
+
+    def _apply_fanout(self, changes: dict[str, str | None]) -> None:
+        now = self._loop.time()
+        for leg_id, source_id in changes.items():
+            entry = self._legs.get(leg_id)
+            if entry is None:
+                continue
+            old = entry.fanout_from
+            if old is not None and entry in old.fanout:
+                old.fanout.remove(entry)
+            source = self._legs.get(source_id) if source_id is not None else None
+            entry.fanout_from = source
+            entry.out_resync = True  # our outgoing stream changes source
+            if source is None:
+                entry.jb.reset()  # heard again through the mix: buffer its audio afresh
+                continue
+            source.fanout.append(entry)
+            # What the speaker said just now and the mix has not played yet: at once.
+            for arrived, marker, seq, ts, ssrc, payload in list(source.recent):
+                if now - arrived <= _FLUSH and ssrc == source.in_ssrc and source.jb.unplayed(ts):
+                    self._relay_to_listener(source, entry, marker, seq, ts, ssrc, payload)
 
     def _update_xcode(self, entry: _Leg) -> None:
         for src in (entry, *(e for e in self._legs.values() if e.relay_to is entry)):

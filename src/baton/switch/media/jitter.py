@@ -258,6 +258,13 @@ class JitterBuffer:
 
     # ---- output ----------------------------------------------------------------------------
 
+    def unplayed(self, timestamp: int) -> bool:
+        """Whether the frame at RTP ``timestamp`` is not yet behind the play head: buffered or
+        still to come (always, while idle: nothing has been played since)."""
+        if self._state == _IDLE:
+            return True
+        return ((timestamp - self._play_ts + _HALF) & _MASK) - _HALF >= 0
+
     @property
     def depth(self) -> int:
         """Frames buffered ahead of the play head."""

@@ -25,6 +25,17 @@ names the peer, the engine relays their packets on arrival without decoding, and
 them. Every graph change recomputes this; :meth:`Mixer.take_direct_changes` tells the engine which
 ports switched, so it can start or stop feeding their jitter buffers.
 
+Fan-out (``Mixer(fanout=True)``, what the engine uses): in a meeting with exactly one speaker —
+a push-to-talk group while someone holds the floor, a broadcast by one dispatcher — what a
+listener hears is exactly what the speaker says. Such a listener (mode LISTEN or MUTED, in that
+one meeting only, no bridge, no playback or recording of its own; the meeting has no playback,
+recording or whisper) is *fanned out*: :meth:`Mixer.fanout_source` names the speaker, the engine
+forwards the speaker's packets to it as they arrive (as for a bridge), and the tick skips it.
+Graph changes mark the rooms and ports they touch; :meth:`Mixer.take_fanout_changes` re-examines
+those and tells the engine which listeners switched (leg → speaker, or None: back to the mix).
+So a granted talker is heard at once — its first packet goes out when it arrives, not at the
+next tick after a jitter buffer filled — and the mix does no work for the listeners.
+
 Mixing
 ------
 Per tick, inputs are stacked into one int32 matrix; per room, the sum of its speakers is added to
@@ -142,7 +153,15 @@ class _Room:
 
 
 class _Port:
-    __slots__ = ("bridge", "direct_peer", "id", "meetings", "playbacks", "recordings")
+    __slots__ = (
+        "bridge",
+        "direct_peer",
+        "fanout_source",
+        "id",
+        "meetings",
+        "playbacks",
+        "recordings",
+    )
 
     def __init__(self, port_id: str) -> None:
         self.id = port_id
@@ -151,6 +170,7 @@ class _Port:
         self.playbacks: dict[str, Playback] = {}
         self.recordings: dict[str, _Recording] = {}
         self.direct_peer: str | None = None
+        self.fanout_source: str | None = None
 
 
 @dataclass(slots=True)
@@ -217,7 +237,7 @@ class Mixer:
     ``remove_port``), which do nothing when there is nothing to do.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, fanout: bool = False) -> None:
         self._ports: dict[str, _Port] = {}
         self._meetings: dict[str, _Room] = {}
         self._playbacks: dict[str, Playback] = {}
@@ -226,6 +246,9 @@ class Mixer:
         self._direct_changes: dict[str, str | None] = {}
         self._ids = itertools.count(1)
         self._plan: _Plan | None = None
+        self.fanout = fanout
+        self._fanout_changes: dict[str, str | None] = {}
+        self._fanout_dirty: set[str] = set()  # ports whose fan-out status may have changed
 
     # ---- queries -----------------------------------------------------------------------------
 
@@ -240,6 +263,20 @@ class Mixer:
     def take_direct_changes(self) -> dict[str, str | None]:
         """Ports whose direct status changed since the last call: leg → new peer (or None)."""
         changes, self._direct_changes = self._direct_changes, {}
+        return changes
+
+    def fanout_source(self, leg: str) -> str | None:
+        """The speaker whose packets this listening port may receive as they are, or ``None``
+        (see "Fan-out" in the module docstring)."""
+        self._refresh_fanout()
+        port = self._ports.get(leg)
+        return port.fanout_source if port else None
+
+    def take_fanout_changes(self) -> dict[str, str | None]:
+        """Listening ports whose fan-out source changed since the last call: leg → the speaker
+        it now hears directly (or None: back to the mix)."""
+        self._refresh_fanout()
+        changes, self._fanout_changes = self._fanout_changes, {}
         return changes
 
     def take_events(self) -> list[MixerEvent]:
@@ -276,6 +313,9 @@ class Mixer:
         port = self._ports.pop(leg)
         if port.direct_peer is not None:
             self._direct_changes[leg] = None
+        if port.fanout_source is not None:
+            self._fanout_changes[leg] = None
+        self._fanout_dirty.discard(leg)
         self._changed()
 
     def clear(self, leg: str) -> None:
@@ -292,6 +332,7 @@ class Mixer:
             self.stop_play(pid)
         for rid in list(port.recordings):
             self.stop_record(rid)
+        self._touch(leg)
         self._update_direct(touched)
 
     # ---- bridges -----------------------------------------------------------------------------
@@ -310,6 +351,7 @@ class Mixer:
         room = _Room(f"bridge:{leg_a}:{leg_b}", is_bridge=True)
         room.members = {leg_a: Member(leg_a), leg_b: Member(leg_b)}
         a.bridge = b.bridge = room
+        self._touch(*touched)
         self._update_direct(touched)
 
     def unbridge(self, leg: str) -> None:
@@ -328,6 +370,7 @@ class Mixer:
             other = self._ports.get(member)
             if other is not None and other.bridge is room:
                 other.bridge = None
+        self._touch(*room.members)
         self._changed()
 
     # ---- meetings ----------------------------------------------------------------------------
@@ -344,6 +387,7 @@ class Mixer:
         port = self._port(member.leg)
         room.members[member.leg] = member
         port.meetings[meeting] = room
+        self._touch(*room.members)
         self._changed()
         self._update_direct({member.leg})
 
@@ -359,6 +403,7 @@ class Mixer:
         port = self._ports.get(leg)
         if port is not None:
             port.meetings.pop(room.id, None)
+        self._touch(leg, *room.members)
         self._changed()
 
     def destroy_meeting(self, meeting: str) -> None:
@@ -386,6 +431,7 @@ class Mixer:
         playback = Playback(pid, target, pcm, loop=loop)
         owner.playbacks[pid] = playback
         self._playbacks[pid] = playback
+        self._touch_target(target)
         self._changed()
         if target.leg is not None:
             self._update_direct({target.leg})
@@ -403,6 +449,7 @@ class Mixer:
         if owner is not None:
             owner.playbacks.pop(playback, None)
         self._events.append(PlaybackFinished(playback, completed))
+        self._touch_target(pb.target)
         self._changed()
         if pb.target.leg is not None:
             self._update_direct({pb.target.leg})
@@ -414,6 +461,7 @@ class Mixer:
         rec = _Recording(rid, target, sink)
         owner.recordings[rid] = rec
         self._recordings[rid] = rec
+        self._touch_target(target)
         self._changed()
         if target.leg is not None:
             self._update_direct({target.leg})
@@ -431,6 +479,7 @@ class Mixer:
             seconds = rec.sink.close()
         finally:
             self._events.append(RecordingFinished(recording, rec.sink.path, seconds))
+            self._touch_target(rec.target)
             self._changed()
             if rec.target.leg is not None:
                 self._update_direct({rec.target.leg})
@@ -524,7 +573,12 @@ class Mixer:
         return self._plan
 
     def _build_plan(self) -> _Plan:
-        legs = [leg for leg, port in self._ports.items() if port.direct_peer is None]
+        self._refresh_fanout()
+        legs = [
+            leg
+            for leg, port in self._ports.items()
+            if port.direct_peer is None and port.fanout_source is None
+        ]
         rows = {leg: i for i, leg in enumerate(legs)}
         pairs: list[tuple[int, int]] = []
         seen: set[int] = set()
@@ -591,6 +645,47 @@ class Mixer:
             return None
         return peer.id
 
+    # ---- fan-out ------------------------------------------------------------------------------
+
+    def _touch(self, *legs: str) -> None:
+        """These ports' fan-out status may have changed (re-examined when next asked)."""
+        if self.fanout:
+            self._fanout_dirty.update(legs)
+
+    def _touch_target(self, target: Target) -> None:
+        if target.leg is not None:
+            self._touch(target.leg)
+        elif target.meeting is not None:
+            room = self._meetings.get(target.meeting)
+            if room is not None:
+                self._touch(*room.members)
+
+    def _refresh_fanout(self) -> None:
+        if not self._fanout_dirty:
+            return
+        dirty, self._fanout_dirty = self._fanout_dirty, set()
+        speakers: dict[str, str | None] = {}  # room -> its only speaker (None: not fan-out)
+        for leg in dirty:
+            port = self._ports.get(leg)
+            if port is None:
+                continue
+            source = self._fanout_candidate(port, speakers)
+            if source != port.fanout_source:
+                port.fanout_source = source
+                self._fanout_changes[leg] = source
+                self._plan = None
+
+    def _fanout_candidate(self, port: _Port, speakers: dict[str, str | None]) -> str | None:
+        if port.bridge is not None or port.playbacks or port.recordings or len(port.meetings) != 1:
+            return None
+        (room,) = port.meetings.values()
+        member = room.members.get(port.id)
+        if member is None or member.mode not in (MeetingMode.LISTEN, MeetingMode.MUTED):
+            return None
+        if room.id not in speakers:
+            speakers[room.id] = _sole_speaker(room)
+        return speakers[room.id]
+
     def _port(self, leg: str) -> _Port:
         port = self._ports.get(leg)
         if port is None:
@@ -618,6 +713,21 @@ class Mixer:
 
 _SILENCE: Final[Pcm] = np.zeros(FRAME, dtype=np.int16)
 _SILENCE.flags.writeable = False
+
+
+def _sole_speaker(room: _Room) -> str | None:
+    """The one SPEAK member of a meeting with no playback, recording or whisper; else None."""
+    if room.playbacks or room.recordings:
+        return None
+    speaker = None
+    for leg, member in room.members.items():
+        if member.mode is MeetingMode.SPEAK:
+            if speaker is not None:
+                return None
+            speaker = leg
+        elif member.mode is MeetingMode.WHISPER:
+            return None
+    return speaker
 
 
 def _plain(port: _Port) -> bool:
