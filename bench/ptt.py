@@ -284,6 +284,7 @@ async def _baton_serve(cfg: dict[str, Any]) -> None:
     for u in ids:
         manager.add_user(User(u, keep=u.endswith("d")))
     await switch.start()
+    switch.media.mixer.fanout = bool(cfg["fanout"])  # --no-fanout: every listener mixed
 
     # Per user, one entry per "*" Baton detected, in order: when, and what came of it.
     requests: dict[str, list[dict[str, Any]]] = {u: [] for u in ids}
@@ -308,10 +309,19 @@ async def _baton_serve(cfg: dict[str, Any]) -> None:
             p = pending(e.by) if e.by else None
             if p is not None:
                 p["preempting"] = True
+            entries = requests.get(e.user)
+            if entries and entries[-1]["outcome"] == "granted":
+                entries[-1].setdefault("t_revoked", now)
         elif isinstance(e, FloorGranted):
             p = pending(e.user)
             if p is not None:
                 p["outcome"] = "granted"
+                # Was a tone playing to the whole group (the floor-idle tone of a release just
+                # before)? Then its listeners hear a mix, on the mixer's clock.
+                room = manager.rec(manager.user(e.user)).meeting
+                p["room_tone"] = room is not None and any(
+                    pb.target.meeting == room.id for pb in switch.media.mixer.playbacks.values()
+                )
         elif isinstance(e, FloorQueued):
             for user, _ in e.queue:
                 p = pending(user)
@@ -331,21 +341,15 @@ async def _baton_serve(cfg: dict[str, Any]) -> None:
         flows.append(manager.start(ptt_group, group, [disp], persistent=True, max_burst=30.0))
 
     def joined() -> bool:
-        for u in ids:
-            leg = switch.leg_of(u)
-            if leg is None or switch.meeting_of(leg) is None:
-                return False
-        return True
+        legs = {leg.user: leg.id for leg in switch.legs.values()}  # leg_of() scans every leg
+        return all(u in legs and switch.meeting_of(legs[u]) is not None for u in ids)
 
     async with asyncio.timeout(120):
         while not joined():  # noqa: ASYNC110 - the state is spread over the switch
             await asyncio.sleep(0.05)
     setup_s = time.monotonic() - t_setup
-    ports = {}
-    for u in ids:
-        leg = switch.leg_of(u)
-        assert leg is not None
-        ports[u] = switch.media.leg_stats(leg).local[1]
+    legs = {leg.user: leg.id for leg in switch.legs.values()}
+    ports = {u: switch.media.leg_stats(legs[u]).local[1] for u in ids}
     # As a server should after start-up (see bench/sip_cps.py): keep the collector off the
     # long-lived objects, so a full collection does not stall the media clock.
     gc.collect()
@@ -413,6 +417,7 @@ class _Phone:
     ts0: int
     voice: bytes
     ts: int = 0
+    frames: int = 0  # frames of the RTP clock since the start, at the last timestamp used
     talking: bool = False
     next_frame: float = 0.0
 
@@ -521,8 +526,9 @@ def _phones_run(
         """A key press as a phone sends it: start (marker), an update, the end three times."""
         p = phones[u]
         # The RTP clock runs while the phone is silent: a press gets a timestamp of its own
-        # (a receiver tells presses apart by timestamp).
-        p.ts = (p.ts0 + FRAME * int((now - start) / 0.020)) & 0xFFFFFFFF
+        # (a receiver tells presses apart by timestamp), later than anything sent before.
+        p.frames = max(p.frames + 1, int((now - start) / 0.020))
+        p.ts = (p.ts0 + FRAME * p.frames) & 0xFFFFFFFF
         ts = p.ts
         t0 = time.time_ns()
         send(u, p.packet(PT_EVENT, _event(digit, end=False, duration=160), marker=True, ts=ts))
@@ -600,6 +606,7 @@ def _phones_run(
                 if now - p.next_frame > 0.005:
                     late += 1
                 p.ts = (p.ts + FRAME) & 0xFFFFFFFF
+                p.frames += 1
                 send(u, p.packet(PT_PCMU, p.voice))
                 p.next_frame += 0.020
         if later:
@@ -698,6 +705,7 @@ class MediaConfig:
     rt_priority: int = 10  # SCHED_FIFO for Baton and the phones, as bench/media.py (0: no)
     rtp_ports: tuple[int, int] = BATON_PORTS
     phones_port_base: int = PHONES_PORT_BASE
+    fanout: bool = True  # False: the engine mixes every listener (as before fan-out)
 
 
 def free_port() -> int:
@@ -731,7 +739,7 @@ def run_media(cfg: MediaConfig, log: Callable[[str], None] = print) -> dict[str,
     with tempfile.TemporaryDirectory(prefix="baton-ptt-") as tmp:
         phones = mb.Child([sys.executable, me, "--child", "phones", json.dumps(
             child_cfg | {"core": phones_core, "port_base": cfg.phones_port_base})], "phones")  # fmt: skip
-        baton: mb.Child | None = None
+        baton: Any = None  # a bench/media.py Child
         uas: subprocess.Popen[bytes] | None = None
         try:
             phones_port = int(phones.read(15)["port"])
@@ -753,7 +761,8 @@ def run_media(cfg: MediaConfig, log: Callable[[str], None] = print) -> dict[str,
                 time.sleep(0.02)
             baton = mb.Child([sys.executable, me, "--child", "baton", json.dumps(child_cfg | {
                 "core": baton_core, "groups": cfg.groups, "members": cfg.members,
-                "sipp_port": sipp_port, "rtp_ports": list(cfg.rtp_ports)})], "baton")  # fmt: skip
+                "sipp_port": sipp_port, "rtp_ports": list(cfg.rtp_ports),
+                "fanout": cfg.fanout})], "baton")  # fmt: skip
             setup = baton.read(timeout=240)
             log(f"{len(ids)} calls up (groups dialled their members through SIPp) in "
                 f"{setup['setup_s']:.1f} s; Baton on core {baton_core}, phones on core "
@@ -790,7 +799,8 @@ def run_media(cfg: MediaConfig, log: Callable[[str], None] = print) -> dict[str,
 
 
 def _pct(values: list[float], q: float) -> float | None:
-    return mb.rnd(mb.percentile(np.asarray(values, dtype=np.float64), q), 2)
+    value = mb.percentile(np.asarray(values, dtype=np.float64), q)
+    return None if value is None else round(float(value), 2)
 
 
 def analyse(cfg: MediaConfig, result: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
@@ -801,17 +811,20 @@ def analyse(cfg: MediaConfig, result: dict[str, Any], report: dict[str, Any]) ->
     ids = user_ids(cfg.groups, cfg.members)
     index = {u: i for i, u in enumerate(ids)}
     samples: list[float] = []  # (request, listener): ms
+    clear: list[float] = []  # the same, for grants made while no tone played to the group
     last: list[float] = []  # per request: until every listener had it
     control: list[float] = []  # the "*" leaving the phone -> the speak join reaching the switch
     detect: list[float] = []  # the "*" leaving the phone -> Baton's DTMF event
-    measured = preempting = queued = missed = unmatched = 0
+    measured = preempting = queued = missed = revoked = unmatched = toned = 0
     for user, rids in result["presses"].items():
         seen = baton_requests.get(user, [])
-        unmatched += abs(len(seen) - len(rids))
+        if len(seen) != len(rids):  # a press Baton did not see: this user's pairs are unsure
+            unmatched += abs(len(seen) - len(rids))
+            continue
         group = index[user] // per_group
         listeners = [ids[group * per_group + m] for m in range(per_group)]
         listeners.remove(user)
-        for rid, outcome in zip(rids, seen, strict=False):
+        for rid, outcome in zip(rids, seen, strict=True):
             req = phone_requests[rid]
             if req["t0"] < result["measure_from_ns"]:
                 continue
@@ -823,7 +836,17 @@ def analyse(cfg: MediaConfig, result: dict[str, Any], report: dict[str, Any]) ->
             t0 = req["t0"]
             got = [(req["heard"][u] - t0) / 1e6 for u in listeners if u in req["heard"]]
             samples += got
-            missed += len(listeners) - len(got)
+            if outcome.get("room_tone"):
+                toned += 1
+            else:
+                clear += got
+            if (
+                len(got) < len(listeners)
+                and outcome.get("t_revoked", t0 + 1e18) - t0 < CENSOR_S * 1e9
+            ):
+                revoked += 1  # taken back (a dispatcher) before every listener heard it
+            else:
+                missed += len(listeners) - len(got)
             if len(got) == len(listeners):
                 last.append(max(got))
             detect.append((outcome["t_dtmf"] - t0) / 1e6)
@@ -834,19 +857,24 @@ def analyse(cfg: MediaConfig, result: dict[str, Any], report: dict[str, Any]) ->
         "floor_access_media_p99_ms": _pct(samples, 99),
         "floor_access_media_p95_ms": _pct(samples, 95),
         "floor_access_media_last_listener_p99_ms": _pct(last, 99),
+        "floor_access_media_no_group_tone_p50_ms": _pct(clear, 50),
+        "floor_access_media_no_group_tone_p99_ms": _pct(clear, 99),
         "floor_control_p50_ms": _pct(control, 50),
         "floor_control_p99_ms": _pct(control, 99),
         "dtmf_detect_p99_ms": _pct(detect, 99),
         "grants_measured": measured,
         "grants_by_preemption": preempting,
+        "grants_during_group_tone": toned,
         "listener_samples": len(samples),
         "listeners_missed": missed,
+        "grants_revoked_before_heard": revoked,
         "requests_queued": queued,
         "presses_unmatched": unmatched,
         "groups": cfg.groups,
         "members_per_group": cfg.members,
         "seconds": cfg.seconds,
         "mode": "media",
+        "fanout": cfg.fanout,
     }
 
 
@@ -860,6 +888,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="length of the load")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-rt", action="store_true", help="media: no SCHED_FIFO")
+    parser.add_argument("--no-fanout", action="store_true",
+                        help="media: mix every listener (the engine before fan-out)")  # fmt: skip
     parser.add_argument("--child", choices=("baton", "phones"), help=argparse.SUPPRESS)
     parser.add_argument("child_cfg", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -870,7 +900,7 @@ def main() -> None:
     if args.media:
         seconds = args.seconds or (8.0 if args.quick else 30.0)
         cfg = MediaConfig(args.groups, args.members, seconds, seed=args.seed,
-                          rt_priority=0 if args.no_rt else 10)  # fmt: skip
+                          rt_priority=0 if args.no_rt else 10, fanout=not args.no_fanout)  # fmt: skip
         result = run_media(cfg)
         print(
             f"floor access with media (the RFC 4733 * leaving the phone → the talker's first "

@@ -28,8 +28,12 @@ MEDIA_KEYS = {
     "dtmf_detect_p99_ms",
     "grants_measured",
     "grants_by_preemption",
+    "grants_during_group_tone",
+    "floor_access_media_no_group_tone_p50_ms",
+    "floor_access_media_no_group_tone_p99_ms",
     "listener_samples",
     "listeners_missed",
+    "grants_revoked_before_heard",
     "requests_queued",
     "presses_unmatched",
     "groups",
@@ -41,6 +45,7 @@ MEDIA_KEYS = {
     "setup_s",
     "legs",
     "mode",
+    "fanout",
 }
 
 
