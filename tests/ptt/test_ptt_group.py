@@ -208,3 +208,15 @@ async def test_hang_time_ends_the_group_whatever_the_rounding() -> None:
     g = w.start(ptt_group, [w[m] for m in MEMBERS], hang_time=3.0, ring=0.5)
     # every phone answers after 1 s: the floor is idle from t=1.1 on (no talk burst)
     assert await asyncio.wait_for(g.result(), timeout=30) == "hang time"
+
+
+async def test_a_grant_cuts_the_floor_idle_tone_short() -> None:
+    """The floor-idle beep must not keep the new talker waiting in the mix: a grant stops it."""
+    w, g = await _group()
+    await g.send("request", user="m1")
+    await g.send("release", user="m1")  # floor idle: the beep starts for everyone
+    assert "tone:floor_idle" in w.hears("m2")
+    await g.send("request", user="m3")  # granted while the beep still plays
+    assert "tone:floor_idle" not in w.hears("m2")
+    assert talkers(w) == {"m3"}
+    await g.send("end")

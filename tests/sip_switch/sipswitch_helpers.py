@@ -178,9 +178,10 @@ class Sipp:
         self.output = ""
 
     async def start(self) -> Sipp:
+        # a test may give its own -timeout (a lossy run needs longer than the default)
+        timeout = [] if "-timeout" in self.args else ["-timeout", f"{int(SIPP_TIMEOUT - 5)}s"]
         self.process = await asyncio.create_subprocess_exec(
-            need("sipp"), *self.args, "-nostdin", "-trace_err",
-            "-timeout", f"{int(SIPP_TIMEOUT - 5)}s", "-timeout_error",
+            need("sipp"), *self.args, "-nostdin", "-trace_err", *timeout, "-timeout_error",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=self.cwd,
         )  # fmt: skip
         return self

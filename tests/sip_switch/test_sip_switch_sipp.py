@@ -173,12 +173,14 @@ async def test_udp_loss_is_recovered_by_retransmission(tmp_path: Path) -> None:
         U("bob", ("2000",), contact=f"sip:bob@127.0.0.1:{bob_port}"),
     ]
     async with rig(users) as r, sipp_procs() as procs:
-        uas = await sipp(procs, ["-sf", scenario("uas_answer.xml"), "-m", str(calls),
-                                 "-lost", "10"], tmp_path, port=bob_port)  # fmt: skip
+        # losses cost retransmission timers (0.5 s, 1 s, 2 s, …): give SIPp time, not 35 s
+        lossy = ["-lost", "10", "-timeout", "80s"]
+        uas = await sipp(procs, ["-sf", scenario("uas_answer.xml"), "-m", str(calls), *lossy],
+                         tmp_path, port=bob_port)  # fmt: skip
         await wait_listening(bob_port)
         uac = await sipp(procs, [r.target(), "-sf", scenario("uac_call.xml"), "-s", "2000",
                                  "-key", "caller", "carol", "-m", str(calls), "-l", "1",
-                                 "-d", "200", "-lost", "10"],
+                                 "-d", "200", *lossy],
                          tmp_path, port=carol_port)  # fmt: skip
         assert await uac.wait(90) == 0, uac.output
         assert await uas.wait(90) == 0, uas.output

@@ -30,6 +30,7 @@ from baton.core import (
     FlowInterrupted,
     FlowUsageError,
     Meeting,
+    Playback,
     Priority,
     Session,
     User,
@@ -95,6 +96,7 @@ class _Ptt:
         self.request_digit, self.release_digit, self.emergency_digit = digits
         self.burst: tuple[int, float] | None = None  # (token, deadline)
         self.idle_since: float | None = s.now()
+        self.idle_tone: Playback | None = None  # the floor-idle beep, while it plays
 
     # ---- members
 
@@ -180,6 +182,7 @@ class _Ptt:
         for a in actions:
             if isinstance(a, Granted):
                 self.idle_since = None
+                await self._stop_idle_tone()  # the talker is heard at once, not through a mix
                 user = s.user(a.member)
                 if await self._mode(user, MeetingMode.SPEAK):
                     await self._tone(user, "talk_permit")
@@ -205,8 +208,14 @@ class _Ptt:
             elif isinstance(a, Idle):
                 self.idle_since = s.now()
                 with contextlib.suppress(BatonError):
-                    await s.play(self.room, Tone("floor_idle"), wait=False)
+                    self.idle_tone = await s.play(self.room, Tone("floor_idle"), wait=False)
                 bus.publish(FloorIdle(group=s.name))
+
+    async def _stop_idle_tone(self) -> None:
+        tone, self.idle_tone = self.idle_tone, None
+        if tone is not None and not tone.done.done():
+            with contextlib.suppress(BatonError):
+                await self.s.stop(tone)
 
     async def _mode(self, user: User, mode: MeetingMode) -> bool:
         """Switch a member's mode; a member no longer ours is skipped (the floor hears of its
