@@ -38,7 +38,9 @@ test: $(STAMP) system-deps lint typecheck unit
 bench: $(STAMP) system-deps
 	$(PY) bench/core.py --quick
 	$(PY) bench/ptt.py --quick
+	$(PY) bench/ptt.py --media --quick
 	$(PY) bench/media.py --quick
+	$(PY) bench/sip_cps.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
