@@ -21,8 +21,8 @@ system-deps:
 	./scripts/install-system-deps.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench examples scripts
-	$(VENV)/bin/ruff format --check src tests bench examples scripts
+	$(VENV)/bin/ruff check src tests bench examples scripts conftest.py
+	$(VENV)/bin/ruff format --check src tests bench examples scripts conftest.py
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

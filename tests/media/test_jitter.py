@@ -240,3 +240,20 @@ def test_timed_start_waits_longer_when_jitter_is_measured() -> None:
     assert 3 * jb.jitter > 80
     assert jb.pop(now=60 + 100) is None  # 12.5 ms after the head frame: not yet
     assert identify(jb.pop(now=60 + 3 * jb.jitter + 1)) == 0
+
+
+def test_extended_timestamps_keep_increasing_across_a_wrap_and_a_silence() -> None:
+    """Found by the property test in CI: a talk spurt after the buffer went idle, once the
+    32-bit RTP timestamp has wrapped, must not restart the extended timeline at 0."""
+    jb = make(initial_depth=1)
+    start = 0xFFFFFFFF - 3 * FRAME
+    for k in range(3):
+        jb.push(start + k * FRAME, payload(k), k * FRAME)
+        jb.pop()
+    before = jb.last_ts
+    for _ in range(10):  # the sender goes silent: concealment, then idle
+        jb.pop()
+    jb.push((start + 20 * FRAME) & 0xFFFFFFFF, payload(20), 20 * FRAME)  # after the wrap
+    jb.pop()
+    assert jb.last_kind == FrameKind.AUDIO
+    assert jb.last_ts == start + 20 * FRAME > before

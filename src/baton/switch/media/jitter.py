@@ -86,6 +86,7 @@ class JitterBuffer:
 
     __slots__ = (
         "_anchor_arrival",
+        "_anchored",
         "_decode",
         "_end_ts",
         "_frame",
@@ -137,6 +138,7 @@ class JitterBuffer:
         self._slots: dict[int, bytes | bytearray] = {}
         self._state = _IDLE
         self._play_ts = 0  # extended (unwrapped) timestamp of the next frame to play
+        self._anchored = False  # the extended timeline has been anchored once
         self._end_ts = 0  # extended timestamp just past the newest buffered sample
         self._anchor_arrival = 0  # arrival time (samples) of the packet that anchored the grid
         self._last: npt.NDArray[np.int16] | None = None
@@ -157,6 +159,7 @@ class JitterBuffer:
         """Forget the stream (a new SSRC, a codec change). Counters are kept."""
         self._slots.clear()
         self._state = _IDLE
+        self._anchored = False  # a new stream: a new timeline
         self._last = None
         self._plc_run = 0
         self._last_transit = None
@@ -179,8 +182,18 @@ class JitterBuffer:
 
         if self._state == _IDLE:
             self._slots.clear()
-            self._play_ts = timestamp  # anchor the grid on this packet
-            self._end_ts = timestamp
+            # Anchor the grid on this packet, on the same extended timeline as before (a talk
+            # spurt after silence may come after the 32-bit timestamp wrapped): extended
+            # timestamps, and so ``last_ts``, keep increasing across idle periods.
+            if self._anchored:
+                timestamp_ext = self._play_ts + (
+                    ((timestamp - self._play_ts + _HALF) & _MASK) - _HALF
+                )
+            else:
+                timestamp_ext = timestamp
+                self._anchored = True
+            self._play_ts = timestamp_ext
+            self._end_ts = timestamp_ext
             self._state = _BUFFERING
             self._plc_run = 0
             self._anchor_arrival = arrival
