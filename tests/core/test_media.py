@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from baton.core import (
+    P2P,
     FlowUsageError,
     MeetingCall,
     Session,
@@ -146,7 +147,9 @@ async def test_switch_failure_is_switch_failed_and_user_still_owned() -> None:
             await s.clear(a)
             await s.clear(b)
             await s.connect(a, b)  # try again
-        return s.owns(a) and s.owns(b)
+        owned = s.owns(a) and s.owns(b)
+        s.settle(P2P(a, b))
+        return owned
 
     w = World("a", "b")
     w.sim.fail_next("bridge")

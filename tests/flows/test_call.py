@@ -98,3 +98,21 @@ async def test_emergency_preempts_a_ringing_call() -> None:
     assert w.sim.phones["field"].calls == 1
     assert e.priority == Priority.EMERGENCY
     w.assert_ok()
+
+
+async def test_a_dispatcher_left_behind_hears_nothing() -> None:
+    """The callee is taken while ringing: the call flow ends, and the dispatcher's always-on
+    line it leaves behind is connected-idle — its ringback stopped, not playing forever."""
+    w = World("field", "boss")
+    d = w.add("disp", keep=True)
+    w.behave("field", answers(30))
+    f = w.start(call, d, w["field"])
+    await w.run(3)
+    assert "tone:ringback" in w.hears("disp")
+    e = w.start(emergency_call, w["boss"], w["field"])
+    await f.wait()
+    await w.run(1)
+    assert w.hears("disp") == set()
+    assert w.owner("disp") is None
+    await e.send("end")
+    w.assert_ok()

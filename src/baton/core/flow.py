@@ -27,12 +27,14 @@ only after the compensations ran.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from baton.core.errors import (
+    BatonError,
     FlowCancelled,
     FlowInterrupted,
     FlowUsageError,
@@ -280,7 +282,7 @@ class Flow(Owner):
     async def _finish(self) -> None:
         self.state = FlowState.FINISHING
         steps = self.session._steps
-        if self._children or steps or self.meetings:
+        if self._children or steps or self.meetings or self._leaves_media():
             finisher = self.manager.spawn(self._finish_async(), f"{self.name}:finish")
             cancelled = False
             while not finisher.done():
@@ -307,6 +309,20 @@ class Flow(Owner):
         await self._compensate()
         for meeting in list(self.meetings):
             await self.manager.destroy_meeting(self, meeting)
+        # What the flow leaves behind is released connected-idle: a user nobody holds hears
+        # nothing (a dispatcher's always-on line would otherwise hear a ringback forever).
+        for user in list(self.users):
+            rec = self.manager.rec(user)
+            if rec.dirty and rec.live_leg is not None:
+                with contextlib.suppress(BatonError):
+                    await self.manager.clear(self, user)
+
+    def _leaves_media(self) -> bool:
+        for user in self.users:
+            rec = self.manager.rec(user)
+            if rec.dirty and rec.live_leg is not None:
+                return True
+        return False
 
     async def _compensate(self) -> None:
         steps = self.session._steps
