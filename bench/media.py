@@ -17,7 +17,7 @@ Measures, in one run, with the engine under test alone on one core:
 Processes (so that the engine's CPU is its own):
 
 * the orchestrator (this script): starts the others, drives them over pipes (JSON lines);
-* the engine under test: rtpengine (a subprocess, run as TOOLS.md says), or Baton's
+* the engine under test: rtpengine (a subprocess, run as docs/benchmarks.md §Peers says), or Baton's
   ``MediaEngine`` in a child process (``--child engine``), pinned with ``sched_setaffinity``
   to one core;
 * the load generator (``--child gen``), pinned to another core: it sends one 20 ms PCMU packet
@@ -86,7 +86,7 @@ TONE_AMP: Final = 100  # the quiet tone of a mixed stream, lowered for big meeti
 MARKER_AMP: Final = 24000
 
 RTPENGINE_NG_PORT: Final = 22222
-RTPENGINE_PORTS: Final = (30000, 30999)  # as TOOLS.md runs it: room for 250 calls
+RTPENGINE_PORTS: Final = (30000, 30999)  # docs/benchmarks.md §Peers: room for 250 calls
 BATON_PORTS: Final = (20000, 29990)  # below the kernel's ephemeral range; 2,497 calls
 GEN_PORT_BASE: Final = 18000  # the generator binds RTP/RTCP pairs from here up
 
@@ -985,7 +985,7 @@ class Child:
 
 
 class RtpEngine:
-    """rtpengine in userspace, as TOOLS.md runs it, pinned to the engine core."""
+    """rtpengine in userspace (docs/benchmarks.md §Peers), pinned to the engine core."""
 
     def __init__(
         self, core: int, rt_priority: int, ng_port: int, ports: tuple[int, int], log_path: str

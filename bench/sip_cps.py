@@ -20,7 +20,7 @@ For each, the rate climbs (×2 from ``--start``) until a step is not *clean*, th
 step is clean when every call of the UAC succeeded and neither SIPp retransmitted anything
 (``Retransmissions`` of the UAC and UAS, from ``-trace_stat``). The figure is the highest clean
 rate. The UAS scenario is SIPp's built-in ``uas`` (dumped with ``sipp -sd uas``) without
-``;transport=[transport]`` in Contact and without the 180, which sippy needs (TOOLS.md), and
+``;transport=[transport]`` in Contact and without the 180, which sippy needs (docs/benchmarks.md §Peers), and
 without its closing pause.
 
 Run ``python bench/sip_cps.py`` (or ``--quick``); the last line of output is one JSON object:

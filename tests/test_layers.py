@@ -1,4 +1,4 @@
-"""The folder layout draws the layers of DESIGN.md, and imports point down only."""
+"""The folder layout draws the layers of docs/design.md, and imports point down only."""
 
 from __future__ import annotations
 

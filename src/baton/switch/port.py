@@ -1,4 +1,4 @@
-"""The switch port: the only way the core reaches a switch (the seed's *call module*).
+"""The switch port: the only way the core reaches a switch (docs/design.md §Layers).
 
 A switch terminates every leg (a back-to-back user agent) and owns every leg's media, so the core
 can move users between calls by changing the media graph alone. Two adapters implement this port:
