@@ -24,7 +24,7 @@ from baton.core.flow import Flow, FlowSpec
 from baton.core.invariants import check, check_event_order, check_quiescent
 from baton.core.manager import UserManager
 from baton.core.model import User
-from baton.switch.sim import Behaviour, SimSwitch
+from baton.switch.sim import Behaviour, SimSwitch, Timing
 
 __all__ = ["World"]
 
@@ -38,10 +38,11 @@ class World:
         grace: float = 5.0,
         behaviour: Behaviour | None = None,
         latency: dict[str, float] | None = None,
+        timing: Timing | None = None,
         checked: bool = True,
         history: int = 100_000,
     ) -> None:
-        self.sim = SimSwitch(default=behaviour, latency=latency)
+        self.sim = SimSwitch(default=behaviour, latency=latency, timing=timing)
         self.manager = UserManager(self.sim, grace=grace, history=history)
         self.sim.set_auditor(self.manager.audit_command)
         self.violations: list[str] = []

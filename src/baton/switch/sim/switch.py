@@ -9,19 +9,38 @@ The media model is exact enough to ask "who hears whom now" (:meth:`SimSwitch.he
 being played to X" (:meth:`SimSwitch.played_to`), "is X being recorded"
 (:meth:`SimSwitch.is_recorded`), and what a user was played over time (``phone.heard``).
 
-Commands can be given a virtual latency (``latency={"bridge": 0.5}``) to open the window in
-which a preemption lands mid-command, and made to fail (:meth:`SimSwitch.fail_next`). An
-*auditor* (the UserManager's ``audit_command``) may be installed to check at the switch itself
-that every command comes from the current owner (DESIGN.md invariant 2).
+Timing like a real switch
+-------------------------
+A real switch takes time: a command is *issued* at once (and audited then), *takes effect* some
+time later, and its issuer learns the result after that; phone events (an answer, a hang-up, a
+digit) reach the core some time after they happened at the phone. :class:`Timing` gives every
+command and every event delivery a latency — fixed, or drawn from a seeded range — so that a
+hang-up, a newer claim or a cancellation lands *inside* the core's own awaits (a preemption's
+media clear, a compensation, a settle's bridge, a makecall) as well as the flow's. The rules a
+real switch keeps are kept here:
+
+* a command once issued is carried out, even if its issuer stops awaiting it (a cancelled
+  ``originate`` still rings the phone; a ``bridge`` in flight still lands);
+* the commands on one leg (or one meeting) take effect in the order they were issued, and the
+  events of one leg arrive in the order they happened;
+* with no latency (the default) a command takes effect within the call, as before: the
+  benchmarks and most unit tests run that way.
+
+``latency={"bridge": 0.5}`` is shorthand for fixed per-command latencies. Commands can be made
+to fail (:meth:`SimSwitch.fail_next`). An *auditor* (the UserManager's ``audit_command``) may be
+installed to check at the switch itself that every command comes from the current owner
+(docs/design.md, invariant 2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from baton.switch.port import (
     Cause,
@@ -48,12 +67,56 @@ __all__ = [
     "SimLeg",
     "SimPhone",
     "SimSwitch",
+    "Timing",
     "answers",
     "busy",
     "never_answers",
     "rejects",
     "unreachable",
 ]
+
+T = TypeVar("T")
+
+#: A latency: a fixed number of seconds, or a (low, high) range drawn uniformly.
+Latency = float | tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How long the switch takes (see the module docstring).
+
+    ``commands`` maps a command name (``"originate"``, ``"bridge"``, ``"clear"``…) to its
+    latency; ``default`` applies to the others; ``events`` delays the delivery of phone events
+    to the core. Ranges are drawn from a generator seeded with ``seed``, so a run replays.
+    """
+
+    commands: Mapping[str, Latency] = field(default_factory=dict)
+    default: Latency = 0.0
+    events: Latency = 0.0
+    seed: int = 0
+
+    @classmethod
+    def real(cls, seed: int = 0, *, low: float = 0.05, high: float = 0.8) -> Timing:
+        """Every command and event takes between ``low`` and ``high`` seconds: a slow switch
+        on a loaded network (what the property tests and ``baton check`` explore)."""
+        return cls(default=(low, high), events=(low / 2, high / 2), seed=seed)
+
+    @property
+    def instant(self) -> bool:
+        return not self.commands and _upper(self.default) == 0 and _upper(self.events) == 0
+
+    @property
+    def longest(self) -> float:
+        """The longest a single command or event delivery can take."""
+        return max(
+            [_upper(self.default), _upper(self.events)]
+            + [_upper(v) for v in self.commands.values()]
+        )
+
+
+def _upper(latency: Latency) -> float:
+    return latency[1] if isinstance(latency, tuple) else float(latency)
+
 
 #: How long each named tone lasts when played once without an explicit duration (seconds).
 TONE_SECONDS: dict[str, float] = {
@@ -157,10 +220,22 @@ class SimSwitch(Switch):
     """An in-memory switch with scriptable virtual phones."""
 
     def __init__(
-        self, *, default: Behaviour | None = None, latency: dict[str, float] | None = None
+        self,
+        *,
+        default: Behaviour | None = None,
+        latency: dict[str, float] | None = None,
+        timing: Timing | None = None,
     ) -> None:
         self.default = default or Behaviour()
-        self.latency: dict[str, float] = dict(latency or {})
+        if timing is None:
+            timing = Timing(commands=dict(latency or {}))
+        elif latency:
+            timing = replace(timing, commands={**timing.commands, **latency})
+        self.timing = timing
+        self._rng = random.Random(timing.seed)
+        #: when the last command (or event) issued on a leg or meeting takes effect
+        self._due: dict[str, float] = {}
+        self._event_due: dict[str, float] = {}
         self.phones: dict[str, SimPhone] = {}
         self.legs: dict[str, SimLeg] = {}
         self._by_user: dict[str, SimLeg] = {}
@@ -213,24 +288,77 @@ class SimSwitch(Switch):
         return phone
 
     def _emit(self, event: SwitchEvent) -> None:
-        if self._listener is not None:
+        """Deliver a phone or media event to the core, after the event latency (in order per
+        leg)."""
+        if self._listener is None:
+            return
+        delay = self._draw(self.timing.events)
+        if delay <= 0 and not self._event_due:
             self._listener(event)
+            return
+        key = getattr(event, "leg", None) or getattr(event, "playback", None) or "rec"
+        now = self.loop.time()
+        at = max(now + delay, self._event_due.get(key, 0.0))
+        self._event_due[key] = at
+        listener = self._listener
+
+        def deliver() -> None:
+            if self._event_due.get(key) == at:
+                del self._event_due[key]
+            listener(event)
+
+        self.loop.call_at(at, deliver)
+
+    def _draw(self, latency: Latency) -> float:
+        if isinstance(latency, tuple):
+            low, high = latency
+            return self._rng.uniform(low, high) if high > 0 else 0.0
+        return float(latency)
 
     def _later(self, leg: SimLeg, delay: float, fn: Callable[[], None]) -> None:
         leg.timers.append(self.loop.call_later(delay, fn))
 
-    async def _enter(self, command: str, *legs: str) -> None:
-        """Common entry of every command: audit, log, latency, injected failure."""
+    async def _do(
+        self, command: str, legs: tuple[str, ...], effect: Callable[[], T], room: str | None = None
+    ) -> T:
+        """Issue a command: audit and log it now, carry out ``effect`` after the command's
+        latency — in issue order per leg and room, and whether or not the issuer still awaits
+        it — and return its result (or raise its :class:`SwitchError`) to the issuer."""
         if self.auditor is not None:
             self.auditor(command, legs)
+        now = self.loop.time()
         if self.log_commands:
-            self.commands.append((self.loop.time(), command, legs))
-        delay = self.latency.get(command, 0.0)
-        if delay > 0:
-            await asyncio.sleep(delay)
+            self.commands.append((now, command, legs))
         pending = self._failures.get(command)
-        if pending:
-            raise SwitchError(f"sim: {command}: {pending.pop(0)}")
+        failure = pending.pop(0) if pending else None
+        latency = self.timing.commands.get(command, self.timing.default)
+        delay = self._draw(latency)
+        keys = (*legs, room) if room is not None else legs
+        if delay <= 0 and not any(k in self._due for k in keys):
+            if failure is not None:
+                raise SwitchError(f"sim: {command}: {failure}")
+            return effect()
+        at = max([now + delay, *(self._due.get(k, 0.0) for k in keys)])
+        for k in keys:
+            self._due[k] = at
+        fut: asyncio.Future[T] = self.loop.create_future()
+
+        def land() -> None:
+            for k in keys:
+                if self._due.get(k) == at:
+                    del self._due[k]
+            try:
+                if failure is not None:
+                    raise SwitchError(f"sim: {command}: {failure}")
+                result = effect()
+            except SwitchError as exc:
+                fut.set_exception(exc)
+                fut.exception()  # the issuer may have stopped listening: no "never retrieved"
+            else:
+                fut.set_result(result)
+
+        self.loop.call_at(at, land)
+        return await asyncio.shield(fut)
 
     def _leg(self, leg_id: str) -> SimLeg:
         leg = self.legs.get(leg_id)
@@ -252,7 +380,10 @@ class SimSwitch(Switch):
         phone = self._phone(user)
         if leg in self.legs:
             raise SwitchError(f"sim: leg id {leg!r} in use")
-        await self._enter("originate", leg)
+        await self._do("originate", (leg,), lambda: self._originate(phone, leg))
+
+    def _originate(self, phone: SimPhone, leg: str) -> None:
+        user = phone.user
         phone.calls += 1
         sim_leg = SimLeg(leg, user, inbound=False)
         self.legs[leg] = sim_leg
@@ -323,21 +454,27 @@ class SimSwitch(Switch):
 
     async def answer(self, leg: str) -> None:
         sim_leg = self._leg(leg)
-        await self._enter("answer", leg)
         if not sim_leg.inbound:
             raise SwitchError(f"sim: leg {leg!r} is outbound")
-        if sim_leg.state == "ringing":
-            sim_leg.state = "connected"
-            self._after_answer(sim_leg)
+
+        def effect() -> None:
+            self._leg(leg)  # the caller may have hung up meanwhile
+            if sim_leg.state == "ringing":
+                sim_leg.state = "connected"
+                self._after_answer(sim_leg)
+
+        await self._do("answer", (leg,), effect)
 
     async def hangup(
         self, leg: str, cause: Cause = Cause.NORMAL, reason: str | None = None
     ) -> None:
-        await self._enter("hangup", leg)
-        sim_leg = self.legs.get(leg)
-        if sim_leg is not None and sim_leg.state != "ended":
-            self._drop_leg(sim_leg)
-            self.hangups.append((leg, cause, reason))
+        def effect() -> None:
+            sim_leg = self.legs.get(leg)
+            if sim_leg is not None and sim_leg.state != "ended":
+                self._drop_leg(sim_leg)
+                self.hangups.append((leg, cause, reason))
+
+        await self._do("hangup", (leg,), effect)
 
     # ------------------------------------------------------------------ test-side actions
 
@@ -402,55 +539,72 @@ class SimSwitch(Switch):
     async def bridge(self, leg_a: str, leg_b: str) -> None:
         self._connected(leg_a)
         self._connected(leg_b)
-        await self._enter("bridge", leg_a, leg_b)
-        self._connected(leg_a)
-        self._connected(leg_b)
-        self._leave_room(leg_a)
-        self._leave_room(leg_b)
-        self._bridge[leg_a] = leg_b
-        self._bridge[leg_b] = leg_a
+
+        def effect() -> None:
+            self._connected(leg_a)
+            self._connected(leg_b)
+            self._leave_room(leg_a)
+            self._leave_room(leg_b)
+            self._bridge[leg_a] = leg_b
+            self._bridge[leg_b] = leg_a
+
+        await self._do("bridge", (leg_a, leg_b), effect)
 
     async def create_meeting(self, meeting: str) -> None:
-        await self._enter("create_meeting")
         if meeting in self.meetings:
             raise SwitchError(f"sim: meeting {meeting!r} exists")
-        self.meetings[meeting] = {}
+
+        def effect() -> None:
+            if meeting in self.meetings:
+                raise SwitchError(f"sim: meeting {meeting!r} exists")
+            self.meetings[meeting] = {}
+
+        await self._do("create_meeting", (), effect, room=meeting)
 
     async def join(self, meeting: str, member: Member) -> None:
         self._connected(member.leg)
-        await self._enter("join", member.leg)
-        members = self.meetings.get(meeting)
-        if members is None:
-            raise SwitchError(f"sim: no meeting {meeting!r}")
-        self._connected(member.leg)
-        if member.whisper_to is not None and member.whisper_to not in members:
-            raise SwitchError(f"sim: whisper target {member.whisper_to!r} is not a member")
-        if self._meeting_of.get(member.leg) != meeting:
-            self._leave_room(member.leg)
-        members[member.leg] = member
-        self._meeting_of[member.leg] = meeting
+
+        def effect() -> None:
+            members = self.meetings.get(meeting)
+            if members is None:
+                raise SwitchError(f"sim: no meeting {meeting!r}")
+            self._connected(member.leg)
+            if member.whisper_to is not None and member.whisper_to not in members:
+                raise SwitchError(f"sim: whisper target {member.whisper_to!r} is not a member")
+            if self._meeting_of.get(member.leg) != meeting:
+                self._leave_room(member.leg)
+            members[member.leg] = member
+            self._meeting_of[member.leg] = meeting
+
+        await self._do("join", (member.leg,), effect, room=meeting)
 
     async def leave(self, meeting: str, leg: str) -> None:
-        await self._enter("leave", leg)
-        if self._meeting_of.get(leg) == meeting:
-            self._leave_room(leg)
+        def effect() -> None:
+            if self._meeting_of.get(leg) == meeting:
+                self._leave_room(leg)
+
+        await self._do("leave", (leg,), effect, room=meeting)
 
     async def destroy_meeting(self, meeting: str) -> None:
-        await self._enter("destroy_meeting")
-        members = self.meetings.pop(meeting, None)
-        if members is None:
-            return
-        for leg in list(members):
-            self._meeting_of.pop(leg, None)
-        for pb in [p for p in self.playbacks.values() if p.target.meeting == meeting]:
-            self._finish_playback(pb, completed=False)
-        for rec in [r for r in self.recordings.values() if r.target.meeting == meeting]:
-            self._finish_recording(rec)
+        def effect() -> None:
+            members = self.meetings.pop(meeting, None)
+            if members is None:
+                return
+            for leg in list(members):
+                self._meeting_of.pop(leg, None)
+            for pb in [p for p in self.playbacks.values() if p.target.meeting == meeting]:
+                self._finish_playback(pb, completed=False)
+            for rec in [r for r in self.recordings.values() if r.target.meeting == meeting]:
+                self._finish_recording(rec)
+
+        await self._do("destroy_meeting", (), effect, room=meeting)
 
     async def clear(self, leg: str) -> None:
-        await self._enter("clear", leg)
-        if leg in self.legs:
-            self._clear(leg, reason_event=True)
+        def effect() -> None:
+            if leg in self.legs:
+                self._clear(leg, reason_event=True)
+
+        await self._do("clear", (leg,), effect)
 
     def _clear(self, leg: str, *, reason_event: bool) -> None:
         self._leave_room(leg)
@@ -469,20 +623,24 @@ class SimSwitch(Switch):
 
     async def play(self, target: Target, media: Tone | Prompt, *, loop: bool = False) -> str:
         self._check_target(target)
-        await self._enter("play", *(() if target.leg is None else (target.leg,)))
-        self._check_target(target)
-        pid = f"pb{next(self._ids)}"
-        what = f"tone:{media.name}" if isinstance(media, Tone) else f"prompt:{media.path}"
-        pb = _Playback(pid, target, what, loop)
-        self.playbacks[pid] = pb
-        now = self.loop.time()
-        for user in self._users_reached(target):
-            self.phones[user].heard.append((now, what))
-        if not loop:
-            pb.timer = self.loop.call_later(
-                self._seconds(media), lambda: self._finish_playback(pb, completed=True)
-            )
-        return pid
+
+        def effect() -> str:
+            self._check_target(target)
+            pid = f"pb{next(self._ids)}"
+            what = f"tone:{media.name}" if isinstance(media, Tone) else f"prompt:{media.path}"
+            pb = _Playback(pid, target, what, loop)
+            self.playbacks[pid] = pb
+            now = self.loop.time()
+            for user in self._users_reached(target):
+                self.phones[user].heard.append((now, what))
+            if not loop:
+                pb.timer = self.loop.call_later(
+                    self._seconds(media), lambda: self._finish_playback(pb, completed=True)
+                )
+            return pid
+
+        legs = () if target.leg is None else (target.leg,)
+        return await self._do("play", legs, effect, room=target.meeting)
 
     def _seconds(self, media: Tone | Prompt) -> float:
         if isinstance(media, Tone):
@@ -512,18 +670,27 @@ class SimSwitch(Switch):
         self._emit(PlaybackFinished(pb.id, completed))
 
     async def stop_play(self, playback: str) -> None:
-        await self._enter("stop_play")
+        def effect() -> None:
+            pb = self.playbacks.get(playback)
+            if pb is not None:
+                self._finish_playback(pb, completed=False)
+
         pb = self.playbacks.get(playback)
-        if pb is not None:
-            self._finish_playback(pb, completed=False)
+        legs = () if pb is None or pb.target.leg is None else (pb.target.leg,)
+        room = None if pb is None else pb.target.meeting
+        await self._do("stop_play", legs, effect, room=room)
 
     async def record(self, target: Target, path: str) -> str:
         self._check_target(target)
-        await self._enter("record", *(() if target.leg is None else (target.leg,)))
-        self._check_target(target)
-        rid = f"rec{next(self._ids)}"
-        self.recordings[rid] = _Recording(rid, target, path, self.loop.time())
-        return rid
+
+        def effect() -> str:
+            self._check_target(target)
+            rid = f"rec{next(self._ids)}"
+            self.recordings[rid] = _Recording(rid, target, path, self.loop.time())
+            return rid
+
+        legs = () if target.leg is None else (target.leg,)
+        return await self._do("record", legs, effect, room=target.meeting)
 
     def _finish_recording(self, rec: _Recording) -> None:
         if self.recordings.pop(rec.id, None) is None:
@@ -531,10 +698,15 @@ class SimSwitch(Switch):
         self._emit(RecordingFinished(rec.id, rec.path, self.loop.time() - rec.started))
 
     async def stop_record(self, recording: str) -> None:
-        await self._enter("stop_record")
+        def effect() -> None:
+            rec = self.recordings.get(recording)
+            if rec is not None:
+                self._finish_recording(rec)
+
         rec = self.recordings.get(recording)
-        if rec is not None:
-            self._finish_recording(rec)
+        legs = () if rec is None or rec.target.leg is None else (rec.target.leg,)
+        room = None if rec is None else rec.target.meeting
+        await self._do("stop_record", legs, effect, room=room)
 
     async def close(self) -> None:
         for leg in list(self.legs.values()):
