@@ -456,6 +456,18 @@ class Flow(Owner):
     def _lost_how(self, user: User) -> str | None:
         return self._lost_log.get(user)
 
+    def _released(self, user: User, reason: str) -> None:
+        if reason in ("released", "settled"):
+            # Given away by the flow itself: nothing will be told; what it registered for the
+            # user goes with it (invariant 12). A notice's handler is taken by _lost instead.
+            self._forget_user(user)
+
+    def _forget_user(self, user: User) -> None:
+        handlers = self.session._handlers
+        handlers.pop(("preempted", user), None)
+        handlers.pop(("hung_up", user), None)
+        self.session._dtmf.pop(user, None)
+
     def _enter_op(self) -> None:
         if self._pending and self.state is FlowState.RUNNING:
             task = asyncio.current_task()
@@ -476,9 +488,10 @@ class Flow(Owner):
     def _lost(self, user: User, notice: Notice, told: bool) -> None:
         self._lost_log[user] = notice.describe()
         bus = self.manager.events
+        handler = self.session._handlers.get((notice.kind, user))
+        self._forget_user(user)
         if self.state is not FlowState.RUNNING:
             return
-        handler = self.session._handlers.get((notice.kind, user))
         root = self._root_op
         same_instant = (
             handler is None
@@ -713,10 +726,7 @@ class Session:
     ) -> Meeting:
         """Create a meeting this flow holds and put ``members`` in it. It is destroyed when the
         flow ends unless settled into a MeetingCall."""
-        m = await self.manager.create_meeting(self.flow, id)
-        for user in members:
-            await self.manager.join(self.flow, m, user, mode)
-        return m
+        return await self.manager.open_meeting(self.flow, members, mode, id)
 
     async def join(
         self,

@@ -111,6 +111,10 @@ class Owner:
         """The owner has lost ``user`` (already out of ``users``). ``told`` is True when an
         in-flight operation of this owner on that user already raised the notice."""
 
+    def _released(self, user: User, reason: str) -> None:
+        """The ledger has just taken ``user`` from this owner (any hand-over). What the owner
+        kept about that user — handlers, digit callbacks — must not survive it (invariant 12)."""
+
     def _lost_how(self, user: User) -> str | None:
         """How this owner lost ``user``, for the message of a later :class:`NotOwner`."""
         return None
@@ -236,6 +240,10 @@ class Ledger:
         user = rec.user
         if old is not None:
             old.users.pop(user, None)
+            # Clean hand-over (invariant 12): digits pressed for the old owner and never read
+            # are the old owner's; the new one starts from the user as the switch has it.
+            rec.digits.clear()
+            old._released(user, reason)
         rec.epoch += 1
         rec.owner = new
         if new is not None:

@@ -185,7 +185,10 @@ class UserManager:
     ``grace`` is how long a live leg may stay ownerless before it is hung up (per user:
     ``User.grace``; ``User.keep`` users are never collected). ``unwind_timeout`` bounds how long a
     preemption waits for the loser's in-flight operation to unwind; ``compensation_timeout``
-    bounds each compensation step.
+    bounds each compensation step; ``command_timeout`` bounds each command the manager sends on
+    its own account (a preemption's media clear, a collector's hang-up), so that a switch that
+    never answers cannot hold a claim forever; ``end_timeout`` bounds how long a flow asked to
+    end takes to end (invariant 10).
     """
 
     def __init__(
@@ -195,12 +198,16 @@ class UserManager:
         grace: float = 5.0,
         unwind_timeout: float = 2.0,
         compensation_timeout: float = 5.0,
+        command_timeout: float = 5.0,
+        end_timeout: float = 15.0,
         history: int = 10_000,
     ) -> None:
         self.switch = switch
         self.grace = grace
         self.unwind_timeout = unwind_timeout
         self.compensation_timeout = compensation_timeout
+        self.command_timeout = command_timeout
+        self.end_timeout = end_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self.events = EventBus(self._now, history=history)
         self.ledger = Ledger(self.events, self._owner_changed)
@@ -554,6 +561,10 @@ class UserManager:
                         futs.append(fut)
                 self._complete_batch(batch)
                 for fut in futs:
+                    # the first failure fails the claim; the others must not be left to log
+                    # "exception was never retrieved"
+                    fut.add_done_callback(_retrieve)
+                for fut in futs:
                     await fut
             elif wait is None:
                 rec = recs[decisions.index("wait")]
@@ -722,6 +733,9 @@ class UserManager:
         p.claimer = claimer
         p.priority = claimer.priority
         p.fut = self.loop.create_future()
+        if p.notice is not None:  # the victim is told who took the user in the end
+            p.notice.by = claimer.name
+            p.notice.priority = claimer.priority
         self.events.publish(
             PreemptionSuperseded(
                 user=rec.user.id,
@@ -770,10 +784,14 @@ class UserManager:
                 rec = t.rec
                 if rec.live_leg is not None and rec.dirty:
                     try:
-                        await self.clear(MANAGER, rec.user)
-                    except SwitchFailed as exc:
+                        async with asyncio.timeout(self.command_timeout):
+                            await self.clear(MANAGER, rec.user)
+                    except (SwitchFailed, TimeoutError) as exc:
                         self.events.publish(
-                            Problem(source=f"preempt:{rec.user.id}", message=str(exc))
+                            Problem(
+                                source=f"preempt:{rec.user.id}",
+                                message=str(exc) or f"clear took over {self.command_timeout} s",
+                            )
                         )
                 else:
                     rec.digits.clear()
@@ -859,9 +877,11 @@ class UserManager:
     async def _hangup_command(self, leg: Leg, cause: Cause, reason: str | None) -> None:
         token = _CURRENT_OP.set(None)
         try:
-            await self.switch.hangup(leg.id, cause, reason)
-        except SwitchError as exc:
-            self.events.publish(Problem(source=f"hangup:{leg.id}", message=str(exc)))
+            async with asyncio.timeout(self.command_timeout):
+                await self.switch.hangup(leg.id, cause, reason)
+        except (SwitchError, TimeoutError) as exc:
+            message = str(exc) or f"no answer within {self.command_timeout} s"
+            self.events.publish(Problem(source=f"hangup:{leg.id}", message=message))
         finally:
             _CURRENT_OP.reset(token)
 
@@ -934,8 +954,15 @@ class UserManager:
                             priority=owner.priority,
                         ),
                     )
-                except BaseException:
+                except SwitchFailed:
                     self._end_leg(rec, leg, Cause.FAILURE)
+                    raise
+                except BaseException:
+                    # Interrupted (the user was taken) or cancelled while the switch places the
+                    # call: a command once issued is carried out, so the call is not dropped —
+                    # the makecall's deadline goes on for whoever holds the user next (inv. 4).
+                    if leg.live and not leg.connected and leg._timer is None:
+                        self._ring_until(rec, leg, self.loop.time() + timeout)
                     raise
                 if not leg.connected:
                     self._ring_until(rec, leg, self.loop.time() + timeout)
@@ -1083,6 +1110,29 @@ class UserManager:
             self._drop_meeting(meeting)
             raise
         return meeting
+
+    async def open_meeting(
+        self,
+        owner: Owner,
+        members: Iterable[User],
+        mode: MeetingMode = MeetingMode.SPEAK,
+        meeting_id: str | None = None,
+    ) -> Meeting:
+        """Create a meeting held by ``owner`` with ``members`` in it, as one operation: every
+        member is fenced and must have a connected call *before* anything is sent, so a refused
+        meeting sends nothing (invariant 2)."""
+        users = list(dict.fromkeys(members))
+        recs = tuple(self.rec(u) for u in users)
+
+        async def run() -> Meeting:
+            for rec in recs:
+                self._connected_leg(rec)
+            m = await self.create_meeting(owner, meeting_id)
+            for user in users:
+                await self.join(owner, m, user, mode)
+            return m
+
+        return await self._run(owner, "meeting", recs, run)
 
     def _live_meeting(self, meeting: Meeting) -> Meeting:
         if meeting.ended or self._meetings.get(meeting.id) is not meeting:
@@ -1468,10 +1518,15 @@ class UserManager:
         notice = Notice("hung_up", user, cause=cause)
         ops = [op for op in rec.ops if op.owner is owner]
         p = rec.preemption
-        if p is not None and p.claimer is owner:
-            p.claimer = None
-        self.ledger.hand_over(rec, None, "hung_up")
         told = False
+        if p is not None and p.claimer is owner:
+            # The user hung up while being taken for ``owner``: its claim resolves now, told
+            # the user hung up (invariant 10), rather than waiting for a grant that cannot come.
+            p.claimer = None
+            if not p.fut.done():
+                p.fut.set_exception(notice_error(owner, notice))
+                told = True
+        self.ledger.hand_over(rec, None, "hung_up")
         for op in ops:
             if op.ends_on_hangup:
                 told = True
@@ -1506,6 +1561,11 @@ class UserManager:
                     f"{command} on {leg.user.id}'s leg issued by {op.owner.name} "
                     f"while the user is owned by {holder}"
                 )
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _describe(media: Tone | Prompt) -> str:

@@ -1,0 +1,242 @@
+"""Races that only a switch that takes time opens: a hang-up, a newer claim or a cancellation
+landing *inside* the core's own awaits (a preemption's media clear, a makecall, a compensation).
+
+Each test reproduces one interleaving found by trying Baton with real switch timing, and pins
+the behaviour docs/design.md promises (invariants 2, 4, 10 and 12).
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+from core_flows import hold
+
+from baton.core import (
+    NotOwner,
+    Preempted,
+    Priority,
+    Session,
+    Superseded,
+    User,
+    UserHungUp,
+    flow,
+)
+from baton.core.events import FlowNotified
+from baton.switch.port import MeetingMode
+from baton.switch.sim import Timing, answers, never_answers
+from baton.testing import World
+
+outcome: dict[str, object] = {}
+
+
+@flow(priority=Priority.FLASH)
+async def take_two(s: Session, dispatcher: User, target: User) -> None:
+    """Claim a dispatcher line and a target; report how the claim ended; keep the dispatcher."""
+    try:
+        await s.claim(dispatcher, target)
+        outcome[s.name] = "granted"
+    except (UserHungUp, Preempted, Superseded) as exc:
+        outcome[s.name] = type(exc).__name__
+    await s.sleep(1)
+
+
+async def test_claim_resolves_when_the_user_hangs_up_during_its_preemption() -> None:
+    """The switch takes 0.5 s to clear media; the target hangs up 0.2 s into the preemption.
+    The claim must resolve (told the user hung up) and the flow must end: before, the claimer
+    stayed inside claim() forever, holding the dispatcher."""
+    outcome.clear()
+    w = World("d", "u", "b", latency={"clear": 0.5})
+    w.start(hold, w["u"], w["b"])
+    await w.run(3)
+    f = w.start(take_two, w["d"], w["u"])
+    await w.run(0.2)
+    w.sim.hang_up("u")
+    await w.run(5)
+    assert f.ended, "the claim never returned"
+    assert outcome[f.name] == "UserHungUp"
+    assert w.owner("d") is None  # given back when the flow ended
+    w.assert_ok()
+
+
+async def test_claim_resolves_when_the_user_hangs_up_while_queued_behind_a_preemption() -> None:
+    outcome.clear()
+
+    @flow(priority=Priority.ROUTINE)
+    async def patient(s: Session, u: User) -> None:
+        try:
+            await s.claim(u, wait=30)
+            outcome[s.name] = "granted"
+        except UserHungUp:
+            outcome[s.name] = "UserHungUp"
+
+    w = World("d", "u", "b", latency={"clear": 0.5})
+    w.start(hold, w["u"], w["b"])
+    await w.run(3)
+    p = w.start(patient, w["u"])
+    await w.run(0.1)
+    w.sim.hang_up("u")
+    await w.run(1)
+    # the queued claim is served when the user is released: nothing to wait for any more
+    assert p.ended and outcome[p.name] == "granted"
+    w.assert_ok()
+
+
+async def test_refused_meeting_sends_nothing() -> None:
+    """``s.meeting(v, u)`` where the flow does not own ``u``: NotOwner, and no command reaches
+    the switch — before, the meeting was created and ``v`` pulled out of its bridge first."""
+    errors: list[BaseException] = []
+
+    @flow(priority=Priority.ROUTINE)
+    async def meet(s: Session, v: User, u: User) -> None:
+        await s.claim(v)
+        await s.dial(v)
+        try:
+            await s.meeting(v, u)
+        except NotOwner as exc:
+            errors.append(exc)
+
+    w = World("v", "u", "x")
+    w.start(hold, w["u"], w["x"])
+    await w.run(3)
+    before = len(w.sim.commands)
+    f = w.start(meet, w["v"], w["u"])
+    await w.run(3)
+    assert f.ended and len(errors) == 1
+    sent = [c for _, c, _ in w.sim.commands[before:]]
+    assert "create_meeting" not in sent and "join" not in sent
+    assert w.hears("u") == {"x"}
+    w.assert_ok()
+
+
+async def test_a_digit_left_unread_does_not_cross_to_the_next_owner() -> None:
+    got: dict[str, str] = {}
+
+    @flow(priority=Priority.ROUTINE)
+    async def first(s: Session, u: User) -> None:
+        await s.claim(u)
+        await s.dial(u)
+        await s.sleep(2)  # the user presses 5 now; nobody reads it
+
+    @flow(priority=Priority.ROUTINE)
+    async def second(s: Session, u: User) -> None:
+        await s.claim(u)
+        got[s.name] = await s.collect(u, timeout=1)
+
+    w = World("u", grace=30)
+    f = w.start(first, w["u"])
+    await w.run(1.5)
+    w.sim.press("u", "5")
+    await f.wait()
+    g = w.start(second, w["u"])
+    await g.wait()
+    assert got[g.name] == ""  # not the 5 pressed for the first flow
+    w.assert_ok()
+
+
+async def test_superseded_on_two_users_is_one_error_and_the_victim_names_the_taker() -> None:
+    outcome.clear()
+    w = World("a", "b", "c", latency={"clear": 1.0})
+    x = w.start(hold, w["a"], w["b"])
+    await w.run(3)
+
+    @flow(priority=Priority.FLASH)
+    async def pair(s: Session, a: User, b: User) -> None:
+        try:
+            await s.claim(a, b)
+            outcome[s.name] = "granted"
+        except Superseded as exc:
+            outcome[s.name] = exc
+
+    y = w.start(pair, w["a"], w["b"])
+    await w.run(0.3)
+    z = w.start(pair, w["a"], w["b"])
+    await w.run(3)
+    gc.collect()
+    assert isinstance(outcome[y.name], Superseded)
+    assert outcome[z.name] == "granted"
+    assert isinstance(x.error, Preempted) and x.error.by == z.name
+    told = [e for e in w.events if isinstance(e, FlowNotified) and e.flow == x.name]
+    assert told and all(e.by == z.name for e in told)
+    w.assert_ok()
+
+
+async def test_superseded_future_is_retrieved(caplog: pytest.LogCaptureFixture) -> None:
+    w = World("a", "b", latency={"clear": 1.0})
+    w.start(hold, w["a"], w["b"])
+    await w.run(3)
+
+    @flow(priority=Priority.FLASH)
+    async def pair(s: Session, a: User, b: User) -> None:
+        await s.claim(a, b)
+
+    w.start(pair, w["a"], w["b"])
+    await w.run(0.3)
+    w.start(pair, w["a"], w["b"])
+    await w.run(3)
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
+async def test_a_call_being_placed_survives_its_dialler_losing_the_user() -> None:
+    """The originate is in flight (the switch takes 0.5 s) when another flow takes the user.
+    The call is not dropped and re-dialled: the new owner inherits the same leg (invariant 4)."""
+
+    @flow(priority=Priority.ROUTINE)
+    async def dialler(s: Session, u: User) -> None:
+        await s.claim(u)
+        await s.dial(u)
+
+    @flow(priority=Priority.FLASH)
+    async def taker(s: Session, u: User) -> None:
+        await s.claim(u)
+        await s.dial(u)
+        await s.sleep(5)
+
+    w = World("u", latency={"originate": 0.5})
+    w.behave("u", answers(2))
+    d = w.start(dialler, w["u"])
+    await w.run(0.2)
+    t = w.start(taker, w["u"])
+    await w.run(4)
+    assert isinstance(d.error, Preempted)
+    assert w.sim.phones["u"].calls == 1  # one call, inherited
+    assert w.state("u") == "connected" and w.owner("u") == t.name
+    assert len(w.sim.sent("originate")) == 1
+    w.assert_ok()
+
+
+async def test_an_originate_abandoned_by_a_cancelled_flow_is_collected() -> None:
+    @flow(priority=Priority.ROUTINE)
+    async def dialler(s: Session, u: User) -> None:
+        await s.claim(u)
+        await s.dial(u)
+
+    w = World("u", latency={"originate": 0.5}, grace=2)
+    w.behave("u", never_answers())
+    d = w.start(dialler, w["u"])
+    await w.run(0.2)
+    d.cancel("test")
+    await w.run(10)
+    assert w.sim.leg_of("u") is None  # the switch's leg was hung up, not left ringing
+    w.assert_ok(quiescent=True)
+
+
+async def test_property_timing_model_keeps_per_leg_order() -> None:
+    """A bridge issued before a clear lands before it, whatever latencies are drawn."""
+    w = World("a", "b", timing=Timing(default=(0.0, 0.8), seed=7))
+
+    @flow(priority=Priority.ROUTINE)
+    async def meet(s: Session, a: User, b: User) -> None:
+        await s.claim(a, b)
+        await s.dial(a)
+        await s.dial(b)
+        await s.connect(a, b)
+        m = await s.meeting(a, b)
+        await s.join(m, b, MeetingMode.LISTEN)
+        await s.clear(a)
+
+    f = w.start(meet, w["a"], w["b"])
+    await w.run(10)
+    assert f.outcome == "completed"
+    assert w.sim.room_of("a") is None
