@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from baton.core import Priority, User
-from baton.flows import AlreadyTaken, DispatcherQueue, Overflow, queued_call, take_call
+from baton.core import Flow, Priority, User
+from baton.flows import (
+    AlreadyTaken,
+    DispatcherQueue,
+    Overflow,
+    emergency_call,
+    queued_call,
+    take_call,
+)
+from baton.switch.port import Cause
+from baton.switch.sim import Behaviour, answers, busy, never_answers, rejects, unreachable
 from baton.testing import World
 
 
@@ -141,3 +151,256 @@ def test_queue_validates_its_configuration() -> None:
     with pytest.raises(FlowUsageError, match="overflow_to"):
         DispatcherQueue("q", w.manager, [User("d")], overflow=Overflow.TRANSFER)
     assert Priority.ROUTINE == 0
+
+
+# ---- no queued caller is ever dropped (issue 13; issue 11 items 7 and 10)
+#
+# Each case runs twice: switch commands completing at once, and taking time as on a real
+# switch. The watch checks, every 50 ms of virtual time, that the caller is never connected in
+# silence once the music started, and the flow's result says who took the call.
+
+SLOW = {
+    "originate": 0.3,
+    "answer": 0.2,
+    "bridge": 0.2,
+    "play": 0.2,
+    "stop_play": 0.2,
+    "hangup": 0.3,
+    "clear": 0.3,
+}
+LATENCIES = [pytest.param(None, id="instant"), pytest.param(SLOW, id="latency")]
+
+
+def _positions(
+    latency: dict[str, float] | None, *behaviours: Behaviour | None, **queue_kw: Any
+) -> tuple[World, DispatcherQueue]:
+    w = World("c1", "c2", "boss", latency=latency)
+    ds = [w.add(f"d{i}", b, keep=True) for i, b in enumerate(behaviours, 1)]
+    q = DispatcherQueue("ops", w.manager, ds, **queue_kw)
+    return w, q
+
+
+async def _watch(w: World, f: Flow, caller: str, *, limit: float = 200.0) -> list[str]:
+    """Run until ``f`` ends; fail if ``caller`` sits connected in silence after the music
+    started. Returns the set of things the caller heard, in order of first hearing."""
+    heard: list[str] = []
+    end = w.manager.now() + limit
+    while f.outcome is None:
+        assert w.manager.now() < end, f"{f.name} still running after {limit} s"
+        await w.run(0.05)
+        now = w.hears(caller)
+        leg = w.manager.leg_of(w[caller])
+        if heard and leg is not None and leg.connected:
+            assert now, f"{caller} hears nothing at t={w.manager.now():.2f}"
+        heard += [x for x in sorted(now) if x not in heard]
+    return heard
+
+
+def _queue_notes(w: World) -> list[str]:
+    return [e.text for e in w.kinds("flow.note")]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("latency", LATENCIES)
+async def test_a_position_with_no_phone_registered_passes_the_call_on(
+    latency: dict[str, float] | None,
+) -> None:
+    w, q = _positions(latency, unreachable(), answers(2))
+    w.sim.call_in("c1", "100")
+    f = w.start(queued_call, w["c1"], q)
+    heard = await _watch(w, f, "c1")
+    assert await f.result() is w["d2"]
+    assert heard[0] == "tone:hold" and "d2" in heard
+    assert w.hears("c1") == {"d2"}
+    assert "d1 has no phone registered: c1 keeps their place in queue ops" in _queue_notes(w)
+    assert q.snapshot().offers_failed == 1 and q.snapshot().answered == 1
+    w.assert_ok()
+
+
+@pytest.mark.parametrize("latency", LATENCIES)
+async def test_the_only_position_unreachable_keeps_the_caller_queued_until_overflow(
+    latency: dict[str, float] | None,
+) -> None:
+    w, q = _positions(latency, unreachable(), timeout=40, retry_after=5)
+    t0 = w.manager.now()
+    w.sim.call_in("c1", "100")
+    f = w.start(queued_call, w["c1"], q)
+    await w.run(20)
+    assert w.hears("c1") == {"tone:hold"}  # still waiting, offers retried every 5 s
+    assert q.snapshot().offers_failed >= 3
+    heard = await _watch(w, f, "c1")
+    assert await f.result() is None  # the overflow policy, and only it, ended the call
+    assert "tone:busy" in heard
+    busy_at = w.sim.phones["c1"].heard[-1][0] - t0
+    assert busy_at == pytest.approx(40, abs=0.5)  # not before the queue's timeout
+    assert q.snapshot().overflowed == 1
+    w.assert_ok()
+
+
+@pytest.mark.parametrize("latency", LATENCIES)
+async def test_a_busy_phone_passes_the_call_on(latency: dict[str, float] | None) -> None:
+    w, q = _positions(latency, busy(), answers(1))
+    w.sim.call_in("c1", "100")
+    f = w.start(queued_call, w["c1"], q)
+    await _watch(w, f, "c1")
+    assert await f.result() is w["d2"]
+    assert "d1 was busy: c1 keeps their place in queue ops" in _queue_notes(w)
+    w.assert_ok()
+
+
+@pytest.mark.parametrize("latency", LATENCIES)
+async def test_a_position_not_ready_is_not_offered_calls(
+    latency: dict[str, float] | None,
+) -> None:
+    ready = {"d1": False, "d2": False}
+    w, q = _positions(latency, answers(1), answers(1), ready=lambda d: ready[d.id])
+    w.sim.call_in("c1", "100")
+    f = w.start(queued_call, w["c1"], q)
+    await w.run(10)
+    assert w.hears("c1") == {"tone:hold"}
+    assert w.state("d1") == w.state("d2") == "idle"  # nobody's phone rang
+    ready["d2"] = True
+    q.dispatch()  # the service does this when a position goes ready
+    await _watch(w, f, "c1")
+    assert await f.result() is w["d2"]
+    assert w.state("d1") == "idle"
+    w.assert_ok()
+
+
+@pytest.mark.parametrize("latency", LATENCIES)
+async def test_no_answer_passes_the_call_on_and_reports_the_miss(
+    latency: dict[str, float] | None,
+) -> None:
+    missed: list[tuple[str, Cause]] = []
+    w, q = _positions(
+        latency,
+        never_answers(),
+        answers(1),
+        ring_timeout=15,
+        on_missed=lambda d, cause: missed.append((d.id, cause)),
+    )
+    w.sim.call_in("c1", "100")
+    f = w.start(queued_call, w["c1"], q)
+    heard = await _watch(w, f, "c1")
+    assert await f.result() is w["d2"]
+    assert heard[0] == "tone:hold"
+    assert missed == [("d1", Cause.NO_ANSWER)]
+    assert w.state("d1") == "idle"  # its ringing call was ended
+    w.assert_ok()
+
+
+@pytest.mark.parametrize("latency", LATENCIES)
+async def test_a_declined_offer_goes_back_to_the_queue_keeping_the_callers_place(
+    latency: dict[str, float] | None,
+) -> None:
+    w, q = _positions(latency, rejects(2), retry_after=3)
+    w.sim.call_in("c1", "100")
+    f1 = w.start(queued_call, w["c1"], q)
+    await w.run(0.5)
+    w.sim.call_in("c2", "100")
+    f2 = w.start(queued_call, w["c2"], q)
+    await w.run(3)  # d1 declined c1
+    assert [e.caller.id for e in q.callers()] == ["c1", "c2"]
+    assert w.hears("c1") == {"tone:hold"} and w.hears("c2") == {"tone:hold"}
+    w.behave("d1", answers(1))
+    await _watch(w, f1, "c1")
+    assert await f1.result() is w["d1"]  # c1 first: they kept their place
+    assert f2.outcome is None and w.hears("c2") == {"tone:hold"}
+    w.assert_ok()
+
+
+@pytest.mark.interaction("emergency_call", "queued_call")
+@pytest.mark.parametrize("latency", LATENCIES)
+async def test_an_emergency_taking_the_position_while_it_rings_requeues_the_caller(
+    latency: dict[str, float] | None,
+) -> None:
+    w, q = _positions(latency, answers(6), answers(6))
+    w.sim.call_in("c1", "100")
+    f = w.start(queued_call, w["c1"], q)
+    await w.run(2)  # d1 rings for c1
+    assert q.offered_to(w["d1"]) is w["c1"]
+    e = w.start(emergency_call, w["d1"], w["boss"])
+    heard = await _watch(w, f, "c1")
+    assert await f.result() is w["d2"]  # the next position took the call
+    assert heard[0] == "tone:hold" and heard[-1] == "d2"
+    assert "d1" not in heard  # never bridged to the position the emergency took
+    assert w.owner("d1") == e.name
+    assert "d1 was taken by another flow: c1 keeps their place in queue ops" in _queue_notes(w)
+    assert await e.send("end", by="d1") == "ended"
+    w.assert_ok()
+
+
+@pytest.mark.interaction("emergency_call", "queued_call")
+@pytest.mark.parametrize("latency", LATENCIES)
+async def test_a_caller_waiting_for_a_position_an_emergency_holds_hears_music_and_stays(
+    latency: dict[str, float] | None,
+) -> None:
+    w, q = _positions(latency, answers(1), timeout=300)
+    e = w.start(emergency_call, w["d1"], w["boss"])
+    await w.run(5)
+    w.sim.call_in("c1", "100")
+    f = w.start(queued_call, w["c1"], q)
+    await w.run(60)
+    assert w.hears("c1") == {"tone:hold"} and f.outcome is None
+    assert await e.send("end", by="d1") == "ended"
+    w.sim.hang_up("boss")  # the emergency's call ends: d1 is free again
+    heard = await _watch(w, f, "c1")
+    assert await f.result() is w["d1"]
+    assert heard == ["tone:hold", "d1"]
+    w.assert_ok()
+
+
+@pytest.mark.parametrize("latency", LATENCIES)
+async def test_a_busy_dispatcher_taking_a_call_does_not_drop_it(
+    latency: dict[str, float] | None,
+) -> None:
+    from baton.flows import call
+
+    w, q = _positions(latency, answers(1), auto_assign=False)
+    await w.start(call, w["d1"], w["boss"]).result()  # d1 talks to boss
+    w.sim.call_in("c1", "100")
+    f = w.start(queued_call, w["c1"], q)
+    await w.run(2)
+    await w.start(take_call, w["d1"], q).result()
+    await w.run(5)
+    assert f.outcome is None and w.hears("c1") == {"tone:hold"}
+    assert w.hears("d1") == {"boss"}  # its call untouched
+    assert [e.caller.id for e in q.waiting()] == ["c1"]
+    w.assert_ok()
+
+
+@pytest.mark.parametrize("latency", LATENCIES)
+async def test_a_position_freed_by_its_call_takes_the_next_caller(
+    latency: dict[str, float] | None,
+) -> None:
+    from baton.flows import call
+
+    w, q = _positions(latency, answers(1))
+    await w.start(call, w["d1"], w["boss"]).result()
+    w.sim.call_in("c1", "100")
+    f = w.start(queued_call, w["c1"], q)
+    await w.run(10)
+    assert f.outcome is None
+    w.sim.hang_up("boss")  # d1's call ends; its always-on line stays up
+    await _watch(w, f, "c1")
+    assert await f.result() is w["d1"]
+    assert w.hears("c1") == {"d1"}
+    figures = q.snapshot()
+    assert (figures.answered, figures.answered_within, figures.waiting) == (1, 1, 0)
+    w.assert_ok()
+
+
+@pytest.mark.parametrize("latency", LATENCIES)
+async def test_the_caller_hanging_up_while_a_position_rings_stops_the_ringing(
+    latency: dict[str, float] | None,
+) -> None:
+    w, q = _positions(latency, never_answers())
+    w.sim.call_in("c1", "100")
+    f = w.start(queued_call, w["c1"], q)
+    await w.run(3)
+    assert w.state("d1") == "ringing"
+    w.sim.hang_up("c1")
+    assert await f.wait() == "failed"
+    await w.run(2)
+    assert w.state("d1") == "idle"
+    assert q.callers() == [] and q.snapshot().abandoned == 1
+    w.assert_ok(quiescent=True)
