@@ -42,10 +42,10 @@ class FakePhone(asyncio.DatagramProtocol):
             self.received.append((addr, rtp.parse(data)))
 
     @classmethod
-    async def open(cls, freq: float, **kw: object) -> FakePhone:
+    async def open(cls, freq: float, *, port: int = 0, **kw: object) -> FakePhone:
         loop = asyncio.get_running_loop()
         phone = cls(freq, **kw)  # type: ignore[arg-type]
-        await loop.create_datagram_endpoint(lambda: phone, local_addr=("127.0.0.1", 0))
+        await loop.create_datagram_endpoint(lambda: phone, local_addr=("127.0.0.1", port))
         return phone
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

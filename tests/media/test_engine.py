@@ -225,7 +225,7 @@ async def _heard(phone: FakePhone, tones: set[float]) -> bool:
     return phone.tones(CANDIDATES) == tones
 
 
-async def test_packets_from_a_stranger_are_dropped_but_a_new_ssrc_relatches() -> None:
+async def test_packets_from_a_stranger_are_dropped_but_a_silent_stream_may_move() -> None:
     async def body(rig: Rig) -> None:
         a = await rig.phone("a", 400)
         b = await rig.phone("b", 700)
@@ -233,21 +233,23 @@ async def test_packets_from_a_stranger_are_dropped_but_a_new_ssrc_relatches() ->
         await fresh_audio(a, packets=10)
         stranger = await FakePhone.open(1300)
         rig.phones["stranger"] = stranger
-        stranger.ssrc = a.ssrc  # spoofs a's stream from elsewhere
+        stranger.ssrc = a.ssrc  # spoofs a's stream from elsewhere while a still sends
         stranger.start_sending(rig.engine.local_address("a"), count=20)
         await fresh_audio(b, packets=30)
         assert b.tones(CANDIDATES) == {400}
         assert rig.engine.leg_stats("a").latched == a.address
-        # The phone restarts its stream from a new port with a new SSRC: re-latch.
+        # The phone's NAT binding changes: the same stream (SSRC) goes on from a new port
+        # after the latched source fell silent for relatch_after: re-latch.
         await a.stop_sending()
         moved = await FakePhone.open(1000)
         rig.phones["moved"] = moved
+        moved.ssrc, moved.seq, moved.ts = a.ssrc, a.seq, a.ts
         moved.start_sending(rig.engine.local_address("a"))
         await until(lambda: rig.engine.leg_stats("a").latched == moved.address, what="re-latch")
         await fresh_audio(b, packets=30)
         assert b.tones(CANDIDATES) == {1000}
 
-    await with_rig(body)
+    await with_rig(body, relatch_after=0.3)
 
 
 async def test_rfc4733_digits_in_are_reported_once_and_out_are_sent() -> None:
@@ -342,11 +344,13 @@ async def test_recording_a_bridge_holds_both_sides(tmp_path: Path) -> None:
     assert analysis.tones_heard(pcm[-4000:], CANDIDATES) == {400, 1300}
 
 
-async def test_rtcp_reports_on_the_phone_stream_go_where_the_phone_sends_rtcp() -> None:
+async def test_rtcp_reports_on_the_phone_stream_go_to_the_negotiated_rtcp_port() -> None:
     async def body(rig: Rig) -> None:
-        a = await rig.phone("a", 400)
-        rtcp_port = await FakePhone.open(0)  # the phone's RTCP socket
-        rig.phones["rtcp"] = rtcp_port
+        a, rtcp_port = await _phone_with_rtcp_port(400)  # the phone's RTCP socket: SDP port + 1
+        rig.phones["a"], rig.phones["rtcp"] = a, rtcp_port
+        rig.engine.allocate("a")
+        rig.engine.set_remote("a", *a.address, payload_type=0)
+        a.start_sending(rig.engine.local_address("a"))
         await until(lambda: rig.engine.leg_stats("a").packets_in > 10)
         ntp = rtp.ntp_timestamp(1_000_000.0)
         sr = rtp.build_sr(a.ssrc, ntp=ntp, rtp_timestamp=0, packet_count=10, octet_count=1600)
@@ -362,6 +366,21 @@ async def test_rtcp_reports_on_the_phone_stream_go_where_the_phone_sends_rtcp() 
         assert (a.seq - block.highest_seq) & 0xFFFF < 100  # about where the phone is
 
     await with_rig(body, rtcp_interval=0.5)
+
+
+async def _phone_with_rtcp_port(freq: float) -> tuple[FakePhone, FakePhone]:
+    """A phone on an even port P and a second socket on P + 1 (its RTCP port)."""
+    for _ in range(50):
+        phone = await FakePhone.open(freq)
+        if phone.address[1] % 2 == 0:
+            try:
+                rtcp_socket = await FakePhone.open(0, port=phone.address[1] + 1)
+            except OSError:
+                pass
+            else:
+                return phone, rtcp_socket
+        await phone.close()
+    raise AssertionError("no free even/odd port pair")
 
 
 async def test_clear_returns_a_leg_to_connected_idle(tmp_path: Path) -> None:

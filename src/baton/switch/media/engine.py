@@ -27,10 +27,21 @@ Theory of operation
   socket (the next port), watched with ``loop.add_reader``; a readiness callback reads one
   datagram with ``recvfrom``. That is the cheapest receive path asyncio offers (no transport,
   no protocol object, no per-packet exception), and it works on Baton's virtual-time loop too.
-* **Symmetric RTP.** Until the phone sends, we send to its SDP address. The first packet
-  *latches* the leg to the address it came from (NAT, or a phone sending from another port than
-  it advertised). Later packets from elsewhere are dropped — unless they carry a new SSRC, which
-  re-latches (the phone restarted its stream).
+* **Symmetric RTP, latched once.** Until the phone sends, we send to its SDP address. The first
+  valid RTP packet (a payload type we negotiated) after :meth:`MediaEngine.set_remote` *latches*
+  the leg to the address it came from (NAT, or a phone sending from another port than it
+  advertised). From then on only the latched source is heard and sent to; packets from anywhere
+  else are dropped (counted as ``invalid``) and are no sign of life for the inactivity timeout.
+  The latch moves only (1) to the signalled address: a packet from the SDP address itself, or a
+  new SDP address (``set_remote`` from a re-INVITE); or (2) by the re-latch rule: the latched
+  source has been silent for ``relatch_after`` seconds *and* the new source continues its SSRC
+  (a phone whose NAT binding changed). A new SSRC from a new address never moves the latch: that
+  let an RTP spray take calls over (docs/sip.md, "Media security"). RTCP goes to the negotiated
+  address (the SDP port + 1; the latched host's if the phone is behind NAT) and is taken only
+  from the latched or the signalled host.
+* **Ports are chosen at random** across the range, not from its bottom, and the last released
+  ones rest while others are free: after a restart, a new call does not get the port of a dead
+  call whose phone still streams to it.
 * **Direct relay.** A leg in a plain two-party bridge (see :mod:`.mixer`) forwards each RTP
   packet to its peer as it arrives: no jitter buffer, no decode, no tick. The header is rewritten
   for the peer's outgoing stream (our SSRC, sequence and timestamp continued across graph
@@ -203,6 +214,7 @@ class _Leg:
         "dtmf_ts",
         "fanout",
         "fanout_from",
+        "heard_at",
         "id",
         "in_ssrc",
         "jb",
@@ -244,6 +256,7 @@ class _Leg:
         self.local: tuple[str, int] = (host, port)
         self.remote: tuple[str, int] | None = None
         self.latched: tuple[str, int] | None = None
+        self.heard_at = 0.0  # loop time of the last packet from the latched source
         self.dest: tuple[str, int] | None = None  # where we send: latched, else remote
         self.sending = True  # False while the phone's SDP says it does not receive (hold)
         self.rtcp_dest: tuple[str, int] | None = None
@@ -308,7 +321,8 @@ class MediaEngine:
     ticks are skipped. ``jitter_depth``: (min, initial, max) jitter-buffer depth in frames.
     ``rtcp_interval``: seconds between RTCP reports per leg (rounded to 0.5 s). ``fanout``: send
     the listeners of a one-speaker meeting the speaker's packets as they arrive (see the module
-    docstring). The listener is called
+    docstring). ``relatch_after``: seconds the latched RTP source must have been silent before
+    another source continuing its SSRC may take its place. The listener is called
     synchronously from the engine's callbacks and must not block.
     """
 
@@ -323,6 +337,7 @@ class MediaEngine:
         jitter_depth: tuple[int, int, int] = (1, 2, 10),
         rtcp_interval: float = 5.0,
         fanout: bool = True,
+        relatch_after: float = 2.0,
     ) -> None:
         first, last = port_range
         if first % 2:
@@ -335,6 +350,7 @@ class MediaEngine:
         self.late_threshold = late_threshold
         self.max_behind = max_behind
         self.jitter_depth = jitter_depth
+        self.relatch_after = relatch_after
         # Reports go out from the 0.5 s housekeeping pass: round the interval to a multiple.
         self._rtcp_every = max(1, round(rtcp_interval / (TICK * _CHECK_EVERY))) * _CHECK_EVERY
         self.metrics = MediaMetrics()
@@ -342,7 +358,9 @@ class MediaEngine:
         self._loop = asyncio.get_running_loop()
         self._legs: dict[str, _Leg] = {}
         self._listener: Callable[[MediaEvent], None] | None = None
-        self._cursor = first
+        # Random ports; the last released ones rest while others are free (module docstring).
+        self._random = random.SystemRandom()
+        self._resting: deque[int] = deque(maxlen=max(1, (last - first) // 8))
         self._clock: asyncio.TimerHandle | None = None
         self._t0 = 0.0
         self._tick_no = 0
@@ -371,17 +389,8 @@ class MediaEngine:
         self._check_open()
         if leg in self._legs:
             raise MediaError(f"leg {leg!r} already has media")
-        first, last = self.port_range
-        span = (last - first) // 2
-        for _ in range(span):
-            port = self._cursor
-            self._cursor += 2
-            if self._cursor + 1 >= last:
-                self._cursor = first
-            pair = _bind_pair(self.host, port)
-            if pair is not None:
-                break
-        else:
+        pair = self._bind_random()
+        if pair is None:
             raise MediaError(f"no free RTP port in {self.port_range}")
         entry = _Leg(leg, *pair)
         self._legs[leg] = entry
@@ -390,6 +399,29 @@ class MediaEngine:
         self._loop.add_reader(entry.rtcp_sock.fileno(), self._on_rtcp, entry)
         self._start_clock()
         return entry.local
+
+    def _bind_random(self) -> tuple[socket.socket, socket.socket] | None:
+        """A socket pair on a random even port of the range: a few random tries (skipping the
+        resting ports and those in use), then a scan from a random start."""
+        first, last = self.port_range
+        span = (last - first) // 2
+        resting = set(self._resting)
+        in_use = {e.local[1] for e in self._legs.values()}
+        for _ in range(16):
+            port = first + 2 * self._random.randrange(span)
+            if port + 1 < last and port not in resting and port not in in_use:
+                pair = _bind_pair(self.host, port)
+                if pair is not None:
+                    return pair
+        start = self._random.randrange(span)
+        for avoid in (resting | in_use, in_use):
+            for i in range(span):
+                port = first + 2 * ((start + i) % span)
+                if port + 1 < last and port not in avoid:
+                    pair = _bind_pair(self.host, port)
+                    if pair is not None:
+                        return pair
+        return None
 
     def set_remote(
         self,
@@ -410,7 +442,8 @@ class MediaEngine:
         ``telephone_event`` is the RFC 4733 payload type, if negotiated. ``rtp_timeout``:
         seconds, ``None`` to disable, or omitted for the engine default. ``send``: False when
         the phone's SDP says it does not receive (``a=sendonly``/``inactive``): no RTP goes to
-        it. Calling it again (a re-INVITE) resets latching and the receive state.
+        it. Calling it again (a re-INVITE) resets the receive state, and the latch if the
+        address changed (a session refresh with the same SDP keeps it).
 
         Raises :class:`MediaError` for an unknown leg or a codec other than G.711.
         """
@@ -427,11 +460,12 @@ class MediaEngine:
         entry.pt = pt
         entry.silence = bytes((c.silence,)) * FRAME
         entry.te_pt = telephone_event
-        entry.remote = (host, port)
-        entry.latched = None
-        entry.dest = entry.remote
-        entry.rtcp_dest = (host, port + 1)
-        entry.in_ssrc = None
+        if entry.remote != (host, port):
+            entry.remote = (host, port)
+            entry.latched = None
+            entry.dest = entry.remote
+            entry.rtcp_dest = (host, port + 1)
+            entry.in_ssrc = None
         low, initial, high = self.jitter_depth
         entry.jb = JitterBuffer(
             c.decode, silence=c.silence, min_depth=low, initial_depth=initial, max_depth=high
@@ -461,6 +495,7 @@ class MediaEngine:
         entry = self._legs.pop(leg, None)
         if entry is None:
             return
+        self._resting.append(entry.local[1])
         self.mixer.remove_port(leg)
         self._after_graph_change()
         self._close_leg(entry)
@@ -669,7 +704,7 @@ class MediaEngine:
                 if (oseq - dst.out_seq) & 0xFFFF < 0x8000:
                     dst.out_seq = oseq
                     dst.out_ts = ots
-                dst.last_out_time = self._loop.time()
+                dst.last_out_time = leg.heard_at = self._loop.time()
                 payload = data[12:]
                 if leg.relay_xcode is not None:
                     payload = payload.translate(leg.relay_xcode)
@@ -693,7 +728,6 @@ class MediaEngine:
     def _rx(self, leg: _Leg, data: bytes, addr: tuple[str, int]) -> None:
         metrics = self.metrics
         metrics.packets_in += 1
-        leg.packets_in += 1
         if len(data) < 12:
             metrics.invalid += 1
             return
@@ -703,21 +737,26 @@ class MediaEngine:
             return
         pt = b1 & 0x7F
         if 72 <= pt <= 76:  # RTCP on the RTP port (rtcp-mux, RFC 5761)
-            self._rx_rtcp(leg, data, addr)
+            if self._rtcp_source_ok(leg, addr):
+                leg.packets_in += 1
+                self._rx_rtcp(leg, data, addr)
+            else:
+                metrics.invalid += 1
             return
-        if addr != leg.latched:
-            if leg.latched is not None and ssrc == leg.in_ssrc:
-                metrics.invalid += 1  # not the source we latched to
-                return
-            leg.latched = addr  # symmetric RTP: answer where the phone really is
-            leg.dest = addr
+        codec = leg.codec
+        if codec is None or (pt != codec.payload_type and pt != leg.te_pt):
+            metrics.invalid += 1  # no SDP yet, or a payload type we did not negotiate: no latch
+            return
+        now = self._loop.time()
+        if addr != leg.latched and not self._may_latch(leg, addr, ssrc, now):
+            metrics.invalid += 1  # not the source we latched to
+            return
+        leg.packets_in += 1
+        leg.heard_at = now
         if ssrc != leg.in_ssrc:
             leg.in_ssrc = ssrc
             leg.jb.reset()
             leg.dtmf.reset()
-        codec = leg.codec
-        if codec is None:
-            return  # no SDP answer yet: latched, but nothing to do with the audio
         if b0 & 0x3F:  # padding, extension or CSRCs: take the slow, careful path
             try:
                 payload = rtp.parse(data).payload
@@ -758,6 +797,33 @@ class MediaEngine:
                 self._emit(DtmfReceived(leg.id, digit))
         elif leg.fanout:  # comfort noise or a codec we did not negotiate: ignored
             self._not_forwarded(leg)
+
+    def _may_latch(self, leg: _Leg, addr: tuple[str, int], ssrc: int, now: float) -> bool:
+        """Whether a valid RTP packet from ``addr`` (not the latched source) may latch the leg
+        — the rule of the module docstring — and if so, latch it there."""
+        if not (
+            leg.latched is None  # the first valid packet
+            or addr == leg.remote  # the signalled address wins
+            or (ssrc == leg.in_ssrc and now - leg.heard_at >= self.relatch_after)
+        ):
+            return False
+        if leg.latched is not None:
+            log.info("leg %s: RTP re-latched from %s to %s", leg.id, leg.latched, addr)
+        leg.latched = addr  # symmetric RTP: answer where the phone really is
+        leg.dest = addr
+        remote = leg.remote
+        if remote is not None:  # RTCP to the SDP port + 1, on the host the phone sends from
+            leg.rtcp_dest = (addr[0], remote[1] + 1)
+        return True
+
+    @staticmethod
+    def _rtcp_source_ok(leg: _Leg, addr: tuple[str, int]) -> bool:
+        """RTCP is taken only from the latched or the signalled host."""
+        host = addr[0]
+        latched, remote = leg.latched, leg.remote
+        return (latched is not None and host == latched[0]) or (
+            remote is not None and host == remote[0]
+        )
 
     def _relay(
         self,
@@ -858,8 +924,10 @@ class MediaEngine:
             data, addr = leg.rtcp_sock.recvfrom(2048)
         except OSError:  # including BlockingIOError: nothing there after all
             return
+        if not self._rtcp_source_ok(leg, addr):
+            self.metrics.invalid += 1  # a stranger's RTCP: no sign of life, no new destination
+            return
         leg.packets_in += 1  # life, for the inactivity timeout
-        leg.rtcp_dest = addr
         self._rx_rtcp(leg, data, addr)
 
     def _rx_rtcp(self, leg: _Leg, data: bytes, addr: tuple[str, int]) -> None:
