@@ -31,7 +31,8 @@ the phone is :class:`LegEnded` with ``by_user=True``.
 
 *Identity.* A call comes from a user either by digest (the credentials' username is a user id or
 number) or by address: a static contact's host and port are trusted like a trunk, and when one
-address hosts several users the From user picks among them.
+address hosts several users the From user picks among them. The address is where the message
+really came from (a UDP datagram's source, a TCP connection's remote end), never its Via.
 
 *Outbound.* :meth:`originate` INVITEs every registered contact of the user (each its own call,
 so that two contacts on one device never merge): the first 2xx wins, the others are cancelled
@@ -596,11 +597,9 @@ class SipSwitch(Switch):
         """The caller's user id, or the response that refuses the INVITE (401 challenge,
         403 wrong credentials or throttled)."""
         request, peer = event.request, event.peer
-        if peer.reliable:
-            source = (peer.host, request.top_via.sent_by[1])
-        else:
-            source = (peer.host, peer.port)
-        hosted = self._static_sources.get(source)
+        # The address the bytes really came from: over TCP the connection's remote address,
+        # never the Via, which the sender writes itself (docs/sip.md, "Static contacts").
+        hosted = self._static_sources.get((peer.host, peer.port))
         if hosted:
             uri = request.from_.uri
             named = self._names.get(uri.user_text or "") if isinstance(uri, SipUri) else None
