@@ -117,12 +117,22 @@ class RoleConfig(_Model):
     """What a role may do. ``permissions`` names flow permissions (``call``, ``monitor``,
     ``barge_in`` …) and service permissions (``audit``, ``tokens``); ``"*"`` grants all.
     ``max_priority`` caps the priority of any flow a member starts. ``position`` marks a
-    dispatcher role: its users are dispatcher positions."""
+    dispatcher role: its users are dispatcher positions. ``scope`` says whom its users may act
+    for through the API (see docs/service.md, Roles and permissions): ``self`` (their own line),
+    ``groups`` (and their groups' members), ``centre`` (every user of this centre) or ``all``;
+    unset, a position role covers the centre and any other role only itself."""
 
     description: str = ""
     permissions: tuple[str, ...] = ()
     max_priority: int = int(Priority.ROUTINE)
     position: bool = False
+    scope: Literal["self", "groups", "centre", "all"] | None = None
+
+    @property
+    def effective_scope(self) -> str:
+        if self.scope is not None:
+            return self.scope
+        return "centre" if self.position else "self"
 
     @field_validator("max_priority", mode="before")
     @classmethod
@@ -161,12 +171,14 @@ BUILTIN_ROLES: dict[str, RoleConfig] = {
         permissions=("*",),
         max_priority=int(Priority.EMERGENCY),
         position=True,
+        scope="all",
     ),
     "supervisor": RoleConfig(
         description="a dispatcher who may also barge in, force release and end emergencies",
         permissions=(*DISPATCH_PERMISSIONS, "audit"),
         max_priority=int(Priority.EMERGENCY),
         position=True,
+        scope="all",
     ),
     "dispatcher": RoleConfig(
         description="a dispatch position: calls, conferences, monitoring, emergencies",
@@ -177,16 +189,19 @@ BUILTIN_ROLES: dict[str, RoleConfig] = {
         ),
         max_priority=int(Priority.EMERGENCY),
         position=True,
+        scope="centre",
     ),
     "field": RoleConfig(
-        description="a field user (radio, phone): may place routine calls",
+        description="a field user (radio, phone): acts for its own line only",
         permissions=("start", "call", "ptt"),
         max_priority=int(Priority.PRIORITY),
+        scope="self",
     ),
     "observer": RoleConfig(
         description="read-only: sees the console, changes nothing",
         permissions=(),
         max_priority=int(Priority.ROUTINE),
+        scope="self",
     ),
 }
 
@@ -374,8 +389,16 @@ class Config(_Model):
 
     @property
     def all_roles(self) -> dict[str, RoleConfig]:
-        """The built-in roles, overridden and extended by ``[roles.*]``."""
-        return {**BUILTIN_ROLES, **self.roles}
+        """The built-in roles, overridden and extended by ``[roles.*]``. An override that sets
+        no ``scope`` keeps the built-in role's (redefining ``dispatcher``'s permissions does not
+        narrow whom it acts for)."""
+        out = dict(BUILTIN_ROLES)
+        for name, role in self.roles.items():
+            builtin = BUILTIN_ROLES.get(name)
+            if role.scope is None and builtin is not None:
+                role = role.model_copy(update={"scope": builtin.scope})
+            out[name] = role
+        return out
 
     def role_of(self, user: UserConfig) -> RoleConfig:
         return self.all_roles[user.role]

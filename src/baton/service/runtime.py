@@ -26,6 +26,7 @@ from argon2 import PasswordHasher
 
 from baton.core import FlowSpec, User, UserManager
 from baton.core.events import Event, FlowEnded, FlowStarted
+from baton.service.auth.permissions import Principal
 from baton.service.auth.service import Auth
 from baton.service.config import Config, ConfigError, GroupConfig, MeetingConfig
 from baton.service.metrics import Metrics, from_mapping, gauge
@@ -232,6 +233,30 @@ class Service:
 
         task.add_done_callback(done)
         return task
+
+    # ---- the audit log
+
+    def audit(
+        self,
+        principal: Principal | None,
+        action: str,
+        target: str | None,
+        outcome: str,
+        details: dict[str, Any] | None = None,
+        *,
+        remote: str | None = None,
+    ) -> None:
+        """Log an action of ``principal`` (``None``: not authenticated) to the audit log,
+        ordered with the events it caused; ``outcome`` is ``ok``, ``denied`` or ``failed``."""
+        self.journal.audit(
+            principal=None if principal is None else principal.user_id,
+            role=None if principal is None else principal.role,
+            action=action,
+            target=target,
+            outcome=outcome,
+            details=details,
+            remote=remote,
+        )
 
     # ---- flows
 

@@ -10,6 +10,12 @@ Rules (checked at the edge, before the core is asked anything)
   it and a cap at least the flow's priority (a dispatcher cannot cancel what they could not have
   started). Ending an emergency — cancelling, or sending ``end``/``stop`` to, a flow running at
   ``EMERGENCY`` or above — needs ``end_emergency`` as well.
+* **Whom for.** A principal acts only for the users its role's ``scope`` covers
+  (:attr:`Principal.scope`): ``self`` — its own line; ``groups`` — its own line and the members
+  of its groups; ``centre`` — every user of this dispatch centre; ``all`` — everyone. Starting a
+  flow needs every user among its arguments (whatever the parameter's name, in lists and in the
+  meetings it names) in scope; commanding or cancelling a running flow needs every user it
+  involves in scope, unless the principal started it. Refusals are 403 ``user-not-in-scope``.
 * Service permissions: ``audit`` (read the audit log), ``tokens`` (see and revoke other users'
   tokens), ``meeting`` (mute, kick, end meetings), ``recordings`` (list and download).
 * ``"*"`` grants every permission.
@@ -17,7 +23,8 @@ Rules (checked at the edge, before the core is asked anything)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from baton.core import Priority
 from baton.core.priority import priority_name
@@ -42,6 +49,29 @@ class Principal:
     max_priority: int
     via: str
     token_id: str
+    #: The users this principal may act for; ``None``: everyone (scope ``all``).
+    scope: frozenset[str] | None = None
+    #: The role's scope, by name (for messages): ``self``, ``groups``, ``centre`` or ``all``.
+    scope_name: str = field(default="all")
+
+    def may_act_for(self, user_id: str) -> bool:
+        return self.scope is None or user_id in self.scope
+
+    def require_users(self, user_ids: Iterable[str], action: str) -> None:
+        """Raise 403 ``user-not-in-scope`` naming the users this principal may not act for."""
+        outside = [u for u in dict.fromkeys(user_ids) if not self.may_act_for(u)]
+        if outside:
+            whom = {
+                "self": "only for its own line",
+                "groups": "only for its own line and its groups' members",
+                "centre": "only for the users of its dispatch centre",
+            }.get(self.scope_name, f"only within scope {self.scope_name!r}")
+            raise Forbidden(
+                f"{self.user_id} (role {self.role}) may {action} {whom}, not for "
+                f"{', '.join(outside)}",
+                id="user-not-in-scope",
+                details={"users": outside, "role": self.role, "scope": self.scope_name},
+            )
 
     def may(self, permission: str) -> bool:
         return "*" in self.permissions or permission in self.permissions

@@ -58,15 +58,7 @@ async def login(
     try:
         principal, token = await svc.auth.login(body.user, body.password, remote)
     except Unauthenticated as exc:
-        svc.journal.audit(
-            principal=None,
-            role=None,
-            action="login",
-            target=body.user,
-            outcome="denied",
-            details={"error": exc.id},
-            remote=remote,
-        )
+        svc.audit(None, "login", body.user, "denied", {"error": exc.id}, remote=remote)
         await svc.journal.sync()
         raise
     lifetime = svc.config.api.session_hours * 3600
@@ -79,14 +71,8 @@ async def login(
         secure=svc.config.api.cookie_secure,
         path="/",
     )
-    svc.journal.audit(
-        principal=principal.user_id,
-        role=principal.role,
-        action="login",
-        target=principal.user_id,
-        outcome="ok",
-        details={"session": principal.token_id},
-        remote=remote,
+    svc.audit(
+        principal, "login", principal.user_id, "ok", {"session": principal.token_id}, remote=remote
     )
     await svc.journal.sync()
     return LoginResponse(**_me(svc, principal).model_dump(), token=token, expires_in=lifetime)
@@ -97,15 +83,7 @@ async def logout(request: Request, response: Response, principal: Authed, svc: S
     """End the current session (or revoke the token used)."""
     await svc.auth.revoke(principal.token_id)
     response.delete_cookie(SESSION_COOKIE, path="/")
-    svc.journal.audit(
-        principal=principal.user_id,
-        role=principal.role,
-        action="logout",
-        target=principal.token_id,
-        outcome="ok",
-        details={},
-        remote=client_address(request),
-    )
+    svc.audit(principal, "logout", principal.token_id, "ok", {}, remote=client_address(request))
     await svc.journal.sync()
 
 
@@ -131,13 +109,12 @@ async def create_token(
     shown once; only its hash is stored."""
     lifetime = None if body.expires_in_days is None else body.expires_in_days * 86400
     token, info = await svc.auth.create_token(principal.user_id, "api", body.label, lifetime)
-    svc.journal.audit(
-        principal=principal.user_id,
-        role=principal.role,
-        action="token.create",
-        target=info.id,
-        outcome="ok",
-        details={"label": body.label},
+    svc.audit(
+        principal,
+        "token.create",
+        info.id,
+        "ok",
+        {"label": body.label},
         remote=client_address(request),
     )
     await svc.journal.sync()
@@ -151,13 +128,12 @@ async def revoke_token(token_id: str, request: Request, principal: Authed, svc: 
     if info.user_id != principal.user_id and not principal.may("tokens"):
         raise NotFound(f"no token {token_id!r}", id="unknown-token", details={"token": token_id})
     await svc.auth.revoke(token_id)
-    svc.journal.audit(
-        principal=principal.user_id,
-        role=principal.role,
-        action="token.revoke",
-        target=token_id,
-        outcome="ok",
-        details={"owner": info.user_id},
+    svc.audit(
+        principal,
+        "token.revoke",
+        token_id,
+        "ok",
+        {"owner": info.user_id},
         remote=client_address(request),
     )
     await svc.journal.sync()

@@ -77,6 +77,28 @@ def principal_for(config: Config, user: UserConfig, *, via: str, token_id: str) 
         max_priority=cap,
         via=via,
         token_id=token_id,
+        scope=scope_of(config, user),
+        scope_name=role.effective_scope,
+    )
+
+
+def scope_of(config: Config, user: UserConfig) -> frozenset[str] | None:
+    """The user ids ``user`` may act for under its role's scope (``None``: everyone)."""
+    scope = config.role_of(user).effective_scope
+    if scope == "all":
+        return None
+    if scope == "centre":
+        return frozenset(u.id for u in config.users)
+    if scope == "groups":
+        members = {m for g in config.groups if user.id in g.members for m in g.members}
+        return frozenset({user.id, *members})
+    return frozenset({user.id})
+
+
+def _token_info(r: Any) -> TokenInfo:
+    """A ``tokens`` row as a :class:`TokenInfo`."""
+    return TokenInfo(
+        r.id, r.user_id, r.kind, r.label, r.created_at, r.expires_at, r.revoked_at, r.last_used_at
     )
 
 
@@ -264,19 +286,7 @@ class Auth:
             q = q.where(tokens.c.user_id == user_id)
         async with self.store.read() as conn:
             rows = (await conn.execute(q)).all()
-        return [
-            TokenInfo(
-                r.id,
-                r.user_id,
-                r.kind,
-                r.label,
-                r.created_at,
-                r.expires_at,
-                r.revoked_at,
-                r.last_used_at,
-            )
-            for r in rows
-        ]
+        return [_token_info(r) for r in rows]
 
     async def token(self, token_id: str) -> TokenInfo:
         for info in await self._tokens_by_id(token_id):
@@ -286,19 +296,7 @@ class Auth:
     async def _tokens_by_id(self, token_id: str) -> list[TokenInfo]:
         async with self.store.read() as conn:
             rows = (await conn.execute(sa.select(tokens).where(tokens.c.id == token_id))).all()
-        return [
-            TokenInfo(
-                r.id,
-                r.user_id,
-                r.kind,
-                r.label,
-                r.created_at,
-                r.expires_at,
-                r.revoked_at,
-                r.last_used_at,
-            )
-            for r in rows
-        ]
+        return [_token_info(r) for r in rows]
 
     async def revoke(self, token_id: str) -> None:
         """Revoke a token or end a session (idempotent); it stops working at once."""

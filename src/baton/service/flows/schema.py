@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class StartFlow(BaseModel):
@@ -22,6 +22,14 @@ class StartFlow(BaseModel):
     wait: bool = Field(
         default=False, description="answer when the flow has ended (with its outcome and value)"
     )
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, v: object) -> object:
+        # JSON ``true`` would otherwise be taken as priority 1.
+        if isinstance(v, bool):
+            raise ValueError("a priority is a level name or an integer, not a boolean")
+        return v
 
 
 class SendCommand(BaseModel):

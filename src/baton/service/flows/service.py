@@ -6,9 +6,10 @@ before the journal holds it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
-from baton.core import BatonError, Flow, FlowSpec, FlowUsageError, Priority
+from baton.core import BatonError, Flow, FlowSpec, FlowUsageError, Meeting, Priority, User
 from baton.core.events import ClaimQueued, Event, FlowEnded, OwnerChanged
 from baton.core.priority import priority_name
 from baton.service.auth.permissions import END_COMMANDS, Principal
@@ -142,25 +143,6 @@ class FlowsService:
 
     # ---- acting
 
-    async def _audited(
-        self,
-        principal: Principal,
-        action: str,
-        target: str,
-        details: dict[str, Any],
-        remote: str | None,
-        outcome: str,
-    ) -> None:
-        self.service.journal.audit(
-            principal=principal.user_id,
-            role=principal.role,
-            action=action,
-            target=target,
-            outcome=outcome,
-            details=details,
-            remote=remote,
-        )
-
     async def start(
         self,
         principal: Principal,
@@ -184,32 +166,16 @@ class FlowsService:
         details: dict[str, Any] = {"flow": name, "args": args, "priority": priority}
         try:
             principal.require(spec.permission or "start", f"start {name}")
-            if priority is None:
-                level = spec.priority
-            else:
-                try:
-                    level = parse_priority(priority)
-                except ValueError as exc:
-                    raise Unprocessable(str(exc), details={"field": "priority"}) from None
-                if not Priority.ROUTINE <= level <= 1000:
-                    raise Unprocessable(
-                        f"priority {level} is out of range", details={"field": "priority"}
-                    )
+            level = spec.priority if priority is None else _level(priority, "priority")
             principal.require_priority(level, f"start flows at {priority_name(level)}")
+            kwargs = self._convert(spec, args)
+            self._check_arguments(principal, spec, kwargs)
         except Forbidden as exc:
-            await self._audited(
-                principal, "flow.start", name, {**details, "error": exc.id}, remote, "denied"
+            self.service.audit(
+                principal, "flow.start", name, "denied", {**details, "error": exc.id}, remote=remote
             )
             await svc.journal.sync()
             raise
-        try:
-            kwargs = convert(spec, args if args is not None else {}, self.resolver())
-        except ArgumentError as exc:
-            raise Unprocessable(
-                exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}",
-                id=exc.id,
-                details={"field": exc.field, **exc.details},
-            ) from None
         try:
             args_, keywords = call_args(spec, kwargs)
             flow = svc.manager.start(spec, *args_, priority=level, **keywords)
@@ -218,8 +184,8 @@ class FlowsService:
                 raise ServiceUnavailable("the service is stopping", id="stopping") from None
             raise Unprocessable(str(exc), details={"field": "args"}) from None
         svc.note_started_by(flow.name, principal.user_id)
-        await self._audited(
-            principal, "flow.start", flow.name, {**details, "priority": level}, remote, "ok"
+        self.service.audit(
+            principal, "flow.start", flow.name, "ok", {**details, "priority": level}, remote=remote
         )
         # A flow claims its users at once: wait for that (or its end), so a conflict the core
         # raises at the first step is answered here as a 409 rather than lost in the log.
@@ -234,6 +200,31 @@ class FlowsService:
         if flow.ended and flow.outcome == "completed":
             view["value"] = _jsonable(flow.value)
         return view
+
+    def _convert(self, spec: FlowSpec[Any], args: Any) -> dict[str, Any]:
+        try:
+            return convert(spec, args if args is not None else {}, self.resolver())
+        except ArgumentError as exc:
+            raise Unprocessable(
+                exc.message if exc.field in exc.message else f"{exc.field}: {exc.message}",
+                id=exc.id,
+                details={"field": exc.field, **exc.details},
+            ) from None
+
+    def _check_arguments(
+        self, principal: Principal, spec: FlowSpec[Any], kwargs: dict[str, Any]
+    ) -> None:
+        """The principal may act for every user the arguments name, and a priority given as an
+        argument (a ``Priority`` parameter, or an integer one named ``priority``) is capped like
+        the start's own."""
+        principal.require_users(involved_users(kwargs.values()), f"start {spec.name}")
+        for p in describe(spec, self.resolver().resources.keys()):
+            value = kwargs.get(p.name)
+            if value is None:
+                continue
+            if p.kind == "priority" or (p.kind == "integer" and p.name == "priority"):
+                level = _level(value, f"args.{p.name}")
+                principal.require_priority(level, f"start flows at {priority_name(level)}")
 
     async def _first_step(self, flow: Flow, *, within: float) -> None:
         """Wait until ``flow`` holds a user, queues a claim or ends (``within`` bounds it); with
@@ -269,31 +260,41 @@ class FlowsService:
     ) -> dict[str, Any]:
         """Cancel a running flow (idempotent: says what it did)."""
         flow = self.get(name)
-        self._control(principal, flow, None, remote)
+        await self._control(principal, flow, None, remote)
         result = flow.cancel(reason or f"cancelled by {principal.user_id}")
-        await self._audited(
-            principal, "flow.cancel", name, {"reason": reason, "result": result.value}, remote, "ok"
+        self.service.audit(
+            principal,
+            "flow.cancel",
+            name,
+            "ok",
+            {"reason": reason, "result": result.value},
+            remote=remote,
         )
         await self.service.journal.sync()
         return {"flow": name, "result": result.value}
 
-    def _control(
+    async def _control(
         self, principal: Principal, flow: Flow, command: str | None, remote: str | None
     ) -> None:
+        """May ``principal`` command (or cancel, ``command`` None) ``flow``? Audits a refusal."""
         try:
             principal.require_control(flow.spec.permission, flow.priority, command)
             if flow.spec.permission == "emergency" and (command is None or command in END_COMMANDS):
                 principal.require("end_emergency", "end an emergency")
+            info = self.service.flows.get(flow.name)
+            if info is None or info.started_by != principal.user_id:
+                action = f"send {command!r} to" if command else "cancel"
+                principal.require_users(flow_users(flow), f"{action} {flow.name}")
         except Forbidden as exc:
-            self.service.journal.audit(
-                principal=principal.user_id,
-                role=principal.role,
-                action="flow.command" if command else "flow.cancel",
-                target=flow.name,
-                outcome="denied",
-                details={"command": command, "error": exc.id},
+            self.service.audit(
+                principal,
+                "flow.command" if command else "flow.cancel",
+                flow.name,
+                "denied",
+                {"command": command, "error": exc.id},
                 remote=remote,
             )
+            await self.service.journal.sync()
             raise
 
     async def command(
@@ -321,11 +322,8 @@ class FlowsService:
             raise Unprocessable(
                 "args must be an object of named arguments", details={"field": "args"}
             )
-        try:
-            self._control(principal, flow, command, remote)
-        except Forbidden:
-            await self.service.journal.sync()
-            raise
+        await self._control(principal, flow, command, remote)
+        principal.require_users(_named_users(args, self.service.user_ids()), f"{command} them")
         try:
             fut = flow.send(command, by=principal.user_id, **args)
         except FlowUsageError as exc:
@@ -335,24 +333,26 @@ class FlowsService:
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 reply = await asyncio.shield(fut)
         except TimeoutError:
-            await self._audited(principal, "flow.command", name, audit_details, remote, "failed")
+            self.service.audit(
+                principal, "flow.command", name, "failed", audit_details, remote=remote
+            )
             raise GatewayTimeout(
                 f"{name} did not answer {command!r} within {COMMAND_TIMEOUT:g} s",
                 id="command-timeout",
                 details={"flow": name},
             ) from None
         except BatonError as exc:
-            await self._audited(
+            self.service.audit(
                 principal,
                 "flow.command",
                 name,
-                {**audit_details, "error": exc.code},
-                remote,
                 "failed",
+                {**audit_details, "error": exc.code},
+                remote=remote,
             )
             await self.service.journal.sync()
             raise from_core(exc, flow=name) from None
-        await self._audited(principal, "flow.command", name, audit_details, remote, "ok")
+        self.service.audit(principal, "flow.command", name, "ok", audit_details, remote=remote)
         await self.service.journal.sync()
         return {"flow": name, "command": command, "reply": _jsonable(reply)}
 
@@ -379,6 +379,62 @@ class FlowsService:
                 f"no flow {name!r} in this run", id="unknown-flow", details={"flow": name}
             )
         return build_trace(name, rows)
+
+
+def _level(value: Any, field: str) -> int:
+    """A priority from the API (a level name or an integer, never a boolean), in range."""
+    try:
+        level = parse_priority(value)
+    except ValueError as exc:
+        raise Unprocessable(str(exc), details={"field": field}) from None
+    if not Priority.ROUTINE <= level <= 1000:
+        raise Unprocessable(f"priority {level} is out of range", details={"field": field})
+    return level
+
+
+def involved_users(values: Iterable[Any]) -> list[str]:
+    """The ids of every user among flow arguments, in order: a ``User``, the users of a list
+    (or tuple, set, dict's values), the members of a ``Meeting`` — whatever the parameter is
+    called, so a plug-in's arguments are covered like the library's."""
+    out: dict[str, None] = {}
+
+    def walk(value: Any, depth: int) -> None:
+        if depth > 4:
+            return
+        if isinstance(value, User):
+            out[value.id] = None
+        elif isinstance(value, Meeting):
+            for member in value.members:
+                out[member.id] = None
+        elif isinstance(value, list | tuple | set | frozenset):
+            for v in value:
+                walk(v, depth + 1)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v, depth + 1)
+
+    for v in values:
+        walk(v, 0)
+    return list(out)
+
+
+def flow_users(flow: Flow) -> list[str]:
+    """Every user a running flow involves: its arguments' users, the users it holds, the
+    members of its meetings."""
+    return involved_users(
+        [*flow.args, *flow.kwargs.values(), list(flow.users), list(flow.meetings)]
+    )
+
+
+def _named_users(args: dict[str, Any], known: Iterable[str]) -> list[str]:
+    """The user ids a command's JSON arguments name (a string or a list of strings)."""
+    ids = set(known)
+    out: list[str] = []
+    for v in args.values():
+        for item in v if isinstance(v, list) else [v]:
+            if isinstance(item, str) and item in ids:
+                out.append(item)
+    return out
 
 
 def _jsonable(value: Any) -> Any:

@@ -95,6 +95,8 @@ class MeetingsService:
         principal.require("meeting", action)
         if m.holder is not None:
             principal.require_priority(m.holder.priority, "control meetings")
+        # Controlling a meeting acts on its members: all of them must be in the caller's scope.
+        principal.require_users((u.id for u in m.members), "control this meeting")
 
     def _member(self, m: Meeting, user_id: str) -> User:
         for u in m.members:
@@ -148,13 +150,12 @@ class MeetingsService:
         try:
             self._check(principal, m, f"{action} in meetings")
         except Forbidden as exc:
-            svc.journal.audit(
-                principal=principal.user_id,
-                role=principal.role,
-                action=f"meeting.{action}",
-                target=meeting_id,
-                outcome="denied",
-                details={**details, "error": exc.id},
+            svc.audit(
+                principal,
+                f"meeting.{action}",
+                meeting_id,
+                "denied",
+                {**details, "error": exc.id},
                 remote=remote,
             )
             await svc.journal.sync()
@@ -198,26 +199,17 @@ class MeetingsService:
                 raise NotFound(f"no meeting action {action!r}")
         except BatonError as exc:
             err = from_core(exc, meeting=meeting_id)
-            svc.journal.audit(
-                principal=principal.user_id,
-                role=principal.role,
-                action=f"meeting.{action}",
-                target=meeting_id,
-                outcome="failed",
-                details={**details, "error": err.id},
+            svc.audit(
+                principal,
+                f"meeting.{action}",
+                meeting_id,
+                "failed",
+                {**details, "error": err.id},
                 remote=remote,
             )
             await svc.journal.sync()
             raise err from None
-        svc.journal.audit(
-            principal=principal.user_id,
-            role=principal.role,
-            action=f"meeting.{action}",
-            target=meeting_id,
-            outcome="ok",
-            details=details,
-            remote=remote,
-        )
+        svc.audit(principal, f"meeting.{action}", meeting_id, "ok", details, remote=remote)
         await svc.journal.sync()
         return {
             "meeting": meeting_id,

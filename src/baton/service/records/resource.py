@@ -148,13 +148,12 @@ async def download(record_id: int, request: Request, principal: Authed, svc: Svc
             id="recording-missing",
             details={"recording": record_id},
         )
-    svc.journal.audit(
-        principal=principal.user_id,
-        role=principal.role,
-        action="recording.download",
-        target=str(record_id),
-        outcome="ok",
-        details={"path": row["path"]},
+    svc.audit(
+        principal,
+        "recording.download",
+        str(record_id),
+        "ok",
+        {"path": row["path"]},
         remote=client_address(request),
     )
     await svc.journal.sync()

@@ -62,15 +62,7 @@ async def _act(
     action: str,
     details: dict[str, Any],
 ) -> None:
-    svc.journal.audit(
-        principal=principal.user_id,
-        role=principal.role,
-        action=f"sim.{action}",
-        target=user,
-        outcome="ok",
-        details=details,
-        remote=client_address(request),
-    )
+    svc.audit(principal, f"sim.{action}", user, "ok", details, remote=client_address(request))
     await svc.journal.sync()
 
 
@@ -104,6 +96,7 @@ async def dial(
     """The phone calls a number (a user's, a group's, a room's, the dispatcher or emergency
     number): the numbering plan routes it like any inbound call."""
     principal.require("start", "drive virtual phones")
+    principal.require_users([user], "drive virtual phones")
     sim = _sim(svc)
     _phone(sim, user)
     if sim.leg_of(user) is not None:
@@ -119,6 +112,7 @@ async def dial(
 async def hangup(user: str, request: Request, principal: Authed, svc: Svc) -> dict[str, Any]:
     """The phone hangs up (whatever call it is on)."""
     principal.require("start", "drive virtual phones")
+    principal.require_users([user], "drive virtual phones")
     sim = _sim(svc)
     _phone(sim, user)
     sim.hang_up(user)
@@ -130,6 +124,7 @@ async def hangup(user: str, request: Request, principal: Authed, svc: Svc) -> di
 async def answer(user: str, request: Request, principal: Authed, svc: Svc) -> dict[str, Any]:
     """The phone picks up the call ringing at it now."""
     principal.require("start", "drive virtual phones")
+    principal.require_users([user], "drive virtual phones")
     sim = _sim(svc)
     _phone(sim, user)
     try:
@@ -146,6 +141,7 @@ async def press(
 ) -> dict[str, Any]:
     """The phone presses DTMF digits on its connected call."""
     principal.require("start", "drive virtual phones")
+    principal.require_users([user], "drive virtual phones")
     sim = _sim(svc)
     _phone(sim, user)
     try:
@@ -162,6 +158,7 @@ async def behave(
 ) -> dict[str, Any]:
     """How the phone reacts to the next call."""
     principal.require("start", "drive virtual phones")
+    principal.require_users([user], "drive virtual phones")
     sim = _sim(svc)
     _phone(sim, user)
     phone = SimPhoneConfig(
