@@ -94,6 +94,15 @@ def test_register_stores_the_contact_exactly_as_sent() -> None:
     assert response.to.tag is not None
 
 
+def test_a_binding_remembers_the_phones_user_agent_and_transport() -> None:
+    registrar = open_registrar()
+    request = register(extra=("User-Agent: baresip v1.0.0 (x86_64/linux)",))
+    assert registrar.process(request, source="127.0.0.1", now=5.0).status == 200
+    (binding,) = registrar.contacts("alice", now=5.0)
+    assert (binding.user_agent, binding.transport) == ("baresip v1.0.0 (x86_64/linux)", "UDP")
+    assert binding.registered_at == 5.0
+
+
 def test_expiry_from_contact_param_then_header_then_default() -> None:
     registrar = open_registrar(default_expires=600)
     registrar.process(register(contacts=("<sip:a@10.0.0.1>;expires=120",), expires=300),

@@ -67,6 +67,8 @@ class Binding:
     source: str | None = None
     registered_at: float = 0.0
     flow: object = None  # what the caller passed as `flow`: e.g. the TCP peer to reuse
+    user_agent: str | None = None  # the REGISTER's User-Agent (presence: which phone)
+    transport: str | None = None  # UDP, TCP, TLS… from the REGISTER's top Via
 
     @property
     def uri(self) -> Uri:
@@ -322,6 +324,9 @@ class Registrar:
         except SipParseError as exc:
             raise _Refusal(make_response(request, 400, exc.reason, to_tag=to_tag)) from None
         raw = request.headers.get_all("Contact")
+        user_agent = request.headers.get("User-Agent")
+        via = (request.headers.get("Via") or "").split(None, 1)
+        transport = via[0].rsplit("/", 1)[-1].upper() if via else None
         for contact, text in zip(contacts, raw, strict=True):
             if not isinstance(contact.uri, SipUri):
                 raise _Refusal(
@@ -347,7 +352,7 @@ class Registrar:
             if expires > 0:
                 plan.add.append(
                     Binding(aor, contact.without_param("expires"), text, now + expires, call_id,
-                            cseq, q, source, now, flow)
+                            cseq, q, source, now, flow, user_agent, transport)
                 )  # fmt: skip
         return plan
 
