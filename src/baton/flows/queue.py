@@ -195,12 +195,15 @@ class DispatcherQueue:
         return None if entry is None else entry.caller
 
     def is_free(self, dispatcher: User) -> bool:
-        """A position is free when nothing holds it, no queued call is on its way to it, it is
-        not resting after a failed offer, and its owner says it is ready (agent state, phone)."""
+        """A position is free when nothing holds it, its phone is not ringing or calling, no
+        queued call is on its way to it, it is not resting after a failed offer, and its owner
+        says it is ready (agent state, phone registered)."""
+        leg = self.manager.leg_of(dispatcher)
         return (
             dispatcher in self.positions
             and dispatcher not in self._offering
             and self.manager.owner_of(dispatcher) is None
+            and (leg is None or leg.connected)
             and self._resting.get(dispatcher, 0.0) <= self.manager.now()
             and (self.ready is None or self.ready(dispatcher))
         )
@@ -269,17 +272,19 @@ class DispatcherQueue:
         self._offering.pop(dispatcher, None)
         entry.offered_to = None
         self.leave(entry)
-        self._kick()
+        self.kick()
 
     def offer_failed(self, entry: QueueEntry, dispatcher: User, cause: Cause | None) -> None:
         """The offer to ``dispatcher`` failed: the caller goes back to their place in the queue
-        and the position rests ``retry_after`` seconds (the next ready position is offered)."""
+        (the next ready position is offered). A position whose phone failed the offer (``cause``)
+        rests ``retry_after`` seconds."""
         self.figures.offers_failed += 1
         if self._offering.get(dispatcher) is entry:
             del self._offering[dispatcher]
         entry.offered_to = None
         entry.tried.add(dispatcher)
-        self._rest(dispatcher)
+        if cause is not None:  # the phone failed; a position held by a flow is simply busy
+            self._rest(dispatcher)
         if cause in (Cause.NO_ANSWER, Cause.REJECTED) and self.on_missed is not None:
             self.on_missed(dispatcher, cause)
         if entry in self._entries:
@@ -333,9 +338,9 @@ class DispatcherQueue:
     def _on_event(self, ev: Event) -> None:
         # A position let go by its call (or its flow) may take the next caller.
         if isinstance(ev, OwnerChanged) and ev.new is None and ev.user in self._ids:
-            self._kick()
+            self.kick()
 
-    def _kick(self) -> None:
+    def kick(self) -> None:
         """Dispatch soon: after the core has finished the synchronous step that woke us."""
         if self._kick_armed:
             return

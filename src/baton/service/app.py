@@ -32,6 +32,7 @@ from baton.service.errors import ApiError, error_body, from_core
 from baton.service.events.resource import router as events_router
 from baton.service.flows.resource import router as flows_router
 from baton.service.meetings.resource import router as meetings_router
+from baton.service.positions.resource import router as positions_router
 from baton.service.records.resource import router as records_router
 from baton.service.runtime import Service
 from baton.service.sim.resource import router as sim_router
@@ -232,6 +233,7 @@ def create_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
         users_router,
         flows_router,
         meetings_router,
+        positions_router,
         records_router,
         events_router,
         sim_router,

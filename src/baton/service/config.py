@@ -175,7 +175,7 @@ BUILTIN_ROLES: dict[str, RoleConfig] = {
     ),
     "supervisor": RoleConfig(
         description="a dispatcher who may also barge in, force release and end emergencies",
-        permissions=(*DISPATCH_PERMISSIONS, "audit"),
+        permissions=(*DISPATCH_PERMISSIONS, "audit", "positions"),
         max_priority=int(Priority.EMERGENCY),
         position=True,
         scope="all",
@@ -284,6 +284,11 @@ class DispatchConfig(_Model):
     overflow: Literal["busy", "message", "transfer"] = "busy"
     overflow_to: str | None = None  # the user an overflowing call is put through to
     auto_assign: bool = True  # free positions take waiting calls without a click
+    ring_timeout: float = Field(default=20.0, gt=0)  # an offer rings a position this long
+    retry_after: float = Field(default=10.0, ge=0)  # a position that failed an offer rests
+    wrap_up: float = Field(default=0.0, ge=0)  # seconds of wrap-up after a call (0: none)
+    service_level: float = Field(default=20.0, gt=0)  # "answered within N s" in the figures
+    agent_state: Literal["ready", "logged_out"] = "ready"  # positions' state at start-up
 
     @model_validator(mode="after")
     def _check(self) -> DispatchConfig:

@@ -30,6 +30,7 @@ from baton.service.auth.permissions import Principal
 from baton.service.auth.service import Auth
 from baton.service.config import Config, ConfigError, GroupConfig, MeetingConfig
 from baton.service.metrics import Metrics, from_mapping, gauge
+from baton.service.positions.service import AgentState, Positions
 from baton.service.routing import Router
 from baton.service.store import Journal, Store
 from baton.service.store.records import begin_run, end_run
@@ -95,6 +96,7 @@ class Service:
         self.rooms: dict[str, MeetingConfig] = {m.id: m for m in config.meetings}
         self.flows: dict[str, FlowInfo] = {}
         self.queues: dict[str, Any] = {}  # name → DispatcherQueue
+        self._positions: Positions | None = None
         self.run_id = 0
         self.started = False
         self.ws_clients = 0
@@ -116,6 +118,13 @@ class Service:
         if self._auth is None:
             raise RuntimeError("the service is not started")
         return self._auth
+
+    @property
+    def positions(self) -> Positions:
+        """The positions' agent states (docs/service.md, "Positions")."""
+        if self._positions is None:
+            raise RuntimeError("the service is not started")
+        return self._positions
 
     @property
     def sim(self) -> SimSwitch | None:
@@ -150,9 +159,14 @@ class Service:
         self.metrics.gauges(self._gauges)
         for u in self.config.users:
             self.manager.add_user(User(u.id, name=u.display_name, numbers=u.numbers, keep=u.keep))
+        self._make_positions()
         self._make_queue()
         self.manager.router = Router(
-            self.config, self.library, queue=self.queue, started=self.note_started_by
+            self.config,
+            self.library,
+            queue=self.queue,
+            started=self.note_started_by,
+            positions=self.positions,
         )
         if self.sim is not None and self.config.sim.activity:
             from baton.service.sim.activity import run_activity
@@ -169,6 +183,32 @@ class Service:
                 "users": len(self.config.users),
             },
         )
+
+    def _make_positions(self) -> None:
+        d = self.config.dispatch
+        journal = self.journal
+
+        def kick() -> None:
+            q = self.queue()
+            if q is not None:
+                q.kick()
+
+        def offered(user: User) -> bool:
+            q = self.queue()
+            return q is not None and q.offered_to(user) is not None
+
+        self._positions = Positions(
+            self.manager,
+            self.switch,
+            [self.manager.user(u.id) for u in self.config.positions],
+            wallclock=self.wallclock,
+            audit=journal.audit,
+            kick=kick,
+            offered=offered,
+            initial=AgentState(d.agent_state),
+            wrap_up=d.wrap_up,
+        )
+        self.spawn(self._positions.watch(), "presence-watch")
 
     def _make_queue(self) -> None:
         if "queued_call" not in self.library:
@@ -187,6 +227,11 @@ class Service:
             overflow_to=overflow_to,
             auto_assign=d.auto_assign,
             recordings=str(self.config.recordings),
+            ring_timeout=d.ring_timeout,
+            retry_after=d.retry_after,
+            service_level=d.service_level,
+            ready=self.positions.is_ready,
+            on_missed=self.positions.missed,
         )
 
     def queue(self) -> Any:
@@ -203,6 +248,10 @@ class Service:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for q in self.queues.values():
+            q.close()
+        if self._positions is not None:
+            self._positions.close()
         try:
             await self.manager.close()
         finally:
@@ -303,13 +352,76 @@ class Service:
                 gauge("baton_journal_failures_total", "journal batches that failed", j.failures),
             ]
         for q in self.queues.values():
-            out.append(
-                gauge(
-                    "baton_queue_waiting",
-                    "callers waiting in a dispatcher queue",
-                    len(q.waiting()),
-                    queue=q.name,
-                )
-            )
+            out += _queue_gauges(q.name, q.snapshot())
+        if self._positions is not None:
+            out += _presence_gauges(self, self._positions)
         out += from_mapping("baton_switch_", switch_metrics(self.switch))
         return out
+
+
+def _queue_gauges(name: str, f: Any) -> list[tuple[str, str, tuple[tuple[str, str], ...], float]]:
+    level = f"{f.service_level:g}"
+    return [
+        gauge(
+            "baton_queue_waiting", "callers waiting in a dispatcher queue", f.waiting, queue=name
+        ),
+        gauge(
+            "baton_queue_longest_wait_seconds",
+            "how long the longest-waiting caller has waited now",
+            f.longest_wait,
+            queue=name,
+        ),
+        gauge("baton_queue_answered_total", "queued calls answered", f.answered, queue=name),
+        gauge(
+            "baton_queue_answered_within_total",
+            "queued calls answered within the service level (seconds)",
+            f.answered_within,
+            queue=name,
+            seconds=level,
+        ),
+        gauge(
+            "baton_queue_abandoned_total",
+            "callers who hung up (or were taken) while queued",
+            f.abandoned,
+            queue=name,
+        ),
+        gauge("baton_queue_overflowed_total", "calls ended by overflow", f.overflowed, queue=name),
+        gauge(
+            "baton_queue_offers_failed_total",
+            "offers of a queued call that a position did not take",
+            f.offers_failed,
+            queue=name,
+        ),
+    ]
+
+
+def _presence_gauges(
+    service: Service, positions: Positions
+) -> list[tuple[str, str, tuple[tuple[str, str], ...], float]]:
+    out = []
+    for u in service.config.users:
+        contacts = len(positions.registrations(u.id))
+        out.append(
+            gauge(
+                "baton_user_registered",
+                "1 if the user has a phone registered",
+                1 if contacts else 0,
+                user=u.id,
+            )
+        )
+        out.append(
+            gauge("baton_user_contacts", "registered contacts of the user", contacts, user=u.id)
+        )
+    for uid in positions.ids():
+        out.append(
+            gauge(
+                "baton_position_state",
+                "1 for the agent state a position is in now",
+                1,
+                position=uid,
+                state=positions.state_of(uid).value,
+            )
+        )
+    for state, n in positions.counts().items():
+        out.append(gauge("baton_positions", "positions in each agent state", n, state=state))
+    return out

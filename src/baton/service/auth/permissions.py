@@ -17,7 +17,8 @@ Rules (checked at the edge, before the core is asked anything)
   meetings it names) in scope; commanding or cancelling a running flow needs every user it
   involves in scope, unless the principal started it. Refusals are 403 ``user-not-in-scope``.
 * Service permissions: ``audit`` (read the audit log), ``tokens`` (see and revoke other users'
-  tokens), ``meeting`` (mute, kick, end meetings), ``recordings`` (list and download).
+  tokens), ``meeting`` (mute, kick, end meetings), ``recordings`` (list and download),
+  ``positions`` (change another position's agent state).
 * ``"*"`` grants every permission.
 """
 

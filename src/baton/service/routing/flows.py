@@ -20,9 +20,9 @@ from baton.core import (
 )
 from baton.flows import group_call
 from baton.flows.ptt import PTT_COMMANDS, ptt_group
-from baton.switch.port import Cause
+from baton.switch.port import Cause, Tone
 
-__all__ = ["dial_in", "group_dial_in", "ptt_dial_in", "unroutable"]
+__all__ = ["dial_in", "feature_code", "group_dial_in", "ptt_dial_in", "unroutable"]
 
 
 @flow(priority=Priority.ROUTINE, name="dial_in", permission="call")
@@ -89,3 +89,15 @@ async def unroutable(s: Session, caller: User, to: str, cause: str = "unreachabl
     s.note(f"{caller.id} called {to}: {cause}")
     await s.hangup(caller, Cause(cause))
     return cause
+
+
+@flow(priority=Priority.ROUTINE, name="feature_code")
+async def feature_code(s: Session, caller: User, code: str, accepted: bool) -> str:
+    """``caller`` dialled a feature code (``*71``: ready…); the router already acted on it.
+    Answer, play the confirmation tone (or the busy tone if it was refused), hang up."""
+    await s.claim(caller)
+    await s.answer(caller)
+    s.note(f"{caller.id} dialled {code}: {'done' if accepted else 'refused'}")
+    await s.play(caller, Tone("confirm", 1.0) if accepted else Tone("busy", 2.0))
+    await s.hangup(caller, Cause.NORMAL if accepted else Cause.REJECTED)
+    return "done" if accepted else "refused"

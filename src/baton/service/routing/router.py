@@ -2,6 +2,10 @@
 
 In order:
 
+0. a feature code (a dispatcher position's agent state, from the phone's keypad):
+   ``*70`` log out, ``*71`` ready, ``*72`` not ready (reason "break") — the position's state
+   changes at once (audited, ``via`` phone) and ``feature_code`` confirms with a tone and hangs
+   up; a user who is not a position hears the busy tone;
 1. the emergency number → ``emergency_inbound(caller, positions)`` — anyone may dial it;
 2. the dispatcher number → ``queued_call(caller, queue)``;
 3. a user's number → ``inbound_call(caller, callee)``;
@@ -28,13 +32,27 @@ from typing import TYPE_CHECKING, Any
 from baton.core import BatonError, FlowSpec, Leg, User, UserManager
 from baton.service.auth.service import principal_for
 from baton.service.config import Config
-from baton.service.routing.flows import dial_in, group_dial_in, ptt_dial_in, unroutable
+from baton.service.positions.service import AgentState, Positions
+from baton.service.routing.flows import (
+    dial_in,
+    feature_code,
+    group_dial_in,
+    ptt_dial_in,
+    unroutable,
+)
 from baton.switch.port import InboundCall
 
 if TYPE_CHECKING:
     from baton.flows.queue import DispatcherQueue
 
-__all__ = ["Router", "dialled_number"]
+__all__ = ["FEATURE_CODES", "Router", "dialled_number"]
+
+#: Feature codes a position dials to change its agent state (docs/service.md, "Positions").
+FEATURE_CODES: dict[str, tuple[AgentState, str | None]] = {
+    "*70": (AgentState.LOGGED_OUT, None),
+    "*71": (AgentState.READY, None),
+    "*72": (AgentState.NOT_READY, "break"),
+}
 
 log = logging.getLogger("baton.service.routing")
 
@@ -58,8 +76,10 @@ class Router:
         *,
         queue: Callable[[], DispatcherQueue | None],
         started: Callable[[str, str], None],
+        positions: Positions | None = None,
     ) -> None:
         self.config = config
+        self.positions = positions
         self.library = library
         self.queue = queue
         self.started = started
@@ -95,6 +115,22 @@ class Router:
             flow = manager.start(spec, *args, priority=priority, **kwargs)
             self.started(flow.name, f"phone:{caller.id}")
 
+        feature = FEATURE_CODES.get(number)
+        if feature is not None and self.positions is not None:
+            accepted = self.positions.is_position(caller.id)
+            if accepted:
+                state, reason = feature
+                self.positions.set(
+                    caller.id,
+                    state,
+                    reason=reason,
+                    by=caller.id,
+                    role=None if user_cfg is None else user_cfg.role,
+                    via="phone",
+                )
+            flow = manager.start(feature_code, caller, number, accepted)
+            self.started(flow.name, f"phone:{caller.id}")
+            return
         d = cfg.dispatch
         if d.emergency_number is not None and number == d.emergency_number:
             positions = [manager.user(u.id) for u in cfg.positions]

@@ -69,7 +69,13 @@ class UsersService:
                 "whisper_to": member.whisper_to.id if member and member.whisper_to else None,
             }
         partner = rec.bridge.id if rec.bridge is not None else None
-        return {
+        positions = self.service.positions
+        contacts = [r.view() for r in positions.registrations(user.id)]
+        presence: dict[str, Any] = {
+            "registered": bool(contacts),
+            "contacts": contacts,
+        }
+        view: dict[str, Any] = {
             "id": user.id,
             "name": user.name,
             "numbers": list(user.numbers),
@@ -87,7 +93,11 @@ class UsersService:
             "partner": partner,
             "meeting": meeting_view,
             "owner": owner_view,
+            "registration": presence,
         }
+        if positions.is_position(user.id):
+            view["agent"] = positions.view(user.id)
+        return view
 
     def all(self) -> list[dict[str, Any]]:
         return [self.view(u) for u in self.service.manager.users()]

@@ -1,0 +1,1 @@
+"""Positions and presence: agent states of the dispatcher positions, phone registrations."""

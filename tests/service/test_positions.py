@@ -1,0 +1,207 @@
+"""Positions and presence: agent states, registrations, feature codes, the queue consulting
+them (virtual time on the sim), and their API and metrics (a running service)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from baton.core import User
+from baton.core.events import Event
+from baton.flows import LIBRARY, DispatcherQueue, call
+from baton.service.positions.service import Positions
+from baton.service.routing import Router
+from baton.switch.sim import never_answers, unreachable
+from baton.testing import World
+
+from .helpers import api, assert_error, eventually, make_config
+
+
+class Centre:
+    """The test config's users on a World, with positions, the queue and the numbering plan."""
+
+    def __init__(self, tmp_path: Path, *, wrap_up: float = 0.0, **queue_kw: Any) -> None:
+        config = make_config(tmp_path)
+        self.w = w = World()
+        for u in config.users:
+            w.add(User(u.id, name=u.display_name, numbers=u.numbers, keep=u.keep))
+        self.audit: list[dict[str, Any]] = []
+        users = [w[u.id] for u in config.positions]
+        self.positions = Positions(
+            w.manager,
+            w.sim,
+            users,
+            wallclock=lambda: 1_800_000_000.0 + w.manager.now(),
+            audit=lambda **kw: self.audit.append(kw),
+            kick=lambda: self.queue.kick(),
+            offered=lambda u: self.queue.offered_to(u) is not None,
+            wrap_up=wrap_up,
+        )
+        self.queue = DispatcherQueue(
+            "dispatch",
+            w.manager,
+            users,
+            timeout=300,
+            ready=self.positions.is_ready,
+            on_missed=self.positions.missed,
+            **queue_kw,
+        )
+        self.started: list[str] = []
+        w.manager.router = Router(
+            config,
+            LIBRARY,
+            queue=lambda: self.queue,
+            started=lambda f, who: self.started.append(f),
+            positions=self.positions,
+        )
+
+    def state(self, user: str) -> str:
+        return self.positions.state_of(user).value
+
+
+async def test_a_caller_is_put_through_to_the_free_registered_position(tmp_path: Path) -> None:
+    # Issue 13's finding: disp1 busy, disp2 with no phone registered, sup1 free.
+    c = Centre(tmp_path)
+    w = c.w
+    w.behave("disp2", unreachable())
+    await w.start(call, w["disp1"], w["unit3"]).result()
+    assert c.state("disp1") == "busy" and c.state("disp2") == "ready"
+    assert not c.positions.is_ready(w["disp2"])  # ready, but no phone: not offered calls
+    w.sim.call_in("unit1", "100")
+    await w.run(10)
+    assert w.hears("unit1") == {"sup1"}
+    assert w.sim.phones["disp2"].calls == 0
+    assert c.queue.snapshot().offers_failed == 0
+    w.assert_ok()
+    await w.close()
+
+
+async def test_feature_codes_set_the_agent_state_and_the_queue_follows(tmp_path: Path) -> None:
+    c = Centre(tmp_path)
+    w = c.w
+    seen: list[Event] = []
+    w.manager.events.subscribe(lambda e: seen.append(e) if e.kind == "agent.state" else None)
+    for d in ("disp1", "disp2", "sup1"):
+        w.sim.call_in(d, "*72")
+    await w.run(3)
+    assert {c.state(d) for d in ("disp1", "disp2", "sup1")} == {"not_ready"}
+    assert c.positions.view("disp1")["reason"] == "break"
+    assert "tone:confirm" in w.heard("disp1") and w.state("disp1") == "idle"
+    assert c.audit[0] == {
+        "principal": "disp1",
+        "role": "dispatcher",
+        "action": "agent.state",
+        "target": "disp1",
+        "outcome": "ok",
+        "details": {"state": "not_ready", "reason": "break", "via": "phone"},
+    }
+    w.sim.call_in("unit1", "100")
+    await w.run(30)
+    assert w.hears("unit1") == {"tone:hold"}  # nobody ready: the caller waits with music
+    w.sim.call_in("disp2", "*71")
+    await w.run(10)
+    assert w.hears("unit1") == {"disp2"}
+    assert c.state("disp2") == "busy"
+    last = seen[-1].to_dict()
+    assert (last["user"], last["state"], last["via"]) == ("disp2", "ready", "phone")
+    # A user who is not a position hears the busy tone; nothing changes.
+    w.sim.call_in("unit3", "*71")
+    await w.run(3)
+    assert "tone:busy" in w.heard("unit3") and len(c.audit) == 4
+    w.assert_ok()
+    await w.close()
+
+
+async def test_a_missed_offer_puts_the_position_in_not_ready(tmp_path: Path) -> None:
+    c = Centre(tmp_path, ring_timeout=10)
+    w = c.w
+    w.behave("disp1", never_answers())
+    for d in ("disp2", "sup1"):
+        c.positions.set(d, "not_ready", reason="training", by=d)
+    w.sim.call_in("unit1", "100")
+    await w.run(12)
+    assert c.state("disp1") == "not_ready"
+    assert c.positions.view("disp1")["reason"] == "missed a queued call"
+    assert w.hears("unit1") == {"tone:hold"}  # still queued, not dropped
+    c.positions.set("sup1", "ready", by="sup1")
+    await w.run(5)
+    assert w.hears("unit1") == {"sup1"}
+    w.assert_ok()
+    await w.close()
+
+
+async def test_wrap_up_follows_a_call_then_ready_again(tmp_path: Path) -> None:
+    c = Centre(tmp_path, wrap_up=30)
+    w = c.w
+    for d in ("disp2", "sup1"):
+        c.positions.set(d, "logged_out", by=d)
+    w.sim.call_in("unit1", "100")
+    await w.run(5)
+    assert w.hears("unit1") == {"disp1"}
+    w.sim.hang_up("unit1")
+    await w.run(1)
+    assert c.state("disp1") == "wrap_up"
+    w.sim.call_in("unit2", "100")
+    await w.run(20)
+    assert w.hears("unit2") == {"tone:hold"}  # wrap-up: not offered yet
+    await w.run(15)
+    assert c.state("disp1") == "busy" and w.hears("unit2") == {"disp1"}
+    w.assert_ok()
+    await w.close()
+
+
+@pytest.mark.realtime
+async def test_positions_registration_and_queue_in_the_api_and_metrics(tmp_path: Path) -> None:
+    async with api(tmp_path, "disp1", "sup1") as (svc, a), a.client("disp1") as c:
+        users = {u["id"]: u for u in (await c.get("/api/users")).json()}
+        assert users["unit1"]["registration"]["registered"] is True
+        contact = users["unit4"]["registration"]["contacts"][0]
+        assert contact == {
+            "contact": "sim:unit4",
+            "transport": "sim",
+            "user_agent": "Baton virtual phone",
+        }
+        assert users["disp1"]["agent"]["state"] == "ready"
+        assert "agent" not in users["unit1"]
+
+        r = await c.put("/api/positions/disp1/state", json={"state": "not ready"})
+        assert r.status_code == 200 and r.json()["label"] == "Not ready (break)"
+        assert r.json()["since"].endswith("+00:00")
+        assert_error(
+            await c.put("/api/positions/disp2/state", json={"state": "ready"}), 403, "forbidden"
+        )
+        assert_error(
+            await c.put("/api/positions/disp1/state", json={"state": "busy"}),
+            400,
+            "bad-agent-state",
+        )
+        async with a.client("sup1") as s:
+            r = await s.put(
+                "/api/positions/disp2/state", json={"state": "not_ready", "reason": "lunch"}
+            )
+            assert r.status_code == 200
+            positions = {p["id"]: p for p in (await s.get("/api/positions")).json()}
+            assert positions["disp2"]["agent"]["reason"] == "lunch"
+            assert positions["sup1"]["registrations"][0]["contact"] == "sim:sup1"
+            await svc.journal.sync()
+            audit = (await s.get("/api/audit", params={"action": "agent.state"})).json()
+            assert {(e["principal"], e["target"]) for e in audit} == {
+                ("disp1", "disp1"),
+                ("sup1", "disp2"),
+            }
+
+        svc.positions.set("sup1", "logged_out", by="sup1")
+        assert svc.sim is not None
+        svc.sim.call_in("unit1", "100")
+        await eventually(lambda: svc.queue().callers(), what="unit1 queued")
+        q = (await c.get("/api/queue")).json()
+        assert [x["caller"] for x in q["callers"]] == ["unit1"]
+        assert q["figures"]["waiting"] == 1
+        text = (await c.get("/metrics")).text
+        assert 'baton_user_registered{user="unit1"} 1' in text
+        assert 'baton_position_state{position="disp1",state="not_ready"} 1' in text
+        assert 'baton_queue_waiting{queue="dispatch"} 1' in text
+        assert "baton_queue_longest_wait_seconds" in text
+        assert 'baton_positions{state="logged_out"} 1' in text
