@@ -54,6 +54,8 @@ class Principal:
     scope: frozenset[str] | None = None
     #: The role's scope, by name (for messages): ``self``, ``groups``, ``centre`` or ``all``.
     scope_name: str = field(default="all")
+    #: When the session or token stops working (wall-clock seconds); ``None``: never.
+    expires_at: float | None = None
 
     def may_act_for(self, user_id: str) -> bool:
         return self.scope is None or user_id in self.scope

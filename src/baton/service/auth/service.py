@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import secrets
 import time
-from collections import deque
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,9 +45,30 @@ from baton.service.store.tables import tokens, users
 __all__ = ["Auth", "TokenInfo", "principal_for"]
 
 TOKEN_PREFIX = "baton_"
-#: Failed logins allowed per user and per address within :data:`FAILURE_WINDOW` seconds.
-MAX_FAILURES = 5
-FAILURE_WINDOW = 60.0
+#: Failed logins allowed per (account, source) before each further attempt must wait.
+FREE_FAILURES = 5
+#: Failed logins allowed per source across all accounts (password spraying) before it waits.
+SOURCE_FREE_FAILURES = 20
+#: The wait after each further failure: it doubles from the first up to the last (seconds).
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 300.0
+#: Failures are forgotten this long after the last one (seconds).
+FAILURE_MEMORY = 900.0
+#: At most this many (account, source) and source entries are remembered (oldest dropped).
+MAX_THROTTLE_KEYS = 10_000
+
+
+@dataclass(slots=True)
+class _Failures:
+    count: int
+    last: float
+
+    def wait(self, free: int, now: float) -> float:
+        """Seconds before the next attempt is heard (0: now)."""
+        if self.count < free:
+            return 0.0
+        backoff = min(BACKOFF_FIRST * 2.0 ** min(self.count - free, 30), BACKOFF_MAX)
+        return max(0.0, self.last + backoff - now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +83,14 @@ class TokenInfo:
     last_used_at: float | None
 
 
-def principal_for(config: Config, user: UserConfig, *, via: str, token_id: str) -> Principal:
+def principal_for(
+    config: Config,
+    user: UserConfig,
+    *,
+    via: str,
+    token_id: str,
+    expires_at: float | None = None,
+) -> Principal:
     """The principal of a configured user: its role's permissions, the lower of the role's and
     the user's priority caps."""
     role = config.role_of(user)
@@ -79,6 +109,7 @@ def principal_for(config: Config, user: UserConfig, *, via: str, token_id: str) 
         token_id=token_id,
         scope=scope_of(config, user),
         scope_name=role.effective_scope,
+        expires_at=expires_at,
     )
 
 
@@ -135,7 +166,15 @@ class Auth:
         self.hasher = hasher or PasswordHasher()
         self.wallclock = wallclock
         self._cache: dict[str, tuple[str, str, float | None]] = {}  # digest → (id, user, expiry)
-        self._failures: dict[str, deque[float]] = {}
+        # Login failures per (account, source) and per source; oldest first.
+        self._failures: OrderedDict[str, _Failures] = OrderedDict()
+        # A hash no password matches, verified for unknown users so they answer as slowly as
+        # known ones (no telling which users exist from the time a refusal takes).
+        self._dummy_hash: str | None = None
+        # token id → set when it is revoked (held by whoever watches: the event streams)
+        self._watches: weakref.WeakValueDictionary[str, asyncio.Event] = (
+            weakref.WeakValueDictionary()
+        )
 
     # ---- users
 
@@ -144,6 +183,7 @@ class Auth:
         journal writer): new users added, changed passwords re-hashed, removed users
         deactivated (their tokens stop working)."""
         now = self.wallclock()
+        await self._dummy()  # made now, so the first unknown user does not pay for it
         rows = {r.id: r for r in (await conn.execute(sa.select(users))).all()}
         for user in self.config.users:
             row = rows.pop(user.id, None)
@@ -182,45 +222,79 @@ class Auth:
 
     # ---- login
 
-    def _throttle(self, *keys: str) -> None:
+    def _keys(self, user_id: str, remote: str | None) -> list[tuple[str, int]]:
+        # Per (account, source), not per account: a stranger's failures must not lock the
+        # account out for its owner (docs/service.md, Logins).
+        source = remote or "?"
+        return [
+            (f"account:{user_id}@{source}", FREE_FAILURES),
+            (f"source:{source}", SOURCE_FREE_FAILURES),
+        ]
+
+    def _throttle(self, keys: list[tuple[str, int]]) -> None:
         now = self.wallclock()
-        for key in keys:
-            q = self._failures.get(key)
-            while q and q[0] < now - FAILURE_WINDOW:
-                q.popleft()
-            if q is not None and len(q) >= MAX_FAILURES:
-                wait = int(q[0] + FAILURE_WINDOW - now) + 1
+        for key, free in keys:
+            f = self._failures.get(key)
+            if f is None:
+                continue
+            if now - f.last > FAILURE_MEMORY:
+                del self._failures[key]
+                continue
+            wait = f.wait(free, now)
+            if wait > 0:
+                seconds = math.ceil(wait)
                 raise TooManyRequests(
-                    f"too many failed logins; try again in {wait} s",
+                    f"too many failed logins from here; try again in {seconds} s",
                     id="too-many-attempts",
-                    details={"retry_after": wait},
-                    headers={"Retry-After": str(wait)},
+                    details={"retry_after": seconds},
+                    headers={"Retry-After": str(seconds)},
                 )
 
-    def _failed(self, *keys: str) -> None:
+    def _failed(self, keys: list[tuple[str, int]]) -> None:
         now = self.wallclock()
-        for key in keys:
-            self._failures.setdefault(key, deque()).append(now)
+        for key, _ in keys:
+            f = self._failures.pop(key, None) or _Failures(0, now)
+            f.count += 1
+            f.last = now
+            self._failures[key] = f  # to the end: the newest
+        while len(self._failures) > MAX_THROTTLE_KEYS:
+            self._failures.popitem(last=False)
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(self.hasher.hash, secrets.token_hex(16))
+        return self._dummy_hash
 
     async def login(self, user_id: str, password: str, remote: str | None) -> tuple[Principal, str]:
-        """Check a password; on success create a session. Returns (principal, session token)."""
-        keys = (f"user:{user_id}", f"addr:{remote}")
-        self._throttle(*keys)
+        """Check a password; on success create a session. Returns (principal, session token).
+
+        An unknown user costs the same password verification as a known one. Failures are
+        counted per (account, source) and per source: past :data:`FREE_FAILURES`, each further
+        attempt from there waits twice as long as the last (429 ``too-many-attempts`` with
+        ``Retry-After``) and is not checked; the owner, from elsewhere, is not affected."""
+        keys = self._keys(user_id, remote)
+        self._throttle(keys)
         user = self.config.user(user_id)
-        async with self.store.read() as conn:
-            row = (
-                await conn.execute(sa.select(users).where(users.c.id == user_id, users.c.active))
-            ).first()
-        ok = (
-            user is not None and row is not None and await self._verify(row.password_hash, password)
-        )
+        row = None
+        if user is not None:
+            async with self.store.read() as conn:
+                row = (
+                    await conn.execute(
+                        sa.select(users).where(users.c.id == user_id, users.c.active)
+                    )
+                ).first()
+        digest = row.password_hash if row is not None else await self._dummy()
+        ok = await self._verify(digest, password) and row is not None
         if not ok or user is None:
-            self._failed(*keys)
+            self._failed(keys)
             raise Unauthenticated("wrong user or password", id="bad-credentials")
-        self._failures.pop(keys[0], None)
+        self._failures.pop(keys[0][0], None)
         hours = self.config.api.session_hours
         token, info = await self.create_token(user_id, "session", None, hours * 3600)
-        return principal_for(self.config, user, via="session", token_id=info.id), token
+        principal = principal_for(
+            self.config, user, via="session", token_id=info.id, expires_at=info.expires_at
+        )
+        return principal, token
 
     # ---- tokens
 
@@ -278,7 +352,7 @@ class Auth:
         user = self.config.user(user_id)
         if user is None:
             raise Unauthenticated(f"user {user_id!r} no longer exists", id="bad-token")
-        return principal_for(self.config, user, via=via, token_id=token_id)
+        return principal_for(self.config, user, via=via, token_id=token_id, expires_at=expires)
 
     async def list_tokens(self, user_id: str | None) -> list[TokenInfo]:
         q = sa.select(tokens).order_by(tokens.c.created_at)
@@ -298,11 +372,23 @@ class Auth:
             rows = (await conn.execute(sa.select(tokens).where(tokens.c.id == token_id))).all()
         return [_token_info(r) for r in rows]
 
+    def watch(self, token_id: str) -> asyncio.Event:
+        """An event set when ``token_id`` is revoked (what a long-lived connection made with it
+        waits on, to end when its credentials do). Keep a reference while watching."""
+        event = self._watches.get(token_id)
+        if event is None:
+            event = self._watches[token_id] = asyncio.Event()
+        return event
+
     async def revoke(self, token_id: str) -> None:
-        """Revoke a token or end a session (idempotent); it stops working at once."""
+        """Revoke a token or end a session (idempotent); it stops working at once — also for
+        the event streams opened with it."""
         for key, (tid, _, _) in list(self._cache.items()):
             if tid == token_id:
                 del self._cache[key]
+        event = self._watches.get(token_id)
+        if event is not None:
+            event.set()
         await self.journal.execute(
             sa.update(tokens)
             .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))

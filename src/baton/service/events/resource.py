@@ -11,7 +11,10 @@ WebSocket ``/api/events/stream`` (credentials: the session cookie, ``Authorizati
   ``/api/flows`` again.
 
 A client may send ``{"type": "ping"}``; the server answers ``{"type": "pong"}``. Unauthenticated
-connections are closed with code 4401, unauthorised ones with 4403.
+connections are closed with code 4401, unauthorised ones with 4403. A stream lives no longer
+than its credentials: when the session or token it was opened with is revoked (logout, ``DELETE
+/api/tokens/{id}``) or expires, the server closes it with code 4401 and the reason
+``token-revoked`` or ``token-expired``.
 """
 
 from __future__ import annotations
@@ -104,9 +107,26 @@ async def stream(ws: WebSocket) -> None:
             if isinstance(msg, dict) and msg.get("type") == "ping":
                 await ws.send_json({"type": "pong"})
 
+    revoked = svc.auth.watch(principal.token_id)
+
+    async def guard() -> None:
+        # The stream ends with its credentials: revoked now, or expired later.
+        delay = None
+        if principal.expires_at is not None:
+            delay = max(0.0, principal.expires_at - svc.wallclock())
+        reason = "token-revoked"
+        try:
+            async with asyncio.timeout(delay):
+                await revoked.wait()
+        except TimeoutError:
+            reason = "token-expired"
+        await ws.close(code=4401, reason=reason)
+
+    loop = asyncio.get_running_loop()
     tasks = [
-        asyncio.get_running_loop().create_task(pump(), name="ws-pump"),
-        asyncio.get_running_loop().create_task(listen(), name="ws-listen"),
+        loop.create_task(pump(), name="ws-pump"),
+        loop.create_task(listen(), name="ws-listen"),
+        loop.create_task(guard(), name="ws-guard"),
     ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
