@@ -26,7 +26,7 @@ from baton.core.events import (
 )
 from baton.core.priority import priority_name
 
-__all__ = ["Histogram", "Metrics", "render"]
+__all__ = ["Histogram", "Metrics", "count", "from_mapping", "gauge", "render"]
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -205,6 +205,14 @@ def render(metrics: Metrics) -> str:
 def gauge(name: str, help: str, value: float, **labels: Any) -> tuple[str, str, Labels, float]:
     """One gauge sample, for a :meth:`Metrics.gauges` source."""
     return name, help, tuple((k, str(v)) for k, v in labels.items()), float(value)
+
+
+def count(name: str, help: str, value: float, **labels: Any) -> tuple[str, str, Labels, float]:
+    """One counter sample read at scrape time (a running total kept elsewhere, such as the
+    journal's); its name ends in ``_total``, which is what exports it as a counter."""
+    if not name.endswith("_total"):
+        raise ValueError(f"a counter's name ends in _total: {name!r}")
+    return gauge(name, help, value, **labels)
 
 
 def from_mapping(prefix: str, values: Mapping[str, float]) -> list[tuple[str, str, Labels, float]]:

@@ -26,10 +26,11 @@ from argon2 import PasswordHasher
 
 from baton.core import FlowSpec, User, UserManager
 from baton.core.events import Event, FlowEnded, FlowStarted
+from baton.flows.queue import DispatcherQueue, Overflow
 from baton.service.auth.permissions import Principal
 from baton.service.auth.service import Auth
 from baton.service.config import Config, ConfigError, GroupConfig, MeetingConfig
-from baton.service.metrics import Metrics, from_mapping, gauge
+from baton.service.metrics import Metrics, count, from_mapping, gauge
 from baton.service.positions.service import AgentState, Positions
 from baton.service.routing import Router
 from baton.service.store import Journal, Store
@@ -95,7 +96,7 @@ class Service:
         self.groups: dict[str, GroupConfig] = {g.id: g for g in config.groups}
         self.rooms: dict[str, MeetingConfig] = {m.id: m for m in config.meetings}
         self.flows: dict[str, FlowInfo] = {}
-        self.queues: dict[str, Any] = {}  # name → DispatcherQueue
+        self.queues: dict[str, DispatcherQueue] = {}
         self._positions: Positions | None = None
         self.run_id = 0
         self.started = False
@@ -213,8 +214,6 @@ class Service:
     def _make_queue(self) -> None:
         if "queued_call" not in self.library:
             return
-        from baton.flows.queue import DispatcherQueue, Overflow
-
         d = self.config.dispatch
         positions = [self.manager.user(u.id) for u in self.config.positions]
         overflow_to = None if d.overflow_to is None else self.manager.user(d.overflow_to)
@@ -234,7 +233,7 @@ class Service:
             on_missed=self.positions.missed,
         )
 
-    def queue(self) -> Any:
+    def queue(self) -> DispatcherQueue | None:
         """The dispatcher queue (``None`` if the library has no queue flows)."""
         return self.queues.get("dispatch")
 
@@ -344,12 +343,12 @@ class Service:
             j = self._journal
             out += [
                 gauge("baton_journal_pending", "events and writes not yet durable", j.pending),
-                gauge(
+                count(
                     "baton_journal_events_written_total",
                     "events written to the journal",
                     j.events_written,
                 ),
-                gauge("baton_journal_failures_total", "journal batches that failed", j.failures),
+                count("baton_journal_failures_total", "journal batches that failed", j.failures),
             ]
         for q in self.queues.values():
             out += _queue_gauges(q.name, q.snapshot())
