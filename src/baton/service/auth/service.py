@@ -308,7 +308,7 @@ class Auth:
         digest = await asyncio.to_thread(self.hasher.hash, secret)
         now = self.wallclock()
         expires = None if lifetime is None else now + lifetime
-        await self.journal.execute(
+        await self.journal.commit(
             sa.insert(tokens).values(
                 id=token_id,
                 user_id=user_id,
@@ -389,7 +389,7 @@ class Auth:
         event = self._watches.get(token_id)
         if event is not None:
             event.set()
-        await self.journal.execute(
+        await self.journal.commit(
             sa.update(tokens)
             .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
             .values(revoked_at=self.wallclock()),

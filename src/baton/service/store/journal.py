@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from baton.core.events import Event, EventBus
 from baton.service.events.codec import event_dict
-from baton.service.store.db import Store
+from baton.service.store.db import TRANSIENT, Store, StoreUnavailable
 from baton.service.store.projection import Projector
 from baton.service.store.tables import audit, journal
 
@@ -47,21 +47,6 @@ __all__ = ["Journal", "StoreUnavailable"]
 log = logging.getLogger("baton.service.journal")
 
 Job = Callable[[AsyncConnection], Awaitable[Any]]
-
-#: Errors that mean "the database is not there right now": retry, never drop.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    sa.exc.OperationalError,
-    sa.exc.InterfaceError,
-    OSError,
-    TimeoutError,
-)
-
-
-class StoreUnavailable(Exception):
-    """The store did not commit in time: the change may not be durable. The API answers 503;
-    the caller may retry."""
-
-    code = "store-unavailable"
 
 
 @dataclass(slots=True)
@@ -97,6 +82,8 @@ class Journal:
         self.batch_size = batch_size
         self.wallclock = wallclock
         self.retry_delay = retry_delay
+        #: How long an acknowledgement (:meth:`sync`, :meth:`commit`) waits for the store.
+        self.ack_timeout = 10.0
         self.projector = Projector(run_id)
         self._queue: deque[_Item] = deque()
         self._appended = 0  # items ever queued
@@ -142,6 +129,19 @@ class Journal:
 
         return self.submit(run, label)
 
+    async def commit(self, statement: sa.Executable, label: str = "statement") -> None:
+        """Queue one statement and return once it is durable; :class:`StoreUnavailable` after
+        :attr:`ack_timeout` seconds (the write stays queued and lands when the store is back)."""
+        fut = self.execute(statement, label)
+        try:
+            async with asyncio.timeout(self.ack_timeout):
+                await asyncio.shield(fut)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the store has not committed in {self.ack_timeout:g} s "
+                f"({self.pending} writes pending)"
+            ) from None
+
     def annotate_flow(self, flow: str, started_by: str) -> None:
         """Record who started ``flow`` (call right after ``manager.start``: the flow's
         ``flow.started`` event is then already queued, so the update lands after the insert)."""
@@ -180,9 +180,11 @@ class Journal:
         """Items queued but not yet durable."""
         return self._appended - self._committed
 
-    async def sync(self, *, within: float | None = 10.0) -> None:
+    async def sync(self, *, within: float | None = None) -> None:
         """Return once everything queued before this call is durable. Raises
-        :class:`StoreUnavailable` after ``within`` seconds."""
+        :class:`StoreUnavailable` after ``within`` seconds (default :attr:`ack_timeout`)."""
+        if within is None:
+            within = self.ack_timeout
         target = self._appended
         if self._committed >= target:
             return
