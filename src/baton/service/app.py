@@ -16,9 +16,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -26,8 +26,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baton import __version__
 from baton.core import BatonError
+from baton.service.auth.permissions import Principal
 from baton.service.auth.resource import router as auth_router
 from baton.service.config import format_loc
+from baton.service.deps import metrics_access, optional_principal
 from baton.service.errors import ApiError, error_body, from_core
 from baton.service.events.resource import router as events_router
 from baton.service.flows.resource import router as flows_router
@@ -240,17 +242,28 @@ def create_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
     ):
         app.include_router(router)
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        tags=["operations"],
+        dependencies=[Depends(metrics_access)],
+    )
     async def metrics() -> PlainTextResponse:
         """Prometheus text format: legs, flows, preemptions, claims, journal, HTTP, and what the
-        switch reports (late media frames, registrations)."""
+        switch reports (late media frames, registrations). Needs credentials: the configured
+        scrape token (``[api] metrics_token``) or a user's session or API token."""
         return PlainTextResponse(
             service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
     @app.get("/api/health", tags=["operations"])
-    async def health() -> dict[str, Any]:
-        """Liveness: the run, the switch, journal backlog."""
+    async def health(
+        principal: Annotated[Principal | None, Depends(optional_principal)],
+    ) -> dict[str, Any]:
+        """Liveness, open to anyone: ``ok``. A logged-in caller also sees the run, the switch,
+        the journal backlog and the version."""
+        if principal is None:
+            return {"ok": service.started}
         return {
             "ok": service.started,
             "run": service.run_id,

@@ -188,11 +188,13 @@ def _banner(config: Any, service: Any) -> None:
         f"  metrics:  http://{host}:{api.port}/metrics",
     ]
     positions = config.positions
+    # Passwords are SIP credentials too: a SIP centre's are never printed (the start-up output
+    # ends up in logs); the built-in demo on virtual phones shows its dispatcher login.
+    secret_hint = f"the users' password keys in {config.source}"
     if positions:
         u = positions[0]
-        lines.append(
-            f"  dispatcher login: {u.id} / {u.password}   ({u.display_name}, role {u.role})"
-        )
+        secret = u.password if config.switch == "sim" else f"(password: see {secret_hint})"
+        lines.append(f"  dispatcher login: {u.id} / {secret}   ({u.display_name}, role {u.role})")
     if config.switch == "sip":
         sip = config.sip
         realm = sip.get("realm", "baton")
@@ -200,9 +202,11 @@ def _banner(config: Any, service: Any) -> None:
         lines.append(
             f"  SIP: register to {', '.join(map(str, listen)) or '(see [sip] listen)'}, realm {realm}"
         )
-        for u in config.users:
-            number = f" (number {u.numbers[0]})" if u.numbers else ""
-            lines.append(f"    account {u.id} / {u.password}{number}")
+        accounts = ", ".join(
+            f"{u.id}" + (f" ({u.numbers[0]})" if u.numbers else "") for u in config.users
+        )
+        lines.append(f"    accounts: {accounts}")
+        lines.append(f"    passwords: {secret_hint}")
     else:
         lines.append("  virtual phones: drive them from the console (Phones panel) or /api/sim")
     print("\n".join(lines) + "\n", flush=True)

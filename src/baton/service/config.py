@@ -325,7 +325,10 @@ class ApiConfig(_Model):
     listen: str = "127.0.0.1:8080"
     public: bool = False  # must be set to listen on anything but loopback
     session_hours: float = Field(default=12.0, gt=0)
-    cookie_secure: bool = False  # set behind TLS
+    cookie_secure: bool = False  # set behind TLS (served over [api.tls], cookies are Secure)
+    #: A bearer token Prometheus may scrape ``/metrics`` with (any user's session or API token
+    #: works too); unset, only logged-in users may read the metrics.
+    metrics_token: str | None = Field(default=None, min_length=16)
 
     @property
     def host(self) -> str:

@@ -8,6 +8,7 @@ already, and an ``Origin`` header naming another site is refused as well (403 ``
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request, WebSocket
@@ -24,6 +25,8 @@ __all__ = [
     "client_address",
     "current_principal",
     "get_service",
+    "metrics_access",
+    "optional_principal",
 ]
 
 SESSION_COOKIE = "baton_session"
@@ -76,6 +79,29 @@ async def current_principal(request: Request) -> Principal:
     principal = await service.auth.authenticate(token, via=via)
     request.state.principal = principal
     return principal
+
+
+async def optional_principal(request: Request) -> Principal | None:
+    """The caller if it sent valid credentials, else ``None`` (for pages open to anyone that
+    show more to a logged-in user)."""
+    try:
+        return await current_principal(request)
+    except (Unauthenticated, Forbidden):
+        return None
+
+
+async def metrics_access(request: Request) -> None:
+    """``/metrics`` needs credentials: the configured scrape token (``[api] metrics_token``,
+    compared in constant time) or any user's session or API token; 401 otherwise."""
+    scrape = get_service(request).config.api.metrics_token
+    token = _bearer(request.headers.get("authorization"))
+    if (
+        scrape is not None
+        and token is not None
+        and hmac.compare_digest(token.encode(), scrape.encode())
+    ):
+        return
+    await current_principal(request)
 
 
 async def authenticate_websocket(ws: WebSocket, service: Service) -> Principal:

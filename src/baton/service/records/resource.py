@@ -73,6 +73,7 @@ async def flows(
 
 @router.get("/records/flows/{record_id}")
 async def flow(record_id: int, principal: Authed, svc: Svc) -> dict[str, Any]:
+    _storable(record_id, "unknown-record", f"no flow record {record_id}")
     """A flow record with the preemptions it suffered (victim, preempting flow, priority, reason)
     and those it made."""
     async with svc.store.read() as conn:
@@ -86,6 +87,7 @@ async def flow(record_id: int, principal: Authed, svc: Svc) -> dict[str, Any]:
 
 @router.get("/records/flows/{record_id}/trace")
 async def flow_trace(record_id: int, principal: Authed, svc: Svc) -> dict[str, Any]:
+    _storable(record_id, "unknown-record", f"no flow record {record_id}")
     """The sequence diagram of a recorded flow, from the journal."""
     async with svc.store.read() as conn:
         row = await records.flow_detail(conn, record_id)
@@ -119,6 +121,13 @@ async def recordings(
     return rows
 
 
+def _storable(record_id: int, ident: str, message: str) -> None:
+    """An id no row can have (beyond the database's 64-bit integers) is simply not found —
+    not a driver overflow answered as a 500."""
+    if not 0 < record_id < 2**63:
+        raise NotFound(message, id=ident, details={"record": str(record_id)})
+
+
 def _inside(path: Path, folder: Path) -> Path | None:
     """The file, if it exists inside the recordings folder (no download from anywhere else)."""
     try:
@@ -135,6 +144,7 @@ async def download(record_id: int, request: Request, principal: Authed, svc: Svc
     """The recording's WAV file (needs ``recordings``; audited). 404 if the file is gone or lies
     outside the recordings folder."""
     principal.require("recordings", "download recordings")
+    _storable(record_id, "unknown-recording", f"no recording {record_id}")
     async with svc.store.read() as conn:
         row = await records.recording(conn, record_id)
     if row is None:
