@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import config_data
 from .server import Server, serve
 
 CHROMIUM = os.environ.get("BATON_CHROMIUM", "/usr/bin/chromium")
@@ -60,7 +61,7 @@ def tile(pg: object, user: str, state: str | None = None) -> str:
     return f'.tile[data-user="{user}"]' + (f'[data-state="{state}"]' if state else "")
 
 
-def login(pg: object, base: str, user: str, password: str) -> None:
+def login(pg: object, base: str, user: str, password: str, mode: str = "flows") -> None:
     expect = sync_api.expect
     pg.goto(f"{base}/")  # type: ignore[attr-defined]
     pg.fill("#login-user", user)  # type: ignore[attr-defined]
@@ -68,6 +69,7 @@ def login(pg: object, base: str, user: str, password: str) -> None:
     pg.click("#login-submit")  # type: ignore[attr-defined]
     expect(pg.locator("#app")).to_be_visible()  # type: ignore[attr-defined]
     expect(pg.locator("#conn")).to_have_text("live")  # type: ignore[attr-defined]
+    pg.click(f"#mode-{mode}")  # type: ignore[attr-defined]
 
 
 def test_a_dispatcher_drives_calls_and_a_conference_from_the_browser(
@@ -81,7 +83,9 @@ def test_a_dispatcher_drives_calls_and_a_conference_from_the_browser(
     pg.fill("#login-password", "nope")  # type: ignore[attr-defined]
     pg.click("#login-submit")  # type: ignore[attr-defined]
     expect(pg.locator("#login-error")).to_have_text("wrong user or password")  # type: ignore[attr-defined]
-    login(pg, server.base, "disp1", "disp1-pw")
+    login(
+        pg, server.base, "disp1", "disp1-pw"
+    )  # the flow launcher (a position opens in dispatcher mode)
     expect(pg.locator("#me")).to_contain_text("disp1")  # type: ignore[attr-defined]
     expect(pg.locator(tile(pg, "unit4", "idle"))).to_be_visible()  # type: ignore[attr-defined]
 
@@ -166,3 +170,66 @@ def test_an_observer_sees_but_may_not_act(server: Server, page: object) -> None:
     expect(pg.locator(tile(pg, "unit1", "idle"))).to_be_visible()  # type: ignore[attr-defined]
     pg.click("#logout")  # type: ignore[attr-defined]
     expect(pg.locator("#login")).to_be_visible()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def centre(tmp_path: Path) -> Iterator[Server]:
+    # Positions start logged out; disp1's (virtual) phone rings until answered from the console.
+    users = config_data(tmp_path)["users"]
+    for u in users:
+        if u["id"] == "disp1":
+            u["sim"] = {"behaviour": "never_answers"}
+    dispatch = {"number": "100", "queue_timeout": 300, "agent_state": "logged_out"}
+    with serve(tmp_path, sim={"answer_after": 0.3}, users=users, dispatch=dispatch) as s:
+        yield s
+
+
+def test_a_dispatcher_goes_ready_and_answers_a_queued_call(centre: Server, tmp_path: Path) -> None:
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.set_default_timeout(10_000)
+            errors: list[str] = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            login(pg, centre.base, "disp1", "disp1-pw", mode="dispatcher")
+            expect(pg.locator("#mode-dispatcher")).to_have_attribute("aria-pressed", "true")
+            expect(pg.locator("#actions-panel")).to_be_hidden()
+            expect(pg.locator("#my-state")).to_have_text("Logged out")
+            expect(pg.locator("#my-phone")).to_contain_text("Baton virtual phone")
+            expect(pg.locator(tile(pg, "unit1"))).to_contain_text("Baton virtual phone")
+
+            # A field unit calls the dispatcher number: nobody is ready, it waits in the queue.
+            pg.click(tile(pg, "unit1"))
+            pg.fill("#phone-number", "100")
+            pg.click("#phone-dial")
+            row = pg.locator('#queue tr[data-caller="unit1"]')
+            expect(row).to_be_visible()
+            expect(pg.locator("#queue-figures")).to_contain_text("1 waiting")
+
+            # Going ready: the queue offers the call, the position's phone rings; answer it.
+            pg.click("#go-ready")
+            expect(pg.locator(tile(pg, "disp1"))).to_contain_text("Busy")
+            expect(pg.locator("#log")).to_contain_text("disp1 is ready from the console")
+            expect(row).to_contain_text("ringing disp1")
+            expect(pg.locator("#my-line .line")).to_have_attribute("data-state", "ringing")
+            pg.click("#my-answer")
+            expect(pg.locator(tile(pg, "disp1", "talking"))).to_contain_text("talking with unit1")
+            expect(pg.locator(tile(pg, "unit1", "talking"))).to_be_visible()
+            expect(pg.locator("#no-callers")).to_be_visible()
+            expect(pg.locator("#queue-figures")).to_contain_text("answered 1")
+            shot = tmp_path / "console-dispatcher.png"
+            pg.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            keep = os.environ.get("BATON_SCREENSHOTS")
+            if keep:  # refresh the README's picture: BATON_SCREENSHOTS=docs
+                shot.replace(Path(keep) / shot.name)
+
+            # Hang up: both ends go back; the position is ready for the next caller.
+            pg.click("#my-hangup")
+            expect(pg.locator(tile(pg, "unit1", "idle"))).to_be_visible()
+            expect(pg.locator("#my-state")).to_have_text("Ready")
+            assert errors == [], errors
+        finally:
+            browser.close()

@@ -11,6 +11,7 @@
 const S = {
   me: null, users: new Map(), flows: [], library: [], meetings: [], groups: [],
   selected: null, sim: false, ws: null, wsRetry: 0, lastSeq: 0, formFlow: null,
+  queue: null, mode: null,
 };
 const PRIORITIES = [["ROUTINE", 0], ["PRIORITY", 10], ["IMMEDIATE", 20], ["FLASH", 30], ["FLASH_OVERRIDE", 40], ["EMERGENCY", 50]];
 // Parameters that usually name the dispatcher acting (prefilled with the logged-in position).
@@ -87,8 +88,104 @@ async function enter() {
   try { await api("GET", "/api/sim/phones"); S.sim = true; } catch { S.sim = false; }
   $("#login").hidden = true; $("#app").hidden = false;
   $("#me").textContent = `${S.me.name} (${S.me.user}) · ${S.me.role} · up to ${S.me.max_priority_name}`;
+  const mine = S.users.get(S.me.user);
+  setMode(localStorage.getItem("baton.mode") || (mine && mine.position ? "dispatcher" : "flows"));
   renderAll();
+  refreshQueueSoon();
   connect();
+}
+
+// ------------------------------------------------------------------ dispatcher mode
+
+function setMode(mode) {
+  S.mode = mode === "flows" ? "flows" : "dispatcher";
+  document.body.classList.toggle("mode-dispatcher", S.mode === "dispatcher");
+  document.body.classList.toggle("mode-flows", S.mode === "flows");
+  for (const b of document.querySelectorAll(".modes button")) b.setAttribute("aria-pressed", String(b.dataset.mode === S.mode));
+  localStorage.setItem("baton.mode", S.mode);
+}
+for (const b of document.querySelectorAll(".modes button")) b.addEventListener("click", () => setMode(b.dataset.mode));
+
+function agentBadge(agent) {
+  return el("span", { class: `agent ag-${agent.state}`, text: agent.label, title: agent.since ? `since ${new Date(agent.since).toLocaleTimeString()}` : null });
+}
+
+function renderPosition() {
+  const me = S.users.get(S.me.user);
+  const isPosition = !!(me && me.agent);
+  $("#position-panel").hidden = !me;
+  if (!me) return;
+  $("#my-state-buttons").hidden = !isPosition;
+  $("#my-state").replaceChildren(isPosition ? agentBadge(me.agent) : el("span", { class: "muted", text: "not a position" }));
+  const reg = me.registration || { registered: false, contacts: [] };
+  $("#my-phone").textContent = reg.registered
+    ? "Phone: " + reg.contacts.map((c) => [c.user_agent, c.transport, c.contact].filter(Boolean).join(" · ")).join("; ")
+    : "No phone registered: register your SIP phone to take calls.";
+  $("#my-line").replaceChildren(el("div", { class: `line st-${me.state}`, dataset: { state: me.state }, text: me.label.split(" · owned by")[0] }));
+  const ringing = me.leg && me.leg.state === "ringing";
+  $("#my-answer").disabled = !S.sim || !ringing;
+  $("#my-hangup").disabled = !S.sim || !me.leg;
+  $("#my-answer").title = S.sim ? "answer on your (virtual) phone" : "answer on your SIP phone";
+  $("#my-hangup").title = S.sim ? "hang up your (virtual) phone" : "hang up on your SIP phone";
+}
+
+async function setMyState(state) {
+  const body = { state };
+  if (state === "not_ready") body.reason = $("#not-ready-reason").value;
+  try {
+    const r = await api("PUT", `/api/positions/${enc(S.me.user)}/state`, body);
+    const me = S.users.get(S.me.user); if (me) { me.agent = r; renderTile(me); }
+    renderPosition(); status(`You are ${r.label.toLowerCase()}`);
+  } catch (e) { status(e.message, "error"); }
+}
+for (const id of ["#go-ready", "#go-not-ready", "#go-logged-out"]) $(id).addEventListener("click", (ev) => setMyState(ev.currentTarget.dataset.state));
+
+async function myPhone(action) {
+  try { await api("POST", `/api/sim/phones/${enc(S.me.user)}/${action}`); }
+  catch (e) { status(e.message, "error"); }
+}
+$("#my-answer").addEventListener("click", () => myPhone("answer"));
+$("#my-hangup").addEventListener("click", () => myPhone("hangup"));
+
+let queueTimer = null;
+function refreshQueueSoon() {
+  if (queueTimer) return;
+  queueTimer = setTimeout(async () => {
+    queueTimer = null;
+    try { S.queue = await api("GET", "/api/queue"); renderQueue(); } catch { /* shown by status */ }
+  }, 150);
+}
+setInterval(() => { if (!$("#app").hidden) refreshQueueSoon(); }, 2000);
+
+function waited(seconds) {
+  const s = Math.round(seconds); return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+function renderQueue() {
+  const q = S.queue; const body = $("#queue tbody"); body.replaceChildren();
+  const callers = q ? q.callers : [];
+  $("#no-callers").hidden = callers.length > 0;
+  const f = q && q.figures;
+  $("#queue-figures").textContent = f
+    ? `— ${f.waiting} waiting · longest ${waited(f.longest_wait)} · answered ${f.answered} (${f.answered_within} within ${f.service_level} s)`
+    : "";
+  const me = S.users.get(S.me.user);
+  for (const c of callers) {
+    const u = S.users.get(c.caller);
+    const pick = el("button", { type: "button", text: "Pick up", dataset: { action: "pickup" },
+      disabled: !(me && me.position) || !!c.offered_to, onclick: () => pickUp(c.caller) });
+    body.append(el("tr", { dataset: { caller: c.caller } },
+      el("td", {}, el("strong", { text: u ? u.name : c.caller }), el("div", { class: "muted", text: c.caller })),
+      el("td", { text: waited(c.waited) + (c.offered_to ? ` · ringing ${c.offered_to}` : "") }),
+      el("td", {}, el("div", { class: "buttons" }, pick))));
+  }
+}
+
+async function pickUp(caller) {
+  try {
+    await api("POST", "/api/flows", { flow: "take_call", args: { dispatcher: S.me.user, queue: "dispatch", caller } });
+    status(`Taking ${caller}'s call: your phone rings`); refreshQueueSoon();
+  } catch (e) { status(e.message, "error"); }
 }
 
 // ------------------------------------------------------------------ event stream
@@ -115,6 +212,13 @@ async function resync() {
   renderAll();
 }
 
+async function refreshUserSoon(id) {
+  try {
+    const u = await api("GET", `/api/users/${enc(id)}`);
+    S.users.set(u.id, u); renderTile(u); if (u.id === S.me.user) renderPosition();
+  } catch { /* shown by status */ }
+}
+
 let meetingsTimer = null;
 function refreshMeetingsSoon() {
   if (meetingsTimer) return;
@@ -134,10 +238,23 @@ function onMessage(msg) {
   if (msg.flows) { S.flows = msg.flows; renderFlows(); }
   if (ev.kind === "media" || ev.kind.startsWith("callinfo.") || ev.kind === "leg.state") refreshMeetingsSoon();
   if (msg.users && S.selected && msg.users.some((u) => u.id === S.selected)) renderPhone();
+  if (msg.users && msg.users.some((u) => u.id === S.me.user)) renderPosition();
+  if (ev.kind === "agent.state") refreshUserSoon(ev.user);
+  if (ev.kind.startsWith("flow.") || ev.kind === "owner.changed" || ev.kind === "agent.state") refreshQueueSoon();
   logEvent(ev);
 }
 
+const AGENT_LABELS = { logged_out: "logged out", ready: "ready", not_ready: "not ready", wrap_up: "in wrap-up" };
+const AGENT_VIA = { phone: "from the phone", console: "from the console", api: "over the API", queue: "by the queue", timer: "after wrap-up" };
+
 function logEvent(ev) {
+  if (ev.kind === "agent.state") {  // in the dispatcher's words, not the event's fields
+    const u = S.users.get(ev.user);
+    const who = u ? u.name : ev.user;
+    ev.marker = "◉";
+    ev.text = `${who} is ${AGENT_LABELS[ev.state] || ev.state}${ev.reason ? ` (${ev.reason})` : ""}` +
+      (ev.by && ev.by !== ev.user && ev.via !== "timer" ? `, set by ${ev.by}` : "") + (AGENT_VIA[ev.via] ? ` ${AGENT_VIA[ev.via]}` : "");
+  }
   if (!ev.text) return;
   const log = $("#log");
   const flow = typeof ev.flow === "string" ? ev.flow : null;
@@ -150,7 +267,7 @@ function logEvent(ev) {
 
 // ------------------------------------------------------------------ rendering
 
-function renderAll() { renderGrid(); renderFlows(); renderMeetings(); renderActions(); renderPhone(); }
+function renderAll() { renderGrid(); renderFlows(); renderMeetings(); renderActions(); renderPhone(); renderPosition(); renderQueue(); }
 
 function tileFor(u) {
   const high = u.owner && u.owner.priority >= 30;
@@ -163,8 +280,19 @@ function tileFor(u) {
   el("div", { class: "name", text: u.name }),
   el("div", { class: "id", text: `${u.id}${u.numbers.length ? " · " + u.numbers.join(", ") : ""}${u.position ? " · position" : ""}` }),
   el("div", { class: "label", text: u.owner ? u.label.split(" · owned by")[0] : u.label }),
-  u.owner ? el("div", { class: "owner", text: `${u.owner.name} · ${u.owner.priority_name}` }) : null);
+  u.owner ? el("div", { class: "owner", text: `${u.owner.name} · ${u.owner.priority_name}` }) : null,
+  u.agent ? el("div", { class: "agent-line" }, agentBadge(u.agent)) : null,
+  presenceLine(u));
   return t;
+}
+
+function presenceLine(u) {
+  const reg = u.registration;
+  if (!reg) return null;
+  if (!reg.registered) return el("div", { class: "presence off", text: "○ no phone registered" });
+  const c = reg.contacts[0];
+  const title = reg.contacts.map((x) => [x.contact, x.transport, x.user_agent, x.registered_at ? `registered ${x.registered_at}` : null].filter(Boolean).join(" · ")).join("\n");
+  return el("div", { class: "presence on", title, text: `● ${c.user_agent || c.transport || "phone"}` });
 }
 
 function renderGrid() {
