@@ -47,20 +47,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import datetime
-import errno
 import json
 import os
 import platform
 import re
-import resource
-import select
 import shutil
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -72,12 +66,24 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from harness.g711 import FRAME, ULAW_DECODE, tone_frame
+from harness.net import (
+    HOST,
+    MsgVector,
+    discard_pending,
+    open_rtp_pairs,
+    recvmmsg,
+    sendmmsg,
+    sockaddr_in,
+)
+from harness.ng import NgClient
+from harness.procs import Child, cpu_seconds, die_with_parent, pick_cores, place, raise_fd_limit
+from harness.stats import percentile, rnd
+
 # ---- constants -------------------------------------------------------------------------------
 
-HOST: Final = "127.0.0.1"
 PERIOD: Final = 0.020  # one G.711 frame per stream per period
 SLOTS: Final = 20  # the period is cut into 1 ms send slots, streams spread over them
-FRAME: Final = 160
 PACKET: Final = 12 + FRAME  # RTP header + 20 ms of PCMU
 LATE_MS: Final = 20.0  # a relayed frame is late when its transit exceeds one frame period
 LOSS_LIMIT: Final = 0.01  # max_calls_one_core: under 1 % late or dropped frames
@@ -108,315 +114,11 @@ PKT_DTYPE: Final = np.dtype(
 assert PKT_DTYPE.itemsize == PACKET
 
 
-# ---- G.711 tables (local copies: the generator must not depend on the engine under test) ----
-
-
-def _ulaw_decode_table() -> npt.NDArray[np.int16]:
-    u = ~np.arange(256, dtype=np.int32) & 0xFF
-    t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
-    return np.where(u & 0x80, 0x84 - t, t - 0x84).astype(np.int16)
-
-
-ULAW_DECODE: Final = _ulaw_decode_table()
-
-
-def _ulaw_encode(pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.uint8]:
-    """Nearest µ-law code for each sample (by search in the decode table: small arrays only)."""
-    order = np.argsort(ULAW_DECODE)
-    values = ULAW_DECODE[order].astype(np.int32)
-    idx = np.clip(np.searchsorted(values, pcm.astype(np.int32)), 1, 255)
-    left, right = values[idx - 1], values[idx]
-    pick = np.where(np.abs(pcm - left) <= np.abs(right - pcm), idx - 1, idx)
-    return order[pick].astype(np.uint8)
-
-
-def _tone_frame(freq: float, amp: float) -> npt.NDArray[np.uint8]:
-    # 400 Hz and 1000 Hz are whole cycles in 20 ms: the same frame every period keeps the phase.
-    t = np.arange(FRAME) / 8000.0
-    return _ulaw_encode((amp * np.sin(2 * np.pi * freq * t)).astype(np.int16))
-
-
-MARKER_FRAME: Final = _tone_frame(1000.0, MARKER_AMP)
+MARKER_FRAME: Final = tone_frame(1000.0, MARKER_AMP)
 SILENT_FRAME: Final = np.full(FRAME, 0xFF, dtype=np.uint8)
 
 
-# ---- small helpers ---------------------------------------------------------------------------
-
-_CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """A process's CPU time (user + system, every thread) from ``/proc/<pid>/stat``."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14, 15)
-
-
-def percentile(values: npt.NDArray[np.float64], q: float) -> float | None:
-    """The ``q``-th percentile (nearest rank), or None for no samples."""
-    if len(values) == 0:
-        return None
-    return float(np.percentile(values, q, method="inverted_cdf"))
-
-
-def rnd(x: float | None, digits: int = 2) -> float | None:
-    return None if x is None else round(x, digits)
-
-
-def pick_cores() -> tuple[int, int]:
-    """(engine core, generator core): two different cores when the process may use two."""
-    cores = sorted(os.sched_getaffinity(0))
-    return cores[0], cores[1] if len(cores) > 1 else cores[0]
-
-
-def raise_fd_limit() -> None:
-    # 2,000 calls are 8,000 sockets in the engine alone.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def place(core: int, rt_priority: int) -> str:
-    """Pin this process (and the threads it starts later) to ``core``; with ``rt_priority``
-    > 0, run it SCHED_FIFO at that priority. Returns the policy it got.
-
-    The build machine is shared: other work runs on both cores, and on this kernel (EEVDF) a
-    nice -10 process still waits up to tens of milliseconds behind it — delay that is not the
-    engine's. A low real-time priority (the way media servers are usually deployed) removes
-    that noise. Both engines under test and the generator get the same treatment; the kernel's
-    real-time throttling (95 % by default) still leaves the core to others now and then.
-    """
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {core})
-    if rt_priority > 0:
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
-            return "fifo"
-        except OSError:
-            pass
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, -10)
-        return "nice-10"
-    except OSError:
-        return "default"
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGTERM this child if the orchestrator dies, so nothing outlives a run."""
-    _libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-# ---- sendmmsg / recvmmsg through ctypes -------------------------------------------------------
-
-
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [
-        ("name", ctypes.c_void_p),
-        ("namelen", ctypes.c_uint32),
-        ("iov", ctypes.c_void_p),
-        ("iovlen", ctypes.c_size_t),
-        ("control", ctypes.c_void_p),
-        ("controllen", ctypes.c_size_t),
-        ("flags", ctypes.c_int),
-    ]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
-
-
-_MMSG_SIZE: Final = ctypes.sizeof(_MMsgHdr)
-_libc.sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
-_libc.sendmmsg.restype = ctypes.c_int
-_libc.recvmmsg.argtypes = [
-    ctypes.c_int,
-    ctypes.c_void_p,
-    ctypes.c_uint,
-    ctypes.c_int,
-    ctypes.c_void_p,
-]
-_libc.recvmmsg.restype = ctypes.c_int
-_MSG_WAITFORONE: Final = 0x10000
-
-
-def _sockaddr_in(host: str, port: int) -> bytes:
-    return (
-        struct.pack("=H", socket.AF_INET)
-        + struct.pack("!H", port)
-        + socket.inet_aton(host)
-        + bytes(8)
-    )
-
-
-_CTRL: Final = 64  # control bytes per received message: one SCM_TIMESTAMPNS (16 + 16)
-_SO_TIMESTAMPNS: Final = 35
-
-
-class _MsgVector:
-    """``n`` message headers over the rows of ``buf`` (one iovec each), with ``names`` (the
-    destinations to send to, or room for the sources received from) and, for receiving, room
-    for one control message each (the kernel's receive timestamp)."""
-
-    def __init__(
-        self, buf: npt.NDArray[Any], row: int, names: bytes | None, *, control: bool = False
-    ) -> None:
-        n = len(buf)
-        self.n = n
-        self.buf = buf  # kept alive: the headers point into it
-        self.names = ctypes.create_string_buffer(names if names else bytes(16 * n), 16 * n)
-        self.ctrl = ctypes.create_string_buffer(_CTRL * n if control else 1)
-        self.iovs = (_IoVec * n)()
-        self.msgs = (_MMsgHdr * n)()
-        base = buf.ctypes.data
-        names_at = ctypes.addressof(self.names)
-        ctrl_at = ctypes.addressof(self.ctrl)
-        for i in range(n):
-            self.iovs[i].base = base + i * row
-            self.iovs[i].len = row
-            hdr = self.msgs[i].hdr  # a view into msgs: assignments land in the array
-            hdr.name = names_at + 16 * i
-            hdr.namelen = 16
-            hdr.iov = ctypes.addressof(self.iovs) + i * ctypes.sizeof(_IoVec)
-            hdr.iovlen = 1
-            if control:
-                hdr.control = ctrl_at + _CTRL * i
-                hdr.controllen = _CTRL
-        self.addr = ctypes.addressof(self.msgs)
-        raw = (ctypes.c_char * ctypes.sizeof(self.msgs)).from_address(self.addr)
-        # uint32 words of each mmsghdr: [2] msg_namelen, [10:12] msg_controllen (size_t).
-        self.view = np.frombuffer(memoryview(raw), dtype=np.uint32).reshape(n, _MMSG_SIZE // 4)
-        self.names_view = np.frombuffer(memoryview(self.names), dtype=np.uint8).reshape(n, 16)
-        if control:
-            words = np.frombuffer(memoryview(self.ctrl), dtype=np.int64)[: n * _CTRL // 8]
-            self.ctrl_view = words.reshape(n, _CTRL // 8)
-
-    def reset_for_recv(self) -> None:
-        """The kernel writes back name and control lengths: give the full room again."""
-        self.view[:, 2] = 16
-        self.view[:, 10] = _CTRL
-        self.view[:, 11] = 0
-
-    def rx_times(self, count: int) -> npt.NDArray[np.int64]:
-        """Kernel receive timestamps (CLOCK_REALTIME ns) of the first ``count`` messages."""
-        c = self.ctrl_view[:count]
-        # cmsghdr: len (8 bytes), level (4), type (4); then struct timespec.
-        level_type = c[:, 1]
-        ok = level_type == (socket.SOL_SOCKET | (_SO_TIMESTAMPNS << 32))
-        t = c[:, 2] * 1_000_000_000 + c[:, 3]
-        return np.where(ok, t, time.time_ns())
-
-
-def sendmmsg(fd: int, vec: _MsgVector) -> int:
-    """Send every message of ``vec``; return how many failed (each is skipped)."""
-    sent = failed = 0
-    while sent < vec.n:
-        r = _libc.sendmmsg(fd, vec.addr + sent * _MMSG_SIZE, vec.n - sent, 0)
-        if r < 0:
-            err = ctypes.get_errno()
-            if err in (errno.EINTR, errno.EAGAIN):
-                continue
-            failed += 1  # e.g. a late ICMP error: skip that one message
-            sent += 1
-        else:
-            sent += r
-    return failed
-
-
-# ---- bencode and the rtpengine "ng" control protocol ------------------------------------------
-
-
-def bencode(value: object) -> bytes:
-    """Encode str/bytes/int/list/dict as bencode (dict keys sorted, as the format requires)."""
-    if isinstance(value, bytes):
-        return b"%d:%s" % (len(value), value)
-    if isinstance(value, str):
-        return bencode(value.encode())
-    if isinstance(value, bool | int):
-        return b"i%de" % int(value)
-    if isinstance(value, list | tuple):
-        return b"l" + b"".join(bencode(v) for v in value) + b"e"
-    if isinstance(value, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in value.items())
-        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
-    raise TypeError(f"cannot bencode {type(value).__name__}")
-
-
-def bdecode(data: bytes) -> Any:
-    """Decode one bencoded value (dict keys become str, strings stay bytes)."""
-
-    def parse(i: int) -> tuple[Any, int]:
-        c = data[i : i + 1]
-        if c == b"i":
-            end = data.index(b"e", i)
-            return int(data[i + 1 : end]), end + 1
-        if c == b"l":
-            out: list[Any] = []
-            i += 1
-            while data[i : i + 1] != b"e":
-                v, i = parse(i)
-                out.append(v)
-            return out, i + 1
-        if c == b"d":
-            d: dict[str, Any] = {}
-            i += 1
-            while data[i : i + 1] != b"e":
-                k, i = parse(i)
-                v, i = parse(i)
-                d[k.decode()] = v
-            return d, i + 1
-        colon = data.index(b":", i)
-        n = int(data[i:colon])
-        return data[colon + 1 : colon + 1 + n], colon + 1 + n
-
-    value, end = parse(0)
-    if end != len(data):
-        raise ValueError("trailing data after bencoded value")
-    return value
-
-
-class NgClient:
-    """A tiny rtpengine "ng" client: ``cookie <space> bencoded-dict`` over UDP, with retries."""
-
-    def __init__(self, port: int, host: str = HOST) -> None:
-        self.addr = (host, port)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((HOST, 0))
-        self._n = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def request(self, command: dict[str, Any], *, timeout: float = 1.0, tries: int = 3) -> Any:
-        self._n += 1
-        cookie = b"b%d_%d" % (os.getpid(), self._n)
-        message = cookie + b" " + bencode(command)
-        for _ in range(tries):
-            self.sock.sendto(message, self.addr)
-            deadline = time.monotonic() + timeout
-            while (left := deadline - time.monotonic()) > 0:
-                ready, _, _ = select.select([self.sock], [], [], left)
-                if not ready:
-                    break
-                try:
-                    data = self.sock.recv(65536)
-                except ConnectionRefusedError:  # nothing listening (yet): ICMP came back
-                    break
-                got, _, body = data.partition(b" ")
-                if got == cookie:  # a retry's late answer to an earlier cookie is skipped
-                    reply = bdecode(body)
-                    if reply.get("result") == b"error":
-                        raise RuntimeError(f"rtpengine: {reply.get('error-reason')!r}")
-                    return reply
-            time.sleep(0.05)
-        raise TimeoutError(f"rtpengine did not answer {command.get('command')!r}")
+# ---- SDP for rtpengine's offer/answer ------------------------------------------------------------
 
 
 def sdp(port: int, session: int) -> str:
@@ -444,7 +146,7 @@ class _Group:
     fd: int
     streams: npt.NDArray[np.int64]
     buf: npt.NDArray[Any]
-    vec: _MsgVector
+    vec: MsgVector
     seq0: npt.NDArray[np.uint32]
     ts0: npt.NDArray[np.uint32]
 
@@ -463,7 +165,7 @@ class _Receiver(threading.Thread):
         self.stop = False
         self.stale = 0
         self.buf = np.zeros((512, 256), dtype=np.uint8)
-        self.vec = _MsgVector(self.buf, 256, None, control=True)
+        self.vec = MsgVector(self.buf, 256, None, control=True)
         self.chunks: list[tuple[npt.NDArray[Any], ...]] = []
 
     def run(self) -> None:
@@ -477,7 +179,7 @@ class _Receiver(threading.Thread):
         for fd in self.fds:
             while True:
                 vec.reset_for_recv()
-                r = _libc.recvmmsg(fd, vec.addr, vec.n, socket.MSG_DONTWAIT, None)
+                r = recvmmsg(fd, vec)
                 if r <= 0:
                     break
                 names = vec.names_view[:r]
@@ -506,51 +208,6 @@ class _Receiver(threading.Thread):
                     break
 
 
-def _discard_pending(socks: Sequence[socket.socket]) -> int:
-    """Read and drop every datagram waiting in ``socks``; return how many."""
-    dropped = 0
-    for sock in socks:
-        while True:
-            try:
-                sock.recv(2048, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                break
-            dropped += 1
-    return dropped
-
-
-def _gen_open(count: int, base: int) -> tuple[list[socket.socket], list[socket.socket]]:
-    """``count`` RTP sockets on even ports, each with its RTCP sibling bound (so the engines'
-    RTCP lands on a socket of ours, never on someone else's port)."""
-    rtp: list[socket.socket] = []
-    rtcp: list[socket.socket] = []
-    port = base
-    while len(rtp) < count:
-        if port > base + 2000:
-            raise RuntimeError("no free port pair for the generator")
-        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            a.bind((HOST, port))
-            b.bind((HOST, port + 1))
-        except OSError:
-            a.close()
-            b.close()
-            port += 2
-            continue
-        for opt, size in ((socket.SO_RCVBUF, 16 << 20), (socket.SO_SNDBUF, 4 << 20)):
-            force = 33 if opt == socket.SO_RCVBUF else 32  # SO_RCVBUFFORCE / SO_SNDBUFFORCE
-            try:
-                a.setsockopt(socket.SOL_SOCKET, force, size)  # root: beyond rmem_max
-            except OSError:
-                a.setsockopt(socket.SOL_SOCKET, opt, size)
-        a.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)  # kernel arrival times
-        rtp.append(a)
-        rtcp.append(b)
-        port += 2
-    return rtp, rtcp
-
-
 def _gen_run(
     socks: list[socket.socket], cmd: dict[str, Any], emit: Callable[[Any], None]
 ) -> dict[str, Any]:
@@ -564,7 +221,7 @@ def _gen_run(
     # Everyone in a meeting hears everyone else's quiet tone, in phase: keep the sum well below
     # the marker threshold whatever the size.
     hearers = n_streams - 1 if cmd.get("topology") == "meeting" else 1
-    quiet = _tone_frame(400.0, min(TONE_AMP, 9000 / max(1, hearers)))
+    quiet = tone_frame(400.0, min(TONE_AMP, 9000 / max(1, hearers)))
     k_socks = len(socks)
     rng = np.random.default_rng()
     run_tag = int(rng.integers(1, 2**32 - 1))
@@ -587,13 +244,13 @@ def _gen_run(
             if stamp:
                 pkt["sid"] = members  # audio mode must keep its payload pure audio
                 pkt["run"] = run_tag
-            names = b"".join(_sockaddr_in(HOST, dests[i]) for i in members)
+            names = b"".join(sockaddr_in(HOST, dests[i]) for i in members)
             groups[slot].append(
                 _Group(
                     socks[k].fileno(),
                     members,
                     buf,
-                    _MsgVector(buf, PACKET, names),
+                    MsgVector(buf, PACKET, names),
                     rng.integers(0, 2**16, len(members), dtype=np.uint32),
                     rng.integers(0, 2**32 - 1, len(members), dtype=np.uint32),
                 )
@@ -613,7 +270,7 @@ def _gen_run(
 
     # Whatever a previous run left in our sockets (an overloaded engine relays its backlog
     # until its legs are released) must not be taken for this run's packets.
-    stale = _discard_pending(socks)
+    stale = discard_pending(socks)
     receivers = [_Receiver(socks, stamp, run_tag)]
     for r in receivers:
         r.start()
@@ -810,7 +467,7 @@ def gen_main(core: int, rt_priority: int, port_base: int) -> None:
         cmd = json.loads(line)
         op = cmd["op"]
         if op == "open":
-            socks, rtcp = _gen_open(int(cmd["sockets"]), port_base)
+            socks, rtcp = open_rtp_pairs(int(cmd["sockets"]), port_base)
             emit({"ports": [s.getsockname()[1] for s in socks]})
         elif op == "run":
             emit({"result": _gen_run(socks, cmd, emit)})
@@ -923,67 +580,6 @@ def engine_main(core: int, rt_priority: int, port_range: tuple[int, int], record
 # ---- the orchestrator -------------------------------------------------------------------------
 
 
-class Child:
-    """A child process driven by JSON lines, stopped by its pid when done (also on errors)."""
-
-    def __init__(self, argv: list[str], name: str) -> None:
-        self.name = name
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self._in = self.proc.stdin
-        self._out = self.proc.stdout.fileno()
-        self._buf = b""
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def send(self, obj: Any) -> None:
-        self._in.write(json.dumps(obj).encode() + b"\n")
-        self._in.flush()
-
-    def read(self, timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{self.name}: no answer within {timeout:.0f} s")
-            ready, _, _ = select.select([self._out], [], [], left)
-            if ready:
-                data = os.read(self._out, 1 << 20)
-                if not data:
-                    raise RuntimeError(f"{self.name} exited (status {self.proc.poll()})")
-                self._buf += data
-        line, self._buf = self._buf.split(b"\n", 1)
-        reply = json.loads(line)
-        if isinstance(reply, dict) and "error" in reply:
-            raise RuntimeError(f"{self.name}: {reply['error']}")
-        return reply
-
-    def request(self, obj: Any, timeout: float = 30.0) -> Any:
-        self.send(obj)
-        return self.read(timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                self.send({"op": "quit"})
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()  # by pid, through our own Popen
-                self.proc.wait(timeout=5)
-        with contextlib.suppress(OSError):
-            self._in.close()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-
-
 class RtpEngine:
     """rtpengine in userspace (docs/benchmarks.md §Peers), pinned to the engine core."""
 
@@ -1000,7 +596,7 @@ class RtpEngine:
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
 
         def prepare() -> None:
-            _die_with_parent()
+            die_with_parent()
             place(core, rt_priority)  # threads inherit both: the whole daemon on one core
 
         self.proc = subprocess.Popen(

@@ -47,7 +47,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import importlib.util
 import json
 import os
 import random
@@ -71,23 +70,10 @@ from baton.core import Flow, User, UserManager
 from baton.flows.ptt import ptt_group
 from baton.switch.port import MeetingMode, Member
 from baton.switch.sim import Behaviour, SimSwitch
-
-
-def _media_bench() -> Any:
-    """``bench/media.py`` (CPU time, pinning, recvmmsg, child processes), loaded by path under a
-    name of its own: ``media`` is also the name of a test package."""
-    name = "baton_bench_media"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("media.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
-        spec.loader.exec_module(module)
-    return module
-
-
-mb = _media_bench()
+from harness.g711 import FRAME, ULAW_DECODE, tone_frame
+from harness.net import HOST, MsgVector, free_port, open_rtp_pairs, port_bound, recvmmsg
+from harness.procs import Child, cpu_seconds, die_with_parent, pick_cores, place, raise_fd_limit
+from harness.stats import percentile_of
 
 INSTANT = Behaviour(answer_after=0.0, ring_after=0.0)
 
@@ -170,8 +156,6 @@ async def run(groups: int, members: int, seconds: float, seed: int) -> dict[str,
 
 # ==== media mode ================================================================================
 
-HOST: Final = "127.0.0.1"
-FRAME: Final = 160
 PT_PCMU: Final = 0
 PT_EVENT: Final = 101  # telephone-event, as the phones' SDP (SIPp's answer) says
 TALK_AMP: Final = 12000.0  # a talker's tone; Baton's own PTT tones are at most ~5,100
@@ -258,8 +242,8 @@ for the BYE. -->
 
 def baton_main(cfg: dict[str, Any]) -> None:
     """Baton under test: the core, the PTT groups, the sip switch and its media engine."""
-    mb.place(int(cfg["core"]), int(cfg["rt_priority"]))
-    mb.raise_fd_limit()
+    place(int(cfg["core"]), int(cfg["rt_priority"]))
+    raise_fd_limit()
     asyncio.run(_baton_serve(cfg))
 
 
@@ -402,11 +386,6 @@ async def _baton_serve(cfg: dict[str, Any]) -> None:
 # ---- the phones (child process) ----------------------------------------------------------------
 
 
-def _ulaw_frame(freq: float, amp: float) -> bytes:
-    t = np.arange(FRAME) / 8000.0
-    return bytes(mb._ulaw_encode((amp * np.sin(2 * np.pi * freq * t)).astype(np.int16)))
-
-
 @dataclass
 class _Phone:
     """One member's RTP stream (sent from the shared socket to the member's leg)."""
@@ -459,9 +438,9 @@ STAR, POUND = 10, 11  # RFC 4733 event codes
 
 def phones_main(cfg: dict[str, Any]) -> None:
     """The phones: JSON commands on stdin, JSON lines on stdout."""
-    mb.place(int(cfg["core"]), int(cfg["rt_priority"]))
-    mb.raise_fd_limit()
-    rtp, rtcp = mb._gen_open(1, int(cfg["port_base"]))
+    place(int(cfg["core"]), int(cfg["rt_priority"]))
+    raise_fd_limit()
+    rtp, rtcp = open_rtp_pairs(1, int(cfg["port_base"]))
     sock = rtp[0]
     sock.setblocking(False)
 
@@ -494,7 +473,7 @@ def _phones_run(
     member_of = np.arange(n_users) % per_group
     refs = np.exp(-2j * np.pi * np.outer([talker_freq(m) for m in range(per_group)],
                                          np.arange(FRAME)) / 8000.0)  # fmt: skip
-    voices = [_ulaw_frame(talker_freq(m), TALK_AMP) for m in range(per_group)]
+    voices = [bytes(tone_frame(talker_freq(m), TALK_AMP)) for m in range(per_group)]
     phones = [
         _Phone(
             (HOST, ports[u]),
@@ -551,7 +530,7 @@ def _phones_run(
     pressers = [_Presser(g, start + rng.uniform(0.2, 1.0)) for g in range(groups) for _ in range(2)]
     talking: set[int] = set()
     buf = np.zeros((512, 256), dtype=np.uint8)
-    vec = mb._MsgVector(buf, 256, None, control=True)
+    vec = MsgVector(buf, 256, None, control=True)
     fd = sock.fileno()
     received = 0
     gen_cpu0 = time.process_time()
@@ -627,7 +606,7 @@ def _phones_run(
         # 4. what Baton sent
         while True:
             vec.reset_for_recv()
-            r = mb._libc.recvmmsg(fd, vec.addr, vec.n, socket.MSG_DONTWAIT, None)
+            r = recvmmsg(fd, vec)
             if r <= 0:
                 break
             received += r
@@ -652,7 +631,7 @@ def _phones_run(
                         continue
                     talkers = np.array([requests[i].user for i in rids.tolist()])
                     t0s = np.array([requests[i].t0 for i in rids.tolist()])
-                    pcm = mb.ULAW_DECODE[buf[rows, 12 : 12 + FRAME]].astype(np.float64)
+                    pcm = ULAW_DECODE[buf[rows, 12 : 12 + FRAME]].astype(np.float64)
                     amp = np.abs(np.sum(pcm * refs[member_of[talkers]], axis=1)) * 2 / FRAME
                     hit = (amp >= HEARD_AMP) & (t_rx[rows] > t0s)
                     for row, rid in zip(rows[hit].tolist(), rids[hit].tolist(), strict=True):
@@ -708,21 +687,6 @@ class MediaConfig:
     fanout: bool = True  # False: the engine mixes every listener (as before fan-out)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def _bound(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((HOST, port))
-        except OSError:
-            return True
-    return False
-
-
 def run_media(cfg: MediaConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """One ``--media`` run; returns the result object."""
     sipp = shutil.which("sipp")
@@ -733,13 +697,13 @@ def run_media(cfg: MediaConfig, log: Callable[[str], None] = print) -> dict[str,
     ids = user_ids(cfg.groups, cfg.members)
     if 2 * len(ids) > cfg.rtp_ports[1] - cfg.rtp_ports[0]:
         raise ValueError(f"{len(ids)} legs do not fit Baton's RTP ports {cfg.rtp_ports}")
-    baton_core, phones_core = mb.pick_cores()
+    baton_core, phones_core = pick_cores()
     me = str(Path(__file__).resolve())
     child_cfg = {"rt_priority": cfg.rt_priority}
     with tempfile.TemporaryDirectory(prefix="baton-ptt-") as tmp:
-        phones = mb.Child([sys.executable, me, "--child", "phones", json.dumps(
+        phones = Child([sys.executable, me, "--child", "phones", json.dumps(
             child_cfg | {"core": phones_core, "port_base": cfg.phones_port_base})], "phones")  # fmt: skip
-        baton: Any = None  # a bench/media.py Child
+        baton: Any = None  # a Child
         uas: subprocess.Popen[bytes] | None = None
         try:
             phones_port = int(phones.read(15)["port"])
@@ -752,14 +716,14 @@ def run_media(cfg: MediaConfig, log: Callable[[str], None] = print) -> dict[str,
                      "-mp", str(free_port()), "-m", str(len(ids)), "-nostdin", "-trace_err",
                      "-timeout", f"{int(cfg.seconds + cfg.warmup + 300)}s"],
                     cwd=tmp, stdout=sipp_log, stderr=subprocess.STDOUT,
-                    preexec_fn=mb._die_with_parent,
+                    preexec_fn=die_with_parent,
                 )  # fmt: skip
             deadline = time.monotonic() + 10
-            while not _bound(sipp_port):
+            while not port_bound(sipp_port):
                 if time.monotonic() > deadline or uas.poll() is not None:
                     raise RuntimeError("SIPp did not start")
                 time.sleep(0.02)
-            baton = mb.Child([sys.executable, me, "--child", "baton", json.dumps(child_cfg | {
+            baton = Child([sys.executable, me, "--child", "baton", json.dumps(child_cfg | {
                 "core": baton_core, "groups": cfg.groups, "members": cfg.members,
                 "sipp_port": sipp_port, "rtp_ports": list(cfg.rtp_ports),
                 "fanout": cfg.fanout})], "baton")  # fmt: skip
@@ -771,10 +735,10 @@ def run_media(cfg: MediaConfig, log: Callable[[str], None] = print) -> dict[str,
                          "members": cfg.members, "seconds": cfg.seconds, "warmup": cfg.warmup,
                          "seed": cfg.seed})  # fmt: skip
             assert phones.read(cfg.warmup + 30).get("mark") == "start"
-            cpu0, wall0 = mb.cpu_seconds(baton.pid), time.monotonic()
+            cpu0, wall0 = cpu_seconds(baton.pid), time.monotonic()
             engine0 = baton.request({"op": "report"})["engine"]
             result = phones.read(cfg.seconds + 60)["result"]
-            cpu1, wall1 = mb.cpu_seconds(baton.pid), time.monotonic()
+            cpu1, wall1 = cpu_seconds(baton.pid), time.monotonic()
             report = baton.request({"op": "report"}, timeout=60)
         finally:
             if baton is not None:
@@ -796,11 +760,6 @@ def run_media(cfg: MediaConfig, log: Callable[[str], None] = print) -> dict[str,
         "legs": len(ids),
     }
     return out
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    value = mb.percentile(np.asarray(values, dtype=np.float64), q)
-    return None if value is None else round(float(value), 2)
 
 
 def analyse(cfg: MediaConfig, result: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
@@ -853,15 +812,15 @@ def analyse(cfg: MediaConfig, result: dict[str, Any], report: dict[str, Any]) ->
             if "t_speak" in outcome:
                 control.append((outcome["t_speak"] - t0) / 1e6)
     return {
-        "floor_access_media_p50_ms": _pct(samples, 50),
-        "floor_access_media_p99_ms": _pct(samples, 99),
-        "floor_access_media_p95_ms": _pct(samples, 95),
-        "floor_access_media_last_listener_p99_ms": _pct(last, 99),
-        "floor_access_media_no_group_tone_p50_ms": _pct(clear, 50),
-        "floor_access_media_no_group_tone_p99_ms": _pct(clear, 99),
-        "floor_control_p50_ms": _pct(control, 50),
-        "floor_control_p99_ms": _pct(control, 99),
-        "dtmf_detect_p99_ms": _pct(detect, 99),
+        "floor_access_media_p50_ms": percentile_of(samples, 50),
+        "floor_access_media_p99_ms": percentile_of(samples, 99),
+        "floor_access_media_p95_ms": percentile_of(samples, 95),
+        "floor_access_media_last_listener_p99_ms": percentile_of(last, 99),
+        "floor_access_media_no_group_tone_p50_ms": percentile_of(clear, 50),
+        "floor_access_media_no_group_tone_p99_ms": percentile_of(clear, 99),
+        "floor_control_p50_ms": percentile_of(control, 50),
+        "floor_control_p99_ms": percentile_of(control, 99),
+        "dtmf_detect_p99_ms": percentile_of(detect, 99),
         "grants_measured": measured,
         "grants_by_preemption": preempting,
         "grants_during_group_tone": toned,

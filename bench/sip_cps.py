@@ -38,7 +38,6 @@ import gc
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from baton.core import Leg, User, UserManager
 from baton.flows import inbound_call
 from baton.switch.port import Cause, InboundCall
 from baton.switch.sip import create_switch
+from harness.net import free_port, wait_bound
 
 USERS = 1000  # callers and callees each: a user has one live leg, so calls need many users
 
@@ -150,16 +150,6 @@ class Step:
         return dict(self.__dict__)
 
 
-def free_port() -> int:
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-            if port < 65000:
-                return port
-    raise RuntimeError("no free port")
-
-
 def uas_scenario(sipp: str, folder: Path) -> Path:
     """SIPp's built-in UAS, made acceptable to sippy: no 180, no transport in Contact, no
     closing pause."""
@@ -206,17 +196,6 @@ async def run_sipp(sipp: str, args: Sequence[str], cwd: Path, seconds: float) ->
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()  # only the process this benchmark started
             await proc.wait()
-
-
-async def wait_bound(port: int) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                try:
-                    probe.bind(("127.0.0.1", port))
-                except OSError:
-                    return
-            await asyncio.sleep(0.02)
 
 
 async def step(

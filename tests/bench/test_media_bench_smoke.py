@@ -4,17 +4,13 @@ job (``python bench/media.py``, recorded in ``docs/benchmarks.md``)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "media.py"
 
 pytestmark = pytest.mark.e2e
 
@@ -37,36 +33,13 @@ KEYS = {
 }
 
 
-def load_bench() -> ModuleType:
-    # bench/ is not a package; load the script by path under a name no test package uses.
-    spec = importlib.util.spec_from_file_location("baton_bench_media", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bencode_round_trip() -> None:
-    media = load_bench()
-    value = {"command": "offer", "sdp": b"v=0\r\n", "flags": [b"a", 1], "n": -3}
-    encoded = media.bencode(value)
-    assert encoded.startswith(b"d7:command5:offer")  # keys sorted, as bencode requires
-    assert media.bdecode(encoded) == {
-        "command": b"offer",
-        "sdp": b"v=0\r\n",
-        "flags": [b"a", 1],
-        "n": -3,
-    }
-
-
-def test_tiny_run_reports_every_figure() -> None:
+def test_tiny_run_reports_every_figure(bench_script: Callable[[str], ModuleType]) -> None:
     if shutil.which("rtpengine") is None:
         pytest.fail(
             "rtpengine is not installed: the media benchmark compares against it. Install the "
             "Debian package rtpengine-daemon (scripts/install-system-deps.sh does, as root)."
         )
-    media = load_bench()
+    media = bench_script("media")
     # Ports apart from the full benchmark's, so a run of it at the same time does not collide.
     config = media.Config(
         ratio_calls=4,

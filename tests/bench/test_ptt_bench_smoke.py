@@ -5,16 +5,12 @@ the benchmark's job (``python bench/ptt.py [--media]``, recorded in ``docs/bench
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import shutil
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "ptt.py"
 
 pytestmark = pytest.mark.e2e
 
@@ -49,27 +45,19 @@ MEDIA_KEYS = {
 }
 
 
-def load_bench() -> ModuleType:
-    # bench/ is not a package: load the script by path under a name no test package uses.
-    spec = importlib.util.spec_from_file_location("baton_bench_ptt", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_sim_mode_reports_its_figures() -> None:
-    ptt = load_bench()
+def test_sim_mode_reports_its_figures(bench_script: Callable[[str], ModuleType]) -> None:
+    ptt = bench_script("ptt")
     result = asyncio.run(ptt.run(groups=2, members=3, seconds=1.0, seed=1))
     assert {"floor_access_p50_ms", "floor_access_p99_ms", "grants_measured"} <= result.keys()
     json.dumps(result)
 
 
-def test_media_mode_tiny_run_reports_every_figure() -> None:
+def test_media_mode_tiny_run_reports_every_figure(
+    bench_script: Callable[[str], ModuleType],
+) -> None:
     if shutil.which("sipp") is None:
         pytest.fail("sipp is not installed: the Debian package sip-tester (Makefile system-deps)")
-    ptt = load_bench()
+    ptt = bench_script("ptt")
     # Ports apart from the full benchmark's, so a run of it at the same time does not collide;
     # no real-time priority: a test shares the machine.
     cfg = ptt.MediaConfig(
