@@ -1,0 +1,967 @@
+"""The mutation run: proof that the tests and ``baton check`` catch real bugs (docs/mutants.md).
+
+``python -m baton.testing.mutants`` applies seeded faults — *mutants* — to the core and the flow
+library, one at a time, each in a private copy of ``src/baton`` (the real tree is never touched),
+and runs the *killer* (:data:`KILLER`: the core, flow, PTT and property tests, then
+``baton check`` on library flows) against each copy, in a subprocess whose ``PYTHONPATH`` points
+at the copy, within a fixed time budget.
+
+* **killed** — the killer failed (a test or a check went red), or it exceeded the budget (a hang:
+  invariant 10, liveness, exists to turn a stuck claim into a failure; timeouts are reported
+  separately as well);
+* **survived** — the killer passed: the fault went unnoticed. A survivor is either a gap in the
+  net (write the test that kills it) or an *equivalent* mutant (no behaviour changed).
+
+Each mutant is data: a name, the fault it models, and one or more exact source edits — a file, a
+snippet that must occur in it exactly once, and its replacement. A mutant whose snippet no longer
+occurs exactly once (the code moved on) is **stale**: the run refuses to start and names it, so a
+fault never silently drops out of the catalogue. ``--list --check`` verifies that every mutant
+applies without running anything (the test suite does this on every run).
+
+The run first checks that the unmutated tree passes the killer (else the scores mean nothing and
+it stops). Its last line of output is one JSON object: ``mutants``, ``killed``, ``survived``
+(names), ``timeouts`` (names), ``mutation_score`` (killed / mutants), ``seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "CATALOGUE",
+    "KILLER",
+    "Edit",
+    "KillerResult",
+    "Mutant",
+    "MutantResult",
+    "StaleMutant",
+    "apply_mutant",
+    "main",
+    "mutated_sources",
+    "run_killer",
+    "run_mutant",
+    "stale_reason",
+]
+
+#: The killer: commands run in order from the repository root, stopping at the first failure.
+#: ``{python}`` is the interpreter running the mutation run. Chosen to kill fast: the unit and
+#: race tests of the core and the library first (``-x`` stops at the first red test), then the
+#: property tests, then ``baton check`` exploring the flows that interact the most.
+KILLER: tuple[tuple[str, ...], ...] = (
+    (
+        "{python}",
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/core",
+        "tests/flows",
+        "tests/ptt",
+        "tests/property",
+    ),
+    ("{python}", "-m", "baton.cli", "check", "--library"),
+)
+
+#: Seconds one mutant may run the whole killer before it is stopped (and counted as killed).
+DEFAULT_BUDGET = 120.0
+
+
+# ---------------------------------------------------------------------------- the catalogue
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace ``old`` (which must occur exactly once in ``path``) by ``new``.
+
+    ``path`` is relative to the ``baton`` package folder (``core/ledger.py``).
+    """
+
+    path: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One seeded fault: ``name``, the ``area`` it hits (``core`` or ``library``), what it
+    models (``fault``), and the edits that make it."""
+
+    name: str
+    area: str
+    fault: str
+    edits: tuple[Edit, ...]
+
+
+class StaleMutant(Exception):
+    """A mutant's snippet does not occur exactly once: the code changed under the catalogue."""
+
+
+def _m(name: str, area: str, fault: str, *edits: tuple[str, str, str]) -> Mutant:
+    return Mutant(name, area, fault, tuple(Edit(p, o, n) for p, o, n in edits))
+
+
+CATALOGUE: tuple[Mutant, ...] = (
+    # ---- the ledger (invariants 1, 2)
+    _m(
+        "fence_always_passes",
+        "core",
+        "drop the fence check: an owner that lost a user still operates on it (inv. 2)",
+        (
+            "core/ledger.py",
+            "            raise NotOwner(rec.user, owner.name, holder, lost)\n",
+            "            return rec.epoch  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "fence_admits_claimer_in_progress",
+        "core",
+        "a claimer whose preemption is still clearing the user may already operate on it",
+        (
+            "core/ledger.py",
+            "or (rec.preemption is not None and rec.preemption.claimer is owner)",
+            "or False  # MUTANT",
+        ),
+    ),
+    _m(
+        "hand_over_no_epoch_bump",
+        "core",
+        "no epoch bump in hand_over: a stale owner's epoch still matches (inv. 2, 5)",
+        ("core/ledger.py", "        rec.epoch += 1\n", "        rec.epoch += 0  # MUTANT\n"),
+    ),
+    _m(
+        "hand_over_skips_manager",
+        "core",
+        "hand_over does not tell the manager: no queued claim served, no collector armed",
+        ("core/ledger.py", "        self._on_change(rec)\n", "        pass  # MUTANT\n"),
+    ),
+    # ---- claims (invariant 3, steps 1-2)
+    _m(
+        "preempt_at_equal_priority",
+        "core",
+        "preempt at equal priority (>= instead of >)",
+        (
+            "core/manager.py",
+            'return "preempt" if claimer.priority > owner.priority else "wait"',
+            'return "preempt" if claimer.priority >= owner.priority else "wait"  # MUTANT',
+        ),
+    ),
+    _m(
+        "supersede_regardless_of_priority",
+        "core",
+        "a newer claim supersedes a preemption in progress whatever its priority",
+        (
+            "core/manager.py",
+            'return "supersede" if claimer.priority >= p.priority else "wait"',
+            'return "supersede"  # MUTANT',
+        ),
+    ),
+    _m(
+        "supersede_only_when_higher",
+        "core",
+        "an equal-priority newer claim waits instead of superseding (> instead of >=)",
+        (
+            "core/manager.py",
+            'return "supersede" if claimer.priority >= p.priority else "wait"',
+            'return "supersede" if claimer.priority > p.priority else "wait"  # MUTANT',
+        ),
+    ),
+    _m(
+        "claim_queue_fifo",
+        "core",
+        "a user's claim queue serves first-come instead of by priority",
+        (
+            "core/manager.py",
+            "entry = (-claimer.priority, next(self._ids), claimer, fut)",
+            "entry = (0, next(self._ids), claimer, fut)  # MUTANT",
+        ),
+    ),
+    _m(
+        "queued_claims_not_served",
+        "core",
+        "a released user is not handed to the claims queued for it (they time out)",
+        (
+            "core/manager.py",
+            "        if rec.preemption is None and rec.waiters:\n            self._serve_waiters(rec)\n",
+            "        pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "failed_claim_keeps_users",
+        "core",
+        "a claim that fails half-way (superseded, denied) keeps the users it took",
+        (
+            "core/manager.py",
+            "            for rec in taken:\n                self._abandon(claimer, rec)\n",
+            "            pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "superseded_claimer_not_told",
+        "core",
+        "a superseded claimer is never told: its claim waits forever (inv. 10)",
+        (
+            "core/manager.py",
+            "            old_fut.set_exception(Superseded(rec.user, old.name, claimer.name))\n",
+            "            pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "claimed_user_not_cleaned",
+        "core",
+        "a user released with media on it reaches its next claimer unclean",
+        (
+            "core/manager.py",
+            "            if rec.dirty and rec.live_leg is not None:\n                await self.clear(claimer, rec.user)\n",
+            "            pass  # MUTANT\n",
+        ),
+    ),
+    # ---- the preemption protocol (invariant 3, steps 3-7)
+    _m(
+        "swap_stop_and_clear",
+        "core",
+        "swap 'stop the coroutine' and 'clear the media': clear first, then wait for the loser to unwind",
+        (
+            "core/manager.py",
+            "                _, pending = await asyncio.wait(unwound, timeout=self.unwind_timeout)\n",
+            "                pending = set()  # MUTANT\n",
+        ),
+        (
+            "core/manager.py",
+            "            for op in ops:  # step 6, all at once\n",
+            "            if ops:  # MUTANT\n"
+            "                await asyncio.wait([o.unwound for o in ops if o.unwound is not None], timeout=self.unwind_timeout)\n"
+            "            for op in ops:  # step 6, all at once\n",
+        ),
+    ),
+    _m(
+        "victim_never_told",
+        "core",
+        "skip a notice: the preempted owner is never told it lost the user (step 6)",
+        (
+            "core/manager.py",
+            "                t.p.victim._lost(t.rec.user, t.notice, told=bool(t.ops))\n",
+            "                pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "victim_ops_never_released",
+        "core",
+        "the loser's interrupted operations are never let go (step 6 never reached)",
+        (
+            "core/manager.py",
+            "            for op in ops:  # step 6, all at once\n                self._release_op(op)\n",
+            "            pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "notice_before_clear",
+        "core",
+        "an interrupted operation raises its notice at once, before the media is cleared",
+        (
+            "core/manager.py",
+            "        if hold:\n            op.released = self.loop.create_future()\n",
+            "        pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "ringing_call_dropped_on_preemption",
+        "core",
+        "a call still ringing is dropped when its user changes owner (inv. 4)",
+        (
+            "core/manager.py",
+            "            for t in items:  # step 5\n                rec = t.rec\n",
+            "            for t in items:  # step 5\n                rec = t.rec\n"
+            "                if rec.live_leg is not None and not rec.live_leg.connected:  # MUTANT\n"
+            "                    self._end_leg(rec, rec.live_leg, Cause.FAILURE)\n",
+        ),
+    ),
+    _m(
+        "new_owner_patience_ignored",
+        "core",
+        "the ring deadline is not inherited: a new owner's dial keeps the old owner's timeout",
+        (
+            "core/manager.py",
+            "                self._ring_until(rec, leg, self.loop.time() + timeout)  # the new owner's patience\n",
+            "                pass  # MUTANT\n",
+        ),
+    ),
+    # ---- hang-ups (invariant 7)
+    _m(
+        "hangup_ignored",
+        "core",
+        "a user's hang-up is not an event: the owner keeps the user and is never told",
+        (
+            "core/manager.py",
+            "                self._end_leg(rec, leg, ev.cause)\n                self._user_gone(rec, ev.cause)\n",
+            "                self._end_leg(rec, leg, ev.cause)  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "hangup_owner_not_told",
+        "core",
+        "skip a notice: the owner of a user who hangs up is never told",
+        (
+            "core/manager.py",
+            "        owner._lost(user, notice, told)\n",
+            "        pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "hangup_keeps_ownership",
+        "core",
+        "the owner of a user who hung up keeps holding it",
+        (
+            "core/manager.py",
+            '        self.ledger.hand_over(rec, None, "hung_up")\n',
+            "        pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "hangup_claim_not_resolved",
+        "core",
+        "forget to resolve a claim on hang-up: a claimer whose user hangs up mid-preemption is left waiting",
+        (
+            "core/manager.py",
+            '        if p is not None and p.claimer is owner:\n            p.claimer = None\n        self.ledger.hand_over(rec, None, "hung_up")\n',
+            '        self.ledger.hand_over(rec, None, "hung_up")  # MUTANT\n',
+        ),
+    ),
+    _m(
+        "leg_end_not_published",
+        "core",
+        "a leg's end is not published (LegStateChanged ended missing)",
+        (
+            "core/manager.py",
+            "        leg._resolve()\n        self._leg_event(leg)\n        self._arm_collector(rec)\n",
+            "        leg._resolve()\n        self._arm_collector(rec)  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "digits_kept_across_hand_over",
+        "core",
+        "keep digits across a hand-over: a digit pressed for one owner is read by the next",
+        (
+            "core/manager.py",
+            "            self._recording_done(r, r.seconds)\n        rec.digits.clear()\n",
+            "            self._recording_done(r, r.seconds)\n        pass  # MUTANT\n",
+        ),
+        (
+            "core/manager.py",
+            "                else:\n                    rec.digits.clear()\n",
+            "                else:\n                    pass  # MUTANT\n",
+        ),
+    ),
+    # ---- release, collection (invariant 8)
+    _m(
+        "release_forgets_preemption_claimer",
+        "core",
+        "release does not forget the preemption claimer: a user released mid-preemption is granted anyway",
+        (
+            "core/manager.py",
+            "            if p is not None and p.claimer is owner:\n                p.claimer = None\n            self.ledger.hand_over(rec, None, reason)\n",
+            "            self.ledger.hand_over(rec, None, reason)  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "collector_never_armed",
+        "core",
+        "the leak collector is never armed: an ownerless live leg stays up forever",
+        (
+            "core/manager.py",
+            "        if want and rec.gc is None and not self._closing:\n",
+            "        if False:  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "keep_users_collected",
+        "core",
+        "an always-on (keep) user's leg is collected like any other",
+        (
+            "core/manager.py",
+            "        want = rec.owner is None and rec.live_leg is not None and not rec.user.keep\n",
+            "        want = rec.owner is None and rec.live_leg is not None  # MUTANT\n",
+        ),
+        (
+            "core/manager.py",
+            "        if rec.owner is not None or leg is None or rec.user.keep:\n",
+            "        if rec.owner is not None or leg is None:  # MUTANT\n",
+        ),
+    ),
+    # ---- supervision, flow life cycle (invariants 5, 6)
+    _m(
+        "crash_cancels_other_flows",
+        "core",
+        "a flow's crash cancels every other task the manager supervises",
+        (
+            "core/manager.py",
+            "            self.events.publish(Problem(source=task.get_name(), message=repr(exc)))\n",
+            "            self.events.publish(Problem(source=task.get_name(), message=repr(exc)))\n"
+            "            for other in list(self._tasks):  # MUTANT\n"
+            "                other.cancel()\n",
+        ),
+    ),
+    _m(
+        "compensation_without_owner_check",
+        "core",
+        "compensation runs without the owner check (inv. 5)",
+        (
+            "core/flow.py",
+            "            lost = [u for u, epoch in step.users.items() if self.users.get(u) != epoch]\n",
+            "            lost = []  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "compensation_not_shielded",
+        "core",
+        "compensation is not shielded: stopping a flow twice cuts it short",
+        (
+            "core/flow.py",
+            "                    await asyncio.shield(finisher)\n",
+            "                    await finisher  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "cancel_not_idempotent",
+        "core",
+        "cancel is not idempotent: a second cancel cancels the flow's task again",
+        (
+            "core/flow.py",
+            "        if self._cancel_requested:\n            return CancelResult.ALREADY_CANCELLING\n",
+            "        pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "ended_flow_leaves_media",
+        "core",
+        "a flow that ends leaves its users' media playing (a ringback heard forever)",
+        (
+            "core/flow.py",
+            "                    await self.manager.clear(self, user)\n",
+            "                    pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "pending_notice_dropped",
+        "core",
+        "skip a notice: a flow told at its next operation never is",
+        (
+            "core/flow.py",
+            "                raise notice_error(self, self._pending.pop(0))\n",
+            "                pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "child_crash_ignored",
+        "core",
+        "a crashed child task does not fail its flow",
+        (
+            "core/flow.py",
+            '            self.task.cancel(f"child task {task.get_name()} failed")\n',
+            "            pass  # MUTANT\n",
+        ),
+    ),
+    # ---- CallInfos
+    _m(
+        "p2p_partner_policy_skipped",
+        "core",
+        "skip a CallInfo's partner policy: the partner of a preempted party stays in a dead P2P",
+        (
+            "core/callinfo.py",
+            '            self._run_policy("preempted", partner, Cause.PREEMPTED, tone, self.tone_seconds, reason)\n',
+            "            pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "p2p_partner_kept_on_hangup",
+        "core",
+        "P2P: the partner is not hung up when the other party hangs up",
+        (
+            "core/callinfo.py",
+            '            self._run_policy("clearing", partner, Cause.NORMAL, None, 0.0, None)\n',
+            "            pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "meetingcall_no_attrition",
+        "core",
+        "a MeetingCall never ends by attrition: the last member stays in an empty meeting",
+        (
+            "core/callinfo.py",
+            "        if len(self.users) < self.min_members:\n",
+            "        if False:  # MUTANT\n",
+        ),
+    ),
+    # ---- the library
+    _m(
+        "barge_in_no_restore",
+        "library",
+        "barge_in does not restore the call when the dispatcher leaves",
+        (
+            "flows/barge_in.py",
+            "    restore_on_exit(s, target, peer, original)\n",
+            "    pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "monitor_speaks",
+        "library",
+        "monitor joins the dispatcher in SPEAK mode: the parties hear the listener",
+        (
+            "flows/monitor.py",
+            "    await _listen_in(s, dispatcher, target, MeetingMode.LISTEN)\n",
+            "    await _listen_in(s, dispatcher, target, MeetingMode.SPEAK)  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "emergency_no_preempt",
+        "library",
+        "emergency_call claims at routine priority: it cannot take a busy target",
+        (
+            "flows/emergency.py",
+            '@flow(priority=Priority.EMERGENCY, permission="emergency", commands=COMMANDS)\nasync def emergency_call(',
+            '@flow(priority=Priority.ROUTINE, permission="emergency", commands=COMMANDS)  # MUTANT\nasync def emergency_call(',
+        ),
+    ),
+    _m(
+        "emergency_ends_on_hangup",
+        "library",
+        "the emergency state ends when a party hangs up (it must hold until 'end')",
+        (
+            "flows/emergency.py",
+            '            s.note(f"{exc.user.id} hung up; the emergency stays declared until ended")\n            continue\n',
+            "            break  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "until_leave_ignores_dispatcher",
+        "library",
+        "monitor/barge-in never end when the dispatcher hangs up (inv. 10)",
+        (
+            "flows/_common.py",
+            "            if exc.user is dispatcher:\n                return\n            continue\n",
+            "            continue  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "notify_and_release_no_hangup",
+        "library",
+        "the preemption notice plays the tone but never hangs the user up",
+        (
+            "flows/_common.py",
+            "        await s.hangup(user, Cause.PREEMPTED, preemption_reason(by))\n",
+            "        pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "queue_ignores_priority",
+        "library",
+        "the dispatcher queue serves callers first-come, ignoring priority",
+        (
+            "flows/queue.py",
+            "(-priority, next(self._seq)), caller, priority",
+            "(0, next(self._seq)), caller, priority",
+        ),
+    ),
+    _m(
+        "blind_transfer_no_recall",
+        "library",
+        "transfer drops the party on failure: no recall of the transferor",
+        (
+            "flows/transfer.py",
+            "    if on_fail is OnFail.RECALL and s.owns(transferor):\n",
+            "    if False:  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "call_not_settled",
+        "library",
+        "call never settles a P2P: the two parties are dropped when the flow ends",
+        (
+            "flows/call.py",
+            "    s.settle(P2P(caller, callee))\n    s.note(",
+            "    s.note(",
+        ),
+    ),
+    _m(
+        "hold_resume_loses_priority",
+        "library",
+        "resume puts the parties back at the hold flow's priority, not their call's",
+        (
+            "flows/hold.py",
+            "    s.settle(P2P(holder, held, priority=original))\n",
+            "    s.settle(P2P(holder, held))  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "group_call_members_left_up",
+        "library",
+        "a group call that ends leaves its members in the call",
+        (
+            "flows/group_call.py",
+            '    s.compensate(group.hang_up_members, label="hang_up_members")\n',
+            "    pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "pickup_ignores_answer_race",
+        "library",
+        "pickup cancels a call the called user has just answered",
+        (
+            "flows/pickup.py",
+            "    if leg is not None and leg.connected:\n",
+            "    if False:  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "force_release_no_notice",
+        "library",
+        "force_release drops the other party without the preemption notice",
+        (
+            "flows/force_release.py",
+            "            await notify_and_release(s, party, by=s.name)\n",
+            "            s.release(party)  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "ptt_two_talkers",
+        "library",
+        "PTT: the floor is granted to a second talker without revoking the first",
+        (
+            "flows/ptt/floor.py",
+            "        if self.holder is None:\n            return self._grant(member, priority, base)\n",
+            "        if True:  # MUTANT\n            return self._grant(member, priority, base)\n",
+        ),
+    ),
+    _m(
+        "ptt_stale_burst_timer",
+        "library",
+        "PTT: a burst timer firing after its burst ended revokes the next talker",
+        (
+            "flows/ptt/floor.py",
+            "        if self.holder is None or burst != self.burst:\n",
+            "        if self.holder is None:  # MUTANT\n",
+        ),
+    ),
+)
+
+
+def mutated_sources(mutant: Mutant, package: Path) -> dict[Path, str]:
+    """The text of each file ``mutant`` edits, edited, for the ``baton`` package at
+    ``package``. Raises :class:`StaleMutant` if a snippet does not occur exactly once or the
+    result does not compile (a broken mutant would be "killed" by a syntax error, proving
+    nothing)."""
+    texts: dict[Path, str] = {}
+    for edit in mutant.edits:
+        path = package / edit.path
+        if not path.is_file():
+            raise StaleMutant(f"{mutant.name}: {edit.path} does not exist")
+        text = texts.get(path)
+        if text is None:
+            text = path.read_text()
+        count = text.count(edit.old)
+        if count != 1:
+            first = edit.old.strip().splitlines()[0] if edit.old.strip() else repr(edit.old)
+            raise StaleMutant(
+                f"{mutant.name}: {edit.path}: snippet {first!r} occurs {count} times "
+                "(expected once)"
+            )
+        texts[path] = text.replace(edit.old, edit.new)
+    for path, text in texts.items():
+        try:
+            compile(text, str(path), "exec")
+        except SyntaxError as exc:
+            raise StaleMutant(
+                f"{mutant.name}: the mutated {path.name} does not compile: {exc}"
+            ) from None
+    return texts
+
+
+def stale_reason(mutant: Mutant, package: Path) -> str | None:
+    """Why ``mutant`` does not apply to the ``baton`` package at ``package`` (None: it does)."""
+    try:
+        mutated_sources(mutant, package)
+    except StaleMutant as exc:
+        return str(exc).removeprefix(f"{mutant.name}: ")
+    return None
+
+
+def apply_mutant(mutant: Mutant, package: Path) -> None:
+    """Apply ``mutant`` to the ``baton`` package copy at ``package``; :class:`StaleMutant` if it
+    does not apply (nothing is written then)."""
+    for path, text in mutated_sources(mutant, package).items():
+        path.write_text(text)
+
+
+# ---------------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class KillerResult:
+    """How the killer ended on one tree: ``passed``, ``failed`` or ``timeout``."""
+
+    status: str
+    seconds: float
+    command: str  # the command that failed or ran out of time ("" when all passed)
+    tail: str  # the last lines of its output
+
+
+@dataclass(frozen=True)
+class MutantResult:
+    mutant: Mutant
+    killer: KillerResult
+
+    @property
+    def killed(self) -> bool:
+        return self.killer.status != "passed"
+
+
+def repo_root() -> Path:
+    """The checkout this module runs from (it holds ``src/baton`` and ``tests``)."""
+    here = Path(__file__).resolve()
+    root = here.parents[3]
+    if (root / "tests").is_dir() and (root / "src" / "baton").is_dir():
+        return root
+    return Path.cwd()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run_killer(
+    src: Path,
+    root: Path,
+    budget: float,
+    killer: Sequence[Sequence[str]] = KILLER,
+) -> KillerResult:
+    """Run ``killer`` from ``root`` with ``PYTHONPATH=src`` (the folder holding ``baton``),
+    all commands within ``budget`` seconds; the process group of a command that runs out of
+    time is killed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(src)
+    env.pop("BATON_PROPERTY_RANDOM", None)  # the same examples on every tree
+    started = time.monotonic()
+    for template in killer:
+        cmd = [sys.executable if part == "{python}" else part for part in template]
+        shown = " ".join(template)
+        left = budget - (time.monotonic() - started)
+        if left <= 0:
+            return KillerResult("timeout", time.monotonic() - started, shown, "")
+        with tempfile.TemporaryFile() as out:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, killed whole on timeout
+            )
+            try:
+                code = proc.wait(timeout=left)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                code = None
+            out.seek(0)
+            lines = out.read().decode(errors="replace").splitlines()
+        tail = "\n".join(lines[-15:])
+        if code is None:
+            return KillerResult("timeout", time.monotonic() - started, shown, tail)
+        if code != 0:
+            return KillerResult("failed", time.monotonic() - started, shown, tail)
+    return KillerResult("passed", time.monotonic() - started, "", "")
+
+
+def _private_copy(source: Path, into: Path) -> Path:
+    """Copy the ``baton`` package in ``source`` into ``into/baton``; return ``into`` (for
+    PYTHONPATH)."""
+    shutil.copytree(
+        source / "baton",
+        into / "baton",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    return into
+
+
+def run_mutant(
+    mutant: Mutant | None,
+    root: Path,
+    budget: float,
+    killer: Sequence[Sequence[str]] = KILLER,
+    source: Path | None = None,
+) -> KillerResult:
+    """Run the killer from ``root`` on a private copy of the ``baton`` package in ``source``
+    (default ``root/src``) with ``mutant`` applied (``None``: unmutated)."""
+    with tempfile.TemporaryDirectory(prefix="baton-mutant-") as tmp:
+        src = _private_copy(source or root / "src", Path(tmp))
+        if mutant is not None:
+            apply_mutant(mutant, src / "baton")
+        return run_killer(src, root, budget, killer)
+
+
+def select(
+    catalogue: Sequence[Mutant],
+    only: Sequence[str] | None,
+    sample: int | None,
+    seed: int,
+) -> list[Mutant]:
+    """The mutants to run: those named by ``only``, else a seeded ``sample``, else all."""
+    chosen = list(catalogue)
+    if only:
+        by_name = {m.name: m for m in catalogue}
+        unknown = [n for n in only if n not in by_name]
+        if unknown:
+            raise SystemExit(f"mutants: no mutant named {', '.join(unknown)} (see --list)")
+        chosen = [by_name[n] for n in only]
+    if sample is not None and sample < len(chosen):
+        chosen = random.Random(seed).sample(chosen, sample)
+    return chosen
+
+
+def _label(command: str) -> str:
+    return "pytest" if "pytest" in command.split() else "baton check"
+
+
+def _print_list(mutants: Sequence[Mutant], package: Path, check: bool) -> int:
+    stale = 0
+    for m in mutants:
+        edits = ", ".join(sorted({e.path for e in m.edits}))
+        status = ""
+        if check:
+            reason = stale_reason(m, package)
+            status = "ok    " if reason is None else "STALE "
+            if reason is not None:
+                stale += 1
+                status += f"({reason}) "
+        print(f"{status}{m.name:<40} {m.area:<8} {edits}: {m.fault}")
+    if check:
+        print(f"{len(mutants) - stale} of {len(mutants)} mutants apply; {stale} stale")
+    return 1 if stale else 0
+
+
+def run(
+    mutants: Sequence[Mutant],
+    root: Path,
+    budget: float,
+    jobs: int,
+    killer: Sequence[Sequence[str]] = KILLER,
+    log: Callable[[str], None] = print,
+) -> dict[str, object]:
+    """Run every mutant (after the baseline); return the summary. The package is copied once
+    first, so that edits to the tree during the run do not mix into it."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="baton-pristine-") as pristine:
+        source = _private_copy(root / "src", Path(pristine))
+        return _run(mutants, root, source, budget, jobs, killer, log, started)
+
+
+def _run(
+    mutants: Sequence[Mutant],
+    root: Path,
+    source: Path,
+    budget: float,
+    jobs: int,
+    killer: Sequence[Sequence[str]],
+    log: Callable[[str], None],
+    started: float,
+) -> dict[str, object]:
+    package = source / "baton"
+    stale = [(m.name, why) for m in mutants if (why := stale_reason(m, package)) is not None]
+    if stale:
+        for name, reason in stale:
+            log(f"STALE {name}: {reason}")
+        raise SystemExit(
+            f"mutants: {len(stale)} stale mutant(s): the code changed under the catalogue; "
+            "update their snippets in baton/testing/mutants.py"
+        )
+    base = run_mutant(None, root, budget, killer, source)
+    if base.status != "passed":
+        log(base.tail)
+        raise SystemExit(
+            f"mutants: the unmutated tree does not pass the killer ({base.status} in "
+            f"{base.seconds:.1f} s at `{base.command}`): fix the tree first"
+        )
+    log(f"baseline: the unmutated tree passes the killer in {base.seconds:.1f} s")
+    results: list[MutantResult] = []
+
+    def one(m: Mutant) -> MutantResult:
+        return MutantResult(m, run_mutant(m, root, budget, killer, source))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for r in pool.map(one, mutants):
+            results.append(r)
+            k = r.killer
+            if k.status == "passed":
+                verdict = "SURVIVED"
+            elif k.status == "timeout":
+                verdict = "KILLED (timeout)"
+            else:
+                verdict = "KILLED"
+            where = f" by {_label(k.command)}" if k.command else ""
+            log(f"{verdict:<17} {r.mutant.name:<40} {k.seconds:6.1f} s{where}")
+    killed = [r for r in results if r.killed]
+    return {
+        "mutants": len(results),
+        "killed": len(killed),
+        "survived": [r.mutant.name for r in results if not r.killed],
+        "timeouts": [r.mutant.name for r in results if r.killer.status == "timeout"],
+        "mutation_score": round(len(killed) / len(results), 3) if results else 0.0,
+        "seconds": round(time.monotonic() - started, 1),
+        "baseline_seconds": round(base.seconds, 1),
+        "budget": budget,
+        "jobs": jobs,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m baton.testing.mutants",
+        description="Apply seeded faults to the core and the flow library, one at a time in a "
+        "private copy, and check that the tests and baton check catch each (docs/mutants.md).",
+    )
+    parser.add_argument("--only", nargs="+", action="extend", metavar="NAME", help="run these")
+    parser.add_argument("--sample", type=int, metavar="N", help="run N mutants drawn at random")
+    parser.add_argument("--seed", type=int, default=1, help="the seed of --sample (1)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET,
+        metavar="SECONDS",
+        help=f"time allowed to the killer per mutant ({DEFAULT_BUDGET:g})",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="mutants run at once (1)")
+    parser.add_argument("--list", action="store_true", help="print the catalogue and stop")
+    parser.add_argument(
+        "--check", action="store_true", help="with --list: verify that each mutant applies"
+    )
+    args = parser.parse_args(argv)
+    root = repo_root()
+    mutants = select(CATALOGUE, args.only, args.sample, args.seed)
+    if args.list or args.check:
+        return _print_list(mutants, root / "src" / "baton", args.check)
+    summary = run(mutants, root, args.budget, args.jobs)
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
