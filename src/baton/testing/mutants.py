@@ -337,8 +337,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "forget to resolve a claim on hang-up: a claimer whose user hangs up mid-preemption is left waiting",
         (
             "core/manager.py",
-            '        if p is not None and p.claimer is owner:\n            p.claimer = None\n        self.ledger.hand_over(rec, None, "hung_up")\n',
-            '        self.ledger.hand_over(rec, None, "hung_up")  # MUTANT\n',
+            "                p.fut.set_exception(notice_error(owner, notice))\n                told = True\n",
+            "                pass  # MUTANT\n",
         ),
     ),
     _m(
@@ -356,9 +356,9 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "keep digits across a hand-over: a digit pressed for one owner is read by the next",
         (
-            "core/manager.py",
-            "            self._recording_done(r, r.seconds)\n        rec.digits.clear()\n",
-            "            self._recording_done(r, r.seconds)\n        pass  # MUTANT\n",
+            "core/ledger.py",
+            "            rec.digits.clear()\n            old._released(user, reason)\n",
+            "            old._released(user, reason)  # MUTANT\n",
         ),
         (
             "core/manager.py",
@@ -475,6 +475,56 @@ CATALOGUE: tuple[Mutant, ...] = (
             "            pass  # MUTANT\n",
         ),
     ),
+    _m(
+        "handlers_survive_hand_over",
+        "core",
+        "a flow's hang-up/preemption handlers and DTMF callback for a user it gave away stay registered",
+        (
+            "core/flow.py",
+            "            self._forget_user(user)\n",
+            "            pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "meeting_members_not_fenced_first",
+        "core",
+        "a refused operation still acts: a meeting is created and members joined before a member's fence fails",
+        (
+            "core/manager.py",
+            'return await self._run(owner, "meeting", recs, run)',
+            'return await self._run(owner, "meeting", (), run)  # MUTANT',
+        ),
+    ),
+    _m(
+        "originating_call_dropped_when_taken",
+        "core",
+        "a call still being placed is dropped when another flow takes the user (inv. 4)",
+        (
+            "core/manager.py",
+            "                except SwitchFailed:\n",
+            "                except BaseException:  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "preempted_names_superseded_claimer",
+        "core",
+        "a victim's Preempted names the claimer that was superseded, not the one that took the user",
+        (
+            "core/manager.py",
+            "            p.notice.by = claimer.name\n",
+            "            pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "preemption_clear_unbounded",
+        "core",
+        "a preemption waits for the switch's media clear without a deadline (a dead switch holds the claim)",
+        (
+            "core/manager.py",
+            "                        async with asyncio.timeout(self.command_timeout):\n                            await self.clear(MANAGER, rec.user)\n",
+            "                        async with asyncio.timeout(None):  # MUTANT\n                            await self.clear(MANAGER, rec.user)\n",
+        ),
+    ),
     # ---- CallInfos
     _m(
         "p2p_partner_policy_skipped",
@@ -575,6 +625,26 @@ CATALOGUE: tuple[Mutant, ...] = (
             "flows/queue.py",
             "(-priority, next(self._seq)), caller, priority",
             "(0, next(self._seq)), caller, priority",
+        ),
+    ),
+    _m(
+        "queue_offer_failure_drops_caller",
+        "library",
+        "queue loses the caller when the offered position does not answer, is busy or rejects",
+        (
+            "flows/queue.py",
+            "        return _failed(s, caller, dispatcher, queue, entry, exc.cause, why)\n",
+            "        raise  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "queue_music_stops_while_offering",
+        "library",
+        "dead air: the queue music stops before the position is rung",
+        (
+            "flows/queue.py",
+            "            if await _offer(s, caller, dispatcher, queue, entry, music):\n",
+            "            await s.stop(music)  # MUTANT\n            if await _offer(s, caller, dispatcher, queue, entry, music):\n",
         ),
     ),
     _m(
