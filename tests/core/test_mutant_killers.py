@@ -1,0 +1,142 @@
+"""Behaviour the mutation run found unpinned (docs/mutants.md): each test kills a seeded fault
+that the rest of the suite let through, and names it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core_flows import call, hold
+
+from baton.core import ClaimDenied, Priority, Session, User, flow
+from baton.core.events import LegStateChanged
+from baton.testing import World
+
+outcome: dict[str, object] = {}
+
+
+@flow(priority=Priority.ROUTINE)
+async def take_pair(s: Session, a: User, b: User) -> None:
+    """Claim two users, waiting a second for the busy one; report what the flow holds."""
+    try:
+        await s.claim(a, b, wait=1)
+        outcome["claim"] = "granted"
+    except ClaimDenied:
+        outcome["claim"] = "denied"
+    outcome["holds"] = sorted(u.id for u in s.users)
+
+
+async def test_a_claim_denied_half_way_gives_back_what_it_took() -> None:
+    """Kills ``failed_claim_keeps_users``: a claim is all or nothing; one that waited for a busy
+    user and was denied does not keep the free user it took meanwhile."""
+    outcome.clear()
+    w = World("a", "b")
+    w.start(hold, w["b"])
+    await w.run(1)
+    f = w.start(take_pair, w["a"], w["b"])
+    await w.run(3)
+    assert f.ended
+    assert outcome == {"claim": "denied", "holds": []}
+    assert w.owner("a") is None
+    w.assert_ok()
+
+
+@flow(priority=Priority.ROUTINE)
+async def play_and_let_go(s: Session, u: User) -> None:
+    """Leave ``u`` behind with a tone playing (released, not cleared)."""
+    await s.claim(u)
+    await s.dial(u)
+    await s.play(u, "hold", loop=True)
+    s.release(u)
+
+
+@flow(priority=Priority.ROUTINE)
+async def take_and_listen(s: Session, u: User, probe: Callable[[], set[str]]) -> None:
+    """Claim ``u`` and note what it hears the moment the claim returns."""
+    await s.claim(u)
+    outcome["hears"] = probe()
+    await s.hangup(u)
+
+
+async def test_a_user_released_with_media_reaches_its_next_claimer_connected_idle() -> None:
+    """Kills ``claimed_user_not_cleaned``: the next claimer starts from a clean user, not from
+    the hold tone the last owner left playing (invariant 12)."""
+    outcome.clear()
+    w = World("u")
+    await w.start(play_and_let_go, w["u"]).wait()
+    assert w.hears("u") == {"tone:hold"}
+    f = w.start(take_and_listen, w["u"], lambda: w.hears("u"))
+    await w.run(1)
+    assert f.ended
+    assert outcome["hears"] == set()
+    w.assert_ok()
+
+
+async def test_a_hang_up_is_published_as_the_leg_ending() -> None:
+    """Kills ``leg_end_not_published``: consoles and traces learn of a hang-up from the
+    ``leg.state ended`` event (invariant 9: everything is observable)."""
+    w = World("a", "b")
+    await w.start(call, w["a"], w["b"]).wait()
+    w.sim.hang_up("a")
+    await w.run(1)
+    ended = [
+        e for e in w.kinds("leg.state") if isinstance(e, LegStateChanged) and e.state == "ended"
+    ]
+    assert {e.user for e in ended} == {"a", "b"}
+    w.assert_ok()
+
+
+@flow(priority=Priority.ROUTINE)
+async def crashes_in_a_child(s: Session) -> None:
+    async def child() -> None:
+        raise RuntimeError("a bug in a child task")
+
+    s.spawn(child())
+    await s.sleep(10)
+
+
+async def test_a_crash_fails_its_own_flow_and_nobody_else() -> None:
+    """Kills ``crash_cancels_other_flows``: the supervisor reports a crash; it never
+    propagates to other flows (invariant 6)."""
+    w = World("a")
+    bystander = w.start(hold, w["a"])
+    await w.run(1)
+    crashed = w.start(crashes_in_a_child)
+    await w.run(1)
+    assert await crashed.wait() == "failed"
+    assert not bystander.ended
+    assert w.owner("a") == bystander.name
+    assert w.state("a") == "connected"
+    w.assert_ok()
+
+
+@flow(priority=Priority.ROUTINE)
+async def slow_undo(s: Session, u: User) -> None:
+    """Hold ``u`` with a two-second compensation."""
+    await s.claim(u)
+    await s.dial(u)
+
+    async def undo() -> None:
+        outcome["undo"] = "started"
+        await s.sleep(2)
+        outcome["undo"] = "finished"
+
+    s.compensate(undo)
+    await s.sleep(10_000)
+
+
+async def test_a_compensation_survives_a_cancellation_from_outside_the_core() -> None:
+    """Kills ``compensation_not_shielded``: a flow's task cancelled while it compensates (a
+    server shutting down cancels every task) still finishes its compensation (invariant 5)."""
+    outcome.clear()
+    w = World("u")
+    f = w.start(slow_undo, w["u"])
+    await w.run(1)
+    f.cancel("stop")
+    await w.run(0.5)
+    assert outcome == {"undo": "started"}
+    assert f.task is not None
+    f.task.cancel()
+    await w.run(5)
+    assert outcome == {"undo": "finished"}
+    assert f.ended
+    w.assert_ok()
