@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from core_flows import call, hold
 
-from baton.core import ClaimDenied, Priority, Session, User, flow
+from baton.core import ClaimDenied, NotOwner, Priority, Session, User, flow
 from baton.core.events import LegStateChanged
 from baton.testing import World
 
@@ -138,5 +138,40 @@ async def test_a_compensation_survives_a_cancellation_from_outside_the_core() ->
     f.task.cancel()
     await w.run(5)
     assert outcome == {"undo": "finished"}
+    assert f.ended
+    w.assert_ok()
+
+
+@flow(priority=Priority.FLASH)
+async def claim_in_child_then_play(s: Session, u: User) -> None:
+    """Claim ``u`` in a child task; meanwhile the main task tries to play to it."""
+
+    async def take() -> None:
+        await s.claim(u)
+        outcome["claim"] = "granted"
+
+    s.spawn(take())
+    await s.sleep(0.1)  # the preemption is still clearing u's media
+    outcome["owns"] = s.owns(u)
+    try:
+        await s.play(u, "confirm", wait=False)
+        outcome["play"] = "sent"
+    except NotOwner:
+        outcome["play"] = "refused"
+    await s.sleep(1)
+
+
+async def test_a_claimer_cannot_operate_before_its_preemption_completes() -> None:
+    """Kills ``fence_admits_claimer_in_progress``: while the switch is still clearing the user
+    for it (steps 3-6), the claimer already holds the user in the ledger but is refused any
+    operation on it: its commands would land before the clear and be wiped (invariant 3)."""
+    outcome.clear()
+    w = World("u", "b", latency={"clear": 0.5})
+    w.start(hold, w["u"], w["b"])
+    await w.run(3)
+    assert w.hears("u") == {"b"}
+    f = w.start(claim_in_child_then_play, w["u"])
+    await w.run(3)
+    assert outcome == {"owns": False, "play": "refused", "claim": "granted"}
     assert f.ended
     w.assert_ok()

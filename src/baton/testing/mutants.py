@@ -1,10 +1,10 @@
 """The mutation run: proof that the tests and ``baton check`` catch real bugs (docs/mutants.md).
 
 ``python -m baton.testing.mutants`` applies seeded faults — *mutants* — to the core and the flow
-library, one at a time, each in a private copy of ``src/baton`` (the real tree is never touched),
+library, one at a time, each in a private copy of the checkout (the real tree is never touched),
 and runs the *killer* (:data:`KILLER`: the core, flow, PTT and property tests, then
-``baton check`` on library flows) against each copy, in a subprocess whose ``PYTHONPATH`` points
-at the copy, within a fixed time budget.
+``baton check`` on the library flows) in each copy, in a subprocess whose ``PYTHONPATH`` points at
+the copy's ``src``, within a fixed time budget.
 
 * **killed** — the killer failed (a test or a check went red), or it exceeded the budget (a hang:
   invariant 10, liveness, exists to turn a stuck claim into a failure; timeouts are reported
@@ -51,6 +51,7 @@ __all__ = [
     "apply_mutant",
     "main",
     "mutated_sources",
+    "private_checkout",
     "run_killer",
     "run_mutant",
     "stale_reason",
@@ -861,14 +862,25 @@ def run_killer(
     return KillerResult("passed", time.monotonic() - started, "", "")
 
 
-def _private_copy(source: Path, into: Path) -> Path:
-    """Copy the ``baton`` package in ``source`` into ``into/baton``; return ``into`` (for
-    PYTHONPATH)."""
-    shutil.copytree(
-        source / "baton",
-        into / "baton",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
+#: What a private checkout leaves out: version control, environments, caches, run output.
+_NOT_COPIED = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "__pycache__",
+    "*.pyc",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".hypothesis",
+    "node_modules",
+    "var",
+)
+
+
+def private_checkout(root: Path, into: Path) -> Path:
+    """Copy the checkout at ``root`` (sources, tests, settings) to ``into``; return it. The
+    killer runs in such a copy, so that edits to the tree while it runs cannot mix in."""
+    shutil.copytree(root, into, ignore=_NOT_COPIED, symlinks=True)
     return into
 
 
@@ -877,15 +889,14 @@ def run_mutant(
     root: Path,
     budget: float,
     killer: Sequence[Sequence[str]] = KILLER,
-    source: Path | None = None,
 ) -> KillerResult:
-    """Run the killer from ``root`` on a private copy of the ``baton`` package in ``source``
-    (default ``root/src``) with ``mutant`` applied (``None``: unmutated)."""
+    """Run the killer in a private copy of the checkout at ``root`` with ``mutant`` applied to
+    its ``src/baton`` (``None``: unmutated), ``PYTHONPATH`` pointing at the copy's ``src``."""
     with tempfile.TemporaryDirectory(prefix="baton-mutant-") as tmp:
-        src = _private_copy(source or root / "src", Path(tmp))
+        checkout = private_checkout(root, Path(tmp) / "repo")
         if mutant is not None:
-            apply_mutant(mutant, src / "baton")
-        return run_killer(src, root, budget, killer)
+            apply_mutant(mutant, checkout / "src" / "baton")
+        return run_killer(checkout / "src", checkout, budget, killer)
 
 
 def select(
@@ -936,25 +947,24 @@ def run(
     killer: Sequence[Sequence[str]] = KILLER,
     log: Callable[[str], None] = print,
 ) -> dict[str, object]:
-    """Run every mutant (after the baseline); return the summary. The package is copied once
+    """Run every mutant (after the baseline); return the summary. The checkout is copied once
     first, so that edits to the tree during the run do not mix into it."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="baton-pristine-") as pristine:
-        source = _private_copy(root / "src", Path(pristine))
-        return _run(mutants, root, source, budget, jobs, killer, log, started)
+        snapshot = private_checkout(root, Path(pristine) / "repo")
+        return _run(mutants, snapshot, budget, jobs, killer, log, started)
 
 
 def _run(
     mutants: Sequence[Mutant],
-    root: Path,
-    source: Path,
+    snapshot: Path,
     budget: float,
     jobs: int,
     killer: Sequence[Sequence[str]],
     log: Callable[[str], None],
     started: float,
 ) -> dict[str, object]:
-    package = source / "baton"
+    package = snapshot / "src" / "baton"
     stale = [(m.name, why) for m in mutants if (why := stale_reason(m, package)) is not None]
     if stale:
         for name, reason in stale:
@@ -963,7 +973,7 @@ def _run(
             f"mutants: {len(stale)} stale mutant(s): the code changed under the catalogue; "
             "update their snippets in baton/testing/mutants.py"
         )
-    base = run_mutant(None, root, budget, killer, source)
+    base = run_mutant(None, snapshot, budget, killer)
     if base.status != "passed":
         log(base.tail)
         raise SystemExit(
@@ -974,7 +984,7 @@ def _run(
     results: list[MutantResult] = []
 
     def one(m: Mutant) -> MutantResult:
-        return MutantResult(m, run_mutant(m, root, budget, killer, source))
+        return MutantResult(m, run_mutant(m, snapshot, budget, killer))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for r in pool.map(one, mutants):
