@@ -175,3 +175,53 @@ async def test_a_claimer_cannot_operate_before_its_preemption_completes() -> Non
     assert outcome == {"owns": False, "play": "refused", "claim": "granted"}
     assert f.ended
     w.assert_ok()
+
+
+@flow(priority=Priority.ROUTINE)
+async def dtmf_then_reclaim(s: Session, u: User) -> None:
+    """Register a digit callback for ``u``, give ``u`` away, take it back, collect a digit."""
+    await s.claim(u)
+    await s.dial(u)
+    s.on_dtmf(u, lambda _, digit: outcome.setdefault("callback", digit))
+    s.release(u)
+    await s.claim(u)
+    outcome["collected"] = await s.collect(u, max_digits=1, timeout=5)
+
+
+async def test_a_digit_callback_does_not_survive_giving_the_user_away() -> None:
+    """Kills ``handlers_survive_hand_over``: what a flow registered for a user (handlers, a
+    digit callback) goes with the user when it is handed over; taken back, the user starts
+    clean (invariant 12)."""
+    outcome.clear()
+    w = World("u")
+    f = w.start(dtmf_then_reclaim, w["u"])
+    await w.run(2)
+    w.sim.press("u", "5")
+    await w.run(3)
+    assert outcome == {"collected": "5"}
+    assert f.ended
+    w.assert_ok()
+
+
+@flow(priority=Priority.FLASH)
+async def take_one(s: Session, u: User) -> None:
+    await s.claim(u)
+    outcome["granted_at"] = s.now()
+
+
+async def test_a_preemption_is_not_held_by_a_switch_that_never_clears() -> None:
+    """Kills ``preemption_clear_unbounded``: the media clear of a preemption is bounded by the
+    manager's command timeout; a switch that never answers delays the claim, never holds it
+    (invariant 10)."""
+    outcome.clear()
+    w = World("u", "b", latency={"clear": 1000})
+    w.start(hold, w["u"], w["b"])
+    await w.run(3)
+    started = w.manager.now()
+    f = w.start(take_one, w["u"])
+    await w.run(w.manager.command_timeout + 1)
+    assert f.ended
+    granted_at = outcome["granted_at"]
+    assert isinstance(granted_at, float)
+    assert granted_at - started <= w.manager.command_timeout + 0.5
+    assert any("clear took over" in str(e) for e in w.kinds("problem"))
