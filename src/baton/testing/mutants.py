@@ -42,6 +42,7 @@ from pathlib import Path
 
 __all__ = [
     "CATALOGUE",
+    "EXPLORE_KILLER",
     "KILLER",
     "Edit",
     "KillerResult",
@@ -77,6 +78,15 @@ KILLER: tuple[tuple[str, ...], ...] = (
     ),
     ("{python}", "-m", "baton.cli", "check", "--library"),
 )
+
+#: The exploration alone: the property tests and ``baton check``, without the hand-written
+#: tests — how much of the catalogue the explorers catch by themselves (``--killer explore``).
+EXPLORE_KILLER: tuple[tuple[str, ...], ...] = (
+    ("{python}", "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "tests/property"),
+    ("{python}", "-m", "baton.cli", "check", "--library"),
+)
+
+KILLERS = {"full": KILLER, "explore": EXPLORE_KILLER}
 
 #: Seconds one mutant may run the whole killer before it is stopped (and counted as killed).
 DEFAULT_BUDGET = 120.0
@@ -1029,6 +1039,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"time allowed to the killer per mutant ({DEFAULT_BUDGET:g})",
     )
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once (1)")
+    parser.add_argument(
+        "--killer",
+        choices=sorted(KILLERS),
+        default="full",
+        help="full: every core, flow, PTT and property test, then baton check (default); "
+        "explore: the property tests and baton check only",
+    )
     parser.add_argument("--list", action="store_true", help="print the catalogue and stop")
     parser.add_argument(
         "--check", action="store_true", help="with --list: verify that each mutant applies"
@@ -1038,7 +1055,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mutants = select(CATALOGUE, args.only, args.sample, args.seed)
     if args.list or args.check:
         return _print_list(mutants, root / "src" / "baton", args.check)
-    summary = run(mutants, root, args.budget, args.jobs)
+    summary = run(mutants, root, args.budget, args.jobs, KILLERS[args.killer])
+    summary["killer"] = args.killer
     print(json.dumps(summary), flush=True)
     return 0
 
