@@ -88,8 +88,13 @@ EXPLORE_KILLER: tuple[tuple[str, ...], ...] = (
 
 KILLERS = {"full": KILLER, "explore": EXPLORE_KILLER}
 
-#: Seconds one mutant may run the whole killer before it is stopped (and counted as killed).
+#: Seconds one mutant may run the whole killer before it is stopped (and counted as killed):
+#: unless ``--budget`` fixes it, the larger of this and BUDGET_FACTOR times the unmutated tree's
+#: run, so that a loaded machine does not turn slow survivors into timeouts.
 DEFAULT_BUDGET = 120.0
+BUDGET_FACTOR = 3.0
+#: The unmutated tree's run is allowed this long when the budget is automatic.
+BASELINE_LIMIT = 900.0
 
 
 # ---------------------------------------------------------------------------- the catalogue
@@ -952,7 +957,7 @@ def _print_list(mutants: Sequence[Mutant], package: Path, check: bool) -> int:
 def run(
     mutants: Sequence[Mutant],
     root: Path,
-    budget: float,
+    budget: float | None,
     jobs: int,
     killer: Sequence[Sequence[str]] = KILLER,
     log: Callable[[str], None] = print,
@@ -968,7 +973,7 @@ def run(
 def _run(
     mutants: Sequence[Mutant],
     snapshot: Path,
-    budget: float,
+    budget: float | None,
     jobs: int,
     killer: Sequence[Sequence[str]],
     log: Callable[[str], None],
@@ -983,18 +988,24 @@ def _run(
             f"mutants: {len(stale)} stale mutant(s): the code changed under the catalogue; "
             "update their snippets in baton/testing/mutants.py"
         )
-    base = run_mutant(None, snapshot, budget, killer)
+    base = run_mutant(None, snapshot, BASELINE_LIMIT if budget is None else budget, killer)
     if base.status != "passed":
         log(base.tail)
         raise SystemExit(
             f"mutants: the unmutated tree does not pass the killer ({base.status} in "
             f"{base.seconds:.1f} s at `{base.command}`): fix the tree first"
         )
-    log(f"baseline: the unmutated tree passes the killer in {base.seconds:.1f} s")
+    if budget is None:
+        budget = round(max(DEFAULT_BUDGET, BUDGET_FACTOR * base.seconds))
+    log(
+        f"baseline: the unmutated tree passes the killer in {base.seconds:.1f} s; "
+        f"budget {budget:g} s per mutant"
+    )
+    fixed_budget = budget
     results: list[MutantResult] = []
 
     def one(m: Mutant) -> MutantResult:
-        return MutantResult(m, run_mutant(m, snapshot, budget, killer))
+        return MutantResult(m, run_mutant(m, snapshot, fixed_budget, killer))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for r in pool.map(one, mutants):
@@ -1034,9 +1045,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--budget",
         type=float,
-        default=DEFAULT_BUDGET,
         metavar="SECONDS",
-        help=f"time allowed to the killer per mutant ({DEFAULT_BUDGET:g})",
+        help=f"time allowed to the killer per mutant (default: the larger of "
+        f"{DEFAULT_BUDGET:g} s and {BUDGET_FACTOR:g} times the unmutated tree's run)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="mutants run at once (1)")
     parser.add_argument(
