@@ -161,3 +161,15 @@ def assert_error(
     if field is not None:
         assert err["details"].get("field") == field, err
     return err
+
+
+async def crash(svc: Service) -> None:
+    """What ``kill -9`` leaves: nothing stopped, flushed or closed beyond what was acknowledged
+    (the service's own tasks — the heartbeat — die with it)."""
+    tasks = list(svc._tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await svc.journal.close()
+    await svc.store.close()
+    await svc.manager.close()

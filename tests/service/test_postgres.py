@@ -23,7 +23,7 @@ from baton.service.runtime import Service
 from baton.service.store.records import LegFilter, flow_detail, list_flows, list_legs
 from baton.service.store.tables import journal, runs
 
-from .helpers import FAST_HASHER, eventually, make_config
+from .helpers import FAST_HASHER, crash, eventually, make_config
 from .server import free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
@@ -152,17 +152,15 @@ async def test_records_and_recovery_on_postgresql(postgres: str, tmp_path: Path)
         assert detail is not None and detail["preemptions_made"][0]["victim"] == "p2p#1"
         assert await list_flows(conn, user="unit1") != []
     # Crash: the next start closes what the dead run left open.
-    await svc.journal.close()
-    await svc.store.close()
-    await m.close()
+    await crash(svc)
     again = Service(config, hasher=FAST_HASHER)
     await again.start()
     try:
         async with again.store.read() as conn:
             legs = await list_legs(conn, LegFilter())
             states = [r.end_reason for r in await conn.execute(sa.select(runs).order_by(runs.c.id))]
-        assert legs and {r["end_reason"] for r in legs} <= {"restart", "normal", "cancelled"}
-        assert "restart" in {r["end_reason"] for r in legs}
+        assert legs and {r["end_reason"] for r in legs} <= {"crash", "normal", "cancelled"}
+        assert "crash" in {r["end_reason"] for r in legs}
         assert states == ["crashed", None]
     finally:
         await again.stop()

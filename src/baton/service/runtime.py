@@ -34,14 +34,18 @@ from baton.service.metrics import Metrics, count, from_mapping, gauge
 from baton.service.positions.service import AgentState, Positions
 from baton.service.routing import Router
 from baton.service.store import Journal, Store
-from baton.service.store.records import begin_run, end_run
-from baton.service.switches import build_switch, switch_metrics
+from baton.service.store.records import begin_run, end_run, heartbeat, take_stale_dialogs
+from baton.service.switches import DialogKeeper, build_switch, switch_metrics
 from baton.switch.port import Switch
 from baton.switch.sim import SimSwitch
 
 __all__ = ["FlowInfo", "Service"]
 
 log = logging.getLogger("baton.service")
+
+#: Seconds between heartbeats: after a crash, the run's records end at most this long before
+#: the process died.
+HEARTBEAT = 2.0
 
 
 @dataclass
@@ -82,8 +86,10 @@ class Service:
         hasher: PasswordHasher | None = None,
         grace: float = 5.0,
         wallclock: Callable[[], float] = time.time,
+        heartbeat: float = HEARTBEAT,
     ) -> None:
         self.config = config
+        self.heartbeat = heartbeat
         self.library: Mapping[str, FlowSpec[Any]] = (
             library if library is not None else _library(config)
         )
@@ -150,7 +156,7 @@ class Service:
             )
             await auth.sync_users(conn)
         if closed:
-            log.warning("closed %d records left open by a previous run (reason: restart)", closed)
+            log.warning("closed %d records left open by a previous run", closed)
         self._journal, self._auth = journal, auth
         bus = self.manager.events
         journal.attach(bus)
@@ -175,6 +181,8 @@ class Service:
             self.spawn(run_activity(self), "sim-activity")
         # Last: phones may call in as soon as the switch listens, and the router is ready.
         await self.switch.start()
+        await self._end_stale_dialogs()
+        self.spawn(self._beat(), "heartbeat")
         self.started = True
         log.info(
             "service started",
@@ -268,6 +276,34 @@ class Service:
                 self._unsubscribe()
             await self.store.close()
             log.info("service stopped", extra={"run": self.run_id})
+
+    async def _beat(self) -> None:
+        """Write the run's heartbeat (and the switch's calls) every :attr:`heartbeat` seconds,
+        through the journal, so a crash is dated to within that and its calls can be ended."""
+        journal, run_id = self.journal, self.run_id
+        pending: asyncio.Future[Any] | None = None
+        while True:
+            await asyncio.sleep(self.heartbeat)  # the run's start is its first sign of life
+            if pending is None or pending.done():  # never pile beats up while the store is down
+                at = self.wallclock()
+                dialogs = self.switch.dialogs() if isinstance(self.switch, DialogKeeper) else None
+
+                async def beat(conn: Any, at: float = at, dialogs: Any = dialogs) -> None:
+                    await heartbeat(conn, run_id, at=at, dialogs=dialogs)
+
+                pending = journal.submit(beat, "heartbeat")
+                # A beat lost to a closing journal is no error worth reporting.
+                pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def _end_stale_dialogs(self) -> None:
+        """End the calls a crashed run left in the switch, if it can (see ``switches``)."""
+        if not isinstance(self.switch, DialogKeeper):
+            return
+        async with self.store.engine.begin() as conn:
+            stale = await take_stale_dialogs(conn)
+        if stale:
+            ended = await self.switch.end_dialogs(stale)
+            log.warning("ended %d of %d calls a crashed run left", ended, len(stale))
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """A background task owned by the service (cancelled and awaited by :meth:`stop`)."""

@@ -11,13 +11,19 @@ static contacts). Until it does, ``switch = "sip"`` stops start-up with a messag
 A switch may report operational figures for ``/metrics`` with a ``metrics()`` method returning
 ``{name: value}`` (e.g. ``late_media_frames_total``, ``registrations``); they are exported as
 ``baton_switch_<name>``.
+
+After a crash, the phones of the dead run's calls are still in them; only the switch knows how to
+tell them (a SIP ``BYE`` needs the dialog's Call-ID, tags, CSeq, remote target and route set). A
+switch that can takes part with two optional methods (:class:`DialogKeeper`): ``dialogs()``
+returns its calls now as JSON-ready data, which the service's heartbeat writes beside the run;
+``end_dialogs(dialogs)``, awaited once at the next start, ends those a crashed run left.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from baton.service.config import Config, ConfigError, SimPhoneConfig
 from baton.switch.port import Switch
@@ -31,7 +37,21 @@ from baton.switch.sim import (
     unreachable,
 )
 
-__all__ = ["FACTORIES", "build_switch", "sim_behaviour", "switch_metrics"]
+__all__ = ["FACTORIES", "DialogKeeper", "build_switch", "sim_behaviour", "switch_metrics"]
+
+
+@runtime_checkable
+class DialogKeeper(Protocol):
+    """A switch whose calls can be ended after a crash (see the module docstring)."""
+
+    def dialogs(self) -> list[Any]:
+        """The switch's calls now, JSON-ready (what :meth:`end_dialogs` needs to end them)."""
+        ...
+
+    async def end_dialogs(self, dialogs: list[Any]) -> int:
+        """End calls a previous run left (``dialogs`` as :meth:`dialogs` gave them); return how
+        many were ended. Called once, after :meth:`~baton.switch.port.Switch.start`."""
+        ...
 
 
 def sim_behaviour(phone: SimPhoneConfig | None, default_answer_after: float) -> Behaviour:

@@ -33,11 +33,13 @@ __all__ = [
     "end_run",
     "flow_detail",
     "flow_events",
+    "heartbeat",
     "list_audit",
     "list_flows",
     "list_legs",
     "list_recordings",
     "recording",
+    "take_stale_dialogs",
 ]
 
 _CLOSABLE = (leg_records, flow_records, callinfo_records, recordings)
@@ -60,17 +62,25 @@ async def close_open_records(
 
 
 async def begin_run(conn: AsyncConnection, *, switch: str, at: float) -> tuple[int, int]:
-    """Recover crashed runs, then open a new run. Returns (run id, records closed)."""
+    """Recover crashed runs, then open a new run. Returns (run id, records closed).
+
+    A run never ended was killed. Its open records are closed with ``end_reason = "crash"`` at
+    the crash time: the later of its last heartbeat and its last journalled event — not at each
+    record's own last event, which may be long before the process died."""
     closed = 0
     crashed = (
-        await conn.execute(sa.select(runs.c.id, runs.c.started_at).where(runs.c.ended_at.is_(None)))
+        await conn.execute(
+            sa.select(runs.c.id, runs.c.started_at, runs.c.heartbeat_at).where(
+                runs.c.ended_at.is_(None)
+            )
+        )
     ).all()
-    for run_id, started in crashed:
+    for run_id, started, heartbeat in crashed:
         last = await conn.scalar(
             sa.select(sa.func.max(journal.c.at)).where(journal.c.run_id == run_id)
         )
-        when = float(last) if last is not None else float(started)
-        closed += await close_open_records(conn, reason="restart", at=when, run_id=run_id)
+        when = max(float(x) for x in (started, last, heartbeat) if x is not None)
+        closed += await close_open_records(conn, reason="crash", at=when, run_id=run_id)
         await conn.execute(
             sa.update(runs).where(runs.c.id == run_id).values(ended_at=when, end_reason="crashed")
         )
@@ -82,11 +92,43 @@ async def begin_run(conn: AsyncConnection, *, switch: str, at: float) -> tuple[i
     return int(pk[0]), closed
 
 
+async def heartbeat(
+    conn: AsyncConnection, run_id: int, *, at: float, dialogs: list[Any] | None
+) -> None:
+    """The run is alive at ``at``; ``dialogs`` is the switch's calls now (``None``: it keeps
+    none)."""
+    values: dict[str, Any] = {"heartbeat_at": at}
+    if dialogs is not None:
+        values["dialogs"] = dialogs
+    await conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values))
+
+
+async def take_stale_dialogs(conn: AsyncConnection) -> list[Any]:
+    """The calls crashed runs left in the switch (as of their last heartbeat), handed out once:
+    they are cleared as they are taken."""
+    rows = (
+        await conn.execute(
+            sa.select(runs.c.id, runs.c.dialogs).where(
+                runs.c.end_reason == "crashed", runs.c.dialogs.is_not(None)
+            )
+        )
+    ).all()
+    out: list[Any] = []
+    for run_id, dialogs in rows:
+        if isinstance(dialogs, list):
+            out += dialogs
+        await conn.execute(sa.update(runs).where(runs.c.id == run_id).values(dialogs=sa.null()))
+    return out
+
+
 async def end_run(conn: AsyncConnection, run_id: int, *, at: float) -> None:
-    """A clean stop: close what is open with ``shutdown`` and mark the run stopped."""
+    """A clean stop: close what is open with ``shutdown`` and mark the run stopped (its calls
+    were ended by the stop: none is left to end)."""
     await close_open_records(conn, reason="shutdown", at=at, run_id=run_id)
     await conn.execute(
-        sa.update(runs).where(runs.c.id == run_id).values(ended_at=at, end_reason="stopped")
+        sa.update(runs)
+        .where(runs.c.id == run_id)
+        .values(ended_at=at, end_reason="stopped", dialogs=sa.null())
     )
 
 

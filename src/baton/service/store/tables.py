@@ -50,6 +50,10 @@ runs = sa.Table(
     sa.Column("ended_at", sa.Float),
     sa.Column("end_reason", sa.String(32)),  # stopped | crashed
     sa.Column("switch", sa.String(16), nullable=False),
+    # The last sign of life (written every few seconds): a crashed run ended about then.
+    sa.Column("heartbeat_at", sa.Float),
+    # The switch's calls (e.g. SIP dialogs) as of the last heartbeat, to end after a crash.
+    sa.Column("dialogs", sa.JSON),
 )
 
 journal = sa.Table(
