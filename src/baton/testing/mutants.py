@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -825,6 +826,22 @@ def repo_root() -> Path:
     return Path.cwd()
 
 
+#: The killers running now (one per job), so that stopping the run stops them all.
+_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def _stop_killers() -> None:
+    with _LIVE_LOCK:
+        _STOPPING.set()
+        for proc in list(_LIVE):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -853,20 +870,30 @@ def run_killer(
         if left <= 0:
             return KillerResult("timeout", time.monotonic() - started, shown, "")
         with tempfile.TemporaryFile() as out:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, killed whole on timeout
-            )
+            with _LIVE_LOCK:
+                if _STOPPING.is_set():
+                    raise KeyboardInterrupt("the mutation run is stopping")
+                proc = subprocess.Popen(
+                    cmd,
+                    cwd=root,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, killed whole on timeout
+                )
+                _LIVE.add(proc)
             try:
                 code = proc.wait(timeout=left)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 code = None
+            except BaseException:  # interrupted or stopped: leave no killer running
+                _kill_group(proc)
+                raise
+            finally:
+                with _LIVE_LOCK:
+                    _LIVE.discard(proc)
             out.seek(0)
             lines = out.read().decode(errors="replace").splitlines()
         tail = "\n".join(lines[-15:])
@@ -965,6 +992,7 @@ def run(
     """Run every mutant (after the baseline); return the summary. The checkout is copied once
     first, so that edits to the tree during the run do not mix into it."""
     started = time.monotonic()
+    _STOPPING.clear()
     with tempfile.TemporaryDirectory(prefix="baton-pristine-") as pristine:
         snapshot = private_checkout(root, Path(pristine) / "repo")
         return _run(mutants, snapshot, budget, jobs, killer, log, started)
@@ -1007,7 +1035,8 @@ def _run(
     def one(m: Mutant) -> MutantResult:
         return MutantResult(m, run_mutant(m, snapshot, fixed_budget, killer))
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
         for r in pool.map(one, mutants):
             results.append(r)
             k = r.killer
@@ -1019,6 +1048,11 @@ def _run(
                 verdict = "KILLED"
             where = f" by {_label(k.command)}" if k.command else ""
             log(f"{verdict:<17} {r.mutant.name:<40} {k.seconds:6.1f} s{where}")
+    except BaseException:
+        _stop_killers()  # interrupted: the workers' killers go now, the queued mutants never run
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     killed = [r for r in results if r.killed]
     return {
         "mutants": len(results),
@@ -1031,6 +1065,10 @@ def _run(
         "budget": budget,
         "jobs": jobs,
     }
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1062,11 +1100,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--check", action="store_true", help="with --list: verify that each mutant applies"
     )
     args = parser.parse_args(argv)
+    # Stopped with SIGTERM: unwind (the running killer's process group is killed, the private
+    # copies are removed) as on Ctrl-C.
+    signal.signal(signal.SIGTERM, _stop)
     root = repo_root()
     mutants = select(CATALOGUE, args.only, args.sample, args.seed)
     if args.list or args.check:
         return _print_list(mutants, root / "src" / "baton", args.check)
-    summary = run(mutants, root, args.budget, args.jobs, KILLERS[args.killer])
+    try:
+        summary = run(mutants, root, args.budget, args.jobs, KILLERS[args.killer])
+    except KeyboardInterrupt:
+        print("mutants: stopped", file=sys.stderr)
+        return 130
     summary["killer"] = args.killer
     print(json.dumps(summary), flush=True)
     return 0
