@@ -1,24 +1,25 @@
 """Who hears whom, checked in what real phones heard: baresip softphones registered to Baton,
-each sending its own tone (:data:`audio_e2e.TONES`), each recording what it decoded; library
+each sending its own tone (:data:`_rigs.audio.TONES`), each recording what it decoded; library
 flows run by the core on the ``sip`` switch, audio through Baton's media engine.
 
 Each scenario is cut into phases (a two-party call, then a monitor, then the call restored…);
 each phase's window of every phone's recording is checked with an FFT: exactly the expected
 tones, at the level they were sent, every other tone 30 dB down, silence where nothing should
-be heard. See ``audio_e2e`` for how moments map to samples.
+be heard. See ``_rigs.audio`` for how moments map to samples.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from audio_e2e import (
+from _rigs.audio import (
+    ALICE,
+    BOB,
+    BOSS,
+    DISP,
     TONES,
     Heard,
     Phones,
@@ -26,18 +27,13 @@ from audio_e2e import (
     assert_hears,
     baresip_phones,
 )
-from sipswitch_helpers import Rig, U, rig, wait_until
-
+from _rigs.sip import Rig, rig, wait_until
 from baton.core.events import Event, LegStateChanged, MediaChanged
 from baton.flows import barge_in, call, conference, emergency_call, monitor, whisper
 from baton.switch.media.tones import tone_spec
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 
-ALICE = U("alice", ("1001",), password="alice-pw")
-BOB = U("bob", ("1002",), password="bob-pw")
-DISP = U("disp", ("1003",), password="disp-pw")
-BOSS = U("boss", ("1004",), password="boss-pw")
 
 A, B, D, X = TONES["alice"], TONES["bob"], TONES["disp"], TONES["boss"]
 PHASE = 1.5  # seconds of audio per checked phase

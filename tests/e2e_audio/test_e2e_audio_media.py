@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +16,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from audio_e2e import (
+from _rigs.audio import (
+    ALICE,
+    BOB,
+    DISP,
     RATE,
     TONES,
     Heard,
@@ -31,17 +31,15 @@ from audio_e2e import (
     read_wav,
     write_tone,
 )
-from sipswitch_helpers import (
+from _rigs.sip import (
     Rig,
     U,
     free_port,
     rig,
     sipp,
     sipp_procs,
-    wait_listening,
     wait_until,
 )
-
 from baton.core import Priority, Session, User, flow
 from baton.core.events import Event, MediaChanged
 from baton.flows import broadcast
@@ -50,9 +48,6 @@ from baton.switch.port import MeetingMode, Prompt
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
-ALICE = U("alice", ("1001",), password="alice-pw")
-BOB = U("bob", ("1002",), password="bob-pw")
-DISP = U("disp", ("1003",), password="disp-pw")
 A, B, D = TONES["alice"], TONES["bob"], TONES["disp"]
 PROMPT = 1450.0  # the broadcast message's tone
 CANDIDATES = (*sorted(TONES.values()), PROMPT, 440.0, 620.0, 660.0, 880.0, 1320.0)
@@ -191,8 +186,8 @@ async def test_rfc4733_keys_from_sipp_pcaps_are_collected(tmp_path: Path) -> Non
             ["-sf", str(SCENARIOS / "uas_dtmf_keys.xml"), "-m", "1", "-mp", str(free_port())],
             tmp_path,
             port=port,
+            listening=True,
         )
-        await wait_listening(port)
         f = r.manager.start(dial_and_collect, r.user("carol"))
         assert await f.result() == "159*"
         assert await phone.wait() == 0, phone.output

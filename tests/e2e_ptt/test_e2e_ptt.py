@@ -1,5 +1,5 @@
 """Push-to-talk with real phones: the floor is requested by RFC 4733 DTMF from the phones, and
-what every phone heard is checked by FFT (see ``tests/e2e_audio/audio_e2e.py`` for the phones,
+what every phone heard is checked by FFT (see ``tests/_rigs/audio.py`` for the phones,
 the moments and the checks).
 
 * baresip phones (each always sending its own tone — a plain SIP phone does not stop sending
@@ -13,7 +13,6 @@ the moments and the checks).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,9 +20,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e_audio"))
-
-from audio_e2e import (
+from _rigs.audio import (
+    ALICE,
+    BOB,
+    BOSS,
+    DISP,
     TONES,
     Heard,
     Phones,
@@ -34,17 +35,15 @@ from audio_e2e import (
     tone_burst,
     write_rtp_pcap,
 )
-from sipswitch_helpers import (
+from _rigs.sip import (
     Rig,
     U,
     free_port,
     rig,
     sipp,
     sipp_procs,
-    wait_listening,
     wait_until,
 )
-
 from baton.core.events import Event
 from baton.flows.ptt import FloorGranted, FloorIdle, FloorReleased, FloorRevoked, ptt_group
 from baton.switch.media.tones import tone_spec
@@ -52,10 +51,6 @@ from baton.switch.media.tones import tone_spec
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
-ALICE = U("alice", ("1001",), password="alice-pw")
-BOB = U("bob", ("1002",), password="bob-pw")
-DISP = U("disp", ("1003",), password="disp-pw")
-BOSS = U("boss", ("1004",), password="boss-pw")
 A, D = TONES["alice"], TONES["disp"]
 PHASE = 1.5
 
@@ -166,9 +161,12 @@ async def test_sipp_phone_takes_talks_and_releases_by_its_dtmf_pcaps(tmp_path: P
     ):
         tl = Timeline(r)
         sipp_phone = await sipp(
-            procs, ["-sf", str(scenario), "-m", "1", "-mp", str(free_port())], tmp_path, port=port
+            procs,
+            ["-sf", str(scenario), "-m", "1", "-mp", str(free_port())],
+            tmp_path,
+            port=port,
+            listening=True,
         )
-        await wait_listening(port)
         g = r.manager.start(ptt_group, [r.user("alice"), r.user("bob")], persistent=True)
         await wait_until(lambda: in_meeting(r, "alice", "bob"), 15)
         tl.mark("idle")

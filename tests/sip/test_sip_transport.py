@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
+from _rigs.sip import free_port, wait_listening
 from baton.switch.sip.dialog import (
     Answered,
     AnsweredAfterCancel,
@@ -47,21 +47,6 @@ from baton.switch.sip.uri import parse_uri
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 SIPP_TIMEOUT = 30.0  # seconds a SIPp run may take before the test fails
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 right now (for SIPp's -p)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port found")
 
 
 @pytest.fixture
@@ -376,19 +361,6 @@ async def test_baton_cancels_a_ringing_call(sipp: str, tmp_path: Path) -> None:
         rejected = [o for o in harness.outcomes if isinstance(o, Rejected)]
         assert [r.status for r in rejected] == [487]
         assert not any(isinstance(o, Answered | AnsweredAfterCancel) for o in harness.outcomes)
-
-
-async def wait_listening(port: int, transport: str) -> None:
-    """Wait until SIPp has bound its port: poll the port (a process gives no event), up to 10 s."""
-    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
-    async with asyncio.timeout(10):
-        while True:
-            with socket.socket(socket.AF_INET, kind) as probe:
-                try:
-                    probe.bind(("127.0.0.1", port))
-                except OSError:
-                    return  # taken: SIPp is up
-            await asyncio.sleep(0.02)
 
 
 # ---- raw sockets ----------------------------------------------------------------------------

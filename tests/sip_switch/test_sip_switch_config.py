@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from sipswitch_helpers import U
 
+from _rigs.sip import U
 from baton.switch.port import Cause
 from baton.switch.sip import SipConfig, SipConfigError, create_switch, parse_sip_config
 from baton.switch.sip.b2bua import (

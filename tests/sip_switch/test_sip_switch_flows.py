@@ -12,22 +12,22 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from sipswitch_helpers import (
-    SCENARIOS,
+
+from _rigs.sip import (
     Rig,
     U,
     free_port,
     rig,
     sipp,
     sipp_procs,
-    wait_listening,
     wait_until,
 )
-
 from baton.flows import barge_in, call, emergency_call, monitor, whisper
 from baton.switch.port import MeetingMode
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
+
+SCENARIOS = Path(__file__).parent / "scenarios"
 
 USERS = ("disp", "alice", "bob", "boss")
 
@@ -136,9 +136,7 @@ async def test_library_flow_on_sip(tmp_path: Path, name: str) -> None:
         for u in USERS:
             script = "uas_answer_preempted.xml" if u in preempted else "uas_answer.xml"
             phones[u] = await sipp(procs, ["-sf", str(SCENARIOS / script), "-m", "1"], tmp_path,
-                                   port=ports[u])  # fmt: skip
-        for u in USERS:
-            await wait_listening(ports[u])
+                                   port=ports[u], listening=True)  # fmt: skip
         called = await case(r)
         await r.manager.close()  # stop every flow; the switch then hangs up what is left
         await r.switch.close()

@@ -9,21 +9,21 @@ from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
-from sipswitch_helpers import (
-    SCENARIOS,
+
+from _rigs.sip import (
     free_port,
     rtp_range,
     sipp,
     sipp_procs,
-    wait_listening,
     wait_until,
 )
-
 from baton.service.config import parse_config
 from baton.service.runtime import Service
 from baton.switch.sip import SipSwitch
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
+
+SCENARIOS = Path(__file__).parent / "scenarios"
 
 
 async def test_service_on_the_sip_switch_routes_a_call(tmp_path: Path) -> None:
@@ -53,8 +53,7 @@ async def test_service_on_the_sip_switch_routes_a_call(tmp_path: Path) -> None:
         port = switch.transport.address("udp").port
         async with sipp_procs() as procs:
             uas = await sipp(procs, ["-sf", str(SCENARIOS / "uas_answer.xml"), "-m", "1"],
-                             tmp_path, port=callee_port)  # fmt: skip
-            await wait_listening(callee_port)
+                             tmp_path, port=callee_port, listening=True)  # fmt: skip
             uac = await sipp(procs, [f"127.0.0.1:{port}", "-sf", str(SCENARIOS / "uac_call.xml"),
                                      "-s", "1002", "-key", "caller", "unit1", "-m", "1",
                                      "-d", "500"], tmp_path, port=caller_port)  # fmt: skip

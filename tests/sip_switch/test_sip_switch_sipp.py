@@ -2,7 +2,7 @@
 
 Each SIPp is a phone: a UAC calling in (identified by its static contact, or by digest), or a
 UAS that Baton calls (its static contact). Inbound calls go through the core's
-``inbound_call`` flow (:func:`sipswitch_helpers.number_router`), so the dispatch core owns
+``inbound_call`` flow (:func:`_rigs.sip.number_router`), so the dispatch core owns
 every leg; dispatcher calls use the library's ``call`` flow.
 """
 
@@ -11,23 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sipswitch_helpers import (
-    SCENARIOS,
+
+from _rigs.sip import (
     U,
     free_port,
     rig,
     sipp,
     sipp_procs,
-    wait_listening,
     wait_until,
 )
-
 from baton.core import Flow, Priority, Session, User, UserManager, flow
 from baton.core.events import LegStateChanged
 from baton.flows import call, force_release
 from baton.switch.port import Cause, InboundCall
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
+
+SCENARIOS = Path(__file__).parent / "scenarios"
 
 
 def scenario(name: str) -> str:
@@ -51,8 +51,7 @@ async def test_sipp_calls_in_and_baton_calls_out(tmp_path: Path, transport: str)
     ]
     async with rig(users, listen=[f"{transport}:127.0.0.1:0"]) as r, sipp_procs() as procs:
         uas = await sipp(procs, ["-sf", scenario("uas_answer.xml"), "-m", "1"], tmp_path,
-                         port=bob_port, transport=transport)  # fmt: skip
-        await wait_listening(bob_port, transport)
+                         port=bob_port, transport=transport, listening=True)  # fmt: skip
         uac = await sipp(procs, [r.target(transport), "-sf", scenario("uac_call.xml"), "-s", "2000",
                                  "-key", "caller", "carol", "-m", "1", "-d", "1000"],
                          tmp_path, port=carol_port, transport=transport)  # fmt: skip
@@ -114,8 +113,7 @@ async def test_sipp_calls_in_with_digest(tmp_path: Path) -> None:
         assert await bad.wait() == 0, bad.output
         assert r.inbound == []
         uas = await sipp(procs, ["-sf", scenario("uas_answer.xml"), "-m", "1"], tmp_path,
-                         port=bob_port)  # fmt: skip
-        await wait_listening(bob_port)
+                         port=bob_port, listening=True)  # fmt: skip
         uac = await sipp(procs, [r.target(), "-sf", scenario("uac_auth_call.xml"), "-s", "2000",
                                  "-key", "caller", "alice", "-au", "alice", "-ap", "alice-secret",
                                  "-m", "1", "-d", "500"], tmp_path, port=free_port())  # fmt: skip
@@ -134,8 +132,7 @@ async def test_caller_cancels_before_answer(tmp_path: Path) -> None:
     ]
     async with rig(users) as r, sipp_procs() as procs:
         uas = await sipp(procs, ["-sf", scenario("uas_ring.xml"), "-m", "1"], tmp_path,
-                         port=bob_port)  # fmt: skip
-        await wait_listening(bob_port)
+                         port=bob_port, listening=True)  # fmt: skip
         uac = await sipp(procs, [r.target(), "-sf", scenario("uac_cancel.xml"), "-s", "2000",
                                  "-key", "caller", "carol", "-m", "1"],
                          tmp_path, port=carol_port)  # fmt: skip
@@ -154,8 +151,7 @@ async def test_callee_hangs_up_and_baton_sends_bye_to_the_caller(tmp_path: Path)
     ]
     async with rig(users) as r, sipp_procs() as procs:
         uas = await sipp(procs, ["-sf", scenario("uas_answer_then_bye.xml"), "-m", "1",
-                                 "-d", "500"], tmp_path, port=bob_port)  # fmt: skip
-        await wait_listening(bob_port)
+                                 "-d", "500"], tmp_path, port=bob_port, listening=True)  # fmt: skip
         uac = await sipp(procs, [r.target(), "-sf", scenario("uac_wait_bye.xml"), "-s", "2000",
                                  "-key", "caller", "carol", "-m", "1"],
                          tmp_path, port=carol_port)  # fmt: skip
@@ -176,8 +172,7 @@ async def test_udp_loss_is_recovered_by_retransmission(tmp_path: Path) -> None:
         # losses cost retransmission timers (0.5 s, 1 s, 2 s, …): give SIPp time, not 35 s
         lossy = ["-lost", "10", "-timeout", "80s"]
         uas = await sipp(procs, ["-sf", scenario("uas_answer.xml"), "-m", str(calls), *lossy],
-                         tmp_path, port=bob_port)  # fmt: skip
-        await wait_listening(bob_port)
+                         tmp_path, port=bob_port, listening=True)  # fmt: skip
         uac = await sipp(procs, [r.target(), "-sf", scenario("uac_call.xml"), "-s", "2000",
                                  "-key", "caller", "carol", "-m", str(calls), "-l", "1",
                                  "-d", "200", *lossy],
@@ -198,11 +193,9 @@ async def test_dispatcher_call_to_two_sipp_phones_then_force_release(tmp_path: P
     ]
     async with rig(users, grace=60) as r, sipp_procs() as procs:
         d = await sipp(procs, ["-sf", scenario("uas_answer.xml"), "-m", "1"], tmp_path,
-                       port=disp_port)  # fmt: skip
+                       port=disp_port, listening=True)  # fmt: skip
         f = await sipp(procs, ["-sf", scenario("uas_answer_preempted.xml"), "-m", "1"], tmp_path,
-                       port=field_port)  # fmt: skip
-        await wait_listening(disp_port)
-        await wait_listening(field_port)
+                       port=field_port, listening=True)  # fmt: skip
         flow = r.manager.start(call, r.user("disp"), r.user("field"))
         await flow.result()
         disp, field = r.switch.leg_of("disp"), r.switch.leg_of("field")

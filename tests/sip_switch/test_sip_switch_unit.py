@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 from sipswitch_fakes import Fx, Phone, make_switch
-from sipswitch_helpers import U
 
+from _rigs.sip import U
 from baton.switch.port import (
     Cause,
     DtmfReceived,

@@ -1,5 +1,5 @@
-"""Shared pieces of the ``sip`` switch suites: users, a rig (the core driving a
-:class:`SipSwitch`), and SIPp / baresip processes bound to 127.0.0.1 on free ports.
+"""The ``sip`` switch on loopback: users, a rig (the core driving a :class:`SipSwitch`), and
+SIPp / baresip processes bound to 127.0.0.1 on free ports.
 
 Every subprocess is bounded in calls (``-m``) and in time, and stopped by its pid in a
 ``finally``; tests wait for conditions with a timeout, never for a fixed time.
@@ -26,7 +26,6 @@ from baton.flows import inbound_call
 from baton.switch.port import Cause, InboundCall
 from baton.switch.sip import SipSwitch, create_switch
 
-SCENARIOS = Path(__file__).parent / "scenarios"
 SIPP_TIMEOUT = 40.0
 
 
@@ -227,9 +226,16 @@ async def sipp_procs() -> AsyncIterator[list[Sipp]]:
 
 
 async def sipp(
-    procs: list[Sipp], args: Sequence[str], cwd: Path, *, port: int, transport: str = "udp"
+    procs: list[Sipp],
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    port: int,
+    transport: str = "udp",
+    listening: bool = False,
 ) -> Sipp:
-    """Start SIPp with ``-i 127.0.0.1 -p port`` (a UAS is waited for until it listens)."""
+    """Start SIPp with ``-i 127.0.0.1 -p port``. With ``listening`` (a phone Baton will call),
+    return once it listens on ``port``."""
     sub = cwd / f"sipp-{port}"
     sub.mkdir(exist_ok=True)
     full = [*args, "-i", "127.0.0.1", "-p", str(port)]
@@ -237,6 +243,8 @@ async def sipp(
         full += ["-t", "t1"]
     proc = await Sipp(full, sub, name=f"sipp:{port}").start()
     procs.append(proc)
+    if listening:
+        await wait_listening(port, transport)
     return proc
 
 

@@ -1,5 +1,5 @@
-"""What real phones heard: shared pieces of the end-to-end audio suites (``tests/e2e_audio``,
-``tests/e2e_ptt``).
+"""What real phones heard: the rig of the end-to-end audio suites (``tests/e2e_audio``,
+``tests/e2e_ptt``, and the baresip cases of ``tests/sip_switch``).
 
 The phones
 ----------
@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import random
 import struct
-import sys
 import wave
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,17 +46,18 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sip_switch"))
-
-from sipswitch_helpers import Baresip, Rig, U, wait_until
-
+from _rigs.sip import Baresip, Rig, U, wait_until
 from baton.core.events import Event
 from baton.switch.media import analysis, g711
 
 __all__ = [
+    "ALICE",
     "AMPLITUDE",
     "BATON_TONES",
+    "BOB",
+    "BOSS",
     "CANDIDATES",
+    "DISP",
     "RATE",
     "TONES",
     "Heard",
@@ -75,6 +75,12 @@ __all__ = [
 
 RATE = 8000
 FRAME = 160
+
+#: The phones' users (each has a tone in :data:`TONES`).
+ALICE = U("alice", ("1001",), password="alice-pw")
+BOB = U("bob", ("1002",), password="bob-pw")
+DISP = U("disp", ("1003",), password="disp-pw")
+BOSS = U("boss", ("1004",), password="boss-pw")
 AMPLITUDE = 6000.0  # each phone's tone, peak, 16-bit linear (about −11.6 dBm0)
 
 #: Each phone's tone (Hz), by user id.
