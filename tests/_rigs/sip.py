@@ -306,7 +306,12 @@ snd_path\t\t{home / "heard"}
                 need("baresip"), "-f", str(self.home),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
-        await wait_listening(self.ctrl_port, "tcp")
+        try:
+            await wait_listening(self.ctrl_port, "tcp")
+        except TimeoutError:
+            status = self.process.returncode
+            pytest.fail(f"baresip {self.user} (exit status {status}) did not open its control "
+                        f"port {self.ctrl_port} in 10 s; its log ends:\n{self.log()[-800:]}")  # fmt: skip
         self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
         self._pump = asyncio.get_running_loop().create_task(self._read_events())
         return self
