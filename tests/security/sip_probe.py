@@ -10,25 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from _rigs.sip import U as User  # the probes' users and ports are the rigs' own
+from _rigs.sip import free_port as free_port
 from baton.switch.port import SwitchEvent
 from baton.switch.sip import SipSwitch, create_switch
-
-
-@dataclass(frozen=True)
-class User:
-    """A configured user, shaped like the service's ``UserConfig``."""
-
-    id: str
-    numbers: tuple[str, ...] = ()
-    password: str = "secret"
-    contact: str | None = None
-    max_priority: int | None = None
 
 
 @dataclass
@@ -57,21 +47,6 @@ async def switch_rig(
         yield rig
     finally:
         await switch.close()
-
-
-def free_port() -> int:
-    """A port free for UDP and TCP on 127.0.0.1 right now."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 def invite(
