@@ -374,8 +374,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "keep digits across a hand-over: a digit pressed for one owner is read by the next",
         (
             "core/ledger.py",
-            "            rec.digits.clear()\n            old._released(user, reason)\n",
-            "            old._released(user, reason)  # MUTANT\n",
+            "            rec.digits.clear()\n",
+            "            pass  # MUTANT\n",
         ),
         (
             "core/manager.py",
@@ -610,7 +610,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "the emergency state ends when a party hangs up (it must hold until 'end')",
         (
             "flows/emergency.py",
-            '            s.note(f"{exc.user.id} hung up; the emergency stays declared until ended")\n            continue\n',
+            '            s.note(f"{exc.user.id} hung up; the emergency stays declared until ended")\n',
             "            break  # MUTANT\n",
         ),
     ),
@@ -620,8 +620,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "monitor/barge-in never end when the dispatcher hangs up (inv. 10)",
         (
             "flows/_common.py",
-            "            if exc.user is dispatcher:\n                return\n            continue\n",
-            "            continue  # MUTANT\n",
+            "                return\n            continue\n",
+            "                continue  # MUTANT\n            continue\n",
         ),
     ),
     _m(
