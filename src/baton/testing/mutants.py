@@ -720,8 +720,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "force_release drops the other party without the preemption notice",
         (
             "flows/force_release.py",
-            "            await notify_and_release(s, party, by=s.name)\n",
-            "            s.release(party)  # MUTANT\n",
+            '    s.note(f"{target.id} force-released")\n',
+            '    s.note(f"{target.id} force-released")\n    s.release(*parties)  # MUTANT\n',
         ),
     ),
     _m(
