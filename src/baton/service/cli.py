@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_CONFIG", "build_parser", "serve_main"]
+__all__ = ["DEMO_CONFIG", "build_parser", "serve_main", "tls_options"]
 
 #: The configuration ``baton serve --sim`` uses when no ``--config`` is given.
 DEMO_CONFIG = Path(__file__).with_name("demo.toml")
@@ -161,10 +161,18 @@ async def _serve(config: Any) -> int:
             access_log=False,
             lifespan="on",
             ws="websockets-sansio",
+            **tls_options(api),
         )
     )
     await server.serve()
     return 0 if server.started else 1
+
+
+def tls_options(api: Any) -> dict[str, Any]:
+    """uvicorn's options for ``[api.tls]`` (none when the API is served in plain HTTP)."""
+    if api.tls is None:
+        return {}
+    return {"ssl_certfile": str(api.tls.certificate), "ssl_keyfile": str(api.tls.key)}
 
 
 def _quiet_gc() -> None:
@@ -183,9 +191,9 @@ def _banner(config: Any, service: Any) -> None:
     lines = [
         "",
         f"  Baton dispatcher service — switch {config.switch}, {len(config.users)} users, run {service.run_id}",
-        f"  console:  http://{host}:{api.port}/console/",
-        f"  API docs: http://{host}:{api.port}/docs",
-        f"  metrics:  http://{host}:{api.port}/metrics",
+        f"  console:  {api.scheme}://{host}:{api.port}/console/",
+        f"  API docs: {api.scheme}://{host}:{api.port}/docs",
+        f"  metrics:  {api.scheme}://{host}:{api.port}/metrics",
     ]
     positions = config.positions
     # Passwords are SIP credentials too: a SIP centre's are never printed (the start-up output

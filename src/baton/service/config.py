@@ -56,6 +56,7 @@ from baton.core import Priority
 __all__ = [
     "BUILTIN_ROLES",
     "ApiConfig",
+    "ApiTlsConfig",
     "Config",
     "ConfigError",
     "DispatchConfig",
@@ -319,6 +320,14 @@ class FlowsConfig(_Model):
         return v
 
 
+class ApiTlsConfig(_Model):
+    """HTTPS for the API and the console: a PEM certificate (chain) and its private key, paths
+    relative to the config file. Served over TLS, the session cookie is ``Secure``."""
+
+    certificate: Path
+    key: Path
+
+
 class ApiConfig(_Model):
     """Where the HTTP API and the console listen, and how sessions behave."""
 
@@ -329,6 +338,16 @@ class ApiConfig(_Model):
     #: A bearer token Prometheus may scrape ``/metrics`` with (any user's session or API token
     #: works too); unset, only logged-in users may read the metrics.
     metrics_token: str | None = Field(default=None, min_length=16)
+    tls: ApiTlsConfig | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Whether the session cookie is ``Secure``: served over TLS, or told so (a proxy)."""
+        return self.cookie_secure or self.tls is not None
 
     @property
     def host(self) -> str:
@@ -487,6 +506,19 @@ def load_config(path: str | Path) -> Config:
         config = config.model_copy(
             update={"flows": config.flows.model_copy(update={"paths": paths})}
         )
+    tls = config.api.tls
+    if tls is not None:  # so are the API's certificate and key, which must be readable
+        tls = ApiTlsConfig(
+            certificate=(p.parent / tls.certificate).resolve(), key=(p.parent / tls.key).resolve()
+        )
+        problems = [
+            f"api.tls.{name}: cannot read {path}"
+            for name, path in (("certificate", tls.certificate), ("key", tls.key))
+            if not path.is_file()
+        ]
+        if problems:
+            raise ConfigError(str(p), problems)
+        config = config.model_copy(update={"api": config.api.model_copy(update={"tls": tls})})
     return config
 
 

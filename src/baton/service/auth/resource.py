@@ -52,7 +52,7 @@ async def login(
     body: LoginRequest, request: Request, response: Response, svc: Svc
 ) -> LoginResponse:
     """Log in with a user id and password. Sets the ``baton_session`` cookie (HttpOnly,
-    SameSite=Strict) and returns the session token for scripts. 401 ``bad-credentials``; 429
+    SameSite=Strict; Secure when served over TLS) and returns the session token for scripts. 401 ``bad-credentials``; 429
     ``too-many-attempts`` after repeated failures."""
     remote = client_address(request)
     try:
@@ -68,7 +68,7 @@ async def login(
         max_age=int(lifetime),
         httponly=True,
         samesite="strict",
-        secure=svc.config.api.cookie_secure,
+        secure=svc.config.api.secure_cookies,
         path="/",
     )
     svc.audit(
