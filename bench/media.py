@@ -77,7 +77,17 @@ from harness.net import (
     sockaddr_in,
 )
 from harness.ng import NgClient
-from harness.procs import Child, cpu_seconds, die_with_parent, pick_cores, place, raise_fd_limit
+from harness.procs import (
+    Child,
+    commands,
+    cpu_seconds,
+    die_with_parent,
+    pick_cores,
+    place,
+    raise_fd_limit,
+    reply,
+    serve_commands,
+)
 from harness.stats import percentile, rnd
 
 # ---- constants -------------------------------------------------------------------------------
@@ -459,20 +469,12 @@ def gen_main(core: int, rt_priority: int, port_base: int) -> None:
     socks: list[socket.socket] = []
     rtcp: list[socket.socket] = []
 
-    def emit(obj: Any) -> None:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
-
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        op = cmd["op"]
-        if op == "open":
+    for cmd in commands():
+        if cmd["op"] == "open":
             socks, rtcp = open_rtp_pairs(int(cmd["sockets"]), port_base)
-            emit({"ports": [s.getsockname()[1] for s in socks]})
-        elif op == "run":
-            emit({"result": _gen_run(socks, cmd, emit)})
-        elif op == "quit":
-            break
+            reply({"ports": [s.getsockname()[1] for s in socks]})
+        elif cmd["op"] == "run":
+            reply({"result": _gen_run(socks, cmd, reply)})
     for s in socks + rtcp:
         s.close()
 
@@ -491,17 +493,10 @@ def engine_main(core: int, rt_priority: int, port_range: tuple[int, int], record
     raise_fd_limit()
 
     async def serve() -> None:
-        loop = asyncio.get_running_loop()
         engine = MediaEngine(host=HOST, port_range=port_range)
         legs: list[str] = []
         meetings: list[str] = []
-        done = loop.create_future()
-        pending = b""
         serial = 0
-
-        def reply(obj: Any) -> None:
-            sys.stdout.write(json.dumps(obj) + "\n")
-            sys.stdout.flush()
 
         def handle(cmd: dict[str, Any]) -> None:
             nonlocal serial
@@ -548,30 +543,11 @@ def engine_main(core: int, rt_priority: int, port_range: tuple[int, int], record
                 for name in os.listdir(record_dir):
                     os.unlink(os.path.join(record_dir, name))
                 reply({"ok": True})
-            elif op == "quit" and not done.done():
-                done.set_result(None)
 
-        def on_stdin() -> None:
-            nonlocal pending
-            data = os.read(0, 1 << 20)
-            if not data:  # the orchestrator is gone
-                if not done.done():
-                    done.set_result(None)
-                return
-            pending += data
-            while b"\n" in pending:
-                line, pending = pending.split(b"\n", 1)
-                try:
-                    handle(json.loads(line))
-                except Exception as exc:  # report, keep serving: the orchestrator decides
-                    reply({"error": f"{type(exc).__name__}: {exc}"})
-
-        loop.add_reader(0, on_stdin)
         reply({"ready": True})
         try:
-            await done
+            await serve_commands(handle)
         finally:
-            loop.remove_reader(0)
             await engine.close()
 
     asyncio.run(serve())

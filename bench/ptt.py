@@ -48,7 +48,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import os
 import random
 import select
 import shutil
@@ -72,7 +71,17 @@ from baton.switch.port import MeetingMode, Member
 from baton.switch.sim import Behaviour, SimSwitch
 from harness.g711 import FRAME, ULAW_DECODE, tone_frame
 from harness.net import HOST, MsgVector, free_port, open_rtp_pairs, port_bound, recvmmsg
-from harness.procs import Child, cpu_seconds, die_with_parent, pick_cores, place, raise_fd_limit
+from harness.procs import (
+    Child,
+    commands,
+    cpu_seconds,
+    die_with_parent,
+    pick_cores,
+    place,
+    raise_fd_limit,
+    reply,
+    serve_commands,
+)
 from harness.stats import percentile_of
 
 INSTANT = Behaviour(answer_after=0.0, ring_after=0.0)
@@ -340,14 +349,6 @@ async def _baton_serve(cfg: dict[str, Any]) -> None:
     gc.freeze()
     gc.set_threshold(2000, 20, 1000)
 
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    buffer = b""
-
-    def reply(obj: Any) -> None:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
-
     def handle(cmd: dict[str, Any]) -> None:
         if cmd["op"] == "report":
             reply(
@@ -357,27 +358,11 @@ async def _baton_serve(cfg: dict[str, Any]) -> None:
                     "legs": len(switch.legs),
                 }
             )
-        elif cmd["op"] == "quit" and not done.done():
-            done.set_result(None)
 
-    def on_stdin() -> None:
-        nonlocal buffer
-        data = os.read(0, 1 << 20)
-        if not data:
-            if not done.done():
-                done.set_result(None)
-            return
-        buffer += data
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            handle(json.loads(line))
-
-    loop.add_reader(0, on_stdin)
     reply({"ports": ports, "setup_s": setup_s})
     try:
-        await done
+        await serve_commands(handle)
     finally:
-        loop.remove_reader(0)
         with contextlib.suppress(Exception):
             await manager.close()
         await switch.close()
@@ -444,17 +429,10 @@ def phones_main(cfg: dict[str, Any]) -> None:
     sock = rtp[0]
     sock.setblocking(False)
 
-    def emit(obj: Any) -> None:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
-
-    emit({"port": sock.getsockname()[1]})
-    for line in sys.stdin:
-        cmd = json.loads(line)
+    reply({"port": sock.getsockname()[1]})
+    for cmd in commands():
         if cmd["op"] == "run":
-            emit({"result": _phones_run(sock, cmd, emit)})
-        elif cmd["op"] == "quit":
-            break
+            reply({"result": _phones_run(sock, cmd, reply)})
     for s in rtp + rtcp:
         s.close()
 

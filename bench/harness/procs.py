@@ -4,10 +4,16 @@ A benchmark that compares engines gives each one a core of its own (:func:`pick_
 :func:`place`) and reads its CPU time from ``/proc`` (:func:`cpu_seconds`). Every child gets
 SIGTERM if the orchestrator dies (:func:`die_with_parent`), and :class:`Child` stops its process
 by pid, so nothing outlives a run.
+
+The orchestrator and a child speak JSON lines: :class:`Child` sends commands (``{"op": …}``) on
+the child's stdin and reads its answers from its stdout. In the child, :func:`reply` answers,
+and :func:`commands` (a plain loop) or :func:`serve_commands` (an asyncio child) reads the
+commands until ``{"op": "quit"}`` or the end of input.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
@@ -16,17 +22,22 @@ import resource
 import select
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 __all__ = [
     "Child",
+    "commands",
     "cpu_seconds",
     "die_with_parent",
     "libc",
     "pick_cores",
     "place",
     "raise_fd_limit",
+    "reply",
+    "serve_commands",
 ]
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -145,3 +156,58 @@ class Child:
             self._in.close()
         assert self.proc.stdout is not None
         self.proc.stdout.close()
+
+
+# ---- in the child ------------------------------------------------------------------------------
+
+
+def reply(obj: Any) -> None:
+    """Answer the orchestrator: one JSON line on stdout (``{"error": …}`` makes
+    :meth:`Child.read` raise)."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def commands() -> Iterator[dict[str, Any]]:
+    """The orchestrator's commands, read from stdin one line at a time, until ``quit`` or the
+    end of input (the orchestrator is gone)."""
+    for line in sys.stdin:
+        cmd: dict[str, Any] = json.loads(line)
+        if cmd["op"] == "quit":
+            return
+        yield cmd
+
+
+async def serve_commands(handle: Callable[[dict[str, Any]], None]) -> None:
+    """Hand each command on stdin to ``handle`` from the running loop, until ``quit`` or the end
+    of input. A command that raises is answered with ``{"error": …}`` and serving goes on: the
+    orchestrator decides what a failure means."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    pending = b""
+
+    def on_stdin() -> None:
+        nonlocal pending
+        data = os.read(0, 1 << 20)
+        if not data:  # the orchestrator is gone
+            if not done.done():
+                done.set_result(None)
+            return
+        pending += data
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            cmd = json.loads(line)
+            if cmd["op"] == "quit":
+                if not done.done():
+                    done.set_result(None)
+                continue
+            try:
+                handle(cmd)
+            except Exception as exc:
+                reply({"error": f"{type(exc).__name__}: {exc}"})
+
+    loop.add_reader(0, on_stdin)
+    try:
+        await done
+    finally:
+        loop.remove_reader(0)

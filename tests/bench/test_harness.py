@@ -3,12 +3,48 @@
 from __future__ import annotations
 
 import socket
+import sys
+import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pytest
 
 Loader = Callable[[str], ModuleType]
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+#: A child in each style: an asyncio one (serve_commands) and a plain loop (commands).
+CHILDREN = {
+    "asyncio": """
+        import asyncio
+        from harness.procs import reply, serve_commands
+
+        def handle(cmd):
+            if cmd["op"] != "echo":
+                raise ValueError(cmd["op"])
+            reply({"echo": cmd["x"]})
+
+        async def main():
+            reply({"ready": True})
+            await serve_commands(handle)
+
+        asyncio.run(main())
+    """,
+    "loop": """
+        from harness.procs import commands, reply
+
+        reply({"ready": True})
+        for cmd in commands():
+            try:
+                if cmd["op"] != "echo":
+                    raise ValueError(cmd["op"])
+                reply({"echo": cmd["x"]})
+            except ValueError as exc:
+                reply({"error": f"ValueError: {exc}"})
+    """,
+}
 
 
 def test_bencode_round_trip(harness: Loader) -> None:
@@ -78,3 +114,24 @@ def test_tone_frame_repeats_in_phase_and_decodes_to_its_amplitude(harness: Loade
     pcm = g711.ULAW_DECODE[frame].astype(np.float64)
     assert abs(pcm.max() - 8000.0) < 400  # µ-law's step near 8,000 is 256
     assert abs(pcm[0]) < 100  # a sine starts at zero: 20 ms of 1 kHz is whole cycles
+
+
+@pytest.mark.parametrize("style", sorted(CHILDREN))
+def test_a_child_serves_json_commands_until_quit(
+    harness: Loader, tmp_path: Path, style: str
+) -> None:
+    procs = harness("procs")
+    script = tmp_path / "child.py"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(BENCH)!r})\n" + textwrap.dedent(CHILDREN[style])
+    )
+    child = procs.Child([sys.executable, str(script)], "child")
+    try:
+        assert child.read(timeout=10) == {"ready": True}
+        assert child.request({"op": "echo", "x": 3}, timeout=10) == {"echo": 3}
+        with pytest.raises(RuntimeError, match="child: ValueError: nope"):
+            child.request({"op": "nope"}, timeout=10)
+        assert child.request({"op": "echo", "x": 4}, timeout=10) == {"echo": 4}  # still serving
+    finally:
+        child.stop()  # sends quit, waits for the exit (kills it by pid after 5 s)
+    assert child.proc.returncode == 0  # it ended by itself, on quit
