@@ -100,10 +100,10 @@ class UdpProbe(asyncio.DatagramProtocol):
         self.arrived = asyncio.Event()
 
     @classmethod
-    async def open(cls, port: int = 0) -> UdpProbe:
+    async def open(cls, port: int = 0, host: str = "127.0.0.1") -> UdpProbe:
         probe = cls()
         await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: probe, local_addr=("127.0.0.1", port)
+            lambda: probe, local_addr=(host, port)
         )
         return probe
 

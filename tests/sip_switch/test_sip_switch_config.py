@@ -166,3 +166,20 @@ def test_resource_priority() -> None:
 )
 def test_dtmf_from_info(content_type: str, body: bytes, digit: str | None) -> None:
     assert dtmf_from_info(content_type, body) == digit
+
+
+def test_limits_are_read_and_checked() -> None:
+    config = parse_sip_config({"limits": {"max_message_size": 8192, "tcp_idle_timeout": 60,
+                                          "transactions_per_source": 50}})  # fmt: skip
+    assert config.limits.max_message_bytes == 8192
+    assert config.limits.parser_limits().max_message_bytes == 8192
+    assert (config.limits.tcp_idle_timeout, config.limits.max_transactions_per_source) == (60, 50)
+    with pytest.raises(SipConfigError) as bad:
+        parse_sip_config({"limits": {"max_message_size": 100, "max_lag": -1, "tcp_conns": 5}})
+    assert bad.value.problems == [
+        "sip.limits.max_lag: expected seconds (> 0)",
+        "sip.limits.tcp_conns: unknown key (known: max_lag, max_message_size, retry_after, "
+        "tcp_connections, tcp_connections_per_source, tcp_first_message_timeout, "
+        "tcp_idle_timeout, tcp_write_buffer, transactions, transactions_per_source)",
+        "sip.limits.max_message_size: expected at least 1024 bytes",
+    ]

@@ -25,6 +25,7 @@ Keys (all optional)::
     register_expires = { min = 60, max = 3600, default = 3600 }
     inbound_ring_timeout = 180          # an inbound call nobody answers is ended with 480
     auth_failures = { max_failures = 5, window = 60, block = 60 }
+    limits = { max_message_size = 16384, tcp_connections = 4096, ... }  # see TransportLimits
     [sip.resource_priority]             # RFC 4412 namespace.value → Baton priority
     "dsn.flash" = "FLASH"
 """
@@ -36,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .transport import ListenAddress
+from .transport import ListenAddress, TransportLimits
 
 __all__ = [
     "DEFAULT_RESOURCE_PRIORITY",
@@ -127,13 +128,29 @@ class SipConfig:
     resource_priority: dict[str, int] = field(
         default_factory=lambda: dict(DEFAULT_RESOURCE_PRIORITY)
     )
+    limits: TransportLimits = field(default_factory=TransportLimits)
+
+
+#: ``[sip] limits`` keys → :class:`TransportLimits` fields, and whether the value is whole.
+_LIMITS: dict[str, tuple[str, bool]] = {
+    "max_message_size": ("max_message_bytes", True),
+    "tcp_connections": ("tcp_max_connections", True),
+    "tcp_connections_per_source": ("tcp_max_per_source", True),
+    "tcp_idle_timeout": ("tcp_idle_timeout", False),
+    "tcp_first_message_timeout": ("tcp_first_message_timeout", False),
+    "tcp_write_buffer": ("tcp_max_write_buffer", True),
+    "transactions": ("max_transactions", True),
+    "transactions_per_source": ("max_transactions_per_source", True),
+    "max_lag": ("max_lag", False),
+    "retry_after": ("retry_after", True),
+}
 
 
 _KEYS = frozenset(
     {
         "listen", "realm", "media_host", "rtp_ports", "rtp_timeout", "session_expires", "min_se",
         "digest_algorithms", "nonce_lifetime", "register_expires", "inbound_ring_timeout",
-        "auth_failures", "resource_priority",
+        "auth_failures", "resource_priority", "limits",
     }
 )  # fmt: skip
 
@@ -256,6 +273,9 @@ def parse_sip_config(table: Mapping[str, Any]) -> SipConfig:
     if "auth_failures" in table:
         _auth_failures(table["auth_failures"], values, bad)
 
+    if "limits" in table:
+        _limits(table["limits"], values, bad)
+
     if "resource_priority" in table:
         mapping = table["resource_priority"]
         if not isinstance(mapping, Mapping):
@@ -323,6 +343,28 @@ def _auth_failures(value: object, values: dict[str, Any], bad: Any) -> None:
                 bad(f"auth_failures.{name}", "expected seconds (> 0)")
             else:
                 values[attr] = seconds
+
+
+def _limits(value: object, values: dict[str, Any], bad: Any) -> None:
+    if not isinstance(value, Mapping):
+        bad("limits", "expected a table like { max_message_size = 16384 }")
+        return
+    got: dict[str, Any] = {}
+    for name in sorted(value):
+        if name not in _LIMITS:
+            bad(f"limits.{name}", f"unknown key (known: {', '.join(sorted(_LIMITS))})")
+            continue
+        attr, whole = _LIMITS[name]
+        n = value[name]
+        if whole and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            bad(f"limits.{name}", "expected a whole number (>= 1)")
+        elif not whole and ((seconds := _number(n)) is None or seconds <= 0):
+            bad(f"limits.{name}", "expected seconds (> 0)")
+        else:
+            got[attr] = n
+    if got.get("max_message_bytes", 16_384) < 1024:
+        bad("limits.max_message_size", "expected at least 1024 bytes")
+    values["limits"] = TransportLimits(**got)
 
 
 def _is_ip(text: str) -> bool:

@@ -233,7 +233,7 @@ class SipSwitch(Switch):
             for number in user.numbers:
                 self._names.setdefault(number, user.id)
         self._transport_factory: TransportFactory = transport_factory or (
-            lambda listen, on_event: SipTransport(listen, on_event)
+            lambda listen, on_event: SipTransport(listen, on_event, bounds=config.limits)
         )
         self._media_factory: MediaFactory = media_factory or _default_media
         self.authenticator = DigestAuthenticator(
@@ -301,6 +301,7 @@ class SipSwitch(Switch):
             "auth_challenges_total": 0,
             "media_timeouts_total": 0,
             "session_timeouts_total": 0,
+            "overload_503_total": 0,
         }
 
     # ------------------------------------------------------------------ life cycle
@@ -410,6 +411,14 @@ class SipSwitch(Switch):
             out["lost_media_frames_total"] = m.lost_frames
             out["rtp_packets_in_total"] = m.packets_in
             out["rtp_packets_out_total"] = m.packets_out
+            out["rtp_packets_invalid_total"] = m.invalid
+        if self._transport is not None:
+            t = self._transport
+            out["tcp_connections"] = t.tcp_connections
+            out["unanswered_transactions"] = t.unanswered
+            out["loop_lag_seconds"] = t.lag
+            for reason, count in t.refused.items():
+                out[f"refused_{reason}_total"] = count
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -502,6 +511,15 @@ class SipSwitch(Switch):
             # more can be said in it.
             log.debug("response %s not sent: %s", response.status, exc)
 
+    def _respond_stateless(self, key: TransactionKey, response: Response) -> None:
+        """Answer a request that leaves nothing behind (a challenge, a refusal, OPTIONS) and
+        forget its transaction at once: a flood of them costs no memory and no
+        retransmissions. A phone that missed the answer sends the request again and gets a
+        fresh one (docs/sip.md, "Bounds and overload")."""
+        self._respond(key, response)
+        with contextlib.suppress(LocalProtocolError):
+            self.transport.terminate(key)
+
     def _dialog_peer(self, leg: _Leg, request: Request) -> Peer:
         """Where an in-dialog request goes: the phone's TCP connection if it has one, else
         its remote target (Contact)."""
@@ -547,9 +565,11 @@ class SipSwitch(Switch):
         request = event.request
         error = check_request(request, POLICY)
         if error is not None:
-            self._respond(event.key, error)
+            self._respond_stateless(event.key, error)
             return
         method = request.method
+        if self._shed(event):
+            return
         if method == "REGISTER":
             self._on_register(event)
         elif method == "CANCEL":
@@ -559,9 +579,31 @@ class SipSwitch(Switch):
         elif method == "INVITE":
             self._on_invite(event)
         elif method == "OPTIONS":
-            self._respond(event.key, self._options_ok(request))
+            self._respond_stateless(event.key, self._options_ok(request))
         else:  # BYE, INFO, UPDATE outside a dialog
-            self._respond(event.key, make_response(request, 481, to_tag=new_tag()))
+            self._respond_stateless(event.key, make_response(request, 481, to_tag=new_tag()))
+
+    def _shed(self, event: RequestReceived) -> bool:
+        """Load shedding: while the loop lags (:attr:`SipTransport.overloaded`), a new call,
+        registration or OPTIONS is refused with 503 and ``Retry-After`` — unless it comes from
+        a static contact's address or carries credentials (work already under way: finishing
+        it is worth more than starting new). Requests within calls always go through."""
+        request = event.request
+        if request.to.tag is not None or request.method not in ("INVITE", "REGISTER", "OPTIONS"):
+            return False
+        transport = self.transport
+        if not transport.overloaded:
+            return False
+        peer = event.peer
+        if (peer.host, peer.port) in self._static_sources:
+            return False
+        if "Authorization" in request.headers or "Proxy-Authorization" in request.headers:
+            return False
+        self.counters["overload_503_total"] += 1
+        retry = str(transport.bounds.retry_after)
+        self._respond_stateless(event.key, make_response(
+            request, 503, to_tag=new_tag(), headers=[("Retry-After", retry)]))  # fmt: skip
+        return True
 
     def _options_ok(self, request: Request) -> Response:
         return make_response(
@@ -589,7 +631,10 @@ class SipSwitch(Switch):
             self.counters["auth_challenges_total"] += 1
         elif response.status == 403:
             self.counters["auth_failures_total"] += 1
-        self._respond(event.key, response)
+        if response.status >= 300:
+            self._respond_stateless(event.key, response)
+        else:
+            self._respond(event.key, response)
 
     # ---- a new INVITE
 
@@ -631,7 +676,7 @@ class SipSwitch(Switch):
         to_tag = new_tag()
         who = self._authenticate(event, to_tag)
         if isinstance(who, Response):
-            self._respond(key, who)
+            self._respond_stateless(key, who)
             return
         user = self._users[who]
         # The precedence asked for (RFC 4412), if the user may ask for it.

@@ -807,6 +807,15 @@ class TransactionLayer:
         entry = self._transactions.get(key)
         return entry.tx if entry is not None else None
 
+    def knows(self, request: Request) -> bool:
+        """Whether ``request`` belongs to a server transaction that exists (a retransmission,
+        or the ACK of an error response) rather than starting a new one."""
+        try:
+            key = self._server_key(request, request.top_via)
+        except SipParseError:
+            return False
+        return key in self._transactions
+
     # -- from the TU
     def send_request(
         self, request: Request, peer: Peer, now: float

@@ -18,6 +18,16 @@ Rules
   open connection to that address if there is one, else a new one.
 * **No fire-and-forget tasks.** The only tasks are outbound TCP connects; each is tracked and
   cancelled by :meth:`SipTransport.close`, which also closes every socket and the timer.
+* **Bounded** (:class:`TransportLimits`, docs/sip.md "Bounds and overload"): a message larger
+  than ``max_message_bytes`` is refused (513 when it can be answered, else dropped; a TCP
+  connection is closed); inbound TCP connections are limited per source host and in all, and
+  closed when idle (sooner if they never sent a message); a connection whose peer does not read
+  is closed once ``tcp_max_write_buffer`` bytes wait (keep-alive pongs are only sent into an
+  empty buffer); new requests beyond ``max_transactions_per_source`` unanswered transactions
+  from one host, or ``max_transactions`` in all, get a stateless 503 with ``Retry-After``.
+* **Loop lag.** While messages arrive, a probe timer measures how late the loop runs its
+  callbacks; :attr:`SipTransport.overloaded` says it is later than ``max_lag`` (the switch then
+  sheds new calls and registrations with 503).
 
 Use
 ---
@@ -43,7 +53,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import secrets
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,23 +74,56 @@ from .message import (
     StreamFramer,
     error_response,
     is_keepalive,
+    make_response,
     parse_message,
 )
 from .transaction import (
     LayerEvent,
     Peer,
+    RequestReceived,
     SendMessage,
     TimerConfig,
     TransactionKey,
     TransactionLayer,
+    TransactionTerminated,
     new_branch,
 )
 
-__all__ = ["ListenAddress", "ParseFailed", "SipTransport", "TransportEvent"]
+__all__ = ["ListenAddress", "ParseFailed", "SipTransport", "TransportEvent", "TransportLimits"]
 
 log = logging.getLogger(__name__)
 
 _UDP_ROUTES = 10_000  # peers whose receiving UDP socket is remembered
+_LAG_PROBE = 0.05  # seconds between a message's arrival and the lag probe's due time
+_LAG_MEMORY = 1.0  # a lag measurement older than this says nothing about now
+# The UDP socket's receive buffer (the kernel caps it at net.core.rmem_max): a burst, or the
+# loop being descheduled for a moment, must not drop phones' requests in the kernel.
+_UDP_RECEIVE_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class TransportLimits:
+    """Bounds that keep one sender, or a crowd, from exhausting the server (docs/sip.md,
+    "Bounds and overload"). The defaults fit thousands of phones with room to spare."""
+
+    max_message_bytes: int = 16_384  # a UDP datagram or one TCP frame
+    tcp_max_connections: int = 4_096  # inbound TCP connections in all
+    tcp_max_per_source: int = 128  # inbound TCP connections from one host
+    tcp_idle_timeout: float = 900.0  # a connection silent this long is closed
+    tcp_first_message_timeout: float = 32.0  # ... and this long if it never sent a message
+    tcp_max_write_buffer: int = 1 << 20  # bytes waiting for a peer that does not read
+    max_transactions_per_source: int = 1_000  # unanswered server transactions from one host
+    max_transactions: int = 20_000  # unanswered server transactions in all
+    max_lag: float = 0.25  # loop lag (s) above which the switch sheds new work
+    retry_after: int = 5  # seconds, in the 503s of shedding
+
+    def parser_limits(self) -> ParserLimits:
+        size = self.max_message_bytes
+        return ParserLimits(
+            max_message_bytes=size,
+            max_head_bytes=min(DEFAULT_LIMITS.max_head_bytes, size),
+            max_body_bytes=min(DEFAULT_LIMITS.max_body_bytes, size),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,36 +186,56 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class _Tcp(asyncio.Protocol):
-    def __init__(self, owner: SipTransport, limits: ParserLimits) -> None:
+    def __init__(self, owner: SipTransport, limits: ParserLimits, *, inbound: bool) -> None:
         self.owner = owner
         self.framer = StreamFramer(limits)
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
+        self.inbound = inbound
+        self.counted = False  # counted in the owner's inbound connection bounds
+        self.last_rx = 0.0
+        self.messages = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.peer = _peer("tcp", transport.get_extra_info("peername"))
+        if not self.owner._admit(self):
+            self.transport.abort()
+            return
         self.owner._connections[self.peer] = self
 
     def data_received(self, data: bytes) -> None:
         assert self.peer is not None
         if self.framer.broken:
             return
+        self.last_rx = self.owner._now()
+        self.owner._probe_lag()
         for event in self.framer.feed(data):
             if isinstance(event, Frame):
+                self.messages += 1
                 self.owner._received(event.message, self.peer)
             elif isinstance(event, KeepAlivePing):
-                self.write(b"\r\n")  # RFC 5626 pong
+                # RFC 5626 pong, only into an empty buffer: a peer that pings and never reads
+                # must not make us queue pongs without end.
+                if self.transport is not None and not self.transport.get_write_buffer_size():
+                    self.write(b"\r\n")
             elif isinstance(event, MalformedFrame | FramingError):
                 self.owner._malformed(event.error, self.peer, self.write)
                 if isinstance(event, FramingError) and self.transport is not None:
                     self.transport.close()
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() + len(data) > self.owner.bounds.tcp_max_write_buffer:
+            log.info("TCP peer %s does not read: connection closed", self.peer)
+            transport.abort()
+            return
+        transport.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._release(self)
         if self.peer is not None and self.owner._connections.get(self.peer) is self:
             del self.owner._connections[self.peer]
 
@@ -184,13 +249,25 @@ class SipTransport:
         on_event: Callable[[TransportEvent], None],
         *,
         timers: TimerConfig | None = None,
-        limits: ParserLimits = DEFAULT_LIMITS,
+        limits: ParserLimits | None = None,
+        bounds: TransportLimits | None = None,
     ) -> None:
         self._listen = [ListenAddress.parse(text) for text in listen]
         if not self._listen:
             raise ValueError("at least one listen address is needed")
         self._on_event = on_event
-        self._limits = limits
+        self.bounds = bounds or TransportLimits()
+        self._limits = limits or self.bounds.parser_limits()
+        # Bounds (see the module docstring) and what they refused, for metrics and tests.
+        self._inbound_tcp: collections.Counter[str] = collections.Counter()
+        self._inbound_total = 0
+        self._sweep: asyncio.TimerHandle | None = None
+        self._unanswered: dict[TransactionKey, str] = {}  # server transaction → source host
+        self._unanswered_by_host: collections.Counter[str] = collections.Counter()
+        self._lag = 0.0
+        self._lag_at = float("-inf")
+        self._lag_probe: asyncio.TimerHandle | None = None
+        self.refused: collections.Counter[str] = collections.Counter()
         self.layer = TransactionLayer(timers)
         self._udp: list[tuple[ListenAddress, _Udp]] = []
         # The UDP socket each recent peer talked to us on: answers leave from the same address.
@@ -216,11 +293,17 @@ class SipTransport:
                         lambda: _Udp(self), local_addr=(address.host, address.port)
                     )
                     bound = transport.get_extra_info("sockname")
+                    sock = transport.get_extra_info("socket")
+                    if sock is not None:
+                        with contextlib.suppress(OSError):
+                            sock.setsockopt(
+                                socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RECEIVE_BUFFER
+                            )
                     self._udp.append((ListenAddress("udp", address.host, bound[1]), protocol))
                 else:
                     server = await loop.create_server(
-                        lambda: _Tcp(self, self._limits), address.host, address.port,
-                        reuse_address=True,
+                        lambda: _Tcp(self, self._limits, inbound=True), address.host,
+                        address.port, reuse_address=True,
                     )  # fmt: skip
                     bound = server.sockets[0].getsockname()
                     self._servers.append((ListenAddress("tcp", address.host, bound[1]), server))
@@ -234,6 +317,10 @@ class SipTransport:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for handle in (self._sweep, self._lag_probe):
+            if handle is not None:
+                handle.cancel()
+        self._sweep = self._lag_probe = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -289,6 +376,118 @@ class SipTransport:
         :class:`~baton.switch.sip.errors.LocalProtocolError` if the transaction is gone or
         the response is not allowed in its state."""
         self._dispatch(self.layer.send_response(key, response, self._now()))
+        if response.status >= 200:
+            self._answered(key)
+
+    # -- bounds and overload
+    @property
+    def lag(self) -> float:
+        """How late (s) the loop ran the last lag probe, if that was recent; else 0."""
+        return self._lag if self._now() - self._lag_at <= _LAG_MEMORY else 0.0
+
+    @property
+    def overloaded(self) -> bool:
+        """The loop lags more than ``bounds.max_lag`` (see the module docstring)."""
+        return self.lag > self.bounds.max_lag
+
+    @property
+    def unanswered(self) -> int:
+        """Server transactions not yet given a final response."""
+        return len(self._unanswered)
+
+    @property
+    def tcp_connections(self) -> int:
+        """Inbound TCP connections open now."""
+        return self._inbound_total
+
+    def _probe_lag(self) -> None:
+        if self._lag_probe is not None or self._closed or self._loop is None:
+            return
+        due = self._loop.time() + _LAG_PROBE
+        self._lag_probe = self._loop.call_at(due, self._lag_sample, due)
+
+    def _lag_sample(self, due: float) -> None:
+        self._lag_probe = None
+        now = self._now()
+        self._lag, self._lag_at = now - due, now
+
+    def _admit(self, connection: _Tcp) -> bool:
+        """Count an inbound connection against the bounds, or refuse it."""
+        if not connection.inbound or connection.peer is None:
+            return True
+        host = connection.peer.host
+        bounds = self.bounds
+        if self._inbound_total >= bounds.tcp_max_connections:
+            self.refused["tcp_connections"] += 1
+            return False
+        if self._inbound_tcp[host] >= bounds.tcp_max_per_source:
+            self.refused["tcp_connections_per_source"] += 1
+            return False
+        connection.counted = True
+        connection.last_rx = self._now()
+        self._inbound_tcp[host] += 1
+        self._inbound_total += 1
+        self._arm_sweep()
+        return True
+
+    def _release(self, connection: _Tcp) -> None:
+        if connection.counted and connection.peer is not None:
+            connection.counted = False
+            host = connection.peer.host
+            self._inbound_tcp[host] -= 1
+            if self._inbound_tcp[host] <= 0:
+                del self._inbound_tcp[host]
+            self._inbound_total -= 1
+
+    def _arm_sweep(self) -> None:
+        if self._sweep is None and not self._closed and self._loop is not None:
+            bounds = self.bounds
+            every = max(0.5, min(bounds.tcp_first_message_timeout, bounds.tcp_idle_timeout) / 4)
+            self._sweep = self._loop.call_later(every, self._sweep_idle)
+
+    def _sweep_idle(self) -> None:
+        """Close inbound connections idle too long; re-armed while any remain."""
+        self._sweep = None
+        now = self._now()
+        bounds = self.bounds
+        for connection in list(self._connections.values()):
+            if not connection.counted or connection.transport is None:
+                continue
+            limit = (
+                bounds.tcp_idle_timeout
+                if connection.messages
+                else (bounds.tcp_first_message_timeout)
+            )
+            if now - connection.last_rx >= limit:
+                self.refused["tcp_idle_closed"] += 1
+                connection.transport.abort()
+        if self._inbound_total:
+            self._arm_sweep()
+
+    def _shed(self, request: Request, peer: Peer) -> bool:
+        """A new request beyond the transaction bounds: answer 503 statelessly (RFC 3261
+        §21.5.4) and tell the caller to drop it."""
+        if request.method in ("ACK", "CANCEL") or self.layer.knows(request):
+            return False
+        bounds = self.bounds
+        if self._unanswered_by_host[peer.host] >= bounds.max_transactions_per_source:
+            reason = "transactions_per_source"
+        elif len(self._unanswered) >= bounds.max_transactions:
+            reason = "transactions"
+        else:
+            return False
+        self.refused[reason] += 1
+        busy = make_response(request, 503, to_tag=secrets.token_hex(6),
+                             headers=[("Retry-After", str(bounds.retry_after))])  # fmt: skip
+        self._send(busy.to_bytes(), peer, None)
+        return True
+
+    def _answered(self, key: TransactionKey) -> None:
+        host = self._unanswered.pop(key, None)
+        if host is not None:
+            self._unanswered_by_host[host] -= 1
+            if self._unanswered_by_host[host] <= 0:
+                del self._unanswered_by_host[host]
 
     def send_stateless(self, message: Request | Response, peer: Peer) -> None:
         """Send outside any transaction (the ACK of a 2xx); adds our Via to a request."""
@@ -322,6 +521,11 @@ class SipTransport:
             if isinstance(event, SendMessage):
                 self._send(event.message.to_bytes(), event.peer, event.key)
             else:
+                if isinstance(event, RequestReceived) and event.request.method != "ACK":
+                    self._unanswered[event.key] = event.peer.host
+                    self._unanswered_by_host[event.peer.host] += 1
+                elif isinstance(event, TransactionTerminated):
+                    self._answered(event.key)
                 self._emit(event)
         self._rearm()
 
@@ -351,6 +555,7 @@ class SipTransport:
         self._dispatch(self.layer.advance(self._now()))
 
     def _datagram(self, protocol: _Udp, data: bytes, peer: Peer) -> None:
+        self._probe_lag()
         self._udp_route[peer] = protocol
         self._udp_route.move_to_end(peer)
         if len(self._udp_route) > _UDP_ROUTES:
@@ -366,6 +571,8 @@ class SipTransport:
 
     def _received(self, message: Request | Response, peer: Peer) -> None:
         if self._closed:
+            return
+        if isinstance(message, Request) and self._shed(message, peer):
             return
         self._dispatch(self.layer.receive(message, peer, self._now()))
 
@@ -424,7 +631,7 @@ class SipTransport:
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await loop.create_connection(
-                lambda: _Tcp(self, self._limits), peer.host, peer.port
+                lambda: _Tcp(self, self._limits, inbound=False), peer.host, peer.port
             )
         except OSError as exc:
             log.info("TCP connect to %s failed: %s", peer, exc)
