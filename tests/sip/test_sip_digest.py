@@ -364,3 +364,41 @@ def test_client_proxy_challenge_and_unusable_challenges() -> None:
     bad.headers.add("WWW-Authenticate", "Bearer token")
     with pytest.raises(SipParseError, match="no usable Digest challenge"):
         DigestClient("a", "b").authorize(request, bad)
+
+
+@pytest.mark.parametrize(
+    ("request_uri", "ok"),
+    [
+        ("sip:127.0.0.1", True),  # the same text
+        ("sip:alice@127.0.0.1", True),  # the digest uri without the user part (SIPp 3.6)
+        ("sip:127.0.0.1:5070", False),  # another port
+        ("sip:192.0.2.1", False),  # another host
+        ("sips:127.0.0.1", False),  # another scheme
+    ],
+)
+def test_the_digest_uri_must_name_the_request_uri(request_uri: str, ok: bool) -> None:
+    auth = authenticator()
+    header = answer(auth.challenges(now=0.0)[0])  # computed for uri="sip:127.0.0.1"
+    result = auth.verify(header, method="REGISTER", now=1.0, lookup=USERS.get,
+                         request_uri=request_uri)  # fmt: skip
+    assert result.outcome is (AuthOutcome.OK if ok else AuthOutcome.BAD_REQUEST)
+
+
+def test_credentials_that_are_not_utf8_are_a_bad_request() -> None:
+    header = 'Digest username="alice", realm="baton", nonce="n", uri="sip:\udcff", response="0"'
+    result = authenticator().verify(header, method="INVITE", now=1.0, lookup=USERS.get)
+    assert result.outcome is AuthOutcome.BAD_REQUEST
+
+
+def test_a_nonce_is_only_valid_from_the_address_it_was_sent_to() -> None:
+    auth = authenticator()
+    challenge = auth.challenges(now=0.0, source="192.0.2.7")[0]
+    header = answer(challenge)
+    elsewhere = auth.verify(header, method="REGISTER", now=1.0, lookup=USERS.get,
+                            source="198.51.100.1")  # fmt: skip
+    assert elsewhere.outcome is AuthOutcome.STALE
+    wrong = auth.verify(answer(challenge, password="guess"), method="REGISTER", now=1.0,
+                        lookup=USERS.get, source="198.51.100.1")  # fmt: skip
+    assert wrong.outcome is AuthOutcome.STALE  # not counted as a wrong password from there
+    here = auth.verify(header, method="REGISTER", now=1.0, lookup=USERS.get, source="192.0.2.7")
+    assert here.ok

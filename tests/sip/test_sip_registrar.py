@@ -300,16 +300,33 @@ def test_stale_nonce_is_rechallenged_with_stale_true() -> None:
     assert "stale=true" in (response.headers.get("WWW-Authenticate") or "")
 
 
-def test_throttle_blocks_a_source_after_repeated_failures() -> None:
+def test_throttle_blocks_a_source_and_user_pair_after_repeated_failures() -> None:
     registrar = auth_registrar(throttle=AuthThrottle(max_failures=3, window=60.0, block=120.0))
     attacker = Phone(registrar, password="guess")
     for _ in range(3):
         assert attacker.register(now=10.0).status == 403
-    blocked = registrar.process(register(), source="127.0.0.1", now=11.0)
+    alice = Phone(registrar)
+    blocked = alice.register(now=11.0)  # even the right password, from there
     assert (blocked.status, blocked.reason) == (403, "Too Many Failed Attempts")
     assert blocked.headers.get("Retry-After") == "119"
-    assert registrar.process(register(), source="192.0.2.77", now=11.0).status == 401  # others fine
-    assert Phone(registrar).register(now=131.0).status == 200  # the block is over
+    # Another user behind the same address is not blocked, nor alice from elsewhere.
+    assert Phone(registrar, "bob", "bob-secret").register(now=11.0).status == 200
+    challenge = registrar.process(register(), source="192.0.2.77", now=11.0)
+    answer = DigestClient("alice", "alice-secret").authorize(register(cseq=3), challenge)
+    assert registrar.process(answer, source="192.0.2.77", now=11.0).status == 200
+    assert alice.register(now=131.0).status == 200  # the block is over
+
+
+def test_failures_on_a_nonce_sent_elsewhere_do_not_count() -> None:
+    """A stranger forging a phone's source address never sees the challenges sent there: it
+    answers a nonce it got for itself, which is not valid from the phone's address."""
+    registrar = auth_registrar(throttle=AuthThrottle(max_failures=2, window=60.0, block=120.0))
+    own = registrar.process(register(), source="198.51.100.9", now=1.0)  # the forger's nonce
+    for cseq in range(2, 6):
+        forged = DigestClient("alice", "guess").authorize(register(cseq=cseq), own)
+        response = registrar.process(forged, source="127.0.0.1", now=2.0)  # as the phone
+        assert response.status == 401  # re-challenged (stale), no failure counted
+    assert Phone(registrar).register(now=3.0).status == 200
 
 
 def test_throttle_policy() -> None:

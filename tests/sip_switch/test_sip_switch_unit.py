@@ -86,12 +86,23 @@ async def test_wrong_password_is_refused_and_repeated_failures_are_throttled() -
         mallory.ack(challenge)
         mallory.invite("2000", call_id=invite.call_id, credentials_from=challenge)
         assert mallory.last_response(invite.call_id).status == 403
-    honest = Phone(fx, "alice", 5066, password="alice-secret")  # same host: blocked too
+    # alice from the same host is blocked, even with her password (the pair is blocked) ...
+    honest = Phone(fx, "alice", 5066, password="alice-secret")
     invite = honest.invite("2000")
+    challenge = honest.last_response(invite.call_id)
+    honest.ack(challenge)
+    honest.invite("2000", call_id=invite.call_id, credentials_from=challenge)
     refused = honest.last_response(invite.call_id)
     assert (refused.status, refused.headers.get("Retry-After")) == (403, "30")
     assert fx.events == []
     assert fx.switch.metrics()["auth_failures_total"] == 2
+    # ... but not bob behind the same address.
+    bob = Phone(fx, "bob", 5068, password="secret")
+    invite = bob.invite("1001")
+    challenge = bob.last_response(invite.call_id)
+    bob.ack(challenge)
+    bob.invite("1001", call_id=invite.call_id, credentials_from=challenge)
+    assert fx.statuses(invite.call_id) == [401, 180]
     await fx.switch.close()
 
 

@@ -7,15 +7,24 @@ Rules
   without storing them. A nonce older than ``nonce_lifetime`` (or not ours — a restart with a
   new secret) is *stale*: if the digest was right for it, the client is re-challenged with
   ``stale=true`` and retries without asking its user for the password again.
+* **Nonces are bound to the client's address.** The HMAC also covers the source IP the
+  challenge was sent to (``source=``); a nonce answered from another address is not ours. A
+  response on a nonce that is not ours is *stale* whatever its digest (a new challenge, no
+  failure counted): someone forging a phone's source address never receives the challenges
+  sent there, so cannot make failures count against that address (docs/sip.md, "Digest
+  failures").
+* **The credentials must match the request**: a ``uri`` that is not the Request-URI, or
+  credentials that are not UTF-8, are ``BAD_REQUEST`` (400), never a traceback.
 * **Replay protection** is the one piece of state: for each nonce in use, the highest
   nonce-count seen. A request whose ``nc`` does not increase is a replay and is answered as
   stale. Entries leave with their nonce's lifetime (and the table is bounded).
 * **Constant-time comparison** of digests (:func:`hmac.compare_digest`).
 * **Results are values.** :meth:`DigestAuthenticator.verify` returns an :class:`AuthResult`:
   ``OK``, ``MISSING`` (no credentials for our realm), ``STALE``, ``WRONG_CREDENTIALS``
-  (unknown user or wrong password: the two are indistinguishable on purpose) or ``MALFORMED``.
-  The caller maps them: challenge (401/407) for MISSING/STALE/MALFORMED, 403 for wrong
-  credentials — and feeds wrong credentials to its throttle.
+  (unknown user or wrong password: the two are indistinguishable on purpose), ``MALFORMED``
+  or ``BAD_REQUEST``. The caller maps them: challenge (401/407) for MISSING/STALE/MALFORMED,
+  403 for wrong credentials — and feeds wrong credentials to its throttle — and 400 for
+  BAD_REQUEST.
 * Time is an input (``now``, seconds on any monotonic clock); nothing here reads a clock.
 * MD5 and SHA-256 (and their ``-sess`` variants) with ``qop=auth`` (``auth-int`` verified too);
   a response without ``qop`` (RFC 2069) is accepted once per nonce.
@@ -43,6 +52,7 @@ from dataclasses import dataclass
 from ._grammar import Scanner
 from .errors import SipParseError
 from .message import Request, Response, make_response, new_tag
+from .uri import SipUri, parse_uri
 
 __all__ = [
     "HA1",
@@ -311,7 +321,8 @@ class AuthOutcome(enum.Enum):
     MISSING = "missing"  # no credentials for our realm: challenge
     STALE = "stale"  # right digest, old or replayed nonce: challenge with stale=true
     WRONG_CREDENTIALS = "wrong-credentials"  # unknown user or wrong password: 403
-    MALFORMED = "malformed"  # unusable credentials: challenge (or 400)
+    MALFORMED = "malformed"  # unusable credentials: challenge
+    BAD_REQUEST = "bad-request"  # credentials that cannot be for this request: 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +337,28 @@ class AuthResult:
 
 
 _NONCE_BYTES = 8 + 8 + 16
+
+
+def _same_uri(digest_uri: str, request_uri: str) -> bool:
+    """Whether the digest ``uri`` names the Request-URI: the same text, an equivalent URI
+    (RFC 3261 §19.1.4), or the Request-URI without its user part — SIPp 3.6 writes
+    ``sip:HOST:PORT`` for ``sip:USER@HOST:PORT``. The method is in the digest too, so a
+    digest made for one request cannot serve another method or another host."""
+    if digest_uri == request_uri:
+        return True
+    try:
+        theirs, ours = parse_uri(digest_uri), parse_uri(request_uri)
+    except SipParseError:
+        return False
+    if theirs.equivalent(ours):
+        return True
+    return (
+        isinstance(theirs, SipUri)
+        and isinstance(ours, SipUri)
+        and theirs.user is None
+        and (theirs.scheme, theirs.host.lower(), theirs.port)
+        == (ours.scheme, ours.host.lower(), ours.port)
+    )
 
 
 class DigestAuthenticator:
@@ -364,13 +397,14 @@ class DigestAuthenticator:
         self._seen: collections.OrderedDict[str, tuple[float, int]] = collections.OrderedDict()
 
     # -- nonces
-    def new_nonce(self, now: float) -> str:
+    def new_nonce(self, now: float, source: str = "") -> str:
+        """A fresh nonce for a challenge sent to ``source`` (the client's IP address)."""
         stamp = struct.pack(">q", int(now * 1000)) + self._random(8)
-        mac = hmac.new(self._secret, stamp, "sha256").digest()[:16]
+        mac = hmac.new(self._secret, stamp + source.encode(), "sha256").digest()[:16]
         return base64.urlsafe_b64encode(stamp + mac).decode().rstrip("=")
 
-    def _nonce_time(self, nonce: str) -> float | None:
-        """When we issued ``nonce``, or ``None`` if it is not one of ours."""
+    def _nonce_time(self, nonce: str, source: str = "") -> float | None:
+        """When we issued ``nonce`` to ``source``, or ``None`` if it is not one of ours."""
         try:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except (ValueError, TypeError):
@@ -378,14 +412,16 @@ class DigestAuthenticator:
         if len(raw) != _NONCE_BYTES:
             return None
         stamp, mac = raw[:16], raw[16:]
-        if not hmac.compare_digest(mac, hmac.new(self._secret, stamp, "sha256").digest()[:16]):
+        expected = hmac.new(self._secret, stamp + source.encode(), "sha256").digest()[:16]
+        if not hmac.compare_digest(mac, expected):
             return None
         (millis,) = struct.unpack(">q", stamp[:8])
         return float(millis) / 1000.0
 
-    def challenges(self, now: float, *, stale: bool = False) -> list[Challenge]:
-        """One challenge per algorithm, most preferred first, sharing one fresh nonce."""
-        nonce = self.new_nonce(now)
+    def challenges(self, now: float, *, stale: bool = False, source: str = "") -> list[Challenge]:
+        """One challenge per algorithm, most preferred first, sharing one fresh nonce (bound
+        to ``source``, the address the challenge is sent to)."""
+        nonce = self.new_nonce(now, source)
         return [
             Challenge(self.realm, nonce, algorithm, self.opaque, ("auth",), stale)
             for algorithm in self.algorithms
@@ -399,14 +435,17 @@ class DigestAuthenticator:
         stale: bool = False,
         proxy: bool = False,
         to_tag: str | None = None,
+        source: str = "",
     ) -> Response:
-        """A 401 (or 407 when ``proxy``) response carrying our challenges."""
+        """A 401 (or 407 when ``proxy``) response carrying our challenges, for a client at
+        ``source``."""
         header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        challenges = self.challenges(now, stale=stale, source=source)
         return make_response(
             request,
             407 if proxy else 401,
             to_tag=to_tag or new_tag(),
-            headers=[(header, c.header_value()) for c in self.challenges(now, stale=stale)],
+            headers=[(header, c.header_value()) for c in challenges],
         )
 
     # -- verification
@@ -417,8 +456,10 @@ class DigestAuthenticator:
         now: float,
         lookup: Callable[[str], Secret | None],
         proxy: bool = False,
+        source: str = "",
     ) -> AuthResult:
-        """Verify the request's Authorization (or Proxy-Authorization) for our realm."""
+        """Verify the request's Authorization (or Proxy-Authorization) for our realm, sent
+        from ``source`` (the client's IP address)."""
         header = "Proxy-Authorization" if proxy else "Authorization"
         values = request.headers.get_all(header)
         if not values:
@@ -426,7 +467,8 @@ class DigestAuthenticator:
         result = AuthResult(AuthOutcome.MISSING, reason=f"no credentials for realm {self.realm!r}")
         for value in values:
             attempt = self.verify(value, method=request.method, now=now, lookup=lookup,
-                                  body=request.body)  # fmt: skip
+                                  body=request.body, request_uri=str(request.uri),
+                                  source=source)  # fmt: skip
             if attempt.outcome is not AuthOutcome.MISSING:
                 return attempt
             result = attempt
@@ -440,8 +482,16 @@ class DigestAuthenticator:
         now: float,
         lookup: Callable[[str], Secret | None],
         body: bytes = b"",
+        request_uri: str | None = None,
+        source: str = "",
     ) -> AuthResult:
-        """Verify one Authorization header value. See the module docstring for outcomes."""
+        """Verify one Authorization header value. See the module docstring for outcomes.
+        ``request_uri``: the request's Request-URI, which the credentials' ``uri`` must be;
+        ``source``: the client's IP address, which the nonce must have been issued to."""
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return AuthResult(AuthOutcome.BAD_REQUEST, reason="credentials are not UTF-8")
         try:
             credentials = parse_credentials(value)
         except SipParseError as exc:
@@ -449,6 +499,8 @@ class DigestAuthenticator:
         username = credentials.username
         if credentials.realm != self.realm:
             return AuthResult(AuthOutcome.MISSING, username, "credentials for another realm")
+        if request_uri is not None and not _same_uri(credentials.uri, request_uri):
+            return AuthResult(AuthOutcome.BAD_REQUEST, username, "uri is not the Request-URI")
         if credentials.algorithm.upper() not in {a.upper() for a in self.algorithms} | {
             a.upper() + "-SESS" for a in self.algorithms
         }:
@@ -459,13 +511,15 @@ class DigestAuthenticator:
             credentials.opaque.encode(), self.opaque.encode()
         ):
             return AuthResult(AuthOutcome.MALFORMED, username, "opaque does not match")
+        issued = self._nonce_time(credentials.nonce, source)
+        if issued is None:  # not a nonce we sent to this address: say nothing of the digest
+            return AuthResult(AuthOutcome.STALE, username, "nonce not ours")
         expected = self._expected(credentials, lookup(username), method, body)
         if expected is None or not hmac.compare_digest(
             expected.encode(), credentials.response.encode()
         ):
             return AuthResult(AuthOutcome.WRONG_CREDENTIALS, username, "wrong credentials")
-        issued = self._nonce_time(credentials.nonce)
-        if issued is None or not (issued - 1.0 <= now <= issued + self.nonce_lifetime):
+        if not (issued - 1.0 <= now <= issued + self.nonce_lifetime):
             return AuthResult(AuthOutcome.STALE, username, "nonce expired or not ours")
         count = int(credentials.nc, 16) if credentials.nc is not None else 1
         self._forget_expired(now)

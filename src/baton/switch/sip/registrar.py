@@ -88,8 +88,16 @@ class Binding:
         return self.expires_at is None or self.expires_at > now
 
 
+def throttle_key(source: str, username: str | None) -> str:
+    """What :class:`AuthThrottle` counts failures against: the pair (source IP, user), so that
+    failures for one user block neither the other users behind that address nor that user
+    elsewhere (docs/sip.md, "Digest failures")."""
+    return source if username is None else f"{source} {username}"
+
+
 class AuthThrottle:
-    """Counts authentication failures per source; blocks a source that fails too often.
+    """Counts authentication failures per key (see :func:`throttle_key`); blocks a key that
+    fails too often.
 
     ``max_failures`` failures within ``window`` seconds block the source for ``block``
     seconds. Sans-IO: feed it ``(source, now)``. Bounded to ``max_sources`` entries.
@@ -271,21 +279,25 @@ class Registrar:
         if self.authenticator is None:
             return
         throttle = self.throttle
-        if throttle is not None and not throttle.allowed(source, now):
-            retry = str(throttle.retry_after(source, now))
+        result = self.authenticator.verify_request(request, now=now, lookup=self.lookup,
+                                                   source=source)  # fmt: skip
+        key = throttle_key(source, result.username)
+        if throttle is not None and not throttle.allowed(key, now):
+            retry = str(throttle.retry_after(key, now))
             raise _Refusal(make_response(request, 403, "Too Many Failed Attempts", to_tag=to_tag,
                                          headers=[("Retry-After", retry)]))  # fmt: skip
-        result = self.authenticator.verify_request(request, now=now, lookup=self.lookup)
+        if result.outcome is AuthOutcome.BAD_REQUEST:
+            raise _Refusal(make_response(request, 400, "Bad Credentials", to_tag=to_tag))
         if result.outcome is AuthOutcome.WRONG_CREDENTIALS:
             if throttle is not None:
-                throttle.record_failure(source, now)
+                throttle.record_failure(key, now)
             raise _Refusal(make_response(request, 403, "Wrong Credentials", to_tag=to_tag))
         if not result.ok:
             stale = result.outcome is AuthOutcome.STALE
             raise _Refusal(self.authenticator.challenge(request, now=now, stale=stale,
-                                                        to_tag=to_tag))  # fmt: skip
+                                                        to_tag=to_tag, source=source))  # fmt: skip
         if throttle is not None:
-            throttle.record_success(source)
+            throttle.record_success(key)
         assert result.username is not None
         if not self.may_register(result.username, aor):
             raise _Refusal(make_response(request, 403, "Not Your AOR", to_tag=to_tag))

@@ -105,7 +105,7 @@ from .dialog import (
 from .digest import AuthOutcome, DigestAuthenticator, Password, Secret
 from .errors import LocalProtocolError, SipError
 from .message import Headers, Request, Response, make_response, new_tag
-from .registrar import AuthThrottle, Binding, Registrar
+from .registrar import AuthThrottle, Binding, Registrar, throttle_key
 from .sdp import (
     Direction,
     LocalMedia,
@@ -650,21 +650,26 @@ class SipSwitch(Switch):
             named = self._names.get(uri.user_text or "") if isinstance(uri, SipUri) else None
             return named if named in hosted else hosted[0]
         now = self._now()
-        if not self.throttle.allowed(peer.host, now):
-            retry = str(self.throttle.retry_after(peer.host, now))
+        result = self.authenticator.verify_request(request, now=now, lookup=self._secret_of,
+                                                   source=peer.host)  # fmt: skip
+        key = throttle_key(peer.host, result.username)
+        if not self.throttle.allowed(key, now):
+            retry = str(self.throttle.retry_after(key, now))
             return make_response(request, 403, "Too Many Failed Attempts", to_tag=to_tag,
                                  headers=[("Retry-After", retry)])  # fmt: skip
-        result = self.authenticator.verify_request(request, now=now, lookup=self._secret_of)
+        if result.outcome is AuthOutcome.BAD_REQUEST:
+            return make_response(request, 400, "Bad Credentials", to_tag=to_tag)
         if result.outcome is AuthOutcome.WRONG_CREDENTIALS:
-            self.throttle.record_failure(peer.host, now)
+            self.throttle.record_failure(key, now)
             self.counters["auth_failures_total"] += 1
             return make_response(request, 403, "Wrong Credentials", to_tag=to_tag)
         if not result.ok:
             self.counters["auth_challenges_total"] += 1
             return self.authenticator.challenge(
-                request, now=now, stale=result.outcome is AuthOutcome.STALE, to_tag=to_tag
-            )
-        self.throttle.record_success(peer.host)
+                request, now=now, stale=result.outcome is AuthOutcome.STALE, to_tag=to_tag,
+                source=peer.host,
+            )  # fmt: skip
+        self.throttle.record_success(key)
         assert result.username is not None
         user_id = self._names.get(result.username)
         if user_id is None:  # the lookup found a secret, so this cannot happen; be safe
