@@ -49,6 +49,12 @@ async def test_a_field_unit_cannot_start_a_call_for_others(tmp_path: Path) -> No
         err = assert_error(await _post(a, "unit1", "/api/flows", body), 403, "user-not-in-scope")
         assert err["details"]["users"] == ["unit2"]
         assert _flows(svc) == []
+        async with a.client("unit1") as c:
+            me = (await c.get("/api/me")).json()
+        assert (me["scope"], me["acts_for"]) == ("self", ["unit1"])
+        async with a.client("disp1") as c:
+            me = (await c.get("/api/me")).json()
+        assert me["scope"] == "centre" and len(me["acts_for"]) == len(svc.config.users)
         # A group given by id is expanded before the check.
         body = {"flow": "conference", "args": {"dispatcher": "disp1", "members": "engines"}}
         async with a.client("disp1") as c:

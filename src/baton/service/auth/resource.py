@@ -32,6 +32,8 @@ def _me(svc: Svc, p: Principal) -> Me:
         max_priority_name=priority_name(p.max_priority),
         via=p.via,
         position=p.user_id in positions,
+        scope=p.scope_name,
+        acts_for=None if p.scope is None else sorted(p.scope),
     )
 
 

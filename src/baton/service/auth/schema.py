@@ -23,6 +23,12 @@ class Me(BaseModel):
     max_priority_name: str
     via: str
     position: bool
+    scope: str = Field(
+        description="whom the caller may act for: self, groups, centre or all (docs/service.md)"
+    )
+    acts_for: list[str] | None = Field(
+        description="the user ids the caller may act for; null: everyone"
+    )
 
 
 class LoginResponse(Me):
