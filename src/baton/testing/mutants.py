@@ -72,6 +72,8 @@ KILLER: tuple[tuple[str, ...], ...] = (
         "-q",
         "-p",
         "no:cacheprovider",
+        "-p",
+        "baton.testing._killer_plugin",
         "tests/core",
         "tests/flows",
         "tests/ptt",
@@ -83,7 +85,18 @@ KILLER: tuple[tuple[str, ...], ...] = (
 #: The exploration alone: the property tests and ``baton check``, without the hand-written
 #: tests — how much of the catalogue the explorers catch by themselves (``--killer explore``).
 EXPLORE_KILLER: tuple[tuple[str, ...], ...] = (
-    ("{python}", "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "tests/property"),
+    (
+        "{python}",
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "baton.testing._killer_plugin",
+        "tests/property",
+    ),
     ("{python}", "-m", "baton.cli", "check", "--library"),
 )
 
