@@ -11,6 +11,7 @@ import pytest
 from baton.testing import mutants
 from baton.testing.mutants import (
     CATALOGUE,
+    KILLER,
     Mutant,
     StaleMutant,
     apply_mutant,
@@ -126,4 +127,13 @@ def test_a_seeded_fault_is_killed_end_to_end(name: str) -> None:
     (mutant,) = select(CATALOGUE, [name], None, 1)
     r = run_mutant(mutant, ROOT, budget=60.0)
     assert r.status == "failed", f"{name} survived the killer:\n{r.tail}"
+    assert "FAILED tests/" in r.tail  # a red test, not a killer that could not start
     assert r.seconds < 60
+
+
+def test_the_killers_commands_start_on_the_unmutated_tree() -> None:
+    """Every test folder the killer names exists and its plugin loads (collection only: the
+    full baseline is the mutation run's first step)."""
+    collect = (*(part for part in KILLER[0] if part != "-x"), "--collect-only")
+    r = run_killer(ROOT / "src", ROOT, 60, (collect,))
+    assert r.status == "passed", r.tail
