@@ -136,3 +136,37 @@ def test_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(empty)
     assert info.value.problems == ["users: field required"]
+
+
+def test_a_bad_table_does_not_hide_the_problems_across_tables(tmp_path: Path) -> None:
+    data = config_data(tmp_path)
+    data["api"] = {"listen": "0.0.0.0:8080"}  # not loopback, public not set
+    data["users"][0]["role"] = "wizard"
+    found = problems(data)
+    assert any(p.startswith("api: listen '0.0.0.0:8080' is not a loopback address") for p in found)
+    assert any(p.startswith("users[0].role: unknown role 'wizard'") for p in found)
+
+
+def test_a_builtin_role_table_extends_the_role_unless_it_replaces_it(tmp_path: Path) -> None:
+    data = config_data(tmp_path, roles={"dispatcher": {"permissions": ["escort"]}})
+    role = parse_config(data, "t.toml").all_roles["dispatcher"]
+    assert "escort" in role.permissions and "call" in role.permissions
+    assert role.max_priority == Priority.EMERGENCY and role.position
+    data = config_data(
+        tmp_path, roles={"dispatcher": {"permissions": ["call"], "max_priority": "PRIORITY"}}
+    )
+    role = parse_config(data, "t.toml").all_roles["dispatcher"]
+    assert role.max_priority == Priority.PRIORITY and "emergency" in role.permissions
+    data = config_data(
+        tmp_path, roles={"dispatcher": {"permissions": ["call"], "replace": True, "position": True}}
+    )
+    role = parse_config(data, "t.toml").all_roles["dispatcher"]
+    assert role.permissions == ("call",) and role.max_priority == Priority.ROUTINE
+
+
+def test_a_sip_table_without_a_switch_selects_the_sip_switch(tmp_path: Path) -> None:
+    data = config_data(tmp_path, sip={"listen": ["udp:127.0.0.1:5060"]})
+    del data["switch"]
+    assert parse_config(data, "t.toml").switch == "sip"
+    data["switch"] = "sim"  # said explicitly: virtual phones, the table kept for later
+    assert parse_config(data, "t.toml").switch == "sim"

@@ -121,13 +121,17 @@ class RoleConfig(_Model):
     dispatcher role: its users are dispatcher positions. ``scope`` says whom its users may act
     for through the API (see docs/service.md, Roles and permissions): ``self`` (their own line),
     ``groups`` (and their groups' members), ``centre`` (every user of this centre) or ``all``;
-    unset, a position role covers the centre and any other role only itself."""
+    unset, a position role covers the centre and any other role only itself.
+
+    A table named like a built-in role *extends* it: its ``permissions`` are added to the
+    built-in's and the keys it sets override; ``replace = true`` defines the role from scratch."""
 
     description: str = ""
     permissions: tuple[str, ...] = ()
     max_priority: int = int(Priority.ROUTINE)
     position: bool = False
     scope: Literal["self", "groups", "centre", "all"] | None = None
+    replace: bool = False
 
     @property
     def effective_scope(self) -> str:
@@ -416,13 +420,21 @@ class Config(_Model):
 
     @property
     def all_roles(self) -> dict[str, RoleConfig]:
-        """The built-in roles, overridden and extended by ``[roles.*]``. An override that sets
-        no ``scope`` keeps the built-in role's (redefining ``dispatcher``'s permissions does not
-        narrow whom it acts for)."""
+        """The built-in roles, extended by ``[roles.*]`` and new roles added. A table named like
+        a built-in role adds its ``permissions`` to the built-in's and overrides only the keys
+        it sets (so ``[roles.dispatcher] permissions = ["escort"]`` keeps the dispatcher's cap,
+        position and scope); with ``replace = true`` it defines the role from scratch, keeping
+        only the built-in's scope unless it sets one."""
         out = dict(BUILTIN_ROLES)
         for name, role in self.roles.items():
             builtin = BUILTIN_ROLES.get(name)
-            if role.scope is None and builtin is not None:
+            if builtin is not None and not role.replace:
+                update = {k: getattr(role, k) for k in role.model_fields_set if k != "permissions"}
+                update["permissions"] = tuple(
+                    dict.fromkeys((*builtin.permissions, *role.permissions))
+                )
+                role = builtin.model_copy(update=update)
+            elif role.scope is None and builtin is not None:
                 role = role.model_copy(update={"scope": builtin.scope})
             out[name] = role
         return out
@@ -476,16 +488,44 @@ def _message(err: dict[str, Any]) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate a parsed TOML document. Raises :class:`ConfigError` with every problem."""
+    """Validate a parsed TOML document. Raises :class:`ConfigError` with every problem: those of
+    each table, and the checks across tables (run on the tables that are valid, so one bad
+    table does not hide the next problem).
+
+    A ``[sip]`` table without a ``switch`` key selects the ``sip`` switch (a SIP table means
+    real phones; docs/service.md, Configuration)."""
+    data = dict(data)
+    if data.get("sip") and "switch" not in data:
+        data["switch"] = "sip"
     try:
         config = Config.model_validate({**data, "source": source})
     except ValidationError as exc:
         problems = [f"{format_loc(e['loc'])}: {_message(dict(e))}" for e in exc.errors()]
+        bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+        partial = _without(data, bad)
+        if partial is not None:
+            problems += [p for p in _cross_check(partial) if p not in problems]
         raise ConfigError(source, problems) from None
     problems = _cross_check(config)
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+#: Tables the cross-table checks can do without (their defaults stand in when they are bad).
+_OPTIONAL_TABLES = frozenset(
+    {"switch", "database", "recordings", "prompts", "api", "log", "flows", "sip", "sim"}
+)
+
+
+def _without(data: dict[str, Any], bad: set[Any]) -> Config | None:
+    """The config with its bad optional tables left at their defaults, if the rest is valid."""
+    if not bad <= _OPTIONAL_TABLES:
+        return None
+    try:
+        return Config.model_validate({k: v for k, v in data.items() if k not in bad})
+    except ValidationError:
+        return None
 
 
 def load_config(path: str | Path) -> Config:
