@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,32 @@ async def test_the_banner_the_event_stream_and_a_clean_stop(tmp_path: Path) -> N
         assert run.end_reason == "stopped", pid
     finally:
         await store.close()
+
+
+def test_a_port_in_use_is_one_plain_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        to_toml(
+            {
+                "database": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
+                "users": [{"id": "a", "password": "p", "role": "dispatcher"}],
+            }
+        )
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        command = ["serve", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"]
+        r = subprocess.run(
+            [sys.executable, "-m", "baton.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"baton serve: cannot listen on 127.0.0.1:{port}: the address is in use "
+        "(another baton serve? choose a port with --listen or [api] listen)"
+    ]
+    assert "Traceback" not in r.stdout + r.stderr

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -137,13 +139,25 @@ async def _serve(config: Any) -> int:
     from baton.service.config import ConfigError
     from baton.service.runtime import Service
 
+    api = config.api
+    try:
+        sock = _listen(api.host, api.port)
+    except OSError as exc:
+        # One plain line, not uvicorn's traceback: the usual cause is another baton serve.
+        why = "the address is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+        print(
+            f"baton serve: cannot listen on {api.listen}: {why} "
+            "(another baton serve? choose a port with --listen or [api] listen)",
+            file=sys.stderr,
+        )
+        return 1
     try:
         service = Service(config)
     except ConfigError as exc:
+        sock.close()
         print(f"baton serve: {exc}", file=sys.stderr)
         return 2
     app = create_app(service)
-    api = config.api
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
@@ -164,7 +178,7 @@ async def _serve(config: Any) -> int:
             **tls_options(api),
         )
     )
-    await server.serve()
+    await server.serve(sockets=[sock])
     return 0 if server.started else 1
 
 
@@ -173,6 +187,21 @@ def tls_options(api: Any) -> dict[str, Any]:
     if api.tls is None:
         return {}
     return {"ssl_certfile": str(api.tls.certificate), "ssl_keyfile": str(api.tls.key)}
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound before anything starts (uvicorn serves on it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _quiet_gc() -> None:
