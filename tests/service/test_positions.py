@@ -11,6 +11,7 @@ import pytest
 from baton.core import User
 from baton.core.events import Event
 from baton.flows import LIBRARY, DispatcherQueue, call
+from baton.service.positions.flows import hang_up
 from baton.service.positions.service import Positions
 from baton.service.routing import Router
 from baton.switch.sim import never_answers, unreachable
@@ -205,3 +206,33 @@ async def test_positions_registration_and_queue_in_the_api_and_metrics(tmp_path:
         assert 'baton_queue_waiting{queue="dispatch"} 1' in text
         assert "baton_queue_longest_wait_seconds" in text
         assert 'baton_positions{state="logged_out"} 1' in text
+
+
+async def test_hang_up_ends_a_settled_call_and_keeps_the_line(tmp_path: Path) -> None:
+    c = Centre(tmp_path)
+    w = c.w
+    await w.start(call, w["disp1"], w["unit1"]).result()
+    assert (w.owner("disp1") or "").startswith("p2p")
+    f = w.start(hang_up, w["disp1"], priority=1)
+    assert await f.result() == "hung up"
+    await w.run(1)
+    assert w.state("unit1") == "idle"
+    assert w.state("disp1") == "connected" and w.owner("disp1") is None  # the line stays up
+    assert w.hears("disp1") == set()
+    w.assert_ok()
+    await w.close()
+
+
+@pytest.mark.realtime
+async def test_hang_up_from_the_console(tmp_path: Path) -> None:
+    async with api(tmp_path, "disp1", "unit1") as (svc, a), a.client("disp1") as c:
+        assert svc.sim is not None
+        svc.sim.call_in("unit2", "2001")  # unit2 calls disp1, who answers
+        await eventually(lambda: svc.manager.state_of(svc.manager.user("unit2")) == "talking")
+        async with a.client("unit1") as u:
+            assert_error(await u.post("/api/users/disp1/hangup"), 403, "forbidden")
+        r = await c.post("/api/users/disp1/hangup")
+        assert r.status_code == 200, r.text
+        assert svc.manager.state_of(svc.manager.user("unit2")) in ("idle", "connected")
+        await eventually(lambda: svc.manager.state_of(svc.manager.user("unit2")) == "idle")
+        assert_error(await c.post("/api/users/unit3/hangup"), 403, "forbidden")

@@ -124,9 +124,9 @@ function renderPosition() {
   $("#my-line").replaceChildren(el("div", { class: `line st-${me.state}`, dataset: { state: me.state }, text: me.label.split(" · owned by")[0] }));
   const ringing = me.leg && me.leg.state === "ringing";
   $("#my-answer").disabled = !S.sim || !ringing;
-  $("#my-hangup").disabled = !S.sim || !me.leg;
+  $("#my-hangup").disabled = !me.leg;
   $("#my-answer").title = S.sim ? "answer on your (virtual) phone" : "answer on your SIP phone";
-  $("#my-hangup").title = S.sim ? "hang up your (virtual) phone" : "hang up on your SIP phone";
+  $("#my-hangup").title = "end your call (the other party is hung up; your line stays up)";
 }
 
 async function setMyState(state) {
@@ -145,7 +145,10 @@ async function myPhone(action) {
   catch (e) { status(e.message, "error"); }
 }
 $("#my-answer").addEventListener("click", () => myPhone("answer"));
-$("#my-hangup").addEventListener("click", () => myPhone("hangup"));
+$("#my-hangup").addEventListener("click", async () => {
+  try { await api("POST", `/api/users/${enc(S.me.user)}/hangup`); status("Call ended"); }
+  catch (e) { status(e.message, "error"); }
+});
 
 let queueTimer = null;
 function refreshQueueSoon() {

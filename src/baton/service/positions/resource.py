@@ -7,9 +7,12 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from baton.core.priority import priority_name
 from baton.service.deps import Authed, Svc
-from baton.service.errors import Forbidden
+from baton.service.errors import Conflict, Forbidden
+from baton.service.positions.flows import hang_up
 from baton.service.positions.service import iso
+from baton.service.users.service import UsersService
 
 router = APIRouter(prefix="/api", tags=["positions"])
 
@@ -62,6 +65,34 @@ async def set_agent_state(
         role=principal.role,
         via="console" if principal.via == "session" else "api",
     )
+
+
+@router.post("/users/{user_id}/hangup")
+async def hang_up_user(user_id: str, principal: Authed, svc: Svc) -> dict[str, Any]:
+    """End ``user_id``'s call from the console (any switch, any phone): the other party of a
+    two-party call is hung up, a position's line stays up. Your own line needs no permission;
+    another user's needs ``force_release``. A call held at a priority you may not preempt (an
+    emergency) is refused: end the emergency itself."""
+    manager = svc.manager
+    user = UsersService(svc).user(user_id)
+    if user_id != principal.user_id:
+        principal.require("force_release", "hang up another user's call")
+    if manager.leg_of(user) is None:
+        raise Conflict(f"{user_id} has no call to hang up", id="no-call")
+    owner = manager.owner_of(user)
+    priority = 0 if owner is None else owner.priority + 1
+    if priority > principal.max_priority:
+        raise Forbidden(
+            f"{user_id}'s call is held at {priority_name(priority - 1)}: you cannot hang it up "
+            "from here (end the flow that holds it, or ask a supervisor)",
+            id="priority-not-allowed",
+        )
+    f = manager.start(hang_up, user, priority=priority)
+    svc.note_started_by(f.name, principal.user_id)
+    outcome = await f.wait()
+    if f.error is not None:
+        raise Conflict(f"{user_id}'s call could not be hung up: {f.error}", id="hangup-failed")
+    return {"flow": f.name, "outcome": outcome}
 
 
 @router.get("/queue")
