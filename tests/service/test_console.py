@@ -179,7 +179,12 @@ def centre(tmp_path: Path) -> Iterator[Server]:
     for u in users:
         if u["id"] == "disp1":
             u["sim"] = {"behaviour": "never_answers"}
-    dispatch = {"number": "100", "queue_timeout": 300, "agent_state": "logged_out"}
+    dispatch = {
+        "number": "100",
+        "emergency_number": "112",
+        "queue_timeout": 300,
+        "agent_state": "logged_out",
+    }
     with serve(tmp_path, sim={"answer_after": 0.3}, users=users, dispatch=dispatch) as s:
         yield s
 
@@ -230,6 +235,17 @@ def test_a_dispatcher_goes_ready_and_answers_a_queued_call(centre: Server, tmp_p
             pg.click("#my-hangup")
             expect(pg.locator(tile(pg, "unit1", "idle"))).to_be_visible()
             expect(pg.locator("#my-state")).to_have_text("Ready")
+
+            # An emergency call: a blinking banner on the console until a dispatcher
+            # acknowledges it; then everyone sees who did.
+            pg.click(tile(pg, "unit3"))
+            pg.fill("#phone-number", "112")
+            pg.click("#phone-dial")
+            alarm = pg.locator("#alarms .alarm.unacked")
+            expect(alarm).to_contain_text("EMERGENCY — unit3")
+            alarm.locator('button[data-action="ack"]').click()
+            expect(pg.locator("#alarms .alarm.acked")).to_contain_text("Acknowledged by disp1")
+            expect(pg.locator("#log")).to_contain_text("disp1 acknowledged the emergency")
             assert errors == [], errors
         finally:
             browser.close()

@@ -236,3 +236,24 @@ async def test_hang_up_from_the_console(tmp_path: Path) -> None:
         assert svc.manager.state_of(svc.manager.user("unit2")) in ("idle", "connected")
         await eventually(lambda: svc.manager.state_of(svc.manager.user("unit2")) == "idle")
         assert_error(await c.post("/api/users/unit3/hangup"), 403, "forbidden")
+
+
+@pytest.mark.realtime
+async def test_an_emergency_alarm_is_acknowledged_once_and_audited(tmp_path: Path) -> None:
+    async with api(tmp_path, "disp1", "sup1", "unit1") as (svc, a), a.client("disp1") as c:
+        assert svc.sim is not None
+        svc.sim.call_in("unit3", "112")
+        (alarm,) = await eventually(lambda: svc.alarms.all(), what="the alarm")
+        assert alarm["name"] == "emergency_inbound" and "acknowledged_by" not in alarm
+        ack = f"/api/emergencies/{alarm['flow'].replace('#', '%23')}/ack"
+        async with a.client("unit1") as u:
+            assert_error(await u.post(ack), 403, "not-a-position")
+        r = await c.post(ack)
+        assert r.status_code == 200, r.text
+        assert r.json()["acknowledged_by"] == "disp1"
+        async with a.client("sup1") as s:
+            err = assert_error(await s.post(ack), 409, "already-acknowledged")
+            assert err["message"] == "disp1 has already acknowledged this emergency"
+            await svc.journal.sync()
+            audit = (await s.get("/api/audit", params={"action": "emergency.ack"})).json()
+            assert [(e["principal"], e["target"]) for e in audit] == [("disp1", alarm["flow"])]

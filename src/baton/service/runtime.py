@@ -31,6 +31,7 @@ from baton.service.auth.permissions import Principal
 from baton.service.auth.service import Auth
 from baton.service.config import Config, ConfigError, GroupConfig, MeetingConfig
 from baton.service.metrics import Metrics, count, from_mapping, gauge
+from baton.service.positions.alarms import Alarms
 from baton.service.positions.service import AgentState, Positions
 from baton.service.routing import Router
 from baton.service.store import Journal, Store
@@ -104,6 +105,7 @@ class Service:
         self.flows: dict[str, FlowInfo] = {}
         self.queues: dict[str, DispatcherQueue] = {}
         self._positions: Positions | None = None
+        self._alarms: Alarms | None = None
         self.run_id = 0
         self.started = False
         self.ws_clients = 0
@@ -132,6 +134,13 @@ class Service:
         if self._positions is None:
             raise RuntimeError("the service is not started")
         return self._positions
+
+    @property
+    def alarms(self) -> Alarms:
+        """Emergency alarms and who acknowledged them."""
+        if self._alarms is None:
+            raise RuntimeError("the service is not started")
+        return self._alarms
 
     @property
     def sim(self) -> SimSwitch | None:
@@ -219,6 +228,14 @@ class Service:
         )
         self.spawn(self._positions.watch(), "presence-watch")
 
+        def started_at(flow: str) -> float | None:
+            info = self.flows.get(flow)
+            return None if info is None else info.started_at
+
+        self._alarms = Alarms(
+            self.manager, wallclock=self.wallclock, started_at=started_at, audit=journal.audit
+        )
+
     def _make_queue(self) -> None:
         if "queued_call" not in self.library:
             return
@@ -259,6 +276,8 @@ class Service:
             q.close()
         if self._positions is not None:
             self._positions.close()
+        if self._alarms is not None:
+            self._alarms.close()
         try:
             await self.manager.close()
         finally:

@@ -11,7 +11,7 @@
 const S = {
   me: null, users: new Map(), flows: [], library: [], meetings: [], groups: [],
   selected: null, sim: false, ws: null, wsRetry: 0, lastSeq: 0, formFlow: null,
-  queue: null, mode: null,
+  queue: null, mode: null, alarms: [],
 };
 const PRIORITIES = [["ROUTINE", 0], ["PRIORITY", 10], ["IMMEDIATE", 20], ["FLASH", 30], ["FLASH_OVERRIDE", 40], ["EMERGENCY", 50]];
 // Parameters that usually name the dispatcher acting (prefilled with the logged-in position).
@@ -92,7 +92,47 @@ async function enter() {
   setMode(localStorage.getItem("baton.mode") || (mine && mine.position ? "dispatcher" : "flows"));
   renderAll();
   refreshQueueSoon();
+  refreshAlarms();
   connect();
+}
+
+// ------------------------------------------------------------------ emergency alarms
+
+async function refreshAlarms() {
+  try { S.alarms = await api("GET", "/api/emergencies"); renderAlarms(); } catch { /* shown by status */ }
+}
+
+let audio = null;
+function beep() {  // a two-tone alarm from WebAudio: nothing to download
+  try {
+    audio = audio || new AudioContext();
+    for (const [f, at] of [[880, 0], [660, 0.25]]) {
+      const o = audio.createOscillator(), g = audio.createGain();
+      o.frequency.value = f; g.gain.value = 0.15; o.connect(g); g.connect(audio.destination);
+      o.start(audio.currentTime + at); o.stop(audio.currentTime + at + 0.22);
+    }
+  } catch { /* no audio device: the banner still blinks */ }
+}
+setInterval(() => { if (S.alarms.some((a) => !a.acknowledged_by)) beep(); }, 1500);
+
+function renderAlarms() {
+  const box = $("#alarms"); box.replaceChildren();
+  for (const a of S.alarms) {
+    const who = a.users.map((id) => (S.users.get(id) || { name: id }).name).join(", ");
+    const acked = !!a.acknowledged_by;
+    box.append(el("div", { class: `alarm ${acked ? "acked" : "unacked"}`, dataset: { flow: a.flow } },
+      el("span", { text: `⚠ EMERGENCY — ${who || a.flow}` }),
+      el("span", { class: "spacer" }),
+      acked
+        ? el("span", { class: "acked-by", text: `Acknowledged by ${(S.users.get(a.acknowledged_by) || { name: a.acknowledged_by }).name}` })
+        : el("button", { type: "button", text: "Acknowledge", dataset: { action: "ack" }, onclick: () => acknowledge(a.flow) }),
+      el("button", { type: "button", text: "Trace", onclick: () => openTrace(a.flow) })));
+  }
+}
+
+async function acknowledge(flow) {
+  try { await api("POST", `/api/emergencies/${enc(flow)}/ack`); refreshAlarms(); }
+  catch (e) { status(e.message, "error"); refreshAlarms(); }
 }
 
 // ------------------------------------------------------------------ dispatcher mode
@@ -243,6 +283,8 @@ function onMessage(msg) {
   if (msg.users && S.selected && msg.users.some((u) => u.id === S.selected)) renderPhone();
   if (msg.users && msg.users.some((u) => u.id === S.me.user)) renderPosition();
   if (ev.kind === "agent.state") refreshUserSoon(ev.user);
+  if ((ev.kind === "flow.started" && ev.priority >= 50) || ev.kind === "flow.ended" || ev.kind === "emergency.acknowledged"
+      || (ev.kind === "owner.changed" && ev.priority >= 50)) refreshAlarms();
   if (ev.kind.startsWith("flow.") || ev.kind === "owner.changed" || ev.kind === "agent.state") refreshQueueSoon();
   logEvent(ev);
 }
@@ -251,6 +293,10 @@ const AGENT_LABELS = { logged_out: "logged out", ready: "ready", not_ready: "not
 const AGENT_VIA = { phone: "from the phone", console: "from the console", api: "over the API", queue: "by the queue", timer: "after wrap-up" };
 
 function logEvent(ev) {
+  if (ev.kind === "emergency.acknowledged") {
+    const u = S.users.get(ev.by);
+    ev.marker = "⚠"; ev.text = `${u ? u.name : ev.by} acknowledged the emergency ${ev.flow}`;
+  }
   if (ev.kind === "agent.state") {  // in the dispatcher's words, not the event's fields
     const u = S.users.get(ev.user);
     const who = u ? u.name : ev.user;

@@ -95,6 +95,22 @@ async def hang_up_user(user_id: str, principal: Authed, svc: Svc) -> dict[str, A
     return {"flow": f.name, "outcome": outcome}
 
 
+@router.get("/emergencies")
+async def list_emergencies(principal: Authed, svc: Svc) -> list[dict[str, Any]]:
+    """Emergencies going on now (flows at EMERGENCY): ``flow``, ``name``, ``users``,
+    ``started_at`` and, once acknowledged, ``acknowledged_by`` and ``acknowledged_at``."""
+    return svc.alarms.all()
+
+
+@router.post("/emergencies/{flow}/ack")
+async def acknowledge_emergency(flow: str, principal: Authed, svc: Svc) -> dict[str, Any]:
+    """Acknowledge an emergency alarm (positions only): every console shows who did. Audited.
+    409 ``already-acknowledged`` names who was first."""
+    if not svc.positions.is_position(principal.user_id) and not principal.may("end_emergency"):
+        raise Forbidden("only a dispatcher position acknowledges emergencies", id="not-a-position")
+    return svc.alarms.acknowledge(flow, principal.user_id, principal.role)
+
+
 @router.get("/queue")
 async def get_queue(principal: Authed, svc: Svc) -> dict[str, Any]:
     """The dispatcher queue now: the callers in service order (``caller``, ``priority``,
