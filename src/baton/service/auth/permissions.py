@@ -91,8 +91,8 @@ class Principal:
         """Raise 403 ``priority-not-allowed`` if ``priority`` is above the cap."""
         if priority > self.max_priority:
             raise Forbidden(
-                f"{self.user_id} ({self.role}) may {action} up to "
-                f"{priority_name(self.max_priority)}, not {priority_name(priority)}",
+                f"{self.user_id} ({self.role}) may {action} only up to "
+                f"{priority_name(self.max_priority)}; this needs {priority_name(priority)}",
                 id="priority-not-allowed",
                 details={
                     "priority": priority_name(priority),

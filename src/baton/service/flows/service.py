@@ -167,7 +167,7 @@ class FlowsService:
         try:
             principal.require(spec.permission or "start", f"start {name}")
             level = spec.priority if priority is None else _level(priority, "priority")
-            principal.require_priority(level, f"start flows at {priority_name(level)}")
+            principal.require_priority(level, "start flows")
             kwargs = self._convert(spec, args)
             self._check_arguments(principal, spec, kwargs)
         except Forbidden as exc:
@@ -224,7 +224,7 @@ class FlowsService:
                 continue
             if p.kind == "priority" or (p.kind == "integer" and p.name == "priority"):
                 level = _level(value, f"args.{p.name}")
-                principal.require_priority(level, f"start flows at {priority_name(level)}")
+                principal.require_priority(level, "start flows")
 
     async def _first_step(self, flow: Flow, *, within: float) -> None:
         """Wait until ``flow`` holds a user, queues a claim or ends (``within`` bounds it); with
