@@ -246,6 +246,12 @@ def test_a_dispatcher_goes_ready_and_answers_a_queued_call(centre: Server, tmp_p
             alarm.locator('button[data-action="ack"]').click()
             expect(pg.locator("#alarms .alarm.acked")).to_contain_text("Acknowledged by disp1")
             expect(pg.locator("#log")).to_contain_text("disp1 acknowledged the emergency")
+            # The log speaks the dispatcher's language; the engine's events stay in the trace.
+            log = pg.locator("#log")
+            expect(log).to_contain_text("emergency inbound 1 started — caller: unit3")
+            expect(log).to_contain_text("unit1's call was answered")
+            expect(log).not_to_contain_text("epoch")
+            expect(log).not_to_contain_text("None")
             assert errors == [], errors
         finally:
             browser.close()

@@ -292,7 +292,52 @@ function onMessage(msg) {
 const AGENT_LABELS = { logged_out: "logged out", ready: "ready", not_ready: "not ready", wrap_up: "in wrap-up" };
 const AGENT_VIA = { phone: "from the phone", console: "from the console", api: "over the API", queue: "by the queue", timer: "after wrap-up" };
 
+const userName = (id) => (S.users.get(id) ? S.users.get(id).name : id);
+const flowKind = (name) => (name || "").split("#")[0];
+const EMERGENCY_FLOWS = new Set(["emergency_call", "emergency_inbound"]);
+
+// The event log in dispatcher mode: what a dispatcher needs, in their words ("Engine 1 was taken
+// into an emergency by Dispatcher 1"); the engine's own events (claims, epochs, media commands)
+// are left to the flow's trace, one click away. Returns [marker, text, flow] or null.
+function forDispatcher(ev) {
+  const flowOf = (name) => S.flows.find((f) => f.name === name);
+  const byOf = (name) => {
+    const f = flowOf(name);
+    const who = f && (f.args.dispatcher || f.args.caller || f.started_by);
+    return who && !String(who).startsWith("phone:") ? ` by ${userName(who)}` : "";
+  };
+  switch (ev.kind) {
+    case "flow.started": {
+      const args = argsText(ev.args);
+      return ["▶", `${flowTitle(ev.flow)} started${args ? " — " + args : ""}`, ev.flow];
+    }
+    case "flow.ended":
+      return ["■", `${flowTitle(ev.flow)} ${ev.outcome === "completed" ? "ended" : ev.outcome === "cancelled" ? "was cancelled" : "failed" + (ev.error ? ": " + ev.error.replace(/^\w+: /, "") : "")}`, ev.flow];
+    case "flow.note":
+      return ["»", ev.text.replace(/^[\w#]+: /, ""), ev.flow];
+    case "owner.changed":
+      if (ev.reason !== "preempted" || !ev.new) return null;
+      if (EMERGENCY_FLOWS.has(flowKind(ev.new))) return ["⚠", `${userName(ev.user)} was taken into an emergency${byOf(ev.new)}`, ev.new];
+      return ["⇄", `${userName(ev.user)} was taken into ${flowTitle(ev.new)}${byOf(ev.new)}`, ev.new];
+    case "leg.state":
+      if (ev.state === "ringing") return ["☎", ev.direction === "inbound" ? `${userName(ev.user)} is calling in` : `${userName(ev.user)}'s phone rings`, null];
+      if (ev.state === "connected") return ["☎", ev.direction === "inbound" ? `${userName(ev.user)}'s call was answered` : `${userName(ev.user)} answered`, null];
+      if (ev.state === "ended") return ["☎", `${userName(ev.user)}'s call ended${ev.cause && ev.cause !== "normal" ? " (" + ev.cause.replaceAll("_", " ") + ")" : ""}`, null];
+      return null;
+    case "callinfo.started":
+      return ["═", ev.meeting ? `conference ${ev.meeting}: ${ev.users.map(userName).join(", ")}` : `${ev.users.map(userName).join(" and ")} are talking`, null];
+    default:
+      return null;
+  }
+}
+
 function logEvent(ev) {
+  if (S.mode === "dispatcher" && !["agent.state", "emergency.acknowledged"].includes(ev.kind)) {
+    const line = forDispatcher(ev);
+    if (!line) return;
+    [ev.marker, ev.text] = line;
+    ev.flow = line[2];
+  }
   if (ev.kind === "emergency.acknowledged") {
     const u = S.users.get(ev.by);
     ev.marker = "⚠"; ev.text = `${u ? u.name : ev.by} acknowledged the emergency ${ev.flow}`;
@@ -362,6 +407,25 @@ function select(id) {
 
 function prioBadge(p, name) { return el("span", { class: `prio p${p}`, text: name }); }
 
+// A flow as the dispatcher calls it ("conference 2"), and its arguments without Python: unset
+// values left out, enums by their value ("OnLeave.END" → "end"), names by the user's name.
+function flowTitle(name) {
+  const [kind, n] = name.split("#");
+  return `${kind.replaceAll("_", " ")}${n ? " " + n : ""}`;
+}
+function argValue(v) {
+  if (v === null || v === undefined || v === "None" || v === "") return null;
+  const s = String(v);
+  const m = /^[A-Z][A-Za-z]*\.([A-Z_]+)$/.exec(s);
+  if (m) return m[1].toLowerCase().replaceAll("_", " ");
+  if (s.startsWith("queue ")) return s.slice(6);
+  return s.split(",").map((id) => (S.users.get(id) ? S.users.get(id).name : id)).join(", ");
+}
+function argsText(args) {
+  return Object.entries(args || {}).map(([k, v]) => [k.replaceAll("_", " "), argValue(v)])
+    .filter(([, v]) => v !== null).map(([k, v]) => `${k}: ${v}`).join(" · ");
+}
+
 function renderFlows() {
   const body = $("#flows tbody"); body.replaceChildren();
   $("#no-flows").hidden = S.flows.length > 0;
@@ -374,7 +438,7 @@ function renderFlows() {
         onclick: () => sendCommand(f, c) }));
     }
     body.append(el("tr", { dataset: { flow: f.name } },
-      el("td", {}, el("strong", { text: f.name }), el("div", { class: "muted", text: Object.entries(f.args).map(([k, v]) => `${k}=${v}`).join(" ") })),
+      el("td", {}, el("strong", { text: flowTitle(f.name) }), el("div", { class: "muted", text: argsText(f.args) })),
       el("td", {}, prioBadge(f.priority, f.priority_name)),
       el("td", { text: f.users.join(", ") }),
       el("td", { text: f.started_by || "" }),
@@ -465,8 +529,10 @@ function fieldFor(p, prefill) {
       placeholder: p.default !== null ? String(p.default) : "" });
   } else if (p.kind === "string") {
     input = el("input", { name: p.name, placeholder: p.default !== null ? String(p.default) : "" });
+  } else if (p.kind === "prompt") {
+    input = el("input", { name: p.name, placeholder: "a recorded prompt's file name" });
   } else {
-    input = el("input", { name: p.name, disabled: true, placeholder: `(${p.type}: not settable here)` });
+    return null;  // set by the flow itself: nothing to ask the dispatcher
   }
   wrap.append(input);
   if (p.unit || p.has_default) wrap.append(el("span", { class: "hint", text: [p.unit ? `in ${p.unit === "s" ? "seconds" : p.unit}` : "", p.has_default ? `default ${p.default}` : ""].filter(Boolean).join(" · ") }));
@@ -487,7 +553,8 @@ function openForm(f) {
       if (SELF_PARAMS.has(p.name) && meIsUser) prefill = S.me.user;
       else if (!selectedUsed && S.selected && S.selected !== S.me.user) { prefill = S.selected; selectedUsed = true; }
     }
-    fields.append(fieldFor(p, prefill));
+    const field = fieldFor(p, prefill);
+    if (field) fields.append(field);
   }
   const prio = $("#flow-priority"); prio.replaceChildren();
   for (const [name, value] of PRIORITIES) {
@@ -548,7 +615,11 @@ async function sendCommand(f, c) {
     if (!who) return;
     args.user = who;
   }
-  try { const r = await api("POST", `/api/flows/${enc(f.name)}/commands`, { command: c.name, args }); status(`${f.name} ${c.name}: ${r.reply}`); }
+  try {
+    const r = await api("POST", `/api/flows/${enc(f.name)}/commands`, { command: c.name, args });
+    const reply = r.reply === null || r.reply === undefined ? "done" : typeof r.reply === "object" ? argsText(r.reply) || "done" : r.reply;
+    status(`${flowTitle(f.name)} — ${c.name}: ${reply}`);
+  }
   catch (e) { status(`${f.name} ${c.name}: ${e.message} (${e.status} ${e.id})`, "error"); }
 }
 
