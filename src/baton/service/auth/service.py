@@ -168,8 +168,9 @@ class Auth:
         self._cache: dict[str, tuple[str, str, float | None]] = {}  # digest → (id, user, expiry)
         # Login failures per (account, source) and per source; oldest first.
         self._failures: OrderedDict[str, _Failures] = OrderedDict()
-        # A hash no password matches, verified for unknown users so they answer as slowly as
-        # known ones (no telling which users exist from the time a refusal takes).
+        # A hash verified for unknown users, so they answer as slowly as known ones (no telling
+        # which users exist from the time a refusal takes): a configured user's, taken at start
+        # — a match is still refused, as there is no such user.
         self._dummy_hash: str | None = None
         # token id → set when it is revoked (held by whoever watches: the event streams)
         self._watches: weakref.WeakValueDictionary[str, asyncio.Event] = (
@@ -183,11 +184,13 @@ class Auth:
         journal writer): new users added, changed passwords re-hashed, removed users
         deactivated (their tokens stop working)."""
         now = self.wallclock()
-        await self._dummy()  # made now, so the first unknown user does not pay for it
         rows = {r.id: r for r in (await conn.execute(sa.select(users))).all()}
         for user in self.config.users:
             row = rows.pop(user.id, None)
             if row is not None and await self._verify(row.password_hash, user.password):
+                # Unknown users are verified against a real hash made with the same parameters:
+                # the same cost, at no extra hashing at start (and it can never let them in).
+                self._dummy_hash = self._dummy_hash or row.password_hash
                 await conn.execute(
                     sa.update(users)
                     .where(users.c.id == user.id)
@@ -195,6 +198,7 @@ class Auth:
                 )
                 continue
             digest = await asyncio.to_thread(self.hasher.hash, user.password)
+            self._dummy_hash = self._dummy_hash or digest
             values = {
                 "name": user.display_name,
                 "role": user.role,
