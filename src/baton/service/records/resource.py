@@ -34,7 +34,7 @@ async def legs(
     offset: Offset = 0,
 ) -> list[dict[str, Any]]:
     """Call records per leg, newest first: start, answer, end, cause (``end_reason`` is the cause,
-    or ``shutdown`` / ``restart`` for a leg the service closed)."""
+    or ``shutdown`` / ``crash`` / ``restart`` for a leg the service closed)."""
     f = records.LegFilter(user, since, until, cause, direction, open, limit, offset)
     async with svc.store.read() as conn:
         return await records.list_legs(conn, f)

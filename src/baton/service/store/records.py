@@ -2,9 +2,10 @@
 
 Crash recovery (:func:`begin_run`): a run that never recorded its end died with the process. Its
 records still open — legs, flows, CallInfos, recordings — are closed with ``end_reason =
-"restart"`` at the last moment the journal heard from that run (the best estimate of the crash),
-and the run is marked ``crashed``. A clean stop (:func:`end_run`) closes what is open with
-``"shutdown"`` at the stop time.
+"crash"`` at the last moment that run was heard of — its last heartbeat (:func:`heartbeat`,
+every few seconds) or its last journalled event, whichever is later: the best estimate of the
+crash — and the run is marked ``crashed``. A clean stop (:func:`end_run`) closes what is open
+with ``"shutdown"`` at the stop time; ``"restart"`` closes any straggler at the next start.
 """
 
 from __future__ import annotations

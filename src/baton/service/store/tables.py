@@ -8,8 +8,8 @@ names (``call#1``, leg ids, event sequence numbers) are unique only within a run
 carries its ``run_id``.
 
 Every record table has ``end_reason``: how the record was closed — the leg's cause, the flow's
-outcome, ``"shutdown"`` (a clean stop closed it) or ``"restart"`` (the service died with it open
-and the next start closed it).
+outcome, ``"shutdown"`` (a clean stop closed it), ``"crash"`` (the service died with it open and
+the next start closed it at the crash time) or ``"restart"`` (a straggler of a run that stopped).
 """
 
 from __future__ import annotations
