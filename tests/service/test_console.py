@@ -231,24 +231,43 @@ def test_a_dispatcher_goes_ready_and_answers_a_queued_call(centre: Server, tmp_p
             if keep:  # refresh the README's picture: BATON_SCREENSHOTS=docs
                 shot.replace(Path(keep) / shot.name)
 
+            # Hold and resume from "my line".
+            pg.click("#my-hold")
+            expect(pg.locator(tile(pg, "unit1"))).to_contain_text("hold#1")
+            pg.click("#my-resume")
+            expect(pg.locator(tile(pg, "disp1", "talking"))).to_contain_text("talking with unit1")
+
             # Hang up: both ends go back; the position is ready for the next caller.
             pg.click("#my-hangup")
             expect(pg.locator(tile(pg, "unit1", "idle"))).to_be_visible()
             expect(pg.locator("#my-state")).to_have_text("Ready")
 
+            # The next caller is put through to another unit: select its tile, one click.
+            pg.click(tile(pg, "unit2"))
+            pg.fill("#phone-number", "100")
+            pg.click("#phone-dial")
+            # The line stayed up after the hang-up (an always-on position line): no ringing.
+            expect(pg.locator(tile(pg, "disp1", "talking"))).to_contain_text("talking with unit2")
+            pg.click(tile(pg, "unit2"))  # (deselect)
+            pg.click(tile(pg, "unit3"))
+            pg.click('#quick button[data-quick="blind_transfer"]')
+            expect(pg.locator(tile(pg, "unit2", "talking"))).to_contain_text("talking with unit3")
+            expect(pg.locator(tile(pg, "disp1", "connected"))).to_be_visible()
+            pg.click(tile(pg, "unit3"))  # (deselect)
+
             # An emergency call: a blinking banner on the console until a dispatcher
             # acknowledges it; then everyone sees who did.
-            pg.click(tile(pg, "unit3"))
+            pg.click(tile(pg, "unit4"))
             pg.fill("#phone-number", "112")
             pg.click("#phone-dial")
             alarm = pg.locator("#alarms .alarm.unacked")
-            expect(alarm).to_contain_text("EMERGENCY — unit3")
+            expect(alarm).to_contain_text("EMERGENCY — unit4")
             alarm.locator('button[data-action="ack"]').click()
             expect(pg.locator("#alarms .alarm.acked")).to_contain_text("Acknowledged by disp1")
             expect(pg.locator("#log")).to_contain_text("disp1 acknowledged the emergency")
             # The log speaks the dispatcher's language; the engine's events stay in the trace.
             log = pg.locator("#log")
-            expect(log).to_contain_text("emergency inbound 1 started — caller: unit3")
+            expect(log).to_contain_text("emergency inbound 1 started — caller: unit4")
             expect(log).to_contain_text("unit1's call was answered")
             expect(log).not_to_contain_text("epoch")
             expect(log).not_to_contain_text("None")

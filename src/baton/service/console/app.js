@@ -165,9 +165,60 @@ function renderPosition() {
   const ringing = me.leg && me.leg.state === "ringing";
   $("#my-answer").disabled = !S.sim || !ringing;
   $("#my-hangup").disabled = !me.leg;
+  const holding = myHold();
+  $("#my-hold").disabled = !me.partner || !!holding;
+  $("#my-resume").disabled = !holding;
+  renderQuick();
   $("#my-answer").title = S.sim ? "answer on your (virtual) phone" : "answer on your SIP phone";
   $("#my-hangup").title = "end your call (the other party is hung up; your line stays up)";
 }
+
+function myHold() {
+  return S.flows.find((f) => flowKind(f.name) === "hold" && f.args.holder === S.me.user);
+}
+
+// One click on a selected unit: the library's flows with you as the dispatcher.
+const QUICK = {
+  call: (target) => ({ flow: "call", args: { caller: S.me.user, callee: target } }),
+  monitor: (target) => ({ flow: "monitor", args: { dispatcher: S.me.user, target } }),
+  barge_in: (target) => ({ flow: "barge_in", args: { dispatcher: S.me.user, target } }),
+  blind_transfer: (target) => {
+    const me = S.users.get(S.me.user);
+    return { flow: "blind_transfer", args: { party: me && me.partner, transferor: S.me.user, target } };
+  },
+};
+
+function renderQuick() {
+  const sel = S.selected && S.selected !== S.me.user ? S.users.get(S.selected) : null;
+  const me = S.users.get(S.me.user);
+  $("#quick-who").textContent = sel ? `— ${sel.name}: ${sel.label.split(" · owned by")[0]}` : "— click a tile";
+  for (const b of document.querySelectorAll("#quick button")) {
+    const spec = S.library.find((f) => f.name === b.dataset.quick);
+    const allowed = spec ? spec.allowed : false;
+    b.disabled = !sel || !allowed || (b.dataset.quick === "blind_transfer" && !(me && me.partner));
+    b.title = !spec ? "not in the library" : !allowed ? `your role may not (${spec.permission})` : spec.description.replaceAll("``", "");
+  }
+}
+
+async function startQuick(kind) {
+  if (!S.selected) return;
+  const body = QUICK[kind](S.selected);
+  try { const r = await api("POST", "/api/flows", body); status(`${flowTitle(r.name)} started`); }
+  catch (e) { status(e.message, "error"); }
+}
+for (const b of document.querySelectorAll("#quick button")) b.addEventListener("click", () => startQuick(b.dataset.quick));
+
+$("#my-hold").addEventListener("click", async () => {
+  const me = S.users.get(S.me.user);
+  if (!me || !me.partner) return;
+  try { await api("POST", "/api/flows", { flow: "hold", args: { holder: S.me.user, held: me.partner } }); status(`${userName(me.partner)} is on hold`); }
+  catch (e) { status(e.message, "error"); }
+});
+$("#my-resume").addEventListener("click", async () => {
+  const f = myHold(); if (!f) return;
+  try { await api("POST", `/api/flows/${enc(f.name)}/commands`, { command: "resume", args: {} }); status("Resumed"); }
+  catch (e) { status(e.message, "error"); }
+});
 
 async function setMyState(state) {
   const body = { state };
@@ -278,7 +329,7 @@ function onMessage(msg) {
   const ev = msg.event;
   S.lastSeq = ev.seq;
   if (msg.users) for (const u of msg.users) { S.users.set(u.id, u); renderTile(u); }
-  if (msg.flows) { S.flows = msg.flows; renderFlows(); }
+  if (msg.flows) { S.flows = msg.flows; renderFlows(); renderPosition(); }
   if (ev.kind === "media" || ev.kind.startsWith("callinfo.") || ev.kind === "leg.state") refreshMeetingsSoon();
   if (msg.users && S.selected && msg.users.some((u) => u.id === S.selected)) renderPhone();
   if (msg.users && msg.users.some((u) => u.id === S.me.user)) renderPosition();
@@ -402,7 +453,7 @@ function renderTile(u) {
 function select(id) {
   S.selected = S.selected === id ? null : id;
   document.querySelectorAll(".tile").forEach((t) => t.classList.toggle("selected", t.dataset.user === S.selected));
-  renderActions(); renderPhone();
+  renderActions(); renderPhone(); renderQuick();
 }
 
 function prioBadge(p, name) { return el("span", { class: `prio p${p}`, text: name }); }
