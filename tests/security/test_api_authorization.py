@@ -196,3 +196,22 @@ async def test_priorities_given_as_arguments_are_capped_and_booleans_refused(
             await _post(a, "disp1", "/api/flows", body), 422, "invalid-request", "priority"
         )
         assert _flows(svc) == []
+
+
+async def test_a_member_commands_a_group_for_itself_only(tmp_path: Path) -> None:
+    async with api(tmp_path, "disp1", "unit1", "unit4") as (svc, a):
+        body = {"flow": "ptt_group", "args": {"members": "north", "dispatchers": ["disp1"]}}
+        r = await _post(a, "disp1", "/api/flows", body)
+        assert r.status_code == 201, r.text
+        path = f"/api/flows/{r.json()['name'].replace('#', '%23')}/commands"
+        # unit1 is a member: it may press its own key...
+        r = await _post(a, "unit1", path, {"command": "request", "args": {"user": "unit1"}})
+        assert r.status_code == 200, r.text
+        # ...not another member's, and it may not end the group for everyone.
+        r = await _post(a, "unit1", path, {"command": "request", "args": {"user": "unit2"}})
+        assert assert_error(r, 403, "user-not-in-scope")["details"]["users"] == ["unit2"]
+        assert_error(await _post(a, "unit1", path, {"command": "end"}), 403, "user-not-in-scope")
+        # unit4 is no member: naming itself does not let it into the group.
+        r = await _post(a, "unit4", path, {"command": "request", "args": {"user": "unit4"}})
+        assert_error(r, 403, "user-not-in-scope")
+        assert any(f.spec.name == "ptt_group" for f in svc.manager.flows.values())

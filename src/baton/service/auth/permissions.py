@@ -14,8 +14,10 @@ Rules (checked at the edge, before the core is asked anything)
   (:attr:`Principal.scope`): ``self`` — its own line; ``groups`` — its own line and the members
   of its groups; ``centre`` — every user of this dispatch centre; ``all`` — everyone. Starting a
   flow needs every user among its arguments (whatever the parameter's name, in lists and in the
-  meetings it names) in scope; commanding or cancelling a running flow needs every user it
-  involves in scope, unless the principal started it. Refusals are 403 ``user-not-in-scope``.
+  meetings it names) in scope. Commanding a running flow about named users needs them in scope
+  (and the principal among the flow's users, or its starter); cancelling it, or a command about
+  no one, needs every user it involves in scope unless the principal started it. Refusals are
+  403 ``user-not-in-scope``.
 * Service permissions: ``audit`` (read the audit log), ``tokens`` (see and revoke other users'
   tokens), ``meeting`` (mute, kick, end meetings), ``recordings`` (list and download),
   ``positions`` (change another position's agent state).

@@ -274,17 +274,33 @@ class FlowsService:
         return {"flow": name, "result": result.value}
 
     async def _control(
-        self, principal: Principal, flow: Flow, command: str | None, remote: str | None
+        self,
+        principal: Principal,
+        flow: Flow,
+        command: str | None,
+        remote: str | None,
+        args: dict[str, Any] | None = None,
     ) -> None:
-        """May ``principal`` command (or cancel, ``command`` None) ``flow``? Audits a refusal."""
+        """May ``principal`` command (or cancel, ``command`` None) ``flow``? Audits a refusal.
+
+        Whom for: a command naming users (``{"user": "unit1"}``) acts on them — they must be in
+        scope, and the caller must have started the flow, be one of its users, or have all of
+        them in scope (a member presses its own PTT key; a stranger does not command a call it
+        has no part in). Cancelling, or a command naming no one (``end``), acts on every user
+        of the flow: all in scope, unless the caller started it."""
         try:
             principal.require_control(flow.spec.permission, flow.priority, command)
             if flow.spec.permission == "emergency" and (command is None or command in END_COMMANDS):
                 principal.require("end_emergency", "end an emergency")
+            action = f"send {command!r} to" if command else "cancel"
             info = self.service.flows.get(flow.name)
-            if info is None or info.started_by != principal.user_id:
-                action = f"send {command!r} to" if command else "cancel"
-                principal.require_users(flow_users(flow), f"{action} {flow.name}")
+            starter = info is not None and info.started_by == principal.user_id
+            named = _named_users(args or {}, self.service.user_ids()) if command else []
+            principal.require_users(named, f"{action} {flow.name}")
+            involved = flow_users(flow)
+            member = bool(named) and principal.user_id in involved
+            if not starter and not member:
+                principal.require_users(involved, f"{action} {flow.name}")
         except Forbidden as exc:
             self.service.audit(
                 principal,
@@ -322,8 +338,7 @@ class FlowsService:
             raise Unprocessable(
                 "args must be an object of named arguments", details={"field": "args"}
             )
-        await self._control(principal, flow, command, remote)
-        principal.require_users(_named_users(args, self.service.user_ids()), f"{command} them")
+        await self._control(principal, flow, command, remote, args)
         try:
             fut = flow.send(command, by=principal.user_id, **args)
         except FlowUsageError as exc:
