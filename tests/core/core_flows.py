@@ -1,4 +1,8 @@
-"""Small flows the core tests drive (the real library lives in baton.flows)."""
+"""Small flows the core tests drive (the real library lives in baton.flows).
+
+They keep invariant 11 like library flows must: a party who has answered hears a ringback while
+the next one rings, and a user held in silence on purpose is declared quiet.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> No
     """Dial both, bridge them, settle a P2P."""
     await s.claim(caller, callee)
     await s.dial(caller, timeout=ring)
+    ringback = await s.play(caller, "ringback", loop=True)
     await s.dial(callee, timeout=ring)
+    await s.stop(ringback)
     await s.connect(caller, callee)
     s.settle(P2P(caller, callee))
 
@@ -21,6 +27,8 @@ async def hold(s: Session, *users: User) -> None:
     await s.claim(*users)
     for u in users:
         await s.dial(u)
+        if len(users) != 2:
+            s.quiet(u, "held")
     if len(users) == 2:
         await s.connect(*users)
     await s.sleep(10_000)
@@ -38,7 +46,9 @@ async def emergency(s: Session, dispatcher: User, target: User) -> None:
     """Take the target from whatever it is in and talk to it."""
     await s.claim(dispatcher, target)
     await s.dial(dispatcher)
+    ringback = await s.play(dispatcher, "ringback", loop=True)
     await s.dial(target)
+    await s.stop(ringback)
     await s.connect(dispatcher, target)
     s.settle(P2P(dispatcher, target))
 
@@ -95,6 +105,7 @@ async def conference(s: Session, *users: User) -> None:
         try:
             await s.dial(u, timeout=10)
             answered.append(u)
+            s.quiet(u, "waiting for the others to answer")
         except Exception:
             s.release(u)
     if len(answered) >= 2:
@@ -107,6 +118,7 @@ async def patient(s: Session, a: User, wait: float) -> None:
     """Queue for a user, then keep it a while."""
     await s.claim(a, wait=wait)
     await s.dial(a)
+    s.quiet(a, "kept a while")
     await s.sleep(5)
 
 

@@ -69,6 +69,7 @@ async def test_inv2_fenced_operation_sends_nothing() -> None:
     async def stubborn(s: Session, a: User) -> None:
         await s.claim(a)
         await s.dial(a)
+        s.quiet(a, "kept")
         try:
             await s.sleep(100)
         except Preempted:
@@ -88,7 +89,7 @@ async def test_inv2_fenced_operation_sends_nothing() -> None:
     assert isinstance(err, NotOwner)
     assert f"it was preempted by {e.name}" in str(err)
     assert "Claim it before operating on it" in str(err)
-    assert w.sim.sent("play") == []  # nothing was sent
+    assert w.sim.sent("play") == [(w.manager.leg_of(w["d"]).id,)]  # the ringback, not a's
     assert w.manager.violations == []
     w.assert_ok()
 
@@ -187,6 +188,8 @@ async def test_inv5_compensation_is_owner_checked_lifo_and_bounded() -> None:
             order.append("forever")
             await asyncio.Event().wait()
 
+        s.quiet(a, "kept")
+        s.quiet(b, "kept")
         s.compensate(touch_a, a)
         s.compensate(touch_b, b)
         s.compensate(forever)
@@ -203,7 +206,7 @@ async def test_inv5_compensation_is_owner_checked_lifo_and_bounded() -> None:
     assert order == ["forever", "b"]  # LIFO; the step on the lost user never ran
     outcomes = {e.step: e.outcome for e in w.events if isinstance(e, CompensationRan)}
     assert outcomes == {"forever": "timeout", "touch_b": "ran", "touch_a": "skipped"}
-    assert w.sim.sent("play") == []
+    assert w.sim.sent("play") == [(w.manager.leg_of(w["d"]).id,)]  # the ringback, not a's
     w.assert_ok()
 
 
@@ -292,6 +295,8 @@ async def test_inv7_hangup_handler() -> None:
             told.append(str(exc))
 
         s.on_hangup(b, gone)
+        s.quiet(a, "kept")
+        s.quiet(b, "kept")
         await s.wait_hangup(a)
 
     w = World("a", "b")

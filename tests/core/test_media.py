@@ -49,6 +49,7 @@ async def test_listen_whisper_and_muted_modes() -> None:
         await s.claim(a, b, d, m)
         for u in (a, b, d, m):
             await s.dial(u)
+            s.quiet(u, "set-up")
         r = await s.meeting(a, b)
         await s.join(r, m, MeetingMode.LISTEN)  # monitor
         await s.join(r, d, MeetingMode.WHISPER, whisper_to=a)  # coach a
@@ -125,6 +126,8 @@ async def test_clear_returns_to_connected_idle() -> None:
         await s.play(a, Tone("hold"), loop=True)
         await s.record(a, "/tmp/a.wav")
         await s.clear(a)
+        s.quiet(a, "idle on purpose")
+        s.quiet(b, "idle on purpose")
         await s.sleep(100)
 
     w = World("a", "b")

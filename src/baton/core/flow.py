@@ -187,6 +187,7 @@ class Flow(Owner):
     __slots__ = (
         "_cancel_requested",
         "_children",
+        "_end_by",
         "_ended",
         "_inbox",
         "_lost_log",
@@ -230,7 +231,9 @@ class Flow(Owner):
         self.cancel_reason: str | None = None
         self.task: asyncio.Task[None] | None = None
         self._cancel_requested = False
-        self._children: set[asyncio.Task[Any]] = set()
+        #: when the flow must have ended, once it was asked to end (invariant 10)
+        self._end_by: float | None = None
+        self._children: dict[asyncio.Task[Any], None] = {}  # an ordered set
         self._pending: list[Notice] = []
         self._root_op: _Op | None = None
         self._lost_log: dict[User, str] = {}
@@ -279,8 +282,19 @@ class Flow(Owner):
             self._release_all()
             self._end()
 
+    @property
+    def end_by(self) -> float | None:
+        """Once the flow was cancelled or began to finish: the loop time by which it must have
+        ended (``UserManager.end_timeout`` later). ``None`` while it runs undisturbed."""
+        return self._end_by
+
+    def _must_end(self) -> None:
+        if self._end_by is None:
+            self._end_by = self.manager.now() + self.manager.end_timeout
+
     async def _finish(self) -> None:
         self.state = FlowState.FINISHING
+        self._must_end()
         steps = self.session._steps
         if self._children or steps or self.meetings or self._leaves_media():
             finisher = self.manager.spawn(self._finish_async(), f"{self.name}:finish")
@@ -301,6 +315,22 @@ class Flow(Owner):
         self._end()
 
     async def _finish_async(self) -> None:
+        end_by = self._end_by
+        assert end_by is not None
+        try:
+            async with asyncio.timeout_at(end_by):
+                await self._wind_down()
+        except TimeoutError:
+            self.manager.events.publish(
+                CompensationRan(
+                    flow=self.name,
+                    step="(end)",
+                    outcome="timeout",
+                    detail=f"did not end within {self.manager.end_timeout} s; released as is",
+                )
+            )
+
+    async def _wind_down(self) -> None:
         children = list(self._children)
         for child in children:
             child.cancel()
@@ -404,6 +434,7 @@ class Flow(Owner):
             return CancelResult.ALREADY_CANCELLING
         self._cancel_requested = True
         self.cancel_reason = reason
+        self._must_end()
         assert self.task is not None
         self.task.cancel(f"flow {self.name} cancelled: {reason}")
         return CancelResult.CANCELLED
@@ -540,7 +571,7 @@ class Flow(Owner):
         return True
 
     def _child_done(self, task: asyncio.Task[Any]) -> None:
-        self._children.discard(task)
+        self._children.pop(task, None)
         if task.cancelled():
             return
         exc = task.exception()
@@ -674,6 +705,16 @@ class Session:
         name: str = label or getattr(step, "__name__", None) or "step"
         self._steps.append(_Step(step, name, epochs))
 
+    def quiet(self, user: User, why: str | None) -> None:
+        """Declare that ``user``, whom this flow holds, may hear nothing for now: a wait the
+        flow chose (a PTT member while nobody has the floor, a party parked on purpose). Without
+        it a connected user who hears nobody and is played nothing is *dead air* (invariant
+        11). ``None`` ends the declaration; losing the user ends it too."""
+        rec = self.manager.rec(user)
+        self.flow._enter_op()  # a notice pending about a lost user is raised here, as by an op
+        self.manager.ledger.fence(self.flow, rec, self.flow._lost_how(user))
+        rec.quiet = why
+
     # ---- legs
 
     def leg_of(self, user: User) -> Leg | None:
@@ -802,6 +843,9 @@ class Session:
         name: how a handler or a DTMF callback hands work to the flow's main loop."""
         flow = self.flow
         fut: asyncio.Future[Any] = self.manager.loop.create_future()
+        # a handler posting to its own flow rarely awaits the answer: a failure (the flow ended
+        # first) must not be logged as "never retrieved"
+        fut.add_done_callback(_retrieve)
         if flow._inbox is None:
             flow._inbox = asyncio.Queue()
         flow._inbox.put_nowait(Command(command, args, self.name, fut))
@@ -840,13 +884,18 @@ class Session:
             coro.close()
             raise FlowUsageError(f"{self.name} is {self.flow.state.value}: no new tasks")
         task = self.manager.spawn(coro, name or f"{self.name}:child")
-        self.flow._children.add(task)
+        self.flow._children[task] = None
         task.add_done_callback(self.flow._child_done)
         return task
 
     def note(self, text: str) -> None:
         """Write a line in the flow's trace (shown by ``baton demo`` and the console)."""
         self.manager.events.publish(FlowNote(flow=self.name, text=text))
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if fut.done() and not fut.cancelled():
+        fut.exception()
 
 
 def _bound(

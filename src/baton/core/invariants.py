@@ -8,6 +8,8 @@ flows have ended and grace periods have passed, every user is idle or held by a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from baton.core.callinfo import CallInfo
 from baton.core.events import (
     Event,
@@ -19,10 +21,11 @@ from baton.core.events import (
     PreemptionStarted,
 )
 from baton.core.flow import Flow, FlowState
+from baton.core.ledger import UserRecord
 from baton.core.manager import UserManager
-from baton.core.model import LegState
+from baton.core.model import Direction, LegState
 
-__all__ = ["check", "check_event_order", "check_quiescent"]
+__all__ = ["Watch", "check", "check_event_order", "check_quiescent"]
 
 
 def check(manager: UserManager) -> list[str]:
@@ -167,3 +170,126 @@ def _check_phase(start: PreemptionStarted, seq: list[Event]) -> list[str]:
             )
         last = max(last, order[step])
     return problems
+
+
+#: What a switch says a user hears now: user ids and ``tone:…``/``prompt:…``; ``None`` when the
+#: user has no connected call at the switch.
+Hearing = Callable[[str], "set[str] | None"]
+
+
+class Watch:
+    """The invariants that need a clock: 10 (liveness), 11 (no dead air), and the per-user
+    state of 12 (clean hand-over), on top of :func:`check`.
+
+    Call :meth:`check` whenever something happened, and again at :meth:`next_deadline` (nothing
+    may happen at all while a claim hangs or a user sits in silence — that is the point). A
+    problem is reported once, with a stable message.
+
+    * **10.** Every claim resolves by its bound (its own patience, plus one preemption per user:
+      the loser's unwinding and a media clear); every flow asked to end, or finishing, ends by
+      ``UserManager.end_timeout``; every outbound leg still ringing is given up by its ring
+      deadline.
+    * **11.** A user held by a flow or a CallInfo, connected at the switch, who hears nobody and
+      is played nothing, outside a wait the holder declared (``Session.quiet``), for longer than
+      ``dead_air`` seconds, is dead air. ``dead_air`` must cover the switch's latency: a flow
+      needs a command or two to put a party somewhere.
+    * **12.** No wait of a former owner on a user (a dial, a digit collection…) is still live
+      (not interrupted) after a hand-over; a flow keeps no handler for a user it lost.
+    """
+
+    def __init__(self, manager: UserManager, hears: Hearing, *, dead_air: float = 2.0) -> None:
+        self.manager = manager
+        self.hears = hears
+        self.dead_air = dead_air
+        self._silent: dict[str, tuple[int, float]] = {}  # user -> (epoch, silent since)
+        self._next: float | None = None
+
+    def next_deadline(self) -> float | None:
+        """The earliest moment a bound found pending at the last check expires."""
+        return self._next
+
+    def check(self) -> list[str]:
+        m = self.manager
+        now = m._now()  # (0 before the loop ever ran)
+        problems = check(m)
+        deadlines: list[float] = []
+
+        def due(when: float) -> bool:
+            if when < now:
+                return True
+            deadlines.append(when)
+            return False
+
+        for claimer, users, bound in m.claims.values():
+            if due(bound):
+                problems.append(
+                    f"inv10: claim by {claimer.name} of {','.join(u.id for u in users)} "
+                    f"unresolved past its bound (t={bound:.2f})"
+                )
+        for flow in m.flows.values():
+            end_by = flow.end_by
+            if end_by is not None and flow.state is not FlowState.ENDED and due(end_by + 0.5):
+                problems.append(
+                    f"inv10: {flow.name} was asked to end and has not by t={end_by:.2f}"
+                )
+        for rec in m.ledger.records.values():
+            leg = rec.live_leg
+            if (
+                leg is not None
+                and leg.deadline > 0
+                and not leg.connected
+                and leg.direction is Direction.OUTBOUND
+                and due(leg.deadline + 0.5)
+            ):
+                problems.append(f"inv10: {leg.id} of {rec.user.id} rings past its deadline")
+            problems.extend(self._dead_air(rec, now, due))
+            for op in rec.ops:
+                if (
+                    op.owner is rec.owner
+                    or not op.wait  # a command in flight: the switch carries it out anyway
+                    or op.notice is not None
+                    or op.owner.kind == "manager"
+                ):
+                    continue
+                if op.ends_on_hangup and rec.live_leg is None:
+                    continue
+                problems.append(
+                    f"inv12: {op.owner.name}'s {op.name} on {rec.user.id} outlived the "
+                    f"hand-over to {rec.owner.name if rec.owner else 'nobody'}"
+                )
+        for flow in m.flows.values():
+            for kind, user in flow.session._handlers:
+                if user not in flow.users and user in flow._lost_log:
+                    problems.append(
+                        f"inv12: {flow.name} keeps a {kind} handler for {user.id}, lost"
+                    )
+        self._next = min(deadlines) if deadlines else None
+        return problems
+
+    def _dead_air(self, rec: UserRecord, now: float, due: Callable[[float], bool]) -> list[str]:
+        uid = rec.user.id
+        owner = rec.owner
+        leg = rec.live_leg
+        if (
+            owner is None
+            or leg is None
+            or not leg.connected
+            or rec.preemption is not None
+            or rec.quiet is not None
+            or (isinstance(owner, Flow) and owner.state is not FlowState.RUNNING)
+        ):
+            self._silent.pop(uid, None)
+            return []
+        heard = self.hears(uid)
+        if heard is None or heard:
+            self._silent.pop(uid, None)
+            return []
+        since = self._silent.get(uid)
+        if since is None or since[0] != rec.epoch:
+            since = self._silent[uid] = (rec.epoch, now)
+        if due(since[1] + self.dead_air):
+            return [
+                f"inv11: {uid}, held by {owner.name}, hears nothing since "
+                f"t={since[1]:.2f} (dead air)"
+            ]
+        return []

@@ -57,7 +57,8 @@ __all__ = ["Ledger", "Notice", "Owner", "Preemption", "UserRecord"]
 
 
 class Notice:
-    """Why an owner lost a user: ``kind`` is ``"preempted"`` or ``"hung_up"``."""
+    """Why an owner lost a user: ``kind`` is ``"preempted"``, ``"hung_up"``, or ``"released"``
+    (another task of the same owner gave the user away while this one waited on it)."""
 
     __slots__ = ("also", "by", "cause", "kind", "priority", "reason", "user")
 
@@ -101,7 +102,7 @@ class Owner:
         self.name = name
         self.priority = int(priority)
         self.users: dict[User, int] = {}
-        self.meetings: set[Meeting] = set()
+        self.meetings: dict[Meeting, None] = {}  # an ordered set (replayable runs)
 
     @property
     def alive(self) -> bool:
@@ -137,10 +138,10 @@ class Owner:
         return False
 
     def _hold_meeting(self, meeting: Meeting) -> None:
-        self.meetings.add(meeting)
+        self.meetings[meeting] = None
 
     def _drop_meeting(self, meeting: Meeting) -> None:
-        self.meetings.discard(meeting)
+        self.meetings.pop(meeting, None)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -195,6 +196,7 @@ class UserRecord:
         "owner",
         "playbacks",
         "preemption",
+        "quiet",
         "recordings",
         "user",
         "waiters",
@@ -207,8 +209,8 @@ class UserRecord:
         self.leg: Leg | None = None
         self.bridge: User | None = None  # the user this one is bridged to
         self.meeting: Meeting | None = None  # the meeting this user's leg is in
-        self.playbacks: set[Playback] = set()
-        self.recordings: set[Recording] = set()
+        self.playbacks: dict[Playback, None] = {}  # ordered sets (replayable runs)
+        self.recordings: dict[Recording, None] = {}
         self.dirty = False  # some media command touched the leg since it was last cleared
         self.digits: deque[str] = deque()
         self.digit_waiter: asyncio.Future[None] | None = None
@@ -216,6 +218,8 @@ class UserRecord:
         self.preemption: Preemption | None = None
         self.waiters: list[tuple[int, int, Owner, asyncio.Future[None]]] = []  # a heap
         self.gc: asyncio.TimerHandle | None = None
+        #: a wait in silence the owner declared for this user (hold, an idle PTT floor): why
+        self.quiet: str | None = None
 
     @property
     def live_leg(self) -> Leg | None:
@@ -243,6 +247,7 @@ class Ledger:
             # Clean hand-over (invariant 12): digits pressed for the old owner and never read
             # are the old owner's; the new one starts from the user as the switch has it.
             rec.digits.clear()
+            rec.quiet = None
             old._released(user, reason)
         rec.epoch += 1
         rec.owner = new

@@ -42,6 +42,7 @@ from baton.core.errors import (
     ClaimDenied,
     FlowInterrupted,
     FlowUsageError,
+    NotOwner,
     Preempted,
     Superseded,
     SwitchFailed,
@@ -219,9 +220,15 @@ class UserManager:
         self._recordings: dict[str, Recording] = {}
         self.flows: dict[str, Flow] = {}
         self.callinfos: dict[str, CallInfo] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.preempting: set[UserRecord] = set()  # users with a preemption in progress
+        # dicts used as ordered sets: iterating a set of objects follows their addresses, and a
+        # run must replay exactly (a seeded exploration, a shrunk failing example)
+        self._tasks: dict[asyncio.Task[Any], None] = {}
+        self.preempting: dict[UserRecord, None] = {}  # users with a preemption in progress
+        #: claims not yet resolved: a token -> (claimer, users, when it must have resolved by);
+        #: read by the liveness check (invariant 10)
+        self.claims: dict[int, tuple[Owner, tuple[User, ...], float]] = {}
         self._ids = itertools.count(1)
+        self._claim_ids = itertools.count(1)
         self._names: dict[str, itertools.count[int]] = {}
         self._closing = False
         self.router: _Router | None = None
@@ -335,12 +342,12 @@ class UserManager:
         """Start a task owned by the manager's supervisor; its crash is reported, never
         propagated to other tasks."""
         task: asyncio.Task[T] = self.loop.create_task(coro, name=name)  # type: ignore[arg-type]
-        self._tasks.add(task)
+        self._tasks[task] = None
         task.add_done_callback(self._task_done)
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if task.cancelled():
             return
         exc = task.exception()
@@ -436,6 +443,8 @@ class UserManager:
         notice = op.notice
         if op.released is not None:
             await op.released
+        if notice.kind == "released":  # given away by another task of the same owner
+            raise NotOwner(notice.user, owner.name, None, notice.reason)
         raise notice_error(owner, notice)
 
     async def _losing(self, owner: Owner, p: Preemption) -> None:
@@ -549,6 +558,8 @@ class UserManager:
         recs = sorted({self.rec(u) for u in users}, key=lambda r: r.user.id)
         decisions = [self._decide(claimer, rec) for rec in recs]
         taken: list[UserRecord] = []
+        token = next(self._claim_ids)
+        self.claims[token] = (claimer, tuple(r.user for r in recs), self._claim_bound(recs, wait))
         try:
             if "wait" not in decisions:
                 futs = []
@@ -577,9 +588,17 @@ class UserManager:
             for rec in taken:
                 self._abandon(claimer, rec)
             raise
+        finally:
+            del self.claims[token]
         for rec in taken:  # a user released without clearing comes to us clean
             if rec.dirty and rec.live_leg is not None:
                 await self.clear(claimer, rec.user)
+
+    def _claim_bound(self, recs: list[UserRecord], wait: float | None) -> float:
+        """When a claim must have resolved by (invariant 10): its own patience, plus for each
+        user one preemption — the loser's unwinding and one media clear — and a second."""
+        per_user = self.unwind_timeout + self.command_timeout
+        return self.loop.time() + (wait or 0.0) + len(recs) * per_user + 1.0
 
     async def _claim_one(
         self,
@@ -690,7 +709,7 @@ class UserManager:
             fut = self.loop.create_future()
         p = Preemption(claimer, fut, victim, reason, self.loop.time())
         rec.preemption = p
-        self.preempting.add(rec)
+        self.preempting[rec] = None
         user = rec.user
         self.events.publish(
             PreemptionStarted(
@@ -807,7 +826,7 @@ class UserManager:
         """Step 7: the claim returns (to whoever claims the user now)."""
         rec, p = t.rec, t.p
         rec.preemption = None
-        self.preempting.discard(rec)
+        self.preempting.pop(rec, None)
         if not p.completed.done():
             p.completed.set_result(None)
         claimer = p.claimer
@@ -841,12 +860,25 @@ class UserManager:
             if p is not None and p.claimer is owner:
                 p.claimer = None
             self.ledger.hand_over(rec, None, reason)
+            self._stop_ops(rec, owner, reason)
 
     def transfer(self, owner: Owner, user: User, new: Owner, reason: str) -> None:
         """Hand a user from one owner to another without a claim (settling into a CallInfo)."""
         rec = self.rec(user)
         self.ledger.fence(owner, rec)
         self.ledger.hand_over(rec, new, reason)
+        self._stop_ops(rec, owner, reason)
+
+    def _stop_ops(self, rec: UserRecord, owner: Owner, reason: str) -> None:
+        """An owner gave a user away (released, settled) while another of its tasks was still
+        waiting on it (a dial, a digit collection, a wait for the hang-up): that wait must not
+        outlive the hand-over (invariant 12) — it would read the next owner's digits or answer.
+        It is stopped and raises :class:`NotOwner`. A command already issued is left to finish:
+        the switch carries it out anyway."""
+        current = asyncio.current_task() if self._loop is not None else None
+        for op in list(rec.ops):
+            if op.owner is owner and op.wait and op.notice is None and op.task is not current:
+                self.interrupt(op, Notice("released", rec.user, reason=reason), hold=False)
 
     def _owner_changed(self, rec: UserRecord) -> None:
         """Called by the ledger after every hand-over: serve queued claims, arm the collector."""
@@ -1278,7 +1310,7 @@ class UserManager:
             pb = Playback(pb_id, target, media, loop)
             self._playbacks[pb_id] = pb
             if recs:
-                recs[0].playbacks.add(pb)
+                recs[0].playbacks[pb] = None
             if wait:
                 await asyncio.shield(pb.done)
             return pb
@@ -1304,7 +1336,7 @@ class UserManager:
             return
         target = pb.target
         if isinstance(target, User):
-            self.ledger.records[target.id].playbacks.discard(pb)
+            self.ledger.records[target.id].playbacks.pop(pb, None)
         pb.completed = completed
         pb.done.set_result(completed)
         self._media(
@@ -1332,7 +1364,7 @@ class UserManager:
             recording = Recording(rid, target, path)
             self._recordings[rid] = recording
             if recs:
-                recs[0].recordings.add(recording)
+                recs[0].recordings[recording] = None
             return recording
 
         return await self._run(owner, "record", recs, run)
@@ -1352,7 +1384,7 @@ class UserManager:
     def _recording_done(self, recording: Recording, seconds: float) -> None:
         self._recordings.pop(recording.id, None)
         if isinstance(recording.target, User):
-            self.ledger.records[recording.target.id].recordings.discard(recording)
+            self.ledger.records[recording.target.id].recordings.pop(recording, None)
         if not recording.done.done():
             recording.seconds = seconds
             recording.done.set_result(seconds)

@@ -10,8 +10,15 @@
         w.assert_ok()                       # every invariant held at every step
 
 The world installs the manager as the sim's auditor (so a command from a non-owner is caught at
-the switch) and, with ``checked=True`` (the default), re-checks DESIGN.md's invariants after every
-burst of events — between loop callbacks, when every synchronous step of the core is complete.
+the switch) and, with ``checked=True`` (the default), re-checks the invariants of docs/design.md
+after every burst of events — between loop callbacks, when every synchronous step of the core is
+complete — and again whenever a bound of the clock-based ones expires (a claim that must have
+resolved, a flow that must have ended, a user silent too long): see
+:class:`~baton.core.invariants.Watch`.
+
+``timing`` makes the sim take time like a real switch (:class:`~baton.switch.sim.Timing`);
+``dead_air`` is how long a held, connected user may hear nothing (default: two seconds plus four
+times the switch's longest latency).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 
 from baton.core.events import Event
 from baton.core.flow import Flow, FlowSpec
-from baton.core.invariants import check, check_event_order, check_quiescent
+from baton.core.invariants import Watch, check_event_order, check_quiescent
 from baton.core.manager import UserManager
 from baton.core.model import User
 from baton.switch.sim import Behaviour, SimSwitch, Timing
@@ -41,12 +48,17 @@ class World:
         timing: Timing | None = None,
         checked: bool = True,
         history: int = 100_000,
+        dead_air: float | None = None,
     ) -> None:
         self.sim = SimSwitch(default=behaviour, latency=latency, timing=timing)
         self.manager = UserManager(self.sim, grace=grace, history=history)
         self.sim.set_auditor(self.manager.audit_command)
+        if dead_air is None:
+            dead_air = 2.0 + 4 * self.sim.timing.longest
+        self.watch = Watch(self.manager, self._hearing, dead_air=dead_air)
         self.violations: list[str] = []
         self._check_armed = False
+        self._timer: asyncio.TimerHandle | None = None
         self.checked = checked
         if checked:
             self.manager.events.subscribe(self._on_event)
@@ -91,6 +103,9 @@ class World:
 
     async def close(self) -> None:
         """Stop every flow (compensations run) and the sim's timers."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         await self.manager.close()
         await self.sim.close()
 
@@ -129,11 +144,37 @@ class World:
             self._check_armed = True
             self.manager.loop.call_soon(self._check_now)
 
+    def _hearing(self, user_id: str) -> set[str] | None:
+        leg = self.sim.leg_of(user_id)
+        if leg is None or leg.state != "connected":
+            return None
+        return self.sim.hears(user_id)
+
     def _check_now(self) -> None:
         self._check_armed = False
-        for problem in check(self.manager):
+        for problem in self.watch.check():
             if problem not in self.violations:
                 self.violations.append(problem)
+        if not self.checked:
+            return
+        when = self.watch.next_deadline()
+        timer = self._timer
+        if when is None or self.manager._loop is None:
+            return
+        if timer is None or timer.cancelled() or timer.when() > when:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.manager.loop.call_at(when + 1e-3, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._check_now()
+
+    def check(self) -> list[str]:
+        """Every violation seen so far, the state of this instant checked too (cheap enough to
+        call after every step; :meth:`problems` adds the history and end-of-run checks)."""
+        self._check_now()
+        return list(self.violations)
 
     def problems(self, *, quiescent: bool = False) -> list[str]:
         """Violations seen so far, plus the event-order check, plus (``quiescent``) the
