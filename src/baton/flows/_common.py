@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import contextlib
 
-from baton.core import P2P, BatonError, CallFailed, FlowInterrupted, Session, User
+from baton.core import (
+    P2P,
+    BatonError,
+    CallFailed,
+    FlowInterrupted,
+    Leg,
+    Playback,
+    Session,
+    Superseded,
+    User,
+    UserHungUp,
+)
 from baton.switch.port import Cause, Tone
 
 #: The tone a party hears when a call fails, by cause.
@@ -39,6 +50,54 @@ async def tell_failure(s: Session, user: User, error: CallFailed) -> None:
             await s.play(user, Tone(tone, 2.0))
 
 
+async def stop_quietly(s: Session, playback: Playback | None) -> None:
+    """Stop a playback if it still plays (best effort: a switch failure or a playback on a
+    user already given away is ignored). A notice — the user was taken or hung up — is raised,
+    as by any operation: the flow must learn of it."""
+    if playback is None or playback.done.done():
+        return
+    try:
+        await s.stop(playback)
+    except FlowInterrupted:
+        raise
+    except BatonError:
+        pass
+
+
+async def dial_with_ringback(
+    s: Session, listener: User, user: User, *, timeout: float, caller: User | None = None
+) -> Leg:
+    """Dial ``user`` while ``listener`` (connected, ours) hears ringback — nobody waits for a
+    phone to be answered in silence (invariant 11). The ringback stops however the dial ends;
+    a cancellation leaves it to the flow's clean-up, which clears what the flow leaves."""
+    ringback = await s.play(listener, Tone("ringback"), loop=True)
+    try:
+        leg = await s.dial(user, timeout=timeout, caller=caller)
+    except BatonError:
+        await stop_quietly(s, ringback)
+        raise
+    await stop_quietly(s, ringback)
+    return leg
+
+
+async def claim_call(s: Session, *users: User, reason: str | None = None) -> None:
+    """Claim users taken out of a call (a P2P, a bridge). If the claim fails half-way — a
+    newer claim supersedes it, a party hangs up — the parties it had already taken were pulled
+    out of their call and are released by the failed claim: each one still connected and held
+    by nobody hears the preemption notice and is let go, rather than sitting in silence until
+    the leak collector hangs it up."""
+    try:
+        await s.claim(*users, reason=reason)
+    except (Superseded, UserHungUp) as exc:
+        for u in users:
+            leg = s.leg_of(u)
+            if s.owner_of(u) is None and leg is not None and leg.connected:
+                with contextlib.suppress(BatonError):
+                    await s.claim(u)
+                    await notify_and_release(s, u, by=getattr(exc, "by", None) or s.name)
+        raise
+
+
 def parties_of(s: Session, user: User) -> list[User]:
     """The users ``user`` is talking to now: its bridge partner, or the other members of its
     meeting."""
@@ -51,14 +110,16 @@ def parties_of(s: Session, user: User) -> list[User]:
     return []
 
 
-async def until_leave(s: Session, dispatcher: User) -> None:
+async def until_leave(s: Session, dispatcher: User, *, needs: tuple[User, ...] = ()) -> None:
     """Wait until ``dispatcher`` leaves: a ``leave`` command, a hang-up, or being taken by a
-    higher-priority flow. Other parties leaving (hung up, preempted) do not end the wait."""
+    higher-priority flow — or until one of the parties the dispatcher's presence ``needs`` is
+    lost (a monitored call that lost a party is no call to listen to: the party left alone would
+    hear nobody). Other parties leaving (hung up, preempted) do not end the wait."""
     while True:
         try:
             cmd = await s.command()
         except FlowInterrupted as exc:
-            if exc.user is dispatcher:
+            if exc.user is dispatcher or any(u in needs for u in exc.users):
                 return
             continue
         if cmd is not None and cmd.name == "leave":

@@ -19,7 +19,7 @@ from baton.core import (
     User,
     flow,
 )
-from baton.flows._common import parties_of, restore_on_exit, until_leave
+from baton.flows._common import claim_call, parties_of, restore_on_exit, until_leave
 
 
 @flow(priority=Priority.FLASH, permission="barge_in", commands={"leave": "the dispatcher leaves"})
@@ -30,6 +30,7 @@ async def barge_in(s: Session, dispatcher: User, target: User) -> None:
         await s.claim(dispatcher)
         await s.dial(dispatcher)
         await s.join(room, dispatcher)
+        s.quiet(dispatcher, "in the room: hears what it says, silence included")
         await until_leave(s, dispatcher)
         if s.owns(dispatcher) and s.meeting_of(dispatcher) is room:
             await s.leave(room, dispatcher)
@@ -40,7 +41,7 @@ async def barge_in(s: Session, dispatcher: User, target: User) -> None:
     peer = parties[0]
     owner = s.owner_of(target)
     original = owner.priority if owner is not None else Priority.ROUTINE
-    await s.claim(dispatcher, target, peer, reason=f"barge-in by {dispatcher.id}")
+    await claim_call(s, dispatcher, target, peer, reason=f"barge-in by {dispatcher.id}")
 
     restore_on_exit(s, target, peer, original)
     await s.dial(dispatcher)

@@ -8,6 +8,8 @@ are hung up at the end. Returns each member's fate as for a group call.
 
 from __future__ import annotations
 
+import contextlib
+
 from baton.core import (
     BatonError,
     CallFailed,
@@ -40,12 +42,15 @@ async def broadcast(
         await s.claim(d)
         await s.dial(d)
     room = await s.meeting(*speakers)
+    for d in speakers:  # members only listen: the speaker hears nobody, on purpose
+        s.quiet(d, "speaking to the broadcast")
 
     async def ring_member(m: User) -> None:
         try:
             await s.claim(m, reason="broadcast")
             await s.dial(m, timeout=ring)
             await s.join(room, m, MeetingMode.LISTEN)
+            s.quiet(m, "listening to the broadcast")
             fate[m.id] = "joined"
         except CallFailed as exc:
             fate[m.id] = exc.cause.value
@@ -54,6 +59,9 @@ async def broadcast(
             fate[m.id] = "left"
         except BatonError:
             fate[m.id] = "busy"
+            if s.owns(m) and s.leg_of(m) is not None:  # answered, but could not be put in
+                with contextlib.suppress(BatonError):
+                    await s.hangup(m)
 
     async def hang_up_all() -> None:
         for m in members:

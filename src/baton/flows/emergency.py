@@ -27,6 +27,7 @@ from baton.core import (
     UserHungUp,
     flow,
 )
+from baton.flows._common import dial_with_ringback
 
 COMMANDS = {
     "end": "end the emergency (authorised dispatchers only)",
@@ -38,10 +39,21 @@ COMMANDS = {
 async def emergency_call(s: Session, dispatcher: User, target: User, ring: float = 60.0) -> str:
     """Declare an emergency: take ``target`` from whatever it is in and connect it to
     ``dispatcher``; hold the emergency until an authorised dispatcher ends it."""
-    await s.claim(dispatcher, target, reason="emergency")
+    gone: User | None = None
+    try:
+        await s.claim(dispatcher, target, reason="emergency")
+    except UserHungUp as exc:
+        # A party hung up while being taken: the emergency stands all the same (it holds until
+        # ended, whatever the parties do); the one who hung up can be called with ``redial``.
+        gone = exc.user
+        await s.claim(dispatcher, target, reason="emergency")
     s.note(f"EMERGENCY declared by {dispatcher.id} for {target.id}")
     await s.dial(dispatcher)
-    await s.dial(target, timeout=ring, caller=dispatcher)
+    if gone is target:
+        s.note(f"{target.id} hung up as the emergency took it; waiting for redial or end")
+        s.quiet(dispatcher, "the target hung up: waiting for redial or end")
+        return await _hold_emergency(s, dispatcher, target, ring)
+    await dial_with_ringback(s, dispatcher, target, timeout=ring, caller=dispatcher)
     await s.connect(dispatcher, target)
     return await _hold_emergency(s, dispatcher, target, ring)
 
@@ -74,6 +86,9 @@ async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: floa
             cmd = await s.command()
         except UserHungUp as exc:
             s.note(f"{exc.user.id} hung up; the emergency stays declared until ended")
+            for u in (dispatcher, target):
+                if s.owns(u) and s.leg_of(u) is not None:
+                    s.quiet(u, "the other party hung up: waiting for redial or end")
             continue
         if cmd is None:
             continue
@@ -93,7 +108,12 @@ async def _redial(s: Session, cmd: Command, dispatcher: User, target: User, ring
         for u in (dispatcher, target):
             if not s.owns(u) or s.leg_of(u) is None:
                 await s.claim(u, reason="emergency")
-                await s.dial(u, timeout=ring)
+                other = target if u is dispatcher else dispatcher
+                leg = s.leg_of(other)
+                if s.owns(other) and leg is not None and leg.connected:
+                    await dial_with_ringback(s, other, u, timeout=ring)
+                else:
+                    await s.dial(u, timeout=ring)
         await s.connect(dispatcher, target)
     except BatonError as exc:
         cmd.fail(exc)

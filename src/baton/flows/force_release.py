@@ -7,10 +7,11 @@ is released (hung up), or returned to a dispatcher queue to wait for a dispatche
 
 from __future__ import annotations
 
+import contextlib
 import enum
 
-from baton.core import FlowUsageError, Priority, Session, User, flow
-from baton.flows._common import notify_and_release, parties_of, preemption_reason
+from baton.core import BatonError, FlowInterrupted, FlowUsageError, Priority, Session, User, flow
+from baton.flows._common import parties_of, preemption_reason
 from baton.flows.queue import DispatcherQueue, queued_call
 from baton.switch.port import Cause, Tone
 
@@ -37,11 +38,19 @@ async def force_release(
     await s.claim(target, *parties, reason="force release")
     await s.hangup(target, Cause.PREEMPTED, preemption_reason(s.name, "force release"))
     s.note(f"{target.id} force-released")
+    # Every party left alone hears the notice at once (not one after the other in silence).
     for party in parties:
-        if other is OtherParty.RELEASE or queue is None:
-            await notify_and_release(s, party, by=s.name)
+        with contextlib.suppress(BatonError):
+            await s.play(party, Tone("preemption", 3.0), wait=False)
+    with contextlib.suppress(FlowInterrupted):  # a party leaving meanwhile changes nothing
+        await s.sleep(3.0)
+    for party in parties:
+        if not s.owns(party):
             continue
-        await s.play(party, Tone("preemption", 3.0))
+        if other is OtherParty.RELEASE or queue is None:
+            with contextlib.suppress(BatonError):
+                await s.hangup(party, Cause.PREEMPTED, preemption_reason(s.name))
+            continue
         s.release(party)
         s.manager.start(queued_call, party, queue)
         s.note(f"{party.id} returned to queue {queue.name}")

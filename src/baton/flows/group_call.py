@@ -27,12 +27,14 @@ from baton.core import (
     FlowUsageError,
     Meeting,
     MeetingCall,
+    Playback,
     Priority,
     Session,
     User,
     flow,
 )
-from baton.switch.port import MeetingMode
+from baton.flows._common import stop_quietly
+from baton.switch.port import MeetingMode, Tone
 
 
 class BusyPolicy(enum.Enum):
@@ -54,9 +56,31 @@ class _Group:
         self.dispatcher = dispatcher
         self.ring = ring
         self.fate: dict[str, str] = {}
+        #: what the dispatcher hears while nobody has joined yet (never silence: invariant 11)
+        self.ringback: Playback | None = None
 
     def members(self) -> list[User]:
         return [u for u in self.room.members if u is not self.dispatcher]
+
+    async def refresh(self) -> None:
+        """What the dispatcher hears besides the members: ringback while nobody is in the room
+        and someone rings; nothing (a declared wait for ``add`` or the end) when nobody is in
+        the room and nobody rings any more."""
+        s, d = self.s, self.dispatcher
+        if not s.owns(d) or s.leg_of(d) is None:
+            return
+        if self.members():
+            playback, self.ringback = self.ringback, None
+            await stop_quietly(s, playback)
+        elif any(f == "ringing" for f in self.fate.values()):
+            if self.ringback is None or self.ringback.done.done():
+                s.quiet(d, None)
+                self.ringback = await s.play(d, Tone("ringback"), loop=True)
+        else:
+            playback, self.ringback = self.ringback, None
+            await stop_quietly(s, playback)
+            if s.owns(d):
+                s.quiet(d, "nobody answered: waiting for a member or the end")
 
     async def invite(self, members: list[User], busy: BusyPolicy) -> None:
         s = self.s
@@ -80,6 +104,7 @@ class _Group:
             s.on_lost(m, self._lost)
             self.fate[m.id] = "ringing"
             s.spawn(self._ring(m), f"{s.name}:ring:{m.id}")
+        await self.refresh()
 
     async def _ring(self, m: User) -> None:
         s = self.s
@@ -89,14 +114,17 @@ class _Group:
         except CallFailed as exc:
             self.fate[m.id] = exc.cause.value
             s.release(m)
+            await self.refresh()
             return
         except FlowInterrupted:
             return  # _lost recorded it
         self.fate[m.id] = "joined"
         s.note(f"{m.id} joined")
+        await self.refresh()
 
     async def _lost(self, exc: FlowInterrupted) -> None:
         self.fate[exc.user.id] = "left" if exc.code == "user-hung-up" else "taken"
+        await self.refresh()
 
     async def hang_up_members(self) -> None:
         for m in self.members():

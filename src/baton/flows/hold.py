@@ -15,13 +15,14 @@ from baton.core import (
     BatonError,
     FlowInterrupted,
     FlowUsageError,
+    Playback,
     Preempted,
     Priority,
     Session,
     User,
     flow,
 )
-from baton.flows._common import notify_and_release
+from baton.flows._common import claim_call, notify_and_release, stop_quietly
 from baton.switch.port import Cause, Prompt, Tone
 
 
@@ -36,30 +37,38 @@ async def hold(s: Session, holder: User, held: User, music: Prompt | None = None
         raise FlowUsageError(f"{holder.id!r} is not talking with {held.id!r}")
     owner = s.owner_of(held)
     original = owner.priority if owner is not None else Priority.ROUTINE
-    await s.claim(holder, held)
+    await claim_call(s, holder, held)
     await s.clear(held)
     await s.clear(holder)
-    tune = await s.play(held, music or Tone("hold"), loop=True)
+    tune: Playback | None = None
     s.note(f"{held.id} on hold")
     while True:
         try:
+            if tune is None:
+                tune = await s.play(held, music or Tone("hold"), loop=True)
+                s.quiet(holder, f"holding {held.id}")
             cmd = await s.command()
-        except FlowInterrupted as exc:
-            if held in exc.users or not s.owns(held):
-                return "held party left"
-            # the holder hung up or was taken: the held party is told and released
-            await s.stop(tune)
-            if isinstance(exc, Preempted):
-                await notify_and_release(s, held, by=exc.by)
-            else:
-                with contextlib.suppress(BatonError):
-                    await s.play(held, Tone("busy", 2.0))
-                    await s.hangup(held, Cause.NORMAL)
-            return "holder left"
-        if cmd is not None and cmd.name == "resume":
+            if cmd is None or cmd.name != "resume":
+                continue
             cmd.reply("resumed")
-            break
-    await s.stop(tune)
-    await s.connect(holder, held)
-    s.settle(P2P(holder, held, priority=original))
-    return "resumed"
+            await stop_quietly(s, tune)
+            await s.connect(holder, held)
+        except FlowInterrupted as exc:
+            return await _someone_left(s, exc, held, tune)
+        s.settle(P2P(holder, held, priority=original))
+        return "resumed"
+
+
+async def _someone_left(s: Session, exc: FlowInterrupted, held: User, tune: Playback | None) -> str:
+    if held in exc.users or not s.owns(held):
+        return "held party left"
+    # the holder hung up or was taken: the held party is told and released
+    with contextlib.suppress(BatonError):
+        await stop_quietly(s, tune)
+    if isinstance(exc, Preempted):
+        await notify_and_release(s, held, by=exc.by)
+    else:
+        with contextlib.suppress(BatonError):
+            await s.play(held, Tone("busy", 2.0))
+            await s.hangup(held, Cause.NORMAL)
+    return "holder left"

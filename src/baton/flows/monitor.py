@@ -19,7 +19,7 @@ from baton.core import (
     User,
     flow,
 )
-from baton.flows._common import parties_of, restore_on_exit, until_leave
+from baton.flows._common import claim_call, parties_of, restore_on_exit, until_leave
 from baton.switch.port import MeetingMode
 
 LEAVE = {"leave": "the dispatcher stops listening"}
@@ -45,6 +45,7 @@ async def _listen_in(s: Session, dispatcher: User, target: User, mode: MeetingMo
         await s.claim(dispatcher)
         await s.dial(dispatcher)
         await s.join(room, dispatcher, mode, whisper_to=whisper_to)
+        s.quiet(dispatcher, "listening in: hears what the room says, silence included")
         await until_leave(s, dispatcher)
         if s.owns(dispatcher) and s.meeting_of(dispatcher) is room:
             await s.leave(room, dispatcher)
@@ -55,12 +56,16 @@ async def _listen_in(s: Session, dispatcher: User, target: User, mode: MeetingMo
             f"{target.id!r} is not in a settled call (held by {holder}); only settled calls "
             "and meetings can be monitored"
         )
-    peer = parties_of(s, target)[0]
+    parties = parties_of(s, target)
+    if len(parties) != 1:  # the other party was just taken or hung up: the call is ending
+        raise FlowUsageError(f"{target.id!r}'s call is ending ({owner.name} lost a party)")
+    peer = parties[0]
     original = owner.priority
-    await s.claim(dispatcher, target, peer, reason=f"{mode.value} by {dispatcher.id}")
+    await claim_call(s, dispatcher, target, peer, reason=f"{mode.value} by {dispatcher.id}")
 
     restore_on_exit(s, target, peer, original)
     await s.dial(dispatcher)
     room = await s.meeting(target, peer)
     await s.join(room, dispatcher, mode, whisper_to=whisper_to)
-    await until_leave(s, dispatcher)
+    # A party lost ends the monitoring: the one left hears the preemption notice (restore).
+    await until_leave(s, dispatcher, needs=(target, peer))

@@ -10,6 +10,7 @@ the pickup fails with :class:`PickupFailed`.
 from __future__ import annotations
 
 from baton.core import P2P, BatonError, LegState, Priority, Session, User, flow
+from baton.flows._common import dial_with_ringback
 from baton.switch.port import Cause
 
 
@@ -35,7 +36,11 @@ async def pickup(s: Session, picker: User, ringing: User) -> str:
         raise PickupFailed(f"{ringing.id!r} answered first")
     await s.hangup(ringing, Cause.CANCELLED, "picked up elsewhere")
     await s.claim(picker)
-    await s.dial(picker)
+    caller_leg = s.leg_of(caller)
+    if caller_leg is not None and caller_leg.connected:  # a dispatcher's line: not in silence
+        await dial_with_ringback(s, caller, picker, timeout=30.0)
+    else:
+        await s.dial(picker)
     caller_leg = s.leg_of(caller)
     if caller_leg is not None and not caller_leg.connected:  # an inbound call not yet answered
         await s.answer(caller)

@@ -23,6 +23,7 @@ from baton.core import (
     User,
     flow,
 )
+from baton.flows._common import dial_with_ringback
 from baton.switch.port import Tone
 
 
@@ -41,6 +42,7 @@ async def roll_call(
             await s.claim(m, reason="roll call")
             await s.dial(m, timeout=ring)
             await s.play(m, Tone("confirm"))
+            s.quiet(m, f"asked to press {digit}")
             pressed = await s.collect(m, max_digits=1, timeout=confirm_within, terminators="")
             report[m.id] = "confirmed" if pressed == digit else "answered"
             await s.hangup(m)
@@ -67,7 +69,7 @@ async def polling(
     for m in members:
         try:
             await s.claim(m, reason="polling")
-            await s.dial(m, timeout=ring, caller=dispatcher)
+            await dial_with_ringback(s, dispatcher, m, timeout=ring, caller=dispatcher)
         except CallFailed as exc:
             s.note(f"polling: {m.id} {exc.cause.value}")
             s.release(m)

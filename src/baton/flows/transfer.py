@@ -9,13 +9,18 @@
 ``attended_transfer``
     The party is put on hold (hold tone or music) while the transferor consults the target.
     Commands: ``complete`` (the party and the target talk; the transferor leaves), ``cancel``
-    (the target is released; the party and the transferor talk again). The transferor hanging up
-    during the consultation completes the transfer, as on a PBX; the target hanging up cancels
-    it; the party hanging up leaves the transferor and the target talking. If a higher-priority
+    (the target is released; the party and the transferor talk again). The transferor leaving
+    during the consultation — hung up, or taken alone by a higher-priority flow — completes the
+    transfer, as on a PBX (the party is put through rather than dropped); if the target is still
+    ringing then, the party hears ringback until it answers. The target hanging up cancels it;
+    the party hanging up leaves the transferor and the target talking. If a higher-priority
     flow takes the target (ringing or consulting), the transfer is off and the party is back
-    with the transferor; if it takes the transferor (a barge-in, an emergency), the held party
-    hears the preemption tone and is released. Whenever the party and the transferor are put
-    back together, their call keeps the priority it had.
+    with the transferor; if it takes the transferor *and* the target (a barge-in into the
+    consultation), the held party hears the preemption tone and is released. Whenever the party
+    and the transferor are put back together, their call keeps the priority it had.
+
+Neither transfer leaves anyone in silence: a party whose transfer fails half-way — a newer claim
+supersedes it, the target hangs up while ringing — is called back or hears a tone and is let go.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from baton.core import (
     BatonError,
     CallFailed,
     FlowInterrupted,
+    FlowUsageError,
     Playback,
     Preempted,
     Priority,
@@ -35,7 +41,13 @@ from baton.core import (
     User,
     flow,
 )
-from baton.flows._common import notify_and_release, tell_failure
+from baton.flows._common import (
+    claim_call,
+    dial_with_ringback,
+    notify_and_release,
+    stop_quietly,
+    tell_failure,
+)
 from baton.switch.port import Cause, Prompt, Tone
 
 
@@ -70,7 +82,7 @@ async def blind_transfer(
 ) -> str:
     """Put ``party`` through to ``target``; ``transferor`` leaves at once."""
     original = _priority_of_call(s, party)
-    await s.claim(party, transferor, target)
+    await claim_call(s, party, transferor, target)
     await _leave(s, transferor)
     ringback = await s.play(party, "ringback", loop=True)
     try:
@@ -81,9 +93,8 @@ async def blind_transfer(
             if s.owns(target):
                 await s.hangup(target, Cause.CANCELLED)
             return "party left"
-        if not isinstance(exc, Preempted):
-            raise
-        s.note(f"{target.id} was taken by {exc.by} while ringing")
+        how = "was taken by " + exc.by if isinstance(exc, Preempted) else "hung up"
+        s.note(f"{target.id} {how} while ringing")
         return await _target_lost(s, party, transferor, ringback, ring, on_fail, original, exc)
     except CallFailed as exc:
         return await _target_lost(s, party, transferor, ringback, ring, on_fail, original, exc)
@@ -101,23 +112,32 @@ async def _target_lost(
     ring: float,
     on_fail: OnFail,
     original: int,
-    exc: CallFailed | Preempted,
+    exc: CallFailed | FlowInterrupted,
 ) -> str:
-    """The blind transfer's target did not answer, or was taken while ringing: call the
-    transferor back (``RECALL``), or let the party go with a busy tone or the preemption
-    notice (``RELEASE``)."""
-    await s.stop(ringback)
+    """The blind transfer's target did not answer, hung up while ringing, or was taken: call
+    the transferor back (``RECALL``; the party hears ringback meanwhile), or let the party go
+    with a busy tone or the preemption notice (``RELEASE``, or the recall failing)."""
     if on_fail is OnFail.RECALL and s.owns(transferor):
-        await s.dial(transferor, timeout=ring)
-        await s.connect(party, transferor)
-        s.settle(P2P(party, transferor, priority=original))
-        s.note(f"the transfer failed ({exc.code}): {party.id} back with {transferor.id}")
-        return "recalled"
+        await stop_quietly(s, ringback)
+        try:
+            await dial_with_ringback(s, party, transferor, timeout=ring)
+        except CallFailed as recall:
+            s.note(f"the recall of {transferor.id} failed ({recall.code})")
+            exc = recall
+        else:
+            await s.connect(party, transferor)
+            s.settle(P2P(party, transferor, priority=original))
+            s.note(f"the transfer failed ({exc.code}): {party.id} back with {transferor.id}")
+            return "recalled"
+    await stop_quietly(s, ringback)
     if isinstance(exc, Preempted):
         await notify_and_release(s, party, by=exc.by)
-    else:
+    elif isinstance(exc, CallFailed):
         await tell_failure(s, party, exc)
         await s.hangup(party, exc.cause)
+    else:
+        await s.play(party, Tone("busy", 2.0))
+        await s.hangup(party, Cause.NORMAL)
     raise exc
 
 
@@ -136,7 +156,7 @@ async def attended_transfer(
 ) -> str:
     """Consult ``target`` while ``party`` waits on hold, then complete or cancel."""
     original = _priority_of_call(s, party)
-    await s.claim(party, transferor, target)
+    await claim_call(s, party, transferor, target)
     await s.clear(party)
     await s.play(party, music or Tone("hold"), loop=True)
     ringback = await s.play(transferor, "ringback", loop=True)
@@ -144,9 +164,10 @@ async def attended_transfer(
         await s.dial(target, timeout=ring, caller=transferor)
     except CallFailed as exc:
         await tell_failure(s, transferor, exc)
-        return await _what_is_left(s, party, transferor, target, original, "target unreachable")
+        why = "target unreachable"
+        return await _what_is_left(s, party, transferor, target, original, why, ring)
     except FlowInterrupted as exc:
-        return await _what_is_left(s, party, transferor, target, original, _who(exc))
+        return await _what_is_left(s, party, transferor, target, original, _who(exc), ring)
     await s.stop(ringback)
     await s.connect(transferor, target)
     s.note(f"{transferor.id} consults {target.id}; {party.id} on hold")
@@ -154,29 +175,49 @@ async def attended_transfer(
         try:
             cmd = await s.command()
         except FlowInterrupted as exc:
-            return await _what_is_left(s, party, transferor, target, original, _who(exc))
+            return await _what_is_left(s, party, transferor, target, original, _who(exc), ring)
         if cmd is None:
             continue
-        if cmd.name == "complete":
-            cmd.reply("completed")
-            await _leave(s, transferor)
-            return await _what_is_left(s, party, transferor, target, original, "completed")
-        cmd.reply("cancelled")
-        await s.hangup(target, Cause.NORMAL)
-        return await _what_is_left(s, party, transferor, target, original, "cancelled")
+        try:
+            if cmd.name == "complete":
+                if not _talking(s, target):  # taken or gone in the same instant
+                    cmd.fail(FlowUsageError(f"{target.id!r} is no longer in the consultation"))
+                    continue
+                cmd.reply("completed")
+                await _leave(s, transferor)
+                why = "completed"
+            else:
+                cmd.reply("cancelled")
+                await s.hangup(target, Cause.NORMAL)
+                why = "cancelled"
+        except FlowInterrupted as exc:  # a party was taken or hung up meanwhile
+            why = _who(exc)
+        return await _what_is_left(s, party, transferor, target, original, why, ring)
 
 
 def _who(exc: FlowInterrupted) -> str:
     return f"{', '.join(u.id for u in exc.users)} {exc.code}"
 
 
+def _talking(s: Session, user: User) -> bool:
+    leg = s.leg_of(user)
+    return s.owns(user) and leg is not None and leg.connected
+
+
 async def _what_is_left(
-    s: Session, party: User, transferor: User, target: User, original: int, why: str
+    s: Session,
+    party: User,
+    transferor: User,
+    target: User,
+    original: int,
+    why: str,
+    ring: float,
 ) -> str:
     """Settle an attended transfer by who is still there (ours, with a call):
 
     * the party and the target, without the transferor: transferred (the transferor completed,
-      or hung up during the consultation);
+      hung up, or was taken during the consultation; a target still ringing is waited for,
+      the party hearing ringback);
     * the party and the transferor: back together (cancelled, the target failed or left);
     * the transferor and the target: the party left, the consultation goes on as a call;
     * otherwise whoever is left hears the preemption notice and is released (the transferor or
@@ -188,6 +229,13 @@ async def _what_is_left(
             await s.clear(u)  # no hold music, no ringback, out of the consultation
     s.note(f"attended transfer: {why}")
     if party in left and target in left and transferor not in left:
+        if not _talking(s, target):  # still ringing: the party waits for it, not in silence
+            try:
+                await dial_with_ringback(s, party, target, timeout=ring, caller=party)
+            except CallFailed as exc:
+                await tell_failure(s, party, exc)
+                await s.hangup(party, exc.cause)
+                return "target unreachable"
         await s.connect(party, target)
         s.settle(P2P(party, target))
         return "transferred"

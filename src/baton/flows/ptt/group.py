@@ -113,6 +113,9 @@ class _Ptt:
             # the floor may have been granted while the phone rang (the initiator's request)
             talking = self.floor.holder == user.id
             await s.join(self.room, user, MeetingMode.SPEAK if talking else MeetingMode.LISTEN)
+            # Half-duplex: a member hears the talker, or nothing while the floor is idle (the
+            # floor-idle beep marks it) — a declared wait, not dead air (invariant 11).
+            s.quiet(user, "push-to-talk: the floor decides who is heard")
         except CallFailed as exc:
             s.note(f"{user.id}: {exc.cause.value}")
             s.release(user)
