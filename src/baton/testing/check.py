@@ -14,17 +14,23 @@ perturbation is one of:
 * ``fail(cmd)`` — the switch's next ``cmd`` fails;
 * ``cancel`` — the flow is cancelled.
 
-Each lands at an *await point* of the flow: the moment the flow's k-th operation (a dial, a
-play, a connect, a wait…) has started and not yet finished, so it interleaves with the flow
-exactly where a real event could. A baseline run counts the flow's await points; then schedules
-are explored shortest first — every single perturbation at every await point, then seeded random
-schedules of two and three — each in virtual time, on a fresh world, in a reproducible order.
+Each lands at an *await point*: the moment the flow's k-th operation (a dial, a play, a
+connect, a wait…) has started and not yet finished — or the moment the core issues a command of
+its own on one of the flow's users (a preemption's media clear, a settled call's bridge, a
+collector's hang-up) — so it interleaves with the flow, and with the core, exactly where a real
+event could. Half the schedules run on a *slow switch* (every command and every event delivery
+takes 0.05–0.8 s, drawn from the schedule's seed; see :class:`~baton.switch.sim.Timing`), so
+that those awaits are long enough for a perturbation to land inside them. A baseline run counts
+the await points; then schedules are explored shortest first — every single perturbation at
+every await point, then seeded random schedules of two and three — each in virtual time, on a
+fresh world, in a reproducible order.
 
 What it checks, at every step and at the end
 --------------------------------------------
-Every invariant of DESIGN.md (the World's watch: ledger consistency, fencing at the switch,
-supervision, leak collection, the preemption order), that nothing leaked once every flow ended
-and the grace period passed, and the mistakes flow authors make:
+Every invariant of docs/design.md (the World's watch: ledger consistency, fencing at the switch,
+supervision, leak collection, the preemption order; liveness — every claim resolves, every flow
+asked to end ends; no dead air; clean hand-overs), that nothing leaked once every flow ended and
+the grace period passed, and the mistakes flow authors make:
 
 * a compensation step touched a user the flow had lost (it failed with ``NotOwner``);
 * a flow lost a user and was never told (no handler, no wait, no later operation on it);
@@ -70,8 +76,8 @@ from baton.core.events import (
     FlowStarted,
     OwnerChanged,
 )
-from baton.core.manager import _Op
-from baton.switch.sim import answers
+from baton.core.manager import _CURRENT_OP, _Op
+from baton.switch.sim import Timing, answers
 from baton.testing.clock import run_virtual
 from baton.testing.world import World
 from baton.trace import Tracer
@@ -110,13 +116,19 @@ class Perturbation:
         return f"@{self.at} {what}"
 
 
+#: How a schedule's ``slow switch`` is written (and parsed back).
+SLOW = "slow switch"
+
+
 @dataclass(frozen=True)
 class Schedule:
     perturbations: tuple[Perturbation, ...]
     seed: int
+    slow: bool = False  # every switch command and event takes 0.05–0.8 s (seeded)
 
     def __str__(self) -> str:
-        return " ; ".join(map(str, self.perturbations)) or "(no perturbation)"
+        parts = [*map(str, self.perturbations), *([SLOW] if self.slow else [])]
+        return " ; ".join(parts) or "(no perturbation)"
 
 
 @dataclass
@@ -249,7 +261,12 @@ class _Runner:
         self.against = against
         self.budget = budget
         self.rng = random.Random(schedule.seed)
-        self.w = World(*FIELD, grace=3.0)
+        timing = Timing.real(schedule.seed) if schedule.slow else None
+        self.w = World(*FIELD, grace=3.0, timing=timing)
+        # every command the switch receives passes here too: the core's own ones are await
+        # points of the flow when they concern its users
+        self.w.sim.set_auditor(self._on_command)
+        self.held: set[str] = set()  # the users the flow under test has held
         for d in DISPATCHERS:
             self.w.add(d, keep=True)
         for u in FIELD:
@@ -265,6 +282,22 @@ class _Runner:
     def _on_op(self, op: _Op) -> None:
         if op.owner is not self.flow:
             return
+        self.held.update(r.user.id for r in op.recs)
+        self._await_point()
+
+    def _on_command(self, command: str, legs: tuple[str, ...]) -> None:
+        manager = self.w.manager
+        manager.audit_command(command, legs)
+        op = _CURRENT_OP.get()
+        if self.flow is None or (op is not None and op.owner is self.flow):
+            return  # the flow's own operations are counted by _on_op
+        for leg_id in legs:
+            leg = manager._legs.get(leg_id)
+            if leg is not None and leg.user.id in self.held:
+                self._await_point()
+                return
+
+    def _await_point(self) -> None:
         k = self.await_points
         self.await_points += 1
         for p in self.pending.pop(k, []):
@@ -499,14 +532,17 @@ def check_flow(
     base = run(Schedule((), seed))
     report.await_points = base.await_points
     users = base.users
-    singles = [
-        Schedule((p,), seed)
-        for at in range(max(1, base.await_points))
-        for p in _perturbations(spec, at, users, against)
-    ]
     rng = random.Random(seed)
-    rng.shuffle(singles)
-    for schedule in itertools.islice(singles, max(0, budget // 2)):
+    singles: list[Schedule] = []
+    for slow in (False, True):  # every single event on an instant switch, then on a slow one
+        group = [
+            Schedule((p,), seed, slow)
+            for at in range(max(1, base.await_points))
+            for p in _perturbations(spec, at, users, against)
+        ]
+        rng.shuffle(group)
+        singles += group
+    for schedule in itertools.islice(singles, max(0, budget * 3 // 4)):
         if report.failures:
             break
         run(schedule)
@@ -522,7 +558,11 @@ def check_flow(
 def parse_schedule(text: str, seed: int) -> Schedule:
     """The inverse of ``str(Schedule)``: ``"@3 preempt(f2, emergency_call) ; @5 cancel"``."""
     perturbations = []
+    slow = False
     for part in filter(None, (p.strip() for p in text.split(";"))):
+        if part == SLOW:
+            slow = True
+            continue
         at_text, _, what = part.partition(" ")
         if not at_text.startswith("@") or not what:
             raise ValueError(f"not a perturbation: {part!r} (expected '@N kind(target, by)')")
@@ -536,7 +576,7 @@ def parse_schedule(text: str, seed: int) -> Schedule:
                 args[1] if len(args) > 1 else None,
             )
         )
-    return Schedule(tuple(perturbations), seed)
+    return Schedule(tuple(perturbations), seed, slow)
 
 
 def _random_schedule(
@@ -550,7 +590,7 @@ def _random_schedule(
         at = rng.randrange(max(1, n_points))
         options = _perturbations(spec, at, list(FIELD[:3]) + list(DISPATCHERS[:1]), against)
         perturbations.append(rng.choice(options))
-    return Schedule(tuple(sorted(perturbations, key=lambda p: p.at)), seed)
+    return Schedule(tuple(sorted(perturbations, key=lambda p: p.at)), seed, rng.random() < 0.5)
 
 
 def default_against(spec: FlowSpec[Any]) -> list[FlowSpec[Any]]:
