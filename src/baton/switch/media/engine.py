@@ -475,7 +475,7 @@ class MediaEngine:
         entry.rtp_timeout = (
             self.rtp_timeout if isinstance(rtp_timeout, EllipsisType) else rtp_timeout
         )
-        entry.last_activity = self._loop.time()
+        entry.last_activity = entry.heard_at = self._loop.time()
         entry.rx_seen = entry.packets_in
         entry.timed_out = False
         entry.sending = send
@@ -523,6 +523,10 @@ class MediaEngine:
 
     def local_address(self, leg: str) -> tuple[str, int]:
         return self._leg(leg).local
+
+    def quiet_for(self, leg: str) -> float:
+        """Seconds since the leg's phone last sent RTP (or since its remote was set)."""
+        return self._loop.time() - self._leg(leg).heard_at
 
     def leg_stats(self, leg: str) -> LegStats:
         e = self._leg(leg)

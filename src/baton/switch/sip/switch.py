@@ -41,6 +41,13 @@ so that two contacts on one device never merge): the first 2xx wins, the others 
 :class:`LegAnswered` emitted; when every branch failed, :class:`LegFailed` carries the most
 telling cause (:mod:`.b2bua`).
 
+*Stale lines.* A phone that died mid-call leaves its leg connected until the RTP timeout. So
+when a user's new INVITE or REGISTER arrives while a call of theirs has been quiet (no RTP for
+:attr:`SipSwitch.quiet_before_probe` seconds), Baton probes that call's dialog with an in-dialog
+OPTIONS first: a 481, or no answer within :attr:`SipSwitch.probe_wait`, means the phone no
+longer knows the call, which is then ended (BYE, ``LegEnded(FAILURE)``); the new INVITE is
+handled once every probe has settled (docs/sip.md, "Stale lines").
+
 *Ending.* :meth:`hangup` sends BYE to a connected leg (after the ACK, RFC 3261 §15), CANCEL to a
 ringing outbound one and a final error to a ringing inbound one, with ``Reason: preemption``
 (RFC 4411) for a preempted leg. Dead phones are found by the engine's RTP timeout and by
@@ -52,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import itertools
 import logging
 import os
@@ -120,6 +128,7 @@ from .transaction import (
     Peer,
     RequestReceived,
     ResponseReceived,
+    ServerTransaction,
     StrayResponse,
     Timer,
     TransactionFailed,
@@ -147,6 +156,7 @@ POLICY = UasPolicy(
     accept=frozenset({"application/sdp", "application/dtmf-relay", "application/dtmf"}),
 )
 SERVER = "Baton"
+_STALE_STATUSES = frozenset({408, 481})  # a probed phone that answers these lost the call
 _CANCEL_GRACE = 32.0  # seconds a cancelled INVITE may take to get its 487 (64*T1 / 2)
 
 
@@ -170,6 +180,16 @@ class _Branch:
 
 
 @dataclass(eq=False)
+class _Probe:
+    """An in-dialog OPTIONS asking a quiet leg's phone whether it still knows the call."""
+
+    leg: _Leg
+    waiting: list[Callable[[], None]]
+    key: TransactionKey | None = None
+    handle: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
 class _Leg:
     """Everything the switch keeps about one leg."""
 
@@ -189,6 +209,7 @@ class _Leg:
     last_ack: Request | None = None  # the ACK of our last re-INVITE's 2xx (to repeat)
     answer_in_ack: bool = False  # we put an offer in a 2xx: the phone's answer is in the ACK
     creating: bool = False  # inside originate(): events are deferred
+    probe: _Probe | None = None  # a stale-line probe in flight
     deferred: list[SwitchEvent] = field(default_factory=list)
     # inbound
     invite: Request | None = None
@@ -212,6 +233,11 @@ class SipSwitch(Switch):
     ``transport_factory`` and ``media_factory`` let tests put a fake transport or a tuned
     engine in; ``secret`` keys the digest nonces (random per process by default).
     """
+
+    #: Stale lines (see the module docstring): seconds without RTP before a user's call is
+    #: probed when the user sends a new INVITE or REGISTER, and how long the probe waits.
+    quiet_before_probe: float = 1.0
+    probe_wait: float = 1.5
 
     def __init__(
         self,
@@ -290,6 +316,8 @@ class SipSwitch(Switch):
         self._branches: dict[str, _Branch] = {}  # outbound INVITEs by Call-ID
         self._branch_keys: dict[TransactionKey, _Branch] = {}
         self._refreshes: dict[TransactionKey, _Leg] = {}  # our re-INVITEs in flight
+        self._probes: dict[TransactionKey, _Probe] = {}  # stale-line OPTIONS in flight
+        self._held: set[TransactionKey] = set()  # new INVITEs waiting for probes
         self._meeting_of: dict[str, str] = {}  # leg → the meeting it is in
         self._handles: set[asyncio.TimerHandle] = set()
         self._ids = itertools.count(1)
@@ -302,6 +330,7 @@ class SipSwitch(Switch):
             "media_timeouts_total": 0,
             "session_timeouts_total": 0,
             "overload_503_total": 0,
+            "stale_lines_freed_total": 0,
         }
 
     # ------------------------------------------------------------------ life cycle
@@ -370,6 +399,11 @@ class SipSwitch(Switch):
         for handle in list(self._handles):
             handle.cancel()
         self._handles.clear()
+        for probe in list(self._probes.values()):
+            if probe.handle is not None:
+                probe.handle.cancel()
+        self._probes.clear()
+        self._held.clear()
         if self._media is not None:
             await self._media.close()
         if self._transport is not None:
@@ -631,6 +665,10 @@ class SipSwitch(Switch):
             self.counters["auth_challenges_total"] += 1
         elif response.status == 403:
             self.counters["auth_failures_total"] += 1
+        elif response.status == 200:
+            user = self._aor_of(event.request.to.uri)
+            if user is not None:
+                self._probe_quiet_legs(user, None)  # a phone back from the dead re-registers
         if response.status >= 300:
             self._respond_stateless(event.key, response)
         else:
@@ -677,12 +715,89 @@ class SipSwitch(Switch):
         return user_id
 
     def _on_invite(self, event: RequestReceived) -> None:
-        request, key = event.request, event.key
+        key = event.key
         to_tag = new_tag()
         who = self._authenticate(event, to_tag)
         if isinstance(who, Response):
             self._respond_stateless(key, who)
             return
+        if self._probe_quiet_legs(who, lambda: self._resume_invite(event, who, to_tag)):
+            self._held.add(key)  # 100 Trying goes out by itself meanwhile
+            return
+        self._invite_from(event, who, to_tag)
+
+    def _resume_invite(self, event: RequestReceived, who: str, to_tag: str) -> None:
+        if event.key not in self._held or self._closed:
+            return  # cancelled meanwhile, or shutting down
+        self._held.discard(event.key)
+        tx = self.transport.layer.transaction(event.key)
+        if tx is None or tx.terminated:
+            return
+        self._invite_from(event, who, to_tag)
+
+    # ---- stale lines
+
+    def _probe_quiet_legs(self, user: str, then: Callable[[], None] | None) -> bool:
+        """Probe every quiet connected leg of ``user``; call ``then`` once all have settled.
+        Returns False (and calls nothing) if there is no quiet leg."""
+        media = self._media
+        quiet = [
+            leg
+            for leg in self.legs.values()
+            if leg.user == user
+            and leg.state is _State.CONNECTED
+            and leg.dialog is not None
+            and (media is None or media.quiet_for(leg.id) >= self.quiet_before_probe)
+        ]
+        if not quiet:
+            return False
+        pending = set(quiet)
+
+        def settled(leg: _Leg) -> None:
+            pending.discard(leg)
+            if not pending and then is not None:
+                then()
+
+        for leg in quiet:
+            self._probe(leg, functools.partial(settled, leg))
+        return True
+
+    def _probe(self, leg: _Leg, done: Callable[[], None]) -> None:
+        if leg.probe is not None:
+            leg.probe.waiting.append(done)
+            return
+        assert leg.dialog is not None and self._loop is not None
+        probe = _Probe(leg, [done])
+        leg.probe = probe
+        log.info("leg %s: %s is calling again while the call is quiet: probing it", leg.id,
+                 leg.user)  # fmt: skip
+        probe.key = self._send_in_dialog(leg, leg.dialog.create_request("OPTIONS"))
+        if probe.key is None:
+            self._probe_settled(probe, 408)
+            return
+        self._probes[probe.key] = probe
+        probe.handle = self._loop.call_later(self.probe_wait,
+                                             lambda: self._probe_settled(probe, 408))  # fmt: skip
+
+    def _probe_settled(self, probe: _Probe, status: int) -> None:
+        leg = probe.leg
+        if leg.probe is not probe:
+            return
+        leg.probe = None
+        if probe.handle is not None:
+            probe.handle.cancel()
+        if probe.key is not None:
+            self._probes.pop(probe.key, None)
+        if status in _STALE_STATUSES and leg.state is _State.CONNECTED:
+            self.counters["stale_lines_freed_total"] += 1
+            log.info("leg %s: the phone no longer knows the call (%d): ended", leg.id, status)
+            self._fail_connected(leg, Cause.FAILURE,
+                                 f'SIP ;cause={status} ;text="stale call"')  # fmt: skip
+        for done in probe.waiting:
+            done()
+
+    def _invite_from(self, event: RequestReceived, who: str, to_tag: str) -> None:
+        request, key = event.request, event.key
         user = self._users[who]
         # The precedence asked for (RFC 4412), if the user may ask for it.
         headers: dict[str, str] = {"Call-ID": request.call_id, "From": str(request.from_)}
@@ -792,11 +907,22 @@ class SipSwitch(Switch):
             self._by_dialog.pop(leg.dialog.id, None)
         if leg.refresh_key is not None:
             self._refreshes.pop(leg.refresh_key, None)
+        if leg.probe is not None:  # ended meanwhile (a BYE): whoever waits goes on
+            self._probe_settled(leg.probe, 0)
 
     # ---- CANCEL
 
     def _on_cancel(self, event: RequestReceived) -> None:
         request = event.request
+        if event.cancels is not None and event.cancels in self._held:
+            # Cancelled while its caller's old call is being probed.
+            self._held.discard(event.cancels)
+            self._respond(event.key, make_response(request, 200, to_tag=new_tag()))
+            tx = self.transport.layer.transaction(event.cancels)
+            if isinstance(tx, ServerTransaction):
+                self._respond_stateless(event.cancels, make_response(tx.request, 487,
+                                                                     to_tag=new_tag()))  # fmt: skip
+            return
         leg = self._by_invite.get(event.cancels) if event.cancels is not None else None
         tag = leg.local_tag if leg is not None else new_tag()
         self._respond(event.key, make_response(request, 200, to_tag=tag))
@@ -968,6 +1094,11 @@ class SipSwitch(Switch):
     # ---- responses to what we sent
 
     def _on_response(self, response: Response, key: TransactionKey | None) -> None:
+        if key is not None and response.status >= 200:
+            probe = self._probes.get(key)
+            if probe is not None:
+                self._probe_settled(probe, response.status)
+                return
         branch = self._branches.get(response.call_id)
         if (
             branch is not None
@@ -994,6 +1125,10 @@ class SipSwitch(Switch):
             self._send_ack(leg, leg.last_ack)
 
     def _on_timeout(self, key: TransactionKey, request: Request, timer: Timer) -> None:
+        probe = self._probes.get(key)
+        if probe is not None:
+            self._probe_settled(probe, 408)
+            return
         if key.server:
             leg = self._by_invite.pop(key, None)
             if leg is not None and timer is Timer.L and not leg.acked:
@@ -1018,6 +1153,10 @@ class SipSwitch(Switch):
                                          'SIP ;cause=408 ;text="session refresh timed out"')  # fmt: skip
 
     def _on_transport_failure(self, key: TransactionKey, request: Request) -> None:
+        probe = self._probes.get(key)
+        if probe is not None:
+            self._probe_settled(probe, 408)
+            return
         if request.method != "INVITE" or key.server:
             return
         branch = self._branches.get(request.call_id)
