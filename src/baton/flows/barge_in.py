@@ -39,6 +39,8 @@ async def barge_in(s: Session, dispatcher: User, target: User) -> None:
     if len(parties) != 1:
         raise FlowUsageError(f"{target.id!r} is not in a two-party call")
     peer = parties[0]
+    if dispatcher in (target, peer):
+        raise FlowUsageError(f"{dispatcher.id!r} is already in that call")
     owner = s.owner_of(target)
     original = owner.priority if owner is not None else Priority.ROUTINE
     await claim_call(s, dispatcher, target, peer, reason=f"barge-in by {dispatcher.id}")

@@ -62,6 +62,19 @@ class _Group:
     def members(self) -> list[User]:
         return [u for u in self.room.members if u is not self.dispatcher]
 
+    def _heard_by_dispatcher(self) -> bool:
+        """Someone in the room the dispatcher hears (a dispatcher listening in, or a muted
+        member, is in the room but silent)."""
+        d = self.dispatcher
+        return any(
+            u is not d
+            and (
+                st.mode is MeetingMode.SPEAK
+                or (st.mode is MeetingMode.WHISPER and st.whisper_to is d)
+            )
+            for u, st in self.room.members.items()
+        )
+
     async def refresh(self) -> None:
         """What the dispatcher hears besides the members: ringback while nobody is in the room
         and someone rings; nothing (a declared wait for ``add`` or the end) when nobody is in
@@ -69,7 +82,7 @@ class _Group:
         s, d = self.s, self.dispatcher
         if not s.owns(d) or s.leg_of(d) is None:
             return
-        if self.members():
+        if self._heard_by_dispatcher():
             playback, self.ringback = self.ringback, None
             await stop_quietly(s, playback)
         elif any(f == "ringing" for f in self.fate.values()):

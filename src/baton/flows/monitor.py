@@ -38,6 +38,8 @@ async def whisper(s: Session, dispatcher: User, target: User) -> None:
 
 
 async def _listen_in(s: Session, dispatcher: User, target: User, mode: MeetingMode) -> None:
+    if dispatcher is target:
+        raise FlowUsageError(f"{dispatcher.id!r} cannot {mode.value} to itself")
     whisper_to = target if mode is MeetingMode.WHISPER else None
     room = s.meeting_of(target)
     owner = s.owner_of(target)
@@ -60,6 +62,8 @@ async def _listen_in(s: Session, dispatcher: User, target: User, mode: MeetingMo
     if len(parties) != 1:  # the other party was just taken or hung up: the call is ending
         raise FlowUsageError(f"{target.id!r}'s call is ending ({owner.name} lost a party)")
     peer = parties[0]
+    if peer is dispatcher:
+        raise FlowUsageError(f"{dispatcher.id!r} is {target.id!r}'s party in that call")
     original = owner.priority
     await claim_call(s, dispatcher, target, peer, reason=f"{mode.value} by {dispatcher.id}")
 
