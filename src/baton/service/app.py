@@ -10,6 +10,7 @@ line and never takes the server down.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 import uuid
@@ -20,7 +21,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -41,6 +43,18 @@ from baton.service.sim.resource import router as sim_router
 from baton.service.store import StoreUnavailable
 from baton.service.users.resource import router as users_router
 from baton.switch.port import SwitchError
+
+#: Swagger UI's files, shipped by the swagger-ui-py package (found, not imported: only its
+#: static folder is used).
+_swagger_spec = importlib.util.find_spec("swagger_ui")
+SWAGGER_UI = (
+    Path(
+        next(iter(_swagger_spec.submodule_search_locations or []))
+        if _swagger_spec is not None
+        else "."
+    )
+    / "static"
+)
 
 __all__ = ["CONSOLE", "MAX_BODY", "create_app"]
 
@@ -182,8 +196,23 @@ def create_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
             "`POST /api/login` (a session cookie) or send `Authorization: Bearer <token>`."
         ),
         lifespan=lifespan,
+        # /docs is served below from local assets: a dispatch centre's network may be isolated.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} — API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+            # Swagger UI would otherwise ask validator.swagger.io about the schema.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -277,6 +306,7 @@ def create_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
         return RedirectResponse("/console/")
 
     app.mount("/console", StaticFiles(directory=CONSOLE, html=True), name="console")
+    app.mount("/docs-assets", StaticFiles(directory=SWAGGER_UI), name="docs-assets")
     return _wrap(app, service)
 
 
