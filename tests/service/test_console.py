@@ -255,6 +255,18 @@ def test_a_dispatcher_goes_ready_and_answers_a_queued_call(centre: Server, tmp_p
             expect(pg.locator(tile(pg, "disp1", "connected"))).to_be_visible()
             pg.click(tile(pg, "unit3"))  # (deselect)
 
+            # The calls are in the history, with their traces; the audit is for supervisors.
+            pg.fill("#history-user", "unit1")
+            pg.click("#history-refresh")
+            history = pg.locator("#history tbody")
+            expect(history).to_contain_text("queued call 1")
+            expect(history).to_contain_text("hold 1")
+            expect(history).not_to_contain_text("None")
+            history.locator("tr", has_text="queued call 1").locator("button").click()
+            expect(pg.locator("#trace svg.seq")).to_be_visible()
+            pg.click("#trace-close")
+            expect(pg.locator("#audit-panel")).to_be_hidden()
+
             # An emergency call: a blinking banner on the console until a dispatcher
             # acknowledges it; then everyone sees who did.
             pg.click(tile(pg, "unit4"))

@@ -90,10 +90,80 @@ async function enter() {
   $("#me").textContent = `${S.me.name} (${S.me.user}) · ${S.me.role} · up to ${S.me.max_priority_name}`;
   const mine = S.users.get(S.me.user);
   setMode(localStorage.getItem("baton.mode") || (mine && mine.position ? "dispatcher" : "flows"));
+  $("#audit-panel").hidden = !may("audit");
   renderAll();
   refreshQueueSoon();
   refreshAlarms();
   connect();
+}
+
+// ------------------------------------------------------------------ history, recordings, audit
+
+function when(v) {  // ISO 8601 or seconds since the epoch → the local time, in words
+  if (v === null || v === undefined) return "";
+  const d = typeof v === "number" ? new Date(v * 1000) : new Date(v);
+  return isNaN(d) ? String(v) : d.toLocaleString();
+}
+const may = (perm) => S.me && Array.isArray(S.me.permissions) && (S.me.permissions.includes("*") || S.me.permissions.includes(perm));
+
+async function showHistory() {
+  const q = new URLSearchParams({ limit: "50" });
+  for (const [key, id] of [["user", "#history-user"], ["name", "#history-name"], ["outcome", "#history-outcome"]]) {
+    const v = $(id).value.trim().replaceAll(" ", "_"); if (v) q.set(key, v);
+  }
+  try {
+    const rows = await api("GET", `/api/records/flows?${q}`);
+    const body = $("#history tbody"); body.replaceChildren();
+    $("#no-history").hidden = rows.length > 0; $("#no-history").textContent = "nothing found";
+    for (const r of rows) {
+      body.append(el("tr", { dataset: { record: String(r.id) } },
+        el("td", { text: when(r.started_at) }),
+        el("td", {}, el("strong", { text: flowTitle(r.flow) }), el("div", { class: "muted", text: argsText(r.args) })),
+        el("td", { text: (r.users || []).map(userName).join(", ") }),
+        el("td", { text: r.started_by ? userName(String(r.started_by).replace(/^phone:/, "")) : "" }),
+        el("td", { text: r.outcome || (r.ended_at ? "" : "going on") }),
+        el("td", {}, el("button", { type: "button", text: "Trace", onclick: () => openTraceAt(`/api/records/flows/${r.id}/trace`, r.flow) }))));
+    }
+  } catch (e) { status(e.message, "error"); }
+  if (!may("recordings")) return;
+  try {
+    const q2 = new URLSearchParams({ limit: "20" });
+    const user = $("#history-user").value.trim(); if (user) q2.set("user", user);
+    const recs = await api("GET", `/api/recordings?${q2}`);
+    $("#recordings-box").hidden = recs.length === 0;
+    const body = $("#recordings tbody"); body.replaceChildren();
+    for (const r of recs) {
+      body.append(el("tr", { dataset: { recording: String(r.id) } },
+        el("td", { text: when(r.started_at) }),
+        el("td", { text: r.user_id ? userName(r.user_id) : r.meeting || "" }),
+        el("td", { text: r.by ? flowTitle(r.by) : "" }),
+        el("td", {}, r.available ? el("audio", { controls: true, preload: "none", src: `/api/recordings/${r.id}/download` }) : el("span", { class: "muted", text: "file not available" }))));
+    }
+  } catch { $("#recordings-box").hidden = true; }
+}
+$("#history-refresh").addEventListener("click", showHistory);
+
+async function showAudit() {
+  const q = new URLSearchParams({ limit: "100" });
+  const action = $("#audit-action").value.trim(); if (action) q.set("action", action);
+  try {
+    const rows = await api("GET", `/api/audit?${q}`);
+    const body = $("#audit tbody"); body.replaceChildren();
+    for (const r of rows) {
+      body.append(el("tr", {}, el("td", { text: when(r.at) }), el("td", { text: r.principal ? userName(r.principal) : "(unknown)" }),
+        el("td", { text: r.action }), el("td", { text: r.target || "" }), el("td", { text: r.outcome })));
+    }
+  } catch (e) { status(e.message, "error"); }
+}
+$("#audit-refresh").addEventListener("click", showAudit);
+
+async function openTraceAt(url, name) {
+  try {
+    const trace = await api("GET", url);
+    $("#trace-title").textContent = `${flowTitle(trace.flow || name)} — ${trace.steps.length} steps${trace.ended ? " (ended)" : ""}`;
+    $("#trace-body").replaceChildren(drawTrace(trace));
+    $("#trace").showModal();
+  } catch (e) { status(`${name}: ${e.message}`, "error"); }
 }
 
 // ------------------------------------------------------------------ emergency alarms
