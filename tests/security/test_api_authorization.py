@@ -204,6 +204,8 @@ async def test_a_member_commands_a_group_for_itself_only(tmp_path: Path) -> None
         r = await _post(a, "disp1", "/api/flows", body)
         assert r.status_code == 201, r.text
         path = f"/api/flows/{r.json()['name'].replace('#', '%23')}/commands"
+        unit1 = svc.manager.user("unit1")
+        await eventually(lambda: svc.manager.state_of(unit1) not in ("idle", "ringing", "dialling"))
         # unit1 is a member: it may press its own key...
         r = await _post(a, "unit1", path, {"command": "request", "args": {"user": "unit1"}})
         assert r.status_code == 200, r.text
