@@ -17,7 +17,7 @@ from baton.service.routing import Router
 from baton.switch.sim import never_answers, unreachable
 from baton.testing import World
 
-from .helpers import api, assert_error, eventually, make_config
+from .helpers import api, assert_error, eventually, make_config, running
 
 
 class Centre:
@@ -257,3 +257,17 @@ async def test_an_emergency_alarm_is_acknowledged_once_and_audited(tmp_path: Pat
             await svc.journal.sync()
             audit = (await s.get("/api/audit", params={"action": "emergency.ack"})).json()
             assert [(e["principal"], e["target"]) for e in audit] == [("disp1", alarm["flow"])]
+
+
+@pytest.mark.realtime
+async def test_agent_states_survive_a_restart(tmp_path: Path) -> None:
+    async with running(tmp_path) as svc:
+        svc.positions.set("disp1", "not_ready", reason="lunch", by="disp1")
+        svc.positions.set("disp2", "logged_out", by="sup1")
+        svc.positions.set("disp2", "ready", by="disp2")
+        svc.positions.set("sup1", "logged_out", by="sup1")
+        await svc.journal.sync()
+    async with running(tmp_path) as svc:
+        assert svc.positions.view("disp1")["label"] == "Not ready (lunch)"
+        assert svc.positions.state_of("disp2").value == "ready"
+        assert svc.positions.state_of("sup1").value == "logged_out"

@@ -32,7 +32,7 @@ from baton.service.auth.service import Auth
 from baton.service.config import Config, ConfigError, GroupConfig, MeetingConfig
 from baton.service.metrics import Metrics, count, from_mapping, gauge
 from baton.service.positions.alarms import Alarms
-from baton.service.positions.service import AgentState, Positions
+from baton.service.positions.service import AgentState, Positions, last_agent_states
 from baton.service.routing import Router
 from baton.service.store import Journal, Store
 from baton.service.store.records import begin_run, end_run, heartbeat, take_stale_dialogs
@@ -164,6 +164,7 @@ class Service:
                 self.config, self.store, journal, hasher=self.hasher, wallclock=self.wallclock
             )
             await auth.sync_users(conn)
+            agent_states = await last_agent_states(conn)
         if closed:
             log.warning("closed %d records left open by a previous run", closed)
         self._journal, self._auth = journal, auth
@@ -176,6 +177,7 @@ class Service:
         for u in self.config.users:
             self.manager.add_user(User(u.id, name=u.display_name, numbers=u.numbers, keep=u.keep))
         self._make_positions()
+        self.positions.restore(agent_states)
         self._make_queue()
         self.manager.router = Router(
             self.config,

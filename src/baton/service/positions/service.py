@@ -28,13 +28,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from baton.core import User, UserManager
 from baton.core.events import CallInfoEnded, CallInfoStarted, Event
 from baton.service.errors import BadRequest, NotFound
 from baton.service.positions.presence import Registration, registrations
+from baton.service.store.tables import audit as audit_table
 from baton.switch.port import Cause, Switch
 
-__all__ = ["AgentState", "AgentStateChanged", "Positions", "iso"]
+__all__ = ["AgentState", "AgentStateChanged", "Positions", "iso", "last_agent_states"]
 
 
 class AgentState(enum.Enum):
@@ -227,6 +231,20 @@ class Positions:
             )
         return self.view(user_id)
 
+    def restore(self, states: dict[str, tuple[str, str | None]]) -> None:
+        """Put positions back in the agent state the journal last recorded for them (a restart
+        keeps who was logged out or on a break). Wrap-up is not restored: it was for a call of
+        the previous run."""
+        for uid, (state, reason) in states.items():
+            agent = self._agents.get(uid)
+            try:
+                chosen = AgentState(state)
+            except ValueError:
+                continue
+            if agent is None or chosen in (AgentState.BUSY, AgentState.WRAP_UP):
+                continue
+            agent.state, agent.reason, agent.by = chosen, reason, "restored"
+
     def missed(self, user: User, cause: Cause) -> None:
         """The queue's ``on_missed``: a ready position let an offer ring out or declined it."""
         agent = self._agents.get(user.id)
@@ -313,3 +331,17 @@ class Positions:
     def _wrap(self, agent: _Agent) -> None:
         if agent.state is AgentState.READY:
             self._change(agent, AgentState.WRAP_UP, None, "wrap-up", "call ended")
+
+
+async def last_agent_states(conn: AsyncConnection) -> dict[str, tuple[str, str | None]]:
+    """Each position's last recorded agent state (from the audit log), by user id."""
+    rows = await conn.execute(
+        sa.select(audit_table.c.target, audit_table.c.details)
+        .where(audit_table.c.action == "agent.state", audit_table.c.outcome == "ok")
+        .order_by(audit_table.c.id)
+    )
+    out: dict[str, tuple[str, str | None]] = {}
+    for target, details in rows:
+        if target and isinstance(details, dict) and isinstance(details.get("state"), str):
+            out[target] = (details["state"], details.get("reason"))
+    return out
