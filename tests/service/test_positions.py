@@ -271,3 +271,38 @@ async def test_agent_states_survive_a_restart(tmp_path: Path) -> None:
         assert svc.positions.view("disp1")["label"] == "Not ready (lunch)"
         assert svc.positions.state_of("disp2").value == "ready"
         assert svc.positions.state_of("sup1").value == "logged_out"
+
+
+async def test_an_emergency_nobody_acknowledges_is_escalated(tmp_path: Path) -> None:
+    from baton.flows import emergency_call
+    from baton.service.positions.alarms import Alarms
+
+    c = Centre(tmp_path)
+    w = c.w
+    audit: list[dict[str, Any]] = []
+    alarms = Alarms(
+        w.manager,
+        wallclock=lambda: 1_800_000_000.0,
+        started_at=lambda _: None,
+        audit=lambda **kw: audit.append(kw),
+        escalate_after=30,
+    )
+    first = w.start(emergency_call, w["disp1"], w["unit1"])
+    second = w.start(emergency_call, w["disp2"], w["unit2"])
+    await w.run(10)
+    alarms.acknowledge(second.name, "disp2")
+    await w.run(25)
+    views = {a["flow"]: a for a in alarms.all()}
+    assert views[first.name].get("escalated") is True
+    assert "escalated" not in views[second.name]  # acknowledged in time
+    assert [e.to_dict()["flow"] for e in w.kinds("emergency.escalated")] == [first.name]
+    assert [(a["action"], a["target"]) for a in audit] == [
+        ("emergency.ack", second.name),
+        ("emergency.escalate", first.name),
+    ]
+    for f in (first, second):
+        await f.send("end", by="sup1")
+    await w.run(5)
+    assert alarms.all() == []
+    alarms.close()
+    await w.close()

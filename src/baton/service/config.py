@@ -294,6 +294,7 @@ class DispatchConfig(_Model):
     wrap_up: float = Field(default=0.0, ge=0)  # seconds of wrap-up after a call (0: none)
     service_level: float = Field(default=20.0, gt=0)  # "answered within N s" in the figures
     agent_state: Literal["ready", "logged_out"] = "ready"  # positions' state at start-up
+    escalate_after: float = Field(default=30.0, ge=0)  # an unacknowledged emergency (0: never)
 
     @model_validator(mode="after")
     def _check(self) -> DispatchConfig:

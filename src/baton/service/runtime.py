@@ -235,7 +235,11 @@ class Service:
             return None if info is None else info.started_at
 
         self._alarms = Alarms(
-            self.manager, wallclock=self.wallclock, started_at=started_at, audit=journal.audit
+            self.manager,
+            wallclock=self.wallclock,
+            started_at=started_at,
+            audit=journal.audit,
+            escalate_after=d.escalate_after or None,
         )
 
     def _make_queue(self) -> None:

@@ -193,6 +193,7 @@ function renderAlarms() {
     box.append(el("div", { class: `alarm ${acked ? "acked" : "unacked"}`, dataset: { flow: a.flow } },
       el("span", { text: `⚠ EMERGENCY — ${who || a.flow}` }),
       el("span", { class: "spacer" }),
+      a.escalated && !acked ? el("span", { class: "escalated", text: "not acknowledged in time: supervisors called on" }) : null,
       acked
         ? el("span", { class: "acked-by", text: `Acknowledged by ${(S.users.get(a.acknowledged_by) || { name: a.acknowledged_by }).name}` })
         : el("button", { type: "button", text: "Acknowledge", dataset: { action: "ack" }, onclick: () => acknowledge(a.flow) }),
@@ -404,7 +405,7 @@ function onMessage(msg) {
   if (msg.users && S.selected && msg.users.some((u) => u.id === S.selected)) renderPhone();
   if (msg.users && msg.users.some((u) => u.id === S.me.user)) renderPosition();
   if (ev.kind === "agent.state") refreshUserSoon(ev.user);
-  if ((ev.kind === "flow.started" && ev.priority >= 50) || ev.kind === "flow.ended" || ev.kind === "emergency.acknowledged"
+  if ((ev.kind === "flow.started" && ev.priority >= 50) || ev.kind === "flow.ended" || ev.kind.startsWith("emergency.")
       || (ev.kind === "owner.changed" && ev.priority >= 50)) refreshAlarms();
   if (ev.kind.startsWith("flow.") || ev.kind === "owner.changed" || ev.kind === "agent.state") refreshQueueSoon();
   logEvent(ev);
@@ -453,7 +454,7 @@ function forDispatcher(ev) {
 }
 
 function logEvent(ev) {
-  if (S.mode === "dispatcher" && !["agent.state", "emergency.acknowledged"].includes(ev.kind)) {
+  if (S.mode === "dispatcher" && !["agent.state", "emergency.acknowledged", "emergency.escalated"].includes(ev.kind)) {
     const line = forDispatcher(ev);
     if (!line) return;
     [ev.marker, ev.text] = line;
@@ -462,6 +463,9 @@ function logEvent(ev) {
   if (ev.kind === "emergency.acknowledged") {
     const u = S.users.get(ev.by);
     ev.marker = "⚠"; ev.text = `${u ? u.name : ev.by} acknowledged the emergency ${ev.flow}`;
+  }
+  if (ev.kind === "emergency.escalated") {
+    ev.marker = "⚠"; ev.text = `nobody acknowledged the emergency ${ev.flow} within ${ev.after} s: supervisors called on`;
   }
   if (ev.kind === "agent.state") {  // in the dispatcher's words, not the event's fields
     const u = S.users.get(ev.user);

@@ -2,21 +2,24 @@
 dispatcher acknowledges it (banner, sound, who acknowledged — docs/service.md, The console).
 
 An acknowledgement is an ``emergency.acknowledged`` event on the bus (every console sees it at
-once; the journal keeps it) and an audit entry (``emergency.ack``). The alarm ends with its flow.
+once; the journal keeps it) and an audit entry (``emergency.ack``). An alarm nobody acknowledges
+within ``escalate_after`` seconds is *escalated*: an ``emergency.escalated`` event and an audit
+entry, and every console says the supervisors are called on. The alarm ends with its flow.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from baton.core import Flow, Priority, UserManager
-from baton.core.events import Event, FlowEnded
+from baton.core.events import Event, FlowEnded, FlowStarted
 from baton.service.errors import Conflict, NotFound
 from baton.service.positions.service import Audit, iso
 
-__all__ = ["Alarms", "EmergencyAcknowledged"]
+__all__ = ["Alarms", "EmergencyAcknowledged", "EmergencyEscalated"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -24,6 +27,13 @@ class EmergencyAcknowledged(Event):
     kind: ClassVar[str] = "emergency.acknowledged"
     flow: str
     by: str
+
+
+@dataclass(slots=True, kw_only=True)
+class EmergencyEscalated(Event):
+    kind: ClassVar[str] = "emergency.escalated"
+    flow: str
+    after: float  # seconds without an acknowledgement
 
 
 class Alarms:
@@ -34,8 +44,12 @@ class Alarms:
         wallclock: Callable[[], float],
         started_at: Callable[[str], float | None],
         audit: Audit | None = None,
+        escalate_after: float | None = 30.0,
     ) -> None:
         self.manager = manager
+        self.escalate_after = escalate_after
+        self._escalated: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self.wallclock = wallclock
         self.started_at = started_at
         self.audit = audit
@@ -44,6 +58,9 @@ class Alarms:
 
     def close(self) -> None:
         self._unsubscribe()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
 
     def active(self) -> list[Flow]:
         return [
@@ -59,6 +76,8 @@ class Alarms:
         started = self.started_at(f.name)
         if started is not None:
             out["started_at"] = iso(started)
+        if f.name in self._escalated:
+            out["escalated"] = True
         ack = self._acks.get(f.name)
         if ack is not None:
             out["acknowledged_by"], at = ack
@@ -78,6 +97,9 @@ class Alarms:
                 f"{who} has already acknowledged this emergency", id="already-acknowledged"
             )
         self._acks[flow] = (by, self.wallclock())
+        timer = self._timers.pop(flow, None)
+        if timer is not None:
+            timer.cancel()
         self.manager.events.publish(EmergencyAcknowledged(flow=flow, by=by))
         if self.audit is not None:
             self.audit(
@@ -91,5 +113,31 @@ class Alarms:
         return self.view(f)
 
     def _on_event(self, ev: Event) -> None:
-        if isinstance(ev, FlowEnded):
+        if isinstance(ev, FlowStarted):
+            if ev.priority >= Priority.EMERGENCY and self.escalate_after:
+                self._timers[ev.flow] = self.manager.loop.call_later(
+                    self.escalate_after, self._escalate, ev.flow
+                )
+        elif isinstance(ev, FlowEnded):
             self._acks.pop(ev.flow, None)
+            self._escalated.discard(ev.flow)
+            timer = self._timers.pop(ev.flow, None)
+            if timer is not None:
+                timer.cancel()
+
+    def _escalate(self, flow: str) -> None:
+        self._timers.pop(flow, None)
+        if flow in self._acks or not any(f.name == flow for f in self.active()):
+            return
+        self._escalated.add(flow)
+        after = float(self.escalate_after or 0)
+        self.manager.events.publish(EmergencyEscalated(flow=flow, after=after))
+        if self.audit is not None:
+            self.audit(
+                principal=None,
+                role=None,
+                action="emergency.escalate",
+                target=flow,
+                outcome="ok",
+                details={"after": after},
+            )
