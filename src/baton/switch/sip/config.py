@@ -26,6 +26,10 @@ Keys (all optional)::
     inbound_ring_timeout = 180          # an inbound call nobody answers is ended with 480
     auth_failures = { max_failures = 5, window = 60, block = 60 }
     limits = { max_message_size = 16384, tcp_connections = 4096, ... }  # see TransportLimits
+    [sip.tls]                           # for tls: listen addresses (SIP over TLS)
+    certificate = "tls/baton.crt"       # PEM, the full chain
+    key = "tls/baton.key"
+    ca = "tls/phones-ca.crt"            # optional: phones must present a certificate it signed
     [sip.resource_priority]             # RFC 4412 namespace.value → Baton priority
     "dsn.flash" = "FLASH"
 """
@@ -129,6 +133,9 @@ class SipConfig:
         default_factory=lambda: dict(DEFAULT_RESOURCE_PRIORITY)
     )
     limits: TransportLimits = field(default_factory=TransportLimits)
+    tls_certificate: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
 
 
 #: ``[sip] limits`` keys → :class:`TransportLimits` fields, and whether the value is whole.
@@ -150,7 +157,7 @@ _KEYS = frozenset(
     {
         "listen", "realm", "media_host", "rtp_ports", "rtp_timeout", "session_expires", "min_se",
         "digest_algorithms", "nonce_lifetime", "register_expires", "inbound_ring_timeout",
-        "auth_failures", "resource_priority", "limits",
+        "auth_failures", "resource_priority", "limits", "tls",
     }
 )  # fmt: skip
 
@@ -276,6 +283,12 @@ def parse_sip_config(table: Mapping[str, Any]) -> SipConfig:
     if "limits" in table:
         _limits(table["limits"], values, bad)
 
+    if "tls" in table:
+        _tls(table["tls"], values, bad)
+    listen_tls = any(str(x).lower().startswith("tls:") for x in values.get("listen", ()))
+    if listen_tls and "tls_certificate" not in values:
+        bad("tls", "a tls: listen address needs [sip.tls] certificate and key")
+
     if "resource_priority" in table:
         mapping = table["resource_priority"]
         if not isinstance(mapping, Mapping):
@@ -365,6 +378,30 @@ def _limits(value: object, values: dict[str, Any], bad: Any) -> None:
     if got.get("max_message_bytes", 16_384) < 1024:
         bad("limits.max_message_size", "expected at least 1024 bytes")
     values["limits"] = TransportLimits(**got)
+
+
+def _tls(value: object, values: dict[str, Any], bad: Any) -> None:
+    if not isinstance(value, Mapping):
+        bad("tls", 'expected a table { certificate = "...", key = "...", ca = "..." }')
+        return
+    for name in sorted(set(value) - {"certificate", "key", "ca"}):
+        bad(f"tls.{name}", "unknown key (known: ca, certificate, key)")
+    for name in ("certificate", "key", "ca"):
+        if name not in value:
+            if name != "ca":
+                bad(f"tls.{name}", "required")
+            continue
+        path = value[name]
+        if not isinstance(path, str) or not path:
+            bad(f"tls.{name}", "expected the path of a PEM file")
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            bad(f"tls.{name}", f"cannot read {path}: {exc.strerror}")
+            continue
+        values[f"tls_{name}"] = path
 
 
 def _is_ip(text: str) -> bool:

@@ -64,6 +64,7 @@ import itertools
 import logging
 import os
 import secrets
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,9 +259,11 @@ class SipSwitch(Switch):
             self._names.setdefault(user.id, user.id)
             for number in user.numbers:
                 self._names.setdefault(number, user.id)
+        tls_server, tls_client = _tls_contexts(config)
         self._transport_factory: TransportFactory = transport_factory or (
-            lambda listen, on_event: SipTransport(listen, on_event, bounds=config.limits)
-        )
+            lambda listen, on_event: SipTransport(listen, on_event, bounds=config.limits,
+                                                  tls=tls_server, tls_client=tls_client)
+        )  # fmt: skip
         self._media_factory: MediaFactory = media_factory or _default_media
         self.authenticator = DigestAuthenticator(
             config.realm,
@@ -1708,6 +1711,34 @@ def _wish(leg: _Leg) -> Direction:
     """What we want of a leg's media when answering or offering: always both ways — Baton
     holds a party by changing the graph, never by re-INVITE."""
     return Direction.SENDRECV
+
+
+def _tls_contexts(config: SipConfig) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """The server and client TLS contexts of ``[sip.tls]`` (docs/sip.md, "SIP over TLS").
+
+    Server: our certificate; with ``ca``, phones must present a certificate it signed. Client
+    (connections we open to ``;transport=tls`` contacts): our certificate too, and the phone's
+    verified against ``ca`` when given — phones rarely have a certificate an authority signed,
+    so without ``ca`` it is not verified (the channel is still encrypted)."""
+    if config.tls_certificate is None or config.tls_key is None:
+        return None, None
+    try:
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.minimum_version = ssl.TLSVersion.TLSv1_2
+        server.load_cert_chain(config.tls_certificate, config.tls_key)
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.minimum_version = ssl.TLSVersion.TLSv1_2
+        client.load_cert_chain(config.tls_certificate, config.tls_key)
+        if config.tls_ca is not None:
+            server.load_verify_locations(config.tls_ca)
+            server.verify_mode = ssl.CERT_REQUIRED
+            client.load_verify_locations(config.tls_ca)
+        else:
+            client.check_hostname = False
+            client.verify_mode = ssl.CERT_NONE
+    except (OSError, ssl.SSLError) as exc:
+        raise SipConfigError([f"sip.tls: {exc}"]) from exc
+    return server, client
 
 
 def _default_media(config: SipConfig) -> MediaEngine:

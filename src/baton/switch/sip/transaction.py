@@ -623,7 +623,9 @@ class Peer:
             raise LocalProtocolError(f"cannot send to a {uri.scheme}: URI")
         host, port = uri.host_port()
         maddr = uri.params.get("maddr")
-        transport = uri.transport or ("tcp" if uri.scheme == "sips" else default_transport)
+        transport = uri.transport or ("tls" if uri.scheme == "sips" else default_transport)
+        if transport == "tls" and uri.port is None:
+            port = 5061  # RFC 3261 §19.1.2: the default port of SIP over TLS
         return cls(transport, maddr or host, port)
 
     @classmethod

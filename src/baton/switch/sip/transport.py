@@ -57,6 +57,7 @@ import contextlib
 import logging
 import secrets
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -128,7 +129,8 @@ class TransportLimits:
 
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
-    """``udp:127.0.0.1:5060``, ``tcp:[::1]:5062`` — where to listen. Port 0 picks a free one."""
+    """``udp:127.0.0.1:5060``, ``tcp:[::1]:5062``, ``tls:127.0.0.1:5061`` — where to listen.
+    Port 0 picks a free one."""
 
     transport: str
     host: str
@@ -138,14 +140,14 @@ class ListenAddress:
     def parse(cls, text: str) -> ListenAddress:
         transport, sep, rest = text.partition(":")
         transport = transport.lower()
-        if not sep or transport not in ("udp", "tcp"):
-            raise ValueError(f"listen address {text!r}: expected udp:HOST:PORT or tcp:HOST:PORT")
+        if not sep or transport not in ("udp", "tcp", "tls"):
+            raise ValueError(f"listen address {text!r}: expected udp:, tcp: or tls:HOST:PORT")
         if rest.startswith("["):
             host, _, port_text = rest[1:].partition("]:")
         else:
             host, _, port_text = rest.rpartition(":")
         if not host or not port_text.isdigit() or int(port_text) > 65535:
-            raise ValueError(f"listen address {text!r}: expected udp:HOST:PORT or tcp:HOST:PORT")
+            raise ValueError(f"listen address {text!r}: expected udp:, tcp: or tls:HOST:PORT")
         return cls(transport, host, int(port_text))
 
     def __str__(self) -> str:
@@ -186,8 +188,13 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class _Tcp(asyncio.Protocol):
-    def __init__(self, owner: SipTransport, limits: ParserLimits, *, inbound: bool) -> None:
+    """A TCP connection, or a TLS one (``kind="tls"``: asyncio runs the TLS under it)."""
+
+    def __init__(
+        self, owner: SipTransport, limits: ParserLimits, *, inbound: bool, kind: str = "tcp"
+    ) -> None:
         self.owner = owner
+        self.kind = kind
         self.framer = StreamFramer(limits)
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
@@ -198,7 +205,7 @@ class _Tcp(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.peer = _peer("tcp", transport.get_extra_info("peername"))
+        self.peer = _peer(self.kind, transport.get_extra_info("peername"))
         if not self.owner._admit(self):
             self.transport.abort()
             return
@@ -251,11 +258,17 @@ class SipTransport:
         timers: TimerConfig | None = None,
         limits: ParserLimits | None = None,
         bounds: TransportLimits | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_client: ssl.SSLContext | None = None,
     ) -> None:
         self._listen = [ListenAddress.parse(text) for text in listen]
         if not self._listen:
             raise ValueError("at least one listen address is needed")
         self._on_event = on_event
+        if tls is None and any(a.transport == "tls" for a in self._listen):
+            raise ValueError("a tls: listen address needs a TLS server context")
+        self._tls = tls  # for tls: listen addresses
+        self._tls_client = tls_client  # for connections we open to tls peers
         self.bounds = bounds or TransportLimits()
         self._limits = limits or self.bounds.parser_limits()
         # Bounds (see the module docstring) and what they refused, for metrics and tests.
@@ -301,12 +314,14 @@ class SipTransport:
                             )
                     self._udp.append((ListenAddress("udp", address.host, bound[1]), protocol))
                 else:
+                    kind = address.transport
                     server = await loop.create_server(
-                        lambda: _Tcp(self, self._limits, inbound=True), address.host,
-                        address.port, reuse_address=True,
+                        lambda kind=kind: _Tcp(self, self._limits, inbound=True, kind=kind),
+                        address.host, address.port, reuse_address=True,
+                        ssl=self._tls if kind == "tls" else None,
                     )  # fmt: skip
                     bound = server.sockets[0].getsockname()
-                    self._servers.append((ListenAddress("tcp", address.host, bound[1]), server))
+                    self._servers.append((ListenAddress(kind, address.host, bound[1]), server))
         except BaseException:
             await self.close()
             raise
@@ -630,9 +645,12 @@ class SipTransport:
     async def _open(self, peer: Peer) -> None:
         loop = asyncio.get_running_loop()
         try:
+            tls = peer.transport == "tls"
             _, protocol = await loop.create_connection(
-                lambda: _Tcp(self, self._limits, inbound=False), peer.host, peer.port
-            )
+                lambda: _Tcp(self, self._limits, inbound=False, kind=peer.transport),
+                peer.host, peer.port,
+                ssl=(self._tls_client or ssl.create_default_context()) if tls else None,
+            )  # fmt: skip
         except OSError as exc:
             log.info("TCP connect to %s failed: %s", peer, exc)
             for _, key in self._pending.pop(peer, []):

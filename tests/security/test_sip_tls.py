@@ -1,0 +1,139 @@
+"""SIP over TLS (issue 14, encryption): ``listen = ["tls:HOST:PORT"]`` with ``[sip.tls]``.
+
+Two baresip phones register to Baton over TLS (trusting Baton's self-signed certificate, made
+by the command of examples/secure.toml) and call each other through the core; the signalling
+never touches a plain socket, and each phone hears the other's tone (FFT of what it decoded).
+A plain TCP client on the TLS port gets nothing, and a TLS client that does not trust the
+certificate fails the handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from _rigs.audio import TONES, read_wav, write_tone
+from _rigs.sip import Baresip, U, rig, wait_until
+from baton.switch.media import analysis
+from baton.switch.sip import SipConfigError, parse_sip_config
+
+pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
+
+USERS = [U("alice", ("1001",), password="alice-secret"), U("bob", ("1002",), password="bob-secret")]
+A, B = TONES["alice"], TONES["bob"]
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (the command examples/secure.toml documents)."""
+    cert, key = folder / "sip.crt", folder / "sip.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@contextlib.asynccontextmanager
+async def tls_phones(r: object, home: Path, cert: Path) -> AsyncIterator[dict[str, Baresip]]:
+    """One baresip per user, registered over TLS to Baton's tls: address."""
+    port = r.switch.transport.address("tls").port  # type: ignore[attr-defined]
+    phones: dict[str, Baresip] = {}
+    try:
+        for u in USERS:
+            tone = write_tone(home / f"{u.id}-tone.wav", TONES[u.id])
+            phone = Baresip(home / u.id, u.id, u.password, port, tone=tone)
+            config = phone.home / "config"
+            config.write_text(config.read_text() + f"sip_cafile\t\t{cert}\n")
+            accounts = phone.home / "accounts"
+            accounts.write_text(accounts.read_text().replace(";transport=udp>", ";transport=tls>"))
+            phones[u.id] = phone
+        await asyncio.gather(*(p.start() for p in phones.values()))
+        await wait_until(lambda: all(r.switch.registered(u.id) for u in USERS), 15)  # type: ignore[attr-defined]
+        yield phones
+    finally:
+        for p in phones.values():
+            await p.aclose()
+
+
+async def test_baresip_phones_register_and_talk_over_tls(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    sip = {"tls": {"certificate": str(cert), "key": str(key)}}
+    async with rig(USERS, listen=["tls:127.0.0.1:0"], sip=sip) as r, \
+            tls_phones(r, tmp_path, cert) as phones:  # fmt: skip
+        alice, bob = phones["alice"], phones["bob"]
+        (binding,) = r.switch.registered("alice")
+        assert binding.flow is not None and binding.flow.transport == "tls"  # type: ignore[union-attr]
+        port = r.switch.transport.address("tls").port
+        alice.command("dial", f"sip:1002@127.0.0.1:{port};transport=tls")
+        await wait_until(lambda: alice.saw("CALL_ESTABLISHED") and bob.saw("CALL_ESTABLISHED"),
+                         15)  # fmt: skip
+        a, b = r.switch.leg_of("alice"), r.switch.leg_of("bob")
+        assert a is not None and b is not None
+        await wait_until(lambda: r.switch.bridged_to(a) == b)
+        start = r.switch.media.leg_stats(a).packets_in
+        await wait_until(lambda: r.switch.media.leg_stats(a).packets_in > start + 125
+                         and r.switch.media.leg_stats(b).packets_in > 125)  # fmt: skip
+        alice.command("hangup")
+        await wait_until(lambda: bob.saw("CALL_CLOSED"), 15)
+        await wait_until(lambda: not r.switch.legs)
+    assert heard(alice) == {B}
+    assert heard(bob) == {A}
+
+
+def heard(phone: Baresip) -> set[float]:
+    (path,) = phone.heard()
+    window = read_wav(path)[-12000:-2000]
+    assert analysis.rms(window) > 300, f"{phone.user} heard silence"
+    return analysis.tones_heard(window, [A, B])
+
+
+async def test_the_tls_port_speaks_only_tls_with_the_configured_certificate(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    sip = {"tls": {"certificate": str(cert), "key": str(key)}}
+    async with rig(USERS, listen=["tls:127.0.0.1:0"], sip=sip) as r:
+        port = r.switch.transport.address("tls").port
+        # A client that trusts the certificate: a REGISTER is challenged, over TLS.
+        trust = ssl.create_default_context(cafile=str(cert))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=trust)
+        register = (
+            f"REGISTER sip:127.0.0.1:{port};transport=tls SIP/2.0\r\n"
+            "Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKtls1;rport\r\n"
+            "From: <sip:alice@127.0.0.1>;tag=t1\r\nTo: <sip:alice@127.0.0.1>\r\n"
+            "Call-ID: tls-1\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:5999;transport=tls>\r\n"
+            "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        writer.write(register.encode())
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"SIP/2.0 401 ")
+        writer.close()
+        # A client that does not trust it fails the handshake.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.open_connection("127.0.0.1", port, ssl=ssl.create_default_context())
+        # Plain SIP on the TLS port gets no answer, and the connection is dropped.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(register.encode())
+        async with asyncio.timeout(5):
+            assert not (await reader.read()).startswith(b"SIP/2.0")
+        writer.close()
+
+
+def test_a_tls_listen_address_needs_a_certificate(tmp_path: Path) -> None:
+    with pytest.raises(SipConfigError) as bad:
+        parse_sip_config({"listen": ["tls:127.0.0.1:5061"]})
+    assert bad.value.problems == [
+        "sip.tls: a tls: listen address needs [sip.tls] certificate and key"
+    ]
+    with pytest.raises(SipConfigError) as bad:
+        parse_sip_config({"tls": {"certificate": str(tmp_path / "nope.crt"), "key": "x", "pin": 1}})
+    assert "sip.tls.pin: unknown key (known: ca, certificate, key)" in bad.value.problems
+    assert any(p.startswith("sip.tls.certificate: cannot read") for p in bad.value.problems)
