@@ -555,6 +555,32 @@ CATALOGUE: tuple[Mutant, ...] = (
             "                        async with asyncio.timeout(None):  # MUTANT\n                            await self.clear(MANAGER, rec.user)\n",
         ),
     ),
+    _m(
+        "released_waits_outlive_hand_over",
+        "core",
+        "a flow gives a user away while another of its tasks waits on it: the wait goes on under the next owner",
+        (
+            "core/manager.py",
+            '                self.interrupt(op, Notice("released", rec.user, reason=reason), hold=False)\n',
+            "                pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "quiet_survives_hand_over",
+        "core",
+        "a declared wait in silence (hold, PTT) survives the hand-over: the next owner's dead air goes unseen",
+        ("core/ledger.py", "            rec.quiet = None\n", "            pass  # MUTANT\n"),
+    ),
+    _m(
+        "end_deadline_unbounded",
+        "core",
+        "a flow asked to end has no deadline: a compensation that hangs keeps it forever (inv. 10)",
+        (
+            "core/flow.py",
+            "            async with asyncio.timeout_at(end_by):\n",
+            "            async with asyncio.timeout_at(None):  # MUTANT\n",
+        ),
+    ),
     # ---- CallInfos
     _m(
         "p2p_partner_policy_skipped",
@@ -675,6 +701,68 @@ CATALOGUE: tuple[Mutant, ...] = (
             "flows/queue.py",
             "            if await _offer(s, caller, dispatcher, queue, entry, music):\n",
             "            await s.stop(music)  # MUTANT\n            if await _offer(s, caller, dispatcher, queue, entry, music):\n",
+        ),
+    ),
+    _m(
+        "ringback_skipped",
+        "library",
+        "dead air: a party waits in silence while another phone rings for it",
+        (
+            "flows/_common.py",
+            '    ringback = await s.play(listener, Tone("ringback"), loop=True)\n',
+            "    ringback = None  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "claim_call_leaves_parties_silent",
+        "library",
+        "a claim of a call that fails half-way leaves the parties it pulled out in silence",
+        (
+            "flows/_common.py",
+            '                    await notify_and_release(s, u, by=getattr(exc, "by", None) or s.name)\n',
+            "                    pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "monitor_ignores_lost_party",
+        "library",
+        "dead air: a monitored call that loses a party keeps the other in the monitor's meeting",
+        (
+            "flows/monitor.py",
+            "    await until_leave(s, dispatcher, needs=(target, peer))\n",
+            "    await until_leave(s, dispatcher)  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "blind_transfer_target_hangup_drops_party",
+        "library",
+        "blind transfer whose target hangs up while ringing fails and leaves the party in silence",
+        (
+            "flows/transfer.py",
+            '        how = "was taken by " + exc.by if isinstance(exc, Preempted) else "hung up"\n',
+            "        if not isinstance(exc, Preempted):  # MUTANT\n"
+            "            raise\n"
+            '        how = "was taken by " + exc.by\n',
+        ),
+    ),
+    _m(
+        "pickup_caller_in_silence",
+        "library",
+        "dead air: the pickup caller hears nothing while the picker's phone rings",
+        (
+            "flows/pickup.py",
+            "    if caller_leg is not None and caller_leg.connected:  # a dispatcher's line: not in silence\n",
+            "    if False:  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "group_call_dispatcher_in_silence",
+        "library",
+        "dead air: the group call's dispatcher hears nothing while the members ring",
+        (
+            "flows/group_call.py",
+            '                self.ringback = await s.play(d, Tone("ringback"), loop=True)\n',
+            "                pass  # MUTANT\n",
         ),
     ),
     _m(
