@@ -15,6 +15,7 @@ import pytest
 from _rigs.audio import TONES, baresip_phones, read_wav
 from _rigs.sip import Baresip, U, rig, wait_until
 from baton.flows import call
+from baton.service.positions.presence import registrations
 from baton.switch.media import analysis
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
@@ -32,6 +33,11 @@ async def test_baresip_registers_and_calls_baresip_through_the_core(tmp_path: Pa
         # baresip's Contact user is not the AOR: it is stored, and used, as sent.
         (binding,) = r.switch.registered("alice")
         assert binding.uri.user != "alice"  # type: ignore[union-attr]
+        # Presence, as the API and the console show it: which phone, over what, since when.
+        (reg,) = registrations(r.switch, "alice", wallclock=1e9, loop_now=r.manager.now())
+        assert reg.user_agent is not None and "baresip" in reg.user_agent.lower()
+        assert reg.transport == "UDP" and reg.contact == binding.contact_text
+        assert reg.registered_at is not None and 1e9 - 30 < reg.registered_at <= 1e9
         alice.command("dial", f"sip:1002@127.0.0.1:{r.udp_port}")
         await wait_until(lambda: alice.saw("CALL_ESTABLISHED") and bob.saw("CALL_ESTABLISHED"),
                          15)  # fmt: skip
