@@ -435,8 +435,12 @@ function forDispatcher(ev) {
     }
     case "flow.ended":
       return ["■", `${flowTitle(ev.flow)} ${ev.outcome === "completed" ? "ended" : ev.outcome === "cancelled" ? "was cancelled" : "failed" + (ev.error ? ": " + ev.error.replace(/^\w+: /, "") : "")}`, ev.flow];
-    case "flow.note":
-      return ["»", ev.text.replace(/^[\w#]+: /, ""), ev.flow];
+    case "flow.note": {
+      let text = ev.text.replace(/^[\w#]+: /, "");
+      // A conference runs the group call's steps: say conference, as the dispatcher started it.
+      if (flowKind(ev.flow) === "conference") text = text.replaceAll("group call", "conference");
+      return ["»", text, ev.flow];
+    }
     case "owner.changed":
       if (ev.reason !== "preempted" || !ev.new) return null;
       if (EMERGENCY_FLOWS.has(flowKind(ev.new))) return ["⚠", `${userName(ev.user)} was taken into an emergency${byOf(ev.new)}`, ev.new];
