@@ -229,7 +229,12 @@ class DispatcherQueue:
         return entry
 
     def leave(self, entry: QueueEntry) -> None:
-        """The caller leaves the queue (connected, overflowed, hung up)."""
+        """The caller leaves the queue (connected, overflowed, hung up); a position it was
+        being offered to is free again."""
+        for position in [d for d, e in self._offering.items() if e is entry]:
+            del self._offering[position]
+            self.kick()
+        entry.offered_to = None
         if entry in self._heap:
             self._heap.remove(entry)
             heapq.heapify(self._heap)
@@ -376,6 +381,9 @@ async def queued_call(
                 dispatcher = entry.assigned.result()
             elif left > 0:
                 dispatcher = await s.wait(entry.assigned, timeout=left)
+                fut = entry.assigned
+                if dispatcher is None and fut.done() and not fut.cancelled():
+                    dispatcher = fut.result()  # assigned in the instant the wait ran out
             if dispatcher is None:
                 queue.leave(entry)
                 queue.figures.overflowed += 1
