@@ -207,6 +207,21 @@ async def test_positions_registration_and_queue_in_the_api_and_metrics(tmp_path:
         assert "baton_queue_longest_wait_seconds" in text
         assert 'baton_positions{state="logged_out"} 1' in text
 
+        # Pick up (the console's button): the queue offers the call to the one who asked.
+        async with a.client("sup1") as s:
+            r = await s.post(
+                "/api/flows",
+                json={
+                    "flow": "take_call",
+                    "args": {"dispatcher": "sup1", "queue": "dispatch", "caller": "unit1"},
+                },
+            )
+            assert r.status_code in (200, 201), r.text
+        unit1 = svc.manager.user("unit1")
+        await eventually(lambda: svc.manager.rec(unit1).bridge is svc.manager.user("sup1"))
+        figures = (await c.get("/api/queue")).json()["figures"]
+        assert (figures["waiting"], figures["answered"]) == (0, 1)
+
 
 async def test_hang_up_ends_a_settled_call_and_keeps_the_line(tmp_path: Path) -> None:
     c = Centre(tmp_path)
