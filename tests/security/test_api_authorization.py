@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from api_probe import Api, api, assert_error, eventually
+from api_probe import Api, api, assert_error, eventually, make_config
 
 from baton.core import Meeting, User
+from baton.service.config import ConfigError
 from baton.service.flows.service import involved_users
 from baton.service.store.tables import audit
 
@@ -217,3 +218,14 @@ async def test_a_member_commands_a_group_for_itself_only(tmp_path: Path) -> None
         r = await _post(a, "unit4", path, {"command": "request", "args": {"user": "unit4"}})
         assert_error(r, 403, "user-not-in-scope")
         assert any(f.spec.name == "ptt_group" for f in svc.manager.flows.values())
+
+
+def test_the_scope_is_set_in_the_role_table_and_checked(tmp_path: Path) -> None:
+    config = make_config(tmp_path, roles={"field": {"scope": "groups"}, "desk": {"position": True}})
+    roles = config.all_roles
+    assert roles["field"].effective_scope == "groups"
+    assert roles["field"].permissions == ("start", "call", "ptt")  # the rest is kept
+    assert roles["desk"].effective_scope == "centre"  # a new position role
+    assert config.all_roles["dispatcher"].effective_scope == "centre"
+    with pytest.raises(ConfigError, match=r"roles\.field\.scope"):
+        make_config(tmp_path, roles={"field": {"scope": "world"}})
