@@ -240,3 +240,39 @@ async def test_property_timing_model_keeps_per_leg_order() -> None:
     await w.run(10)
     assert f.outcome == "completed"
     assert w.sim.room_of("a") is None
+
+
+async def test_a_member_alone_in_an_open_room_hears_the_hold_tone() -> None:
+    """A dial-in room (a MeetingCall with min_members=1): the one member waiting hears the hold
+    tone — never silence (invariant 11) — until someone joins; when the other leaves, the one
+    left hears it again."""
+    from baton.core import MeetingCall
+
+    @flow(priority=Priority.ROUTINE)
+    async def open_room(s: Session, u: User) -> None:
+        await s.claim(u)
+        await s.dial(u)
+        room = await s.meeting(u, id="room")
+        s.settle(MeetingCall(room, min_members=1))
+
+    @flow(priority=Priority.ROUTINE)
+    async def join_room(s: Session, u: User) -> None:
+        await s.claim(u)
+        await s.dial(u)
+        room = s.manager.meeting("room")
+        await s.join(room, u)
+        holder = room.holder
+        assert isinstance(holder, MeetingCall)
+        holder.adopt(s.flow, u)
+
+    w = World("a", "b", timing=Timing(default=(0.1, 0.5), seed=3))
+    await w.start(open_room, w["a"]).result()
+    await w.run(2)
+    assert w.hears("a") == {"tone:hold"}
+    await w.start(join_room, w["b"]).result()
+    await w.run(2)
+    assert w.hears("a") == {"b"} and w.hears("b") == {"a"}
+    w.sim.hang_up("b")
+    await w.run(2)
+    assert w.hears("a") == {"tone:hold"}
+    w.assert_ok()

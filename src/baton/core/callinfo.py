@@ -10,20 +10,23 @@ own preemption and hang-up handling, by policy:
 * P2P, one party hangs up: the other is hung up (normal call clearing).
 * MeetingCall: a member that leaves (hung up or preempted) is just gone; when fewer than
   ``min_members`` remain, the meeting ends and the rest are hung up (a permanent meeting with
-  ``min_members=0`` never ends by attrition).
+  ``min_members=0`` never ends by attrition). A member alone in a room that stays open (a
+  dial-in room, ``min_members=1``) hears the hold tone until someone joins — never silence
+  (invariant 11).
 
 A flow creates a CallInfo and hands users to it with ``Session.settle``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from typing import TYPE_CHECKING
 
 from baton.core.errors import BatonError, FlowUsageError
 from baton.core.events import CallInfoEnded, CallInfoStarted, Problem
 from baton.core.ledger import Notice, Owner
-from baton.core.model import Meeting, User
+from baton.core.model import Meeting, Playback, User
 from baton.switch.port import Cause, Tone
 
 if TYPE_CHECKING:
@@ -228,7 +231,10 @@ class P2P(CallInfo):
 class MeetingCall(CallInfo):
     """Users in a meeting. The MeetingCall answers for the meeting's lifetime once settled."""
 
-    __slots__ = ("meeting", "min_members")
+    __slots__ = ("_music", "_wake", "meeting", "min_members")
+
+    #: what a member alone in an open room hears until someone joins
+    ALONE = Tone("hold")
 
     def __init__(
         self,
@@ -242,6 +248,55 @@ class MeetingCall(CallInfo):
         super().__init__(members, priority, "meetingcall")
         self.meeting = meeting
         self.min_members = min_members
+        self._music: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None
+
+    def _started(self) -> None:
+        self._refresh()
+
+    def adopt(self, flow: Owner, user: User) -> None:
+        super().adopt(flow, user)
+        self._refresh()
+
+    def _alone(self) -> User | None:
+        """The one member left in the room, if exactly one (and connected)."""
+        if self.ended or len(self.users) != 1:
+            return None
+        (user,) = self.users
+        leg = self.manager.leg_of(user)
+        return user if leg is not None and leg.connected else None
+
+    def _refresh(self) -> None:
+        """Start or stop the hold tone for a member alone in the room (one supervised task per
+        MeetingCall serialises the plays and stops)."""
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        if self._music is None and self._alone() is not None:
+            self._music = self.manager.spawn(self._play_alone(), f"{self.name}:alone")
+
+    async def _play_alone(self) -> None:
+        manager = self.manager
+        playing: tuple[User, Playback] | None = None
+        try:
+            while not self.ended:
+                alone = self._alone()
+                if playing is not None and (alone is not playing[0] or playing[1].done.done()):
+                    if not playing[1].done.done() and playing[0] in self.users:
+                        await manager.stop_play(self, playing[1])
+                    playing = None
+                    continue
+                if playing is None and alone is not None:
+                    pb = await manager.play(self, alone, self.ALONE, loop=True)
+                    playing = (alone, pb)
+                    continue
+                if playing is None and alone is None:
+                    return
+                self._wake = manager.loop.create_future()
+                await self._wake
+        except BatonError as exc:  # the member left or was taken meanwhile
+            manager.events.publish(Problem(source=self.name, message=str(exc)))
+        finally:
+            self._music = None
 
     def _check(self, manager: UserManager) -> None:
         for user in self._initial:
@@ -262,11 +317,14 @@ class MeetingCall(CallInfo):
                 self._run_policy("closing", member, Cause.NORMAL, None, 0.0, None)
             if not self.users:
                 self._end(notice.kind)
+            return
+        self._refresh()
 
     def _end(self, reason: str) -> None:
         if self.ended:
             return
         super()._end(reason)
+        self._refresh()  # the hold-tone task sees the end and stops
         manager = self.manager
         if not self.meeting.ended and not self.meeting.permanent:
 
