@@ -27,8 +27,7 @@ async def hold(s: Session, *users: User) -> None:
     await s.claim(*users)
     for u in users:
         await s.dial(u)
-        if len(users) != 2:
-            s.quiet(u, "held")
+        s.quiet(u, "held")  # until connected (two users), or for good (one, three…)
     if len(users) == 2:
         await s.connect(*users)
     await s.sleep(10_000)

@@ -74,7 +74,7 @@ async def emergency_inbound(s: Session, caller: User, dispatchers: list[User]) -
 
     dispatcher = min(dispatchers, key=rank)
     await s.claim(dispatcher, reason=f"emergency call from {caller.id}")
-    await s.dial(dispatcher)
+    await dial_with_ringback(s, caller, dispatcher, timeout=60.0, caller=caller)
     await s.connect(caller, dispatcher)
     return await _hold_emergency(s, dispatcher, caller, 60.0)
 
