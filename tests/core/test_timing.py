@@ -276,3 +276,23 @@ async def test_a_member_alone_in_an_open_room_hears_the_hold_tone() -> None:
     await w.run(2)
     assert w.hears("a") == {"tone:hold"}
     w.assert_ok()
+
+
+async def test_a_failed_hangup_is_retried_so_the_phone_does_not_stay_in_a_ghost_call() -> None:
+    """The core ends a leg before the switch confirms; if the switch's hang-up fails, the phone
+    would stay in a call the core has forgotten. The manager tries once more on its own."""
+
+    @flow(priority=Priority.ROUTINE)
+    async def cut(s: Session, u: User) -> None:
+        await s.claim(u)
+        await s.dial(u)
+        await s.hangup(u)
+
+    w = World("u")
+    w.sim.fail_next("hangup")
+    f = w.start(cut, w["u"])
+    await f.wait()
+    assert f.outcome == "failed"  # the flow is told the switch failed
+    await w.run(1)
+    assert w.sim.leg_of("u") is None  # and the retry hung the phone up
+    w.assert_ok(quiescent=True)

@@ -1056,7 +1056,13 @@ class UserManager:
             if leg is None:
                 return
             self._end_leg(rec, leg, cause)
-            await self._command("hangup", self.switch.hangup(leg.id, cause, reason))
+            try:
+                await self._command("hangup", self.switch.hangup(leg.id, cause, reason))
+            except SwitchFailed:
+                # The core has ended the leg: the switch must too, or the phone stays in a call
+                # nobody knows of. One more try, supervised and bounded, on the manager's account.
+                self.spawn(self._hangup_command(leg, cause, reason), f"hangup-retry:{leg.id}")
+                raise
 
         await self._run(owner, "hangup", (rec,), run)
 
