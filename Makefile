@@ -41,6 +41,7 @@ bench: $(STAMP) system-deps
 	$(PY) bench/ptt.py --media --quick
 	$(PY) bench/media.py --quick
 	$(PY) bench/sip_cps.py --quick
+	$(PY) bench/explore.py --quick
 	$(PY) bench/flood.py --quick
 
 clean:
