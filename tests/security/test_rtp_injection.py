@@ -19,7 +19,7 @@ from typing import cast
 import numpy as np
 import pytest
 
-from baton.switch.media import analysis, g711, rtp
+from baton.switch.media import analysis, g711, rtp, srtp
 from baton.switch.media.engine import MediaEngine, MediaEvent, MediaTimeout
 
 pytestmark = pytest.mark.realtime
@@ -211,3 +211,24 @@ async def test_every_port_of_a_small_range_is_still_found() -> None:
         freed = engine.local_address("l0")[1]
         engine.release("l0")
         assert engine.allocate("l4")[1] == freed  # resting, but the only one free
+
+
+async def test_with_srtp_a_spray_cannot_even_win_the_first_latch() -> None:
+    key_a, key_b = srtp.new_key(), srtp.new_key()
+    async with MediaEngine(port_range=RANGE) as engine:
+        a, b = await Phone.open(400), await Phone.open(700)
+        attacker = await Phone.open(1300)
+        try:
+            engine.allocate("a")
+            engine.set_remote("a", *a.address, payload_type=0, srtp_send=key_b,
+                              srtp_receive=key_a)  # fmt: skip
+            attacker.stream(engine.local_address("a"))  # first, and plain RTP
+            await until(lambda: engine.metrics.invalid >= 10)
+            assert engine.leg_stats("a").latched is None  # nothing authenticated
+            phone_key = srtp.SrtpContext(key_a)
+            assert a.transport is not None
+            a.transport.sendto(phone_key.protect(a.packet()), engine.local_address("a"))
+            await until(lambda: engine.leg_stats("a").latched == a.address)
+        finally:
+            for phone in (a, b, attacker):
+                await phone.close()

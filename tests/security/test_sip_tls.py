@@ -43,8 +43,11 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 
 @contextlib.asynccontextmanager
-async def tls_phones(r: object, home: Path, cert: Path) -> AsyncIterator[dict[str, Baresip]]:
-    """One baresip per user, registered over TLS to Baton's tls: address."""
+async def tls_phones(
+    r: object, home: Path, cert: Path, *, srtp: bool = False
+) -> AsyncIterator[dict[str, Baresip]]:
+    """One baresip per user, registered over TLS to Baton's tls: address (and with SRTP
+    mandatory: ``mediaenc=srtp-mand``)."""
     port = r.switch.transport.address("tls").port  # type: ignore[attr-defined]
     phones: dict[str, Baresip] = {}
     try:
@@ -52,9 +55,17 @@ async def tls_phones(r: object, home: Path, cert: Path) -> AsyncIterator[dict[st
             tone = write_tone(home / f"{u.id}-tone.wav", TONES[u.id])
             phone = Baresip(home / u.id, u.id, u.password, port, tone=tone)
             config = phone.home / "config"
-            config.write_text(config.read_text() + f"sip_cafile\t\t{cert}\n")
+            text = config.read_text() + f"sip_cafile\t\t{cert}\n"
+            if srtp:  # loaded before account.so, which reads the accounts' mediaenc
+                text = text.replace(
+                    "module\t\t\taccount.so", "module\t\t\tsrtp.so\nmodule\t\t\taccount.so"
+                )
+            config.write_text(text)
             accounts = phone.home / "accounts"
-            accounts.write_text(accounts.read_text().replace(";transport=udp>", ";transport=tls>"))
+            account = accounts.read_text().replace(";transport=udp>", ";transport=tls>")
+            if srtp:
+                account = account.rstrip("\n") + ";mediaenc=srtp-mand\n"
+            accounts.write_text(account)
             phones[u.id] = phone
         await asyncio.gather(*(p.start() for p in phones.values()))
         await wait_until(lambda: all(r.switch.registered(u.id) for u in USERS), 15)  # type: ignore[attr-defined]
@@ -64,11 +75,14 @@ async def tls_phones(r: object, home: Path, cert: Path) -> AsyncIterator[dict[st
             await p.aclose()
 
 
-async def test_baresip_phones_register_and_talk_over_tls(tmp_path: Path) -> None:
+@pytest.mark.parametrize("srtp", [False, True], ids=["rtp", "srtp-required"])
+async def test_baresip_phones_register_and_talk_over_tls(tmp_path: Path, srtp: bool) -> None:
     cert, key = self_signed(tmp_path)
-    sip = {"tls": {"certificate": str(cert), "key": str(key)}}
+    sip: dict[str, object] = {"tls": {"certificate": str(cert), "key": str(key)}}
+    if srtp:
+        sip["srtp"] = "required"
     async with rig(USERS, listen=["tls:127.0.0.1:0"], sip=sip) as r, \
-            tls_phones(r, tmp_path, cert) as phones:  # fmt: skip
+            tls_phones(r, tmp_path, cert, srtp=srtp) as phones:  # fmt: skip
         alice, bob = phones["alice"], phones["bob"]
         (binding,) = r.switch.registered("alice")
         assert binding.flow is not None and binding.flow.transport == "tls"  # type: ignore[union-attr]
@@ -79,6 +93,9 @@ async def test_baresip_phones_register_and_talk_over_tls(tmp_path: Path) -> None
         a, b = r.switch.leg_of("alice"), r.switch.leg_of("bob")
         assert a is not None and b is not None
         await wait_until(lambda: r.switch.bridged_to(a) == b)
+        engine = r.switch.media
+        assert (engine._legs[a].srtp_in is not None) is srtp  # the phones' RTP is SRTP
+        assert (engine._legs[b].srtp_out is not None) is srtp
         start = r.switch.media.leg_stats(a).packets_in
         await wait_until(lambda: r.switch.media.leg_stats(a).packets_in > start + 125
                          and r.switch.media.leg_stats(b).packets_in > 125)  # fmt: skip

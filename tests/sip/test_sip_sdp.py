@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from baton.switch.sip.sdp import (
@@ -309,3 +311,54 @@ def test_ipv6_local_address() -> None:
     offer = SdpSession(LocalMedia("::1", 30000)).offer()
     assert offer.connection == Connection("::1", "IN", "IP6")
     assert offer.origin.addr_type == "IP6"
+
+
+# ---- SDES-SRTP (RFC 4568) ----------------------------------------------------------------
+
+THEIR_KEY = bytes(range(30))
+OURS = bytes(range(100, 130))
+
+
+def srtp_offer(proto: str = "RTP/SAVP", crypto: bool = True) -> bytes:
+    line = f"a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(THEIR_KEY).decode()}\r\n"
+    return offer_with(f"m=audio 4000 {proto} 0", extra="a=rtpmap:0 PCMU/8000\r\n"
+                      + (line if crypto else ""))  # fmt: skip
+
+
+@pytest.mark.parametrize("policy", ["optional", "required"])
+def test_an_srtp_offer_is_answered_with_our_key(policy: str) -> None:
+    session = SdpSession(LocalMedia("127.0.0.1", 30000, srtp=policy, srtp_key=OURS))
+    result = accepted(session.answer(srtp_offer()))
+    media = result.answer.media[0]
+    assert media.proto == "RTP/SAVP"
+    assert media.attribute_values("crypto") == [
+        f"3 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(OURS).decode()}"
+    ]
+    assert (result.media.srtp_send, result.media.srtp_receive) == (OURS, THEIR_KEY)
+
+
+def test_srtp_policies_refuse_what_they_cannot_do() -> None:
+    required = SdpSession(LocalMedia("127.0.0.1", 30000, srtp="required", srtp_key=OURS))
+    assert isinstance(required.answer(SIPP_OFFER), NotAcceptable)  # plain RTP offered
+    off = SdpSession(LocalMedia("127.0.0.1", 30000))
+    assert isinstance(off.answer(srtp_offer()), NotAcceptable)  # RTP/SAVP: not without keys
+    plain = accepted(off.answer(srtp_offer("RTP/AVP")))  # best-effort key ignored
+    assert plain.media.srtp_receive is None and not plain.answer.media[0].attribute_values("crypto")
+    optional = SdpSession(LocalMedia("127.0.0.1", 30000, srtp="optional", srtp_key=OURS))
+    assert accepted(optional.answer(SIPP_OFFER)).media.srtp_send is None
+    missing = SdpSession(LocalMedia("127.0.0.1", 30000, srtp="optional", srtp_key=OURS))
+    assert isinstance(missing.answer(srtp_offer(crypto=False)), NotAcceptable)  # SAVP, no key
+
+
+def test_our_srtp_offer_and_the_answer() -> None:
+    session = SdpSession(LocalMedia("127.0.0.1", 30000, srtp="required", srtp_key=OURS))
+    media = session.offer().media[0]
+    assert media.proto == "RTP/SAVP" and len(media.attribute_values("crypto")) == 1
+    negotiated = session.accept_answer(srtp_offer())
+    assert isinstance(negotiated, NegotiatedAudio)
+    assert (negotiated.srtp_send, negotiated.srtp_receive) == (OURS, THEIR_KEY)
+    again = SdpSession(LocalMedia("127.0.0.1", 30000, srtp="required", srtp_key=OURS))
+    again.offer()
+    assert isinstance(again.accept_answer(SIPP_OFFER), NotAcceptable)  # no key in the answer
+    optional = SdpSession(LocalMedia("127.0.0.1", 30000, srtp="optional", srtp_key=OURS))
+    assert optional.offer().media[0].proto == "RTP/AVP"  # best effort: a key on plain RTP/AVP

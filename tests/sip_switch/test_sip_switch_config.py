@@ -183,3 +183,11 @@ def test_limits_are_read_and_checked() -> None:
         "tcp_idle_timeout, tcp_write_buffer, transactions, transactions_per_source)",
         "sip.limits.max_message_size: expected at least 1024 bytes",
     ]
+
+
+def test_srtp_policy() -> None:
+    assert parse_sip_config({}).srtp == "off"
+    assert parse_sip_config({"srtp": "required"}).srtp == "required"
+    with pytest.raises(SipConfigError) as bad:
+        parse_sip_config({"srtp": "yes"})
+    assert bad.value.problems == ['sip.srtp: expected "off", "optional" or "required"']

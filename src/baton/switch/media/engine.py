@@ -39,6 +39,10 @@ Theory of operation
   let an RTP spray take calls over (docs/sip.md, "Media security"). RTCP goes to the negotiated
   address (the SDP port + 1; the latched host's if the phone is behind NAT) and is taken only
   from the latched or the signalled host.
+* **SRTP** (RFC 3711, keys from SDES): a leg given keys in :meth:`MediaEngine.set_remote`
+  authenticates and decrypts what it receives (a packet that does not authenticate is dropped
+  before it can latch anything) and encrypts what it sends; such legs skip the direct-relay
+  fast path (the packet must be decrypted and encrypted again anyway).
 * **Ports are chosen at random** across the range, not from its bottom, and the last released
   ones rest while others are free: after a restart, a new call does not get the port of a dead
   call whose phone still streams to it.
@@ -100,6 +104,7 @@ from baton.switch.media import g711, rtp
 from baton.switch.media.dtmf import DtmfDetector, DtmfSender
 from baton.switch.media.jitter import JitterBuffer
 from baton.switch.media.mixer import FRAME, MediaError, Mixer
+from baton.switch.media.srtp import SrtpContext, SrtpError
 from baton.switch.media.tones import tone_spec
 from baton.switch.media.wav import WavError, WavWriter, read_wav
 from baton.switch.port import (
@@ -242,6 +247,9 @@ class _Leg:
         "seq_off",
         "silence",
         "sock",
+        "srtp_in",
+        "srtp_keys",
+        "srtp_out",
         "stats",
         "te_pt",
         "timed_out",
@@ -257,6 +265,9 @@ class _Leg:
         self.remote: tuple[str, int] | None = None
         self.latched: tuple[str, int] | None = None
         self.heard_at = 0.0  # loop time of the last packet from the latched source
+        self.srtp_in: SrtpContext | None = None  # the phone's stream, when SRTP
+        self.srtp_out: SrtpContext | None = None  # ours
+        self.srtp_keys: tuple[bytes | None, bytes | None] = (None, None)
         self.dest: tuple[str, int] | None = None  # where we send: latched, else remote
         self.sending = True  # False while the phone's SDP says it does not receive (hold)
         self.rtcp_dest: tuple[str, int] | None = None
@@ -434,6 +445,8 @@ class MediaEngine:
         telephone_event: int | None = None,
         rtp_timeout: float | EllipsisType | None = ...,
         send: bool = True,
+        srtp_send: bytes | None = None,
+        srtp_receive: bytes | None = None,
     ) -> None:
         """Set where the phone receives, from its SDP, and the negotiated codec.
 
@@ -443,7 +456,9 @@ class MediaEngine:
         seconds, ``None`` to disable, or omitted for the engine default. ``send``: False when
         the phone's SDP says it does not receive (``a=sendonly``/``inactive``): no RTP goes to
         it. Calling it again (a re-INVITE) resets the receive state, and the latch if the
-        address changed (a session refresh with the same SDP keeps it).
+        address changed (a session refresh with the same SDP keeps it). ``srtp_send`` and
+        ``srtp_receive`` are the SRTP master keys (key ‖ salt, 30 bytes) of our stream and the
+        phone's, when the SDP negotiated SRTP (the same keys again keep the SRTP state).
 
         Raises :class:`MediaError` for an unknown leg or a codec other than G.711.
         """
@@ -460,6 +475,10 @@ class MediaEngine:
         entry.pt = pt
         entry.silence = bytes((c.silence,)) * FRAME
         entry.te_pt = telephone_event
+        if entry.srtp_keys != (srtp_send, srtp_receive):
+            entry.srtp_keys = (srtp_send, srtp_receive)
+            entry.srtp_out = SrtpContext(srtp_send) if srtp_send else None
+            entry.srtp_in = SrtpContext(srtp_receive) if srtp_receive else None
         if entry.remote != (host, port):
             entry.remote = (host, port)
             entry.latched = None
@@ -692,7 +711,17 @@ class MediaEngine:
             self.metrics.invalid += 1  # e.g. ICMP port unreachable surfacing
             return
         dst = leg.relay_to
-        if dst is not None and len(data) > 12:
+        if leg.srtp_in is not None:
+            try:
+                if len(data) > 1 and 200 <= data[1] <= 204:  # SRTCP on the RTP port
+                    data = leg.srtp_in.unprotect_rtcp(data)
+                else:
+                    data = leg.srtp_in.unprotect(data)
+            except (SrtpError, IndexError, ValueError):
+                self.metrics.invalid += 1  # not from whoever holds the key
+                return
+            dst = None  # no fast path: the packet is re-encrypted for the peer
+        if dst is not None and dst.srtp_out is None and len(data) > 12:
             b0, b1, seq, ts, ssrc = _HDR.unpack_from(data)
             if (
                 b0 == 0x80  # v2, no padding, extension or CSRC
@@ -861,7 +890,8 @@ class MediaEngine:
             dst.out_seq = oseq
             dst.out_ts = ots
         try:
-            dst.sock.sendto(_HDR.pack(0x80, marker | pt, oseq, ots, dst.out_ssrc) + payload, dest)
+            packet = _HDR.pack(0x80, marker | pt, oseq, ots, dst.out_ssrc) + payload
+            dst.sock.sendto(packet if dst.srtp_out is None else dst.srtp_out.protect(packet), dest)
         except OSError:
             self.metrics.send_errors += 1
             return
@@ -898,7 +928,10 @@ class MediaEngine:
                 dst.out_ts = ots
             dst.last_out_time = now
             try:
-                dst.sock.sendto(pack(0x80, marker | dst.pt, oseq, ots, dst.out_ssrc) + data, dest)
+                packet = pack(0x80, marker | dst.pt, oseq, ots, dst.out_ssrc) + data
+                if dst.srtp_out is not None:
+                    packet = dst.srtp_out.protect(packet)
+                dst.sock.sendto(packet, dest)
             except OSError:
                 metrics.send_errors += 1
                 continue
@@ -931,6 +964,12 @@ class MediaEngine:
         if not self._rtcp_source_ok(leg, addr):
             self.metrics.invalid += 1  # a stranger's RTCP: no sign of life, no new destination
             return
+        if leg.srtp_in is not None:
+            try:
+                data = leg.srtp_in.unprotect_rtcp(data)
+            except SrtpError:
+                self.metrics.invalid += 1
+                return
         leg.packets_in += 1  # life, for the inactivity timeout
         self._rx_rtcp(leg, data, addr)
 
@@ -1038,11 +1077,13 @@ class MediaEngine:
             entry.out_seq = seq = (entry.out_seq + 1) & 0xFFFF
             entry.last_out_time = now
             try:
-                entry.sock.sendto(
+                packet = (
                     _HDR.pack(0x80, marker | codec.payload_type, seq, entry.out_ts, entry.out_ssrc)
-                    + payload,
-                    dest,
+                    + payload
                 )
+                if entry.srtp_out is not None:
+                    packet = entry.srtp_out.protect(packet)
+                entry.sock.sendto(packet, dest)
             except OSError:
                 metrics.send_errors += 1
                 continue
@@ -1073,6 +1114,8 @@ class MediaEngine:
                     )
                     + payload
                 )
+                if entry.srtp_out is not None:
+                    pkt = entry.srtp_out.protect(pkt)
                 try:
                     entry.sock.sendto(pkt, entry.dest)
                     entry.packets_out += 1
@@ -1127,6 +1170,8 @@ class MediaEngine:
             )
         else:
             pkt = rtp.build_rr(entry.out_ssrc, blocks)
+        if entry.srtp_out is not None:
+            pkt = entry.srtp_out.protect_rtcp(pkt)
         with contextlib.suppress(OSError):
             entry.rtcp_sock.sendto(pkt, dest)
 

@@ -26,6 +26,7 @@ Keys (all optional)::
     inbound_ring_timeout = 180          # an inbound call nobody answers is ended with 480
     auth_failures = { max_failures = 5, window = 60, block = 60 }
     limits = { max_message_size = 16384, tcp_connections = 4096, ... }  # see TransportLimits
+    srtp = "off"                        # SDES-SRTP: "off", "optional" or "required"
     [sip.tls]                           # for tls: listen addresses (SIP over TLS)
     certificate = "tls/baton.crt"       # PEM, the full chain
     key = "tls/baton.key"
@@ -133,6 +134,7 @@ class SipConfig:
         default_factory=lambda: dict(DEFAULT_RESOURCE_PRIORITY)
     )
     limits: TransportLimits = field(default_factory=TransportLimits)
+    srtp: str = "off"  # "off" | "optional" | "required": SDES-SRTP (docs/sip.md, "SRTP")
     tls_certificate: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -157,7 +159,7 @@ _KEYS = frozenset(
     {
         "listen", "realm", "media_host", "rtp_ports", "rtp_timeout", "session_expires", "min_se",
         "digest_algorithms", "nonce_lifetime", "register_expires", "inbound_ring_timeout",
-        "auth_failures", "resource_priority", "limits", "tls",
+        "auth_failures", "resource_priority", "limits", "tls", "srtp",
     }
 )  # fmt: skip
 
@@ -285,6 +287,12 @@ def parse_sip_config(table: Mapping[str, Any]) -> SipConfig:
 
     if "tls" in table:
         _tls(table["tls"], values, bad)
+
+    if "srtp" in table:
+        if table["srtp"] not in ("off", "optional", "required"):
+            bad("srtp", 'expected "off", "optional" or "required"')
+        else:
+            values["srtp"] = table["srtp"]
     listen_tls = any(str(x).lower().startswith("tls:") for x in values.get("listen", ()))
     if listen_tls and "tls_certificate" not in values:
         bad("tls", "a tls: listen address needs [sip.tls] certificate and key")

@@ -14,6 +14,10 @@ Rules
   ``recvonly``, ``inactive`` with ``inactive``); a connection address of ``0.0.0.0`` is the old
   RFC 2543 hold (the offerer will not receive) and is answered as ``sendonly`` would be.
 * Rejected or extra streams are answered with port 0 and the same media type (RFC 3264 §6).
+* **SDES-SRTP** (RFC 4568) with :data:`~baton.switch.media.srtp.SUITE`, by the leg's policy
+  (``LocalMedia.srtp``): ``off`` answers only RTP/AVP and ignores ``a=crypto``; ``optional``
+  takes an offered key (on RTP/SAVP, or best-effort on RTP/AVP) and offers RTP/AVP with a key;
+  ``required`` accepts only offers with a usable key and offers RTP/SAVP.
 * Our ``o=`` line belongs to a :class:`SdpSession`: the same session id for the whole dialog,
   the version incremented whenever our SDP changes and kept when it does not (RFC 3264 §8).
 
@@ -31,6 +35,8 @@ from __future__ import annotations
 import enum
 import secrets
 from dataclasses import dataclass, field
+
+from baton.switch.media.srtp import crypto_attribute, parse_crypto
 
 from .errors import SipParseError
 
@@ -348,6 +354,8 @@ class LocalMedia:
     dtmf: bool = True
     dtmf_payload_type: int = TELEPHONE_EVENT.payload_type
     ptime: int = 20
+    srtp: str = "off"  # "off" | "optional" | "required" (see the module docstring)
+    srtp_key: bytes | None = None  # our master key ‖ salt, when srtp is not "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +369,8 @@ class NegotiatedAudio:
     local_direction: Direction  # what we may do: send and/or receive
     remote_direction: Direction  # what the peer said it does
     ptime: int = 20
+    srtp_send: bytes | None = None  # SRTP master keys: ours and the peer's (None: plain RTP)
+    srtp_receive: bytes | None = None
 
     @property
     def held_by_remote(self) -> bool:
@@ -393,8 +403,22 @@ def _effective_direction(sdp: SessionDescription, media: MediaDescription) -> Di
     return direction
 
 
-def _is_audio_rtp(media: MediaDescription) -> bool:
-    return media.media.lower() == "audio" and media.proto.upper() in ("RTP/AVP", "RTP/AVPF")
+def _is_audio_rtp(media: MediaDescription, srtp: str = "off") -> bool:
+    protos = (
+        ("RTP/AVP", "RTP/AVPF")
+        if srtp == "off"
+        else ("RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF")
+    )
+    return media.media.lower() == "audio" and media.proto.upper() in protos
+
+
+def _offered_key(media: MediaDescription) -> tuple[int, bytes] | None:
+    """The first ``a=crypto`` of a stream with our suite and a usable key: (tag, key)."""
+    for value in media.attribute_values("crypto"):
+        crypto = parse_crypto(value)
+        if crypto is not None:
+            return crypto.tag, crypto.key
+    return None
 
 
 def _choose_codec(
@@ -463,7 +487,11 @@ class SdpSession:
             attributes.append(("rtpmap", f"{local.dtmf_payload_type} telephone-event/8000"))
             attributes.append(("fmtp", f"{local.dtmf_payload_type} 0-16"))
         attributes += [("ptime", str(local.ptime)), (direction.value, None)]
-        media = MediaDescription("audio", local.port, "RTP/AVP", formats, attributes=attributes)
+        proto = "RTP/AVP"
+        if local.srtp != "off" and local.srtp_key is not None:
+            attributes.append(("crypto", crypto_attribute(1, local.srtp_key)))
+            proto = "RTP/SAVP" if local.srtp == "required" else "RTP/AVP"
+        media = MediaDescription("audio", local.port, proto, formats, attributes=attributes)
         sdp = self._stamp([media], force=new_version)
         self._offer = sdp
         return sdp
@@ -476,8 +504,11 @@ class SdpSession:
         if not sdp.media:
             return NotAcceptable("answer has no media")
         media = sdp.media[0]  # our offer has one audio stream; the answer mirrors it
-        if not _is_audio_rtp(media) or media.port == 0:
+        if not _is_audio_rtp(media, self.local.srtp) or media.port == 0:
             return NotAcceptable("answer rejected the audio stream")
+        key = _offered_key(media) if self.local.srtp != "off" else None
+        if key is None and self.local.srtp == "required":
+            return NotAcceptable("answer has no SRTP key, and SRTP is required")
         codec, dtmf = _choose_codec(media, self.local.codecs)
         if codec is None:
             return NotAcceptable("answer names no codec we offered")
@@ -496,6 +527,8 @@ class SdpSession:
             ),
             remote_direction=remote,
             ptime=media.ptime or self.local.ptime,
+            srtp_send=self.local.srtp_key if key is not None else None,
+            srtp_receive=key[1] if key is not None else None,
         )
 
     # -- as answerer
@@ -508,12 +541,18 @@ class SdpSession:
         """
         sdp = offer if isinstance(offer, SessionDescription) else parse_sdp(offer)
         chosen: tuple[int, Codec, int | None] | None = None
+        key: tuple[int, bytes] | None = None
         reasons: list[str] = []
+        srtp = self.local.srtp if self.local.srtp_key is not None else "off"
         for index, media in enumerate(sdp.media):
             if chosen is not None:
                 break
-            if not _is_audio_rtp(media):
+            if not _is_audio_rtp(media, srtp):
                 reasons.append(f"{media.media} {media.proto} not supported")
+                continue
+            key = _offered_key(media) if srtp != "off" else None
+            if key is None and (srtp == "required" or "SAVP" in media.proto.upper()):
+                reasons.append("no usable SRTP key (a=crypto " + "AES_CM_128_HMAC_SHA1_80)")
                 continue
             if media.port == 0:
                 reasons.append("audio stream disabled (port 0)")
@@ -550,6 +589,8 @@ class SdpSession:
                 attributes.append(("rtpmap", f"{dtmf} telephone-event/8000"))
                 attributes.append(("fmtp", f"{dtmf} 0-16"))
             attributes += [("ptime", str(self.local.ptime)), (ours.value, None)]
+            if key is not None and self.local.srtp_key is not None:
+                attributes.append(("crypto", crypto_attribute(key[0], self.local.srtp_key)))
             answer_media.append(
                 MediaDescription(
                     "audio", self.local.port, media.proto, formats, attributes=attributes
@@ -566,6 +607,8 @@ class SdpSession:
             local_direction=ours,
             remote_direction=remote,
             ptime=offered.ptime or self.local.ptime,
+            srtp_send=self.local.srtp_key if key is not None else None,
+            srtp_receive=key[1] if key is not None else None,
         )
         self._offer = None
         return Accepted(answer, negotiated)

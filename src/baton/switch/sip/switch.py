@@ -69,7 +69,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from baton.switch.media import MediaEngine, MediaError, MediaEvent, MediaTimeout
+from baton.switch.media import MediaEngine, MediaError, MediaEvent, MediaTimeout, srtp
 from baton.switch.port import (
     Cause,
     DtmfReceived,
@@ -846,7 +846,7 @@ class SipSwitch(Switch):
             self._respond(key, make_response(request, 503, to_tag=to_tag,
                                              headers=[("Retry-After", "5")]))  # fmt: skip
             return
-        sdp = SdpSession(LocalMedia(host, port))
+        sdp = SdpSession(self._local_media(who, host, port))
         answer_sdp = b""
         media: NegotiatedAudio | None = None
         if request.body:
@@ -1204,7 +1204,7 @@ class SipSwitch(Switch):
             contacts = self.registrar.contacts(user, now)
             if contacts:
                 host, port = self.media.allocate(leg)
-                entry.sdp = SdpSession(LocalMedia(host, port))
+                entry.sdp = SdpSession(self._local_media(user, host, port))
                 offer = entry.sdp.offer().to_bytes()
                 for binding in contacts:
                     self._invite_contact(entry, binding, offer, caller, priority)
@@ -1406,6 +1406,13 @@ class SipSwitch(Switch):
 
     # ------------------------------------------------------------------ media of a leg
 
+    def _local_media(self, user: str, host: str, port: int) -> LocalMedia:
+        """Our media for a leg of ``user``: the SRTP policy of ``[sip] srtp`` (docs/sip.md,
+        "SRTP") and, unless it is off, a fresh key for the leg."""
+        policy = self.config.srtp
+        key = srtp.new_key() if policy != "off" else None
+        return LocalMedia(host, port, srtp=policy, srtp_key=key)
+
     def _apply_media(self, leg: _Leg, media: NegotiatedAudio, *, initial: bool = False) -> None:
         """Point the engine at what the phone's SDP says (again on every re-INVITE): a new
         address or codec resets the leg's RTP (:meth:`MediaEngine.set_remote`); a change of
@@ -1423,6 +1430,7 @@ class SipSwitch(Switch):
             or old.remote_port != media.remote_port
             or old.codec.payload_type != media.codec.payload_type
             or old.dtmf_payload_type != media.dtmf_payload_type
+            or old.srtp_receive != media.srtp_receive
         )
         if changed:
             self.media.set_remote(
@@ -1433,6 +1441,8 @@ class SipSwitch(Switch):
                 codec=media.codec.name,
                 telephone_event=media.dtmf_payload_type,
                 send=sends,
+                srtp_send=media.srtp_send,
+                srtp_receive=media.srtp_receive,
             )
         else:
             self.media.set_sending(leg.id, sends)
