@@ -267,6 +267,30 @@ def test_a_dispatcher_goes_ready_and_answers_a_queued_call(centre: Server, tmp_p
             pg.click("#trace-close")
             expect(pg.locator("#audit-panel")).to_be_hidden()
 
+            # A push-to-talk group opened from a unit's phone: join it, talk, release.
+            pg.click(tile(pg, "unit1"))
+            pg.fill("#phone-number", "802")
+            pg.click("#phone-dial")
+            pg.click(tile(pg, "unit1"))  # (deselect)
+            group = pg.locator("#ptt .ptt").first
+            expect(group).to_contain_text("ptt dial in 1")
+            group.locator('button[data-action="join"]').click()
+            expect(group.locator('button[data-action="talk"]')).to_be_visible()
+            group.locator('button[data-action="talk"]').click()
+            expect(group.locator(".talker")).to_have_text("disp1 talks")
+            group.locator('button[data-action="release"]').click()
+            expect(group.locator(".talker")).to_have_text("floor idle")
+            expect(pg.locator("#log")).to_contain_text("ptt dial in 1: disp1 talks")
+            group_name = group.get_attribute("data-flow")
+            assert group_name is not None
+            pg.evaluate(
+                "name => fetch(`/api/flows/${encodeURIComponent(name)}/commands`, {method: 'POST',"
+                " headers: {'content-type': 'application/json'},"
+                " body: JSON.stringify({command: 'end', args: {}})})",
+                group_name,
+            )
+            expect(pg.locator("#ptt")).to_contain_text("none open")
+
             # An emergency call: a blinking banner on the console until a dispatcher
             # acknowledges it; then everyone sees who did.
             pg.click(tile(pg, "unit4"))

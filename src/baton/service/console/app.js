@@ -11,7 +11,7 @@
 const S = {
   me: null, users: new Map(), flows: [], library: [], meetings: [], groups: [],
   selected: null, sim: false, ws: null, wsRetry: 0, lastSeq: 0, formFlow: null,
-  queue: null, mode: null, alarms: [],
+  queue: null, mode: null, alarms: [], floors: new Map(),
 };
 const PRIORITIES = [["ROUTINE", 0], ["PRIORITY", 10], ["IMMEDIATE", 20], ["FLASH", 30], ["FLASH_OVERRIDE", 40], ["EMERGENCY", 50]];
 // Parameters that usually name the dispatcher acting (prefilled with the logged-in position).
@@ -164,6 +164,46 @@ async function openTraceAt(url, name) {
     $("#trace-body").replaceChildren(drawTrace(trace));
     $("#trace").showModal();
   } catch (e) { status(`${name}: ${e.message}`, "error"); }
+}
+
+// ------------------------------------------------------------------ push-to-talk groups
+
+const PTT_FLOWS = new Set(["ptt_group", "ptt_dial_in"]);
+
+function onFloor(ev) {  // the floor events of a PTT group (its flow's name is the group)
+  const f = S.floors.get(ev.group) || { talker: null, queue: [] };
+  if (ev.kind === "floor.granted") f.talker = ev.user;
+  else if (ev.kind === "floor.released" || ev.kind === "floor.revoked" || ev.kind === "floor.idle") {
+    if (ev.kind === "floor.idle" || f.talker === ev.user) f.talker = null;
+  } else if (ev.kind === "floor.queued") f.queue = ev.queue.map(([u]) => u);
+  S.floors.set(ev.group, f);
+  renderPtt();
+}
+
+function renderPtt() {
+  const box = $("#ptt"); box.replaceChildren();
+  const groups = S.flows.filter((f) => PTT_FLOWS.has(flowKind(f.name)));
+  if (!groups.length) { box.append(el("p", { class: "muted", text: "none open" })); return; }
+  for (const f of groups) {
+    const floor = S.floors.get(f.name) || { talker: null, queue: [] };
+    const member = f.users.includes(S.me.user);
+    const talking = floor.talker === S.me.user;
+    const line = floor.talker ? `${userName(floor.talker)} talks` : "floor idle";
+    const waiting = floor.queue.length ? ` · waiting: ${floor.queue.map(userName).join(", ")}` : "";
+    const button = !member
+      ? el("button", { type: "button", text: "Join", dataset: { action: "join" }, onclick: () => ptt(f, "add") })
+      : el("button", { type: "button", class: talking ? "danger" : null, text: talking ? "Release" : "Talk",
+        dataset: { action: talking ? "release" : "talk" }, onclick: () => ptt(f, talking ? "release" : "request") });
+    box.append(el("div", { class: "ptt", dataset: { flow: f.name } },
+      el("div", {}, el("strong", { text: flowTitle(f.name) }), el("span", { class: "muted", text: ` — ${f.users.map(userName).join(", ")}` })),
+      el("div", { class: "talker", text: line + waiting }),
+      el("div", { class: "buttons" }, button)));
+  }
+}
+
+async function ptt(f, command) {
+  try { await api("POST", `/api/flows/${enc(f.name)}/commands`, { command, args: { user: S.me.user } }); }
+  catch (e) { status(e.message, "error"); }
 }
 
 // ------------------------------------------------------------------ emergency alarms
@@ -400,7 +440,8 @@ function onMessage(msg) {
   const ev = msg.event;
   S.lastSeq = ev.seq;
   if (msg.users) for (const u of msg.users) { S.users.set(u.id, u); renderTile(u); }
-  if (msg.flows) { S.flows = msg.flows; renderFlows(); renderPosition(); }
+  if (msg.flows) { S.flows = msg.flows; renderFlows(); renderPosition(); renderPtt(); }
+  if (ev.kind.startsWith("floor.")) onFloor(ev);
   if (ev.kind === "media" || ev.kind.startsWith("callinfo.") || ev.kind === "leg.state") refreshMeetingsSoon();
   if (msg.users && S.selected && msg.users.some((u) => u.id === S.selected)) renderPhone();
   if (msg.users && msg.users.some((u) => u.id === S.me.user)) renderPosition();
@@ -450,6 +491,12 @@ function forDispatcher(ev) {
       if (ev.state === "connected") return ["☎", ev.direction === "inbound" ? `${userName(ev.user)}'s call was answered` : `${userName(ev.user)} answered`, null];
       if (ev.state === "ended") return ["☎", `${userName(ev.user)}'s call ended${ev.cause && ev.cause !== "normal" ? " (" + ev.cause.replaceAll("_", " ") + ")" : ""}`, null];
       return null;
+    case "floor.granted":
+      return ["🎙", `${flowTitle(ev.group)}: ${userName(ev.user)} talks`, ev.group];
+    case "floor.released":
+      return ["🎙", `${flowTitle(ev.group)}: ${userName(ev.user)} released the floor`, ev.group];
+    case "floor.revoked":
+      return ["🎙", `${flowTitle(ev.group)}: ${userName(ev.user)} lost the floor${ev.by ? " to " + userName(ev.by) : ""}`, ev.group];
     case "callinfo.started":
       return ["═", ev.meeting ? `conference ${ev.meeting}: ${ev.users.map(userName).join(", ")}` : `${ev.users.map(userName).join(" and ")} are talking`, null];
     default:
@@ -490,7 +537,7 @@ function logEvent(ev) {
 
 // ------------------------------------------------------------------ rendering
 
-function renderAll() { renderGrid(); renderFlows(); renderMeetings(); renderActions(); renderPhone(); renderPosition(); renderQueue(); }
+function renderAll() { renderGrid(); renderFlows(); renderMeetings(); renderActions(); renderPhone(); renderPosition(); renderQueue(); renderPtt(); }
 
 function tileFor(u) {
   const high = u.owner && u.owner.priority >= 30;
