@@ -250,6 +250,7 @@ def test_a_dispatcher_goes_ready_and_answers_a_queued_call(centre: Server, tmp_p
             expect(pg.locator(tile(pg, "disp1", "talking"))).to_contain_text("talking with unit2")
             pg.click(tile(pg, "unit2"))  # (deselect)
             pg.click(tile(pg, "unit3"))
+            expect(pg.locator('#quick button[data-quick="conference"]')).to_be_enabled()
             pg.click('#quick button[data-quick="blind_transfer"]')
             expect(pg.locator(tile(pg, "unit2", "talking"))).to_contain_text("talking with unit3")
             expect(pg.locator(tile(pg, "disp1", "connected"))).to_be_visible()

@@ -293,6 +293,10 @@ const QUICK = {
   call: (target) => ({ flow: "call", args: { caller: S.me.user, callee: target } }),
   monitor: (target) => ({ flow: "monitor", args: { dispatcher: S.me.user, target } }),
   barge_in: (target) => ({ flow: "barge_in", args: { dispatcher: S.me.user, target } }),
+  conference: (target) => {  // my call's party and the selected unit, with me, in one room
+    const me = S.users.get(S.me.user);
+    return { flow: "conference", args: { dispatcher: S.me.user, members: [me && me.partner, target].filter(Boolean) } };
+  },
   blind_transfer: (target) => {
     const me = S.users.get(S.me.user);
     return { flow: "blind_transfer", args: { party: me && me.partner, transferor: S.me.user, target } };
@@ -306,7 +310,8 @@ function renderQuick() {
   for (const b of document.querySelectorAll("#quick button")) {
     const spec = S.library.find((f) => f.name === b.dataset.quick);
     const allowed = spec ? spec.allowed : false;
-    b.disabled = !sel || !allowed || (b.dataset.quick === "blind_transfer" && !(me && me.partner));
+    const needsCall = b.dataset.quick === "blind_transfer" || b.dataset.quick === "conference";
+    b.disabled = !sel || !allowed || (needsCall && !(me && me.partner));
     b.title = !spec ? "not in the library" : !allowed ? `your role may not (${spec.permission})` : spec.description.replaceAll("``", "");
   }
 }
