@@ -236,3 +236,24 @@ async def test_with_srtp_a_spray_cannot_even_win_the_first_latch() -> None:
         finally:
             for phone in (a, b, attacker):
                 await phone.close()
+
+
+async def test_comfort_noise_from_the_latched_phone_is_life_but_latches_nothing() -> None:
+    events: list[MediaEvent] = []
+    async with MediaEngine(port_range=RANGE, rtp_timeout=0.6) as engine:
+        engine.set_listener(events.append)
+        a, b = await call(engine)
+        stranger = await Phone.open(1300)
+        try:
+            await a.stop()
+            assert a.transport is not None and stranger.transport is not None
+            cn = rtp.RtpPacket(13, 1, 1, a.ssrc, b"\x40").to_bytes()  # RFC 3389 comfort noise
+            for _ in range(60):  # 1.2 s of silence with comfort noise from the phone
+                a.transport.sendto(cn, engine.local_address("a"))
+                stranger.transport.sendto(cn, engine.local_address("b"))
+                await asyncio.sleep(0.02)
+            assert not any(isinstance(e, MediaTimeout) and e.leg == "a" for e in events)
+            assert engine.leg_stats("b").latched == b.address
+        finally:
+            for phone in (a, b, stranger):
+                await phone.close()

@@ -777,13 +777,18 @@ class MediaEngine:
                 metrics.invalid += 1
             return
         codec = leg.codec
-        if codec is None or (pt != codec.payload_type and pt != leg.te_pt):
-            metrics.invalid += 1  # no SDP yet, or a payload type we did not negotiate: no latch
+        if codec is None:
+            metrics.invalid += 1  # no SDP yet: nothing may latch
             return
         now = self._loop.time()
-        if addr != leg.latched and not self._may_latch(leg, addr, ssrc, now):
+        if addr != leg.latched and (
+            (pt != codec.payload_type and pt != leg.te_pt)  # only negotiated payloads latch
+            or not self._may_latch(leg, addr, ssrc, now)
+        ):
             metrics.invalid += 1  # not the source we latched to
             return
+        # From the latched source, anything is life (comfort noise too), though only the
+        # negotiated payloads are used below.
         leg.packets_in += 1
         leg.heard_at = now
         if ssrc != leg.in_ssrc:
