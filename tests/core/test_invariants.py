@@ -1,4 +1,4 @@
-"""One test per invariant of DESIGN.md (plus the checks the World runs after every step)."""
+"""One test per invariant of docs/design.md (plus the checks the World runs after every step)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed's own cases (seed §4, §5.2, §8, §9), each reproduced as its interleaving."""
+"""The cases Baton was built for (docs/design.md, Cases (a)–(f)), each reproduced as its interleaving."""
 
 from __future__ import annotations
 

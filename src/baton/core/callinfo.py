@@ -1,4 +1,4 @@
-"""CallInfos: stable relationships that outlive the flow that built them (seed §3).
+"""CallInfos: stable relationships that outlive the flow that built them (docs/design.md, Vocabulary).
 
 There are exactly two kinds. A :class:`P2P` is two users talking; a :class:`MeetingCall` is
 users in a meeting. A CallInfo owns its users *passively*: it runs no procedure, but it has its

@@ -1,6 +1,6 @@
 """The event stream: every ownership change, leg state change, media command and flow start/end
 is an event with a sequence number, on one bus that the API, the journal and tests read
-(DESIGN.md invariant 9).
+(docs/design.md, invariant 9).
 
 Events name parties by stable strings — a user's id, an owner's name (``"call#12"``,
 ``"p2p#3"``) — so they can be serialised as they are. Subscribers are called synchronously, in

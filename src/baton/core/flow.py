@@ -1,4 +1,4 @@
-"""Flows and sessions: one business procedure as one task (seed §7: Go style — started and
+"""Flows and sessions: one business procedure as one task (docs/design.md, Vocabulary: Go style — started and
 awaited, never switched into).
 
 A flow is an ``async def`` taking a :class:`Session` first, decorated with :func:`flow`::
@@ -425,7 +425,7 @@ class Flow(Owner):
 
     def cancel(self, reason: str | None = None) -> CancelResult:
         """Ask the flow to stop. Idempotent: cancelling a flow that is finishing or has ended is
-        a no-op that says so (seed §8)."""
+        a no-op that says so (docs/design.md, invariant 6 and case (c))."""
         if self.state is FlowState.ENDED:
             return CancelResult.ALREADY_ENDED
         if self.state is FlowState.FINISHING:

@@ -1,4 +1,4 @@
-"""Checks of DESIGN.md's invariants on a live UserManager, for tests and ``baton check``.
+"""Checks of the invariants of docs/design.md on a live UserManager, for tests and ``baton check``.
 
 :func:`check` inspects the state at one instant and returns the violations it finds (an empty
 list when all is well). :func:`check_event_order` reads the event history and checks the order

@@ -1,7 +1,7 @@
 """The ownership ledger: who owns each user, under which epoch.
 
-Invariants (DESIGN.md; they hold at every instant and the tests check each one)
--------------------------------------------------------------------------------
+Invariants (docs/design.md; they hold at every instant and the tests check each one)
+------------------------------------------------------------------------------------
 1. **One owner.** Each user has at most one owner: a Flow or a stable CallInfo.
 2. **Fenced operations.** A call-control operation on a user reaches the switch only if the
    calling owner holds that user at the moment it is issued. Ownership carries an *epoch* that

@@ -1,6 +1,6 @@
 """The UserManager: the single entry point for every call-control operation on a user.
 
-It is the seed's *user_man* (§4, §5.2.3, §8, §9): it keeps the ownership ledger, runs the claim
+It is the *user_man* of docs/design.md (Vocabulary; invariants 2–8): it keeps the ownership ledger, runs the claim
 and preemption protocol, issues every switch command on behalf of an owner after checking that the
 owner holds the user (fencing), turns switch events into leg state and notices, supervises every
 task it starts, and collects legs that nobody owns.
@@ -548,7 +548,7 @@ class UserManager:
         wait: float | None = None,
         reason: str | None = None,
     ) -> None:
-        """Take ``users`` for ``claimer`` by the preemption protocol (DESIGN.md invariant 3).
+        """Take ``users`` for ``claimer`` by the preemption protocol (docs/design.md, invariant 3).
 
         All at once when every user can be taken now; otherwise, with ``wait``, one by one in id
         order (a stable order keeps two multi-user claims from deadlocking), each waiting in the
@@ -1396,7 +1396,7 @@ class UserManager:
             recording.done.set_result(seconds)
 
     async def clear(self, owner: Owner, user: User) -> None:
-        """Return the user's leg to connected-idle (DESIGN.md invariant 3, step 5)."""
+        """Return the user's leg to connected-idle (docs/design.md, invariant 3, step 5)."""
         rec = self.rec(user)
 
         async def run() -> None:

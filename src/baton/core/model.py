@@ -1,7 +1,7 @@
 """The domain objects flows pass around: :class:`User`, :class:`Leg`, :class:`Meeting`,
 :class:`Playback`, :class:`Recording`.
 
-A user is identified by the object (its stable ``id``), never by a phone number (seed §2). The
+A user is identified by the object (its stable ``id``), never by a phone number (docs/design.md, Vocabulary). The
 mutable call state of a user — its owner, its leg, its media — lives in the UserManager's ledger,
 not on the object, so that only the manager can change it.
 """
@@ -76,7 +76,7 @@ class Leg:
     """One call connection between a user and the switch. A user has at most one live leg.
 
     The leg's fate (answered or failed) is a future any owner can await, which is how a ringing
-    call survives a change of owner (DESIGN.md invariant 4).
+    call survives a change of owner (docs/design.md, invariant 4).
     """
 
     __slots__ = (
@@ -153,7 +153,7 @@ class MemberState:
 
 
 class Meeting:
-    """A mixing room on the switch (the seed's *meet*). ``holder`` is the flow or MeetingCall
+    """A mixing room on the switch (the *meet* of docs/design.md's vocabulary). ``holder`` is the flow or MeetingCall
     that answers for its lifetime; members are users with a mode each."""
 
     __slots__ = ("ended", "holder", "id", "members", "permanent")

@@ -7,7 +7,7 @@
     assert_played(w, "bob", "tone:preemption")
     assert_recorded(w, "alice")
     assert_no_leaks(w)          # every flow ended, every live leg held by a CallInfo
-    assert_invariants(w)        # every invariant of DESIGN.md held at every step so far
+    assert_invariants(w)        # every invariant of docs/design.md held at every step so far
 """
 
 from __future__ import annotations
