@@ -296,3 +296,20 @@ async def test_a_failed_hangup_is_retried_so_the_phone_does_not_stay_in_a_ghost_
     await w.run(1)
     assert w.sim.leg_of("u") is None  # and the retry hung the phone up
     w.assert_ok(quiescent=True)
+
+
+async def test_a_collector_hangup_that_fails_is_tried_again() -> None:
+    """The leak collector ends an ownerless leg; the switch fails the hang-up once. The phone
+    must still be hung up (a second try), or its next call would meet a ghost leg."""
+
+    @flow(priority=Priority.ROUTINE)
+    async def leave_it(s: Session, u: User) -> None:
+        await s.claim(u)
+        await s.dial(u)
+
+    w = World("u", grace=1)
+    await w.start(leave_it, w["u"]).wait()
+    w.sim.fail_next("hangup")
+    await w.run(5)
+    assert w.sim.leg_of("u") is None
+    w.assert_ok(quiescent=True)

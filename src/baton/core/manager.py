@@ -906,14 +906,24 @@ class UserManager:
         self._end_leg(rec, leg, Cause.COLLECTED)
         self.spawn(self._hangup_command(leg, Cause.COLLECTED, None), f"collect:{leg.id}")
 
-    async def _hangup_command(self, leg: Leg, cause: Cause, reason: str | None) -> None:
+    async def _hangup_command(
+        self, leg: Leg, cause: Cause, reason: str | None, tries: int = 2
+    ) -> None:
+        """Hang up a leg the core has already ended, on the manager's account. A switch that
+        fails is asked again (``tries`` in all, a second apart): otherwise the phone would stay
+        in a call nobody knows of."""
         token = _CURRENT_OP.set(None)
         try:
-            async with asyncio.timeout(self.command_timeout):
-                await self.switch.hangup(leg.id, cause, reason)
-        except (SwitchError, TimeoutError) as exc:
-            message = str(exc) or f"no answer within {self.command_timeout} s"
-            self.events.publish(Problem(source=f"hangup:{leg.id}", message=message))
+            for attempt in range(tries):
+                try:
+                    async with asyncio.timeout(self.command_timeout):
+                        await self.switch.hangup(leg.id, cause, reason)
+                    return
+                except (SwitchError, TimeoutError) as exc:
+                    message = str(exc) or f"no answer within {self.command_timeout} s"
+                    self.events.publish(Problem(source=f"hangup:{leg.id}", message=message))
+                if attempt + 1 < tries:
+                    await asyncio.sleep(1.0)
         finally:
             _CURRENT_OP.reset(token)
 
@@ -1061,7 +1071,8 @@ class UserManager:
             except SwitchFailed:
                 # The core has ended the leg: the switch must too, or the phone stays in a call
                 # nobody knows of. One more try, supervised and bounded, on the manager's account.
-                self.spawn(self._hangup_command(leg, cause, reason), f"hangup-retry:{leg.id}")
+                retry = self._hangup_command(leg, cause, reason, tries=1)
+                self.spawn(retry, f"hangup-retry:{leg.id}")
                 raise
 
         await self._run(owner, "hangup", (rec,), run)
