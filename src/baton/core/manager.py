@@ -1,9 +1,9 @@
 """The UserManager: the single entry point for every call-control operation on a user.
 
-It is the *user_man* of docs/design.md (Vocabulary; invariants 2–8): it keeps the ownership ledger, runs the claim
-and preemption protocol, issues every switch command on behalf of an owner after checking that the
-owner holds the user (fencing), turns switch events into leg state and notices, supervises every
-task it starts, and collects legs that nobody owns.
+It is the *user_man* of docs/design.md (Vocabulary; invariants 2–8): it keeps the ownership
+ledger, runs the claim and preemption protocol, issues every switch command on behalf of an owner
+after checking that the owner holds the user (fencing), turns switch events into leg state and
+notices, supervises every task it starts, and collects legs that nobody owns.
 
 Theory of operation
 -------------------
