@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from _rigs.audio import TONES, read_wav, write_tone
-from _rigs.sip import Baresip, U, rig, wait_until
+from _rigs.sip import Baresip, U, free_port, rig, wait_until
 from baton.switch.media import analysis
 from baton.switch.sip import SipConfigError, parse_sip_config
 
@@ -55,7 +56,12 @@ async def tls_phones(
             tone = write_tone(home / f"{u.id}-tone.wav", TONES[u.id])
             phone = Baresip(home / u.id, u.id, u.password, port, tone=tone)
             config = phone.home / "config"
-            text = config.read_text() + f"sip_cafile\t\t{cert}\n"
+            # baresip also binds its SIP port + 1 for TLS: give it a pair that is free.
+            sip_port = _free_pair(avoid={q.ctrl_port for q in phones.values()} | {phone.ctrl_port})
+            text = config.read_text().replace(f"127.0.0.1:{phone.sip_port}\n",
+                                              f"127.0.0.1:{sip_port}\n")  # fmt: skip
+            phone.sip_port = sip_port
+            text += f"sip_cafile\t\t{cert}\n"
             if srtp:  # loaded before account.so, which reads the accounts' mediaenc
                 text = text.replace(
                     "module\t\t\taccount.so", "module\t\t\tsrtp.so\nmodule\t\t\taccount.so"
@@ -73,6 +79,27 @@ async def tls_phones(
     finally:
         for p in phones.values():
             await p.aclose()
+
+
+def _free_pair(avoid: set[int]) -> int:
+    """A port P with P and P + 1 free for TCP and UDP on 127.0.0.1, neither in ``avoid``, and
+    not handed out before by this function (two phones must not get the same pair)."""
+    for _ in range(200):
+        port = free_port()
+        if port % 2 or port + 1 > 65535 or {port, port + 1} & (avoid | _GIVEN):
+            continue
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as probe:
+                    probe.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        _GIVEN.update({port, port + 1})
+        return port
+    raise RuntimeError("no free port pair")
+
+
+_GIVEN: set[int] = set()
 
 
 @pytest.mark.parametrize("srtp", [False, True], ids=["rtp", "srtp-required"])
