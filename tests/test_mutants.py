@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from baton.flows import LIBRARY
 from baton.testing import mutants
 from baton.testing.mutants import (
     CATALOGUE,
+    CHECKED_FLOWS,
     KILLER,
     Mutant,
     StaleMutant,
@@ -137,3 +139,11 @@ def test_the_killers_commands_start_on_the_unmutated_tree() -> None:
     collect = (*(part for part in KILLER[0] if part != "-x"), "--collect-only")
     r = run_killer(ROOT / "src", ROOT, 60, (collect,))
     assert r.status == "passed", r.tail
+
+
+def test_the_killer_checks_every_library_flow_but_the_two_left_out() -> None:
+    """A new library flow joins the killer's ``baton check``; the two left out (they fail the
+    check today, docs/mutants.md) are named, so they are put back once they pass."""
+    assert len(set(CHECKED_FLOWS)) == len(CHECKED_FLOWS)
+    assert set(LIBRARY) - set(CHECKED_FLOWS) == {"inbound_call", "blind_transfer"}
+    assert set(CHECKED_FLOWS) <= set(LIBRARY)

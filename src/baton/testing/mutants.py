@@ -43,6 +43,7 @@ from pathlib import Path
 
 __all__ = [
     "CATALOGUE",
+    "CHECKED_FLOWS",
     "EXPLORE_KILLER",
     "KILLER",
     "Edit",
@@ -59,10 +60,35 @@ __all__ = [
     "stale_reason",
 ]
 
+#: The library flows ``baton check`` explores in the killer: every one that passes it on the
+#: unmutated tree. Left out until they pass (docs/mutants.md): ``inbound_call`` (an inv3
+#: event-order finding under a slow switch) and ``blind_transfer`` (an inv11 dead-air finding
+#: when the transferor is preempted), both found by the checks of invariants 10-12.
+CHECKED_FLOWS: tuple[str, ...] = (
+    "call",
+    "queued_call",
+    "take_call",
+    "group_call",
+    "conference",
+    "broadcast",
+    "barge_in",
+    "force_release",
+    "monitor",
+    "whisper",
+    "attended_transfer",
+    "hold",
+    "pickup",
+    "roll_call",
+    "polling",
+    "emergency_call",
+    "emergency_inbound",
+    "ptt_group",
+)
+
 #: The killer: commands run in order from the repository root, stopping at the first failure.
 #: ``{python}`` is the interpreter running the mutation run. Chosen to kill fast: the unit and
 #: race tests of the core and the library first (``-x`` stops at the first red test), then the
-#: property tests, then ``baton check`` exploring the flows that interact the most.
+#: property tests, then ``baton check`` exploring the library flows.
 KILLER: tuple[tuple[str, ...], ...] = (
     (
         "{python}",
@@ -79,7 +105,7 @@ KILLER: tuple[tuple[str, ...], ...] = (
         "tests/ptt",
         "tests/property",
     ),
-    ("{python}", "-m", "baton.cli", "check", "--library"),
+    ("{python}", "-m", "baton.cli", "check", *CHECKED_FLOWS),
 )
 
 #: The exploration alone: the property tests and ``baton check``, without the hand-written
@@ -97,7 +123,7 @@ EXPLORE_KILLER: tuple[tuple[str, ...], ...] = (
         "baton.testing._killer_plugin",
         "tests/property",
     ),
-    ("{python}", "-m", "baton.cli", "check", "--library"),
+    ("{python}", "-m", "baton.cli", "check", *CHECKED_FLOWS),
 )
 
 KILLERS = {"full": KILLER, "explore": EXPLORE_KILLER}
