@@ -290,17 +290,28 @@ CATALOGUE: tuple[Mutant, ...] = (
     _m(
         "swap_stop_and_clear",
         "core",
-        "swap 'stop the coroutine' and 'clear the media': clear first, then wait for the loser to unwind",
+        "swap 'stop the coroutine' and 'clear the media': the loser's operations are stopped (step 4) only after its media is cleared (step 5)",
         (
             "core/manager.py",
-            "                _, pending = await asyncio.wait(unwound, timeout=self.unwind_timeout)\n",
-            "                pending = set()  # MUTANT\n",
+            "        for op in ops:  # step 4 begins: stop the loser's coroutines\n            self.interrupt(op, notice, hold=True)\n",
+            "        pass  # MUTANT: the loser is stopped after the clear\n",
+        ),
+        (
+            "core/manager.py",
+            "            ops = [op for t in items for op in t.ops]\n            if ops:\n",
+            "            ops = [op for t in items for op in t.ops]\n            if False:  # MUTANT\n",
         ),
         (
             "core/manager.py",
             "            for op in ops:  # step 6, all at once\n",
-            "            if ops:  # MUTANT\n"
-            "                await asyncio.wait([o.unwound for o in ops if o.unwound is not None], timeout=self.unwind_timeout)\n"
+            "            for t in items:  # MUTANT: step 4 after step 5\n"
+            "                for op in t.ops:\n"
+            "                    self.interrupt(op, t.notice, hold=True)\n"
+            "            waits = [op.unwound for op in ops if op.unwound is not None]\n"
+            "            if waits:\n"
+            "                await asyncio.wait(waits, timeout=self.unwind_timeout)\n"
+            "            for op in ops:\n"
+            '                self.events.publish(OpInterrupted(flow=op.owner.name, op=op.name, users=tuple(r.user.id for r in op.recs), notice="preempted"))\n'
             "            for op in ops:  # step 6, all at once\n",
         ),
     ),
