@@ -225,3 +225,94 @@ async def test_a_preemption_is_not_held_by_a_switch_that_never_clears() -> None:
     assert isinstance(granted_at, float)
     assert granted_at - started <= w.manager.command_timeout + 0.5
     assert any("clear took over" in str(e) for e in w.kinds("problem"))
+
+
+@flow(priority=Priority.ROUTINE)
+async def collect_in_child_then_release(s: Session, u: User) -> None:
+    """A child task waits for a digit from ``u`` while the main task gives ``u`` away."""
+    await s.claim(u)
+    await s.dial(u)
+
+    async def listen() -> None:
+        try:
+            outcome["child"] = await s.collect(u, max_digits=1, timeout=30)
+        except NotOwner:
+            outcome["child"] = "NotOwner"
+
+    s.spawn(listen())
+    await s.sleep(0.5)
+    s.release(u)
+    await s.sleep(10)
+
+
+@flow(priority=Priority.ROUTINE)
+async def collect_one(s: Session, u: User) -> None:
+    await s.claim(u)
+    s.quiet(u, "asked to press a digit")
+    outcome["next owner"] = await s.collect(u, max_digits=1, timeout=5)
+
+
+async def test_a_wait_on_a_user_given_away_stops_at_the_hand_over() -> None:
+    """Kills ``released_waits_outlive_hand_over``: a flow that gives a user away while another
+    of its tasks still waits on it (a digit collection) stops that wait with ``NotOwner``; the
+    next owner's digits are its own (invariant 12)."""
+    outcome.clear()
+    w = World("u")
+    w.start(collect_in_child_then_release, w["u"])
+    await w.run(2)
+    assert outcome == {"child": "NotOwner"}
+    w.start(collect_one, w["u"])
+    await w.run(0.5)
+    w.sim.press("u", "7")
+    await w.run(2)
+    assert outcome == {"child": "NotOwner", "next owner": "7"}
+    w.assert_ok()
+
+
+@flow(priority=Priority.ROUTINE)
+async def park_quietly(s: Session, u: User) -> None:
+    """Hold ``u`` in a declared silence."""
+    await s.claim(u)
+    await s.dial(u)
+    s.quiet(u, "parked on purpose")
+    await s.sleep(10_000)
+
+
+@flow(priority=Priority.FLASH)
+async def take_and_forget(s: Session, u: User) -> None:
+    """Take ``u`` and leave it connected in silence: dead air, which the watch must see."""
+    await s.claim(u)
+    await s.sleep(10)
+
+
+async def test_a_declared_silence_does_not_cover_the_next_owner() -> None:
+    """Kills ``quiet_survives_hand_over``: a wait in silence the last owner declared ends with
+    the hand-over; the next owner leaving the user in silence is dead air (invariants 11, 12)."""
+    w = World("u")
+    w.start(park_quietly, w["u"])
+    await w.run(3)
+    assert w.problems() == []
+    w.start(take_and_forget, w["u"])
+    await w.run(5)
+    assert any(p.startswith("inv11: u, held by take_and_forget") for p in w.problems())
+
+
+@flow(priority=Priority.ROUTINE)
+async def hold_a_room(s: Session, u: User) -> None:
+    """Hold ``u`` in a meeting until cancelled (the meeting is destroyed when the flow ends)."""
+    await s.claim(u)
+    await s.dial(u)
+    await s.meeting(u)
+    await s.sleep(10_000)
+
+
+async def test_a_flow_asked_to_end_ends_by_its_deadline_whatever_the_switch_does() -> None:
+    """Kills ``end_deadline_unbounded``: a flow whose clean-up waits on a switch that never
+    answers (the meeting's destruction) still ends by ``end_timeout`` (invariant 10)."""
+    w = World("u", latency={"destroy_meeting": 1000})
+    f = w.start(hold_a_room, w["u"])
+    await w.run(3)
+    f.cancel("stop")
+    await w.run(w.manager.end_timeout + 1)
+    assert f.ended
+    assert w.owner("u") is None
