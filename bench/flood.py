@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sip_cps import baton, free_port, uac_files, uas_scenario
+from harness.net import free_port
+from sip_cps import baton, uac_files, uas_scenario
 from sip_cps import step as legit_step
 
 FLOODER = r"""

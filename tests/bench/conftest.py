@@ -8,11 +8,14 @@ package), and :func:`load_script` loads a script by path under a name no test pa
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -45,6 +48,25 @@ def load_script(name: str) -> ModuleType:
     return _load(f"baton_bench_{name}", BENCH / f"{name}.py")
 
 
+async def run_script(name: str, *args: str, within: float) -> dict[str, Any]:
+    """Run ``python bench/NAME.py ARGS`` to the end (killed, by its pid, after ``within``
+    seconds) and return the JSON object of its last output line."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(BENCH / f"{name}.py"), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(within):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()  # only the process this test started
+            await proc.wait()
+    assert proc.returncode == 0, err.decode(errors="replace")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
 @pytest.fixture
 def harness() -> Callable[[str], ModuleType]:
     """Load a module of the benchmarks' shared harness by name."""
@@ -55,3 +77,9 @@ def harness() -> Callable[[str], ModuleType]:
 def bench_script() -> Callable[[str], ModuleType]:
     """Load a benchmark script by name."""
     return load_script
+
+
+@pytest.fixture
+def run_bench() -> Callable[..., Awaitable[dict[str, Any]]]:
+    """Run a benchmark script in its own process: ``await run_bench("NAME", *args, within=seconds)``."""
+    return run_script

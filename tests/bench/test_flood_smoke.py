@@ -4,35 +4,21 @@ cannot silently rot. Nothing here asserts on speed; the figures are the benchmar
 
 from __future__ import annotations
 
-import asyncio
-import json
 import shutil
-import sys
-from pathlib import Path
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "flood.py"
+RunBench = Callable[..., Awaitable[dict[str, Any]]]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realtime]
 
 
-async def test_flood_runs_tiny() -> None:
+async def test_flood_runs_tiny(run_bench: RunBench) -> None:
     if shutil.which("sipp") is None:
         pytest.fail("sipp not found: run scripts/install-system-deps.sh (as root)")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(BENCH), "--seconds", "1", "--rate", "10", "--flood", "100",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        async with asyncio.timeout(90):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()  # only the process this test started
-            await proc.wait()
-    assert proc.returncode == 0, err.decode(errors="replace")
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    result = await run_bench("flood", "--seconds", "1", "--rate", "10", "--flood", "100", within=90)
     assert result["legit_calls"] == 10
     assert result["flood_sent"] == 100
     assert result["baton_challenges"] > 0  # the flood reached Baton and was challenged

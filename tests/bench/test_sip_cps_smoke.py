@@ -4,15 +4,13 @@ benchmark's job (``python bench/sip_cps.py``, recorded in ``docs/benchmarks.md``
 
 from __future__ import annotations
 
-import asyncio
-import json
 import shutil
-import sys
-from pathlib import Path
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "sip_cps.py"
+RunBench = Callable[..., Awaitable[dict[str, Any]]]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realtime]
 
@@ -28,23 +26,22 @@ KEYS = {
 }
 
 
-async def test_sip_cps_runs_tiny() -> None:
+async def test_sip_cps_runs_tiny(run_bench: RunBench) -> None:
     if shutil.which("sipp") is None:
         pytest.fail("sipp not found: run scripts/install-system-deps.sh (as root)")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(BENCH), "--quick", "--start", "10", "--ceiling", "10",
-        "--seconds", "1", "--hold", "50",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        async with asyncio.timeout(120):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()  # only the process this test started
-            await proc.wait()
-    assert proc.returncode == 0, err.decode(errors="replace")
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    result = await run_bench(
+        "sip_cps",
+        "--quick",
+        "--start",
+        "10",
+        "--ceiling",
+        "10",
+        "--seconds",
+        "1",
+        "--hold",
+        "50",
+        within=120,
+    )
     assert set(result) >= KEYS
     assert result["baton_steps"][0]["rate"] == 10
     assert result["baton_cps"] == 10  # ten calls, all clean at 10 calls/s
