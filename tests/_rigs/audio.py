@@ -69,6 +69,7 @@ __all__ = [
     "read_wav",
     "sine",
     "tone_burst",
+    "tones_heard_late",
     "write_rtp_pcap",
     "write_tone",
 ]
@@ -302,6 +303,15 @@ class Heard:
 
 
 # ---- assertions ---------------------------------------------------------------------------
+
+
+def tones_heard_late(phone: Baresip, candidates: Iterable[float]) -> set[float]:
+    """Which of ``candidates`` ``phone`` heard over the last 1.5 s of its one call recording,
+    stopping 0.25 s short of the hang-up; silence fails."""
+    (path,) = phone.heard()
+    window = read_wav(path)[-12000:-2000]
+    assert analysis.rms(window) > 300, f"{phone.user} heard silence"
+    return analysis.tones_heard(window, list(candidates))
 
 
 def describe(pcm: npt.NDArray[np.int16], candidates: Iterable[float] = CANDIDATES) -> str:

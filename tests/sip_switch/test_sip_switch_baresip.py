@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from _rigs.audio import TONES, baresip_phones, read_wav
-from _rigs.sip import Baresip, U, rig, wait_until
+from _rigs.audio import TONES, baresip_phones, tones_heard_late
+from _rigs.sip import U, rig, wait_until
 from baton.flows import call
 from baton.service.positions.presence import registrations
-from baton.switch.media import analysis
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 
@@ -56,16 +55,8 @@ async def test_baresip_registers_and_calls_baresip_through_the_core(tmp_path: Pa
         alice.command("hangup")
         await wait_until(lambda: bob.saw("CALL_CLOSED"), 15)
         await wait_until(lambda: not r.switch.legs)
-    assert heard(alice) == {B}  # alice hears bob's tone, and only it
-    assert heard(bob) == {A}
-
-
-def heard(phone: Baresip) -> set[float]:
-    """The tones in the last 1.5 s that ``phone`` decoded (its sndfile recording)."""
-    (path,) = phone.heard()
-    window = read_wav(path)[-12000:-2000]  # well inside the call, away from the hang-up
-    assert analysis.rms(window) > 300, f"{phone.user} heard silence"
-    return analysis.tones_heard(window, [A, B])
+    assert tones_heard_late(alice, [A, B]) == {B}  # alice hears bob's tone, and only it
+    assert tones_heard_late(bob, [A, B]) == {A}
 
 
 async def test_dispatcher_calls_two_baresip_phones(tmp_path: Path) -> None:
