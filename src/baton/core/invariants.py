@@ -259,6 +259,9 @@ class Watch:
                 )
         for flow in m.flows.values():
             for kind, user in flow.session._handlers:
+                taking = m.ledger.records[user.id].preemption
+                if taking is not None and taking.victim is flow:
+                    continue  # the loser is told at step 6: its handler is about to run
                 if user not in flow.users and user in flow._lost_log:
                     problems.append(
                         f"inv12: {flow.name} keeps a {kind} handler for {user.id}, lost"
