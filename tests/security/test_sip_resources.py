@@ -117,6 +117,7 @@ async def test_when_the_loop_falls_behind_new_calls_get_503_but_trusted_ones_pas
             stranger.send(options(rig.port(), "first"), rig.port())  # arms the lag probe
             await stranger.wait_for(lambda: 200 in stranger.statuses())
             # The loop is stuck for a while (the CPU pegged by a flood): the probe runs late.
+            rig.switch.transport._probe_lag()  # armed by traffic; make sure it is now
             time.sleep(0.3)  # noqa: ASYNC251 - blocking the loop is the point
             await asyncio.sleep(0.01)  # the late probe runs
             assert rig.switch.transport.overloaded
