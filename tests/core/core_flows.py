@@ -13,6 +13,9 @@ from baton.core import P2P, Preempted, Priority, Session, User, flow
 async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> None:
     """Dial both, bridge them, settle a P2P."""
     await s.claim(caller, callee)
+    leg = s.leg_of(callee)
+    if leg is not None and leg.connected:  # already on the line: waits while the caller rings
+        s.quiet(callee, "waiting for the caller")
     await s.dial(caller, timeout=ring)
     ringback = await s.play(caller, "ringback", loop=True)
     await s.dial(callee, timeout=ring)

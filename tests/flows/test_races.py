@@ -25,7 +25,7 @@ from baton.flows import (
     whisper,
 )
 from baton.flows.ptt import ptt_group
-from baton.switch.sim import Timing, answers, never_answers
+from baton.switch.sim import Timing, answers, busy, never_answers
 from baton.testing import World
 
 SLOW = Timing(default=(0.2, 0.8), events=(0.0, 0.3), seed=11)
@@ -279,4 +279,20 @@ async def test_library_mix_under_a_slow_switch(seed: int) -> None:
                     f.send(cmd).add_done_callback(lambda x: x.cancelled() or x.exception())
     await w.run(10)
     assert all(f.ended for f in flows)
+    w.assert_ok()
+
+
+async def test_a_callee_already_on_the_line_hears_ringback_while_the_caller_rings() -> None:
+    w = World("f")
+    d = w.add("disp", keep=True)
+    w.behave("disp", answers(0.5))
+    w.behave("f", busy())
+    assert await w.start(polling, d, [w["f"]], 10.0).result() is None  # disp's line stays up
+    w.behave("f", answers(4))
+    c = w.start(call, w["f"], d)
+    await w.run(2)
+    assert w.state("f") == "ringing"
+    assert "tone:ringback" in w.hears("disp")
+    await c.result()
+    assert w.hears("disp") == {"f"}
     w.assert_ok()

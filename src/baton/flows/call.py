@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from baton.core import P2P, CallFailed, Priority, Session, User, flow
-from baton.flows._common import tell_failure
+from baton.flows._common import dial_with_ringback, tell_failure
 from baton.switch.port import Cause
 
 
@@ -31,7 +31,13 @@ async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> No
         await s.hangup(callee, Cause.CANCELLED)
 
     s.compensate(cancel_callee, callee, label="cancel_callee")
-    await s.dial(caller, timeout=ring)
+    callee_leg = s.leg_of(callee)
+    if callee_leg is not None and callee_leg.connected:
+        # the callee is on the line already (an always-on position): it hears ringback while
+        # the caller's phone rings, not silence
+        await dial_with_ringback(s, callee, caller, timeout=ring)
+    else:
+        await s.dial(caller, timeout=ring)
     ringback = await s.play(caller, "ringback", loop=True)
     try:
         await s.dial(callee, timeout=ring, caller=caller)
