@@ -141,6 +141,11 @@ async def _serve(config: Any) -> int:
 
     api = config.api
     try:
+        service = Service(config)  # a bad switch table ([sip]) is a config error: said first
+    except ConfigError as exc:
+        print(f"baton serve: {exc}", file=sys.stderr)
+        return 2
+    try:
         sock = _listen(api.host, api.port)
     except OSError as exc:
         # One plain line, not uvicorn's traceback: the usual cause is another baton serve.
@@ -151,12 +156,6 @@ async def _serve(config: Any) -> int:
             file=sys.stderr,
         )
         return 1
-    try:
-        service = Service(config)
-    except ConfigError as exc:
-        sock.close()
-        print(f"baton serve: {exc}", file=sys.stderr)
-        return 2
     app = create_app(service)
 
     class Server(uvicorn.Server):
