@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import enum
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import LocalProtocolError
 from .message import Headers, Request, Response, make_response, new_tag
-from .uri import NameAddress, SipUri, Uri
+from .uri import NameAddress, SipUri, Uri, parse_name_addr, parse_uri
 
 __all__ = [
     "Answered",
@@ -175,6 +176,47 @@ class Dialog:
             local_contact=local_contact,
             secure=isinstance(request.uri, SipUri) and request.uri.scheme == "sips",
         )
+
+    # -- saving (to end the dialog from another process, after a crash)
+    def to_json(self) -> dict[str, Any]:
+        """What :meth:`from_json` needs to rebuild this dialog, as plain JSON-ready data."""
+        return {
+            "call_id": self.id.call_id,
+            "local_tag": self.id.local_tag,
+            "remote_tag": self.id.remote_tag,
+            "local": str(self.local),
+            "remote": str(self.remote),
+            "remote_target": str(self.remote_target),
+            "route_set": [str(r) for r in self.route_set],
+            "local_cseq": self.local_cseq,
+            "local_contact": self.local_contact,
+            "secure": self.secure,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Dialog:
+        """A confirmed dialog from :meth:`to_json`'s data. Raises :class:`LocalProtocolError`
+        (or a :class:`~baton.switch.sip.errors.SipParseError`) for data that is not one."""
+        try:
+            cseq = data["local_cseq"]
+            if not isinstance(cseq, int) or isinstance(cseq, bool) or cseq < 0:
+                raise LocalProtocolError(f"bad local_cseq {cseq!r}")
+            return cls(
+                dialog_id=DialogId(
+                    str(data["call_id"]), str(data["local_tag"]), str(data["remote_tag"])
+                ),
+                state=DialogState.CONFIRMED,
+                local=parse_name_addr(str(data["local"]), "From"),
+                remote=parse_name_addr(str(data["remote"]), "To"),
+                remote_target=parse_uri(str(data["remote_target"])),
+                route_set=[parse_name_addr(str(r), "Route") for r in data["route_set"]],
+                local_cseq=cseq,
+                remote_cseq=None,
+                local_contact=str(data["local_contact"]),
+                secure=bool(data.get("secure", False)),
+            )
+        except (KeyError, TypeError) as exc:
+            raise LocalProtocolError(f"not a saved dialog: {exc!r}") from exc
 
     # -- state
     @property

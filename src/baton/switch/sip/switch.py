@@ -52,6 +52,10 @@ handled once every probe has settled (docs/sip.md, "Stale lines").
 ringing outbound one and a final error to a ringing inbound one, with ``Reason: preemption``
 (RFC 4411) for a preempted leg. Dead phones are found by the engine's RTP timeout and by
 session timers; both end the leg with BYE and ``by_user=False``.
+
+*After a crash.* :meth:`dialogs` gives each confirmed dialog as JSON-ready data (the service's
+heartbeat journals it); at the next start :meth:`end_dialogs` sends each a BYE from the new
+process, so the phones of the dead run leave their calls (docs/sip.md, "After a crash").
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ from .dialog import (
     AnsweredAfterCancel,
     Dialog,
     DialogId,
+    DialogState,
     InviteOutcome,
     OutgoingInvite,
     Rejected,
@@ -158,6 +163,10 @@ POLICY = UasPolicy(
 )
 SERVER = "Baton"
 _STALE_STATUSES = frozenset({408, 481})  # a probed phone that answers these lost the call
+#: A BYE after a crash skips this many CSeq numbers past the last journaled one: requests sent
+#: in the dialog after the last heartbeat (a session refresh, a probe) took some, and a phone
+#: refuses a CSeq lower than one it saw (RFC 3261 §12.2.2), but accepts a jump.
+_CRASH_CSEQ_SKIP = 100
 _CANCEL_GRACE = 32.0  # seconds a cancelled INVITE may take to get its 487 (64*T1 / 2)
 
 
@@ -321,6 +330,7 @@ class SipSwitch(Switch):
         self._refreshes: dict[TransactionKey, _Leg] = {}  # our re-INVITEs in flight
         self._probes: dict[TransactionKey, _Probe] = {}  # stale-line OPTIONS in flight
         self._held: set[TransactionKey] = set()  # new INVITEs waiting for probes
+        self._crash_byes: dict[TransactionKey, str] = {}  # end_dialogs' BYEs → Call-ID
         self._meeting_of: dict[str, str] = {}  # leg → the meeting it is in
         self._handles: set[asyncio.TimerHandle] = set()
         self._ids = itertools.count(1)
@@ -457,6 +467,57 @@ class SipSwitch(Switch):
             for reason, count in t.refused.items():
                 out[f"refused_{reason}_total"] = count
         return out
+
+    # ------------------------------------------------------------------ after a crash
+
+    def dialogs(self) -> list[dict[str, Any]]:
+        """Every confirmed dialog now, JSON-ready: what :meth:`end_dialogs` needs to BYE it
+        from another process (the dialog's state, the transport and the phone's address)."""
+        out: list[dict[str, Any]] = []
+        for leg in self.legs.values():
+            dialog = leg.dialog
+            if leg.state is not _State.CONNECTED or dialog is None or leg.peer is None:
+                continue
+            if dialog.state is not DialogState.CONFIRMED:
+                continue
+            peer = leg.peer
+            out.append({**dialog.to_json(), "transport": peer.transport,
+                        "host": peer.host, "port": peer.port})  # fmt: skip
+        return out
+
+    async def end_dialogs(self, dialogs: list[Any]) -> int:
+        """BYE each dialog of :meth:`dialogs`' data (a crashed run's calls); return how many
+        BYEs went out. Fire and forget: the non-INVITE transaction retransmits each until it
+        is answered or times out (64*T1), and the outcome is only logged; a dialog that cannot
+        be rebuilt or routed is logged and skipped."""
+        await self._ready()
+        sent = 0
+        for data in dialogs:
+            try:
+                if not isinstance(data, Mapping):
+                    raise LocalProtocolError(f"not a saved dialog: {data!r}")
+                dialog = Dialog.from_json(data)
+                dialog.local_cseq += _CRASH_CSEQ_SKIP
+                bye = dialog.create_request(
+                    "BYE", headers=[("Reason", 'SIP ;cause=500 ;text="server restarted"')]
+                )
+                saved = Peer(str(data["transport"]), str(data["host"]), int(data["port"]))
+                try:
+                    # Like any in-dialog request: to the remote target (or first route). The
+                    # dead run's TCP connection is gone, so that holds for TCP and TLS too.
+                    peer = Peer.next_hop(bye, saved.transport)
+                except SipError:
+                    peer = saved
+            except (SipError, KeyError, TypeError, ValueError) as exc:
+                log.warning("cannot end a crashed run's call: %s", exc)
+                continue
+            key = self._send_request(bye, peer)
+            if key is None:
+                continue
+            self._crash_byes[key] = dialog.id.call_id
+            sent += 1
+            log.info("a crashed run's call %s: BYE sent to %s", dialog.id.call_id, peer)
+        return sent
 
     # ------------------------------------------------------------------ helpers
 
@@ -1097,6 +1158,10 @@ class SipSwitch(Switch):
     # ---- responses to what we sent
 
     def _on_response(self, response: Response, key: TransactionKey | None) -> None:
+        if key is not None and response.status >= 200 and key in self._crash_byes:
+            log.info("a crashed run's call %s: BYE answered %d",
+                     self._crash_byes.pop(key), response.status)  # fmt: skip
+            return
         if key is not None and response.status >= 200:
             probe = self._probes.get(key)
             if probe is not None:
@@ -1128,6 +1193,10 @@ class SipSwitch(Switch):
             self._send_ack(leg, leg.last_ack)
 
     def _on_timeout(self, key: TransactionKey, request: Request, timer: Timer) -> None:
+        call_id = self._crash_byes.pop(key, None)
+        if call_id is not None:
+            log.warning("a crashed run's call %s: BYE not answered", call_id)
+            return
         probe = self._probes.get(key)
         if probe is not None:
             self._probe_settled(probe, 408)
@@ -1156,6 +1225,10 @@ class SipSwitch(Switch):
                                          'SIP ;cause=408 ;text="session refresh timed out"')  # fmt: skip
 
     def _on_transport_failure(self, key: TransactionKey, request: Request) -> None:
+        call_id = self._crash_byes.pop(key, None)
+        if call_id is not None:
+            log.warning("a crashed run's call %s: BYE not delivered", call_id)
+            return
         probe = self._probes.get(key)
         if probe is not None:
             self._probe_settled(probe, 408)
@@ -1172,6 +1245,7 @@ class SipSwitch(Switch):
         self._on_timeout(key, request, Timer.B)
 
     def _on_terminated(self, key: TransactionKey) -> None:
+        self._crash_byes.pop(key, None)
         if key.server:
             self._by_invite.pop(key, None)
             return
