@@ -13,8 +13,8 @@ from baton.core import P2P, Preempted, Priority, Session, User, flow
 async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> None:
     """Dial both, bridge them, settle a P2P."""
     await s.claim(caller, callee)
-    leg = s.leg_of(callee)
-    if leg is not None and leg.connected:  # already on the line: waits while the caller rings
+    if s.leg_of(callee) is not None:  # on the line or ringing already: waits for the caller
+        await s.dial(callee, timeout=ring)
         s.quiet(callee, "waiting for the caller")
     await s.dial(caller, timeout=ring)
     ringback = await s.play(caller, "ringback", loop=True)

@@ -296,3 +296,21 @@ async def test_a_callee_already_on_the_line_hears_ringback_while_the_caller_ring
     await c.result()
     assert w.hears("disp") == {"f"}
     w.assert_ok()
+
+
+async def test_a_call_taking_over_a_ringing_callee_reaches_it_first() -> None:
+    """A higher-priority call takes a callee whose phone already rings (the same leg: never
+    re-dialled). The callee answers before the caller's phone does: it hears ringback until the
+    caller answers — not silence (found by the core state machine)."""
+    w = World("f", "a", "b")
+    w.behave("f", answers(4))
+    w.behave("b", answers(8))
+    w.start(call, w["a"], w["f"])
+    await w.run(2)
+    c = w.start(call, w["b"], w["f"], priority=Priority.PRIORITY)
+    await w.run(4)
+    assert w.state("f") == "connected" and w.state("b") == "ringing"
+    assert "tone:ringback" in w.hears("f")
+    await c.result()
+    assert w.hears("f") == {"b"} and w.sim.phones["f"].calls == 1
+    w.assert_ok()

@@ -31,10 +31,12 @@ async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> No
         await s.hangup(callee, Cause.CANCELLED)
 
     s.compensate(cancel_callee, callee, label="cancel_callee")
-    callee_leg = s.leg_of(callee)
-    if callee_leg is not None and callee_leg.connected:
-        # the callee is on the line already (an always-on position): it hears ringback while
-        # the caller's phone rings, not silence
+    caller_leg, callee_leg = s.leg_of(caller), s.leg_of(callee)
+    if callee_leg is not None and not (caller_leg is not None and caller_leg.connected):
+        # The callee is on the line already (an always-on position) or its phone rings already
+        # (a call this flow took over): it is reached first, then hears ringback while the
+        # caller's phone rings — an answered party never waits in silence.
+        await s.dial(callee, timeout=ring, caller=caller)
         await dial_with_ringback(s, callee, caller, timeout=ring)
     else:
         await s.dial(caller, timeout=ring)

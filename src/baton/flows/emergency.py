@@ -48,7 +48,15 @@ async def emergency_call(s: Session, dispatcher: User, target: User, ring: float
         gone = exc.user
         await s.claim(dispatcher, target, reason="emergency")
     s.note(f"EMERGENCY declared by {dispatcher.id} for {target.id}")
-    await s.dial(dispatcher)
+    target_leg, line = s.leg_of(target), s.leg_of(dispatcher)
+    if target_leg is not None and gone is None and not (line is not None and line.connected):
+        # The target's phone rings already (the emergency took the call over) and the
+        # dispatcher's line is not up: whoever answers first must not wait in silence, so the
+        # target is reached first and hears ringback while the dispatcher's line rings.
+        await s.dial(target, timeout=ring, caller=dispatcher)
+        await dial_with_ringback(s, target, dispatcher, timeout=ring)
+    else:
+        await s.dial(dispatcher)
     if gone is target:
         s.note(f"{target.id} hung up as the emergency took it; waiting for redial or end")
         s.quiet(dispatcher, "the target hung up: waiting for redial or end")
