@@ -147,13 +147,7 @@ def _ignore(fut: Any) -> None:
         fut.exception()
 
 
-@pytest.mark.parametrize(
-    "seed",
-    range(
-        int(__import__("os").environ.get("MIX_FROM", "0")),
-        int(__import__("os").environ.get("MIX_TO", "20")),
-    ),
-)
+@pytest.mark.parametrize("seed", SEEDS)
 async def test_sixty_flows_on_random_phones_under_a_slow_switch(seed: int) -> None:
     w = await _mix(seed)
     w.assert_ok(quiescent=True)
