@@ -39,6 +39,7 @@ class U:
     contact: str | None = None
     max_priority: int | None = None
     keep: bool = False
+    srtp: str | None = None  # the user's own [sip] srtp
 
 
 def free_port() -> int:

@@ -170,3 +170,13 @@ def test_a_sip_table_without_a_switch_selects_the_sip_switch(tmp_path: Path) -> 
     assert parse_config(data, "t.toml").switch == "sip"
     data["switch"] = "sim"  # said explicitly: virtual phones, the table kept for later
     assert parse_config(data, "t.toml").switch == "sim"
+
+
+def test_a_users_srtp_policy_is_checked(tmp_path: Path) -> None:
+    data = config_data(tmp_path)
+    data["users"][0]["srtp"] = "yes"
+    (problem,) = problems(data)
+    assert problem.startswith("users[0].srtp: ") and "'required'" in problem
+    data["users"][0]["srtp"] = "required"
+    config = parse_config(data, "t.toml")
+    assert [u.srtp for u in config.users][:2] == ["required", None]  # None: the [sip] srtp

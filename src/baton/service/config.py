@@ -230,6 +230,7 @@ class UserConfig(_Model):
     max_priority: int | None = None
     keep: bool = False
     contact: str | None = None  # a static SIP contact instead of REGISTER (for the SIP adapter)
+    srtp: Literal["off", "optional", "required"] | None = None  # overrides [sip] srtp for this user
     sim: SimPhoneConfig | None = None
 
     @model_validator(mode="before")

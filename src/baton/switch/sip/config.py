@@ -90,7 +90,9 @@ class SipConfigError(ValueError):
 
 
 class SipUser(Protocol):
-    """What the switch needs to know of a user (the service's ``UserConfig`` fits)."""
+    """What the switch needs to know of a user (the service's ``UserConfig`` fits). A user may
+    also have ``srtp`` (``"off"``, ``"optional"``, ``"required"`` or ``None``): its own SRTP
+    policy, overriding ``[sip] srtp`` for its legs."""
 
     @property
     def id(self) -> str: ...

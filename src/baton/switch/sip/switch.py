@@ -162,6 +162,7 @@ POLICY = UasPolicy(
     accept=frozenset({"application/sdp", "application/dtmf-relay", "application/dtmf"}),
 )
 SERVER = "Baton"
+_SRTP_POLICIES = frozenset({"off", "optional", "required"})
 _STALE_STATUSES = frozenset({408, 481})  # a probed phone that answers these lost the call
 #: A BYE after a crash skips this many CSeq numbers past the last journaled one: requests sent
 #: in the dialog after the last heartbeat (a session refresh, a probe) took some, and a phone
@@ -262,9 +263,19 @@ class SipSwitch(Switch):
         self._users: dict[str, SipUser] = {}
         self._names: dict[str, str] = {}  # user id or number → user id
         self._static_sources: dict[tuple[str, int], list[str]] = {}
+        self._srtp: dict[str, str] = {}  # user id → the user's own SRTP policy
         problems: list[str] = []
         for user in users:
             self._users[user.id] = user
+            # ``srtp`` is optional on a user (the service's UserConfig has it): it overrides
+            # ``[sip] srtp`` for that user's legs (docs/sip.md, "SRTP").
+            policy = getattr(user, "srtp", None)
+            if policy is not None:
+                if policy not in _SRTP_POLICIES:
+                    problems.append(f'users[{user.id}].srtp: expected "off", "optional" or '
+                                    f'"required", not {policy!r}')  # fmt: skip
+                else:
+                    self._srtp[user.id] = policy
             self._names.setdefault(user.id, user.id)
             for number in user.numbers:
                 self._names.setdefault(number, user.id)
@@ -1481,9 +1492,9 @@ class SipSwitch(Switch):
     # ------------------------------------------------------------------ media of a leg
 
     def _local_media(self, user: str, host: str, port: int) -> LocalMedia:
-        """Our media for a leg of ``user``: the SRTP policy of ``[sip] srtp`` (docs/sip.md,
-        "SRTP") and, unless it is off, a fresh key for the leg."""
-        policy = self.config.srtp
+        """Our media for a leg of ``user``: the user's SRTP policy, else ``[sip] srtp``
+        (docs/sip.md, "SRTP"), and, unless it is off, a fresh key for the leg."""
+        policy = self._srtp.get(user, self.config.srtp)
         key = srtp.new_key() if policy != "off" else None
         return LocalMedia(host, port, srtp=policy, srtp_key=key)
 
