@@ -63,7 +63,7 @@ class Server:
 
     @property
     def ws(self) -> str:
-        return self.base.replace("http://", "ws://")
+        return self.base.replace("https://", "wss://").replace("http://", "ws://")
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -98,14 +98,18 @@ def serve(tmp_path: Path, *extra: str, **overrides: Any) -> Iterator[Server]:
         env=env,
         cwd=tmp_path,
     )
-    base = f"http://127.0.0.1:{port}"
+    # With [api.tls] the server speaks HTTPS (its certificate is the test's own: not checked
+    # here, only whether it is up).
+    tls = "tls" in data.get("api", {})
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"baton serve exited {proc.returncode}:\n{log.read_text()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                health = httpx.get(f"{base}/api/health", timeout=1, verify=not tls)
+                if health.status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise AssertionError(f"baton serve did not come up:\n{log.read_text()}")

@@ -5,6 +5,7 @@ be refused what the role does not allow, open a flow's trace."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -326,6 +327,37 @@ def test_a_dispatcher_goes_ready_and_answers_a_queued_call(centre: Server, tmp_p
             expect(pg.locator(".swagger-ui .info .title")).to_contain_text("Baton")
             expect(pg.locator(".opblock-summary-path").first).to_be_visible()
             assert outside == []
+            assert errors == [], errors
+        finally:
+            browser.close()
+
+
+def test_the_console_over_https_logs_in_with_a_secure_cookie(tmp_path: Path) -> None:
+    """``[api.tls]`` with a certificate made here: Chromium loads the console over HTTPS, logs
+    in, and the session cookie it holds is Secure (and HttpOnly), so it never goes out over
+    plain HTTP; the live event stream runs over wss:// (docs/service.md, HTTPS)."""
+    cert, key = tmp_path / "api.crt", tmp_path / "api.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    api = {"tls": {"certificate": str(cert), "key": str(key)}}
+    with serve(tmp_path, api=api) as s, sync_api.sync_playwright() as p:
+        assert s.base.startswith("https://")
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            # The certificate is self-signed: the test trusts it, as an operator would.
+            context = browser.new_context(ignore_https_errors=True)
+            pg = context.new_page()
+            pg.set_default_timeout(10_000)
+            errors: list[str] = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            login(pg, s.base, "disp1", "disp1-pw")  # "live": the stream is up over wss://
+            assert pg.url.startswith("https://127.0.0.1:")
+            (cookie,) = [c for c in context.cookies() if c["name"] == "baton_session"]
+            assert cookie["secure"] is True and cookie["httpOnly"] is True
             assert errors == [], errors
         finally:
             browser.close()
