@@ -4,20 +4,24 @@ event — and hands the switch the calls the dead run left, to end them."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from _rigs.sip import free_port, rtp_range
 from baton.flows import call
+from baton.service.config import parse_config
 from baton.service.runtime import Service
 from baton.service.store.records import LegFilter, list_flows, list_legs
 from baton.service.store.tables import runs
 from baton.service.switches import DialogKeeper
 from baton.switch.sim import SimSwitch, answers
+from baton.switch.sip import Request, SipSwitch, make_response, parse_message
 
-from .helpers import FAST_HASHER, crash, eventually, make_config
+from .helpers import FAST_HASHER, config_data, crash, eventually, make_config
 
 pytestmark = pytest.mark.realtime
 
@@ -103,3 +107,97 @@ async def test_records_of_a_crashed_run_end_at_its_last_heartbeat(tmp_path: Path
 
 async def _is(svc: Service, at: float) -> bool:
     return await _heartbeat(svc) == at
+
+
+class Phone(asyncio.DatagramProtocol):
+    """A raw UDP phone at a static contact: answers an INVITE 200 (with SDP), ACKs nothing
+    (Baton does), answers a BYE 200, and keeps what it received."""
+
+    def __init__(self) -> None:
+        self.received: list[Request] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        message = parse_message(data)
+        if not isinstance(message, Request) or self.transport is None:
+            return
+        self.received.append(message)
+        if message.method in ("INVITE", "BYE"):
+            sdp = (
+                b"v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                b"m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+            )
+            port = self.transport.get_extra_info("sockname")[1]
+            headers = [("Contact", f"<sip:phone@127.0.0.1:{port}>"),
+                       ("Content-Type", "application/sdp")]  # fmt: skip
+            ok = (
+                make_response(message, 200, to_tag="ph", body=sdp, headers=headers)
+                if message.method == "INVITE"
+                else make_response(message, 200)
+            )
+            self.transport.sendto(ok.to_bytes(), addr)
+
+    def requests(self, method: str) -> list[Request]:
+        return [m for m in self.received if m.method == method]
+
+
+async def test_the_phones_of_a_crashed_runs_sip_call_get_a_bye(tmp_path: Path) -> None:
+    """The whole path on the SIP switch: the heartbeat journals the dialogs, the next start
+    BYEs them (docs/sip.md, "After a crash")."""
+    loop = asyncio.get_running_loop()
+    sip_port = free_port()
+    phones: dict[str, Phone] = {}
+    data = config_data(tmp_path)
+    data.update(switch="sip", sip={"listen": [f"udp:127.0.0.1:{sip_port}"],
+                                   "rtp_ports": rtp_range(), "rtp_timeout": 0})  # fmt: skip
+    data.pop("sim", None)
+    for user in data["users"]:
+        if user["id"] in ("disp1", "unit1"):
+            phone = Phone()
+            await loop.create_datagram_endpoint(lambda p=phone: p, local_addr=("127.0.0.1", 0))
+            assert phone.transport is not None
+            port = phone.transport.get_extra_info("sockname")[1]
+            user["contact"] = f"sip:{user['id']}@127.0.0.1:{port}"
+            user.pop("sim", None)
+            phones[user["id"]] = phone
+    config = parse_config(data, "test")
+    try:
+        svc = Service(config, hasher=FAST_HASHER, heartbeat=0.02)
+        await svc.start()
+        switch = svc.switch
+        assert isinstance(switch, SipSwitch)
+        m = svc.manager
+        m.start(call, m.user("unit1"), m.user("disp1"))
+        await eventually(lambda: m.state_of(m.user("disp1")) == "talking", what="talking")
+        await eventually(lambda: _journaled_dialogs(svc), what="dialogs in a heartbeat")
+        invites = {u: p.requests("INVITE")[0] for u, p in phones.items()}
+        await switch.transport.close()  # the process dies: nothing more goes on the wire
+        await crash(svc)
+        await switch.close()
+        assert all(p.requests("BYE") == [] for p in phones.values())
+
+        again = Service(config, hasher=FAST_HASHER, heartbeat=0.02)
+        await again.start()
+        try:
+            await eventually(lambda: all(p.requests("BYE") for p in phones.values()),
+                             what="a BYE at each phone")  # fmt: skip
+        finally:
+            await again.stop()
+        for user, phone in phones.items():
+            (bye,) = phone.requests("BYE")
+            invite = invites[user]
+            assert bye.call_id == invite.call_id
+            assert bye.from_.tag == invite.from_.tag and bye.to.tag == "ph"
+    finally:
+        for phone in phones.values():
+            if phone.transport is not None:
+                phone.transport.close()
+
+
+async def _journaled_dialogs(svc: Service) -> int:
+    async with svc.store.read() as conn:
+        value = await conn.scalar(sa.select(runs.c.dialogs).where(runs.c.id == svc.run_id))
+    return len(value or [])
