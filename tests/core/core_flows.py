@@ -28,9 +28,10 @@ async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> No
 async def hold(s: Session, *users: User) -> None:
     """Claim and connect users, then keep them until cancelled (a stand-in for a busy flow)."""
     await s.claim(*users)
+    for u in users:  # (a ringing leg taken over may be answered before its turn)
+        s.quiet(u, "held")  # until connected (two users), or for good (one, three…)
     for u in users:
         await s.dial(u)
-        s.quiet(u, "held")  # until connected (two users), or for good (one, three…)
     if len(users) == 2:
         await s.connect(*users)
     await s.sleep(10_000)

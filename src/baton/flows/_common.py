@@ -80,6 +80,41 @@ async def dial_with_ringback(
     return leg
 
 
+async def dial_pair(
+    s: Session, first: User, second: User, *, timeout: float, caller: User | None = None
+) -> None:
+    """Reach two parties to connect them (``caller`` is shown to ``second``): ``first`` is rung,
+    then ``second`` while ``first`` hears ringback — unless a party is on the line already or
+    its phone rings already (a call the flow took over), in which case whoever answers first
+    hears ringback until the other answers. Nobody who has answered waits in silence."""
+    lf, ls = s.leg_of(first), s.leg_of(second)
+    if ls is not None and ls.connected and not (lf is not None and lf.connected):
+        await dial_with_ringback(s, second, first, timeout=timeout)
+        return
+    if ls is None or ls.connected or (lf is not None and lf.connected):
+        await s.dial(first, timeout=timeout)
+        await dial_with_ringback(s, first, second, timeout=timeout, caller=caller)
+        return
+    # Both may ring at once: the second's answer is watched beside the first's dial.
+    watcher = s.spawn(_ringback_when_answered(s, second, first, timeout, caller))
+    await s.dial(first, timeout=timeout)
+    if watcher.done() and not watcher.cancelled() and watcher.exception() is None:
+        await stop_quietly(s, watcher.result())  # the second answered first: its ringback
+        return
+    watcher.cancel()
+    await dial_with_ringback(s, first, second, timeout=timeout, caller=caller)
+
+
+async def _ringback_when_answered(
+    s: Session, user: User, other: User, timeout: float, caller: User | None
+) -> Playback | None:
+    await s.dial(user, timeout=timeout, caller=caller)
+    leg = s.leg_of(other)
+    if leg is not None and leg.connected:
+        return None
+    return await s.play(user, Tone("ringback"), loop=True)
+
+
 async def claim_call(s: Session, *users: User, reason: str | None = None) -> None:
     """Claim users taken out of a call (a P2P, a bridge). If the claim fails half-way — a
     newer claim supersedes it, a party hangs up — the parties it had already taken were pulled
@@ -110,16 +145,27 @@ def parties_of(s: Session, user: User) -> list[User]:
     return []
 
 
-async def until_leave(s: Session, dispatcher: User, *, needs: tuple[User, ...] = ()) -> None:
+async def until_leave(
+    s: Session,
+    dispatcher: User,
+    *,
+    needs: tuple[User, ...] = (),
+    needs_one_of: tuple[User, ...] = (),
+) -> None:
     """Wait until ``dispatcher`` leaves: a ``leave`` command, a hang-up, or being taken by a
     higher-priority flow — or until one of the parties the dispatcher's presence ``needs`` is
     lost (a monitored call that lost a party is no call to listen to: the party left alone would
-    hear nobody). Other parties leaving (hung up, preempted) do not end the wait."""
+    hear nobody), or every one of ``needs_one_of`` is (a barge-in whose parties are all gone
+    leaves the dispatcher alone in an empty room). Other parties leaving do not end the wait."""
+    gone: set[User] = set()
     while True:
         try:
             cmd = await s.command()
         except FlowInterrupted as exc:
+            gone.update(exc.users)
             if exc.user is dispatcher or any(u in needs for u in exc.users):
+                return
+            if needs_one_of and all(u in gone for u in needs_one_of):
                 return
             continue
         if cmd is not None and cmd.name == "leave":

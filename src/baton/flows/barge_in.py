@@ -49,4 +49,4 @@ async def barge_in(s: Session, dispatcher: User, target: User) -> None:
     await s.dial(dispatcher)
     await s.meeting(dispatcher, target, peer)
     s.note(f"{dispatcher.id} barged into {target.id}–{peer.id}")
-    await until_leave(s, dispatcher)
+    await until_leave(s, dispatcher, needs_one_of=(target, peer))

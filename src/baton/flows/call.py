@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from baton.core import P2P, CallFailed, Priority, Session, User, flow
-from baton.flows._common import dial_with_ringback, tell_failure
+from baton.flows._common import dial_pair, tell_failure
 from baton.switch.port import Cause
 
 
@@ -31,23 +31,15 @@ async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> No
         await s.hangup(callee, Cause.CANCELLED)
 
     s.compensate(cancel_callee, callee, label="cancel_callee")
-    caller_leg, callee_leg = s.leg_of(caller), s.leg_of(callee)
-    if callee_leg is not None and not (caller_leg is not None and caller_leg.connected):
-        # The callee is on the line already (an always-on position) or its phone rings already
-        # (a call this flow took over): it is reached first, then hears ringback while the
-        # caller's phone rings — an answered party never waits in silence.
-        await s.dial(callee, timeout=ring, caller=caller)
-        await dial_with_ringback(s, callee, caller, timeout=ring)
-    else:
-        await s.dial(caller, timeout=ring)
-    ringback = await s.play(caller, "ringback", loop=True)
     try:
-        await s.dial(callee, timeout=ring, caller=caller)
+        # the caller is rung, then the callee while the caller hears ringback; a callee on the
+        # line already, or whose phone rings already (a call taken over), is not left in
+        # silence meanwhile
+        await dial_pair(s, caller, callee, timeout=ring, caller=caller)
     except CallFailed as exc:
-        await s.stop(ringback)
-        await tell_failure(s, caller, exc)
+        if exc.user is callee:
+            await tell_failure(s, caller, exc)
         raise
-    await s.stop(ringback)
     await s.connect(caller, callee)
     s.settle(P2P(caller, callee))
     s.note(f"{caller.id} and {callee.id} are talking")

@@ -27,7 +27,7 @@ from baton.core import (
     UserHungUp,
     flow,
 )
-from baton.flows._common import dial_with_ringback
+from baton.flows._common import dial_pair, dial_with_ringback
 
 COMMANDS = {
     "end": "end the emergency (authorised dispatchers only)",
@@ -48,20 +48,14 @@ async def emergency_call(s: Session, dispatcher: User, target: User, ring: float
         gone = exc.user
         await s.claim(dispatcher, target, reason="emergency")
     s.note(f"EMERGENCY declared by {dispatcher.id} for {target.id}")
-    target_leg, line = s.leg_of(target), s.leg_of(dispatcher)
-    if target_leg is not None and gone is None and not (line is not None and line.connected):
-        # The target's phone rings already (the emergency took the call over) and the
-        # dispatcher's line is not up: whoever answers first must not wait in silence, so the
-        # target is reached first and hears ringback while the dispatcher's line rings.
-        await s.dial(target, timeout=ring, caller=dispatcher)
-        await dial_with_ringback(s, target, dispatcher, timeout=ring)
-    else:
-        await s.dial(dispatcher)
     if gone is target:
+        await s.dial(dispatcher)
         s.note(f"{target.id} hung up as the emergency took it; waiting for redial or end")
         s.quiet(dispatcher, "the target hung up: waiting for redial or end")
         return await _hold_emergency(s, dispatcher, target, ring)
-    await dial_with_ringback(s, dispatcher, target, timeout=ring, caller=dispatcher)
+    # the dispatcher's line, then the target (whose phone may ring already: a call the
+    # emergency took over) — whoever answers first hears ringback, never silence
+    await dial_pair(s, dispatcher, target, timeout=ring, caller=dispatcher)
     await s.connect(dispatcher, target)
     return await _hold_emergency(s, dispatcher, target, ring)
 
