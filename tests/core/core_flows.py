@@ -13,9 +13,11 @@ from baton.core import P2P, Preempted, Priority, Session, User, flow
 async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> None:
     """Dial both, bridge them, settle a P2P."""
     await s.claim(caller, callee)
-    if s.leg_of(callee) is not None:  # on the line or ringing already: waits for the caller
-        await s.dial(callee, timeout=ring)
-        s.quiet(callee, "waiting for the caller")
+    # A party on the line or ringing already (a call taken over) may answer before the other:
+    # this small flow declares the wait (the library's call rings it back: dial_pair).
+    for u in (caller, callee):
+        if s.leg_of(u) is not None:
+            s.quiet(u, "waiting for the other party")
     await s.dial(caller, timeout=ring)
     ringback = await s.play(caller, "ringback", loop=True)
     await s.dial(callee, timeout=ring)
@@ -48,6 +50,8 @@ async def grab(s: Session, *users: User) -> list[str]:
 async def emergency(s: Session, dispatcher: User, target: User) -> None:
     """Take the target from whatever it is in and talk to it."""
     await s.claim(dispatcher, target)
+    if s.leg_of(target) is not None:  # ringing already: may answer before the dispatcher
+        s.quiet(target, "waiting for the dispatcher")
     await s.dial(dispatcher)
     ringback = await s.play(dispatcher, "ringback", loop=True)
     await s.dial(target)
