@@ -696,8 +696,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "monitor/barge-in never end when the dispatcher hangs up (inv. 10)",
         (
             "flows/_common.py",
-            "                return\n            continue\n",
-            "                continue  # MUTANT\n            continue\n",
+            "if exc.user is dispatcher",
+            "if False and exc.user is dispatcher",
         ),
     ),
     _m(
