@@ -316,3 +316,24 @@ async def test_a_flow_asked_to_end_ends_by_its_deadline_whatever_the_switch_does
     await w.run(w.manager.end_timeout + 1)
     assert f.ended
     assert w.owner("u") is None
+
+
+@flow(priority=Priority.ROUTINE)
+async def ring_back_and_return(s: Session, u: User) -> None:
+    """End while ``u`` still hears a looping ringback."""
+    await s.claim(u)
+    await s.dial(u)
+    await s.play(u, "ringback", loop=True)
+
+
+async def test_a_flow_that_ends_leaves_its_users_connected_idle() -> None:
+    """Kills ``ended_flow_leaves_media``: what a flow leaves behind is released connected-idle —
+    an always-on line left by a flow does not hear its ringback forever."""
+    w = World(User("d", keep=True))
+    f = w.start(ring_back_and_return, w["d"])
+    await w.run(3)
+    assert f.ended
+    assert w.owner("d") is None
+    assert w.state("d") == "connected"
+    assert w.hears("d") == set()
+    w.assert_ok()
