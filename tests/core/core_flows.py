@@ -64,7 +64,11 @@ async def emergency(s: Session, dispatcher: User, target: User) -> None:
 async def transfer(s: Session, a: User, b: User, c: User) -> str:
     """a talks to b; b transfers a to c. If c is taken while ringing, restore a–b."""
     await s.claim(a, b, c)
+    for u in (a, b):  # a call taken over may be answered before its turn
+        if s.leg_of(u) is not None:
+            s.quiet(u, "being connected")
     await s.dial(a)
+    s.quiet(a, "being connected")
     await s.dial(b)
     await s.connect(a, b)
     ringback = await s.play(a, "ringback", loop=True)
@@ -107,6 +111,9 @@ async def conference(s: Session, *users: User) -> None:
     from baton.core import MeetingCall
 
     await s.claim(*users)
+    for u in users:  # a call taken over may be answered before its turn
+        if s.leg_of(u) is not None:
+            s.quiet(u, "waiting for the others to answer")
     answered = []
     for u in users:
         try:

@@ -46,7 +46,8 @@ async def barge_in(s: Session, dispatcher: User, target: User) -> None:
     await claim_call(s, dispatcher, target, peer, reason=f"barge-in by {dispatcher.id}")
 
     restore_on_exit(s, target, peer, original)
+    room = await s.meeting(target, peer)  # they go on talking while the dispatcher's line rings
     await s.dial(dispatcher)
-    await s.meeting(dispatcher, target, peer)
+    await s.join(room, dispatcher)
     s.note(f"{dispatcher.id} barged into {target.id}–{peer.id}")
     await until_leave(s, dispatcher, needs_one_of=(target, peer))

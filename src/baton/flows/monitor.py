@@ -68,8 +68,8 @@ async def _listen_in(s: Session, dispatcher: User, target: User, mode: MeetingMo
     await claim_call(s, dispatcher, target, peer, reason=f"{mode.value} by {dispatcher.id}")
 
     restore_on_exit(s, target, peer, original)
+    room = await s.meeting(target, peer)  # they go on talking while the dispatcher's line rings
     await s.dial(dispatcher)
-    room = await s.meeting(target, peer)
     await s.join(room, dispatcher, mode, whisper_to=whisper_to)
     # A party lost ends the monitoring: the one left hears the preemption notice (restore).
     await until_leave(s, dispatcher, needs=(target, peer))
