@@ -314,3 +314,21 @@ async def test_a_call_taking_over_a_ringing_callee_reaches_it_first() -> None:
     await c.result()
     assert w.hears("f") == {"b"} and w.sim.phones["f"].calls == 1
     w.assert_ok()
+
+
+async def test_blind_transfer_goes_on_when_the_transferor_is_taken_after_leaving() -> None:
+    """The transferor has left (hung up) and is then taken by another flow (it calls an
+    emergency number) while the target rings: that is no loss of the target. The party still
+    hears ringback and is put through when the target answers (found by the library state
+    machine: the transfer took it for the target and left the target in silence)."""
+    w = World("a", "b", "c")
+    w.add("d", keep=True)
+    await _talking(w, "a", "b")
+    w.behave("c", answers(5))
+    t = w.start(blind_transfer, w["a"], w["b"], w["c"])
+    await w.run(1)
+    assert w.state("b") == "idle"
+    w.start(emergency_call, w["d"], w["b"])
+    assert await t.result() == "transferred"
+    assert w.hears("a") == {"c"}
+    w.assert_ok()

@@ -85,19 +85,24 @@ async def blind_transfer(
     await claim_call(s, party, transferor, target)
     await _leave(s, transferor)
     ringback = await s.play(party, "ringback", loop=True)
-    try:
-        await s.dial(target, timeout=ring, caller=party)
-    except FlowInterrupted as exc:
-        if party in exc.users:  # the party is gone: nobody to transfer
-            s.note(f"{party.id} left ({exc.code}): the transfer is off")
-            if s.owns(target):
-                await s.hangup(target, Cause.CANCELLED)
-            return "party left"
-        how = "was taken by " + exc.by if isinstance(exc, Preempted) else "hung up"
-        s.note(f"{target.id} {how} while ringing")
-        return await _target_lost(s, party, transferor, ringback, ring, on_fail, original, exc)
-    except CallFailed as exc:
-        return await _target_lost(s, party, transferor, ringback, ring, on_fail, original, exc)
+    deadline = s.now() + ring
+    while True:
+        try:
+            await s.dial(target, timeout=max(0.0, deadline - s.now()), caller=party)
+            break
+        except FlowInterrupted as exc:
+            if party in exc.users:  # the party is gone: nobody to transfer
+                s.note(f"{party.id} left ({exc.code}): the transfer is off")
+                if s.owns(target):
+                    await s.hangup(target, Cause.CANCELLED)
+                return "party left"
+            if target not in exc.users:
+                continue  # the transferor, who has left already: the target still rings
+            how = "was taken by " + exc.by if isinstance(exc, Preempted) else "hung up"
+            s.note(f"{target.id} {how} while ringing")
+            return await _target_lost(s, party, transferor, ringback, ring, on_fail, original, exc)
+        except CallFailed as exc:
+            return await _target_lost(s, party, transferor, ringback, ring, on_fail, original, exc)
     await s.stop(ringback)
     await s.connect(party, target)
     s.settle(P2P(party, target))
