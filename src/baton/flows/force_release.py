@@ -39,19 +39,29 @@ async def force_release(
     await s.hangup(target, Cause.PREEMPTED, preemption_reason(s.name, "force release"))
     s.note(f"{target.id} force-released")
     # Every party left alone hears the notice at once (not one after the other in silence).
+    told: list[User] = []
     for party in parties:
         with contextlib.suppress(BatonError):
             await s.play(party, Tone("preemption", 3.0), wait=False)
-    with contextlib.suppress(FlowInterrupted):  # a party leaving meanwhile changes nothing
-        await s.sleep(3.0)
-    for party in parties:
+            told.append(party)
+
+    async def let_go(party: User) -> None:
         if not s.owns(party):
-            continue
+            return
         if other is OtherParty.RELEASE or queue is None:
             with contextlib.suppress(BatonError):
                 await s.hangup(party, Cause.PREEMPTED, preemption_reason(s.name))
-            continue
+            return
         s.release(party)
         s.manager.start(queued_call, party, queue)
         s.note(f"{party.id} returned to queue {queue.name}")
+
+    for party in parties:  # the tone could not reach it (the switch failed): let go at once
+        if party not in told:
+            await let_go(party)
+    if told:
+        with contextlib.suppress(FlowInterrupted):  # a party leaving meanwhile changes nothing
+            await s.sleep(3.0)
+    for party in told:
+        await let_go(party)
     return [p.id for p in parties]

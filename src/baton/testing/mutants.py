@@ -776,10 +776,10 @@ CATALOGUE: tuple[Mutant, ...] = (
         "blind transfer whose target hangs up while ringing fails and leaves the party in silence",
         (
             "flows/transfer.py",
-            '        how = "was taken by " + exc.by if isinstance(exc, Preempted) else "hung up"\n',
-            "        if not isinstance(exc, Preempted):  # MUTANT\n"
-            "            raise\n"
-            '        how = "was taken by " + exc.by\n',
+            '            how = "was taken by " + exc.by if isinstance(exc, Preempted) else "hung up"\n',
+            "            if not isinstance(exc, Preempted):  # MUTANT\n"
+            "                raise\n"
+            '            how = "was taken by " + exc.by\n',
         ),
     ),
     _m(
