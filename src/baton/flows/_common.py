@@ -102,6 +102,9 @@ async def dial_pair(
         await stop_quietly(s, watcher.result())  # the second answered first: its ringback
         return
     watcher.cancel()
+    leg = s.leg_of(second)
+    if leg is not None and leg.connected:  # its ringback may have been started meanwhile
+        await s.clear(second)
     await dial_with_ringback(s, first, second, timeout=timeout, caller=caller)
 
 
