@@ -313,3 +313,32 @@ async def test_a_collector_hangup_that_fails_is_tried_again() -> None:
     await w.run(5)
     assert w.sim.leg_of("u") is None
     w.assert_ok(quiescent=True)
+
+
+async def test_a_claim_its_own_flow_releases_mid_preemption_resolves() -> None:
+    """A flow's child task claims a user (the preemption takes 0.5 s to clear media); the
+    flow's main task releases that user meanwhile. The child's claim must resolve (NotOwner),
+    not wait forever for a grant (found by the mutation run's survivor)."""
+    seen: list[BaseException] = []
+
+    @flow(priority=Priority.FLASH)
+    async def taker(s: Session, u: User) -> None:
+        async def grab() -> None:
+            try:
+                await s.claim(u)
+            except NotOwner as exc:
+                seen.append(exc)
+
+        child = s.spawn(grab())
+        await s.sleep(0.1)
+        s.release(u)
+        await s.wait(child)
+
+    w = World("u", "b", latency={"clear": 0.5})
+    w.start(hold, w["u"], w["b"])
+    await w.run(3)
+    f = w.start(taker, w["u"])
+    await w.run(3)
+    assert f.ended and f.outcome == "completed"
+    assert len(seen) == 1
+    w.assert_ok()

@@ -857,6 +857,11 @@ class UserManager:
         rec = self.rec(user)
         if rec.owner is owner:
             p = rec.preemption
+            if p is not None and p.claimer is owner and not p.fut.done():
+                # the owner's own claim, still preempting in another of its tasks: it resolves
+                # now (invariant 10) rather than waiting for a grant that will never come
+                lost = f"{reason} by {owner.name} itself"
+                p.fut.set_exception(NotOwner(user, owner.name, None, lost))
             if p is not None and p.claimer is owner:
                 p.claimer = None
             self.ledger.hand_over(rec, None, reason)
