@@ -61,9 +61,8 @@ __all__ = [
 ]
 
 #: The library flows ``baton check`` explores in the killer: every one that passes it on the
-#: unmutated tree. Left out until they pass (docs/mutants.md): ``inbound_call`` (an inv3
-#: event-order finding under a slow switch) and ``blind_transfer`` (an inv11 dead-air finding
-#: when the transferor is preempted), both found by the checks of invariants 10-12.
+#: unmutated tree. Left out until it passes (docs/mutants.md): ``inbound_call`` (an inv3
+#: event-order finding under a slow switch, found by the checks added for issue 11).
 CHECKED_FLOWS: tuple[str, ...] = (
     "call",
     "queued_call",
@@ -75,6 +74,7 @@ CHECKED_FLOWS: tuple[str, ...] = (
     "force_release",
     "monitor",
     "whisper",
+    "blind_transfer",
     "attended_transfer",
     "hold",
     "pickup",
