@@ -89,42 +89,26 @@ CHECKED_FLOWS: tuple[str, ...] = (
 #: ``{python}`` is the interpreter running the mutation run. Chosen to kill fast: the unit and
 #: race tests of the core and the library first (``-x`` stops at the first red test), then the
 #: property tests, then ``baton check`` exploring the library flows.
+_PYTEST = (
+    "{python}",
+    "-m",
+    "pytest",
+    "-x",
+    "-q",
+    "-p",
+    "no:cacheprovider",
+    "-p",
+    "baton.testing._killer_plugin",
+)
+_CHECK = ("{python}", "-m", "baton.cli", "check", *CHECKED_FLOWS)
 KILLER: tuple[tuple[str, ...], ...] = (
-    (
-        "{python}",
-        "-m",
-        "pytest",
-        "-x",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "baton.testing._killer_plugin",
-        "tests/core",
-        "tests/flows",
-        "tests/ptt",
-        "tests/property",
-    ),
-    ("{python}", "-m", "baton.cli", "check", *CHECKED_FLOWS),
+    (*_PYTEST, "tests/core", "tests/flows", "tests/ptt", "tests/property"),
+    _CHECK,
 )
 
 #: The exploration alone: the property tests and ``baton check``, without the hand-written
 #: tests — how much of the catalogue the explorers catch by themselves (``--killer explore``).
-EXPLORE_KILLER: tuple[tuple[str, ...], ...] = (
-    (
-        "{python}",
-        "-m",
-        "pytest",
-        "-x",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-p",
-        "baton.testing._killer_plugin",
-        "tests/property",
-    ),
-    ("{python}", "-m", "baton.cli", "check", *CHECKED_FLOWS),
-)
+EXPLORE_KILLER: tuple[tuple[str, ...], ...] = ((*_PYTEST, "tests/property"), _CHECK)
 
 KILLERS = {"full": KILLER, "explore": EXPLORE_KILLER}
 
