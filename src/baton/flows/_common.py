@@ -87,11 +87,11 @@ async def dial_pair(
     then ``second`` while ``first`` hears ringback — unless a party is on the line already or
     its phone rings already (a call the flow took over), in which case whoever answers first
     hears ringback until the other answers. Nobody who has answered waits in silence."""
-    lf, ls = s.leg_of(first), s.leg_of(second)
-    if ls is not None and ls.connected and not (lf is not None and lf.connected):
+    first_up, second_up = _up(s, first), _up(s, second)
+    if second_up and not first_up:
         await dial_with_ringback(s, second, first, timeout=timeout)
         return
-    if ls is None or ls.connected or (lf is not None and lf.connected):
+    if s.leg_of(second) is None or second_up or first_up:
         await s.dial(first, timeout=timeout)
         await dial_with_ringback(s, first, second, timeout=timeout, caller=caller)
         return
@@ -102,8 +102,7 @@ async def dial_pair(
         await stop_quietly(s, watcher.result())  # the second answered first: its ringback
         return
     watcher.cancel()
-    leg = s.leg_of(second)
-    if leg is not None and leg.connected:  # its ringback may have been started meanwhile
+    if _up(s, second):  # its ringback may have been started meanwhile
         await s.clear(second)
     await dial_with_ringback(s, first, second, timeout=timeout, caller=caller)
 
@@ -112,10 +111,15 @@ async def _ringback_when_answered(
     s: Session, user: User, other: User, timeout: float, caller: User | None
 ) -> Playback | None:
     await s.dial(user, timeout=timeout, caller=caller)
-    leg = s.leg_of(other)
-    if leg is not None and leg.connected:
+    if _up(s, other):
         return None
     return await s.play(user, Tone("ringback"), loop=True)
+
+
+def _up(s: Session, user: User) -> bool:
+    """``user``'s call is answered (connected)."""
+    leg = s.leg_of(user)
+    return leg is not None and leg.connected
 
 
 async def claim_call(s: Session, *users: User, reason: str | None = None) -> None:
