@@ -13,6 +13,7 @@ import pytest
 from core_flows import hold
 
 from baton.core import (
+    MeetingCall,
     NotOwner,
     Preempted,
     Priority,
@@ -246,7 +247,6 @@ async def test_a_member_alone_in_an_open_room_hears_the_hold_tone() -> None:
     """A dial-in room (a MeetingCall with min_members=1): the one member waiting hears the hold
     tone — never silence (invariant 11) — until someone joins; when the other leaves, the one
     left hears it again."""
-    from baton.core import MeetingCall
 
     @flow(priority=Priority.ROUTINE)
     async def open_room(s: Session, u: User) -> None:
