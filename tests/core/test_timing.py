@@ -23,7 +23,7 @@ from baton.core import (
     UserHungUp,
     flow,
 )
-from baton.core.events import FlowNotified
+from baton.core.events import FlowNotified, OpInterrupted
 from baton.switch.port import MeetingMode
 from baton.switch.sim import Timing, answers, never_answers
 from baton.testing import World
@@ -341,4 +341,31 @@ async def test_a_claim_its_own_flow_releases_mid_preemption_resolves() -> None:
     await w.run(3)
     assert f.ended and f.outcome == "completed"
     assert len(seen) == 1
+    w.assert_ok()
+
+
+async def test_one_operation_on_two_users_taken_by_two_preemptions_is_reported_once() -> None:
+    """A bridge of a and b is in flight (the switch takes 2 s); one flow preempts b, and in the
+    same instant a second one takes a and b, superseding the first. Two preemptions complete
+    for one loser, and both used to announce the one interrupted bridge: the second
+    announcement landed after b's media clear, so the event history read as an operation
+    unwinding after its user was cleared (invariant 3, found by ``baton check inbound_call``
+    on a slow switch)."""
+
+    @flow(priority=Priority.PRIORITY)
+    async def take(s: Session, *users: User) -> None:
+        try:
+            await s.claim(*users)
+        except Superseded:
+            return
+        await s.sleep(1)
+
+    w = World("a", "b", latency={"bridge": 4.0, "clear": 0.4})
+    w.start(hold, w["a"], w["b"])
+    await w.run(3)
+    w.start(take, w["b"])
+    w.start(take, w["b"], w["a"])
+    await w.run(5)
+    interrupted = [e for e in w.events if isinstance(e, OpInterrupted)]
+    assert [(e.op, e.users) for e in interrupted] == [("connect", ("a", "b"))]
     w.assert_ok()

@@ -124,6 +124,7 @@ class _Op:
     """An operation in flight: an owner's command or wait naming some users."""
 
     __slots__ = (
+        "announced",
         "ends_on_hangup",
         "name",
         "notice",
@@ -153,6 +154,9 @@ class _Op:
         self.notice: Notice | None = None
         self.unwound: asyncio.Future[None] | None = None
         self.released: asyncio.Future[None] | None = None
+        # Told the world (OpInterrupted) once: two preemptions completing for one loser share
+        # an operation that names users of both, and it unwound once (invariant 3).
+        self.announced = False
 
 
 class _Taking:
@@ -791,6 +795,9 @@ class UserManager:
                         )
                     )
                 for op in ops:
+                    if op.announced:
+                        continue
+                    op.announced = True
                     self.events.publish(
                         OpInterrupted(
                             flow=op.owner.name,
