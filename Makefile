@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# `exec`: the signal that stops `make run` reaches baton serve itself, which exits 0 on it.
 run: $(STAMP)
-	$(VENV)/bin/baton serve --config examples/demo.toml
+	exec $(VENV)/bin/baton serve --config examples/demo.toml $(RUN_ARGS)
 
 system-deps:
 	./scripts/install-system-deps.sh

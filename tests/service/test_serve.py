@@ -1,13 +1,19 @@
 """``baton serve`` as a process: start-up banner, a bad config, the WebSocket event stream, a
-clean stop on SIGINT that flushes the journal."""
+clean stop on SIGINT or SIGTERM (status 0) that flushes the journal, and ``make run`` stopped
+quietly."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +27,7 @@ from baton.service.store import Store
 from baton.service.store.tables import runs
 
 from .helpers import PASSWORDS
-from .server import serve, to_toml
+from .server import free_port, serve, to_toml
 
 pytestmark = pytest.mark.realtime
 
@@ -146,3 +152,71 @@ def test_a_port_in_use_is_one_plain_line(tmp_path: Path) -> None:
         "(another baton serve? choose a port with --listen or [api] listen)"
     ]
     assert "Traceback" not in r.stdout + r.stderr
+
+
+def _wait_up(proc: subprocess.Popen[str], base: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, log.read_text()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                return
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+
+
+def test_sigterm_is_a_clean_stop_with_status_0(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=20) == 0, server.output()
+    lines = [json.loads(x) for x in server.output().splitlines() if x.startswith("{")]
+    assert [x["msg"] for x in lines if x["msg"].startswith("stopped by")] == ["stopped by SIGTERM"]
+    assert any(x["msg"] == "service stopped" for x in lines)
+    assert "Traceback" not in server.output()
+
+
+def test_make_run_stopped_by_sigterm_says_nothing_of_it(tmp_path: Path) -> None:
+    # The Makefile's own recipe, in a scratch folder (its var/ lands there), on virtual phones
+    # and a free port; the venv is the one running the tests, taken as installed (-o).
+    root = Path(__file__).resolve().parents[2]
+    shutil.copy(root / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "examples").mkdir()
+    shutil.copy(root / "examples" / "demo.toml", tmp_path / "examples" / "demo.toml")
+    venv = Path(sys.executable).parent.parent
+    assert (venv / "bin" / "baton").exists(), venv
+    port = free_port()
+    log = tmp_path / "make.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                "make",
+                "--no-print-directory",
+                f"VENV={venv}",
+                "-o",
+                f"{venv}/.installed",
+                "run",
+                f"RUN_ARGS=--sim --listen 127.0.0.1:{port}",
+            ],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            _wait_up(proc, f"http://127.0.0.1:{port}", log)
+            # `exec` in the recipe: make's child is baton serve itself, not a shell.
+            (child,) = _children(proc.pid)
+            assert "baton" in Path(f"/proc/{child}/cmdline").read_text()
+            os.kill(child, signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
+    output = log.read_text()
+    assert "Terminated" not in output and "***" not in output, output
+    assert "stopped by SIGTERM" in output
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

@@ -10,7 +10,8 @@
 It validates the config (a bad one stops here, naming the key), starts the service, prints the
 console URL and a dispatcher login (and, on SIP, the accounts a softphone registers with), and
 serves until SIGINT or SIGTERM; then every flow is stopped, the journal flushed and the records of
-the run closed.
+the run closed, one log line says which signal stopped it, and the exit status is 0 — a stop asked
+for is not a failure (``make run`` under a supervisor that sends SIGTERM stays quiet).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import argparse
 import asyncio
 import errno
 import gc
+import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -114,11 +117,35 @@ def serve_main(argv: list[str]) -> int:
     from baton.service.logs import configure_logging
 
     configure_logging(config.log.level, config.log.format)
+    previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS}
     try:
         return asyncio.run(_serve(config))
-    except KeyboardInterrupt:
-        # uvicorn re-raises the SIGINT it handled, after the graceful shutdown completed.
+    except Stopped as stop:
+        # uvicorn handles the signal (a graceful shutdown), then raises it again with the handler
+        # it found — ours; a signal before uvicorn took over lands here directly.
+        logging.getLogger("baton.service").info("stopped by %s", signal.Signals(stop.signal).name)
         return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+#: The signals that stop ``baton serve`` cleanly (exit status 0).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(Exception):
+    """``baton serve`` was asked to stop by ``signal`` (after uvicorn's graceful shutdown)."""
+
+    def __init__(self, sig: int) -> None:
+        super().__init__(sig)
+        self.signal = sig
+
+
+def _stop(sig: int, frame: Any) -> None:
+    # Without this, uvicorn's re-raised SIGTERM would meet the default handler and the process
+    # would die of the signal: `make run` then reports "*** [run] Terminated".
+    raise Stopped(sig)
 
 
 def _plain(value: Any) -> Any:
