@@ -1,8 +1,12 @@
-"""docs/guide.md stays true: its finished flow is the example's code, its commands work."""
+"""docs/guide.md stays true: its finished flow is the example's code, its shell steps run as
+written in an empty folder (so the guide and ``baton new-flow`` cannot drift apart)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from baton.cli import main
@@ -30,3 +34,46 @@ def test_the_guide_names_every_mistake_the_checker_reports() -> None:
         "Preempted escaped the flow",
     ):
         assert phrase in GUIDE
+
+
+def _guide_script() -> str:
+    """The guide's shell steps, in order, as one bash script: every ```sh block is run, and a
+    ```toml block opening with ``# file: NAME`` is written to NAME where it stands."""
+    parts = ["set -euo pipefail"]
+    for lang, body in re.findall(r"```(sh|toml)\n(.*?)```", GUIDE, re.S):
+        if lang == "sh":
+            parts += [f"echo '$ {line}' && {line}" for line in body.splitlines() if line]
+            continue
+        first, _, rest = body.partition("\n")
+        name = first.removeprefix("# file: ")
+        if name != first:
+            parts.append(f"cat > {name} <<'GUIDE_EOF'\n{rest}GUIDE_EOF")
+    return "\n".join(parts) + "\n"
+
+
+def test_the_guides_shell_steps_run_in_an_empty_folder(tmp_path: Path) -> None:
+    # A flow author's shell: the `baton` and `pytest` of this installation first on PATH.
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PYTEST_ADDOPTS", None)
+    script = _guide_script()
+    assert "baton new-flow escort_call" in script and "cat > escort.toml" in script
+    r = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    # Step 2's promises: the files it names, and "three tests ... all pass as written".
+    step2 = GUIDE.split("## 2.", 1)[1].split("## 3.", 1)[0]
+    named = set(re.findall(r"`(\w+\.py)`", step2))
+    assert named == {"escort_call.py", "test_escort_call.py", "conftest.py"}
+    assert named <= {p.name for p in (tmp_path / "escort").iterdir()}
+    assert "three tests" in step2 and re.search(r"\b3 passed\b", out), out
+    assert "escort_call: ok — " in out  # step 7's output, as the guide shows it
+    assert "escort.toml: ok (1 users, switch sim, " in out  # step 8's
