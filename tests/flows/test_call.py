@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from baton.core import Busy, NoAnswer, Priority, Rejected, Unreachable, UserHungUp
+from baton.core import Busy, NoAnswer, Preempted, Priority, Rejected, Unreachable, UserHungUp
 from baton.flows import call, emergency_call, inbound_call
+from baton.switch.port import Cause
 from baton.switch.sim import answers, busy, never_answers, rejects, unreachable
 from baton.testing import World
 
@@ -73,6 +74,52 @@ async def test_inbound_call_busy_ends_the_caller_with_busy() -> None:
         await w.start(inbound_call, w["alice"], w["bob"]).result()
     assert w.sim.hangups[-1][1].value == "busy"
     assert w.state("alice") == "idle"
+
+
+async def test_inbound_call_caller_hanging_up_cancels_the_ringing_callee_at_once() -> None:
+    """Before, the callee rang on, answered into silence and was hung up by the leak collector
+    seconds later."""
+    w = World("alice", "bob")
+    w.sim.call_in("alice", "bob")
+    f = w.start(inbound_call, w["alice"], w["bob"], ring=20)
+    await w.run(0.3)
+    w.sim.hang_up("alice")
+    with pytest.raises(UserHungUp):
+        await f.result()
+    assert [(leg, cause) for leg, cause, _ in w.sim.hangups] == [("L1", Cause.CANCELLED)]
+    assert w.state("bob") == "idle"
+    w.assert_ok()
+
+
+async def test_inbound_call_callee_taken_while_ringing_ends_the_caller_preempted() -> None:
+    """The callee is taken into an emergency while ringing: the caller's call ends at once,
+    with the RFC 4411 cause, not seconds later by the leak collector."""
+    w = World("alice", "bob", "disp")
+    leg = w.sim.call_in("alice", "bob")
+    f = w.start(inbound_call, w["alice"], w["bob"], ring=20)
+    await w.run(0.05)
+    w.start(emergency_call, w["disp"], w["bob"])
+    with pytest.raises(Preempted):
+        await f.result()
+    assert (leg, Cause.PREEMPTED) in [(lg, cause) for lg, cause, _ in w.sim.hangups]
+    assert w.state("alice") == "idle"
+    w.assert_ok()
+
+
+async def test_call_callee_taken_while_ringing_tells_the_caller_at_once() -> None:
+    """The dispatcher heard ringback, then the callee was taken into an emergency: before, the
+    dispatcher sat in silence until the leak collector hung the line up seconds later."""
+    w = World("disp", "field", "sup")
+    f = w.start(call, w["disp"], w["field"], ring=20)
+    await w.run(1.5)
+    w.start(emergency_call, w["sup"], w["field"])
+    await w.run(0.5)
+    assert "tone:preemption" in w.hears("disp")
+    with pytest.raises(Preempted):
+        await f.result()
+    assert [cause for leg, cause, _ in w.sim.hangups] == [Cause.PREEMPTED]
+    assert w.state("disp") == "idle"
+    w.assert_ok()
 
 
 async def test_switch_failure_during_call_is_contained() -> None:

@@ -11,6 +11,7 @@ from baton.core import (
     FlowInterrupted,
     Leg,
     Playback,
+    Preempted,
     Session,
     Superseded,
     User,
@@ -40,6 +41,26 @@ async def notify_and_release(s: Session, user: User, *, by: str, seconds: float 
         await s.play(user, Tone("preemption", seconds))
     with contextlib.suppress(BatonError):
         await s.hangup(user, Cause.PREEMPTED, preemption_reason(by))
+
+
+async def end_unbridged(s: Session, user: User, lost: FlowInterrupted) -> None:
+    """The other party of a call not yet bridged was lost: ``user``'s side ends now rather
+    than when the leak collector finds it (a callee answering into silence, a caller hearing
+    ringback for nobody). Taken by a higher priority: the preemption tone, then hung up with
+    the RFC 4411 reason; hung up: a ringing leg is cancelled, an answered one ended. An
+    always-on line is only cleared. Best effort: a user gone meanwhile is left alone."""
+    if not s.owns(user) or s.leg_of(user) is None:
+        return
+    if isinstance(lost, Preempted) and not user.keep:
+        await notify_and_release(s, user, by=lost.by)
+        return
+    with contextlib.suppress(BatonError):
+        if user.keep:
+            await s.clear(user)
+        elif s.state_of(user) in ("dialling", "ringing"):
+            await s.hangup(user, Cause.CANCELLED)
+        else:
+            await s.hangup(user, Cause.NORMAL)
 
 
 async def tell_failure(s: Session, user: User, error: CallFailed) -> None:

@@ -8,13 +8,16 @@
 ``inbound_call`` (user-initiated)
     A user dialled another user's number. The callee is rung while the caller's phone rings
     back; when the callee answers, the caller's leg is answered and the two are bridged. If the
-    callee is busy, does not answer or rejects, the caller's call is ended with that cause.
+    callee is busy, does not answer or rejects, the caller's call is ended with that cause. If
+    one party is lost before the bridge, the other's call ends at once: the callee's ringing
+    is cancelled when the caller hangs up; a party whose other side was taken by a
+    higher-priority flow hears the preemption tone and is hung up ``preempted``.
 """
 
 from __future__ import annotations
 
-from baton.core import P2P, CallFailed, Priority, Session, User, flow
-from baton.flows._common import dial_pair, tell_failure
+from baton.core import P2P, CallFailed, FlowInterrupted, Priority, Session, User, flow
+from baton.flows._common import dial_pair, end_unbridged, tell_failure
 from baton.switch.port import Cause
 
 
@@ -23,7 +26,8 @@ async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> No
     """Call ``callee`` for ``caller`` (a dispatcher): ring both, bridge them, settle a P2P.
 
     Raises ``NoAnswer``/``Busy``/``Rejected``/``Unreachable`` if either does not answer; the
-    caller then hears a busy tone.
+    caller then hears a busy tone. A callee taken by a higher-priority flow before the bridge:
+    the caller hears the preemption tone and is hung up (an always-on line is only cleared).
     """
     await s.claim(caller, callee)
 
@@ -36,11 +40,15 @@ async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> No
         # line already, or whose phone rings already (a call taken over), is not left in
         # silence meanwhile
         await dial_pair(s, caller, callee, timeout=ring, caller=caller)
+        await s.connect(caller, callee)
     except CallFailed as exc:
         if exc.user is callee:
             await tell_failure(s, caller, exc)
         raise
-    await s.connect(caller, callee)
+    except FlowInterrupted as lost:  # the callee was taken or hung up: the caller is told now
+        if lost.user is callee:
+            await end_unbridged(s, caller, lost)
+        raise
     s.settle(P2P(caller, callee))
     s.note(f"{caller.id} and {callee.id} are talking")
 
@@ -50,10 +58,14 @@ async def inbound_call(s: Session, caller: User, callee: User, ring: float = 30.
     """``caller`` dialled ``callee``: ring the callee, then answer and bridge the caller."""
     await s.claim(caller, callee)
     try:
-        await s.dial(callee, timeout=ring, caller=caller)
-    except CallFailed as exc:
-        await s.hangup(caller, exc.cause)  # the caller's phone shows busy / no answer
+        try:
+            await s.dial(callee, timeout=ring, caller=caller)
+        except CallFailed as exc:
+            await s.hangup(caller, exc.cause)  # the caller's phone shows busy / no answer
+            raise
+        await s.answer(caller)
+        await s.connect(caller, callee)
+    except FlowInterrupted as lost:  # one party was lost before the bridge
+        await end_unbridged(s, callee if lost.user is caller else caller, lost)
         raise
-    await s.answer(caller)
-    await s.connect(caller, callee)
     s.settle(P2P(caller, callee))
