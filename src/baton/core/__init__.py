@@ -24,7 +24,7 @@ from baton.core.errors import (
     Unreachable,
     UserHungUp,
 )
-from baton.core.events import Event, EventBus
+from baton.core.events import CompensationOutcome, Event, EventBus, FlowOutcome, NoticeKind
 from baton.core.flow import CancelResult, Command, Flow, FlowSpec, FlowState, Session, flow
 from baton.core.ledger import Owner
 from baton.core.manager import UserManager
@@ -40,12 +40,14 @@ __all__ = [
     "CancelResult",
     "ClaimDenied",
     "Command",
+    "CompensationOutcome",
     "Direction",
     "Event",
     "EventBus",
     "Flow",
     "FlowCancelled",
     "FlowInterrupted",
+    "FlowOutcome",
     "FlowSpec",
     "FlowState",
     "FlowUsageError",
@@ -55,6 +57,7 @@ __all__ = [
     "MeetingCall",
     "NoAnswer",
     "NotOwner",
+    "NoticeKind",
     "Owner",
     "PartnerPolicy",
     "Playback",

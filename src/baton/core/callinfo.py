@@ -24,7 +24,7 @@ import enum
 from typing import TYPE_CHECKING
 
 from baton.core.errors import BatonError, FlowUsageError
-from baton.core.events import CallInfoEnded, CallInfoStarted, Problem
+from baton.core.events import CallInfoEnded, CallInfoStarted, NoticeKind, Problem
 from baton.core.ledger import Notice, Owner
 from baton.core.model import Meeting, Playback, User
 from baton.switch.port import Cause, Tone
@@ -217,7 +217,7 @@ class P2P(CallInfo):
         if partner not in self.users:
             self._end(notice.kind)
             return
-        if notice.kind == "hung_up":
+        if notice.kind is NoticeKind.HUNG_UP:
             self._run_policy("clearing", partner, Cause.NORMAL, None, 0.0, None)
         elif self.on_preempt is PartnerPolicy.RELEASE:
             self.manager.release(self, partner, "released")

@@ -12,6 +12,7 @@ own task (the API's WebSocket), with a bounded queue.
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ __all__ = [
     "CallInfoStarted",
     "ClaimQueued",
     "ClaimRefused",
+    "CompensationOutcome",
     "CompensationRan",
     "DtmfDigit",
     "Event",
@@ -29,10 +31,12 @@ __all__ = [
     "FlowEnded",
     "FlowNote",
     "FlowNotified",
+    "FlowOutcome",
     "FlowStarted",
     "LegCollected",
     "LegStateChanged",
     "MediaChanged",
+    "NoticeKind",
     "OpInterrupted",
     "OwnerChanged",
     "PreemptionCompleted",
@@ -40,6 +44,36 @@ __all__ = [
     "PreemptionSuperseded",
     "Problem",
 ]
+
+
+# The words events carry. String enums, so that an event's JSON, the journal's rows and the
+# API keep the very strings they had ("completed", "preempted", "ran").
+
+
+class FlowOutcome(enum.StrEnum):
+    """How a flow ended (``Flow.outcome``, ``FlowEnded.outcome``)."""
+
+    COMPLETED = "completed"  # the procedure returned
+    FAILED = "failed"  # it raised (or a child task or DTMF handler of it did)
+    CANCELLED = "cancelled"  # it was cancelled (``Flow.cancel``, the manager closing)
+
+
+class NoticeKind(enum.StrEnum):
+    """Why an owner lost a user (``Notice.kind``; ``FlowNotified.notice``,
+    ``OpInterrupted.notice``)."""
+
+    PREEMPTED = "preempted"  # taken by a higher-priority claim
+    HUNG_UP = "hung_up"  # the user's leg ended from their side
+    RELEASED = "released"  # another task of the same owner gave the user away (never published)
+
+
+class CompensationOutcome(enum.StrEnum):
+    """What became of one compensation step (``CompensationRan.outcome``)."""
+
+    RAN = "ran"
+    SKIPPED = "skipped"  # the flow no longer owns a user the step names, under its epoch
+    FAILED = "failed"  # the step raised
+    TIMEOUT = "timeout"  # the step, or the whole wind-down, overran its deadline
 
 
 @dataclass(slots=True, kw_only=True)
@@ -69,7 +103,7 @@ class FlowStarted(Event):
 class FlowEnded(Event):
     kind: ClassVar[str] = "flow.ended"
     flow: str
-    outcome: str  # "completed" | "failed" | "cancelled"
+    outcome: FlowOutcome
     error: str | None = None
 
 
@@ -84,14 +118,14 @@ class FlowNote(Event):
 
 @dataclass(slots=True, kw_only=True)
 class FlowNotified(Event):
-    """A flow was told it lost a user (``notice`` is ``"preempted"`` or ``"hung_up"``) and how:
+    """A flow was told it lost a user (``notice``: preempted or hung up) and how:
     ``via`` is ``"handler"``, ``"operation"`` (the awaited op raised) or ``"pending"`` (it will
     be raised at the flow's next operation)."""
 
     kind: ClassVar[str] = "flow.notified"
     flow: str
     user: str
-    notice: str
+    notice: NoticeKind
     via: str
     by: str | None = None
 
@@ -162,7 +196,7 @@ class OpInterrupted(Event):
     flow: str
     op: str
     users: tuple[str, ...]
-    notice: str
+    notice: NoticeKind
 
 
 @dataclass(slots=True, kw_only=True)
@@ -226,7 +260,7 @@ class CompensationRan(Event):
     kind: ClassVar[str] = "compensation"
     flow: str
     step: str
-    outcome: str  # ran | skipped | failed | timeout
+    outcome: CompensationOutcome
     detail: str | None = None
 
 

@@ -40,7 +40,16 @@ from baton.core.errors import (
     FlowUsageError,
     NotOwner,
 )
-from baton.core.events import CompensationRan, FlowEnded, FlowNote, FlowNotified, FlowStarted
+from baton.core.events import (
+    CompensationOutcome,
+    CompensationRan,
+    FlowEnded,
+    FlowNote,
+    FlowNotified,
+    FlowOutcome,
+    FlowStarted,
+    NoticeKind,
+)
 from baton.core.ledger import Notice, Owner
 from baton.core.manager import UserManager, _Op, notice_error
 from baton.core.model import Leg, Meeting, Playback, Recording, User
@@ -225,7 +234,7 @@ class Flow(Owner):
         self.kwargs = kwargs
         self.session = Session(self)
         self.state = FlowState.RUNNING
-        self.outcome: str | None = None
+        self.outcome: FlowOutcome | None = None
         self.error: BaseException | None = None
         self.value: Any = None
         self.cancel_reason: str | None = None
@@ -238,7 +247,7 @@ class Flow(Owner):
         self._root_op: _Op | None = None
         self._lost_log: dict[User, str] = {}
         self._inbox: asyncio.Queue[Command] | None = None
-        self._ended: asyncio.Future[str] = manager.loop.create_future()
+        self._ended: asyncio.Future[FlowOutcome] = manager.loop.create_future()
 
     # ---- life cycle
 
@@ -258,26 +267,26 @@ class Flow(Owner):
     async def _main(self) -> None:
         try:
             self.value = await self.spec.fn(self.session, *self.args, **self.kwargs)
-            self.outcome = "completed"
+            self.outcome = FlowOutcome.COMPLETED
         except asyncio.CancelledError:
             # The top of the flow's own task: the cancellation is *handled* here by turning it
             # into the flow's outcome; compensation follows.
-            self.outcome = "cancelled"
+            self.outcome = FlowOutcome.CANCELLED
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
         except Exception as exc:
             if self.outcome is None:
-                self.outcome = "failed"
+                self.outcome = FlowOutcome.FAILED
                 self.error = exc
-        if self.outcome == "cancelled" and self.error is not None:
-            self.outcome = "failed"  # a child or handler crashed and cancelled us
+        if self.outcome is FlowOutcome.CANCELLED and self.error is not None:
+            self.outcome = FlowOutcome.FAILED  # a child or handler crashed and cancelled us
         await self._finish()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         # Only reached with the flow not ended if it was cancelled before its first step.
         if self.state is not FlowState.ENDED:
-            self.outcome = self.outcome or "cancelled"
+            self.outcome = self.outcome or FlowOutcome.CANCELLED
             self.state = FlowState.FINISHING
             self._release_all()
             self._end()
@@ -309,8 +318,8 @@ class Flow(Owner):
                     task = asyncio.current_task()
                     if task is not None:
                         task.uncancel()
-            if cancelled and self.outcome == "completed":
-                self.outcome = "cancelled"
+            if cancelled and self.outcome is FlowOutcome.COMPLETED:
+                self.outcome = FlowOutcome.CANCELLED
         self._release_all()
         self._end()
 
@@ -325,7 +334,7 @@ class Flow(Owner):
                 CompensationRan(
                     flow=self.name,
                     step="(end)",
-                    outcome="timeout",
+                    outcome=CompensationOutcome.TIMEOUT,
                     detail=f"did not end within {self.manager.end_timeout} s; released as is",
                 )
             )
@@ -366,7 +375,7 @@ class Flow(Owner):
                     CompensationRan(
                         flow=self.name,
                         step=step.label,
-                        outcome="skipped",
+                        outcome=CompensationOutcome.SKIPPED,
                         detail="no longer owns " + ", ".join(u.id for u in lost),
                     )
                 )
@@ -379,7 +388,7 @@ class Flow(Owner):
                     CompensationRan(
                         flow=self.name,
                         step=step.label,
-                        outcome="timeout",
+                        outcome=CompensationOutcome.TIMEOUT,
                         detail=f"took more than {timeout} s",
                     )
                 )
@@ -388,12 +397,13 @@ class Flow(Owner):
                     CompensationRan(
                         flow=self.name,
                         step=step.label,
-                        outcome="failed",
+                        outcome=CompensationOutcome.FAILED,
                         detail=f"{type(exc).__name__}: {exc}",
                     )
                 )
             else:
-                bus.publish(CompensationRan(flow=self.name, step=step.label, outcome="ran"))
+                ran = CompensationOutcome.RAN
+                bus.publish(CompensationRan(flow=self.name, step=step.label, outcome=ran))
 
     def _release_all(self) -> None:
         for user in list(self.users):
@@ -414,12 +424,12 @@ class Flow(Owner):
             self.manager._drop_meeting(meeting)
         self.state = FlowState.ENDED
         err = None if self.error is None else f"{type(self.error).__name__}: {self.error}"
-        self.manager.events.publish(
-            FlowEnded(flow=self.name, outcome=self.outcome or "?", error=err)
-        )
+        outcome = self.outcome
+        assert outcome is not None  # set by _main or _task_done before the flow ends
+        self.manager.events.publish(FlowEnded(flow=self.name, outcome=outcome, error=err))
         self.manager.flows.pop(self.name, None)
         if not self._ended.done():
-            self._ended.set_result(self.outcome or "?")
+            self._ended.set_result(outcome)
 
     # ---- control
 
@@ -457,13 +467,13 @@ class Flow(Owner):
         self._inbox.put_nowait(Command(command, args, by, fut))
         return fut
 
-    async def stop(self, reason: str | None = None) -> str:
+    async def stop(self, reason: str | None = None) -> FlowOutcome:
         """Cancel and wait until the flow has ended (its compensations ran); return the
         outcome."""
         self.cancel(reason)
         return await self.wait()
 
-    async def wait(self) -> str:
+    async def wait(self) -> FlowOutcome:
         """Wait for the end; return the outcome (``completed``, ``failed``, ``cancelled``)."""
         return await asyncio.shield(self._ended)
 
@@ -471,9 +481,9 @@ class Flow(Owner):
         """Wait for the end; return the flow's value, re-raise its error, or raise
         :class:`FlowCancelled`."""
         outcome = await self.wait()
-        if outcome == "failed" and self.error is not None:
+        if outcome is FlowOutcome.FAILED and self.error is not None:
             raise self.error
-        if outcome == "cancelled":
+        if outcome is FlowOutcome.CANCELLED:
             raise FlowCancelled(self.name, self.cancel_reason)
         return self.value
 
@@ -495,8 +505,8 @@ class Flow(Owner):
 
     def _forget_user(self, user: User) -> None:
         handlers = self.session._handlers
-        handlers.pop(("preempted", user), None)
-        handlers.pop(("hung_up", user), None)
+        handlers.pop((NoticeKind.PREEMPTED, user), None)
+        handlers.pop((NoticeKind.HUNG_UP, user), None)
         self.session._dtmf.pop(user, None)
 
     def _enter_op(self) -> None:
@@ -530,7 +540,7 @@ class Flow(Owner):
             and root is not None
             and root.task is self.task
             and root.notice is not None
-            and root.notice.kind == notice.kind
+            and root.notice.kind is notice.kind
             and root.notice.by == notice.by
             and root.notice.user is not user
         )
@@ -565,7 +575,7 @@ class Flow(Owner):
         except Exception as exc:  # a broken handler fails its own flow, nobody else
             if self.error is None:
                 self.error = exc
-                self.outcome = "failed"
+                self.outcome = FlowOutcome.FAILED
                 assert self.task is not None
                 self.task.cancel(f"DTMF handler failed: {exc!r}")
         return True
@@ -577,7 +587,7 @@ class Flow(Owner):
         exc = task.exception()
         if exc is not None and self.state is FlowState.RUNNING and self.error is None:
             self.error = exc
-            self.outcome = "failed"
+            self.outcome = FlowOutcome.FAILED
             assert self.task is not None
             self.task.cancel(f"child task {task.get_name()} failed")
 
@@ -603,7 +613,7 @@ class Session:
         self.flow = flow
         self.manager = flow.manager
         self.data: dict[str, Any] = {}
-        self._handlers: dict[tuple[str, User], Handler] = {}
+        self._handlers: dict[tuple[NoticeKind, User], Handler] = {}
         self._dtmf: dict[User, Callable[[User, str], None]] = {}
         self._steps: list[_Step] = []
 
@@ -670,11 +680,11 @@ class Session:
     def on_preempted(self, user: User, handler: Handler) -> None:
         """Run ``handler(Preempted)`` in a task of this flow if ``user`` is taken by a
         higher-priority flow."""
-        self._handlers[("preempted", user)] = handler
+        self._handlers[(NoticeKind.PREEMPTED, user)] = handler
 
     def on_hangup(self, user: User, handler: Handler) -> None:
         """Run ``handler(UserHungUp)`` in a task of this flow if ``user`` hangs up."""
-        self._handlers[("hung_up", user)] = handler
+        self._handlers[(NoticeKind.HUNG_UP, user)] = handler
 
     def on_dtmf(self, user: User, handler: Callable[[User, str], None] | None) -> None:
         """Call ``handler(user, digit)`` synchronously for each digit ``user`` presses while

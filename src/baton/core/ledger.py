@@ -44,10 +44,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 
 from baton.core.errors import NotOwner
-from baton.core.events import EventBus, OwnerChanged
+from baton.core.events import EventBus, NoticeKind, OwnerChanged
 
 if TYPE_CHECKING:
     from baton.core.manager import _Op
@@ -57,14 +57,14 @@ __all__ = ["Ledger", "Notice", "Owner", "Preemption", "UserRecord"]
 
 
 class Notice:
-    """Why an owner lost a user: ``kind`` is ``"preempted"``, ``"hung_up"``, or ``"released"``
-    (another task of the same owner gave the user away while this one waited on it)."""
+    """Why an owner lost a user: ``kind`` says preempted, hung up, or released (another task of
+    the same owner gave the user away while this one waited on it)."""
 
     __slots__ = ("also", "by", "cause", "kind", "priority", "reason", "user")
 
     def __init__(
         self,
-        kind: str,
+        kind: NoticeKind,
         user: User,
         *,
         by: str | None = None,
@@ -81,9 +81,14 @@ class Notice:
         self.also: list[User] = []  # more users lost in the same instant, told together
 
     def describe(self) -> str:
-        if self.kind == "preempted":
+        kind = self.kind
+        if kind is NoticeKind.PREEMPTED:
             return f"preempted by {self.by}"
-        return "hung up"
+        if kind is NoticeKind.HUNG_UP:
+            return "hung up"
+        if kind is NoticeKind.RELEASED:
+            return f"released ({self.reason})"
+        assert_never(kind)
 
 
 class Owner:

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import enum
 import heapq
 import itertools
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, assert_never
 
 from baton.core.errors import (
     CallFailed,
@@ -58,6 +59,7 @@ from baton.core.events import (
     LegCollected,
     LegStateChanged,
     MediaChanged,
+    NoticeKind,
     OpInterrupted,
     PreemptionCompleted,
     PreemptionStarted,
@@ -172,13 +174,25 @@ class _Taking:
 
 
 def notice_error(owner: Owner, notice: Notice) -> FlowInterrupted:
-    """The exception a notice raises in the owner that receives it."""
-    if notice.kind == "preempted":
+    """The exception a notice raises in the owner that receives it (a released notice raises
+    :class:`NotOwner` at the operation boundary instead, never through here)."""
+    if notice.kind is NoticeKind.PREEMPTED:
         return Preempted(
             notice.user, owner.name, notice.by or "?", notice.priority, notice.reason, notice.also
         )
     cause = notice.cause if isinstance(notice.cause, Cause) else Cause.NORMAL
     return UserHungUp(notice.user, owner.name, cause)
+
+
+class Decision(enum.Enum):
+    """What a claim can do about one user now (:meth:`UserManager._decide`)."""
+
+    OWN = "own"  # the claimer holds the user already
+    GRANT = "grant"  # nobody holds the user: take it
+    PREEMPT = "preempt"  # held at a strictly lower priority: take it by preemption
+    SUPERSEDE = "supersede"  # a preemption is in progress for a claim no more urgent: take it over
+    JOIN = "join"  # a preemption is in progress for this very claimer: wait for the same grant
+    WAIT = "wait"  # held (or being taken) at an equal or higher priority: queue or be denied
 
 
 _Router = Callable[["UserManager", User, Leg, InboundCall], None]
@@ -447,7 +461,7 @@ class UserManager:
         notice = op.notice
         if op.released is not None:
             await op.released
-        if notice.kind == "released":  # given away by another task of the same owner
+        if notice.kind is NoticeKind.RELEASED:  # given away by another task of the same owner
             raise NotOwner(notice.user, owner.name, None, notice.reason)
         raise notice_error(owner, notice)
 
@@ -506,43 +520,45 @@ class UserManager:
 
     # ------------------------------------------------------------------ claims
 
-    def _decide(self, claimer: Owner, rec: UserRecord) -> str:
-        """What a claim can do now, without side effects: own, grant, preempt, supersede, wait."""
+    def _decide(self, claimer: Owner, rec: UserRecord) -> Decision:
+        """What a claim can do now, without side effects."""
         p = rec.preemption
         if p is not None:
             if p.claimer is claimer:
-                return "join"
-            return "supersede" if claimer.priority >= p.priority else "wait"
+                return Decision.JOIN
+            return Decision.SUPERSEDE if claimer.priority >= p.priority else Decision.WAIT
         owner = rec.owner
         if owner is claimer:
-            return "own"
+            return Decision.OWN
         if owner is None:
-            return "grant"
-        return "preempt" if claimer.priority > owner.priority else "wait"
+            return Decision.GRANT
+        return Decision.PREEMPT if claimer.priority > owner.priority else Decision.WAIT
 
     def _take(
         self,
         claimer: Owner,
         rec: UserRecord,
-        decision: str,
+        decision: Decision,
         reason: str | None,
         batch: list[_Taking] | None = None,
     ) -> asyncio.Future[None] | None:
         """Act on a decision synchronously (steps 1–3); return a future to await, if any.
         Preemptions started with a ``batch`` are completed together by the caller."""
-        if decision == "own":
+        if decision is Decision.OWN:
             return None
-        if decision == "grant":
+        if decision is Decision.GRANT:
             self.ledger.hand_over(rec, claimer, "claimed")
             return None
-        if decision == "preempt":
+        if decision is Decision.PREEMPT:
             return self._start_preemption(rec, claimer, None, reason, batch)
-        if decision == "supersede":
+        if decision is Decision.SUPERSEDE:
             return self._supersede(rec, claimer)
-        if decision == "join":
+        if decision is Decision.JOIN:
             assert rec.preemption is not None
             return rec.preemption.fut
-        raise AssertionError(decision)
+        if decision is Decision.WAIT:
+            raise AssertionError("a waiting claim is queued, never taken")
+        assert_never(decision)
 
     async def claim(
         self,
@@ -565,12 +581,12 @@ class UserManager:
         token = next(self._claim_ids)
         self.claims[token] = (claimer, tuple(r.user for r in recs), self._claim_bound(recs, wait))
         try:
-            if "wait" not in decisions:
+            if Decision.WAIT not in decisions:
                 futs = []
                 batch: list[_Taking] = []
                 for rec, decision in zip(recs, decisions, strict=True):
                     fut = self._take(claimer, rec, decision, reason, batch)
-                    if decision != "own":
+                    if decision is not Decision.OWN:
                         taken.append(rec)
                     if fut is not None:
                         futs.append(fut)
@@ -582,7 +598,7 @@ class UserManager:
                 for fut in futs:
                     await fut
             elif wait is None:
-                rec = recs[decisions.index("wait")]
+                rec = recs[decisions.index(Decision.WAIT)]
                 raise self._denied(claimer, rec, None)
             else:
                 deadline = self.loop.time() + wait
@@ -614,9 +630,9 @@ class UserManager:
         taken: list[UserRecord],
     ) -> None:
         decision = self._decide(claimer, rec)
-        if decision != "wait":
+        if decision is not Decision.WAIT:
             fut = self._take(claimer, rec, decision, reason)
-            if decision != "own":
+            if decision is not Decision.OWN:
                 taken.append(rec)
             if fut is not None:
                 await fut
@@ -726,7 +742,7 @@ class UserManager:
         )
         self.ledger.hand_over(rec, claimer, "preempted")  # step 3
         notice = Notice(
-            "preempted", user, by=claimer.name, priority=claimer.priority, reason=reason
+            NoticeKind.PREEMPTED, user, by=claimer.name, priority=claimer.priority, reason=reason
         )
         p.notice = notice
         ops = [op for op in rec.ops if op.owner is victim]
@@ -803,7 +819,7 @@ class UserManager:
                             flow=op.owner.name,
                             op=op.name,
                             users=tuple(r.user.id for r in op.recs),
-                            notice="preempted",
+                            notice=NoticeKind.PREEMPTED,
                         )
                     )
             for t in items:  # step 5
@@ -890,7 +906,8 @@ class UserManager:
         current = asyncio.current_task() if self._loop is not None else None
         for op in list(rec.ops):
             if op.owner is owner and op.wait and op.notice is None and op.task is not current:
-                self.interrupt(op, Notice("released", rec.user, reason=reason), hold=False)
+                notice = Notice(NoticeKind.RELEASED, rec.user, reason=reason)
+                self.interrupt(op, notice, hold=False)
 
     def _owner_changed(self, rec: UserRecord) -> None:
         """Called by the ledger after every hand-over: serve queued claims, arm the collector."""
@@ -1576,7 +1593,7 @@ class UserManager:
         if owner is None:
             return
         user = rec.user
-        notice = Notice("hung_up", user, cause=cause)
+        notice = Notice(NoticeKind.HUNG_UP, user, cause=cause)
         ops = [op for op in rec.ops if op.owner is owner]
         p = rec.preemption
         told = False
@@ -1598,7 +1615,7 @@ class UserManager:
                         flow=owner.name,
                         op=op.name,
                         users=tuple(r.user.id for r in op.recs),
-                        notice="hung_up",
+                        notice=NoticeKind.HUNG_UP,
                     )
                 )
         owner._lost(user, notice, told)

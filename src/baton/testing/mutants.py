@@ -196,8 +196,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "preempt at equal priority (>= instead of >)",
         (
             "core/manager.py",
-            'return "preempt" if claimer.priority > owner.priority else "wait"',
-            'return "preempt" if claimer.priority >= owner.priority else "wait"  # MUTANT',
+            "return Decision.PREEMPT if claimer.priority > owner.priority else Decision.WAIT",
+            "return Decision.PREEMPT if claimer.priority >= owner.priority else Decision.WAIT  # MUTANT",
         ),
     ),
     _m(
@@ -206,8 +206,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "a newer claim supersedes a preemption in progress whatever its priority",
         (
             "core/manager.py",
-            'return "supersede" if claimer.priority >= p.priority else "wait"',
-            'return "supersede"  # MUTANT',
+            "return Decision.SUPERSEDE if claimer.priority >= p.priority else Decision.WAIT",
+            "return Decision.SUPERSEDE  # MUTANT",
         ),
     ),
     _m(
@@ -216,8 +216,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "an equal-priority newer claim waits instead of superseding (> instead of >=)",
         (
             "core/manager.py",
-            'return "supersede" if claimer.priority >= p.priority else "wait"',
-            'return "supersede" if claimer.priority > p.priority else "wait"  # MUTANT',
+            "return Decision.SUPERSEDE if claimer.priority >= p.priority else Decision.WAIT",
+            "return Decision.SUPERSEDE if claimer.priority > p.priority else Decision.WAIT  # MUTANT",
         ),
     ),
     _m(
@@ -582,7 +582,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "a flow gives a user away while another of its tasks waits on it: the wait goes on under the next owner",
         (
             "core/manager.py",
-            '                self.interrupt(op, Notice("released", rec.user, reason=reason), hold=False)\n',
+            "                self.interrupt(op, notice, hold=False)\n",
             "                pass  # MUTANT\n",
         ),
     ),
