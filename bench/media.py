@@ -486,8 +486,8 @@ def engine_main(core: int, rt_priority: int, port_range: tuple[int, int], record
     """Baton's ``MediaEngine`` in its own process, driven by JSON commands on stdin."""
     import asyncio
 
+    from baton.core.port import Member, Target
     from baton.switch.media.engine import MediaEngine
-    from baton.switch.port import Member, Target
 
     place(core, rt_priority)
     raise_fd_limit()

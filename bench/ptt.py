@@ -66,8 +66,8 @@ from typing import Any, Final
 import numpy as np
 
 from baton.core import Flow, User, UserManager
+from baton.core.port import MeetingMode, Member
 from baton.flows.ptt import ptt_group
-from baton.switch.port import MeetingMode, Member
 from baton.switch.sim import Behaviour, SimSwitch
 from harness.g711 import FRAME, ULAW_DECODE, tone_frame
 from harness.net import HOST, MsgVector, free_port, open_rtp_pairs, port_bound, recvmmsg

@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from baton.core import Leg, User, UserManager
+from baton.core.port import Cause, InboundCall
 from baton.flows import inbound_call
-from baton.switch.port import Cause, InboundCall
 from baton.switch.sip import create_switch
 from harness.net import free_port, wait_bound
 

@@ -49,7 +49,7 @@ SECTIONS: list[tuple[str, str, list[str] | None]] = [
             "UnknownMeeting",
         ],
     ),
-    ("Media vocabulary", "baton.switch.port", ["Tone", "Prompt", "MeetingMode", "Cause"]),
+    ("Media vocabulary", "baton.core", ["Tone", "Prompt", "MeetingMode", "Cause"]),
     (
         "Testing",
         "baton.testing",
@@ -93,7 +93,7 @@ def _sig(obj: object) -> str:
             return "(...)"
     for prefix in (
         "baton.core.model.",
-        "baton.switch.port.",
+        "baton.core.port.",
         "baton.core.flow.",
         "baton.core.callinfo.",
         "baton.core.ledger.",

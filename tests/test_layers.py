@@ -9,9 +9,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "baton"
 
 #: layer -> the layers it may import (besides itself). Lower layers know nothing of higher ones.
 ALLOWED = {
-    "switch": set(),  # the port and its adapters: no core, no flows
-    "core": {"switch.port"},  # the core reaches a switch only through the port
-    "flows": {"core", "switch.port"},  # flows use the core's public API (and its media words)
+    "core": set(),  # the core owns the port (core.port) and imports nothing above it
+    "switch": {"core.port"},  # adapters implement the core's port: its commands, events, words
+    "flows": {"core"},  # flows use the core's API and vocabulary, never an adapter
     "service": {"core", "switch", "flows", "trace"},
     "testing": {"core", "switch", "flows", "trace"},
     "top": {"core", "switch", "flows", "service", "testing", "trace", "demo"},

@@ -11,10 +11,10 @@ from baton.core import (
     FlowInterrupted,
     Priority,
     Session,
+    Tone,
     User,
     flow,
 )
-from baton.switch.port import Tone
 
 
 @flow(

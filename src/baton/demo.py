@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from baton.core.port import Prompt
 from baton.flows import (
     DispatcherQueue,
     attended_transfer,
@@ -35,7 +36,6 @@ from baton.flows import (
     take_call,
     whisper,
 )
-from baton.switch.port import Prompt
 from baton.switch.sim import answers, busy, never_answers
 from baton.testing import World, run_virtual
 from baton.trace import Tracer

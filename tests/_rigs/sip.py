@@ -22,8 +22,8 @@ import pytest
 
 from baton.core import Leg, User, UserManager
 from baton.core.events import Event
+from baton.core.port import Cause, InboundCall
 from baton.flows import inbound_call
-from baton.switch.port import Cause, InboundCall
 from baton.switch.sip import SipSwitch, create_switch
 
 SIPP_TIMEOUT = 40.0

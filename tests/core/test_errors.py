@@ -20,7 +20,7 @@ from baton.core import (
     errors,
     flow,
 )
-from baton.switch.port import Cause
+from baton.core.port import Cause
 from baton.testing import World
 
 

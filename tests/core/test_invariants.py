@@ -27,7 +27,7 @@ from baton.core.events import (
     OwnerChanged,
     PreemptionCompleted,
 )
-from baton.switch.port import Prompt
+from baton.core.port import Prompt
 from baton.switch.sim import answers, never_answers
 from baton.testing import World
 

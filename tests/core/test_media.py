@@ -14,7 +14,7 @@ from baton.core import (
     User,
     flow,
 )
-from baton.switch.port import MeetingMode, Prompt, Tone
+from baton.core.port import MeetingMode, Prompt, Tone
 from baton.switch.sim import answers
 from baton.testing import World
 

@@ -25,7 +25,7 @@ from baton.core.events import (
     OpInterrupted,
     PreemptionSuperseded,
 )
-from baton.switch.port import Cause, MeetingMode, Prompt
+from baton.core.port import Cause, MeetingMode, Prompt
 from baton.switch.sim import answers
 from baton.testing import World
 

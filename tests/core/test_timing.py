@@ -24,7 +24,7 @@ from baton.core import (
     flow,
 )
 from baton.core.events import FlowNotified, OpInterrupted
-from baton.switch.port import MeetingMode
+from baton.core.port import MeetingMode
 from baton.switch.sim import Timing, answers, never_answers
 from baton.testing import World
 

@@ -42,8 +42,8 @@ from _rigs.sip import (
 )
 from baton.core import Priority, Session, User, flow
 from baton.core.events import Event, MediaChanged
+from baton.core.port import MeetingMode, Prompt
 from baton.flows import broadcast
-from baton.switch.port import MeetingMode, Prompt
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from baton.core import BatonError
+from baton.core.port import Prompt
 from baton.flows import broadcast
-from baton.switch.port import Prompt
 from baton.switch.sim import never_answers
 from baton.testing import World
 

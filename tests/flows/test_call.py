@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from baton.core import Busy, NoAnswer, Preempted, Priority, Rejected, Unreachable, UserHungUp
+from baton.core.port import Cause
 from baton.flows import call, emergency_call, inbound_call
-from baton.switch.port import Cause
 from baton.switch.sim import answers, busy, never_answers, rejects, unreachable
 from baton.testing import World
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from baton.core import FlowUsageError
+from baton.core.port import Prompt
 from baton.flows import call, hold
-from baton.switch.port import Prompt
 from baton.testing import World
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from baton.core import Flow, Priority, User
+from baton.core.port import Cause
 from baton.flows import (
     AlreadyTaken,
     DispatcherQueue,
@@ -16,7 +17,6 @@ from baton.flows import (
     queued_call,
     take_call,
 )
-from baton.switch.port import Cause
 from baton.switch.sim import Behaviour, answers, busy, never_answers, rejects, unreachable
 from baton.testing import World
 

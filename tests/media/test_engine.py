@@ -10,12 +10,7 @@ from typing import Any
 
 import pytest
 
-from baton.switch.media import analysis, rtp
-from baton.switch.media.dtmf import decode_event, encode_event
-from baton.switch.media.engine import MediaEngine, MediaEvent, MediaTimeout
-from baton.switch.media.mixer import MediaError
-from baton.switch.media.wav import read_wav
-from baton.switch.port import (
+from baton.core.port import (
     DtmfReceived,
     MeetingMode,
     Member,
@@ -24,6 +19,11 @@ from baton.switch.port import (
     Target,
     Tone,
 )
+from baton.switch.media import analysis, rtp
+from baton.switch.media.dtmf import decode_event, encode_event
+from baton.switch.media.engine import MediaEngine, MediaEvent, MediaTimeout
+from baton.switch.media.mixer import MediaError
+from baton.switch.media.wav import read_wav
 
 from .phones import FakePhone, until
 

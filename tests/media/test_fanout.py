@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from baton.core.port import MeetingMode, Member, Target, Tone
 from baton.switch.media.dtmf import encode_event
 from baton.switch.media.engine import MediaEngine
 from baton.switch.media.mixer import FRAME, Mixer
-from baton.switch.port import MeetingMode, Member, Target, Tone
 
 from .phones import FakePhone, until
 

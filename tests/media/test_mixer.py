@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from baton.switch.media import analysis
-from baton.switch.media.mixer import FRAME, MediaError, Mixer
-from baton.switch.media.tones import tone_spec
-from baton.switch.port import (
+from baton.core.port import (
     MeetingMode,
     Member,
     PlaybackFinished,
     RecordingFinished,
     Target,
 )
+from baton.switch.media import analysis
+from baton.switch.media.mixer import FRAME, MediaError, Mixer
+from baton.switch.media.tones import tone_spec
 
 TONES = {"a": 400.0, "b": 700.0, "c": 1000.0, "d": 1300.0}
 CANDIDATES = sorted(TONES.values())

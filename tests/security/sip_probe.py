@@ -17,7 +17,7 @@ from typing import Any
 
 from _rigs.sip import U as User  # the probes' users and ports are the rigs' own
 from _rigs.sip import free_port as free_port
-from baton.switch.port import SwitchEvent
+from baton.core.port import SwitchEvent
 from baton.switch.sip import SipSwitch, create_switch
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sip_probe import UdpProbe, User, free_port, invite, switch_rig
 
-from baton.switch.port import InboundCall, LegAnswered
+from baton.core.port import InboundCall, LegAnswered
 from baton.switch.sip import Request, Response, SipSwitch, make_response, parse_message
 
 pytestmark = pytest.mark.realtime

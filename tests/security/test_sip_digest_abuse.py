@@ -15,7 +15,7 @@ import uuid
 import pytest
 from sip_probe import UdpProbe, User, invite, switch_rig
 
-from baton.switch.port import InboundCall
+from baton.core.port import InboundCall
 from baton.switch.sip import DigestClient, Peer, Response, parse_message
 
 pytestmark = pytest.mark.realtime

@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from sip_probe import UdpProbe, User, free_port, invite, read_responses, switch_rig
 
-from baton.switch.port import InboundCall
+from baton.core.port import InboundCall
 
 pytestmark = pytest.mark.realtime
 

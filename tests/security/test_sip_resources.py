@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sip_probe import UdpProbe, User, free_port, invite, read_responses, switch_rig
 
-from baton.switch.port import InboundCall
+from baton.core.port import InboundCall
 from baton.switch.sip.transport import SipTransport, TransportLimits, _Tcp
 
 pytestmark = pytest.mark.realtime

@@ -16,7 +16,7 @@ import uuid
 import pytest
 from sip_probe import UdpProbe, User, free_port, invite, switch_rig
 
-from baton.switch.port import Cause, InboundCall, LegEnded
+from baton.core.port import Cause, InboundCall, LegEnded
 from baton.switch.sip import DigestClient, Request, Response, make_response, parse_message
 
 pytestmark = pytest.mark.realtime

@@ -306,9 +306,9 @@ async def test_a_preemption_trace_shows_both_flows() -> None:
 
 def test_prompt_arguments_are_file_names_inside_the_prompts_folder(tmp_path: Path) -> None:
     """A flow's Prompt parameter is a name in the prompts folder, never a client-chosen path."""
+    from baton.core.port import Prompt
     from baton.flows import broadcast
     from baton.service.flows.convert import ArgumentError, Resolver, convert, describe
-    from baton.switch.port import Prompt
 
     folder = tmp_path / "prompts"
     folder.mkdir()

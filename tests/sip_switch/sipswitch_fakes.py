@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from baton.switch.port import SwitchEvent
+from baton.core.port import SwitchEvent
 from baton.switch.sip import (
     DigestClient,
     Headers,

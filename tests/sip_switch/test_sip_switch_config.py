@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from _rigs.sip import U
-from baton.switch.port import Cause
+from baton.core.port import Cause
 from baton.switch.sip import SipConfig, SipConfigError, create_switch, parse_sip_config
 from baton.switch.sip.b2bua import (
     cause_for_status,

@@ -22,8 +22,8 @@ from _rigs.sip import (
     sipp_procs,
     wait_until,
 )
+from baton.core.port import MeetingMode
 from baton.flows import barge_in, call, emergency_call, monitor, whisper
-from baton.switch.port import MeetingMode
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 

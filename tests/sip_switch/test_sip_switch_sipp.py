@@ -22,8 +22,8 @@ from _rigs.sip import (
 )
 from baton.core import Flow, Priority, Session, User, UserManager, flow
 from baton.core.events import LegStateChanged
+from baton.core.port import Cause, InboundCall
 from baton.flows import call, force_release
-from baton.switch.port import Cause, InboundCall
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 

@@ -10,7 +10,7 @@ import pytest
 from sipswitch_fakes import Fx, Phone, make_switch
 
 from _rigs.sip import U
-from baton.switch.port import (
+from baton.core.port import (
     Cause,
     DtmfReceived,
     InboundCall,

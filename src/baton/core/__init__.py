@@ -1,7 +1,9 @@
 """Baton's core: users, ownership, preemption, flows and CallInfos — pure asyncio.
 
-The core knows nothing of SIP, RTP, HTTP or storage; it reaches a switch only through
-:mod:`baton.switch.port`. Import from here (or from :mod:`baton`), not from the modules.
+The core knows nothing of SIP, RTP, HTTP or storage. It owns the port, :mod:`baton.core.port`:
+what it needs from a switch, and the words it speaks (``Cause``, ``Tone``, ``Prompt``,
+``MeetingMode``); the adapters in :mod:`baton.switch` implement it. Flows import from here, not
+from the modules.
 """
 
 from baton.core.callinfo import P2P, CallInfo, MeetingCall, PartnerPolicy
@@ -29,6 +31,17 @@ from baton.core.flow import CancelResult, Command, Flow, FlowSpec, FlowState, Se
 from baton.core.ledger import Owner
 from baton.core.manager import UserManager
 from baton.core.model import Direction, Leg, LegState, Meeting, Playback, Recording, User
+from baton.core.port import (
+    Cause,
+    MeetingMode,
+    Member,
+    Prompt,
+    Switch,
+    SwitchError,
+    SwitchEvent,
+    Target,
+    Tone,
+)
 from baton.core.priority import Priority
 
 __all__ = [
@@ -38,6 +51,7 @@ __all__ = [
     "CallFailed",
     "CallInfo",
     "CancelResult",
+    "Cause",
     "ClaimDenied",
     "Command",
     "CompensationOutcome",
@@ -55,6 +69,8 @@ __all__ = [
     "LegState",
     "Meeting",
     "MeetingCall",
+    "MeetingMode",
+    "Member",
     "NoAnswer",
     "NotOwner",
     "NoticeKind",
@@ -63,11 +79,17 @@ __all__ = [
     "Playback",
     "Preempted",
     "Priority",
+    "Prompt",
     "Recording",
     "Rejected",
     "Session",
     "Superseded",
+    "Switch",
+    "SwitchError",
+    "SwitchEvent",
     "SwitchFailed",
+    "Target",
+    "Tone",
     "UnknownMeeting",
     "UnknownUser",
     "Unreachable",

@@ -27,7 +27,7 @@ from baton.core.errors import BatonError, FlowUsageError
 from baton.core.events import CallInfoEnded, CallInfoStarted, NoticeKind, Problem
 from baton.core.ledger import Notice, Owner
 from baton.core.model import Meeting, Playback, User
-from baton.switch.port import Cause, Tone
+from baton.core.port import Cause, Tone
 
 if TYPE_CHECKING:
     from baton.core.manager import UserManager

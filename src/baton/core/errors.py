@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from baton.core.port import Cause
 from baton.core.priority import priority_name
-from baton.switch.port import Cause
 
 if TYPE_CHECKING:
     from baton.core.model import User

@@ -53,8 +53,8 @@ from baton.core.events import (
 from baton.core.ledger import Notice, Owner
 from baton.core.manager import UserManager, _Op, notice_error
 from baton.core.model import Leg, Meeting, Playback, Recording, User
+from baton.core.port import Cause, MeetingMode, Prompt, Tone
 from baton.core.priority import Priority
-from baton.switch.port import Cause, MeetingMode, Prompt, Tone
 
 if TYPE_CHECKING:
     from baton.core.callinfo import CallInfo

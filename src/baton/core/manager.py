@@ -77,7 +77,7 @@ from baton.core.model import (
     Recording,
     User,
 )
-from baton.switch.port import (
+from baton.core.port import (
     Cause,
     DtmfReceived,
     InboundCall,

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from baton.switch.port import Cause, MeetingMode, Prompt, Tone
+from baton.core.port import Cause, MeetingMode, Prompt, Tone
 
 if TYPE_CHECKING:
     from baton.core.ledger import Owner

@@ -8,16 +8,17 @@ from baton.core import (
     P2P,
     BatonError,
     CallFailed,
+    Cause,
     FlowInterrupted,
     Leg,
     Playback,
     Preempted,
     Session,
     Superseded,
+    Tone,
     User,
     UserHungUp,
 )
-from baton.switch.port import Cause, Tone
 
 #: The tone a party hears when a call fails, by cause.
 FAILURE_TONE = {

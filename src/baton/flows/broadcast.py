@@ -15,12 +15,13 @@ from baton.core import (
     CallFailed,
     FlowInterrupted,
     FlowUsageError,
+    MeetingMode,
     Priority,
+    Prompt,
     Session,
     User,
     flow,
 )
-from baton.switch.port import MeetingMode, Prompt
 
 
 @flow(priority=Priority.PRIORITY, permission="broadcast", commands={"end": "end the broadcast"})

@@ -16,9 +16,8 @@
 
 from __future__ import annotations
 
-from baton.core import P2P, CallFailed, FlowInterrupted, Priority, Session, User, flow
+from baton.core import P2P, CallFailed, Cause, FlowInterrupted, Priority, Session, User, flow
 from baton.flows._common import dial_pair, end_unbridged, tell_failure
-from baton.switch.port import Cause
 
 
 @flow(priority=Priority.ROUTINE, permission="call")

@@ -10,10 +10,19 @@ from __future__ import annotations
 import contextlib
 import enum
 
-from baton.core import BatonError, FlowInterrupted, FlowUsageError, Priority, Session, User, flow
+from baton.core import (
+    BatonError,
+    Cause,
+    FlowInterrupted,
+    FlowUsageError,
+    Priority,
+    Session,
+    Tone,
+    User,
+    flow,
+)
 from baton.flows._common import parties_of, preemption_reason
 from baton.flows.queue import DispatcherQueue, queued_call
-from baton.switch.port import Cause, Tone
 
 
 class OtherParty(enum.Enum):

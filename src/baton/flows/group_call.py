@@ -27,14 +27,15 @@ from baton.core import (
     FlowUsageError,
     Meeting,
     MeetingCall,
+    MeetingMode,
     Playback,
     Priority,
     Session,
+    Tone,
     User,
     flow,
 )
 from baton.flows._common import stop_quietly
-from baton.switch.port import MeetingMode, Tone
 
 
 class BusyPolicy(enum.Enum):

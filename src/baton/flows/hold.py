@@ -13,17 +13,19 @@ import contextlib
 from baton.core import (
     P2P,
     BatonError,
+    Cause,
     FlowInterrupted,
     FlowUsageError,
     Playback,
     Preempted,
     Priority,
+    Prompt,
     Session,
+    Tone,
     User,
     flow,
 )
 from baton.flows._common import claim_call, notify_and_release, stop_quietly
-from baton.switch.port import Cause, Prompt, Tone
 
 
 @flow(

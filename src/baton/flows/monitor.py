@@ -14,13 +14,13 @@ from __future__ import annotations
 from baton.core import (
     P2P,
     FlowUsageError,
+    MeetingMode,
     Priority,
     Session,
     User,
     flow,
 )
 from baton.flows._common import claim_call, parties_of, restore_on_exit, until_leave
-from baton.switch.port import MeetingMode
 
 LEAVE = {"leave": "the dispatcher stops listening"}
 

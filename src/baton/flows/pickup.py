@@ -9,9 +9,8 @@ the pickup fails with :class:`PickupFailed`.
 
 from __future__ import annotations
 
-from baton.core import P2P, BatonError, LegState, Priority, Session, User, flow
+from baton.core import P2P, BatonError, Cause, LegState, Priority, Session, User, flow
 from baton.flows._common import dial_with_ringback
-from baton.switch.port import Cause
 
 
 class PickupFailed(BatonError):

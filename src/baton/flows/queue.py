@@ -43,21 +43,23 @@ from baton.core import (
     P2P,
     BatonError,
     CallFailed,
+    Cause,
     ClaimDenied,
     FlowInterrupted,
     FlowUsageError,
     NotOwner,
     Playback,
     Priority,
+    Prompt,
     Session,
     Superseded,
+    Tone,
     User,
     UserHungUp,
     UserManager,
     flow,
 )
 from baton.core.events import Event, OwnerChanged
-from baton.switch.port import Cause, Prompt, Tone
 
 __all__ = [
     "AlreadyTaken",

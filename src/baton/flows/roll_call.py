@@ -20,11 +20,11 @@ from baton.core import (
     FlowInterrupted,
     Priority,
     Session,
+    Tone,
     User,
     flow,
 )
 from baton.flows._common import dial_with_ringback
-from baton.switch.port import Tone
 
 
 @flow(priority=Priority.PRIORITY, permission="roll_call")

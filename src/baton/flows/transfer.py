@@ -32,12 +32,15 @@ from baton.core import (
     P2P,
     BatonError,
     CallFailed,
+    Cause,
     FlowInterrupted,
     FlowUsageError,
     Playback,
     Preempted,
     Priority,
+    Prompt,
     Session,
+    Tone,
     User,
     flow,
 )
@@ -48,7 +51,6 @@ from baton.flows._common import (
     stop_quietly,
     tell_failure,
 )
-from baton.switch.port import Cause, Prompt, Tone
 
 
 class OnFail(enum.Enum):

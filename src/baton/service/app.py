@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baton import __version__
 from baton.core import BatonError
+from baton.core.port import SwitchError
 from baton.service.auth.permissions import Principal
 from baton.service.auth.resource import router as auth_router
 from baton.service.config import format_loc
@@ -42,7 +43,6 @@ from baton.service.runtime import Service
 from baton.service.sim.resource import router as sim_router
 from baton.service.store import StoreUnavailable
 from baton.service.users.resource import router as users_router
-from baton.switch.port import SwitchError
 
 #: Swagger UI's files, shipped by the swagger-ui-py package (found, not imported: only its
 #: static folder is used).

@@ -21,7 +21,7 @@ from baton.core import (
     UnknownMeeting,
     UnknownUser,
 )
-from baton.switch.port import SwitchError
+from baton.core.port import SwitchError
 
 __all__ = [
     "ApiError",

@@ -26,6 +26,7 @@ from argon2 import PasswordHasher
 
 from baton.core import FlowSpec, User, UserManager
 from baton.core.events import Event, FlowEnded, FlowStarted
+from baton.core.port import Switch
 from baton.flows.queue import DispatcherQueue, Overflow
 from baton.service.auth.permissions import Principal
 from baton.service.auth.service import Auth
@@ -37,7 +38,6 @@ from baton.service.routing import Router
 from baton.service.store import Journal, Store
 from baton.service.store.records import begin_run, end_run, heartbeat, take_stale_dialogs
 from baton.service.switches import DialogKeeper, build_switch, switch_metrics
-from baton.switch.port import Switch
 from baton.switch.sim import SimSwitch
 
 __all__ = ["FlowInfo", "Service"]

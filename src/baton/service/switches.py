@@ -1,6 +1,6 @@
 """Choosing the switch from the config: ``switch = "sim"`` or ``switch = "sip"``.
 
-The rest of the service only sees the :class:`~baton.switch.port.Switch` port, so adding an
+The rest of the service only sees the :class:`~baton.core.port.Switch` port, so adding an
 adapter is one entry in :data:`FACTORIES`.
 
 The SIP adapter is found by name: ``baton.switch.sip`` must provide
@@ -25,8 +25,8 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from baton.core.port import Switch
 from baton.service.config import Config, ConfigError, SimPhoneConfig
-from baton.switch.port import Switch
 from baton.switch.sim import (
     Behaviour,
     SimSwitch,
@@ -50,7 +50,7 @@ class DialogKeeper(Protocol):
 
     async def end_dialogs(self, dialogs: list[Any]) -> int:
         """End calls a previous run left (``dialogs`` as :meth:`dialogs` gave them); return how
-        many were ended. Called once, after :meth:`~baton.switch.port.Switch.start`."""
+        many were ended. Called once, after :meth:`~baton.core.port.Switch.start`."""
         ...
 
 

@@ -1,41 +1,6 @@
-"""The switch layer: the port every adapter implements, and the adapters (``sim``, ``sip``)."""
+"""The switch layer: the adapters that implement the core's port (:mod:`baton.core.port`).
 
-from baton.switch.port import (
-    Cause,
-    DtmfReceived,
-    InboundCall,
-    LegAnswered,
-    LegEnded,
-    LegFailed,
-    LegRinging,
-    MeetingMode,
-    Member,
-    PlaybackFinished,
-    Prompt,
-    RecordingFinished,
-    Switch,
-    SwitchError,
-    SwitchEvent,
-    Target,
-    Tone,
-)
-
-__all__ = [
-    "Cause",
-    "DtmfReceived",
-    "InboundCall",
-    "LegAnswered",
-    "LegEnded",
-    "LegFailed",
-    "LegRinging",
-    "MeetingMode",
-    "Member",
-    "PlaybackFinished",
-    "Prompt",
-    "RecordingFinished",
-    "Switch",
-    "SwitchError",
-    "SwitchEvent",
-    "Target",
-    "Tone",
-]
+``sim`` (virtual phones in memory), ``sip`` (Baton's own registrar and B2BUA) and ``media`` (the
+RTP engine ``sip`` drives). Adapters import the port and its vocabulary from the core; the core
+never imports an adapter (docs/design.md §Layers).
+"""

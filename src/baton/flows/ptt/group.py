@@ -30,9 +30,11 @@ from baton.core import (
     FlowInterrupted,
     FlowUsageError,
     Meeting,
+    MeetingMode,
     Playback,
     Priority,
     Session,
+    Tone,
     User,
     flow,
 )
@@ -56,7 +58,6 @@ from baton.flows.ptt.floor import (
     Released,
     Revoked,
 )
-from baton.switch.port import MeetingMode, Tone
 
 __all__ = ["PTT_COMMANDS", "ptt_group"]
 

@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from baton.core import FlowSpec, Meeting, Priority, Session, UnknownMeeting, UnknownUser, User
+from baton.core.port import Prompt
 from baton.service.config import parse_priority
-from baton.switch.port import Prompt
 
 __all__ = ["ArgumentError", "Param", "Resolver", "call_args", "convert", "describe"]
 

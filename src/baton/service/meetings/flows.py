@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 
 from baton.core import BatonError, Priority, Session, User, flow
-from baton.switch.port import Cause
+from baton.core.port import Cause
 
 __all__ = ["meeting_release"]
 

@@ -22,12 +22,12 @@ import asyncio
 from typing import Any
 
 from baton.core import BatonError, Flow, Meeting, MeetingCall, User
+from baton.core.port import MeetingMode
 from baton.core.priority import priority_name
 from baton.service.auth.permissions import Principal
 from baton.service.errors import Conflict, Forbidden, NotFound, Unprocessable, from_core
 from baton.service.meetings.flows import meeting_release
 from baton.service.runtime import Service
-from baton.switch.port import MeetingMode
 
 __all__ = ["MODES", "MeetingsService"]
 

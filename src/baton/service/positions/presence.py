@@ -13,7 +13,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from baton.switch.port import Cause, Switch
+from baton.core.port import Cause, Switch
 from baton.switch.sim import SimSwitch
 
 __all__ = ["Registration", "registrations"]

@@ -33,10 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from baton.core import User, UserManager
 from baton.core.events import CallInfoEnded, CallInfoStarted, Event
+from baton.core.port import Cause, Switch
 from baton.service.errors import BadRequest, NotFound
 from baton.service.positions.presence import Registration, registrations
 from baton.service.store.tables import audit as audit_table
-from baton.switch.port import Cause, Switch
 
 __all__ = ["AgentState", "AgentStateChanged", "Positions", "iso", "last_agent_states"]
 

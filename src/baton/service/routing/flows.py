@@ -18,9 +18,9 @@ from baton.core import (
     User,
     flow,
 )
+from baton.core.port import Cause, Tone
 from baton.flows import group_call
 from baton.flows.ptt import PTT_COMMANDS, ptt_group
-from baton.switch.port import Cause, Tone
 
 __all__ = ["dial_in", "feature_code", "group_dial_in", "ptt_dial_in", "unroutable"]
 

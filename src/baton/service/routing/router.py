@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from baton.core import BatonError, FlowSpec, Leg, User, UserManager
+from baton.core.port import InboundCall
 from baton.service.auth.service import principal_for
 from baton.service.config import Config
 from baton.service.positions.service import AgentState, Positions
@@ -40,7 +41,6 @@ from baton.service.routing.flows import (
     ptt_dial_in,
     unroutable,
 )
-from baton.switch.port import InboundCall
 
 if TYPE_CHECKING:
     from baton.flows.queue import DispatcherQueue

@@ -10,7 +10,7 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-from baton.switch.port import SwitchError
+from baton.core.port import SwitchError
 
 if TYPE_CHECKING:
     from baton.service.runtime import Service

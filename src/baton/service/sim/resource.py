@@ -11,13 +11,13 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from baton.core.port import SwitchError
 from baton.service.auth.permissions import Principal
 from baton.service.config import SimPhoneConfig
 from baton.service.deps import Authed, Svc, client_address
 from baton.service.errors import Conflict, NotFound
 from baton.service.runtime import Service
 from baton.service.switches import sim_behaviour
-from baton.switch.port import SwitchError
 from baton.switch.sim import SimSwitch
 
 router = APIRouter(prefix="/api/sim", tags=["sim"])

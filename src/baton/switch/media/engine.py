@@ -78,7 +78,7 @@ Theory of operation
   are reader callbacks, a prompt is loaded by the awaited ``asyncio.to_thread`` of
   :meth:`MediaEngine.play`. :meth:`MediaEngine.close` cancels the handle and removes the readers.
 
-Errors: commands raise :class:`~.mixer.MediaError` (a :class:`~baton.switch.port.SwitchError`)
+Errors: commands raise :class:`~.mixer.MediaError` (a :class:`~baton.core.port.SwitchError`)
 for an unknown leg or meeting, an unreadable prompt, an unwritable recording path, no free port.
 """
 
@@ -100,14 +100,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from baton.switch.media import g711, rtp
-from baton.switch.media.dtmf import DtmfDetector, DtmfSender
-from baton.switch.media.jitter import JitterBuffer
-from baton.switch.media.mixer import FRAME, MediaError, Mixer
-from baton.switch.media.srtp import SrtpContext, SrtpError
-from baton.switch.media.tones import tone_spec
-from baton.switch.media.wav import WavError, WavWriter, read_wav
-from baton.switch.port import (
+from baton.core.port import (
     DtmfReceived,
     Member,
     PlaybackFinished,
@@ -116,6 +109,13 @@ from baton.switch.port import (
     Target,
     Tone,
 )
+from baton.switch.media import g711, rtp
+from baton.switch.media.dtmf import DtmfDetector, DtmfSender
+from baton.switch.media.jitter import JitterBuffer
+from baton.switch.media.mixer import FRAME, MediaError, Mixer
+from baton.switch.media.srtp import SrtpContext, SrtpError
+from baton.switch.media.tones import tone_spec
+from baton.switch.media.wav import WavError, WavWriter, read_wav
 
 __all__ = [
     "PCMA",

@@ -9,7 +9,7 @@ Vocabulary
   *connected-idle*: it hears silence.
 * **Room** — a set of ports that hear each other. A **bridge** is a two-port room (each hears
   the other); a **meeting** is an N-port room where each member hears the mix of the others minus
-  itself, by mode (:class:`~baton.switch.port.MeetingMode`): SPEAK is heard by all; LISTEN and
+  itself, by mode (:class:`~baton.core.port.MeetingMode`): SPEAK is heard by all; LISTEN and
   MUTED hear but are heard by none; WHISPER is heard only by its ``whisper_to`` member.
 * **Playback** — a PCM source (tone or prompt) played once or looped to a port, or to a meeting
   (every member hears it).
@@ -42,9 +42,9 @@ Per tick, inputs are stacked into one int32 matrix; per room, the sum of its spe
 every member's row and each speaker's own input subtracted again (N-1 mixing in O(N), not O(N²));
 whispers and playbacks are added on top; one clip to int16 at the end (saturation, never wrap).
 
-Events (:meth:`Mixer.take_events`): :class:`~baton.switch.port.PlaybackFinished` (``completed``
+Events (:meth:`Mixer.take_events`): :class:`~baton.core.port.PlaybackFinished` (``completed``
 False when stopped or cut short by a clear or a destroy) and
-:class:`~baton.switch.port.RecordingFinished`.
+:class:`~baton.core.port.RecordingFinished`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from typing import Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from baton.switch.port import (
+from baton.core.port import (
     MeetingMode,
     Member,
     PlaybackFinished,

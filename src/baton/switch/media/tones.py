@@ -178,7 +178,7 @@ def dtmf_frequencies(digit: str) -> tuple[float, float]:
 
 
 def tone_spec(name: str) -> ToneSpec:
-    """The spec of a tone by its :class:`~baton.switch.port.Tone` name.
+    """The spec of a tone by its :class:`~baton.core.port.Tone` name.
 
     Raises ``KeyError`` for an unknown name (the engine turns it into a ``SwitchError``).
     """

@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from baton.switch.port import (
+from baton.core.port import (
     Cause,
     DtmfReceived,
     InboundCall,

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from baton.switch.port import Cause
+from baton.core.port import Cause
 
 __all__ = [
     "CAUSE_ORDER",

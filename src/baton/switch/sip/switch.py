@@ -4,7 +4,7 @@ Every leg terminates here: a phone's call in is answered by Baton (its media anc
 :class:`~baton.switch.media.MediaEngine`), and a call out is a new INVITE from Baton. Flows move
 users between calls by changing the media graph alone; phones never re-negotiate for that.
 
-Rules (the port's contract, :mod:`baton.switch.port`, on SIP)
+Rules (the port's contract, :mod:`baton.core.port`, on SIP)
 --------------------------------------------------------------
 * **Events after commands.** An outbound leg's events (ringing, answered, failed) are emitted
   from the transport's callbacks, which run only after :meth:`SipSwitch.originate` returned;
@@ -73,8 +73,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from baton.switch.media import MediaEngine, MediaError, MediaEvent, MediaTimeout, srtp
-from baton.switch.port import (
+from baton.core.port import (
     Cause,
     DtmfReceived,
     InboundCall,
@@ -91,6 +90,7 @@ from baton.switch.port import (
     Target,
     Tone,
 )
+from baton.switch.media import MediaEngine, MediaError, MediaEvent, MediaTimeout, srtp
 
 from . import session_timer
 from .b2bua import (

@@ -1,4 +1,10 @@
-"""The switch port: the only way the core reaches a switch (docs/design.md §Layers).
+"""The switch port: what the core needs from a switch, and the words it speaks (docs/design.md
+§Layers).
+
+The core owns this module: it states the commands, the events and the vocabulary (:class:`Cause`,
+:class:`Tone`, :class:`Prompt`, :class:`MeetingMode`) in its own terms, and the adapters in
+:mod:`baton.switch` import it to implement them — never the other way round. It imports nothing
+from the rest of the core, so every core module (and every adapter) may import it.
 
 A switch terminates every leg (a back-to-back user agent) and owns every leg's media, so the core
 can move users between calls by changing the media graph alone. Two adapters implement this port:
@@ -17,7 +23,7 @@ Theory of operation
 * Identifiers are opaque strings: the core chooses the ids of outbound legs and meetings; the
   switch chooses those of inbound legs, playbacks and recordings. Users are named by their stable id; the switch maps an id to its addresses
   (registered SIP contacts, a virtual phone).
-* A command on an unknown or ended leg raises :class:`~baton.switch.port.SwitchError` — never
+* A command on an unknown or ended leg raises :class:`~baton.core.port.SwitchError` — never
   silently succeeds — except :meth:`Switch.hangup` and :meth:`Switch.clear`, which are idempotent.
 * Every command must honour cancellation: a cancelled command leaves the switch in a state that
   :meth:`Switch.clear` can return to connected-idle.
