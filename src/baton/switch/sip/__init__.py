@@ -15,8 +15,13 @@ Layers, bottom up (each module's docstring states its rules and theory of operat
 * :mod:`~baton.switch.sip.session_timer` — session timers, to notice dead phones (RFC 4028);
 * :mod:`~baton.switch.sip.transport` — UDP/TCP sockets and the one timer, on asyncio.
 
-Everything but the last is sans-IO: it never touches a socket or a clock. Import from here;
-the modules may move.
+Everything but the last is sans-IO: it never touches a socket or a clock. On top,
+:class:`SipSwitch` (:mod:`~baton.switch.sip.switch`) is the B2BUA behind the switch port, a
+façade over its parts: :mod:`~baton.switch.sip.inbound` (calls from phones),
+:mod:`~baton.switch.sip.outbound` (calls to phones, forking), :mod:`~baton.switch.sip.in_dialog`
+(inside a call, session timers), :mod:`~baton.switch.sip.stale` (stale-line probes),
+:mod:`~baton.switch.sip.rooms` (bridges and meetings), sharing :mod:`~baton.switch.sip.legs`
+and :mod:`~baton.switch.sip.book`. Import from here; the modules may move.
 """
 
 from . import session_timer as session_timer  # negotiate_uas(), negotiate_uac(), …
