@@ -8,150 +8,64 @@ that docs/flows.md's matrix marks exactly those pairs.
 from __future__ import annotations
 
 import importlib
+import random
 import re
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from baton.core import Flow
-from baton.flows import (
-    LIBRARY,
-    DispatcherQueue,
-    attended_transfer,
-    barge_in,
-    blind_transfer,
-    broadcast,
-    call,
-    conference,
-    emergency_call,
-    group_call,
-    hold,
-    monitor,
-    polling,
-    queued_call,
-    roll_call,
-    whisper,
-)
-from baton.switch.sim import answers, never_answers
+from baton.flows import LIBRARY, emergency_call
 from baton.testing import World
+from baton.testing.setups import DISPATCHERS, FIELD, SETUPS
 
-Setup = Callable[[World], Awaitable[Flow]]
-
-
-async def _talking(w: World) -> None:
-    await w.start(call, w["t"], w["p"]).result()
-
-
-async def s_call_ringing(w: World) -> Flow:
-    w.behave("t", never_answers())
-    return w.start(call, w["d"], w["t"])
-
-
-async def s_call_settled(w: World) -> Flow:
-    f = w.start(call, w["d"], w["t"])
-    await f.result()
-    return f
-
-
-async def s_queued(w: World) -> Flow:
-    q = DispatcherQueue("q", w.manager, [w["d"]], auto_assign=False)
-    w.sim.call_in("t", "100")
-    return w.start(queued_call, w["t"], q)
-
-
-async def s_group(w: World) -> Flow:
-    return w.start(group_call, w["d"], [w["t"], w["p"]])
-
-
-async def s_conference(w: World) -> Flow:
-    return w.start(conference, w["d"], [w["t"], w["p"]])
-
-
-async def s_broadcast(w: World) -> Flow:
-    return w.start(broadcast, [w["t"], w["p"]], w["d"])
-
-
-async def s_barge_in(w: World) -> Flow:
-    await _talking(w)
-    return w.start(barge_in, w["d"], w["t"])
-
-
-async def s_monitor(w: World) -> Flow:
-    await _talking(w)
-    return w.start(monitor, w["d"], w["t"])
-
-
-async def s_whisper(w: World) -> Flow:
-    await _talking(w)
-    return w.start(whisper, w["d"], w["t"])
-
-
-async def s_blind_transfer(w: World) -> Flow:
-    await w.start(call, w["p"], w["d"]).result()
-    w.behave("t", answers(30))
-    return w.start(blind_transfer, w["p"], w["d"], w["t"])
-
-
-async def s_attended_transfer(w: World) -> Flow:
-    await w.start(call, w["p"], w["d"]).result()
-    return w.start(attended_transfer, w["p"], w["d"], w["t"])
-
-
-async def s_hold(w: World) -> Flow:
-    await _talking(w)
-    return w.start(hold, w["p"], w["t"])
-
-
-async def s_roll_call(w: World) -> Flow:
-    w.behave("t", answers(1))
-    return w.start(roll_call, [w["t"], w["p"]], "1", 20.0, 30.0)
-
-
-async def s_polling(w: World) -> Flow:
-    w.behave("t", never_answers())
-    return w.start(polling, w["d"], [w["t"], w["p"]], 20.0)
-
-
-SETUPS: dict[str, Setup] = {
-    "call": s_call_ringing,
-    "call(settled)": s_call_settled,
-    "queued_call": s_queued,
-    "group_call": s_group,
-    "conference": s_conference,
-    "broadcast": s_broadcast,
-    "barge_in": s_barge_in,
-    "monitor": s_monitor,
-    "whisper": s_whisper,
-    "blind_transfer": s_blind_transfer,
-    "attended_transfer": s_attended_transfer,
-    "hold": s_hold,
-    "roll_call": s_roll_call,
-    "polling": s_polling,
-}
+#: The set-ups (baton.testing.setups, shared with ``baton check``) an emergency interrupts.
+VICTIMS = (
+    "call",
+    "call(settled)",
+    "queued_call(waiting)",
+    "group_call",
+    "conference",
+    "broadcast",
+    "barge_in",
+    "monitor",
+    "whisper",
+    "blind_transfer(ringing)",
+    "attended_transfer",
+    "hold",
+    "roll_call",
+    "polling",
+)
 
 
 @pytest.mark.parametrize(
     "victim",
     [
-        pytest.param(name, marks=pytest.mark.interaction("emergency_call", name.split("(")[0]))
-        for name in SETUPS
+        pytest.param(name, marks=pytest.mark.interaction("emergency_call", SETUPS[name].flow))
+        for name in VICTIMS
     ],
 )
 async def test_emergency_preempts(victim: str) -> None:
     """The emergency gets the target at once; the preempted flow compensates and the world
     stays consistent; once the emergency is over and grace has passed, nothing leaks."""
-    w = World("t", "p", "boss", grace=3.0)
-    w.add("d", keep=True)
-    flow = await SETUPS[victim](w)
+    w = World(*FIELD, "boss", grace=3.0)
+    for d in DISPATCHERS:
+        w.add(d, keep=True)
+    setup = SETUPS[victim]
+    args = await setup.prepare(w, random.Random(7))
+    flow = w.start(LIBRARY[setup.flow], **args)
+    if setup.settled:
+        await flow.result()
+    target = setup.focus_user(args)
     await w.run(4)
-    e = w.start(emergency_call, w["boss"], w["t"])
+    if not setup.settled:  # the emergency strikes the flow in the middle of its work
+        assert not flow.ended, (victim, flow.outcome)
+    e = w.start(emergency_call, w["boss"], target)
     await w.run(2)
-    if w.state("t") == "ringing":  # the emergency inherited the ringing call: t picks up
-        w.sim.answer_now("t")
+    if w.state(target.id) == "ringing":  # the emergency inherited the ringing call: pick up
+        w.sim.answer_now(target.id)
     await w.run(1)
-    assert w.hears("t") == {"boss"}, (victim, w.hears("t"))
-    assert w.owner("t") == e.name
+    assert w.hears(target.id) == {"boss"}, (victim, w.hears(target.id))
+    assert w.owner(target.id) == e.name
     w.assert_ok()
     await e.send("end")
     await w.run(1)

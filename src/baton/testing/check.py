@@ -53,7 +53,7 @@ import itertools
 import random
 import types
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,8 +77,10 @@ from baton.core.events import (
     OwnerChanged,
 )
 from baton.core.manager import _CURRENT_OP, _Op
+from baton.flows import LIBRARY, DispatcherQueue
 from baton.switch.sim import Timing, answers
 from baton.testing.clock import run_virtual
+from baton.testing.setups import DISPATCHERS, FIELD, SETUPS, Prepare, SetUp, check_setup_for
 from baton.testing.world import World
 from baton.trace import Tracer
 
@@ -93,8 +95,6 @@ __all__ = [
     "parse_schedule",
 ]
 
-FIELD = ("f1", "f2", "f3", "f4", "f5")
-DISPATCHERS = ("d1", "d2")
 #: A flow ending with a BatonError is a domain outcome (a call failed, a claim was denied, a
 #: pickup found nothing to pick up) — except these, which are the author's mistakes or notices.
 NOT_EXPECTED = (NotOwner, Preempted, UserHungUp)
@@ -168,11 +168,9 @@ class CheckReport:
 
 # ---- scenario set-ups ----------------------------------------------------------------------
 
-Setup = Callable[[World, random.Random], Awaitable[dict[str, Any]]]
-
-#: flow name → a set-up that prepares the world (calls to act on, a caller dialling in) and
-#: returns the flow's arguments. A flow without one gets arguments generated from its type hints.
-SETUPS: dict[str, Setup] = {}
+#: A flow's set-up: prepares the world and returns the flow's arguments (see
+#: :mod:`baton.testing.setups`, which holds the library's).
+Setup = Prepare
 
 
 def check_setup(flow_name: str) -> Callable[[Setup], Setup]:
@@ -184,7 +182,7 @@ def check_setup(flow_name: str) -> Callable[[Setup], Setup]:
     """
 
     def register(fn: Setup) -> Setup:
-        SETUPS[flow_name] = fn
+        SETUPS[flow_name] = SetUp(flow_name, fn)
         return fn
 
     return register
@@ -195,8 +193,6 @@ def check_setup(flow_name: str) -> Callable[[Setup], Setup]:
 
 def _arguments(spec: FlowSpec[Any], w: World, rng: random.Random) -> dict[str, Any] | None:
     """Arguments for ``spec`` drawn from the pool, or None if a parameter cannot be made."""
-    from baton.flows.queue import DispatcherQueue
-
     hints = typing.get_type_hints(spec.fn)
     params = list(spec.signature.parameters.values())[1:]
     field_users = [w[u] for u in FIELD]
@@ -342,9 +338,9 @@ class _Runner:
         tracer = Tracer(self.out, hears=w.sim.hears, users=lambda: [*FIELD, *DISPATCHERS])
         w.manager.events.subscribe(tracer)
         w.manager.on_op = self._on_op
-        setup = SETUPS.get(self.spec.name)
+        setup = check_setup_for(self.spec.name)
         if setup is not None:
-            args: dict[str, Any] | None = await setup(w, self.rng)
+            args: dict[str, Any] | None = await setup.prepare(w, self.rng)
         else:
             args = _arguments(self.spec, w, self.rng)
         if args is None:
@@ -595,9 +591,6 @@ def _random_schedule(
 
 def default_against(spec: FlowSpec[Any]) -> list[FlowSpec[Any]]:
     """Every library flow, and the flow itself."""
-    import baton.testing.check_setups  # noqa: F401 - registers the library's set-ups
-    from baton.flows import LIBRARY
-
     flows = [s for s in LIBRARY.values() if s.name not in ("take_call",)]
     if spec.name not in {s.name for s in flows}:
         flows.append(spec)
