@@ -49,7 +49,11 @@ SECTIONS: list[tuple[str, str, list[str] | None]] = [
             "UnknownMeeting",
         ],
     ),
-    ("Media vocabulary", "baton.core", ["Tone", "Prompt", "MeetingMode", "Cause"]),
+    (
+        "Media vocabulary",
+        "baton.core",
+        ["Tone", "Prompt", "MeetingMode", "Cause", "EndReason", "PreemptionCause"],
+    ),
     (
         "Testing",
         "baton.testing",

@@ -27,7 +27,7 @@ from baton.core.events import (
     OwnerChanged,
     PreemptionCompleted,
 )
-from baton.core.port import Prompt
+from baton.core.port import Cause, EndReason, PreemptionCause, Prompt
 from baton.switch.sim import answers, never_answers
 from baton.testing import World
 
@@ -380,13 +380,14 @@ async def test_settled_p2p_partner_hears_preemption_tone_then_is_released() -> N
     assert w.owner(
         "a",
     ) is not None and w.owner("a").startswith("p2p")
-    w.start(emergency, w["d"], w["a"])
+    e = w.start(emergency, w["d"], w["a"])
     await w.run(1)
     assert "tone:preemption" in w.hears("b")
     await w.run(5)
     assert w.state("b") == "idle"
     _leg, cause, reason = w.sim.hangups[-1]
-    assert cause.value == "preempted" and reason and reason.startswith("preemption ;cause=")
+    assert cause is Cause.PREEMPTED
+    assert reason == EndReason(e.name, PreemptionCause.UA)  # the switch is told who took "a"
     assert w.hears("a") == {"d"}
     w.assert_ok()
 

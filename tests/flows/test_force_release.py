@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from baton.core import FlowUsageError
+from baton.core import Cause, EndReason, FlowUsageError, PreemptionCause
 from baton.flows import DispatcherQueue, OtherParty, call, force_release
 from baton.testing import World
 
@@ -15,10 +15,12 @@ async def test_force_release_cuts_the_target_and_releases_the_other() -> None:
     await w.start(call, w["a"], w["b"]).result()
     f = w.start(force_release, w["a"])
     assert await f.result() == ["b"]
-    reasons = {leg: (cause.value, reason) for leg, cause, reason in w.sim.hangups}
-    assert all(
-        c == "preempted" and r and r.startswith("preemption ;cause=") for c, r in reasons.values()
-    )
+    # the target with a UA preemption that says "force release"; the other party by the flow
+    assert {(c, r) for _leg, c, r in w.sim.hangups} == {
+        (Cause.PREEMPTED, EndReason("force release", PreemptionCause.UA)),
+        (Cause.PREEMPTED, EndReason(f.name, PreemptionCause.UA)),
+    }
+    assert len(w.sim.hangups) == 2
     assert "tone:preemption" in w.heard("b")
     assert w.state("a") == w.state("b") == "idle"
     w.assert_ok(quiescent=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from _rigs.sip import U
-from baton.core.port import Cause
+from baton.core.port import Cause, EndReason, PreemptionCause
 from baton.switch.sip import SipConfig, SipConfigError, create_switch, parse_sip_config
 from baton.switch.sip.b2bua import (
     cause_for_status,
@@ -126,14 +126,26 @@ def test_status_for_cause_and_merge() -> None:
 def test_hangup_reason() -> None:
     assert hangup_reason(Cause.NORMAL, None) is None
     assert hangup_reason(Cause.PREEMPTED, None) == 'preemption ;cause=1 ;text="UA Preemption"'
-    assert hangup_reason(Cause.PREEMPTED, "emergency_call#2") == (
+    assert hangup_reason(Cause.PREEMPTED, EndReason.preempted("emergency_call#2")) == (
         'preemption ;cause=1 ;text="emergency_call#2"'
     )
-    given = 'preemption ;cause=2 ;text="Reserved Resources Preempted"'
-    assert hangup_reason(Cause.PREEMPTED, given) == given
-    assert hangup_reason(Cause.NORMAL, "SIP ;cause=200") == "SIP ;cause=200"
-    assert hangup_reason(Cause.PREEMPTED, 'a\r\nInjected: "x"') == (
-        'preemption ;cause=1 ;text="a Injected: \\"x\\""'
+    # a preemption without a flow's name (a CallInfo told by nobody) still says which one
+    assert hangup_reason(Cause.PREEMPTED, EndReason.preempted(None)) == (
+        'preemption ;cause=1 ;text="UA Preemption"'
+    )
+    # the code and its RFC 4411 name come from the structured kind
+    kind = EndReason(preemption=PreemptionCause.RESERVED_RESOURCES)
+    assert hangup_reason(Cause.PREEMPTED, kind) == (
+        'preemption ;cause=2 ;text="Reserved Resources Preempted"'
+    )
+    # a reason naming a preemption is one, whatever the cause; plain text is not for the wire
+    assert hangup_reason(Cause.NORMAL, EndReason("x", PreemptionCause.GENERIC)) == (
+        'preemption ;cause=3 ;text="x"'
+    )
+    assert hangup_reason(Cause.CANCELLED, EndReason("picked up elsewhere")) is None
+    # the text is quoted inside a header: no line break or quote gets out of it
+    assert hangup_reason(Cause.PREEMPTED, EndReason('a\r\nInjected: "x"\\')) == (
+        'preemption ;cause=1 ;text="a Injected: \\"x\\"\\\\"'
     )
 
 

@@ -13,6 +13,7 @@ from _rigs.sip import U
 from baton.core.port import (
     Cause,
     DtmfReceived,
+    EndReason,
     InboundCall,
     LegAnswered,
     LegEnded,
@@ -375,7 +376,7 @@ async def test_fork_first_answer_wins_the_others_are_cancelled() -> None:
     desk.answer(to_desk, 487)
     assert fx.events == [LegRinging("L1"), LegAnswered("L1")]
     assert fx.switch.media.leg_stats("L1").remote == ("127.0.0.1", mobile.sdp.local.port)
-    await fx.switch.hangup("L1", Cause.PREEMPTED, 'preemption ;cause=1 ;text="emergency#1"')
+    await fx.switch.hangup("L1", Cause.PREEMPTED, EndReason.preempted("emergency#1"))
     (bye,) = fx.requests("BYE")
     assert bye.call_id == to_mobile.call_id
     assert bye.headers.get("Reason") == 'preemption ;cause=1 ;text="emergency#1"'

@@ -33,8 +33,10 @@ from baton.core.manager import UserManager
 from baton.core.model import Direction, Leg, LegState, Meeting, Playback, Recording, User
 from baton.core.port import (
     Cause,
+    EndReason,
     MeetingMode,
     Member,
+    PreemptionCause,
     Prompt,
     Switch,
     SwitchError,
@@ -56,6 +58,7 @@ __all__ = [
     "Command",
     "CompensationOutcome",
     "Direction",
+    "EndReason",
     "Event",
     "EventBus",
     "Flow",
@@ -78,6 +81,7 @@ __all__ = [
     "PartnerPolicy",
     "Playback",
     "Preempted",
+    "PreemptionCause",
     "Priority",
     "Prompt",
     "Recording",

@@ -27,7 +27,7 @@ from baton.core.errors import BatonError, FlowUsageError
 from baton.core.events import CallInfoEnded, CallInfoStarted, NoticeKind, Problem
 from baton.core.ledger import Notice, Owner
 from baton.core.model import Meeting, Playback, User
-from baton.core.port import Cause, Tone
+from baton.core.port import Cause, EndReason, Tone
 
 if TYPE_CHECKING:
     from baton.core.manager import UserManager
@@ -138,7 +138,7 @@ class CallInfo(Owner):
         cause: Cause,
         tone: Tone | None,
         seconds: float,
-        reason: str | None,
+        reason: EndReason | None,
     ) -> None:
         """Play an optional tone to ``user`` then hang it up, in a supervised task."""
         manager = self.manager
@@ -224,7 +224,7 @@ class P2P(CallInfo):
             self._end("preempted")
         else:
             tone = Tone("preemption") if self.on_preempt is PartnerPolicy.TONE_THEN_HANGUP else None
-            reason = f'preemption ;cause=1 ;text="{notice.by}"'
+            reason = EndReason.preempted(notice.by)
             self._run_policy("preempted", partner, Cause.PREEMPTED, tone, self.tone_seconds, reason)
 
 

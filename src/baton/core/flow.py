@@ -53,7 +53,7 @@ from baton.core.events import (
 from baton.core.ledger import Notice, Owner
 from baton.core.manager import UserManager, _Op, notice_error
 from baton.core.model import Leg, Meeting, Playback, Recording, User
-from baton.core.port import Cause, MeetingMode, Prompt, Tone
+from baton.core.port import Cause, EndReason, MeetingMode, Prompt, Tone
 from baton.core.priority import Priority
 
 if TYPE_CHECKING:
@@ -757,9 +757,11 @@ class Session:
         return await self.manager.answer(self.flow, user)
 
     async def hangup(
-        self, user: User, cause: Cause = Cause.NORMAL, reason: str | None = None
+        self, user: User, cause: Cause = Cause.NORMAL, reason: EndReason | None = None
     ) -> None:
-        """End ``user``'s call. The user stays yours (idle) until released."""
+        """End ``user``'s call. The user stays yours (idle) until released. ``reason`` says who
+        or what ended it (``EndReason.preempted(s.name)`` for a preemption); the switch renders
+        it for its wire."""
         await self.manager.hangup(self.flow, user, cause, reason)
 
     async def wait_hangup(self, user: User) -> Cause:

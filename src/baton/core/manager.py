@@ -80,6 +80,7 @@ from baton.core.model import (
 from baton.core.port import (
     Cause,
     DtmfReceived,
+    EndReason,
     InboundCall,
     LegAnswered,
     LegEnded,
@@ -936,7 +937,7 @@ class UserManager:
         self.spawn(self._hangup_command(leg, Cause.COLLECTED, None), f"collect:{leg.id}")
 
     async def _hangup_command(
-        self, leg: Leg, cause: Cause, reason: str | None, tries: int = 2
+        self, leg: Leg, cause: Cause, reason: EndReason | None, tries: int = 2
     ) -> None:
         """Hang up a leg the core has already ended, on the manager's account. A switch that
         fails is asked again (``tries`` in all, a second apart): otherwise the phone would stay
@@ -1085,7 +1086,7 @@ class UserManager:
         return await self._run(owner, "answer", (rec,), run)
 
     async def hangup(
-        self, owner: Owner, user: User, cause: Cause = Cause.NORMAL, reason: str | None = None
+        self, owner: Owner, user: User, cause: Cause = Cause.NORMAL, reason: EndReason | None = None
     ) -> None:
         """End the user's leg. The user stays owned (idle) by ``owner``."""
         rec = self.rec(user)

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "Cause",
     "DtmfReceived",
+    "EndReason",
     "InboundCall",
     "LegAnswered",
     "LegEnded",
@@ -52,6 +53,7 @@ __all__ = [
     "MeetingMode",
     "Member",
     "PlaybackFinished",
+    "PreemptionCause",
     "Prompt",
     "RecordingFinished",
     "Switch",
@@ -88,6 +90,37 @@ class Cause(enum.Enum):
     COLLECTED = "collected"  # no owner and no call: hung up by the leak collector
     MEDIA_TIMEOUT = "media_timeout"  # no RTP for too long: the phone is dead
     FAILURE = "failure"  # anything else
+
+
+class PreemptionCause(enum.Enum):
+    """Which kind of preemption ended a leg. The values are the preemption cause codes of
+    RFC 4411; Baton itself only ever preempts as :attr:`UA` (a user agent made room for a
+    higher-priority call)."""
+
+    UA = 1  # "UA Preemption": ended to make room for a higher-priority call
+    RESERVED_RESOURCES = 2  # "Reserved Resources Preempted"
+    GENERIC = 3  # "Generic Preemption"
+    NON_IP = 4  # "Non-IP Preemption"
+
+
+@dataclass(frozen=True, slots=True)
+class EndReason:
+    """Why the core ends a leg, beyond its :class:`Cause`, as a value — never wire syntax.
+
+    ``text`` names who or what ended the leg (a flow, "force release"), if known;
+    ``preemption`` says which preemption ended it, for a leg ended with ``Cause.PREEMPTED``. Each adapter renders it
+    for its own wire: the ``sip`` adapter writes the RFC 4411 ``Reason`` header of a preemption
+    (and nothing for other causes); the ``sim`` keeps the value as given.
+    """
+
+    text: str | None = None
+    preemption: PreemptionCause | None = None
+
+    @classmethod
+    def preempted(cls, by: str | None, text: str | None = None) -> EndReason:
+        """A leg ended to make room for a higher-priority call: a UA preemption whose text
+        names the flow ``by`` that took the user, or ``text`` if given."""
+        return cls(text or by, PreemptionCause.UA)
 
 
 class MeetingMode(enum.Enum):
@@ -239,10 +272,11 @@ class Switch(ABC):
 
     @abstractmethod
     async def hangup(
-        self, leg: str, cause: Cause = Cause.NORMAL, reason: str | None = None
+        self, leg: str, cause: Cause = Cause.NORMAL, reason: EndReason | None = None
     ) -> None:
-        """End a leg (cancel it if it is still ringing). Idempotent. ``reason`` is free text
-        carried to the wire (e.g. the RFC 4411 preemption cause)."""
+        """End a leg (cancel it if it is still ringing). Idempotent. ``reason`` says who or
+        what ended it, structured; the adapter renders it for its wire (the ``sip`` adapter:
+        an RFC 4411 ``Reason`` header when the cause is ``PREEMPTED``)."""
 
     # ---- media graph
     @abstractmethod

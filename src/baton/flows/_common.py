@@ -9,6 +9,7 @@ from baton.core import (
     BatonError,
     CallFailed,
     Cause,
+    EndReason,
     FlowInterrupted,
     Leg,
     Playback,
@@ -29,19 +30,13 @@ FAILURE_TONE = {
 }
 
 
-def preemption_reason(by: str, text: str | None = None) -> str:
-    """An RFC 4411 ``Reason`` header value (``preemption ;cause=…``). Cause 1 is "Pre-emption:
-    the call was pre-empted by a higher-priority call"; the text names the flow that took it."""
-    return f'preemption ;cause=1 ;text="{text or by}"'
-
-
 async def notify_and_release(s: Session, user: User, *, by: str, seconds: float = 3.0) -> None:
-    """Preemption notice: ``user`` hears the preemption tone, then is hung up with an RFC 4411
-    reason. Best effort: a user lost or gone meanwhile is simply left alone."""
+    """Preemption notice: ``user`` hears the preemption tone, then is hung up as preempted by
+    ``by`` (the switch tells the phone: on SIP, an RFC 4411 ``Reason``). Best effort: a user lost or gone meanwhile is simply left alone."""
     with contextlib.suppress(BatonError):
         await s.play(user, Tone("preemption", seconds))
     with contextlib.suppress(BatonError):
-        await s.hangup(user, Cause.PREEMPTED, preemption_reason(by))
+        await s.hangup(user, Cause.PREEMPTED, EndReason.preempted(by))
 
 
 async def end_unbridged(s: Session, user: User, lost: FlowInterrupted) -> None:

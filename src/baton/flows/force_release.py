@@ -13,6 +13,7 @@ import enum
 from baton.core import (
     BatonError,
     Cause,
+    EndReason,
     FlowInterrupted,
     FlowUsageError,
     Priority,
@@ -21,7 +22,7 @@ from baton.core import (
     User,
     flow,
 )
-from baton.flows._common import parties_of, preemption_reason
+from baton.flows._common import parties_of
 from baton.flows.queue import DispatcherQueue, queued_call
 
 
@@ -45,7 +46,7 @@ async def force_release(
         raise FlowUsageError("force_release with other=QUEUE needs a queue")
     parties = parties_of(s, target)
     await s.claim(target, *parties, reason="force release")
-    await s.hangup(target, Cause.PREEMPTED, preemption_reason(s.name, "force release"))
+    await s.hangup(target, Cause.PREEMPTED, EndReason.preempted(s.name, "force release"))
     s.note(f"{target.id} force-released")
     # Every party left alone hears the notice at once (not one after the other in silence).
     told: list[User] = []
@@ -59,7 +60,7 @@ async def force_release(
             return
         if other is OtherParty.RELEASE or queue is None:
             with contextlib.suppress(BatonError):
-                await s.hangup(party, Cause.PREEMPTED, preemption_reason(s.name))
+                await s.hangup(party, Cause.PREEMPTED, EndReason.preempted(s.name))
             return
         s.release(party)
         s.manager.start(queued_call, party, queue)

@@ -9,7 +9,7 @@ the pickup fails with :class:`PickupFailed`.
 
 from __future__ import annotations
 
-from baton.core import P2P, BatonError, Cause, LegState, Priority, Session, User, flow
+from baton.core import P2P, BatonError, Cause, EndReason, LegState, Priority, Session, User, flow
 from baton.flows._common import dial_with_ringback
 
 
@@ -33,7 +33,7 @@ async def pickup(s: Session, picker: User, ringing: User) -> str:
         await s.connect(caller, ringing)
         s.settle(P2P(caller, ringing))
         raise PickupFailed(f"{ringing.id!r} answered first")
-    await s.hangup(ringing, Cause.CANCELLED, "picked up elsewhere")
+    await s.hangup(ringing, Cause.CANCELLED, EndReason("picked up elsewhere"))
     await s.claim(picker)
     caller_leg = s.leg_of(caller)
     if caller_leg is not None and caller_leg.connected:  # a dispatcher's line: not in silence

@@ -690,7 +690,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "the preemption notice plays the tone but never hangs the user up",
         (
             "flows/_common.py",
-            "        await s.hangup(user, Cause.PREEMPTED, preemption_reason(by))\n",
+            "        await s.hangup(user, Cause.PREEMPTED, EndReason.preempted(by))\n",
             "        pass  # MUTANT\n",
         ),
     ),

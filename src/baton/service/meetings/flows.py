@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 
-from baton.core import BatonError, Priority, Session, User, flow
+from baton.core import BatonError, EndReason, Priority, Session, User, flow
 from baton.core.port import Cause
 
 __all__ = ["meeting_release"]
@@ -24,7 +24,7 @@ async def meeting_release(s: Session, members: list[User], reason: str) -> list[
     for user in members:
         with contextlib.suppress(BatonError):
             await s.claim(user, reason=reason)
-            await s.hangup(user, Cause.NORMAL, reason)
+            await s.hangup(user, Cause.NORMAL, EndReason(reason))
             s.release(user)
             gone.append(user.id)
     return gone

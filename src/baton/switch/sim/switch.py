@@ -45,6 +45,7 @@ from typing import TypeVar
 from baton.core.port import (
     Cause,
     DtmfReceived,
+    EndReason,
     InboundCall,
     LegAnswered,
     LegEnded,
@@ -246,7 +247,7 @@ class SimSwitch(Switch):
         self.playbacks: dict[str, _Playback] = {}
         self.recordings: dict[str, _Recording] = {}
         self.commands: list[tuple[float, str, tuple[str, ...]]] = []
-        self.hangups: list[tuple[str, Cause, str | None]] = []  # (leg, cause, reason) sent
+        self.hangups: list[tuple[str, Cause, EndReason | None]] = []  # (leg, cause, reason) sent
         self.prompt_seconds: dict[str, float] = {}
         self.auditor: Callable[[str, tuple[str, ...]], None] | None = None
         self._listener: Callable[[SwitchEvent], None] | None = None
@@ -474,7 +475,7 @@ class SimSwitch(Switch):
         await self._do("answer", (leg,), effect)
 
     async def hangup(
-        self, leg: str, cause: Cause = Cause.NORMAL, reason: str | None = None
+        self, leg: str, cause: Cause = Cause.NORMAL, reason: EndReason | None = None
     ) -> None:
         def effect() -> None:
             sim_leg = self.legs.get(leg)

@@ -14,20 +14,22 @@ Rules
   (:func:`merge_causes`): busy, then rejected, then no answer, then failure, then unreachable —
   one phone of a user that says "busy" means the user is busy. A 6xx ends the fork at once
   (RFC 3261 §16.7: a global failure).
-* **Preemption** (RFC 4411): a leg ended with ``Cause.PREEMPTED`` carries
-  ``Reason: preemption ;cause=…`` — the caller's reason verbatim if it is already a Reason value,
-  else cause 1 ("UA Preemption") with the caller's text.
+* **Preemption** (RFC 4411, :func:`hangup_reason`): a leg ended with ``Cause.PREEMPTED`` (or
+  with an :class:`~baton.core.port.EndReason` naming a preemption) carries
+  ``Reason: preemption ;cause=<code> ;text="…"`` — the code of the reason's
+  :class:`~baton.core.port.PreemptionCause` (1, "UA Preemption", when none is given) and the
+  reason's text (else the cause's RFC 4411 name). This package is the only place that writes a
+  ``Reason`` header; the core hands it a structured value.
 * **Precedence** (RFC 4412): the highest mapped ``namespace.value`` of ``Resource-Priority``
   wins; unknown values are ignored (RFC 4412 §4.6.2).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from baton.core.port import Cause
+from baton.core.port import Cause, EndReason, PreemptionCause
 
 __all__ = [
     "CAUSE_ORDER",
@@ -95,23 +97,31 @@ def merge_causes(causes: Iterable[Cause]) -> Cause:
     return Cause.UNREACHABLE  # no branch at all: nobody to call
 
 
-_REASON_VALUE = re.compile(r"^\s*(preemption|SIP|Q\.850)\s*;\s*cause\s*=", re.IGNORECASE)
+#: RFC 4411's name of each preemption cause: the text when the core gave none
+PREEMPTION_TEXT = {
+    PreemptionCause.UA: "UA Preemption",
+    PreemptionCause.RESERVED_RESOURCES: "Reserved Resources Preempted",
+    PreemptionCause.GENERIC: "Generic Preemption",
+    PreemptionCause.NON_IP: "Non-IP Preemption",
+}
 
 
-def hangup_reason(cause: Cause, reason: str | None) -> str | None:
+def hangup_reason(cause: Cause, reason: EndReason | None) -> str | None:
     """The ``Reason`` header value for a BYE, CANCEL or final response ending a leg, if any.
 
-    ``Cause.PREEMPTED`` always gets one (RFC 4411); other causes get one only if the caller
-    gave a ready-made Reason value. Line breaks are removed: the text goes into a header.
+    A preemption — ``Cause.PREEMPTED``, or a reason naming a :class:`PreemptionCause` — gets
+    ``preemption ;cause=<code> ;text="…"`` (RFC 4411); other causes get none (their text is for
+    Baton's own records). The text is a quoted string inside a header: line breaks are folded to
+    spaces, backslashes and quotes escaped, so no text can add a header.
     """
-    if reason is not None:
-        reason = " ".join(reason.split())
-        if _REASON_VALUE.match(reason):
-            return reason
-    if cause is not Cause.PREEMPTED:
-        return None
-    text = (reason or "UA Preemption").replace("\\", "\\\\").replace('"', '\\"')
-    return f'preemption ;cause=1 ;text="{text}"'
+    kind = reason.preemption if reason is not None else None
+    if kind is None:
+        if cause is not Cause.PREEMPTED:
+            return None
+        kind = PreemptionCause.UA
+    text = reason.text if reason is not None and reason.text else PREEMPTION_TEXT[kind]
+    text = " ".join(text.split()).replace("\\", "\\\\").replace('"', '\\"')
+    return f'preemption ;cause={kind.value} ;text="{text}"'
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,7 @@ from typing import Any
 
 from baton.core.port import (
     Cause,
+    EndReason,
     Member,
     Prompt,
     Switch,
@@ -588,7 +589,7 @@ class SipSwitch(Switch):
         self._outbound.originate(leg, user, caller, priority)
 
     async def hangup(
-        self, leg: str, cause: Cause = Cause.NORMAL, reason: str | None = None
+        self, leg: str, cause: Cause = Cause.NORMAL, reason: EndReason | None = None
     ) -> None:
         """End a leg (idempotent): BYE when connected, CANCEL when ringing out, a final error
         (486/603/480/404) when ringing in — with ``Reason: preemption`` for a preempted leg."""
@@ -598,7 +599,7 @@ class SipSwitch(Switch):
             return
         self._hangup(entry, cause, reason)
 
-    def _hangup(self, leg: Leg, cause: Cause, reason: str | None) -> None:
+    def _hangup(self, leg: Leg, cause: Cause, reason: EndReason | None) -> None:
         book = self._book
         header = hangup_reason(cause, reason)
         if isinstance(leg, InboundLeg) and leg.state is LegState.RINGING:
