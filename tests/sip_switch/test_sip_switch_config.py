@@ -17,6 +17,7 @@ from baton.switch.sip.b2bua import (
     status_for_cause,
 )
 from baton.switch.sip.config import DEFAULT_RESOURCE_PRIORITY
+from baton.switch.sip.uri import parse_uri
 
 
 def test_defaults() -> None:
@@ -84,6 +85,28 @@ def test_every_problem_is_listed_at_once() -> None:
 def test_a_bad_static_contact_names_the_user() -> None:
     with pytest.raises(SipConfigError, match=r"users\[bob\]\.contact"):
         create_switch({}, [U("bob", contact="sip:bob@[bad")])
+
+
+def test_set_users_adds_renumbers_and_removes_users_live() -> None:
+    # Provisioning (docs/service.md): a removed user's registrations end; a bad user changes
+    # nothing; a dry run only checks.
+    alice, bob = U("alice", ("1001",)), U("bob", contact="sip:bob@127.0.0.1:5070")
+    switch = create_switch({}, [alice, bob])
+    assert len(switch.registered("bob")) == 1
+    with pytest.raises(SipConfigError, match=r"users\[carol\]\.contact"):
+        switch.set_users([alice, U("carol", contact="sip:carol@[bad")])
+    switch.set_users([alice, U("carol", ("1003",))], dry_run=True)
+    assert len(switch.registered("bob")) == 1 and switch._directory.secret_of("carol") is None
+    switch.set_users([U("alice", ("2001",)), bob, U("carol", ("1003",))])
+    assert len(switch.registered("bob")) == 1  # kept, not doubled
+    assert switch._directory.aor_of(parse_uri("sip:2001@baton")) == "alice"
+    assert switch._directory.aor_of(parse_uri("sip:1001@baton")) is None
+    switch.set_users([U("alice", ("2001",)), U("carol", ("1003",))])
+    assert switch.registered("bob") == []
+    assert (
+        switch._directory.secret_of("carol") is not None
+        and switch._directory.secret_of("bob") is None
+    )
 
 
 def test_create_switch_binds_nothing_until_started() -> None:

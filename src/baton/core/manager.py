@@ -293,6 +293,37 @@ class UserManager:
         self.ledger.records[user.id] = UserRecord(user)
         return user
 
+    def remove_user(self, user: User) -> None:
+        """Forget a user (the service's provisioning removed it). Only an idle user can go: one
+        with no live leg and no owner — :class:`ValueError` says what still holds it otherwise,
+        and nothing changes."""
+        rec = self.rec(user)
+        if rec.live_leg is not None:
+            raise ValueError(f"{user.id} is on a call ({self.state_of(user)})")
+        if rec.owner is not None or rec.waiters or rec in self.preempting:
+            holder = rec.owner.name if rec.owner is not None else "a claim"
+            raise ValueError(f"{user.id} is held by {holder}")
+        del self._users[user.id]
+        for number in user.numbers:
+            if self._by_number.get(number) is user:
+                del self._by_number[number]
+        del self.ledger.records[user.id]
+
+    def set_numbers(self, user: User, numbers: tuple[str, ...]) -> None:
+        """Give ``user`` new numbers (unique, like :meth:`add_user`'s); calls already placed
+        are not affected."""
+        self.rec(user)
+        for number in numbers:
+            other = self._by_number.get(number)
+            if other is not None and other is not user:
+                raise ValueError(f"number {number!r} belongs to {other.id!r}")
+        for number in user.numbers:
+            if self._by_number.get(number) is user:
+                del self._by_number[number]
+        user.numbers = tuple(numbers)
+        for number in user.numbers:
+            self._by_number[number] = user
+
     def user(self, user_id: str) -> User:
         """The user with this id; :class:`UnknownUser` otherwise."""
         try:

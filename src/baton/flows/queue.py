@@ -167,6 +167,14 @@ class DispatcherQueue:
     def __str__(self) -> str:
         return f"queue {self.name}"
 
+    def set_positions(self, positions: list[User]) -> None:
+        """The positions calls are offered to from now on (provisioning changed them); a call
+        being offered to a position that is no longer one keeps ringing there until it is
+        answered or fails, like any offer."""
+        self.positions = list(positions)
+        self._ids = {p.id for p in self.positions}
+        self.kick()
+
     def close(self) -> None:
         """Stop watching the positions (timers and the event subscription)."""
         self._unsubscribe()

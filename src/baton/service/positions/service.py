@@ -117,11 +117,31 @@ class Positions:
         self.kick = kick
         self.offered = offered
         self.wrap_up = wrap_up
+        self.initial = initial
         now = wallclock()
         self._agents = {u.id: _Agent(u, initial, None, now) for u in positions}
         self._calls: dict[str, tuple[str, ...]] = {}  # callinfo → its position users
         self._reachable: dict[str, bool] = {}
         self._unsubscribe = manager.events.subscribe(self._on_event)
+
+    def set_positions(self, positions: list[User]) -> None:
+        """The positions from now on (provisioning changed the users or roles): a new one starts
+        in the initial agent state, one that is no longer a position is forgotten, the others
+        keep their state."""
+        now = self.wallclock()
+        keep = {u.id for u in positions}
+        for uid in [uid for uid in self._agents if uid not in keep]:
+            gone = self._agents.pop(uid)
+            if gone.timer is not None:
+                gone.timer.cancel()
+        for u in positions:
+            agent = self._agents.get(u.id)
+            if agent is None:
+                self._agents[u.id] = _Agent(u, self.initial, None, now)
+            else:
+                agent.user = u
+        if self.kick is not None:
+            self.kick()
 
     def close(self) -> None:
         self._unsubscribe()

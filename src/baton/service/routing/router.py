@@ -78,11 +78,15 @@ class Router:
         started: Callable[[str, str], None],
         positions: Positions | None = None,
     ) -> None:
-        self.config = config
         self.positions = positions
         self.library = library
         self.queue = queue
         self.started = started
+        self.reload(config)
+
+    def reload(self, config: Config) -> None:
+        """Route by ``config`` from the next call on (provisioning changed the directory)."""
+        self.config = config
         self._groups = {g.number: g for g in config.groups if g.number}
         self._rooms = {m.number: m for m in config.meetings}
 

@@ -275,6 +275,11 @@ class SimSwitch(Switch):
         self.phones[user] = phone
         return phone
 
+    def remove_phone(self, user: str) -> None:
+        """Take ``user``'s virtual phone away (its user was removed): it is unreachable from
+        now on, as if it had never registered."""
+        self.phones.pop(user, None)
+
     def behave(self, user: str, behaviour: Behaviour) -> None:
         """Change how ``user``'s phone reacts to the next call."""
         self._phone(user).behaviour = behaviour

@@ -224,6 +224,14 @@ class Registrar:
         self._store(aor, after)
         return len(after) != len(before)
 
+    def forget(self, aor: str, *, static_only: bool = False) -> list[Binding]:
+        """Drop ``aor``'s bindings (its user was removed), or only its static ones; return
+        them."""
+        before = self._bindings.get(aor, [])
+        gone = [b for b in before if b.static or not static_only]
+        self._store(aor, [b for b in before if b not in gone])
+        return gone
+
     # -- REGISTER
     def process(
         self, request: Request, *, source: str, now: float, flow: object = None

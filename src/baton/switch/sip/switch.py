@@ -105,6 +105,7 @@ from .transaction import (
 )
 from .transport import ParseFailed, SipTransport, TransportEvent
 from .uas import check_request
+from .uri import parse_name_addr
 
 __all__ = ["SipSwitch", "TransportFactory", "create_switch"]
 
@@ -139,22 +140,7 @@ class SipSwitch(Switch):
         secret: bytes | None = None,
     ) -> None:
         self.config = config
-        directory = Directory()
-        problems: list[str] = []
-        for user in users:
-            directory.users[user.id] = user
-            # ``srtp`` is optional on a user (the service's UserConfig has it): it overrides
-            # ``[sip] srtp`` for that user's legs (docs/sip.md, "SRTP").
-            policy = getattr(user, "srtp", None)
-            if policy is not None:
-                if policy not in _SRTP_POLICIES:
-                    problems.append(f'users[{user.id}].srtp: expected "off", "optional" or '
-                                    f'"required", not {policy!r}')  # fmt: skip
-                else:
-                    directory.srtp[user.id] = policy
-            directory.names.setdefault(user.id, user.id)
-            for number in user.numbers:
-                directory.names.setdefault(number, user.id)
+        self._directory = directory = Directory()
         tls_server, tls_client = _tls_contexts(config)
         self._transport_factory: TransportFactory = transport_factory or (
             lambda listen, on_event: SipTransport(listen, on_event, bounds=config.limits,
@@ -183,27 +169,7 @@ class SipSwitch(Switch):
             aor_of=directory.aor_of,
             may_register=lambda username, aor: names.get(username) == aor,
         )
-        for user in users:
-            if user.contact is None:
-                continue
-            # A bare URI's ;params would be the header's, not the URI's: the config means
-            # the URI (``sip:bob@10.0.0.5:5070;transport=tcp``).
-            text = user.contact.strip()
-            if "<" not in text:
-                text = f"<{text}>"
-            try:
-                binding = self.registrar.add_static(user.id, text)
-                peer = Peer.for_uri(binding.uri)
-            except SipError as exc:
-                problems.append(f"users[{user.id}].contact: {exc}")
-                continue
-            # A static contact is trusted by address, like a trunk: calls from there are its
-            # user's without a digest challenge. One address may host several users (a gateway,
-            # a test tool): the From user then says which of them calls.
-            directory.static_sources.setdefault((peer.host, peer.port), []).append(user.id)
-        if problems:
-            raise SipConfigError(problems)
-        self._directory = directory
+        self.set_users(users)
         self._rooms = Rooms()
         self._book = book = LegBook(config, directory, self._rooms)
         self._in_dialog = InDialog(book)
@@ -220,6 +186,68 @@ class SipSwitch(Switch):
         self._closed = False
         self._crash_byes: dict[TransactionKey, str] = {}  # end_dialogs' BYEs → Call-ID
         self._last_expiry = 0.0
+
+    # ------------------------------------------------------------------ users
+
+    def set_users(self, users: Sequence[SipUser], *, dry_run: bool = False) -> None:
+        """The users from now on (the service's provisioning changed them): their passwords,
+        numbers, SRTP policies and static contacts. A user no longer among them loses its
+        registrations (its phones can no longer be called, and must register again if it comes
+        back); calls in progress are not touched. Raises :class:`SipConfigError` naming every
+        bad user, changing nothing; ``dry_run`` only checks."""
+        names: dict[str, str] = {}
+        srtp_policies: dict[str, str] = {}
+        problems: list[str] = []
+        for user in users:
+            # ``srtp`` is optional on a user (the service's UserConfig has it): it overrides
+            # ``[sip] srtp`` for that user's legs (docs/sip.md, "SRTP").
+            policy = getattr(user, "srtp", None)
+            if policy is not None:
+                if policy not in _SRTP_POLICIES:
+                    problems.append(f'users[{user.id}].srtp: expected "off", "optional" or '
+                                    f'"required", not {policy!r}')  # fmt: skip
+                else:
+                    srtp_policies[user.id] = policy
+            names.setdefault(user.id, user.id)
+            for number in user.numbers:
+                names.setdefault(number, user.id)
+        statics: list[tuple[str, str, Peer]] = []
+        for user in users:
+            if user.contact is None:
+                continue
+            # A bare URI's ;params would be the header's, not the URI's: the config means
+            # the URI (``sip:bob@10.0.0.5:5070;transport=tcp``).
+            text = user.contact.strip()
+            if "<" not in text:
+                text = f"<{text}>"
+            try:
+                peer = Peer.for_uri(parse_name_addr(text, "Contact").uri)
+            except SipError as exc:
+                problems.append(f"users[{user.id}].contact: {exc}")
+                continue
+            statics.append((user.id, text, peer))
+        if problems:
+            raise SipConfigError(problems)
+        if dry_run:
+            return
+        ids = {user.id for user in users}
+        for aor in self.registrar.aors():
+            self.registrar.forget(aor, static_only=aor in ids)
+        # In place: the leg book, the inbound side and the registrar share these maps.
+        d = self._directory
+        d.users.clear()
+        d.users.update((user.id, user) for user in users)
+        d.names.clear()
+        d.names.update(names)
+        d.srtp.clear()
+        d.srtp.update(srtp_policies)
+        d.static_sources.clear()
+        for user_id, text, peer in statics:
+            self.registrar.add_static(user_id, text)
+            # A static contact is trusted by address, like a trunk: calls from there are its
+            # user's without a digest challenge. One address may host several users (a gateway,
+            # a test tool): the From user then says which of them calls.
+            d.static_sources.setdefault((peer.host, peer.port), []).append(user_id)
 
     # ------------------------------------------------------------------ stale lines
 
