@@ -67,6 +67,7 @@ __all__ = [
     "SimConfig",
     "SimPhoneConfig",
     "UserConfig",
+    "cross_check",
     "format_loc",
     "load_config",
     "parse_config",
@@ -172,7 +173,7 @@ DISPATCH_PERMISSIONS = (
 
 BUILTIN_ROLES: dict[str, RoleConfig] = {
     "admin": RoleConfig(
-        description="everything, including the audit log and other users' tokens",
+        description="everything, including provisioning, the audit log and others' tokens",
         permissions=("*",),
         max_priority=int(Priority.EMERGENCY),
         position=True,
@@ -506,9 +507,9 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
         partial = _without(data, bad)
         if partial is not None:
-            problems += [p for p in _cross_check(partial) if p not in problems]
+            problems += [p for p in cross_check(partial) if p not in problems]
         raise ConfigError(source, problems) from None
-    problems = _cross_check(config)
+    problems = cross_check(config)
     if problems:
         raise ConfigError(source, problems)
     return config
@@ -564,7 +565,7 @@ def load_config(path: str | Path) -> Config:
     return config
 
 
-def _cross_check(config: Config) -> list[str]:
+def cross_check(config: Config) -> list[str]:
     """The checks that span several tables: unique ids and numbers, known roles and members."""
     problems: list[str] = []
     roles = config.all_roles

@@ -6,7 +6,9 @@ It can also run without HTTP (tests of the store and the routing do).
 Life cycle
 ----------
 :meth:`Service.start`: open the store (migrations), recover a crashed run and open a new one,
-refresh the users table, start the journal writer on the core's event bus, add the users (and,
+merge the directory (users, groups, rooms, roles: the config seeds it, the store is the truth
+after that — :mod:`baton.service.store.directory`), refresh the users table, start the journal
+writer on the core's event bus, add the users (and,
 on the ``sim`` switch, their virtual phones), install the numbering plan. :meth:`Service.stop`:
 stop the demo activity, stop every flow (their compensations run and are journalled), close the
 switch, close the run's open records (``shutdown``), flush the journal, close the store. Every
@@ -36,8 +38,15 @@ from baton.service.positions.alarms import Alarms
 from baton.service.positions.service import AgentState, Positions, last_agent_states
 from baton.service.routing import Router
 from baton.service.store import Journal, Store
+from baton.service.store.directory import load_directory
 from baton.service.store.records import begin_run, end_run, heartbeat, take_stale_dialogs
-from baton.service.switches import DialogKeeper, build_switch, switch_metrics
+from baton.service.switches import (
+    DialogKeeper,
+    build_switch,
+    check_switch_users,
+    switch_metrics,
+    sync_switch_users,
+)
 from baton.switch.sim import SimSwitch
 
 __all__ = ["FlowInfo", "Service"]
@@ -100,8 +109,8 @@ class Service:
         self.metrics = Metrics()
         self.wallclock = wallclock
         self.hasher = hasher
-        self.groups: dict[str, GroupConfig] = {g.id: g for g in config.groups}
-        self.rooms: dict[str, MeetingConfig] = {m.id: m for m in config.meetings}
+        #: Held while the directory changes (provisioning): one change at a time.
+        self.directory_lock = asyncio.Lock()
         self.flows: dict[str, FlowInfo] = {}
         self.queues: dict[str, DispatcherQueue] = {}
         self._positions: Positions | None = None
@@ -143,6 +152,15 @@ class Service:
         return self._alarms
 
     @property
+    def groups(self) -> dict[str, GroupConfig]:
+        return {g.id: g for g in self.config.groups}
+
+    @property
+    def rooms(self) -> dict[str, MeetingConfig]:
+        """The dial-in meeting rooms, by id."""
+        return {m.id: m for m in self.config.meetings}
+
+    @property
     def sim(self) -> SimSwitch | None:
         """The sim switch, when the service runs on one (its phones can be driven)."""
         return self.switch if isinstance(self.switch, SimSwitch) else None
@@ -159,6 +177,13 @@ class Service:
             self.run_id, closed = await begin_run(
                 conn, switch=self.config.switch, at=self.wallclock()
             )
+            # The config seeds the directory; the store is the truth after that.
+            merged, differ = await load_directory(conn, self.config, at=self.wallclock())
+            problems = check_switch_users(self.switch, merged)
+            if problems:
+                raise ConfigError("the store's directory", [f"sip.{p}" for p in problems])
+            sync_switch_users(self.switch, self.config, merged)
+            self.config = merged
             journal = Journal(self.store, self.run_id, wallclock=self.wallclock)
             auth = Auth(
                 self.config, self.store, journal, hasher=self.hasher, wallclock=self.wallclock
@@ -167,6 +192,8 @@ class Service:
             agent_states = await last_agent_states(conn)
         if closed:
             log.warning("closed %d records left open by a previous run", closed)
+        for line in differ:
+            log.warning(line)
         self._journal, self._auth = journal, auth
         bus = self.manager.events
         journal.attach(bus)
@@ -241,6 +268,37 @@ class Service:
             audit=journal.audit,
             escalate_after=d.escalate_after or None,
         )
+
+    def apply_directory(self, new: Config) -> None:
+        """Run with ``new``'s users, groups, rooms and roles from now on (provisioning changed
+        them; the caller checked ``new`` across tables and that every removed user is idle):
+        the core, the switch, the numbering plan, the positions and the queue follow at once.
+        A removed user's phones lose their registrations; calls in progress are untouched."""
+        old = self.config
+        m = self.manager
+        before = {u.id: u for u in old.users}
+        after = {u.id: u for u in new.users}
+        for gone in before.keys() - after.keys():
+            m.remove_user(m.user(gone))
+        for u in new.users:
+            if u.id not in before:
+                m.add_user(User(u.id, name=u.display_name, numbers=u.numbers, keep=u.keep))
+                continue
+            user = m.user(u.id)
+            user.name, user.keep = u.display_name, u.keep
+            if user.numbers != u.numbers:
+                m.set_numbers(user, u.numbers)
+        sync_switch_users(self.switch, old, new)
+        self.config = new
+        if self._auth is not None:
+            self._auth.config = new
+        if isinstance(m.router, Router):
+            m.router.reload(new)
+        positions = [m.user(u.id) for u in new.positions]
+        if self._positions is not None:
+            self._positions.set_positions(positions)
+        for q in self.queues.values():
+            q.set_positions(positions)
 
     def _make_queue(self) -> None:
         if "queued_call" not in self.library:

@@ -22,7 +22,7 @@ returns its calls now as JSON-ready data, which the service's heartbeat writes b
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from baton.core.port import Switch
@@ -37,7 +37,16 @@ from baton.switch.sim import (
     unreachable,
 )
 
-__all__ = ["FACTORIES", "DialogKeeper", "build_switch", "sim_behaviour", "switch_metrics"]
+__all__ = [
+    "FACTORIES",
+    "DialogKeeper",
+    "UserDirectory",
+    "build_switch",
+    "check_switch_users",
+    "sim_behaviour",
+    "switch_metrics",
+    "sync_switch_users",
+]
 
 
 @runtime_checkable
@@ -52,6 +61,45 @@ class DialogKeeper(Protocol):
         """End calls a previous run left (``dialogs`` as :meth:`dialogs` gave them); return how
         many were ended. Called once, after :meth:`~baton.core.port.Switch.start`."""
         ...
+
+
+@runtime_checkable
+class UserDirectory(Protocol):
+    """A switch whose users can change while it runs (provisioning; docs/service.md)."""
+
+    def set_users(self, users: Sequence[Any], *, dry_run: bool = False) -> None:
+        """The users from now on (as ``create_switch`` takes them); a removed user's
+        registrations end. Raises ``ValueError`` (with ``problems``) changing nothing when one
+        is unusable; ``dry_run`` only checks."""
+        ...
+
+
+def check_switch_users(switch: Switch, config: Config) -> list[str]:
+    """What the switch would refuse of ``config``'s users (empty: nothing)."""
+    if isinstance(switch, UserDirectory):
+        try:
+            switch.set_users(config.users, dry_run=True)
+        except ValueError as exc:
+            return list(getattr(exc, "problems", None) or [str(exc)])
+    return []
+
+
+def sync_switch_users(switch: Switch, old: Config, new: Config) -> None:
+    """Give the switch ``new``'s users: on the sim, phones for new users (and new behaviours),
+    none for removed ones; a :class:`UserDirectory` switch is handed the list."""
+    if isinstance(switch, SimSwitch):
+        before = {u.id: u for u in old.users}
+        after = {u.id for u in new.users}
+        for gone in before.keys() - after:
+            switch.remove_phone(gone)
+        for user in new.users:
+            was = before.get(user.id)
+            if was is None or user.id not in switch.phones:
+                switch.add_phone(user.id, sim_behaviour(user.sim, new.sim.answer_after))
+            elif was.sim != user.sim:
+                switch.behave(user.id, sim_behaviour(user.sim, new.sim.answer_after))
+    elif isinstance(switch, UserDirectory):
+        switch.set_users(new.users)
 
 
 def sim_behaviour(phone: SimPhoneConfig | None, default_answer_after: float) -> Behaviour:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 __all__ = [
     "audit",
     "callinfo_records",
+    "directory",
     "flow_records",
     "journal",
     "leg_records",
@@ -198,4 +199,20 @@ tokens = sa.Table(
     sa.Column("revoked_at", sa.Float),
     sa.Column("last_used_at", sa.Float),
     sa.Index(None, "user_id"),
+)
+
+#: The centre's directory — users, groups, meeting rooms and roles — as provisioned: seeded from
+#: the config on first sight of each id, then changed over the API (docs/service.md,
+#: Provisioning). ``data`` is the entry as its config table would hold it (a user's password too:
+#: SIP digest needs it in clear, as the config file has it); a removed entry keeps its row with
+#: ``data`` null and ``removed_at`` set, so the config does not bring it back.
+directory = sa.Table(
+    "directory",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),  # user | group | room | role
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("data", sa.JSON),
+    sa.Column("removed_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("updated_by", sa.String(64)),  # None: seeded from the config
 )
