@@ -17,14 +17,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from baton.flows import call, emergency_call
 from baton.service.runtime import Service
 from baton.service.store.records import LegFilter, flow_detail, list_flows, list_legs
-from baton.service.store.tables import journal, runs
+from baton.service.store.tables import directory, journal, runs
 
 from .helpers import FAST_HASHER, crash, eventually, make_config
 from .server import free_port
+from .test_provision import NEW_UNIT, centre, data_with_admin, login
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -164,3 +166,28 @@ async def test_records_and_recovery_on_postgresql(postgres: str, tmp_path: Path)
         assert states == ["crashed", None]
     finally:
         await again.stop()
+
+
+async def test_provisioning_is_stored_on_postgresql(postgres: str, tmp_path: Path) -> None:
+    # A database of its own: the directory is seeded by the first start on it.
+    engine = create_async_engine(postgres, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("CREATE DATABASE baton_directory"))
+    await engine.dispose()
+    url = postgres.rsplit("/", 1)[0] + "/baton_directory"
+    data = data_with_admin(tmp_path, database=url)
+    async with centre(tmp_path, data) as a, a.client("adm1") as c:
+        assert (await c.post("/api/users", json=NEW_UNIT)).status_code == 201
+        r = await c.patch("/api/groups/engines", json={"members": ["unit1", "unit9"]})
+        assert r.status_code == 200, r.text
+        assert (await c.delete("/api/users/unit3")).status_code == 200
+    async with centre(tmp_path, data) as a, a.client("adm1") as c:
+        users = {u["id"] for u in (await c.get("/api/users")).json()}
+        assert "unit9" in users and "unit3" not in users
+        assert (await c.get("/api/groups/engines")).json()["members"] == ["unit1", "unit9"]
+        assert (await login(a, "unit9", NEW_UNIT["password"])).status_code == 200
+        async with a.svc.store.read() as conn:
+            rows = {(r.kind, r.id): r for r in await conn.execute(sa.select(directory))}
+        assert rows[("user", "unit9")].updated_by == "adm1"
+        assert rows[("user", "unit3")].data is None and rows[("user", "unit3")].removed_at
+        assert rows[("user", "unit1")].updated_by is None  # seeded from the config

@@ -38,6 +38,7 @@ from baton.service.events.resource import router as events_router
 from baton.service.flows.resource import router as flows_router
 from baton.service.meetings.resource import router as meetings_router
 from baton.service.positions.resource import router as positions_router
+from baton.service.provision.resource import router as provision_router
 from baton.service.records.resource import router as records_router
 from baton.service.runtime import Service
 from baton.service.sim.resource import router as sim_router
@@ -265,6 +266,7 @@ def create_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
         flows_router,
         meetings_router,
         positions_router,
+        provision_router,
         records_router,
         events_router,
         sim_router,

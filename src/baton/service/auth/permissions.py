@@ -20,7 +20,8 @@ Rules (checked at the edge, before the core is asked anything)
   403 ``user-not-in-scope``.
 * Service permissions: ``audit`` (read the audit log), ``tokens`` (see and revoke other users'
   tokens), ``meeting`` (mute, kick, end meetings), ``recordings`` (list and download),
-  ``positions`` (change another position's agent state).
+  ``positions`` (change another position's agent state), ``provision`` (create, change and
+  remove users, groups, rooms and roles; :mod:`baton.service.provision.service`).
 * ``"*"`` grants every permission.
 """
 

@@ -1,0 +1,1 @@
+"""Provisioning: the directory (users, groups, meeting rooms, roles) changed over the API."""
