@@ -1,5 +1,6 @@
-"""Fake phones for the engine tests: plain asyncio UDP endpoints that send a G.711 tone every
-20 ms and keep every packet they receive."""
+"""Fake phones for the engine tests: plain asyncio UDP endpoints that send a tone every 20 ms
+(G.711, or G.722/Opus through :mod:`baton.switch.media.wideband`) and keep every packet they
+receive."""
 
 from __future__ import annotations
 
@@ -12,16 +13,26 @@ from typing import cast
 import numpy as np
 
 from baton.switch.media import analysis, g711, rtp
+from baton.switch.media.wideband import WidebandCodec
+
+_PT = {"PCMU": 0, "PCMA": 8, "G722": 9, "opus": 111}
 
 
 class FakePhone(asyncio.DatagramProtocol):
     """Sends ``freq`` Hz as ``codec`` RTP to ``target`` once :meth:`start_sending` is called."""
 
-    def __init__(self, freq: float, *, codec: str = "PCMU", amp: float = 6000.0) -> None:
+    def __init__(
+        self, freq: float, *, codec: str = "PCMU", amp: float = 6000.0, high: float | None = None
+    ) -> None:
         self.freq = freq
+        self.high = high  # a second tone (above 4 kHz for a wideband phone)
         self.codec = codec
-        self.pt = 0 if codec == "PCMU" else 8
+        self.pt = _PT[codec]
         self.amp = amp
+        self.wide = codec in ("G722", "opus")
+        self.rate = 16000 if self.wide else 8000
+        self.step = 960 if codec == "opus" else 160  # RTP timestamp units per 20 ms
+        self._enc = WidebandCodec(codec) if self.wide else None
         self.received: list[tuple[tuple[str, int], rtp.RtpPacket]] = []
         self.sent: list[bytes] = []  # audio payloads, in send order
         self.raw: list[bytes] = []  # every datagram received, as it came
@@ -59,9 +70,15 @@ class FakePhone(asyncio.DatagramProtocol):
 
     # ---- sending
     def frame(self) -> bytes:
-        t = (np.arange(160) + self._n) / 8000
-        self._n += 160
-        pcm = (self.amp * np.sin(2 * np.pi * self.freq * t)).astype(np.int16)
+        n = self.rate // 50
+        t = (np.arange(n) + self._n) / self.rate
+        self._n += n
+        wave = np.sin(2 * np.pi * self.freq * t)
+        if self.high is not None:
+            wave = (wave + np.sin(2 * np.pi * self.high * t)) / 2
+        pcm = (self.amp * wave).astype(np.int16)
+        if self._enc is not None:
+            return self._enc.encode(pcm)
         return g711.ulaw_encode(pcm) if self.codec == "PCMU" else g711.alaw_encode(pcm)
 
     def send(
@@ -83,7 +100,7 @@ class FakePhone(asyncio.DatagramProtocol):
         payload = self.frame()
         self.sent.append(payload)
         self.send(payload)
-        self.ts = (self.ts + 160) & 0xFFFFFFFF
+        self.ts = (self.ts + self.step) & 0xFFFFFFFF
 
     def start_sending(self, target: tuple[str, int], *, count: int | None = None) -> None:
         self.target = target
@@ -118,10 +135,13 @@ class FakePhone(asyncio.DatagramProtocol):
     def heard(self, last: int | None = None) -> np.ndarray:
         """Decoded audio received (in arrival order), the last ``last`` packets."""
         packets = self.audio()[-last:] if last else self.audio()
+        if self.wide:
+            dec = WidebandCodec(self.codec)  # a fresh decoder: the packets are in order
+            return np.concatenate([dec.decode(p.payload) for p in packets])
         return analysis.decode(b"".join(p.payload for p in packets), self.codec)
 
     def tones(self, candidates: list[float], last: int = 25) -> set[float]:
-        return analysis.tones_heard(self.heard(last), candidates)
+        return analysis.tones_heard(self.heard(last), candidates, rate=self.rate)
 
 
 async def until(predicate: Callable[[], bool], within: float = 5.0, what: str = "") -> None:

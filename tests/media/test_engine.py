@@ -41,13 +41,22 @@ class Rig:
         self.phones: dict[str, FakePhone] = {}
 
     async def phone(
-        self, leg: str, freq: float, *, codec: str = "PCMU", send: bool = True, te: int | None = 101
+        self,
+        leg: str,
+        freq: float,
+        *,
+        codec: str = "PCMU",
+        send: bool = True,
+        te: int | None = 101,
+        high: float | None = None,
     ) -> FakePhone:
-        phone = await FakePhone.open(freq, codec=codec)
+        phone = await FakePhone.open(freq, codec=codec, high=high)
         self.phones[leg] = phone
         local = self.engine.allocate(leg)
         host, port = phone.address
-        self.engine.set_remote(leg, host, port, payload_type=phone.pt, telephone_event=te)
+        self.engine.set_remote(
+            leg, host, port, payload_type=phone.pt, codec=phone.codec, telephone_event=te
+        )
         if send:
             phone.start_sending(local)
         return phone
@@ -460,6 +469,8 @@ async def test_the_clock_does_not_drift() -> None:
         ({"payload_type": 8}, "PCMA", 8),
         ({"codec": "pcma"}, "PCMA", 8),
         ({"codec": "PCMU", "payload_type": 96}, "PCMU", 96),
+        ({"payload_type": 9}, "G722", 9),
+        ({"codec": "opus", "payload_type": 107}, "opus", 107),
     ],
 )
 async def test_set_remote_derives_the_codec(kwargs: dict[str, Any], codec: str, pt: int) -> None:
@@ -469,9 +480,9 @@ async def test_set_remote_derives_the_codec(kwargs: dict[str, Any], codec: str, 
         engine.set_remote("a", "127.0.0.1", 9, **kwargs)
         assert engine.leg_stats("a").codec == codec
         assert engine._legs["a"].pt == pt
-        with pytest.raises(MediaError, match=r"G\.711 only"):
+        with pytest.raises(MediaError, match="unsupported codec"):
             engine.set_remote("a", "127.0.0.1", 9, codec="G729")
-        with pytest.raises(MediaError, match=r"G\.711 only"):
+        with pytest.raises(MediaError, match="unsupported codec"):
             engine.set_remote("a", "127.0.0.1", 9, payload_type=18)
         with pytest.raises(MediaError, match="payload type or a codec"):
             engine.set_remote("a", "127.0.0.1", 9)

@@ -52,20 +52,25 @@ def frame_levels(pcm: npt.NDArray[np.int16], frame: int = 160) -> npt.NDArray[np
 
 
 def _spectrum(
-    pcm: npt.NDArray[np.int16],
+    pcm: npt.NDArray[np.int16], rate: int = RATE
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     x = np.asarray(pcm, dtype=np.float64)
     window = np.hanning(len(x))
     mags = np.abs(np.fft.rfft(x * window)) * 2.0 / window.sum()
-    freqs = np.fft.rfftfreq(len(x), 1.0 / RATE)
+    freqs = np.fft.rfftfreq(len(x), 1.0 / rate)
     return np.asarray(freqs, dtype=np.float64), np.asarray(mags, dtype=np.float64)
 
 
 def sine_amplitudes(
-    pcm: npt.NDArray[np.int16], freqs: Iterable[float], *, tolerance: float = 15.0
+    pcm: npt.NDArray[np.int16],
+    freqs: Iterable[float],
+    *,
+    tolerance: float = 15.0,
+    rate: int = RATE,
 ) -> dict[float, float]:
-    """Peak amplitude near each frequency (the largest bin within ``tolerance`` Hz)."""
-    f, mags = _spectrum(pcm)
+    """Peak amplitude near each frequency (the largest bin within ``tolerance`` Hz);
+    ``rate`` is the sample rate (16000 for what a wideband leg heard)."""
+    f, mags = _spectrum(pcm, rate)
     out = {}
     for freq in freqs:
         band = (f >= freq - tolerance) & (f <= freq + tolerance)
@@ -80,20 +85,25 @@ def tones_heard(
     floor: float = 150.0,
     relative: float = 0.1,
     tolerance: float = 15.0,
+    rate: int = RATE,
 ) -> set[float]:
     """Which of ``candidates`` are present: amplitude above ``floor`` and above ``relative``
     times the strongest candidate. Use a window of at least 0.1 s (10 Hz resolution)."""
-    amps = sine_amplitudes(pcm, candidates, tolerance=tolerance)
+    amps = sine_amplitudes(pcm, candidates, tolerance=tolerance, rate=rate)
     strongest = max(amps.values(), default=0.0)
     return {f for f, a in amps.items() if a >= floor and a >= relative * strongest}
 
 
 def dominant_frequencies(
-    pcm: npt.NDArray[np.int16], count: int = 4, *, min_amplitude: float = 150.0
+    pcm: npt.NDArray[np.int16],
+    count: int = 4,
+    *,
+    min_amplitude: float = 150.0,
+    rate: int = RATE,
 ) -> list[float]:
     """The frequencies of the ``count`` strongest spectral peaks (Hz, strongest first), refined
     by parabolic interpolation; peaks weaker than ``min_amplitude`` are left out."""
-    f, mags = _spectrum(pcm)
+    f, mags = _spectrum(pcm, rate)
     # Local maxima only, so one strong tone does not fill the list with its skirt.
     peaks = np.flatnonzero((mags[1:-1] > mags[:-2]) & (mags[1:-1] >= mags[2:])) + 1
     peaks = peaks[mags[peaks] >= min_amplitude]

@@ -64,6 +64,10 @@ Theory of operation
   is not buffered. Packets of the speaker's stream that listeners do not get (its RFC 4733 key
   presses) close up their sequence numbers. ``MediaEngine(fanout=False)`` mixes every meeting
   member instead.
+* **Wideband legs** (G.722, Opus; :mod:`.wideband`) decode into their jitter buffer and encode
+  every tick with a codec of their own; while one is mixed the tick runs at 16 kHz and the
+  narrowband legs are converted up (what they say) and down (what they hear) per leg. Two legs
+  of one codec in a bridge still relay directly; across codecs they are mixed.
 * **Mixed legs** push payloads into their :class:`~.jitter.JitterBuffer`; the clock pulls one
   frame per leg every 20 ms, runs :meth:`~.mixer.Mixer.tick`, encodes each output row with the
   G.711 tables and sends it. Silent rows send a cached silence payload (no encode).
@@ -116,8 +120,11 @@ from baton.switch.media.mixer import FRAME, MediaError, Mixer
 from baton.switch.media.srtp import SrtpContext, SrtpError
 from baton.switch.media.tones import tone_spec
 from baton.switch.media.wav import WavError, WavWriter, read_wav
+from baton.switch.media.wideband import WIDE_FRAME, Resampler, WidebandCodec
 
 __all__ = [
+    "G722",
+    "OPUS",
     "PCMA",
     "PCMU",
     "Codec",
@@ -134,15 +141,28 @@ TICK: Final = 0.020
 _HDR: Final = rtp.FIXED_HEADER
 _CHECK_EVERY: Final = 25  # ticks between inactivity checks (0.5 s)
 _FLUSH: Final = 0.040  # fan-out: a new listener gets the speaker's packets this recent at once
+_WIDE_SILENCE: Final = np.zeros(WIDE_FRAME, dtype=np.int16)
 
 
 @dataclass(frozen=True, slots=True)
 class Codec:
-    """A G.711 codec: its name, static payload type and tables."""
+    """A codec: its name, payload type, RTP clock rate, and for G.711 its tables."""
 
     name: str
     payload_type: int
     silence: int
+    clock_rate: int = 8000
+    wide: bool = False  # G.722, Opus: a codec with state (:mod:`.wideband`), mixed at 16 kHz
+
+    @property
+    def kind(self) -> str:
+        """The codec family: packets forward as they are (or translated) only within one."""
+        return self.name if self.wide else "g711"
+
+    @property
+    def step(self) -> int:
+        """RTP timestamp units per 20 ms frame."""
+        return self.clock_rate // 50
 
     @property
     def decode(self) -> np.ndarray:
@@ -155,7 +175,9 @@ class Codec:
 
 PCMU: Final = Codec("PCMU", 0, g711.ULAW_SILENCE)
 PCMA: Final = Codec("PCMA", 8, g711.ALAW_SILENCE)
-_CODECS: Final = {"PCMU": PCMU, "PCMA": PCMA}
+G722: Final = Codec("G722", 9, 0, 8000, True)  # 16 kHz audio, an 8000 RTP clock (RFC 3551)
+OPUS: Final = Codec("opus", 111, 0, 48000, True)  # RFC 7587: the RTP clock is always 48000
+_CODECS: Final = {"PCMU": PCMU, "PCMA": PCMA, "G722": G722, "OPUS": OPUS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +276,9 @@ class _Leg:
         "te_pt",
         "timed_out",
         "ts_off",
+        "wb",
+        "wb_down",
+        "wb_up",
     )
 
     def __init__(self, leg: str, sock: socket.socket, rtcp_sock: socket.socket) -> None:
@@ -304,6 +329,17 @@ class _Leg:
         self.last_activity = 0.0
         self.rtp_timeout: float | None = None
         self.timed_out = False
+        self.wb: WidebandCodec | None = None  # a wideband leg's encoder and decoder
+        self.wb_up: Resampler | None = None  # a narrowband leg in a 16 kHz mix: its input up
+        self.wb_down: Resampler | None = None  # ... and what it hears down
+
+    @property
+    def rate(self) -> int:
+        return self.codec.clock_rate if self.codec is not None else 8000
+
+    @property
+    def step(self) -> int:
+        return self.codec.step if self.codec is not None else FRAME
 
 
 def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket] | None:
@@ -450,8 +486,8 @@ class MediaEngine:
     ) -> None:
         """Set where the phone receives, from its SDP, and the negotiated codec.
 
-        Give ``payload_type`` (0 PCMU, 8 PCMA), ``codec`` (``"PCMU"``/``"PCMA"``), or both
-        (a dynamic payload type for a G.711 codec); the other is derived.
+        Give ``payload_type`` (0 PCMU, 8 PCMA, 9 G722), ``codec`` (``"PCMU"``, ``"PCMA"``,
+        ``"G722"``, ``"opus"``), or both (a dynamic payload type); the other is derived.
         ``telephone_event`` is the RFC 4733 payload type, if negotiated. ``rtp_timeout``:
         seconds, ``None`` to disable, or omitted for the engine default. ``send``: False when
         the phone's SDP says it does not receive (``a=sendonly``/``inactive``): no RTP goes to
@@ -460,18 +496,19 @@ class MediaEngine:
         ``srtp_receive`` are the SRTP master keys (key ‖ salt, 30 bytes) of our stream and the
         phone's, when the SDP negotiated SRTP (the same keys again keep the SRTP state).
 
-        Raises :class:`MediaError` for an unknown leg or a codec other than G.711.
+        Raises :class:`MediaError` for an unknown leg or a codec the engine does not have.
         """
         entry = self._leg(leg)
         if codec is None and payload_type is None:
             raise MediaError("set_remote needs a payload type or a codec")
-        name = codec.upper() if codec else {0: "PCMU", 8: "PCMA"}.get(payload_type or 0)
+        name = codec.upper() if codec else {0: "PCMU", 8: "PCMA", 9: "G722"}.get(payload_type or 0)
         if name not in _CODECS:
-            raise MediaError(f"unsupported codec {codec or payload_type!r} (G.711 only)")
+            raise MediaError(f"unsupported codec {codec or payload_type!r}")
         c = _CODECS[name]
         pt = c.payload_type if payload_type is None else payload_type
         # A dynamic payload type may carry a static codec: keep the number the phone uses.
-        entry.codec = Codec(c.name, pt, c.silence)
+        old = entry.codec
+        entry.codec = Codec(c.name, pt, c.silence, c.clock_rate, c.wide)
         entry.pt = pt
         entry.silence = bytes((c.silence,)) * FRAME
         entry.te_pt = telephone_event
@@ -486,9 +523,23 @@ class MediaEngine:
             entry.rtcp_dest = (host, port + 1)
             entry.in_ssrc = None
         low, initial, high = self.jitter_depth
-        entry.jb = JitterBuffer(
-            c.decode, silence=c.silence, min_depth=low, initial_depth=initial, max_depth=high
-        )
+        if c.wide:
+            if entry.wb is None or old is None or old.name != c.name:
+                entry.wb = WidebandCodec(c.name)
+            entry.jb = JitterBuffer(
+                entry.wb.decode,
+                frame=c.step,
+                min_depth=low,
+                initial_depth=initial,
+                max_depth=high,
+            )
+        else:
+            entry.wb = None
+            entry.jb = JitterBuffer(
+                c.decode, silence=c.silence, min_depth=low, initial_depth=initial, max_depth=high
+            )
+        self.mixer.set_format(leg, entry.codec.kind, wide=c.wide)
+        self._after_graph_change()
         entry.stats = rtp.ReceiverStats()
         entry.dtmf.reset()
         entry.rtp_timeout = (
@@ -818,9 +869,10 @@ class MediaEngine:
                 )
             else:
                 now = self._loop.time()
-                leg.stats.update(ssrc, seq, ts, int(now * 8000), len(payload))
+                arrival = int(now * codec.clock_rate)
+                leg.stats.update(ssrc, seq, ts, arrival, len(payload))
                 if leg.fanout_from is None:  # a fanned-out listener is heard by nobody
-                    leg.jb.push(ts, payload, int(now * 8000))
+                    leg.jb.push(ts, payload, arrival)
                 leg.recent.append((now, b1 & 0x80, seq, ts, ssrc, payload))
                 if leg.fanout:
                     self._fan_out(leg, b1 & 0x80, seq, ts, ssrc, payload, now)
@@ -880,8 +932,11 @@ class MediaEngine:
         now = self._loop.time()
         if dst.out_resync or ssrc != dst.relay_src_ssrc:
             # A new source for this outgoing stream: continue our seq/ts where they were.
+            step = dst.step
             elapsed = (
-                max(FRAME, round((now - dst.last_out_time) * 8000)) if dst.last_out_time else FRAME
+                max(step, round((now - dst.last_out_time) * dst.rate))
+                if dst.last_out_time
+                else step
             )
             dst.seq_off = (dst.out_seq + 1 - seq) & 0xFFFF
             dst.ts_off = (dst.out_ts + elapsed - ts) & 0xFFFFFFFF
@@ -1034,18 +1089,28 @@ class MediaEngine:
         mixed = mixer.mixed_legs()
         inputs = {}
         entries = []
-        clock = int(now * 8000)  # the clock of the arrivals pushed by _rx: a timed playout start
+        wide = mixer.wide
         for leg_id in mixed:
             entry = legs[leg_id]
             entries.append(entry)
-            frame = entry.jb.pop(clock)
+            # The clock of the arrivals pushed by _rx: a timed playout start.
+            frame = entry.jb.pop(int(now * entry.rate))
             if frame is not None:
+                if entry.wb is not None and not wide:
+                    continue  # an idle wideband leg (an 8 kHz tick): heard by nobody
+                if wide and entry.wb is None:  # a narrowband leg in a 16 kHz mix
+                    if entry.wb_up is None:
+                        entry.wb_up = Resampler(up=2)
+                    frame = entry.wb_up(frame)
                 inputs[leg_id] = frame
         out = mixer.tick(inputs)
         self._emit_mixer_events()
         self._after_graph_change()
         if entries:
-            self._send_mixed(entries, out.pcm, out.active, now)
+            if out.wide or any(e.wb is not None for e in entries):
+                self._send_wide(entries, out.pcm, out.active, now, wide=out.wide)
+            else:
+                self._send_mixed(entries, out.pcm, out.active, now)
         if self._dtmf_legs:
             self._send_dtmf(now)
         if self._tick_no % _CHECK_EVERY == 0:
@@ -1079,6 +1144,63 @@ class MediaEngine:
                 marker = 0x80
             else:
                 entry.out_ts = (entry.out_ts + FRAME) & 0xFFFFFFFF
+            entry.out_seq = seq = (entry.out_seq + 1) & 0xFFFF
+            entry.last_out_time = now
+            try:
+                packet = (
+                    _HDR.pack(0x80, marker | codec.payload_type, seq, entry.out_ts, entry.out_ssrc)
+                    + payload
+                )
+                if entry.srtp_out is not None:
+                    packet = entry.srtp_out.protect(packet)
+                entry.sock.sendto(packet, dest)
+            except OSError:
+                metrics.send_errors += 1
+                continue
+            entry.packets_out += 1
+            metrics.packets_out += 1
+
+    def _send_wide(
+        self, entries: list[_Leg], pcm: np.ndarray, active: np.ndarray, now: float, *, wide: bool
+    ) -> None:
+        """:meth:`_send_mixed` for a tick with wideband legs: each leg's row is converted to its
+        rate and encoded on its own (a wideband encoder has state, so it is fed silence too)."""
+        metrics = self.metrics
+        flags = active.tolist()
+        for i, entry in enumerate(entries):
+            dest = entry.dest
+            codec = entry.codec
+            if dest is None or codec is None or not entry.sending:
+                continue
+            row = pcm[i]
+            if entry.wb is not None:
+                if not wide:
+                    if entry.wb_up is None:
+                        entry.wb_up = Resampler(up=2)
+                    row = entry.wb_up(row)
+                payload = entry.wb.encode(row if flags[i] else _WIDE_SILENCE)
+            elif not flags[i]:
+                payload = entry.silence
+            else:
+                if wide:
+                    if entry.wb_down is None:
+                        entry.wb_down = Resampler(down=2)
+                    row = entry.wb_down(row)
+                payload = codec.encode[row.view(np.uint16)].tobytes()
+            step = codec.step
+            marker = 0
+            if entry.out_resync:
+                elapsed = (
+                    round((now - entry.last_out_time) * codec.clock_rate)
+                    if entry.last_out_time
+                    else step
+                )
+                entry.out_ts = (entry.out_ts + max(step, elapsed)) & 0xFFFFFFFF
+                entry.out_resync = False
+                entry.relay_src_ssrc = None
+                marker = 0x80
+            else:
+                entry.out_ts = (entry.out_ts + step) & 0xFFFFFFFF
             entry.out_seq = seq = (entry.out_seq + 1) & 0xFFFF
             entry.last_out_time = now
             try:

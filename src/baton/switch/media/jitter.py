@@ -50,6 +50,7 @@ re-anchored because the stream jumped).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Final
 
 import numpy as np
@@ -87,7 +88,7 @@ class JitterBuffer:
     __slots__ = (
         "_anchor_arrival",
         "_anchored",
-        "_decode",
+        "_decoder",
         "_end_ts",
         "_frame",
         "_hold",
@@ -100,6 +101,7 @@ class JitterBuffer:
         "_silence",
         "_slots",
         "_state",
+        "_table",
         "concealed",
         "dropped",
         "duplicates",
@@ -117,7 +119,7 @@ class JitterBuffer:
 
     def __init__(
         self,
-        decode: npt.NDArray[np.int16],
+        decode: npt.NDArray[np.int16] | Callable[[bytes], npt.NDArray[np.int16]],
         *,
         silence: int = 0xFF,
         frame: int = 160,
@@ -128,7 +130,10 @@ class JitterBuffer:
     ) -> None:
         if not 1 <= min_depth <= initial_depth <= max_depth:
             raise ValueError("need 1 <= min_depth <= initial_depth <= max_depth")
-        self._decode = decode
+        # A table decodes G.711 octet by octet (a payload's length is its duration); a
+        # function is a wideband codec's decoder: each packet is then one whole frame.
+        self._table = decode if isinstance(decode, np.ndarray) else None
+        self._decoder = None if isinstance(decode, np.ndarray) else decode
         self._silence = silence
         self._frame = frame
         self.min_depth = min_depth
@@ -199,7 +204,7 @@ class JitterBuffer:
             self._anchor_arrival = arrival
         # Signed distance from the play head, then back to an extended timestamp.
         offset = ((timestamp - self._play_ts + _HALF) & _MASK) - _HALF
-        n = len(payload)
+        n = frame if self._decoder is not None else len(payload)
         if offset + n <= 0:
             self.late += 1
             self._note_late()
@@ -231,6 +236,9 @@ class JitterBuffer:
                 self.duplicates += 1
                 return False
             self._slots[start] = payload
+        elif self._decoder is not None:
+            self.dropped += 1  # a coded frame cannot be split over slots
+            return False
         elif not self._store_unaligned(start, payload):
             return False
         if start + n > self._end_ts:
@@ -318,7 +326,11 @@ class JitterBuffer:
         self._play_ts = key + frame
         payload = slots.pop(key, None)
         if payload is not None:
-            pcm = self._decode[np.frombuffer(payload, dtype=np.uint8)]
+            if self._table is not None:
+                pcm = self._table[np.frombuffer(payload, dtype=np.uint8)]
+            else:
+                assert self._decoder is not None
+                pcm = self._decoder(bytes(payload))
             self._last = pcm
             self._plc_run = 0
             self.last_kind = FrameKind.AUDIO

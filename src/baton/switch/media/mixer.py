@@ -42,6 +42,15 @@ Per tick, inputs are stacked into one int32 matrix; per room, the sum of its spe
 every member's row and each speaker's own input subtracted again (N-1 mixing in O(N), not O(N²));
 whispers and playbacks are added on top; one clip to int16 at the end (saturation, never wrap).
 
+Wideband
+--------
+A port has a *format* (:meth:`Mixer.set_format`): its codec family and whether it is wideband
+(G.722, Opus). While any mixed port is wideband the whole tick runs at 16 kHz (320 samples a
+frame): the engine converts narrowband inputs up and outputs down per leg, playbacks (8 kHz
+sources) are converted up here, and recordings stay 8 kHz (converted down). With no wideband
+port mixed the tick is the 8 kHz mix it always was. Ports of different codec families are never
+direct peers or fanned out to each other: their packets cannot be forwarded as they are.
+
 Events (:meth:`Mixer.take_events`): :class:`~baton.core.port.PlaybackFinished` (``completed``
 False when stopped or cut short by a clear or a destroy) and
 :class:`~baton.core.port.RecordingFinished`.
@@ -65,6 +74,7 @@ from baton.core.port import (
     SwitchError,
     Target,
 )
+from baton.switch.media.wideband import WIDE_FRAME, Resampler
 
 __all__ = [
     "FRAME",
@@ -101,7 +111,7 @@ class RecordingSink(Protocol):
 class Playback:
     """A PCM source read one frame per tick, once or looped."""
 
-    __slots__ = ("id", "loop", "pcm", "pos", "target")
+    __slots__ = ("_up", "id", "loop", "pcm", "pos", "target")
 
     def __init__(self, playback_id: str, target: Target, pcm: Pcm, *, loop: bool) -> None:
         if loop and len(pcm) == 0:
@@ -111,6 +121,13 @@ class Playback:
         self.pcm = pcm
         self.loop = loop
         self.pos = 0
+        self._up: Resampler | None = None
+
+    def read_wide(self) -> Pcm:
+        """The next frame at 16 kHz (the source is 8 kHz): for a wideband tick."""
+        if self._up is None:
+            self._up = Resampler(up=2)
+        return self._up(self.read())
 
     @property
     def finished(self) -> bool:
@@ -139,6 +156,15 @@ class _Recording:
     id: str
     target: Target
     sink: RecordingSink
+    down: Resampler | None = None
+
+    def write(self, pcm: Pcm) -> None:
+        """Write one frame; a 16 kHz one (a wideband tick) is converted to the 8 kHz file."""
+        if len(pcm) == WIDE_FRAME:
+            if self.down is None:
+                self.down = Resampler(down=2)
+            pcm = self.down(pcm)
+        self.sink.write(pcm)
 
 
 class _Room:
@@ -158,13 +184,17 @@ class _Port:
         "direct_peer",
         "fanout_source",
         "id",
+        "kind",
         "meetings",
         "playbacks",
         "recordings",
+        "wide",
     )
 
     def __init__(self, port_id: str) -> None:
         self.id = port_id
+        self.kind = "g711"  # the codec family: packets forward as they are only within one
+        self.wide = False
         self.bridge: _Room | None = None
         self.meetings: dict[str, _Room] = {}
         self.playbacks: dict[str, Playback] = {}
@@ -181,6 +211,7 @@ class MixOutput:
     legs: list[str]
     pcm: Pcm
     active: npt.NDArray[np.bool_]
+    wide: bool = False  # 16 kHz rows (320 samples), else 8 kHz (160)
 
 
 class _RoomPlan:
@@ -208,7 +239,16 @@ class _Plan:
     one batch too.
     """
 
-    __slots__ = ("bridge_dst", "bridge_src", "legs", "media_ports", "rec_rows", "rooms", "rows")
+    __slots__ = (
+        "bridge_dst",
+        "bridge_src",
+        "legs",
+        "media_ports",
+        "rec_rows",
+        "rooms",
+        "rows",
+        "wide",
+    )
 
     def __init__(
         self,
@@ -217,7 +257,9 @@ class _Plan:
         bridge_pairs: list[tuple[int, int]],
         rooms: list[_RoomPlan],
         media_ports: list[_Port],
+        wide: bool = False,
     ) -> None:
+        self.wide = wide
         self.legs = legs
         self.rows = rows
         self.bridge_dst = np.array([d for d, _ in bridge_pairs], dtype=np.intp)
@@ -254,6 +296,26 @@ class Mixer:
 
     def has_port(self, leg: str) -> bool:
         return leg in self._ports
+
+    @property
+    def wide(self) -> bool:
+        """Whether the next tick mixes at 16 kHz (a wideband port is mixed)."""
+        return self._current_plan().wide
+
+    def set_format(self, leg: str, kind: str, *, wide: bool) -> None:
+        """A port's codec family (``"g711"``, ``"G722"``, ``"opus"``) and whether it is
+        wideband; direct relay and fan-out only join ports of one family."""
+        port = self._port(leg)
+        if (port.kind, port.wide) == (kind, wide):
+            return
+        port.kind = kind
+        port.wide = wide
+        self._update_direct({leg})
+        self._touch(leg)
+        room_ids = list(port.meetings)
+        for room_id in room_ids:
+            self._touch(*self._meetings[room_id].members)
+        self._changed()
 
     def direct_peer(self, leg: str) -> str | None:
         """The peer whose packets this port may receive relayed as they are, or ``None``."""
@@ -504,11 +566,13 @@ class Mixer:
         plan = self._current_plan()
         rows = plan.rows
         n = len(plan.legs)
-        x = np.zeros((n, FRAME), dtype=np.int32)
+        wide = plan.wide
+        size = WIDE_FRAME if wide else FRAME
+        x = np.zeros((n, size), dtype=np.int32)
         in_rows = [rows[leg] for leg, frame in inputs.items() if frame is not None and leg in rows]
         if in_rows:
             x[in_rows] = [f for leg, f in inputs.items() if f is not None and leg in rows]
-        out = np.zeros((n, FRAME), dtype=np.int32)
+        out = np.zeros((n, size), dtype=np.int32)
         if len(plan.bridge_dst):
             out[plan.bridge_dst] += x[plan.bridge_src]
         finished: list[str] = []
@@ -528,7 +592,7 @@ class Mixer:
                 if room.recordings:
                     mix = x[w].copy() if mix is None else mix + x[w]
             for pb in room.playbacks.values():
-                frame16 = pb.read()
+                frame16 = pb.read_wide() if wide else pb.read()
                 if len(room_plan.rows):
                     out[room_plan.rows] += frame16
                 if room.recordings:
@@ -536,12 +600,12 @@ class Mixer:
                 if pb.finished:
                     finished.append(pb.id)
             for rec in room.recordings.values():
-                rec.sink.write(_clip(mix) if mix is not None else _SILENCE)
+                rec.write(_clip(mix) if mix is not None else _SILENCE[:size])
 
         for port in plan.media_ports:
             row = rows.get(port.id)
             for pb in port.playbacks.values():
-                frame16 = pb.read()
+                frame16 = pb.read_wide() if wide else pb.read()
                 if row is not None:
                     out[row] += frame16
                 if pb.finished:
@@ -553,14 +617,14 @@ class Mixer:
             for port in plan.media_ports:
                 if port.recordings and port.id in rows:
                     for rec in port.recordings.values():
-                        rec.sink.write(recorded[i])
+                        rec.write(recorded[i])
                     i += 1
 
         pcm = _clip(out)
         active = np.any(out != 0, axis=1)
         for pid in finished:
             self._end_playback(pid, completed=True)
-        return MixOutput(plan.legs, pcm, active)
+        return MixOutput(plan.legs, pcm, active, wide)
 
     # ---- internals ---------------------------------------------------------------------------
 
@@ -616,7 +680,12 @@ class Mixer:
                     )
                 )
         media_ports = [p for p in self._ports.values() if p.playbacks or p.recordings]
-        return _Plan(legs, rows, pairs, rooms, media_ports)
+        # An idle wideband port hears silence and is heard by nobody: no reason for 16 kHz.
+        wide = any(
+            p.wide and (p.bridge or p.meetings or p.playbacks or p.recordings)
+            for p in (self._ports[leg] for leg in legs)
+        )
+        return _Plan(legs, rows, pairs, rooms, media_ports, wide)
 
     def _update_direct(self, legs: set[str]) -> None:
         """Recompute the direct status of these ports and of their bridge peers."""
@@ -641,7 +710,7 @@ class Mixer:
             return None
         other = next((m for m in room.members if m != port.id), None)
         peer = self._ports.get(other) if other is not None else None
-        if peer is None or peer.bridge is not room or not _plain(peer):
+        if peer is None or peer.bridge is not room or not _plain(peer) or peer.kind != port.kind:
             return None
         return peer.id
 
@@ -684,7 +753,11 @@ class Mixer:
             return None
         if room.id not in speakers:
             speakers[room.id] = _sole_speaker(room)
-        return speakers[room.id]
+        source = speakers[room.id]
+        speaker = self._ports.get(source) if source is not None else None
+        if speaker is None or speaker.kind != port.kind:
+            return None  # another codec family: its packets cannot be forwarded as they are
+        return source
 
     def _port(self, leg: str) -> _Port:
         port = self._ports.get(leg)
@@ -711,7 +784,7 @@ class Mixer:
         return self._meetings.get(target.meeting)
 
 
-_SILENCE: Final[Pcm] = np.zeros(FRAME, dtype=np.int16)
+_SILENCE: Final[Pcm] = np.zeros(WIDE_FRAME, dtype=np.int16)
 _SILENCE.flags.writeable = False
 
 
