@@ -7,6 +7,7 @@ import base64
 import pytest
 
 from baton.switch.sip.sdp import (
+    G722,
     PCMA,
     PCMU,
     Accepted,
@@ -128,8 +129,9 @@ def test_answer_sipp_offer() -> None:
 
 
 def test_first_supported_codec_of_the_offer_wins() -> None:
-    result = accepted(SdpSession(LOCAL).answer(PHONE_OFFER))
-    assert result.media.codec == PCMA  # G722 unsupported, PCMA before PCMU in the offer
+    narrow = LocalMedia("127.0.0.1", 30000, codecs=(PCMU, PCMA))
+    result = accepted(SdpSession(narrow).answer(PHONE_OFFER))
+    assert result.media.codec == PCMA  # G722 not ours here, PCMA before PCMU in the offer
     assert result.media.dtmf_payload_type == 101
     assert result.media.ptime == 30  # we send at the rate the offerer asked for
     media = result.answer.media[0]
@@ -148,8 +150,32 @@ def test_dynamic_payload_types_are_mapped_by_name() -> None:
     assert result.media.dtmf_payload_type == 97
 
 
+def test_wideband_codecs_are_taken_in_the_offer_order() -> None:
+    result = accepted(SdpSession(LOCAL).answer(PHONE_OFFER))
+    assert result.media.codec == G722  # by default Baton speaks G.722 and Opus too
+    assert result.answer.media[0].formats == ["9", "101"]
+    opus_first = offer_with(
+        "m=audio 4000 RTP/AVP 107 0 101",
+        extra="a=rtpmap:107 opus/48000/2\r\na=fmtp:107 useinbandfec=1\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\n",
+    )
+    result = accepted(SdpSession(LOCAL).answer(opus_first))
+    assert (result.media.codec.name, result.media.codec.payload_type) == ("opus", 107)
+    media = result.answer.media[0]
+    assert media.formats == ["107", "101"]
+    assert media.attribute_values("rtpmap")[0] == "107 opus/48000/2"  # RFC 7587: always "/2"
+    assert media.fmtp("107") == "maxplaybackrate=16000;sprop-maxcapturerate=16000"
+
+
+def test_our_offer_keeps_g711_first() -> None:
+    media = SdpSession(LOCAL).offer().media[0]
+    assert media.formats == ["0", "8", "9", "111", "101"]
+    assert media.rtpmap("111") == ("opus", 48000)
+
+
 def test_dtmf_can_be_disabled_locally() -> None:
-    local = LocalMedia("127.0.0.1", 30000, dtmf=False)
+    narrow = LocalMedia("127.0.0.1", 30000, codecs=(PCMU, PCMA), dtmf=False)
+    local = narrow
     result = accepted(SdpSession(local).answer(PHONE_OFFER))
     assert result.media.dtmf_payload_type is None
     assert result.answer.media[0].formats == ["8"]
@@ -158,7 +184,7 @@ def test_dtmf_can_be_disabled_locally() -> None:
 @pytest.mark.parametrize(
     ("offer", "reason"),
     [
-        (offer_with("m=audio 4000 RTP/AVP 9 18", extra="a=rtpmap:9 G722/8000\r\n"), "no common codec"),
+        (offer_with("m=audio 4000 RTP/AVP 4 18", extra="a=rtpmap:4 G723/8000\r\n"), "no common codec"),
         (offer_with("m=audio 4000 RTP/SAVP 0"), "not supported"),
         (offer_with("m=video 4000 RTP/AVP 31"), "video RTP/AVP not supported"),
         (offer_with("m=audio 0 RTP/AVP 0"), "disabled"),

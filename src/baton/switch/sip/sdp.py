@@ -5,9 +5,11 @@ Rules
 * Parse leniently, negotiate strictly. :func:`parse_sdp` accepts any well-formed ``x=value``
   lines (unknown ones are kept and written back); only what negotiation needs is judged there,
   and a body that cannot be read at all raises :class:`SdpParseError` (a 400).
-* Audio only, G.711 only: PCMU (payload type 0), PCMA (8) and telephone-event (RFC 4733, a
-  dynamic payload type). The codec is **the first one in the offer's order that we support**;
-  the answer names it and, if offered, telephone-event with the offerer's payload type.
+* Audio only: PCMU (payload type 0), PCMA (8), G.722 (9), Opus (RFC 7587, dynamic,
+  ``opus/48000/2``) and telephone-event (RFC 4733, a dynamic payload type). The codec is **the
+  first one in the offer's order that we support**; the answer names it and, if offered,
+  telephone-event with the offerer's payload type. Our own offers list G.711 first (any phone
+  takes them), then G.722 and Opus (docs/sip.md, "Codecs").
 * Nothing acceptable is a value, not an exception: :class:`NotAcceptable` (answer 488 Not
   Acceptable Here), with a reason for the log.
 * Direction follows RFC 3264 §6.1: an answer may only narrow the offer (``sendonly`` is answered
@@ -41,6 +43,9 @@ from baton.switch.media.srtp import crypto_attribute, parse_crypto
 from .errors import SipParseError
 
 __all__ = [
+    "CODECS",
+    "G722",
+    "OPUS",
     "PCMA",
     "PCMU",
     "TELEPHONE_EVENT",
@@ -98,16 +103,34 @@ class Codec:
     name: str
     payload_type: int
     clock_rate: int = 8000
+    channels: int = 1  # in the rtpmap when not 1 (Opus is always "/2", RFC 7587)
+    fmtp: str | None = None  # the a=fmtp parameters we send with it
 
     def matches(self, name: str, clock_rate: int) -> bool:
         return self.name.lower() == name.lower() and self.clock_rate == clock_rate
 
+    @property
+    def rtpmap(self) -> str:
+        channels = f"/{self.channels}" if self.channels != 1 else ""
+        return f"{self.payload_type} {self.name}/{self.clock_rate}{channels}"
+
+    def attributes(self) -> list[tuple[str, str | None]]:
+        """Its ``a=rtpmap`` and, if any, ``a=fmtp``."""
+        lines: list[tuple[str, str | None]] = [("rtpmap", self.rtpmap)]
+        if self.fmtp is not None:
+            lines.append(("fmtp", f"{self.payload_type} {self.fmtp}"))
+        return lines
+
 
 PCMU = Codec("PCMU", 0)
 PCMA = Codec("PCMA", 8)
+G722 = Codec("G722", 9)  # 16 kHz audio; its RTP clock is 8000 (RFC 3551 §4.5.2)
+# The media engine mixes at 16 kHz: ask senders for wideband Opus, not full band (RFC 7587 §6.1).
+OPUS = Codec("opus", 111, 48000, 2, "maxplaybackrate=16000;sprop-maxcapturerate=16000")
 TELEPHONE_EVENT = Codec("telephone-event", 101)
+CODECS = (PCMU, PCMA, G722, OPUS)
 
-_STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
+_STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
 _HOLD_ADDRESSES = ("0.0.0.0", "::")
 
 # ---- the SDP data model ------------------------------------------------------------------
@@ -350,7 +373,7 @@ class LocalMedia:
 
     address: str
     port: int
-    codecs: tuple[Codec, ...] = (PCMU, PCMA)
+    codecs: tuple[Codec, ...] = CODECS
     dtmf: bool = True
     dtmf_payload_type: int = TELEPHONE_EVENT.payload_type
     ptime: int = 20
@@ -434,7 +457,9 @@ def _choose_codec(
         if codec is None:
             for candidate in supported:
                 if candidate.matches(name, rate):
-                    codec = Codec(candidate.name, int(fmt), rate)
+                    codec = Codec(
+                        candidate.name, int(fmt), rate, candidate.channels, candidate.fmtp
+                    )
                     break
         if dtmf is None and TELEPHONE_EVENT.matches(name, 8000) and rate == 8000:
             dtmf = int(fmt)
@@ -480,7 +505,7 @@ class SdpSession:
         local = self.local
         formats = [str(c.payload_type) for c in local.codecs]
         attributes: list[tuple[str, str | None]] = [
-            ("rtpmap", f"{c.payload_type} {c.name}/{c.clock_rate}") for c in local.codecs
+            line for c in local.codecs for line in c.attributes()
         ]
         if local.dtmf:
             formats.append(str(local.dtmf_payload_type))
@@ -581,9 +606,7 @@ class SdpSession:
                 )
                 continue
             formats = [str(codec.payload_type)]
-            attributes: list[tuple[str, str | None]] = [
-                ("rtpmap", f"{codec.payload_type} {codec.name}/{codec.clock_rate}")
-            ]
+            attributes: list[tuple[str, str | None]] = codec.attributes()
             if dtmf is not None:
                 formats.append(str(dtmf))
                 attributes.append(("rtpmap", f"{dtmf} telephone-event/8000"))
