@@ -253,7 +253,8 @@ async def sipp(
 
 
 BARESIP_MODULES = (
-    "g711.so", "aufile.so", "aubridge.so", "sndfile.so", "menu.so", "ctrl_tcp.so", "account.so",
+    "g711.so", "g722.so", "opus.so", "aufile.so", "aubridge.so", "sndfile.so", "menu.so",
+    "ctrl_tcp.so", "account.so",
 )  # fmt: skip
 
 
@@ -262,7 +263,7 @@ class Baresip:
 
     def __init__(
         self, home: Path, user: str, password: str, baton_port: int, *, tone: Path,
-        auto_answer: bool = True,
+        auto_answer: bool = True, codecs: str = "pcmu,pcma", rate: int = 8000,
     ) -> None:  # fmt: skip
         self.home = home
         self.user = user
@@ -280,8 +281,8 @@ rtp_ports\t\t{rtp}-{rtp + 100}
 audio_player\t\taubridge,null
 audio_alert\t\taubridge,null
 audio_source\t\taufile,{tone}
-ausrc_srate\t\t8000
-auplay_srate\t\t8000
+ausrc_srate\t\t{rate}
+auplay_srate\t\t{rate}
 module_path\t\t/usr/lib/baresip/modules
 {modules}
 ctrl_tcp_listen\t\t127.0.0.1:{self.ctrl_port}
@@ -291,7 +292,7 @@ snd_path\t\t{home / "heard"}
         answer = ";answermode=auto" if auto_answer else ""
         (home / "accounts").write_text(
             f"<sip:{user}@127.0.0.1:{baton_port};transport=udp>;auth_pass={password}{answer};regint=60;"
-            "audio_codecs=pcmu,pcma\n"
+            f"audio_codecs={codecs}\n"
         )
         (home / "contacts").write_text("")
         self.process: asyncio.subprocess.Process | None = None
