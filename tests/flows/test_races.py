@@ -14,6 +14,7 @@ import pytest
 
 from baton.core import FlowUsageError, NotOwner, Priority
 from baton.flows import (
+    TransferOutcome,
     attended_transfer,
     blind_transfer,
     call,
@@ -79,7 +80,7 @@ async def test_blind_transfer_target_hanging_up_while_ringing_recalls_the_transf
     f = w.start(blind_transfer, w["a"], w["b"], w["c"])
     await w.run(2)
     w.sim.hang_up("c")  # the target declines by hanging up while it rings
-    assert await f.result() == "recalled"
+    assert await f.result() is TransferOutcome.RECALLED
     assert w.hears("a") == {"b"}
     w.assert_ok()
 
@@ -93,7 +94,7 @@ async def test_blind_transfer_recall_keeps_the_party_hearing_ringback() -> None:
     await w.run(6.5)  # the target gave up at 5 s; the transferor rings
     assert w.state("b") == "ringing"
     assert "tone:ringback" in w.hears("a")
-    assert await f.result() == "recalled"
+    assert await f.result() is TransferOutcome.RECALLED
     w.assert_ok()
 
 
@@ -124,7 +125,7 @@ async def test_attended_transfer_transferor_taken_during_consultation_completes(
     await w.run(3)
     assert w.hears("b") == {"c"}
     w.start(emergency_call, w["boss"], w["b"])
-    assert await t.result() == "transferred"
+    assert await t.result() is TransferOutcome.TRANSFERRED
     assert w.hears("a") == {"c"}
     w.assert_ok()
 
@@ -140,7 +141,7 @@ async def test_attended_transfer_transferor_taken_while_the_target_rings() -> No
     w.start(emergency_call, w["boss"], w["b"])
     await w.run(1)
     assert "tone:ringback" in w.hears("a")
-    assert await t.result() == "transferred"
+    assert await t.result() is TransferOutcome.TRANSFERRED
     assert w.hears("a") == {"c"}
     w.assert_ok()
 
@@ -329,6 +330,6 @@ async def test_blind_transfer_goes_on_when_the_transferor_is_taken_after_leaving
     await w.run(1)
     assert w.state("b") == "idle"
     w.start(emergency_call, w["d"], w["b"])
-    assert await t.result() == "transferred"
+    assert await t.result() is TransferOutcome.TRANSFERRED
     assert w.hears("a") == {"c"}
     w.assert_ok()

@@ -20,7 +20,7 @@ from baton.flows.pickup import PickupFailed, pickup
 from baton.flows.ptt import ptt_group
 from baton.flows.queue import AlreadyTaken, DispatcherQueue, Overflow, queued_call, take_call
 from baton.flows.roll_call import polling, roll_call
-from baton.flows.transfer import OnFail, attended_transfer, blind_transfer
+from baton.flows.transfer import OnFail, TransferOutcome, attended_transfer, blind_transfer
 
 LIBRARY: dict[str, FlowSpec[Any]] = {
     spec.name: spec
@@ -58,6 +58,7 @@ __all__ = [
     "OtherParty",
     "Overflow",
     "PickupFailed",
+    "TransferOutcome",
     "attended_transfer",
     "barge_in",
     "blind_transfer",

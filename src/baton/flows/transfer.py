@@ -21,6 +21,9 @@
 
 Neither transfer leaves anyone in silence: a party whose transfer fails half-way — a newer claim
 supersedes it, the target hangs up while ringing — is called back or hears a tone and is let go.
+
+Both return a :class:`TransferOutcome`, decided from who is still there and from the type of
+what interrupted the transfer — never from the text of a message.
 """
 
 from __future__ import annotations
@@ -53,6 +56,19 @@ from baton.flows._common import (
 )
 
 
+class TransferOutcome(enum.StrEnum):
+    """How a transfer ended: the flow's result. A ``StrEnum``, so the API and the journal show
+    the same strings as before it was a type."""
+
+    TRANSFERRED = "transferred"  # the party talks to the target
+    RECALLED = "recalled"  # blind: the target failed; the party is back with the transferor
+    CANCELLED = "cancelled"  # attended: the party is back with the transferor
+    PARTY_LEFT = "party left"  # the party left; attended: the transferor and the target talk on
+    TARGET_UNREACHABLE = "target unreachable"  # attended: the transferor left, the target failed
+    PREEMPTED = "preempted"  # a higher-priority flow took a party; whoever was left was released
+    ABANDONED = "abandoned"  # parties hung up; whoever was left heard the notice and was released
+
+
 class OnFail(enum.Enum):
     RECALL = "recall"  # call the transferor back and reconnect
     RELEASE = "release"  # busy tone, then the party is released
@@ -81,8 +97,10 @@ async def blind_transfer(
     target: User,
     ring: float = 30.0,
     on_fail: OnFail = OnFail.RECALL,
-) -> str:
-    """Put ``party`` through to ``target``; ``transferor`` leaves at once."""
+) -> TransferOutcome:
+    """Put ``party`` through to ``target``; ``transferor`` leaves at once. Returns
+    ``TRANSFERRED``, ``RECALLED`` or ``PARTY_LEFT``; raises what ended the transfer otherwise
+    (the target's ``CallFailed`` or ``FlowInterrupted``, after the party was let go)."""
     original = _priority_of_call(s, party)
     await claim_call(s, party, transferor, target)
     await _leave(s, transferor)
@@ -97,7 +115,7 @@ async def blind_transfer(
                 s.note(f"{party.id} left ({exc.code}): the transfer is off")
                 if s.owns(target):
                     await s.hangup(target, Cause.CANCELLED)
-                return "party left"
+                return TransferOutcome.PARTY_LEFT
             if target not in exc.users:
                 continue  # the transferor, who has left already: the target still rings
             how = "was taken by " + exc.by if isinstance(exc, Preempted) else "hung up"
@@ -108,7 +126,7 @@ async def blind_transfer(
     await s.stop(ringback)
     await s.connect(party, target)
     s.settle(P2P(party, target))
-    return "transferred"
+    return TransferOutcome.TRANSFERRED
 
 
 async def _target_lost(
@@ -120,7 +138,7 @@ async def _target_lost(
     on_fail: OnFail,
     original: int,
     exc: CallFailed | FlowInterrupted,
-) -> str:
+) -> TransferOutcome:
     """The blind transfer's target did not answer, hung up while ringing, or was taken: call
     the transferor back (``RECALL``; the party hears ringback meanwhile), or let the party go
     with a busy tone or the preemption notice (``RELEASE``, or the recall failing)."""
@@ -135,7 +153,7 @@ async def _target_lost(
             await s.connect(party, transferor)
             s.settle(P2P(party, transferor, priority=original))
             s.note(f"the transfer failed ({exc.code}): {party.id} back with {transferor.id}")
-            return "recalled"
+            return TransferOutcome.RECALLED
     await stop_quietly(s, ringback)
     if isinstance(exc, Preempted):
         await notify_and_release(s, party, by=exc.by)
@@ -160,7 +178,7 @@ async def attended_transfer(
     target: User,
     ring: float = 30.0,
     music: Prompt | None = None,
-) -> str:
+) -> TransferOutcome:
     """Consult ``target`` while ``party`` waits on hold, then complete or cancel."""
     original = _priority_of_call(s, party)
     await claim_call(s, party, transferor, target)
@@ -171,10 +189,10 @@ async def attended_transfer(
         await s.dial(target, timeout=ring, caller=transferor)
     except CallFailed as exc:
         await tell_failure(s, transferor, exc)
-        why = "target unreachable"
+        why: str | FlowInterrupted = "target unreachable"
         return await _what_is_left(s, party, transferor, target, original, why, ring)
     except FlowInterrupted as exc:
-        return await _what_is_left(s, party, transferor, target, original, _who(exc), ring)
+        return await _what_is_left(s, party, transferor, target, original, exc, ring)
     await s.stop(ringback)
     await s.connect(transferor, target)
     s.note(f"{transferor.id} consults {target.id}; {party.id} on hold")
@@ -182,7 +200,7 @@ async def attended_transfer(
         try:
             cmd = await s.command()
         except FlowInterrupted as exc:
-            return await _what_is_left(s, party, transferor, target, original, _who(exc), ring)
+            return await _what_is_left(s, party, transferor, target, original, exc, ring)
         if cmd is None:
             continue
         try:
@@ -198,7 +216,7 @@ async def attended_transfer(
                 await s.hangup(target, Cause.NORMAL)
                 why = "cancelled"
         except FlowInterrupted as exc:  # a party was taken or hung up meanwhile
-            why = _who(exc)
+            why = exc
         return await _what_is_left(s, party, transferor, target, original, why, ring)
 
 
@@ -217,24 +235,26 @@ async def _what_is_left(
     transferor: User,
     target: User,
     original: int,
-    why: str,
+    why: str | FlowInterrupted,
     ring: float,
-) -> str:
-    """Settle an attended transfer by who is still there (ours, with a call):
+) -> TransferOutcome:
+    """Settle an attended transfer by who is still there (ours, with a call). ``why`` is what
+    ended the consultation: a command or a failure (text for the trace), or the interruption
+    itself, whose type tells a preemption from a hang-up:
 
     * the party and the target, without the transferor: transferred (the transferor completed,
       hung up, or was taken during the consultation; a target still ringing is waited for,
       the party hearing ringback);
     * the party and the transferor: back together (cancelled, the target failed or left);
     * the transferor and the target: the party left, the consultation goes on as a call;
-    * otherwise whoever is left hears the preemption notice and is released (the transferor or
-      the party was taken away).
+    * otherwise whoever is left hears the preemption notice and is released: ``PREEMPTED`` if
+      a higher-priority flow took a party (``why`` is :class:`Preempted`), else ``ABANDONED``.
     """
     left = [u for u in (party, transferor, target) if s.owns(u) and s.leg_of(u) is not None]
     for u in left:
         with contextlib.suppress(BatonError):
             await s.clear(u)  # no hold music, no ringback, out of the consultation
-    s.note(f"attended transfer: {why}")
+    s.note(f"attended transfer: {_who(why) if isinstance(why, FlowInterrupted) else why}")
     if party in left and target in left and transferor not in left:
         if not _talking(s, target):  # still ringing: the party waits for it, not in silence
             try:
@@ -242,20 +262,20 @@ async def _what_is_left(
             except CallFailed as exc:
                 await tell_failure(s, party, exc)
                 await s.hangup(party, exc.cause)
-                return "target unreachable"
+                return TransferOutcome.TARGET_UNREACHABLE
         await s.connect(party, target)
         s.settle(P2P(party, target))
-        return "transferred"
+        return TransferOutcome.TRANSFERRED
     if party in left and transferor in left:
         if target in left:
             await s.hangup(target, Cause.CANCELLED)
         await s.connect(party, transferor)
         s.settle(P2P(party, transferor, priority=original))
-        return "cancelled"
+        return TransferOutcome.CANCELLED
     if transferor in left and target in left:
         await s.connect(transferor, target)
         s.settle(P2P(transferor, target))
-        return "party left"
+        return TransferOutcome.PARTY_LEFT
     for u in left:
         await notify_and_release(s, u, by=s.name)
-    return "preempted" if "preempted" in why else "abandoned"
+    return TransferOutcome.PREEMPTED if isinstance(why, Preempted) else TransferOutcome.ABANDONED
