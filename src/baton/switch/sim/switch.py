@@ -8,6 +8,10 @@ inbound calls (:meth:`SimSwitch.call_in`) and phone actions (:meth:`SimSwitch.ha
 The media model is exact enough to ask "who hears whom now" (:meth:`SimSwitch.hears`), "what is
 being played to X" (:meth:`SimSwitch.played_to`), "is X being recorded"
 (:meth:`SimSwitch.is_recorded`), and what a user was played over time (``phone.heard``).
+With ``write_recordings = True`` a recording is also a real file — a WAV of silence as long as
+the recording ran, opened when it starts (an unwritable path fails the ``record`` command as a
+real switch's would) — so what is built on recordings (checksums, export, playback) runs on the
+sim too.
 
 Timing like a real switch
 -------------------------
@@ -35,12 +39,15 @@ installed to check at the switch itself that every command comes from the curren
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import wave
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
+
+import numpy as np
 
 from baton.core.port import (
     Cause,
@@ -62,6 +69,7 @@ from baton.core.port import (
     Target,
     Tone,
 )
+from baton.switch.media.wav import WavWriter
 
 __all__ = [
     "Behaviour",
@@ -215,6 +223,7 @@ class _Recording:
     target: Target
     path: str
     started: float
+    file: WavWriter | None = None
 
 
 class SimSwitch(Switch):
@@ -255,6 +264,8 @@ class SimSwitch(Switch):
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.log_commands = True
+        #: Write each recording as a WAV file of silence (see the module docstring).
+        self.write_recordings = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -700,7 +711,13 @@ class SimSwitch(Switch):
         def effect() -> str:
             self._check_target(target)
             rid = f"rec{next(self._ids)}"
-            self.recordings[rid] = _Recording(rid, target, path, self.loop.time())
+            file = None
+            if self.write_recordings:
+                try:
+                    file = WavWriter(path)
+                except OSError as exc:
+                    raise SwitchError(f"sim: cannot record to {path!r}: {exc}") from exc
+            self.recordings[rid] = _Recording(rid, target, path, self.loop.time(), file)
             return rid
 
         legs = () if target.leg is None else (target.leg,)
@@ -709,7 +726,15 @@ class SimSwitch(Switch):
     def _finish_recording(self, rec: _Recording) -> None:
         if self.recordings.pop(rec.id, None) is None:
             return
-        self._emit(RecordingFinished(rec.id, rec.path, self.loop.time() - rec.started))
+        seconds = self.loop.time() - rec.started
+        if rec.file is not None:
+            # A file that cannot be finished is found by whoever reads it (as on a real switch).
+            with contextlib.suppress(OSError):
+                try:
+                    rec.file.write(np.zeros(round(seconds * 8000), dtype=np.int16))
+                finally:
+                    rec.file.close()
+        self._emit(RecordingFinished(rec.id, rec.path, seconds))
 
     async def stop_record(self, recording: str) -> None:
         def effect() -> None:
