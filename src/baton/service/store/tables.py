@@ -156,7 +156,20 @@ recordings = sa.Table(
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("ended_at", sa.Float),
     sa.Column("end_reason", sa.String(32)),
+    # Voice logging (docs/service.md, "Voice logging"); empty on a flow's own recordings.
+    sa.Column("kind", sa.String(16)),  # call (a leg) | ptt (one talk burst)
+    sa.Column("leg", sa.String(80)),  # the recorded leg
+    sa.Column("talker", sa.String(64)),  # a talk burst's talker
+    sa.Column("ptt_group", sa.String(80)),  # a talk burst's group (or PTT flow)
+    sa.Column("reasons", sa.JSON),  # the policy rules that asked for it: position, emergency, …
+    sa.Column("status", sa.String(16)),  # recording | ok | failed | expired
+    sa.Column("error", sa.Text),  # why it failed
+    sa.Column("sha256", sa.String(64)),  # of the file, taken when it was closed
+    sa.Column("size_bytes", sa.BigInteger),
+    sa.Column("seconds", sa.Float),
+    sa.Column("expired_at", sa.Float),  # when retention removed the file
     sa.Index(None, "started_at"),
+    sa.Index(None, "run_id", "path"),
 )
 
 audit = sa.Table(
