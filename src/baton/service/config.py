@@ -63,6 +63,7 @@ __all__ = [
     "GroupConfig",
     "LogConfig",
     "MeetingConfig",
+    "RecordingConfig",
     "RoleConfig",
     "SimConfig",
     "SimPhoneConfig",
@@ -181,7 +182,7 @@ BUILTIN_ROLES: dict[str, RoleConfig] = {
     ),
     "supervisor": RoleConfig(
         description="a dispatcher who may also barge in, force release and end emergencies",
-        permissions=(*DISPATCH_PERMISSIONS, "audit", "positions"),
+        permissions=(*DISPATCH_PERMISSIONS, "audit", "positions", "export"),
         max_priority=int(Priority.EMERGENCY),
         position=True,
         scope="all",
@@ -395,6 +396,21 @@ class SimConfig(_Model):
     activity_every: float = Field(default=20.0, gt=0)
 
 
+class RecordingConfig(_Model):
+    """Voice logging: which calls are recorded, and for how long recordings are kept
+    (docs/service.md, "Voice logging")."""
+
+    positions: bool = True  # every call of a dispatcher position
+    roles: tuple[str, ...] = ()  # every call of the users with these roles
+    users: tuple[str, ...] = ()  # every call of these users
+    exclude: tuple[str, ...] = ()  # users whose calls the rules above never record
+    ptt: bool = True  # every talk burst of a push-to-talk group, with its talker
+    groups: tuple[str, ...] = ()  # only these PTT groups' bursts (empty: every group)
+    emergencies: bool = True  # every user held by an emergency, whatever the rules above say
+    retention_days: float = Field(default=0.0, ge=0)  # older recordings are removed (0: never)
+    sweep_every: float = Field(default=3600.0, gt=0)  # seconds between retention sweeps
+
+
 class Config(_Model):
     """The whole configuration. ``source`` is where it was read from (for messages)."""
 
@@ -402,6 +418,7 @@ class Config(_Model):
     database: str = "sqlite+aiosqlite:///var/baton.db"
     recordings: Path = Path("var/recordings")
     prompts: Path = Path("var/prompts")  # the WAV prompts a flow may be asked to play
+    recording: RecordingConfig = RecordingConfig()
     api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
     roles: dict[str, RoleConfig] = {}
@@ -517,7 +534,18 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
 
 #: Tables the cross-table checks can do without (their defaults stand in when they are bad).
 _OPTIONAL_TABLES = frozenset(
-    {"switch", "database", "recordings", "prompts", "api", "log", "flows", "sip", "sim"}
+    {
+        "switch",
+        "database",
+        "recordings",
+        "recording",
+        "prompts",
+        "api",
+        "log",
+        "flows",
+        "sip",
+        "sim",
+    }
 )
 
 
@@ -614,4 +642,14 @@ def cross_check(config: Config) -> list[str]:
             problems.append(f"meetings[{i}].id: duplicate meeting id {meeting.id!r}")
         meeting_ids.add(meeting.id)
         number(meeting.number, f"meeting {meeting.id!r}", f"meetings[{i}].number")
+    rc = config.recording
+    for key, names, known, what in (
+        ("users", rc.users, seen_users, "user"),
+        ("exclude", rc.exclude, seen_users, "user"),
+        ("roles", rc.roles, roles, "role"),
+        ("groups", rc.groups, group_ids, "group"),
+    ):
+        for j, name in enumerate(names):
+            if name not in known:
+                problems.append(f"recording.{key}[{j}]: unknown {what} {name!r}")
     return problems

@@ -21,7 +21,8 @@ Rules (checked at the edge, before the core is asked anything)
 * Service permissions: ``audit`` (read the audit log), ``tokens`` (see and revoke other users'
   tokens), ``meeting`` (mute, kick, end meetings), ``recordings`` (list and download),
   ``positions`` (change another position's agent state), ``provision`` (create, change and
-  remove users, groups, rooms and roles; :mod:`baton.service.provision.service`).
+  remove users, groups, rooms and roles; :mod:`baton.service.provision.service`), ``export``
+  (export recordings with their manifest).
 * ``"*"`` grants every permission.
 """
 
