@@ -47,6 +47,8 @@ from baton.service.switches import (
     switch_metrics,
     sync_switch_users,
 )
+from baton.service.voicelog.policy import Policy
+from baton.service.voicelog.service import VoiceLogger
 from baton.switch.sim import SimSwitch
 
 __all__ = ["FlowInfo", "Service"]
@@ -115,6 +117,7 @@ class Service:
         self.queues: dict[str, DispatcherQueue] = {}
         self._positions: Positions | None = None
         self._alarms: Alarms | None = None
+        self._voicelog: VoiceLogger | None = None
         self.run_id = 0
         self.started = False
         self.ws_clients = 0
@@ -161,6 +164,13 @@ class Service:
         return {m.id: m for m in self.config.meetings}
 
     @property
+    def voicelog(self) -> VoiceLogger:
+        """Voice logging by policy (docs/service.md, "Voice logging")."""
+        if self._voicelog is None:
+            raise RuntimeError("the service is not started")
+        return self._voicelog
+
+    @property
     def sim(self) -> SimSwitch | None:
         """The sim switch, when the service runs on one (its phones can be driven)."""
         return self.switch if isinstance(self.switch, SimSwitch) else None
@@ -205,6 +215,7 @@ class Service:
             self.manager.add_user(User(u.id, name=u.display_name, numbers=u.numbers, keep=u.keep))
         self._make_positions()
         self.positions.restore(agent_states)
+        self._make_voicelog()
         self._make_queue()
         self.manager.router = Router(
             self.config,
@@ -299,6 +310,27 @@ class Service:
             self._positions.set_positions(positions)
         for q in self.queues.values():
             q.set_positions(positions)
+        if self._voicelog is not None:  # who is a position, and which role, may have changed
+            self._voicelog.policy = Policy.of(new)
+
+    def _make_voicelog(self) -> None:
+        sim = self.sim
+        if sim is not None:  # the sim's recordings become files, so checksums and export work
+            sim.write_recordings = True
+        self._voicelog = VoiceLogger(
+            self.manager,
+            self.switch,
+            Policy.of(self.config),
+            folder=self.config.recordings,
+            store=self.store,
+            journal=self.journal,
+            alarms=self.alarms,
+            run_id=self.run_id,
+            wallclock=self.wallclock,
+        )
+        self.metrics.gauges(self._voicelog.gauges)
+        self.spawn(self._voicelog.run(), "voicelog")
+        self.spawn(self._voicelog.sweep_forever(), "voicelog-retention")
 
     def _make_queue(self) -> None:
         if "queued_call" not in self.library:
@@ -346,6 +378,9 @@ class Service:
             await self.manager.close()
         finally:
             await self.switch.close()
+            if self._voicelog is not None:
+                self._voicelog.close()
+                await self._voicelog.finish()  # the switch closed the files: checksum them
             journal = self.journal
             run_id, at = self.run_id, self.wallclock()
 

@@ -1,0 +1,357 @@
+"""Voice logging on the sim in virtual time: the policy, checksums, retention, the failure
+alarm, playback and export (docs/service.md, "Voice logging")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from baton.core import Priority, User
+from baton.core.events import Event
+from baton.flows import LIBRARY, DispatcherQueue, call
+from baton.service.errors import Conflict, NotFound
+from baton.service.positions.alarms import Alarms
+from baton.service.positions.service import Positions
+from baton.service.routing import Router
+from baton.service.store.tables import audit, metadata, recordings
+from baton.service.voicelog.policy import Policy
+from baton.service.voicelog.service import VoiceLogger
+from baton.testing import World
+
+from .helpers import make_config
+
+DAY = 86400.0
+T0 = 1_800_000_000.0
+
+
+class _Conn:
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, statement: Any) -> Any:
+        return self.conn.execute(statement)
+
+
+class MemoryStore:
+    """The journal and the store in one in-memory SQLite database, written at once: the
+    logger's rows without a writer task (and without real I/O in virtual time)."""
+
+    def __init__(self) -> None:
+        self.engine = sa.create_engine("sqlite://")
+        metadata.create_all(self.engine)
+        self.conn = self.engine.connect()
+
+    def execute(self, statement: Any, label: str = "statement") -> asyncio.Future[Any]:
+        self.conn.execute(statement)
+        self.conn.commit()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    def audit(self, **kw: Any) -> asyncio.Future[Any]:
+        kw["details"] = kw.get("details") or {}
+        return self.execute(sa.insert(audit).values(at=0.0, **kw))
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[_Conn]:
+        yield _Conn(self.conn)
+
+    def rows(self, table: sa.Table = recordings) -> list[dict[str, Any]]:
+        result = self.conn.execute(sa.select(table).order_by(table.c.id))
+        return [dict(r._mapping) for r in result]
+
+
+class Centre:
+    """The test config's users on a World (virtual time) with the numbering plan, alarms and
+    a voice logger writing to :class:`MemoryStore`."""
+
+    def __init__(self, tmp_path: Path, **recording: Any) -> None:
+        config = make_config(tmp_path, recording=recording)
+        self.w = w = World()
+        for u in config.users:
+            w.add(User(u.id, name=u.display_name, numbers=u.numbers, keep=u.keep))
+        w.sim.write_recordings = True
+        self.offset = T0
+        self.store = MemoryStore()
+        self.events: list[Event] = []
+        w.manager.events.subscribe(self.events.append)
+        users = [w[u.id] for u in config.positions]
+        self.positions = Positions(
+            w.manager,
+            w.sim,
+            users,
+            wallclock=self.wall,
+            audit=lambda **kw: None,
+            kick=lambda: self.queue.kick(),
+            offered=lambda u: self.queue.offered_to(u) is not None,
+        )
+        self.queue = DispatcherQueue(
+            "dispatch",
+            w.manager,
+            users,
+            timeout=300,
+            ready=self.positions.is_ready,
+            on_missed=self.positions.missed,
+        )
+        w.manager.router = Router(
+            config,
+            LIBRARY,
+            queue=lambda: self.queue,
+            started=lambda f, who: None,
+            positions=self.positions,
+        )
+        self.alarms = Alarms(
+            w.manager, wallclock=self.wall, started_at=lambda f: None, audit=self.store.audit
+        )
+        self.log = VoiceLogger(
+            w.manager,
+            w.sim,
+            Policy.of(config),
+            folder=config.recordings,
+            store=self.store,
+            journal=self.store,
+            alarms=self.alarms,
+            run_id=1,
+            wallclock=self.wall,
+        )
+        self.tasks = [
+            asyncio.get_running_loop().create_task(self.log.run()),
+            asyncio.get_running_loop().create_task(self.log.sweep_forever()),
+        ]
+
+    def wall(self) -> float:
+        return self.offset + self.w.manager.now()
+
+    async def rows(self) -> list[dict[str, Any]]:
+        await self.log.idle()
+        return self.store.rows()
+
+    async def talk(self, caller: str, to: str, seconds: float) -> None:
+        """``caller`` dials ``to``, they talk ``seconds``, ``caller`` hangs up."""
+        self.w.sim.call_in(caller, to)
+        await self.w.run(seconds)
+        self.w.sim.hang_up(caller)
+        await self.w.run(1)
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.log.close()
+        self.alarms.close()
+        await self.w.close()
+
+
+@contextlib.asynccontextmanager
+async def centre(tmp_path: Path, **recording: Any) -> AsyncIterator[Centre]:
+    c = Centre(tmp_path, **recording)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def flip_last_byte(path: str) -> None:
+    """Change the file behind Baton's back."""
+    data = bytearray(Path(path).read_bytes())
+    data[-1] ^= 0x55
+    Path(path).write_bytes(bytes(data))
+
+
+def truncate(path: str, by: int) -> None:
+    Path(path).write_bytes(Path(path).read_bytes()[:-by])
+
+
+def size(path: str) -> int:
+    return Path(path).stat().st_size
+
+
+def exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def remove(path: str) -> None:
+    Path(path).unlink()
+
+
+def resolved(path: str) -> Path:
+    return Path(path).resolve()
+
+
+async def test_a_positions_call_is_recorded_with_its_checksum(tmp_path: Path) -> None:
+    async with centre(tmp_path) as c:
+        await c.talk("unit1", "2001", 30)
+        (rec,) = await c.rows()
+        assert (rec["kind"], rec["user_id"], rec["status"]) == ("call", "disp1", "ok")
+        assert rec["reasons"] == ["position"]
+        assert rec["end_reason"] == "leg ended"
+        assert rec["seconds"] == pytest.approx(30, abs=1)
+        assert rec["sha256"] == sha256(rec["path"])
+        assert rec["size_bytes"] == size(rec["path"])
+        assert Path(rec["path"]).is_relative_to(tmp_path / "recordings" / "voicelog")
+        kinds = [e.kind for e in c.events if e.kind.startswith("recording.")]
+        assert kinds == ["recording.started", "recording.ended"]
+
+
+async def test_the_policy_says_whose_calls_are_recorded(tmp_path: Path) -> None:
+    async with centre(tmp_path, users=["unit2"], exclude=["disp2"]) as c:
+        await c.talk("unit1", "1003", 5)  # two field units: not recorded
+        await c.talk("unit1", "2002", 5)  # an excluded position
+        assert await c.rows() == []
+        await c.talk("unit1", "1002", 5)  # named in users
+        (rec,) = await c.rows()
+        assert (rec["user_id"], rec["reasons"]) == ("unit2", ["user"])
+
+
+async def test_roles_can_be_recorded_and_positions_left_out(tmp_path: Path) -> None:
+    async with centre(tmp_path, positions=False, roles=["field"]) as c:
+        await c.talk("unit1", "2001", 5)
+        (rec,) = await c.rows()
+        assert (rec["user_id"], rec["reasons"]) == ("unit1", ["role"])
+
+
+async def test_an_emergency_is_recorded_whatever_the_rules_say(tmp_path: Path) -> None:
+    async with centre(tmp_path, positions=False) as c:
+        await c.talk("unit3", "112", 20)
+        (emergency,) = c.w.manager.flows.values()  # declared until a supervisor ends it
+        await c.w.run(10)
+        await emergency.stop("handled")
+        await c.w.run(1)
+        assert c.w.state("disp1") == "connected"  # the position's line stays up, unrecorded
+        recs = await c.rows()
+        assert "unit3" in {r["user_id"] for r in recs}
+        assert {r["user_id"] for r in recs} >= {"disp1"}  # the positions it reached, too
+        assert all(r["reasons"] == ["emergency"] for r in recs)
+        assert all(r["status"] == "ok" and r["sha256"] == sha256(r["path"]) for r in recs)
+
+
+async def test_each_talk_burst_is_recorded_with_its_talker(tmp_path: Path) -> None:
+    async with centre(tmp_path, positions=False) as c:
+        s = c.w.sim
+        s.call_in("unit1", "802")  # the PTT group "north"
+        await c.w.run(2)
+        s.press("unit1", "*")  # unit1 talks
+        await c.w.run(5)
+        s.press("unit1", "#")  # and lets go
+        await c.w.run(2)
+        s.press("unit2", "*")  # unit2 talks
+        await c.w.run(4)
+        s.press("unit2", "#")
+        await c.w.run(1)
+        recs = await c.rows()
+        bursts = [(r["kind"], r["talker"], r["ptt_group"], r["end_reason"]) for r in recs]
+        assert bursts == [
+            ("ptt", "unit1", "north", "released"),
+            ("ptt", "unit2", "north", "released"),
+        ]
+        assert recs[1]["seconds"] == pytest.approx(4, abs=0.5)
+        assert all(r["sha256"] == sha256(r["path"]) for r in recs)
+
+
+async def test_bursts_of_other_groups_are_not_recorded(tmp_path: Path) -> None:
+    async with centre(tmp_path, positions=False, groups=["engines"]) as c:
+        c.w.sim.call_in("unit1", "802")
+        await c.w.run(2)
+        c.w.sim.press("unit1", "*")
+        await c.w.run(5)
+        c.w.sim.press("unit1", "#")
+        await c.w.run(1)
+        assert await c.rows() == []
+
+
+async def test_a_recording_that_cannot_start_is_an_alarm(tmp_path: Path) -> None:
+    async with centre(tmp_path) as c:
+        c.w.sim.fail_next("record", "disk full")
+        await c.talk("unit1", "2001", 5)
+        (rec,) = await c.rows()
+        assert (rec["status"], rec["user_id"]) == ("failed", "disp1")
+        assert "disk full" in rec["error"]
+        (alarm,) = c.alarms.faults()
+        assert alarm["what"] == "recording" and alarm["user"] == "disp1"
+        assert alarm["text"].startswith("Recording of disp1's call failed")
+        assert "disk full" in alarm["text"]
+        assert [e.kind for e in c.events if e.kind.startswith(("recording.", "alarm."))] == [
+            "recording.failed",
+            "alarm.raised",
+        ]
+        (entry,) = c.store.rows(audit)
+        assert (entry["action"], entry["outcome"]) == ("alarm.recording", "failed")
+        assert c.log.counts.failed["start"] == 1
+
+
+async def test_a_file_gone_when_the_call_ends_is_an_alarm(tmp_path: Path) -> None:
+    async with centre(tmp_path) as c:
+        c.w.sim.call_in("unit1", "2001")
+        await c.w.run(3)
+        (rec,) = await c.rows()
+        assert rec["status"] == "recording"
+        remove(rec["path"])  # a disk pulled, a file deleted behind the switch's back
+        c.w.sim.hang_up("unit1")
+        await c.w.run(1)
+        (rec,) = await c.rows()
+        assert rec["status"] == "failed" and "not a WAV" in rec["error"]
+        (alarm,) = c.alarms.faults()
+        assert alarm["details"]["stage"] == "file"
+
+
+async def test_a_preempted_call_goes_on_in_a_new_segment(tmp_path: Path) -> None:
+    async with centre(tmp_path) as c:
+        c.w.sim.call_in("unit1", "2001")  # unit1 talks to disp1
+        await c.w.run(5)
+        # A FLASH call takes disp1 from the routine one: the preemption clears disp1's media.
+        c.w.start(call, c.w["disp1"], c.w["unit2"], priority=int(Priority.FLASH))
+        await c.w.run(10)
+        c.w.sim.hang_up("unit2")
+        await c.w.run(2)
+        recs = [r for r in await c.rows() if r["user_id"] == "disp1"]
+        assert [r["end_reason"] for r in recs[:1]] == ["cleared"]
+        assert len(recs) >= 2 and recs[0]["leg"] == recs[-1]["leg"]  # one line, two segments
+        assert recs[-1]["seconds"] == pytest.approx(10, abs=1.5)
+        assert all(r["status"] == "ok" for r in recs)
+
+
+async def test_retention_removes_old_files_and_keeps_the_records(tmp_path: Path) -> None:
+    async with centre(tmp_path, retention_days=30, sweep_every=3600) as c:
+        await c.talk("unit1", "2001", 5)
+        await c.talk("unit2", "2001", 5)
+        before = await c.rows()
+        c.offset += 29 * DAY
+        await c.w.run(3600)  # a sweep: nothing is old enough yet
+        assert [r["status"] for r in await c.rows()] == ["ok", "ok"]
+        c.offset += 2 * DAY
+        await c.w.run(3600)
+        after = await c.rows()
+        for old, new in zip(before, after, strict=True):
+            assert new["status"] == "expired" and new["expired_at"] is not None
+            assert new["sha256"] == old["sha256"]  # the record stays, with its checksum
+            assert not exists(new["path"])
+        assert c.log.counts.expired == 2
+        assert [e.kind for e in c.events if e.kind == "recording.expired"] == ["recording.expired"]
+        assert c.store.rows(audit)[-1]["action"] == "recording.expire"
+        with pytest.raises(NotFound, match="retention"):
+            await c.log.verified(after[0])
+
+
+async def test_a_changed_file_fails_verification_with_an_alarm(tmp_path: Path) -> None:
+    async with centre(tmp_path) as c:
+        await c.talk("unit1", "2001", 5)
+        (rec,) = await c.rows()
+        assert await c.log.verified(rec) == resolved(rec["path"])
+        flip_last_byte(rec["path"])
+        with pytest.raises(Conflict) as exc:
+            await c.log.verified(rec)
+        assert exc.value.id == "recording-tampered"
+        (alarm,) = c.alarms.faults()
+        assert "integrity" in alarm["text"]
+        assert c.log.counts.integrity == 1
