@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
+import json
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from baton.service.voicelog.policy import Policy
 from baton.service.voicelog.service import VoiceLogger
 from baton.testing import World
 
-from .helpers import make_config
+from .helpers import api, assert_error, eventually, make_config
 
 DAY = 86400.0
 T0 = 1_800_000_000.0
@@ -355,3 +358,57 @@ async def test_a_changed_file_fails_verification_with_an_alarm(tmp_path: Path) -
         (alarm,) = c.alarms.faults()
         assert "integrity" in alarm["text"]
         assert c.log.counts.integrity == 1
+
+
+@pytest.mark.realtime
+async def test_playback_export_and_metrics_over_the_api(tmp_path: Path) -> None:
+    async with api(tmp_path, "disp1", "sup1") as (svc, a):
+        assert svc.sim is not None
+        svc.sim.call_in("unit2", "2002")
+        disp2 = svc.manager.user("disp2")
+        await eventually(lambda: svc.manager.state_of(disp2) == "talking")
+        svc.sim.hang_up("unit2")
+        await eventually(lambda: svc.manager.state_of(svc.manager.user("unit2")) == "idle")
+        await svc.voicelog.idle()
+        await svc.journal.sync()
+        async with a.client("disp1") as c, a.client("sup1") as s:
+            (rec,) = (await c.get("/api/recordings")).json()
+            assert rec["status"] == "ok" and rec["user_id"] == "disp2"
+            r = await c.get(f"/api/recordings/{rec['id']}/download")
+            assert r.status_code == 200
+            assert hashlib.sha256(r.content).hexdigest() == rec["sha256"]
+
+            body = {"recordings": [rec["id"]]}
+            assert_error(await c.post("/api/recordings/export", json=body), 403, "forbidden")
+            flows = (await s.get("/api/records/flows", params={"user": "unit2"})).json()
+            r = await s.post("/api/recordings/export", json={"record": flows[0]["id"]})
+            assert r.status_code == 200, r.text
+            assert r.headers["content-type"] == "application/zip"
+            z = zipfile.ZipFile(io.BytesIO(r.content))
+            manifest = json.loads(z.read("manifest.json"))
+            assert manifest["exported_by"] == "sup1"
+            assert manifest["record"]["id"] == flows[0]["id"]
+            (entry,) = manifest["recordings"]
+            assert entry["integrity"] == "ok" and entry["user"] == "disp2"
+            assert hashlib.sha256(z.read(entry["file"])).hexdigest() == entry["sha256"]
+            await svc.journal.sync()
+            (log,) = (await s.get("/api/audit", params={"action": "recording.export"})).json()
+            assert log["principal"] == "sup1" and log["details"]["recordings"] == [rec["id"]]
+
+            truncate(rec["path"], 100)  # behind Baton's back
+            assert_error(
+                await c.get(f"/api/recordings/{rec['id']}/download"), 409, "recording-tampered"
+            )
+            r = await s.post("/api/recordings/export", json=body)
+            z = zipfile.ZipFile(io.BytesIO(r.content))
+            (entry,) = json.loads(z.read("manifest.json"))["recordings"]
+            assert entry["integrity"] == "mismatch" and "file" not in entry
+            assert r.headers["x-baton-integrity-failures"] == "1"
+            alarms = (await s.get("/api/alarms")).json()
+            assert len(alarms) == 2 and all(x["what"] == "recording" for x in alarms)
+            r = await s.post(f"/api/alarms/{alarms[0]['alarm'].replace('#', '%23')}/ack")
+            assert r.status_code == 200 and r.json()["acknowledged_by"] == "sup1"
+            assert_error(await c.get("/api/alarms"), 403, "forbidden")
+            text = (await s.get("/metrics")).text
+            assert "baton_recordings_integrity_failures_total 2" in text
+            assert "baton_recordings_completed_total 1" in text

@@ -44,6 +44,7 @@ from baton.service.runtime import Service
 from baton.service.sim.resource import router as sim_router
 from baton.service.store import StoreUnavailable
 from baton.service.users.resource import router as users_router
+from baton.service.voicelog.resource import router as voicelog_router
 
 #: Swagger UI's files, shipped by the swagger-ui-py package (found, not imported: only its
 #: static folder is used).
@@ -268,6 +269,7 @@ def create_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
         positions_router,
         provision_router,
         records_router,
+        voicelog_router,
         events_router,
         sim_router,
     ):

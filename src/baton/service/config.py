@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -643,13 +644,14 @@ def cross_check(config: Config) -> list[str]:
         meeting_ids.add(meeting.id)
         number(meeting.number, f"meeting {meeting.id!r}", f"meetings[{i}].number")
     rc = config.recording
-    for key, names, known, what in (
-        ("users", rc.users, seen_users, "user"),
-        ("exclude", rc.exclude, seen_users, "user"),
-        ("roles", rc.roles, roles, "role"),
+    known_names: list[tuple[str, tuple[str, ...], Collection[str], str]] = [
+        ("users", rc.users, set(seen_users), "user"),
+        ("exclude", rc.exclude, set(seen_users), "user"),
+        ("roles", rc.roles, set(roles), "role"),
         ("groups", rc.groups, group_ids, "group"),
-    ):
+    ]
+    for key, names, valid, what in known_names:
         for j, name in enumerate(names):
-            if name not in known:
+            if name not in valid:
                 problems.append(f"recording.{key}[{j}]: unknown {what} {name!r}")
     return problems

@@ -11,7 +11,7 @@
 const S = {
   me: null, users: new Map(), flows: [], library: [], meetings: [], groups: [],
   selected: null, sim: false, ws: null, wsRetry: 0, lastSeq: 0, formFlow: null,
-  queue: null, mode: null, alarms: [], floors: new Map(),
+  queue: null, mode: null, alarms: [], faults: [], floors: new Map(),
 };
 const PRIORITIES = [["ROUTINE", 0], ["PRIORITY", 10], ["IMMEDIATE", 20], ["FLASH", 30], ["FLASH_OVERRIDE", 40], ["EMERGENCY", 50]];
 // Parameters that usually name the dispatcher acting (prefilled with the logged-in position).
@@ -136,8 +136,8 @@ async function showHistory() {
       body.append(el("tr", { dataset: { recording: String(r.id) } },
         el("td", { text: when(r.started_at) }),
         el("td", { text: r.user_id ? userName(r.user_id) : r.meeting || "" }),
-        el("td", { text: r.by ? flowTitle(r.by) : "" }),
-        el("td", {}, r.available ? el("audio", { controls: true, preload: "none", src: `/api/recordings/${r.id}/download` }) : el("span", { class: "muted", text: "file not available" }))));
+        el("td", { text: r.kind === "ptt" ? `talk burst${r.talker ? " — " + userName(r.talker) : ""}` : r.by && r.by !== "voicelog" ? flowTitle(r.by) : (r.reasons || []).join(", ") }),
+        el("td", {}, r.status === "expired" ? el("span", { class: "muted", text: "expired (retention)" }) : r.status === "failed" ? el("span", { class: "muted", text: `failed: ${r.error || ""}` }) : r.available ? el("audio", { controls: true, preload: "none", src: `/api/recordings/${r.id}/download` }) : el("span", { class: "muted", text: "file not available" }))));
     }
   } catch { $("#recordings-box").hidden = true; }
 }
@@ -210,6 +210,8 @@ async function ptt(f, command) {
 
 async function refreshAlarms() {
   try { S.alarms = await api("GET", "/api/emergencies"); renderAlarms(); } catch { /* shown by status */ }
+  if (!may("audit")) return;  // fault alarms (a recording that failed) are for supervisors
+  try { S.faults = await api("GET", "/api/alarms"); renderAlarms(); } catch { /* shown by status */ }
 }
 
 let audio = null;
@@ -223,7 +225,7 @@ function beep() {  // a two-tone alarm from WebAudio: nothing to download
     }
   } catch { /* no audio device: the banner still blinks */ }
 }
-setInterval(() => { if (S.alarms.some((a) => !a.acknowledged_by)) beep(); }, 1500);
+setInterval(() => { if (S.alarms.some((a) => !a.acknowledged_by) || (S.faults || []).some((a) => !a.acknowledged_by)) beep(); }, 1500);
 
 function renderAlarms() {
   const box = $("#alarms"); box.replaceChildren();
@@ -239,6 +241,17 @@ function renderAlarms() {
         : el("button", { type: "button", text: "Acknowledge", dataset: { action: "ack" }, onclick: () => acknowledge(a.flow) }),
       el("button", { type: "button", text: "Trace", onclick: () => openTrace(a.flow) })));
   }
+  for (const f of (S.faults || []).filter((x) => !x.acknowledged_by).slice(0, 5)) {
+    box.append(el("div", { class: "alarm unacked fault", dataset: { alarm: f.alarm } },
+      el("span", { text: `⚠ ${f.text}` }),
+      el("span", { class: "spacer" }),
+      el("button", { type: "button", text: "Acknowledge", dataset: { action: "ack" }, onclick: () => acknowledgeFault(f.alarm) })));
+  }
+}
+
+async function acknowledgeFault(alarm) {
+  try { await api("POST", `/api/alarms/${enc(alarm)}/ack`); refreshAlarms(); }
+  catch (e) { status(e.message, "error"); refreshAlarms(); }
 }
 
 async function acknowledge(flow) {
@@ -451,7 +464,7 @@ function onMessage(msg) {
   if (msg.users && S.selected && msg.users.some((u) => u.id === S.selected)) renderPhone();
   if (msg.users && msg.users.some((u) => u.id === S.me.user)) renderPosition();
   if (ev.kind === "agent.state") refreshUserSoon(ev.user);
-  if ((ev.kind === "flow.started" && ev.priority >= 50) || ev.kind === "flow.ended" || ev.kind.startsWith("emergency.")
+  if ((ev.kind === "flow.started" && ev.priority >= 50) || ev.kind === "flow.ended" || ev.kind.startsWith("emergency.") || ev.kind.startsWith("alarm.")
       || (ev.kind === "owner.changed" && ev.priority >= 50)) refreshAlarms();
   if (ev.kind.startsWith("flow.") || ev.kind === "owner.changed" || ev.kind === "agent.state") refreshQueueSoon();
   logEvent(ev);

@@ -141,8 +141,10 @@ def _inside(path: Path, folder: Path) -> Path | None:
 
 @router.get("/recordings/{record_id}/download", response_class=FileResponse)
 async def download(record_id: int, request: Request, principal: Authed, svc: Svc) -> FileResponse:
-    """The recording's WAV file (needs ``recordings``; audited). 404 if the file is gone or lies
-    outside the recordings folder."""
+    """The recording's WAV file (needs ``recordings``; audited). 404 if the file is gone, lies
+    outside the recordings folder (``recording-missing``) or was removed by the retention
+    policy (``recording-expired``); 409 ``recording-tampered`` if it no longer matches the
+    checksum stored with it."""
     principal.require("recordings", "download recordings")
     _storable(record_id, "unknown-recording", f"no recording {record_id}")
     async with svc.store.read() as conn:
@@ -151,13 +153,8 @@ async def download(record_id: int, request: Request, principal: Authed, svc: Svc
         raise NotFound(
             f"no recording {record_id}", id="unknown-recording", details={"recording": record_id}
         )
-    path = _inside(Path(row["path"]), svc.config.recordings.resolve())
-    if path is None:
-        raise NotFound(
-            f"recording {record_id}'s file is not available",
-            id="recording-missing",
-            details={"recording": record_id},
-        )
+    # Checked against the checksum stored with it: a changed file is refused, with an alarm.
+    path = await svc.voicelog.verified(row)
     svc.audit(
         principal,
         "recording.download",
