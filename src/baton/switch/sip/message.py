@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from ._grammar import has_ctl, is_token, is_word, split_list
 from .errors import LocalProtocolError, SipParseError
@@ -276,18 +277,40 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(lower, name)
 
 
+# The lookup key of a header name as callers spell it (``"Via"``, ``"v"``, ``"call-id"``):
+# its canonical name, lower-cased. Memoised, since the same few names are looked up for every
+# message; bounded, since a name may also come from the network.
+_KEYS: dict[str, str] = {}
+_MAX_KEYS = 4096
+
+
+def _key(name: str) -> str:
+    key = _KEYS.get(name)
+    if key is None:
+        key = canonical_name(name).lower()
+        if len(_KEYS) < _MAX_KEYS:
+            _KEYS[name] = key
+    return key
+
+
 class Headers:
     """An ordered, case-insensitive multi-map of header values.
 
     Each entry is one header *value*: a list header received as ``Via: a, b`` holds two
     entries. Names are stored canonicalised (:func:`canonical_name`). Values are checked for
     line breaks, so nothing set here can inject a header.
+
+    Reads go through an index (lower-cased name → values) built on the first read, and the
+    typed views of :class:`Message` keep what they parsed here; any change drops both. A parsed
+    message is read a few dozen times on its way through the stack and changed rarely.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_index", "_items", "_parsed")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = []
+        self._index: dict[str, list[str]] | None = None
+        self._parsed: dict[str, object] | None = None
         for name, value in items:
             self.add(name, value)
 
@@ -295,7 +318,27 @@ class Headers:
     def _trusted(cls, items: list[tuple[str, str]]) -> Headers:
         headers = cls.__new__(cls)
         headers._items = items
+        headers._index = None
+        headers._parsed = None
         return headers
+
+    def _changed(self) -> None:
+        self._index = None
+        self._parsed = None
+
+    def _values(self, name: str) -> list[str] | None:
+        index = self._index
+        if index is None:
+            index = {}
+            for n, v in self._items:
+                key = n.lower()
+                values = index.get(key)
+                if values is None:
+                    index[key] = [v]
+                else:
+                    values.append(v)
+            self._index = index
+        return index.get(_key(name))
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -306,8 +349,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = canonical_name(name).lower()
-        return any(n.lower() == key for n, _ in self._items)
+        return self._values(name) is not None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
@@ -322,28 +364,33 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        key = canonical_name(name).lower()
-        for n, v in self._items:
-            if n.lower() == key:
-                return v
-        return default
+        values = self._values(name)
+        return default if values is None else values[0]
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order."""
-        key = canonical_name(name).lower()
-        return [v for n, v in self._items if n.lower() == key]
+        values = self._values(name)
+        return [] if values is None else list(values)
+
+    def count(self, name: str) -> int:
+        """How many values ``name`` has."""
+        values = self._values(name)
+        return 0 if values is None else len(values)
 
     def add(self, name: str, value: str) -> None:
         """Append a value (after any existing ones)."""
         self._items.append(self._checked(name, value))
+        self._changed()
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a value before every other header (a new top Via, a Record-Route)."""
         self._items.insert(0, self._checked(name, value))
+        self._changed()
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of ``name`` by one, kept at the place of the first."""
         item = self._checked(name, value)
+        self._changed()
         key = item[0].lower()
         for i, (n, _) in enumerate(self._items):
             if n.lower() == key:
@@ -355,6 +402,7 @@ class Headers:
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first value of ``name`` in place (or append if there is none)."""
         item = self._checked(name, value)
+        self._changed()
         key = item[0].lower()
         for i, (n, _) in enumerate(self._items):
             if n.lower() == key:
@@ -364,15 +412,17 @@ class Headers:
 
     def remove(self, name: str) -> None:
         """Remove every value of ``name`` (no error if there is none)."""
-        key = canonical_name(name).lower()
+        key = _key(name)
         self._items = [x for x in self._items if x[0].lower() != key]
+        self._changed()
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first value of ``name`` (e.g. the top Route)."""
-        key = canonical_name(name).lower()
+        key = _key(name)
         for i, (n, v) in enumerate(self._items):
             if n.lower() == key:
                 del self._items[i]
+                self._changed()
                 return v
         return None
 
@@ -427,10 +477,79 @@ def _parse_uint(value: str, name: str, maximum: int) -> int:
     return int(value)
 
 
+_T = TypeVar("_T")
+
+
+def _memo(headers: Headers, key: str, make: Callable[[Headers], _T]) -> _T:
+    """``make(headers)``, parsed once per unchanged :class:`Headers` (a change forgets it)."""
+    parsed = headers._parsed
+    if parsed is None:
+        parsed = headers._parsed = {}
+    elif key in parsed:
+        return cast(_T, parsed[key])
+    value = parsed[key] = make(headers)
+    return value
+
+
+def _required(headers: Headers, name: str) -> str:
+    value = headers.get(name)
+    if value is None:
+        raise SipParseError(f"Missing {name} header")
+    return value
+
+
+def _vias(headers: Headers) -> tuple[Via, ...]:
+    return tuple(parse_via(v) for v in headers.get_all("Via"))
+
+
+def _top_via(headers: Headers) -> Via:
+    return parse_via(_required(headers, "Via"))
+
+
+def _cseq(headers: Headers) -> CSeq:
+    return _parse_cseq(_required(headers, "CSeq"))
+
+
+def _from(headers: Headers) -> NameAddress:
+    return parse_name_addr(_required(headers, "From"), "From")
+
+
+def _to(headers: Headers) -> NameAddress:
+    return parse_name_addr(_required(headers, "To"), "To")
+
+
+def _contacts(headers: Headers) -> tuple[NameAddress, ...]:
+    values = headers.get_all("Contact")
+    if "*" in values:
+        if len(values) > 1:
+            raise SipParseError("Contact '*' mixed with other contacts")
+        return ()
+    return tuple(parse_name_addr(v, "Contact") for v in values)
+
+
+def _record_route(headers: Headers) -> tuple[NameAddress, ...]:
+    return tuple(parse_name_addr(v, "Record-Route") for v in headers.get_all("Record-Route"))
+
+
+def _route(headers: Headers) -> tuple[NameAddress, ...]:
+    return tuple(parse_name_addr(v, "Route") for v in headers.get_all("Route"))
+
+
+def _max_forwards(headers: Headers) -> int | None:
+    value = headers.get("Max-Forwards")
+    return None if value is None else _parse_uint(value, "Max-Forwards", 255)
+
+
+def _expires(headers: Headers) -> int | None:
+    value = headers.get("Expires")
+    return None if value is None else _parse_uint(value, "Expires", _MAX_DELTA_SECONDS)
+
+
 class Message:
     """What requests and responses share: headers, a body, and typed header accessors.
 
-    The accessors parse on each call (messages are mutable). On a message that came from
+    The accessors parse a header the first time it is read and keep the result in the
+    :class:`Headers` until they change (messages are mutable). On a message that came from
     :func:`parse_message` they cannot fail for the validated headers; on one built locally they
     raise :class:`SipParseError` if a header was set to nonsense.
     """
@@ -443,30 +562,27 @@ class Message:
     # -- the typed views
     @property
     def vias(self) -> list[Via]:
-        return [parse_via(v) for v in self.headers.get_all("Via")]
+        return list(_memo(self.headers, "vias", _vias))
 
     @property
     def top_via(self) -> Via:
-        value = self.headers.get("Via")
-        if value is None:
-            raise SipParseError("Missing Via header")
-        return parse_via(value)
+        return _memo(self.headers, "top_via", _top_via)
 
     @property
     def call_id(self) -> str:
-        return self._required("Call-ID")
+        return _required(self.headers, "Call-ID")
 
     @property
     def cseq(self) -> CSeq:
-        return _parse_cseq(self._required("CSeq"))
+        return _memo(self.headers, "cseq", _cseq)
 
     @property
     def from_(self) -> NameAddress:
-        return parse_name_addr(self._required("From"), "From")
+        return _memo(self.headers, "from", _from)
 
     @property
     def to(self) -> NameAddress:
-        return parse_name_addr(self._required("To"), "To")
+        return _memo(self.headers, "to", _to)
 
     @property
     def contact_is_star(self) -> bool:
@@ -476,30 +592,23 @@ class Message:
     @property
     def contacts(self) -> list[NameAddress]:
         """Every Contact value; ``[]`` when there is none or for ``Contact: *``."""
-        values = self.headers.get_all("Contact")
-        if "*" in values:
-            if len(values) > 1:
-                raise SipParseError("Contact '*' mixed with other contacts")
-            return []
-        return [parse_name_addr(v, "Contact") for v in values]
+        return list(_memo(self.headers, "contacts", _contacts))
 
     @property
     def record_route(self) -> list[NameAddress]:
-        return [parse_name_addr(v, "Record-Route") for v in self.headers.get_all("Record-Route")]
+        return list(_memo(self.headers, "record_route", _record_route))
 
     @property
     def route(self) -> list[NameAddress]:
-        return [parse_name_addr(v, "Route") for v in self.headers.get_all("Route")]
+        return list(_memo(self.headers, "route", _route))
 
     @property
     def max_forwards(self) -> int | None:
-        value = self.headers.get("Max-Forwards")
-        return None if value is None else _parse_uint(value, "Max-Forwards", 255)
+        return _memo(self.headers, "max_forwards", _max_forwards)
 
     @property
     def expires(self) -> int | None:
-        value = self.headers.get("Expires")
-        return None if value is None else _parse_uint(value, "Expires", _MAX_DELTA_SECONDS)
+        return _memo(self.headers, "expires", _expires)
 
     @property
     def content_type(self) -> str | None:
@@ -508,10 +617,7 @@ class Message:
         return None if value is None else value.split(";", 1)[0].strip(" \t").lower()
 
     def _required(self, name: str) -> str:
-        value = self.headers.get(name)
-        if value is None:
-            raise SipParseError(f"Missing {name} header")
-        return value
+        return _required(self.headers, name)
 
     # -- serialisation
     def start_line(self) -> str:
@@ -674,8 +780,9 @@ def _parse_header_lines(lines: list[str], limits: ParserLimits) -> Headers:
     """Unfold and split the header lines. On a bad line, the error carries the well-formed
     headers (as a :class:`PartialRequest`) so that the request can still be answered."""
     unfolded: list[str] = []
+    max_line = limits.max_line_bytes
     for line in lines:
-        if len(line) > limits.max_line_bytes:
+        if len(line) > max_line:
             raise SipParseError("Message Too Large (header line)", 513)
         if line[:1] in (" ", "\t"):
             if not unfolded:
@@ -685,12 +792,13 @@ def _parse_header_lines(lines: list[str], limits: ParserLimits) -> Headers:
             unfolded.append(line)
     items: list[tuple[str, str]] = []
     first_error: SipParseError | None = None
+    max_headers = limits.max_headers
     for line in unfolded:
         try:
-            items.extend(_parse_header_line(line))
+            _parse_header_line(line, items)
         except SipParseError as exc:
             first_error = first_error or exc
-        if len(items) > limits.max_headers:
+        if len(items) > max_headers:
             raise SipParseError("Too Many Header Fields", 513)
     headers = Headers._trusted(items)
     if first_error is not None:
@@ -699,21 +807,39 @@ def _parse_header_lines(lines: list[str], limits: ParserLimits) -> Headers:
     return headers
 
 
-def _parse_header_line(line: str) -> list[tuple[str, str]]:
+# A header name as received → (its canonical name, whether its value is a list). Memoised
+# and bounded like ``_KEYS``: phones send the same few dozen names.
+_NAMES: dict[str, tuple[str, bool]] = {}
+# The characters that make a header value need the careful split (a list header holding a
+# comma, a quote or a bracket); values without them are one element.
+_LIST_SYNTAX = re.compile(r'[,"<]')
+
+
+def _parse_header_line(line: str, items: list[tuple[str, str]]) -> None:
+    """Append the value(s) of one unfolded header line to ``items``."""
     name, colon, value = line.partition(":")
-    name = name.rstrip(" \t")
-    if not colon or not is_token(name):
+    known = _NAMES.get(name)
+    if known is None:
+        raw = name.rstrip(" \t")
+        if not colon or not is_token(raw):
+            raise SipParseError("Malformed header line")
+        canonical = canonical_name(raw)
+        known = (canonical, canonical.lower() in _LIST_HEADERS)
+        if len(_NAMES) < _MAX_KEYS:
+            _NAMES[name] = known
+    elif not colon:
         raise SipParseError("Malformed header line")
-    name = canonical_name(name)
+    name, is_list = known
     value = value.strip(" \t")
     if has_ctl(value):
         raise SipParseError(f"Control character in {name} header")
-    if name.lower() in _LIST_HEADERS and value:
+    if is_list and value and _LIST_SYNTAX.search(value) is not None:
         parts = split_list(value)
         if any(not part for part in parts):
             raise SipParseError(f"Empty element in {name} header")
-        return [(name, part) for part in parts]
-    return [(name, value)]
+        items.extend((name, part) for part in parts)
+    else:
+        items.append((name, value))
 
 
 def _parse_status_line(line: str, headers: Headers) -> Response:
@@ -758,7 +884,7 @@ def _parse_request_line(line: str, headers: Headers) -> Request:
 def _validate(message: Request | Response) -> None:
     headers = message.headers
     for name in _SINGLE:
-        if len(headers.get_all(name)) > 1:
+        if headers.count(name) > 1:
             raise SipParseError(f"Multiple {name} header fields")
     for name in _REQUIRED:
         if name not in headers:
