@@ -408,6 +408,10 @@ class MediaEngine:
         # Random ports; the last released ones rest while others are free (module docstring).
         self._random = random.SystemRandom()
         self._resting: deque[int] = deque(maxlen=max(1, (last - first) // 8))
+        # The same ports as counts and a set, kept with the deque and the legs, so that a
+        # random try is one lookup instead of a set built from both per allocation.
+        self._resting_count: dict[int, int] = {}
+        self._in_use: set[int] = set()
         self._clock: asyncio.TimerHandle | None = None
         self._t0 = 0.0
         self._tick_no = 0
@@ -441,6 +445,7 @@ class MediaEngine:
             raise MediaError(f"no free RTP port in {self.port_range}")
         entry = _Leg(leg, *pair)
         self._legs[leg] = entry
+        self._in_use.add(entry.local[1])
         self.mixer.add_port(leg)
         self._loop.add_reader(entry.sock.fileno(), self._on_rtp, entry)
         self._loop.add_reader(entry.rtcp_sock.fileno(), self._on_rtcp, entry)
@@ -452,8 +457,8 @@ class MediaEngine:
         resting ports and those in use), then a scan from a random start."""
         first, last = self.port_range
         span = (last - first) // 2
-        resting = set(self._resting)
-        in_use = {e.local[1] for e in self._legs.values()}
+        resting = self._resting_count
+        in_use = self._in_use
         for _ in range(16):
             port = first + 2 * self._random.randrange(span)
             if port + 1 < last and port not in resting and port not in in_use:
@@ -461,7 +466,8 @@ class MediaEngine:
                 if pair is not None:
                     return pair
         start = self._random.randrange(span)
-        for avoid in (resting | in_use, in_use):
+        used = set(in_use)
+        for avoid in (set(self._resting) | used, used):
             for i in range(span):
                 port = first + 2 * ((start + i) % span)
                 if port + 1 < last and port not in avoid:
@@ -565,12 +571,25 @@ class MediaEngine:
         entry = self._legs.pop(leg, None)
         if entry is None:
             return
-        self._resting.append(entry.local[1])
+        self._rest(entry.local[1])
         self.mixer.remove_port(leg)
         self._after_graph_change()
         self._close_leg(entry)
         if not self._legs:
             self._stop_clock()
+
+    def _rest(self, port: int) -> None:
+        """Put a released port at the end of the resting queue (the oldest leaves it)."""
+        self._in_use.discard(port)
+        resting, count = self._resting, self._resting_count
+        if len(resting) == resting.maxlen:
+            oldest = resting[0]
+            if count[oldest] == 1:
+                del count[oldest]
+            else:
+                count[oldest] -= 1
+        resting.append(port)
+        count[port] = count.get(port, 0) + 1
 
     def _close_leg(self, entry: _Leg) -> None:
         jb = entry.jb
@@ -739,6 +758,7 @@ class MediaEngine:
         for entry in self._legs.values():
             self._close_leg(entry)
         self._legs.clear()
+        self._in_use.clear()
 
     # ---- receive path ----------------------------------------------------------------------
 
