@@ -144,7 +144,7 @@ async def rig(
     manager = UserManager(switch, grace=grace)
     r = Rig(switch, manager, users)
     manager.events.subscribe(r.events.append)
-    listener = manager._on_switch_event
+    listener = manager.switch_events.on_event
 
     def tap(ev: Any) -> None:
         if isinstance(ev, InboundCall):

@@ -28,9 +28,9 @@ from baton.core.errors import (
 )
 from baton.core.events import CompensationOutcome, Event, EventBus, FlowOutcome, NoticeKind
 from baton.core.flow import CancelResult, Command, Flow, FlowSpec, FlowState, Session, flow
-from baton.core.ledger import Owner
 from baton.core.manager import UserManager
 from baton.core.model import Direction, Leg, LegState, Meeting, Playback, Recording, User
+from baton.core.owner import Owner
 from baton.core.port import (
     Cause,
     EndReason,

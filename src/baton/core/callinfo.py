@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 
 from baton.core.errors import BatonError, FlowUsageError
 from baton.core.events import CallInfoEnded, CallInfoStarted, NoticeKind, Problem
-from baton.core.ledger import Notice, Owner
+from baton.core.flow import Flow
 from baton.core.model import Meeting, Playback, User
+from baton.core.owner import Notice, Owner
 from baton.core.port import Cause, EndReason, Tone
 
 if TYPE_CHECKING:
@@ -72,15 +73,13 @@ class CallInfo(Owner):
 
     def _settle(self, flow: Owner) -> None:
         """Take the users from ``flow`` (which must own them all). Called by Session.settle."""
-        from baton.core.flow import Flow
-
         if self._manager is not None:
             raise FlowUsageError(f"{self.name} is settled already")
         if not isinstance(flow, Flow):
             raise FlowUsageError("only a flow can settle a CallInfo")
         manager = flow.manager
         for user in self._initial:
-            manager.ledger.fence(flow, manager.rec(user), flow._lost_how(user))
+            manager.ledger.fence(flow, manager.rec(user), flow.lost_how(user))
         self._check(manager)
         if self.priority < 0:
             self.priority = flow.priority
@@ -210,7 +209,7 @@ class P2P(CallInfo):
 
             manager.spawn(bridge(), f"{self.name}:bridge")
 
-    def _lost(self, user: User, notice: Notice, told: bool) -> None:
+    def user_lost(self, user: User, notice: Notice, told: bool) -> None:
         if self.ended:
             return
         partner = self.peer_of(user)
@@ -309,7 +308,7 @@ class MeetingCall(CallInfo):
     def _meeting_id(self) -> str | None:
         return self.meeting.id
 
-    def _lost(self, user: User, notice: Notice, told: bool) -> None:
+    def user_lost(self, user: User, notice: Notice, told: bool) -> None:
         if self.ended:
             return
         if len(self.users) < self.min_members:

@@ -50,14 +50,15 @@ from baton.core.events import (
     FlowStarted,
     NoticeKind,
 )
-from baton.core.ledger import Notice, Owner
-from baton.core.manager import UserManager, _Op, notice_error
 from baton.core.model import Leg, Meeting, Playback, Recording, User
+from baton.core.ops import Op, notice_error
+from baton.core.owner import Notice, Owner
 from baton.core.port import Cause, EndReason, MeetingMode, Prompt, Tone
 from baton.core.priority import Priority
 
 if TYPE_CHECKING:
     from baton.core.callinfo import CallInfo
+    from baton.core.manager import UserManager
 
 __all__ = ["CancelResult", "Command", "Flow", "FlowSpec", "FlowState", "Session", "flow"]
 
@@ -244,14 +245,16 @@ class Flow(Owner):
         self._end_by: float | None = None
         self._children: dict[asyncio.Task[Any], None] = {}  # an ordered set
         self._pending: list[Notice] = []
-        self._root_op: _Op | None = None
+        self._root_op: Op | None = None
         self._lost_log: dict[User, str] = {}
         self._inbox: asyncio.Queue[Command] | None = None
         self._ended: asyncio.Future[FlowOutcome] = manager.loop.create_future()
 
     # ---- life cycle
 
-    def _start(self) -> None:
+    def launch(self) -> None:
+        """Publish the start and run the procedure as a supervised task (called once, by
+        :meth:`UserManager.start`)."""
         args = {name: _show(v) for name, v in _bound(self.spec, self.args, self.kwargs)}
         self.manager.events.publish(
             FlowStarted(flow=self.name, name=self.spec.name, priority=self.priority, args=args)
@@ -409,19 +412,14 @@ class Flow(Owner):
         for user in list(self.users):
             self.manager.release(self, user, "released")
         # A claim still preempting for us will find us gone and grant nobody.
-        for rec in list(self.manager.preempting):
-            p = rec.preemption
-            if p is not None and p.claimer is self:
-                p.claimer = None
-                if rec.owner is self:
-                    self.manager.ledger.hand_over(rec, None, "released")
+        self.manager.claims.forget_claimer(self)
 
     def _end(self) -> None:
         inbox = self._inbox
         while inbox is not None and not inbox.empty():  # nobody will answer these now
             inbox.get_nowait().fail(FlowUsageError(f"{self.name} ended before answering"))
         for meeting in list(self.meetings):  # only if the finisher could not destroy them
-            self.manager._drop_meeting(meeting)
+            self.manager.drop_meeting(meeting)
         self.state = FlowState.ENDED
         err = None if self.error is None else f"{type(self.error).__name__}: {self.error}"
         outcome = self.outcome
@@ -492,15 +490,15 @@ class Flow(Owner):
         """The flow has ended: its compensations ran, it holds nothing."""
         return self.state is FlowState.ENDED
 
-    # ---- owner hooks (called by the manager)
+    # ---- owner hooks (baton.core.owner.OwnerHooks: called by the manager and its parts)
 
-    def _lost_how(self, user: User) -> str | None:
+    def lost_how(self, user: User) -> str | None:
         return self._lost_log.get(user)
 
-    def _released(self, user: User, reason: str) -> None:
+    def user_released(self, user: User, reason: str) -> None:
         if reason in ("released", "settled"):
             # Given away by the flow itself: nothing will be told; what it registered for the
-            # user goes with it (invariant 12). A notice's handler is taken by _lost instead.
+            # user goes with it (invariant 12). A notice's handler is taken by user_lost instead.
             self._forget_user(user)
 
     def _forget_user(self, user: User) -> None:
@@ -509,24 +507,24 @@ class Flow(Owner):
         handlers.pop((NoticeKind.HUNG_UP, user), None)
         self.session._dtmf.pop(user, None)
 
-    def _enter_op(self) -> None:
+    def before_op(self) -> None:
         if self._pending and self.state is FlowState.RUNNING:
             task = asyncio.current_task()
             if task is self.task:
                 raise notice_error(self, self._pending.pop(0))
 
-    def _forget_pending(self, user: User) -> None:
+    def notice_raised(self, user: User) -> None:
         self._pending = [n for n in self._pending if n.user is not user]
 
-    def _op_started(self, op: _Op) -> None:
+    def op_started(self, op: Op) -> None:
         if op.task is self.task:
             self._root_op = op
 
-    def _op_ended(self, op: _Op) -> None:
+    def op_ended(self, op: Op) -> None:
         if self._root_op is op:
             self._root_op = None
 
-    def _lost(self, user: User, notice: Notice, told: bool) -> None:
+    def user_lost(self, user: User, notice: Notice, told: bool) -> None:
         self._lost_log[user] = notice.describe()
         bus = self.manager.events
         handler = self.session._handlers.get((notice.kind, user))
@@ -557,7 +555,7 @@ class Flow(Owner):
             via = "operation"
         else:
             if root is not None and root.wait and root.notice is None:
-                self.manager.interrupt(root, notice, hold=False)
+                self.manager.operations.interrupt(root, notice, hold=False)
                 via = "operation"
             else:
                 self._pending.append(notice)
@@ -566,7 +564,7 @@ class Flow(Owner):
             FlowNotified(flow=self.name, user=user.id, notice=notice.kind, via=via, by=notice.by)
         )
 
-    def _digit(self, user: User, digit: str) -> bool:
+    def digit_pressed(self, user: User, digit: str) -> bool:
         handler = self.session._dtmf.get(user)
         if handler is None or self.state is not FlowState.RUNNING:
             return False
@@ -658,7 +656,7 @@ class Session:
         :class:`~baton.core.errors.Superseded` if a newer preemption overtakes this one."""
         if not users:
             raise FlowUsageError("claim needs at least one user")
-        self.flow._enter_op()
+        self.flow.before_op()
         await self.manager.claim(self.flow, users, wait=wait, reason=reason)
 
     def release(self, *users: User) -> None:
@@ -710,7 +708,7 @@ class Session:
         for user in users:
             epoch = self.flow.users.get(user)
             if epoch is None:
-                raise NotOwner(user, self.name, None, self.flow._lost_how(user))
+                raise NotOwner(user, self.name, None, self.flow.lost_how(user))
             epochs[user] = epoch
         name: str = label or getattr(step, "__name__", None) or "step"
         self._steps.append(_Step(step, name, epochs))
@@ -721,8 +719,8 @@ class Session:
         it a connected user who hears nobody and is played nothing is *dead air* (invariant
         11). ``None`` ends the declaration; losing the user ends it too."""
         rec = self.manager.rec(user)
-        self.flow._enter_op()  # a notice pending about a lost user is raised here, as by an op
-        self.manager.ledger.fence(self.flow, rec, self.flow._lost_how(user))
+        self.flow.before_op()  # a notice pending about a lost user is raised here, as by an op
+        self.manager.ledger.fence(self.flow, rec, self.flow.lost_how(user))
         rec.quiet = why
 
     # ---- legs
@@ -885,7 +883,7 @@ class Session:
             except TimeoutError:
                 return None
 
-        return await self.manager._run(flow, "command", (), get, wait=True)
+        return await self.manager.operations.run(flow, "command", (), get, wait=True)
 
     # ---- structure
 

@@ -84,7 +84,7 @@ def check(manager: UserManager) -> list[str]:
             and rec.live_leg is not None
             and not rec.user.keep
             and rec.gc is None
-            and not manager._closing
+            and not manager.closing
         ):
             problems.append(f"inv8: {rec.user.id}'s live leg has no owner and no collector")
         # media bookkeeping is symmetric
@@ -210,7 +210,7 @@ class Watch:
 
     def check(self) -> list[str]:
         m = self.manager
-        now = m._now()  # (0 before the loop ever ran)
+        now = m.now() if m.has_loop else 0.0  # (0 before the loop ever ran)
         problems = check(m)
         deadlines: list[float] = []
 
@@ -220,7 +220,7 @@ class Watch:
             deadlines.append(when)
             return False
 
-        for claimer, users, bound in m.claims.values():
+        for claimer, users, bound in m.claims.pending.values():
             if due(bound):
                 problems.append(
                     f"inv10: claim by {claimer.name} of {','.join(u.id for u in users)} "

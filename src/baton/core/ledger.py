@@ -29,8 +29,9 @@ Invariants (docs/design.md; they hold at every instant and the tests check each 
 Theory of operation
 -------------------
 The ledger is plain data plus one choke point, :meth:`Ledger.hand_over`. It knows nothing of
-the switch or of tasks: the UserManager runs the protocols (claim, preempt, settle, release,
-hang-up) and calls ``hand_over`` at the one synchronous instant each protocol changes an owner.
+the switch or of tasks: the protocols run elsewhere — claim, preempt, settle and release in
+``claims.py``, hang-up in ``translate.py`` — and call ``hand_over`` at the one synchronous
+instant each protocol changes an owner.
 ``hand_over`` bumps the epoch, updates both owners' views, publishes the event, and tells the
 manager (through ``on_change``) so it can start or stop the leak collector's timer and serve
 queued claims.
@@ -44,112 +45,17 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, assert_never
+from typing import TYPE_CHECKING
 
 from baton.core.errors import NotOwner
-from baton.core.events import EventBus, NoticeKind, OwnerChanged
+from baton.core.events import EventBus, OwnerChanged
 
 if TYPE_CHECKING:
-    from baton.core.manager import _Op
     from baton.core.model import Leg, Meeting, Playback, Recording, User
+    from baton.core.ops import Op
+    from baton.core.owner import Notice, Owner
 
-__all__ = ["Ledger", "Notice", "Owner", "Preemption", "UserRecord"]
-
-
-class Notice:
-    """Why an owner lost a user: ``kind`` says preempted, hung up, or released (another task of
-    the same owner gave the user away while this one waited on it)."""
-
-    __slots__ = ("also", "by", "cause", "kind", "priority", "reason", "user")
-
-    def __init__(
-        self,
-        kind: NoticeKind,
-        user: User,
-        *,
-        by: str | None = None,
-        priority: int = 0,
-        reason: str | None = None,
-        cause: object = None,
-    ) -> None:
-        self.kind = kind
-        self.user = user
-        self.by = by
-        self.priority = priority
-        self.reason = reason
-        self.cause = cause
-        self.also: list[User] = []  # more users lost in the same instant, told together
-
-    def describe(self) -> str:
-        kind = self.kind
-        if kind is NoticeKind.PREEMPTED:
-            return f"preempted by {self.by}"
-        if kind is NoticeKind.HUNG_UP:
-            return "hung up"
-        if kind is NoticeKind.RELEASED:
-            return f"released ({self.reason})"
-        assert_never(kind)
-
-
-class Owner:
-    """Something that can hold users: a Flow or a CallInfo.
-
-    ``users`` maps each user the owner holds to the epoch under which it got it; ``meetings``
-    are the meetings whose lifetime it answers for. Subclasses implement :meth:`_lost`, called at
-    step 6 of a preemption and after a hang-up, and may hook the operation life cycle.
-    """
-
-    __slots__ = ("meetings", "name", "priority", "users")
-
-    kind = "owner"
-
-    def __init__(self, name: str, priority: int) -> None:
-        self.name = name
-        self.priority = int(priority)
-        self.users: dict[User, int] = {}
-        self.meetings: dict[Meeting, None] = {}  # an ordered set (replayable runs)
-
-    @property
-    def alive(self) -> bool:
-        return True
-
-    def _lost(self, user: User, notice: Notice, told: bool) -> None:
-        """The owner has lost ``user`` (already out of ``users``). ``told`` is True when an
-        in-flight operation of this owner on that user already raised the notice."""
-
-    def _released(self, user: User, reason: str) -> None:
-        """The ledger has just taken ``user`` from this owner (any hand-over). What the owner
-        kept about that user — handlers, digit callbacks — must not survive it (invariant 12)."""
-
-    def _lost_how(self, user: User) -> str | None:
-        """How this owner lost ``user``, for the message of a later :class:`NotOwner`."""
-        return None
-
-    def _enter_op(self) -> None:
-        """Called before an operation is fenced (a flow raises pending notices here)."""
-
-    def _forget_pending(self, user: User) -> None:
-        """A notice about ``user`` is being raised now: drop any copy waiting to be raised."""
-
-    def _op_started(self, op: _Op) -> None:
-        pass
-
-    def _op_ended(self, op: _Op) -> None:
-        pass
-
-    def _digit(self, user: User, digit: str) -> bool:
-        """A DTMF digit arrived from a user this owner holds; True if the owner consumed it
-        (otherwise it is buffered for ``collect``)."""
-        return False
-
-    def _hold_meeting(self, meeting: Meeting) -> None:
-        self.meetings[meeting] = None
-
-    def _drop_meeting(self, meeting: Meeting) -> None:
-        self.meetings.pop(meeting, None)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name}>"
+__all__ = ["Ledger", "Preemption", "UserRecord"]
 
 
 class Preemption:
@@ -219,7 +125,7 @@ class UserRecord:
         self.dirty = False  # some media command touched the leg since it was last cleared
         self.digits: deque[str] = deque()
         self.digit_waiter: asyncio.Future[None] | None = None
-        self.ops: list[_Op] = []  # in-flight operations naming this user
+        self.ops: list[Op] = []  # in-flight operations naming this user
         self.preemption: Preemption | None = None
         self.waiters: list[tuple[int, int, Owner, asyncio.Future[None]]] = []  # a heap
         self.gc: asyncio.TimerHandle | None = None
@@ -253,7 +159,7 @@ class Ledger:
             # are the old owner's; the new one starts from the user as the switch has it.
             rec.digits.clear()
             rec.quiet = None
-            old._released(user, reason)
+            old.user_released(user, reason)
         rec.epoch += 1
         rec.owner = new
         if new is not None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from baton.core.port import Cause, MeetingMode, Prompt, Tone
 
 if TYPE_CHECKING:
-    from baton.core.ledger import Owner
+    from baton.core.owner import Owner
 
 __all__ = [
     "Direction",
@@ -82,12 +82,12 @@ class Leg:
     __slots__ = (
         "_ended",
         "_outcome",
-        "_timer",
         "caller",
         "cause",
         "deadline",
         "direction",
         "id",
+        "ring_timer",
         "state",
         "user",
     )
@@ -102,7 +102,8 @@ class Leg:
         self.caller: User | None = None  # the calling party, for an outbound leg (pickup)
         self._outcome: asyncio.Future[None] | None = None
         self._ended: asyncio.Future[Cause] | None = None
-        self._timer: asyncio.TimerHandle | None = None  # the ring deadline (UserManager)
+        #: the ring deadline's timer, while the leg rings (the manager's makecall)
+        self.ring_timer: asyncio.TimerHandle | None = None
 
     @property
     def live(self) -> bool:
@@ -132,11 +133,13 @@ class Leg:
                 self._ended.set_result(self.cause or Cause.NORMAL)
         return self._ended
 
-    def _resolve(self) -> None:
+    def resolve(self) -> None:
+        """The manager changed the leg's state: stop the ring deadline once the leg is answered
+        or ended, and wake whoever awaits :meth:`outcome` or :meth:`ended`."""
         settled = self.state is not LegState.DIALLING and self.state is not LegState.RINGING
-        if settled and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if settled and self.ring_timer is not None:
+            self.ring_timer.cancel()
+            self.ring_timer = None
         if self._outcome is not None and not self._outcome.done():
             self._outcome.set_result(None)
         if self.state is LegState.ENDED and self._ended is not None and not self._ended.done():

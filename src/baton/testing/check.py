@@ -76,7 +76,7 @@ from baton.core.events import (
     FlowStarted,
     OwnerChanged,
 )
-from baton.core.manager import _CURRENT_OP, _Op
+from baton.core.ops import CURRENT_OP, Op
 from baton.flows import LIBRARY, DispatcherQueue
 from baton.switch.sim import Timing, answers
 from baton.testing.clock import run_virtual
@@ -275,7 +275,7 @@ class _Runner:
         self.started: list[Flow] = []
         self.out = io.StringIO()
 
-    def _on_op(self, op: _Op) -> None:
+    def _on_op(self, op: Op) -> None:
         if op.owner is not self.flow:
             return
         self.held.update(r.user.id for r in op.recs)
@@ -284,11 +284,11 @@ class _Runner:
     def _on_command(self, command: str, legs: tuple[str, ...]) -> None:
         manager = self.w.manager
         manager.audit_command(command, legs)
-        op = _CURRENT_OP.get()
+        op = CURRENT_OP.get()
         if self.flow is None or (op is not None and op.owner is self.flow):
             return  # the flow's own operations are counted by _on_op
         for leg_id in legs:
-            leg = manager._legs.get(leg_id)
+            leg = manager.find_leg(leg_id)
             if leg is not None and leg.user.id in self.held:
                 self._await_point()
                 return

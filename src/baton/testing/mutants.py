@@ -195,7 +195,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "preempt at equal priority (>= instead of >)",
         (
-            "core/manager.py",
+            "core/claims.py",
             "return Decision.PREEMPT if claimer.priority > owner.priority else Decision.WAIT",
             "return Decision.PREEMPT if claimer.priority >= owner.priority else Decision.WAIT  # MUTANT",
         ),
@@ -205,7 +205,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "a newer claim supersedes a preemption in progress whatever its priority",
         (
-            "core/manager.py",
+            "core/claims.py",
             "return Decision.SUPERSEDE if claimer.priority >= p.priority else Decision.WAIT",
             "return Decision.SUPERSEDE  # MUTANT",
         ),
@@ -215,7 +215,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "an equal-priority newer claim waits instead of superseding (> instead of >=)",
         (
-            "core/manager.py",
+            "core/claims.py",
             "return Decision.SUPERSEDE if claimer.priority >= p.priority else Decision.WAIT",
             "return Decision.SUPERSEDE if claimer.priority > p.priority else Decision.WAIT  # MUTANT",
         ),
@@ -225,7 +225,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "a user's claim queue serves first-come instead of by priority",
         (
-            "core/manager.py",
+            "core/claims.py",
             "entry = (-claimer.priority, next(self._ids), claimer, fut)",
             "entry = (0, next(self._ids), claimer, fut)  # MUTANT",
         ),
@@ -236,7 +236,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "a released user is not handed to the claims queued for it (they time out)",
         (
             "core/manager.py",
-            "        if rec.preemption is None and rec.waiters:\n            self._serve_waiters(rec)\n",
+            "        if rec.preemption is None and rec.waiters:\n            self.claims.serve_waiters(rec)\n",
             "        pass  # MUTANT\n",
         ),
     ),
@@ -245,7 +245,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "a claim that fails half-way (superseded, denied) keeps the users it took",
         (
-            "core/manager.py",
+            "core/claims.py",
             "            for rec in taken:\n                self._abandon(claimer, rec)\n",
             "            pass  # MUTANT\n",
         ),
@@ -255,7 +255,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "a superseded claimer is never told: its claim waits forever (inv. 10)",
         (
-            "core/manager.py",
+            "core/claims.py",
             "            old_fut.set_exception(Superseded(rec.user, old.name, claimer.name))\n",
             "            pass  # MUTANT\n",
         ),
@@ -265,8 +265,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "a user released with media on it reaches its next claimer unclean",
         (
-            "core/manager.py",
-            "            if rec.dirty and rec.live_leg is not None:\n                await self.clear(claimer, rec.user)\n",
+            "core/claims.py",
+            "            if rec.dirty and rec.live_leg is not None:\n                await self._m.clear(claimer, rec.user)\n",
             "            pass  # MUTANT\n",
         ),
     ),
@@ -276,26 +276,26 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "swap 'stop the coroutine' and 'clear the media': the loser's operations are stopped (step 4) only after its media is cleared (step 5)",
         (
-            "core/manager.py",
-            "        for op in ops:  # step 4 begins: stop the loser's coroutines\n            self.interrupt(op, notice, hold=True)\n",
+            "core/claims.py",
+            "        for op in ops:  # step 4 begins: stop the loser's coroutines\n            self._ops.interrupt(op, notice, hold=True)\n",
             "        pass  # MUTANT: the loser is stopped after the clear\n",
         ),
         (
-            "core/manager.py",
+            "core/claims.py",
             "            ops = [op for t in items for op in t.ops]\n            if ops:\n",
             "            ops = [op for t in items for op in t.ops]\n            if False:  # MUTANT\n",
         ),
         (
-            "core/manager.py",
+            "core/claims.py",
             "            for op in ops:  # step 6, all at once\n",
             "            for t in items:  # MUTANT: step 4 after step 5\n"
             "                for op in t.ops:\n"
-            "                    self.interrupt(op, t.notice, hold=True)\n"
+            "                    self._ops.interrupt(op, t.notice, hold=True)\n"
             "            waits = [op.unwound for op in ops if op.unwound is not None]\n"
             "            if waits:\n"
-            "                await asyncio.wait(waits, timeout=self.unwind_timeout)\n"
+            "                await asyncio.wait(waits, timeout=self._m.unwind_timeout)\n"
             "            for op in ops:\n"
-            '                self.events.publish(OpInterrupted(flow=op.owner.name, op=op.name, users=tuple(r.user.id for r in op.recs), notice="preempted"))\n'
+            '                self._events.publish(OpInterrupted(flow=op.owner.name, op=op.name, users=tuple(r.user.id for r in op.recs), notice="preempted"))\n'
             "            for op in ops:  # step 6, all at once\n",
         ),
     ),
@@ -304,8 +304,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "skip a notice: the preempted owner is never told it lost the user (step 6)",
         (
-            "core/manager.py",
-            "                t.p.victim._lost(t.rec.user, t.notice, told=bool(t.ops))\n",
+            "core/claims.py",
+            "                t.p.victim.user_lost(t.rec.user, t.notice, told=bool(t.ops))\n",
             "                pass  # MUTANT\n",
         ),
     ),
@@ -314,8 +314,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "the loser's interrupted operations are never let go (step 6 never reached)",
         (
-            "core/manager.py",
-            "            for op in ops:  # step 6, all at once\n                self._release_op(op)\n",
+            "core/claims.py",
+            "            for op in ops:  # step 6, all at once\n                self._ops.release(op)\n",
             "            pass  # MUTANT\n",
         ),
     ),
@@ -324,8 +324,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "an interrupted operation raises its notice at once, before the media is cleared",
         (
-            "core/manager.py",
-            "        if hold:\n            op.released = self.loop.create_future()\n",
+            "core/ops.py",
+            "        if hold:\n            op.released = loop.create_future()\n",
             "        pass  # MUTANT\n",
         ),
     ),
@@ -334,11 +334,17 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "a call still ringing is dropped when its user changes owner (inv. 4)",
         (
-            "core/manager.py",
+            "core/claims.py",
             "            for t in items:  # step 5\n                rec = t.rec\n",
             "            for t in items:  # step 5\n                rec = t.rec\n"
             "                if rec.live_leg is not None and not rec.live_leg.connected:  # MUTANT\n"
-            "                    self._end_leg(rec, rec.live_leg, Cause.FAILURE)\n",
+            "                    self._m.end_leg(rec, rec.live_leg, Cause.FAILURE)\n",
+        ),
+        (
+            "core/claims.py",
+            "from baton.core.ops import MANAGER, Op, notice_error\n",
+            "from baton.core.ops import MANAGER, Op, notice_error\n"
+            "from baton.core.port import Cause  # MUTANT\n",
         ),
     ),
     _m(
@@ -357,9 +363,9 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "a user's hang-up is not an event: the owner keeps the user and is never told",
         (
-            "core/manager.py",
-            "                self._end_leg(rec, leg, ev.cause)\n                self._user_gone(rec, ev.cause)\n",
-            "                self._end_leg(rec, leg, ev.cause)  # MUTANT\n",
+            "core/translate.py",
+            "                m.end_leg(rec, leg, ev.cause)\n                self.user_gone(rec, ev.cause)\n",
+            "                m.end_leg(rec, leg, ev.cause)  # MUTANT\n",
         ),
     ),
     _m(
@@ -367,8 +373,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "skip a notice: the owner of a user who hangs up is never told",
         (
-            "core/manager.py",
-            "        owner._lost(user, notice, told)\n",
+            "core/translate.py",
+            "        owner.user_lost(user, notice, told)\n",
             "        pass  # MUTANT\n",
         ),
     ),
@@ -377,8 +383,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "the owner of a user who hung up keeps holding it",
         (
-            "core/manager.py",
-            '        self.ledger.hand_over(rec, None, "hung_up")\n',
+            "core/translate.py",
+            '        m.ledger.hand_over(rec, None, "hung_up")\n',
             "        pass  # MUTANT\n",
         ),
     ),
@@ -387,8 +393,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "forget to resolve a claim on hang-up: a claimer whose user hangs up mid-preemption is left waiting",
         (
-            "core/manager.py",
-            "                p.fut.set_exception(notice_error(owner, notice))\n                told = True\n",
+            "core/claims.py",
+            "                p.fut.set_exception(notice_error(owner, notice))\n                return True\n",
             "                pass  # MUTANT\n",
         ),
     ),
@@ -398,8 +404,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "a leg's end is not published (LegStateChanged ended missing)",
         (
             "core/manager.py",
-            "        leg._resolve()\n        self._leg_event(leg)\n        self._arm_collector(rec)\n",
-            "        leg._resolve()\n        self._arm_collector(rec)  # MUTANT\n",
+            "        leg.resolve()\n        self.publish_leg(leg)\n        self.collector.arm(rec)\n",
+            "        leg.resolve()\n        self.collector.arm(rec)  # MUTANT\n",
         ),
     ),
     _m(
@@ -412,7 +418,7 @@ CATALOGUE: tuple[Mutant, ...] = (
             "            pass  # MUTANT\n",
         ),
         (
-            "core/manager.py",
+            "core/claims.py",
             "                else:\n                    rec.digits.clear()\n",
             "                else:\n                    pass  # MUTANT\n",
         ),
@@ -423,9 +429,9 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "release does not forget the preemption claimer: a user released mid-preemption is granted anyway",
         (
-            "core/manager.py",
-            "            if p is not None and p.claimer is owner:\n                p.claimer = None\n            self.ledger.hand_over(rec, None, reason)\n",
-            "            self.ledger.hand_over(rec, None, reason)  # MUTANT\n",
+            "core/claims.py",
+            "            if p is not None and p.claimer is owner:\n                p.claimer = None\n            self._ledger.hand_over(rec, None, reason)\n",
+            "            self._ledger.hand_over(rec, None, reason)  # MUTANT\n",
         ),
     ),
     _m(
@@ -433,8 +439,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "the leak collector is never armed: an ownerless live leg stays up forever",
         (
-            "core/manager.py",
-            "        if want and rec.gc is None and not self._closing:\n",
+            "core/collector.py",
+            "        if want and rec.gc is None and not self._m.closing:\n",
             "        if False:  # MUTANT\n",
         ),
     ),
@@ -443,12 +449,12 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "an always-on (keep) user's leg is collected like any other",
         (
-            "core/manager.py",
+            "core/collector.py",
             "        want = rec.owner is None and rec.live_leg is not None and not rec.user.keep\n",
             "        want = rec.owner is None and rec.live_leg is not None  # MUTANT\n",
         ),
         (
-            "core/manager.py",
+            "core/collector.py",
             "        if rec.owner is not None or leg is None or rec.user.keep:\n",
             "        if rec.owner is not None or leg is None:  # MUTANT\n",
         ),
@@ -542,8 +548,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "a refused operation still acts: a meeting is created and members joined before a member's fence fails",
         (
             "core/manager.py",
-            'return await self._run(owner, "meeting", recs, run)',
-            'return await self._run(owner, "meeting", (), run)  # MUTANT',
+            'return await self.operations.run(owner, "meeting", recs, run)',
+            'return await self.operations.run(owner, "meeting", (), run)  # MUTANT',
         ),
     ),
     _m(
@@ -561,7 +567,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "a victim's Preempted names the claimer that was superseded, not the one that took the user",
         (
-            "core/manager.py",
+            "core/claims.py",
             "            p.notice.by = claimer.name\n",
             "            pass  # MUTANT\n",
         ),
@@ -571,9 +577,9 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "a preemption waits for the switch's media clear without a deadline (a dead switch holds the claim)",
         (
-            "core/manager.py",
-            "                        async with asyncio.timeout(self.command_timeout):\n                            await self.clear(MANAGER, rec.user)\n",
-            "                        async with asyncio.timeout(None):  # MUTANT\n                            await self.clear(MANAGER, rec.user)\n",
+            "core/claims.py",
+            "                        async with asyncio.timeout(self._m.command_timeout):\n                            await self._m.clear(MANAGER, rec.user)\n",
+            "                        async with asyncio.timeout(None):  # MUTANT\n                            await self._m.clear(MANAGER, rec.user)\n",
         ),
     ),
     _m(
@@ -581,7 +587,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "core",
         "a flow gives a user away while another of its tasks waits on it: the wait goes on under the next owner",
         (
-            "core/manager.py",
+            "core/ops.py",
             "                self.interrupt(op, notice, hold=False)\n",
             "                pass  # MUTANT\n",
         ),

@@ -159,7 +159,7 @@ class World:
             return
         when = self.watch.next_deadline()
         timer = self._timer
-        if when is None or self.manager._loop is None:
+        if when is None or not self.manager.has_loop:
             return
         if timer is None or timer.cancelled() or timer.when() > when:
             if timer is not None:
