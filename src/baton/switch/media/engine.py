@@ -68,6 +68,10 @@ Theory of operation
   every tick with a codec of their own; while one is mixed the tick runs at 16 kHz and the
   narrowband legs are converted up (what they say) and down (what they hear) per leg. Two legs
   of one codec in a bridge still relay directly; across codecs they are mixed.
+* **WebRTC legs** (a browser's: ICE-lite, DTLS-SRTP, rtcp-mux; :mod:`.webrtc`) answer STUN
+  checks and run the DTLS handshake on their RTP port; nothing is sent to the browser and
+  nothing it sends is heard until the handshake gave SRTP keys; then the leg is an SRTP leg
+  latched to the address the browser's checks came from (its RTCP goes on the RTP port).
 * **Mixed legs** push payloads into their :class:`~.jitter.JitterBuffer`; the clock pulls one
   frame per leg every 20 ms, runs :meth:`~.mixer.Mixer.tick`, encodes each output row with the
   G.711 tables and sends it. Silent rows send a cached silence payload (no encode).
@@ -120,6 +124,7 @@ from baton.switch.media.mixer import FRAME, MediaError, Mixer
 from baton.switch.media.srtp import SrtpContext, SrtpError
 from baton.switch.media.tones import tone_spec
 from baton.switch.media.wav import WavError, WavWriter, read_wav
+from baton.switch.media.webrtc import DtlsIdentity, WebRtcError, WebRtcLeg, is_dtls, is_stun
 from baton.switch.media.wideband import WIDE_FRAME, Resampler, WidebandCodec
 
 __all__ = [
@@ -279,6 +284,7 @@ class _Leg:
         "wb",
         "wb_down",
         "wb_up",
+        "webrtc",
     )
 
     def __init__(self, leg: str, sock: socket.socket, rtcp_sock: socket.socket) -> None:
@@ -332,6 +338,7 @@ class _Leg:
         self.wb: WidebandCodec | None = None  # a wideband leg's encoder and decoder
         self.wb_up: Resampler | None = None  # a narrowband leg in a 16 kHz mix: its input up
         self.wb_down: Resampler | None = None  # ... and what it hears down
+        self.webrtc: WebRtcLeg | None = None  # a browser's leg: ICE-lite and DTLS-SRTP
 
     @property
     def rate(self) -> int:
@@ -419,6 +426,7 @@ class MediaEngine:
         self._retired = [0, 0, 0]  # late, lost, dropped frames of released legs
         self._prompts: dict[tuple[str, int, int], npt.NDArray[np.int16]] = {}
         self._closed = False
+        self._dtls: DtlsIdentity | None = None
 
     async def __aenter__(self) -> MediaEngine:
         return self
@@ -489,6 +497,7 @@ class MediaEngine:
         send: bool = True,
         srtp_send: bytes | None = None,
         srtp_receive: bytes | None = None,
+        webrtc: tuple[str, str, str | None] | None = None,
     ) -> None:
         """Set where the phone receives, from its SDP, and the negotiated codec.
 
@@ -501,6 +510,9 @@ class MediaEngine:
         address changed (a session refresh with the same SDP keeps it). ``srtp_send`` and
         ``srtp_receive`` are the SRTP master keys (key ‖ salt, 30 bytes) of our stream and the
         phone's, when the SDP negotiated SRTP (the same keys again keep the SRTP state).
+        ``webrtc`` makes it a browser's leg: our ``(ice-ufrag, ice-pwd)`` and the browser's
+        ``a=fingerprint`` (the same values again keep the ICE and DTLS state); its keys come
+        from the DTLS handshake, not from ``srtp_*``.
 
         Raises :class:`MediaError` for an unknown leg or a codec the engine does not have.
         """
@@ -518,11 +530,23 @@ class MediaEngine:
         entry.pt = pt
         entry.silence = bytes((c.silence,)) * FRAME
         entry.te_pt = telephone_event
-        if entry.srtp_keys != (srtp_send, srtp_receive):
-            entry.srtp_keys = (srtp_send, srtp_receive)
-            entry.srtp_out = SrtpContext(srtp_send) if srtp_send else None
-            entry.srtp_in = SrtpContext(srtp_receive) if srtp_receive else None
-        if entry.remote != (host, port):
+        if webrtc is not None:
+            w = entry.webrtc
+            if w is None or w.credentials != webrtc[:2] or w.remote_fingerprint != webrtc[2]:
+                if self._dtls is None:
+                    self._dtls = DtlsIdentity()
+                entry.webrtc = WebRtcLeg(self._dtls, *webrtc)
+                entry.srtp_in = entry.srtp_out = None
+                entry.latched = entry.dest = None  # ICE and DTLS first
+            entry.remote = (host, port)
+            entry.rtcp_dest = None  # rtcp-mux: on the RTP port, to wherever RTP goes
+        else:
+            entry.webrtc = None
+            if entry.srtp_keys != (srtp_send, srtp_receive):
+                entry.srtp_keys = (srtp_send, srtp_receive)
+                entry.srtp_out = SrtpContext(srtp_send) if srtp_send else None
+                entry.srtp_in = SrtpContext(srtp_receive) if srtp_receive else None
+        if webrtc is None and entry.remote != (host, port):
             entry.remote = (host, port)
             entry.latched = None
             entry.dest = entry.remote
@@ -616,6 +640,19 @@ class MediaEngine:
     def quiet_for(self, leg: str) -> float:
         """Seconds since the leg's phone last sent RTP (or since its remote was set)."""
         return self._loop.time() - self._leg(leg).heard_at
+
+    @property
+    def dtls_fingerprint(self) -> str:
+        """The ``a=fingerprint`` value of the engine's DTLS certificate (made when first
+        asked: engines that never see a browser never make one)."""
+        if self._dtls is None:
+            self._dtls = DtlsIdentity()
+        return self._dtls.fingerprint
+
+    def secure(self, leg: str) -> bool:
+        """Whether a WebRTC leg finished its DTLS handshake (it has SRTP keys)."""
+        entry = self._leg(leg)
+        return entry.webrtc is not None and entry.webrtc.keys is not None
 
     def leg_stats(self, leg: str) -> LegStats:
         e = self._leg(leg)
@@ -781,6 +818,13 @@ class MediaEngine:
         except OSError:
             self.metrics.invalid += 1  # e.g. ICMP port unreachable surfacing
             return
+        if leg.webrtc is not None:
+            if data and data[0] < 128:  # STUN or DTLS (RFC 7983), not RTP
+                self._rx_webrtc(leg, leg.webrtc, data, addr)
+                return
+            if leg.srtp_in is None:
+                self.metrics.invalid += 1  # RTP before the DTLS handshake: nobody's
+                return
         dst = leg.relay_to
         if leg.srtp_in is not None:
             try:
@@ -907,6 +951,42 @@ class MediaEngine:
                 self._emit(DtmfReceived(leg.id, digit))
         elif leg.fanout:  # comfort noise or a codec we did not negotiate: ignored
             self._not_forwarded(leg)
+
+    def _rx_webrtc(self, leg: _Leg, w: WebRtcLeg, data: bytes, addr: tuple[str, int]) -> None:
+        """A browser leg's STUN check or DTLS record (see :mod:`.webrtc`)."""
+        out: list[bytes] = []
+        if is_stun(data):
+            reply = w.on_stun(data, addr)
+            if reply is None:
+                self.metrics.invalid += 1
+                return
+            out.append(reply)
+            if w.keys is not None and w.selected is not None and leg.latched != w.selected:
+                leg.latched = leg.dest = w.selected  # the browser nominated another pair
+        elif is_dtls(data) and w.selected is not None and addr[0] == w.selected[0]:
+            had_keys = w.keys is not None
+            try:
+                out = w.on_dtls(data)
+            except WebRtcError as exc:
+                log.warning("leg %s: %s", leg.id, exc)
+                self.metrics.invalid += 1
+                return
+            if w.keys is not None and not had_keys:
+                leg.srtp_out = SrtpContext(w.keys.send)
+                leg.srtp_in = SrtpContext(w.keys.receive)
+                leg.latched = leg.dest = addr
+                leg.heard_at = self._loop.time()
+                leg.out_resync = True
+                log.info("leg %s: DTLS-SRTP up with %s", leg.id, addr)
+        else:
+            self.metrics.invalid += 1
+            return
+        leg.packets_in += 1  # life, for the inactivity timeout (consent checks)
+        for datagram in out:
+            try:
+                leg.sock.sendto(datagram, addr)
+            except OSError:
+                self.metrics.send_errors += 1
 
     def _may_latch(self, leg: _Leg, addr: tuple[str, int], ssrc: int, now: float) -> bool:
         """Whether a valid RTP packet from ``addr`` (not the latched source) may latch the leg
@@ -1303,6 +1383,8 @@ class MediaEngine:
 
     def _send_rtcp(self, entry: _Leg) -> None:
         dest = entry.rtcp_dest
+        if entry.webrtc is not None:
+            dest = entry.dest if entry.srtp_out is not None else None  # rtcp-mux
         if dest is None:
             return
         blocks = [entry.stats.report_block(time.time())] if entry.stats.ssrc is not None else []
@@ -1320,7 +1402,7 @@ class MediaEngine:
         if entry.srtp_out is not None:
             pkt = entry.srtp_out.protect_rtcp(pkt)
         with contextlib.suppress(OSError):
-            entry.rtcp_sock.sendto(pkt, dest)
+            (entry.sock if entry.webrtc is not None else entry.rtcp_sock).sendto(pkt, dest)
 
     # ---- plumbing --------------------------------------------------------------------------
 
