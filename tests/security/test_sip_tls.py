@@ -167,7 +167,7 @@ def test_a_tls_listen_address_needs_a_certificate(tmp_path: Path) -> None:
     with pytest.raises(SipConfigError) as bad:
         parse_sip_config({"listen": ["tls:127.0.0.1:5061"]})
     assert bad.value.problems == [
-        "sip.tls: a tls: listen address needs [sip.tls] certificate and key"
+        "sip.tls: a tls: or wss: listen address needs [sip.tls] certificate and key"
     ]
     with pytest.raises(SipConfigError) as bad:
         parse_sip_config({"tls": {"certificate": str(tmp_path / "nope.crt"), "key": "x", "pin": 1}})

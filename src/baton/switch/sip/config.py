@@ -27,7 +27,7 @@ Keys (all optional)::
     auth_failures = { max_failures = 5, window = 60, block = 60 }
     limits = { max_message_size = 16384, tcp_connections = 4096, ... }  # see TransportLimits
     srtp = "off"                        # SDES-SRTP: "off", "optional" or "required"
-    [sip.tls]                           # for tls: listen addresses (SIP over TLS)
+    [sip.tls]                           # for tls: and wss: listen addresses
     certificate = "tls/baton.crt"       # PEM, the full chain
     key = "tls/baton.key"
     ca = "tls/phones-ca.crt"            # optional: phones must present a certificate it signed
@@ -295,9 +295,9 @@ def parse_sip_config(table: Mapping[str, Any]) -> SipConfig:
             bad("srtp", 'expected "off", "optional" or "required"')
         else:
             values["srtp"] = table["srtp"]
-    listen_tls = any(str(x).lower().startswith("tls:") for x in values.get("listen", ()))
+    listen_tls = any(str(x).lower().startswith(("tls:", "wss:")) for x in values.get("listen", ()))
     if listen_tls and "tls_certificate" not in values:
-        bad("tls", "a tls: listen address needs [sip.tls] certificate and key")
+        bad("tls", "a tls: or wss: listen address needs [sip.tls] certificate and key")
 
     if "resource_priority" in table:
         mapping = table["resource_priority"]

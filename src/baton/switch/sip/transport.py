@@ -25,6 +25,12 @@ Rules
   is closed once ``tcp_max_write_buffer`` bytes wait (keep-alive pongs are only sent into an
   empty buffer); new requests beyond ``max_transactions_per_source`` unanswered transactions
   from one host, or ``max_transactions`` in all, get a stateless 503 with ``Retry-After``.
+* **SIP over WebSocket** (RFC 7118, ``ws:`` and ``wss:`` — the latter with the TLS context of
+  ``tls:``): each WebSocket message is one SIP message, with the ``sip`` subprotocol. The
+  framing is the ``websockets`` library's sans-IO server protocol under the same connection
+  class as TCP (bounds, idle sweep, reuse of the connection for requests to the peer). Baton
+  never opens a WebSocket: a browser is reached over the connection it registered on, and a
+  request for a WebSocket peer without one fails at once (a transport error).
 * **Loop lag.** While messages arrive, a probe timer measures how late the loop runs its
   callbacks; :attr:`SipTransport.overloaded` says it is later than ``max_lag`` (the switch then
   sheds new calls and registrations with 503).
@@ -60,7 +66,14 @@ import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Final, cast
+
+from websockets.datastructures import Headers as WsHeaders
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
+from websockets.http11 import Request as WsRequest
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from .errors import LocalProtocolError, SipParseError
 from .message import (
@@ -129,8 +142,8 @@ class TransportLimits:
 
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
-    """``udp:127.0.0.1:5060``, ``tcp:[::1]:5062``, ``tls:127.0.0.1:5061`` — where to listen.
-    Port 0 picks a free one."""
+    """``udp:127.0.0.1:5060``, ``tcp:[::1]:5062``, ``tls:127.0.0.1:5061``, ``ws:…``,
+    ``wss:…`` — where to listen. Port 0 picks a free one."""
 
     transport: str
     host: str
@@ -140,14 +153,14 @@ class ListenAddress:
     def parse(cls, text: str) -> ListenAddress:
         transport, sep, rest = text.partition(":")
         transport = transport.lower()
-        if not sep or transport not in ("udp", "tcp", "tls"):
-            raise ValueError(f"listen address {text!r}: expected udp:, tcp: or tls:HOST:PORT")
+        if not sep or transport not in _TRANSPORTS:
+            raise ValueError(f"listen address {text!r}: expected {_EXPECTED}")
         if rest.startswith("["):
             host, _, port_text = rest[1:].partition("]:")
         else:
             host, _, port_text = rest.rpartition(":")
         if not host or not port_text.isdigit() or int(port_text) > 65535:
-            raise ValueError(f"listen address {text!r}: expected udp:, tcp: or tls:HOST:PORT")
+            raise ValueError(f"listen address {text!r}: expected {_EXPECTED}")
         return cls(transport, host, int(port_text))
 
     def __str__(self) -> str:
@@ -247,8 +260,91 @@ class _Tcp(asyncio.Protocol):
             del self.owner._connections[self.peer]
 
 
+_TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+_EXPECTED = "udp:, tcp:, tls:, ws: or wss:HOST:PORT"
+_SIP: Final = Subprotocol("sip")
+
+
+class _Ws(_Tcp):
+    """A WebSocket connection (``kind`` ``ws`` or ``wss``) carrying SIP (RFC 7118)."""
+
+    def __init__(self, owner: SipTransport, limits: ParserLimits, *, kind: str) -> None:
+        super().__init__(owner, limits, inbound=True, kind=kind)
+        self.limits = limits
+        self.ws = ServerProtocol(
+            subprotocols=[_SIP], max_size=limits.max_head_bytes + limits.max_body_bytes
+        )
+        self.parts: list[bytes] = []  # a fragmented message so far
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None
+        self.last_rx = self.owner._now()
+        self.owner._probe_lag()
+        ws = self.ws
+        ws.receive_data(data)
+        for event in ws.events_received():
+            if isinstance(event, WsRequest):
+                response = ws.accept(event)
+                if response.status_code == 101 and not _offers_sip(event.headers):
+                    response = ws.reject(400, "the sip subprotocol is required (RFC 7118)\n")
+                ws.send_response(response)
+            elif isinstance(event, WsFrame):
+                self._frame(event)
+        self._flush()
+
+    def _frame(self, frame: WsFrame) -> None:
+        if frame.opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            return  # ping, pong, close: the protocol object answers them
+        self.parts.append(bytes(frame.data))
+        if not frame.fin:
+            return
+        data, self.parts = b"".join(self.parts), []
+        assert self.peer is not None
+        if is_keepalive(data):
+            return
+        try:
+            message = parse_message(data, self.limits)
+        except SipParseError as exc:
+            self.owner._malformed(exc, self.peer, self.write)
+            return
+        self.messages += 1
+        self.owner._received(message, self.peer)
+
+    def _flush(self) -> None:
+        transport = self.transport
+        for chunk in self.ws.data_to_send():
+            if transport is None or transport.is_closing():
+                return
+            if chunk:
+                transport.write(chunk)
+            else:
+                transport.close()  # the closing handshake is done
+
+    def write(self, data: bytes) -> None:
+        if self.ws.state.name != "OPEN":
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() + len(data) > self.owner.bounds.tcp_max_write_buffer:
+            log.info("WebSocket peer %s does not read: connection closed", self.peer)
+            transport.abort()
+            return
+        self.ws.send_text(data)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ws.receive_eof()
+        super().connection_lost(exc)
+
+
+def _offers_sip(headers: WsHeaders) -> bool:
+    offered = ",".join(headers.get_all("Sec-WebSocket-Protocol"))
+    return "sip" in (p.strip().lower() for p in offered.split(","))
+
+
 class SipTransport:
-    """SIP over UDP and TCP for one endpoint. See the module docstring."""
+    """SIP over UDP, TCP, TLS and WebSocket for one endpoint. See the module docstring."""
 
     def __init__(
         self,
@@ -265,8 +361,8 @@ class SipTransport:
         if not self._listen:
             raise ValueError("at least one listen address is needed")
         self._on_event = on_event
-        if tls is None and any(a.transport == "tls" for a in self._listen):
-            raise ValueError("a tls: listen address needs a TLS server context")
+        if tls is None and any(a.transport in ("tls", "wss") for a in self._listen):
+            raise ValueError("a tls: or wss: listen address needs a TLS server context")
         self._tls = tls  # for tls: listen addresses
         self._tls_client = tls_client  # for connections we open to tls peers
         self.bounds = bounds or TransportLimits()
@@ -316,9 +412,12 @@ class SipTransport:
                 else:
                     kind = address.transport
                     server = await loop.create_server(
-                        lambda kind=kind: _Tcp(self, self._limits, inbound=True, kind=kind),
+                        lambda kind=kind: (
+                            _Ws(self, self._limits, kind=kind) if kind in ("ws", "wss")
+                            else _Tcp(self, self._limits, inbound=True, kind=kind)
+                        ),
                         address.host, address.port, reuse_address=True,
-                        ssl=self._tls if kind == "tls" else None,
+                        ssl=self._tls if kind in ("tls", "wss") else None,
                     )  # fmt: skip
                     bound = server.sockets[0].getsockname()
                     self._servers.append((ListenAddress(kind, address.host, bound[1]), server))
@@ -611,6 +710,11 @@ class SipTransport:
                     self._dispatch(self.layer.transport_error(key, self._now()))
                 return
             connection.write(data)
+            return
+        if peer.transport in ("ws", "wss"):
+            # Baton opens no WebSocket: the browser's own connection is gone.
+            if key is not None:
+                self._dispatch(self.layer.transport_error(key, self._now()))
             return
         self._connect(peer, data, key)
 
