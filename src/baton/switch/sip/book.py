@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from baton.core.port import Cause, LegEnded, SwitchError, SwitchEvent
 from baton.switch.media import MediaEngine, srtp
+from baton.switch.media.webrtc import new_ice_credentials
 
 from .config import SipConfig, SipUser
 from .dialog import DialogId
@@ -50,7 +51,7 @@ from .errors import LocalProtocolError, SipError
 from .legs import Leg, LegState, OutboundLeg, Probe
 from .message import Request, Response, make_response, new_tag
 from .rooms import Rooms
-from .sdp import Direction, LocalMedia, NegotiatedAudio
+from .sdp import Direction, LocalMedia, NegotiatedAudio, WebRtcLocal
 from .transaction import Peer, TransactionKey
 from .transport import SipTransport
 from .uas import UasPolicy
@@ -327,12 +328,17 @@ class LegBook:
 
     # ---- media of a leg
 
-    def local_media(self, user: str, host: str, port: int) -> LocalMedia:
+    def local_media(self, user: str, host: str, port: int, *, browser: bool = False) -> LocalMedia:
         """Our media for a leg of ``user``: the user's SRTP policy, else ``[sip] srtp``
-        (docs/sip.md, "SRTP"), and, unless it is off, a fresh key for the leg."""
+        (docs/sip.md, "SRTP"), and, unless it is off, a fresh key for the leg. When Baton
+        listens on WebSocket, fresh ICE credentials too (a browser's offer can be answered);
+        ``browser``: our offer is for a browser (docs/sip.md, "WebRTC")."""
         policy = self.directory.srtp.get(user, self.config.srtp)
         key = srtp.new_key() if policy != "off" else None
-        return LocalMedia(host, port, srtp=policy, srtp_key=key)
+        web = None
+        if any(a.transport in ("ws", "wss") for a in self.transport.addresses):
+            web = WebRtcLocal(*new_ice_credentials(), self.media.dtls_fingerprint)
+        return LocalMedia(host, port, srtp=policy, srtp_key=key, webrtc=web, offer_webrtc=browser)
 
     def apply_media(self, leg: Leg, media: NegotiatedAudio, *, initial: bool = False) -> None:
         """Point the engine at what the phone's SDP says (again on every re-INVITE): a new
@@ -352,6 +358,7 @@ class LegBook:
             or old.codec.payload_type != media.codec.payload_type
             or old.dtmf_payload_type != media.dtmf_payload_type
             or old.srtp_receive != media.srtp_receive
+            or old.webrtc != media.webrtc
         )
         if changed:
             self.media.set_remote(
@@ -364,6 +371,7 @@ class LegBook:
                 send=sends,
                 srtp_send=media.srtp_send,
                 srtp_receive=media.srtp_receive,
+                webrtc=media.webrtc,
             )
         else:
             self.media.set_sending(leg.id, sends)

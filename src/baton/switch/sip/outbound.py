@@ -87,7 +87,8 @@ class Outbound:
             contacts = self._registrar.contacts(user, now)
             if contacts:
                 host, port = book.media.allocate(leg)
-                entry.sdp = SdpSession(book.local_media(user, host, port))
+                browser = any((b.transport or "").lower() in ("ws", "wss") for b in contacts)
+                entry.sdp = SdpSession(book.local_media(user, host, port, browser=browser))
                 offer = entry.sdp.offer().to_bytes()
                 for binding in contacts:
                     self._invite_contact(entry, binding, offer, caller, priority)

@@ -20,6 +20,12 @@ Rules
   (``LocalMedia.srtp``): ``off`` answers only RTP/AVP and ignores ``a=crypto``; ``optional``
   takes an offered key (on RTP/SAVP, or best-effort on RTP/AVP) and offers RTP/AVP with a key;
   ``required`` accepts only offers with a usable key and offers RTP/SAVP.
+* **WebRTC** (RFC 8829's media profile, a browser's leg): when ``LocalMedia.webrtc`` is set, an
+  offer of ``UDP/TLS/RTP/SAVPF`` is answered with ICE-lite (``a=ice-lite``, our ICE credentials
+  and one host candidate), DTLS-SRTP (our ``a=fingerprint``, ``a=setup:passive``) and
+  ``a=rtcp-mux``; ``LocalMedia.offer_webrtc`` makes our offers that profile too (``actpass``,
+  Opus first). The offer must carry ``a=fingerprint``, ICE credentials and ``a=rtcp-mux``;
+  an answer that asks Baton to be the DTLS client (``setup:passive``) is refused.
 * Our ``o=`` line belongs to a :class:`SdpSession`: the same session id for the whole dialog,
   the version incremented whenever our SDP changes and kept when it does not (RFC 3264 §8).
 
@@ -49,6 +55,7 @@ __all__ = [
     "PCMA",
     "PCMU",
     "TELEPHONE_EVENT",
+    "WEBRTC_PROTO",
     "Accepted",
     "Codec",
     "Connection",
@@ -61,6 +68,7 @@ __all__ = [
     "SdpParseError",
     "SdpSession",
     "SessionDescription",
+    "WebRtcLocal",
     "parse_sdp",
 ]
 
@@ -366,6 +374,18 @@ def parse_sdp(body: bytes | str) -> SessionDescription:
 # ---- offer / answer ----------------------------------------------------------------------
 
 
+WEBRTC_PROTO = "UDP/TLS/RTP/SAVPF"
+
+
+@dataclass(frozen=True, slots=True)
+class WebRtcLocal:
+    """Our side of a WebRTC leg: ICE credentials and the DTLS certificate's fingerprint."""
+
+    ice_ufrag: str
+    ice_pwd: str
+    fingerprint: str  # "sha-256 AB:CD:…"
+
+
 @dataclass(frozen=True, slots=True)
 class LocalMedia:
     """What we offer or accept on one leg: our RTP address and port, and our codecs in order
@@ -379,6 +399,8 @@ class LocalMedia:
     ptime: int = 20
     srtp: str = "off"  # "off" | "optional" | "required" (see the module docstring)
     srtp_key: bytes | None = None  # our master key ‖ salt, when srtp is not "off"
+    webrtc: WebRtcLocal | None = None  # set: a browser's offer can be answered
+    offer_webrtc: bool = False  # our offers use the WebRTC profile (the callee is a browser)
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +416,8 @@ class NegotiatedAudio:
     ptime: int = 20
     srtp_send: bytes | None = None  # SRTP master keys: ours and the peer's (None: plain RTP)
     srtp_receive: bytes | None = None
+    # A WebRTC leg: our ICE ufrag and pwd, and the peer's DTLS fingerprint (keys from DTLS).
+    webrtc: tuple[str, str, str | None] | None = None
 
     @property
     def held_by_remote(self) -> bool:
@@ -503,6 +527,8 @@ class SdpSession:
     ) -> SessionDescription:
         """Our offer (initial or re-offer: hold is ``SENDONLY``, resume ``SENDRECV``)."""
         local = self.local
+        if local.offer_webrtc and local.webrtc is not None:
+            return self._offer_webrtc(direction, new_version)
         formats = [str(c.payload_type) for c in local.codecs]
         attributes: list[tuple[str, str | None]] = [
             line for c in local.codecs for line in c.attributes()
@@ -528,6 +554,8 @@ class SdpSession:
         sdp = answer if isinstance(answer, SessionDescription) else parse_sdp(answer)
         if not sdp.media:
             return NotAcceptable("answer has no media")
+        if self._offer.media and self._offer.media[0].proto == WEBRTC_PROTO:
+            return self._accept_webrtc(sdp)
         media = sdp.media[0]  # our offer has one audio stream; the answer mirrors it
         if not _is_audio_rtp(media, self.local.srtp) or media.port == 0:
             return NotAcceptable("answer rejected the audio stream")
@@ -565,6 +593,11 @@ class SdpSession:
         Raises :class:`SdpParseError` if the offer is not SDP.
         """
         sdp = offer if isinstance(offer, SessionDescription) else parse_sdp(offer)
+        if self.local.webrtc is not None and any(
+            m.media.lower() == "audio" and m.proto.upper() == WEBRTC_PROTO and m.port
+            for m in sdp.media
+        ):
+            return self._answer_webrtc(sdp, wish)
         chosen: tuple[int, Codec, int | None] | None = None
         key: tuple[int, bytes] | None = None
         reasons: list[str] = []
@@ -636,13 +669,157 @@ class SdpSession:
         self._offer = None
         return Accepted(answer, negotiated)
 
+    # -- WebRTC
+    def _webrtc_lines(self, setup: str, mid: str | None) -> list[tuple[str, str | None]]:
+        web = self.local.webrtc
+        assert web is not None
+        lines: list[tuple[str, str | None]] = [
+            ("rtcp-mux", None),
+            ("ice-ufrag", web.ice_ufrag),
+            ("ice-pwd", web.ice_pwd),
+            ("fingerprint", web.fingerprint),
+            ("setup", setup),
+        ]
+        if mid is not None:
+            lines.append(("mid", mid))
+        host = self.local.address
+        lines += [
+            ("candidate", f"1 1 udp 2130706431 {host} {self.local.port} typ host"),
+            ("end-of-candidates", None),
+        ]
+        return lines
+
+    def _offer_webrtc(self, direction: Direction, new_version: bool) -> SessionDescription:
+        local = self.local
+        codecs = sorted(local.codecs, key=lambda c: c.name != "opus")  # Opus first for browsers
+        formats = [str(c.payload_type) for c in codecs]
+        attributes = [line for c in codecs for line in c.attributes()]
+        if local.dtmf:
+            formats.append(str(local.dtmf_payload_type))
+            attributes.append(("rtpmap", f"{local.dtmf_payload_type} telephone-event/8000"))
+            attributes.append(("fmtp", f"{local.dtmf_payload_type} 0-16"))
+        attributes += [("ptime", str(local.ptime)), (direction.value, None)]
+        attributes += self._webrtc_lines("actpass", "0")
+        media = MediaDescription("audio", local.port, WEBRTC_PROTO, formats, attributes=attributes)
+        sdp = self._stamp(
+            [media], force=new_version, attributes=[("ice-lite", None), ("group", "BUNDLE 0")]
+        )
+        self._offer = sdp
+        return sdp
+
+    def _accept_webrtc(self, sdp: SessionDescription) -> NegotiatedAudio | NotAcceptable:
+        assert self._offer is not None
+        media = sdp.media[0]
+        if media.proto.upper() != WEBRTC_PROTO or media.port == 0:
+            return NotAcceptable("answer rejected the audio stream")
+        problem = _webrtc_problem(sdp, media)
+        if problem is not None:
+            return NotAcceptable(problem)
+        if _attribute(sdp, media, "setup") == "passive":
+            return NotAcceptable("Baton is the DTLS server: an answer of setup:passive is refused")
+        codec, dtmf = _choose_codec(media, self.local.codecs)
+        if codec is None:
+            return NotAcceptable("answer names no codec we offered")
+        remote = Direction.SENDRECV if media.direction is None else media.direction
+        offered = self._offer.direction_of(self._offer.media[0])
+        return self._negotiated_webrtc(
+            sdp,
+            media,
+            codec,
+            dtmf if self.local.dtmf else None,
+            Direction.of(
+                sends=offered.sends and remote.receives, receives=offered.receives and remote.sends
+            ),
+            remote,
+        )
+
+    def _answer_webrtc(self, sdp: SessionDescription, wish: Direction) -> Accepted | NotAcceptable:
+        index = next(
+            i
+            for i, m in enumerate(sdp.media)
+            if m.media.lower() == "audio" and m.proto.upper() == WEBRTC_PROTO and m.port
+        )
+        offered = sdp.media[index]
+        problem = _webrtc_problem(sdp, offered)
+        if problem is None and _attribute(sdp, offered, "setup") == "passive":
+            problem = "Baton is the DTLS server: an offer of setup:passive is refused"
+        if problem is not None:
+            return NotAcceptable(problem)
+        codec, dtmf = _choose_codec(offered, self.local.codecs)
+        if codec is None:
+            return NotAcceptable("no common codec")
+        dtmf = dtmf if self.local.dtmf else None
+        # The 0.0.0.0 of a browser's c= line is no hold: ICE says where media goes.
+        remote = Direction.SENDRECV if offered.direction is None else offered.direction
+        ours = Direction.of(
+            sends=remote.receives and wish.sends, receives=remote.sends and wish.receives
+        )
+        answer_media: list[MediaDescription] = []
+        mid = offered.attribute("mid")
+        for i, media in enumerate(sdp.media):
+            if i != index:
+                answer_media.append(
+                    MediaDescription(media.media, 0, media.proto, media.formats[:1] or ["0"])
+                )
+                continue
+            formats = [str(codec.payload_type)]
+            attributes = codec.attributes()
+            if dtmf is not None:
+                formats.append(str(dtmf))
+                attributes.append(("rtpmap", f"{dtmf} telephone-event/8000"))
+            attributes += [("ptime", str(self.local.ptime)), (ours.value, None)]
+            attributes += self._webrtc_lines("passive", mid)
+            answer_media.append(
+                MediaDescription(
+                    "audio", self.local.port, WEBRTC_PROTO, formats, attributes=attributes
+                )
+            )
+        session: list[tuple[str, str | None]] = [("ice-lite", None)]
+        if mid is not None:
+            session.append(("group", f"BUNDLE {mid}"))
+        answer = self._stamp(answer_media, attributes=session)
+        negotiated = self._negotiated_webrtc(sdp, offered, codec, dtmf, ours, remote)
+        self._offer = None
+        return Accepted(answer, negotiated)
+
+    def _negotiated_webrtc(
+        self,
+        sdp: SessionDescription,
+        media: MediaDescription,
+        codec: Codec,
+        dtmf: int | None,
+        ours: Direction,
+        remote: Direction,
+    ) -> NegotiatedAudio:
+        web = self.local.webrtc
+        assert web is not None
+        connection = sdp.connection_for(media)
+        address = connection.address if connection is not None else "0.0.0.0"
+        return NegotiatedAudio(
+            codec=codec,
+            dtmf_payload_type=dtmf,
+            remote_address=address,
+            remote_port=media.port,
+            local_direction=ours,
+            remote_direction=remote,
+            ptime=media.ptime or self.local.ptime,
+            webrtc=(web.ice_ufrag, web.ice_pwd, _attribute(sdp, media, "fingerprint")),
+        )
+
     # -- the o= line
-    def _stamp(self, media: list[MediaDescription], *, force: bool = False) -> SessionDescription:
+    def _stamp(
+        self,
+        media: list[MediaDescription],
+        *,
+        force: bool = False,
+        attributes: list[tuple[str, str | None]] | None = None,
+    ) -> SessionDescription:
         sdp = SessionDescription(
             origin=Origin(self._username, self._session_id, self._version, "IN",
                           "IP6" if ":" in self.local.address else "IP4", self.local.address),
             session_name=self._session_name,
             connection=Connection.for_address(self.local.address),
+            attributes=attributes or [],
             media=media,
         )  # fmt: skip
         # Same version for the same SDP; a new one for any change (RFC 3264 §8).
@@ -651,3 +828,25 @@ class SdpSession:
             sdp.origin.version = self._version
         self._last = sdp
         return sdp
+
+
+def _attribute(sdp: SessionDescription, media: MediaDescription, name: str) -> str | None:
+    """A media attribute, else the session's (``a=fingerprint`` may be at either level)."""
+    value = media.attribute(name)
+    if value is None:
+        for key, session_value in sdp.attributes:
+            if key == name:
+                return session_value
+    return value
+
+
+def _webrtc_problem(sdp: SessionDescription, media: MediaDescription) -> str | None:
+    """Why a WebRTC stream cannot be used (what RFC 8829 makes mandatory), or None."""
+    fingerprint = _attribute(sdp, media, "fingerprint")
+    if fingerprint is None or not fingerprint.lower().startswith("sha-256 "):
+        return "WebRTC needs a=fingerprint (sha-256)"
+    if _attribute(sdp, media, "ice-ufrag") is None or _attribute(sdp, media, "ice-pwd") is None:
+        return "WebRTC needs ICE credentials"
+    if not any(key == "rtcp-mux" for key, _ in media.attributes):
+        return "WebRTC needs a=rtcp-mux"
+    return None
