@@ -324,6 +324,23 @@ async def test_a_preempted_call_goes_on_in_a_new_segment(tmp_path: Path) -> None
         assert all(r["status"] == "ok" for r in recs)
 
 
+async def test_a_logger_error_is_an_alarm_and_logging_goes_on(tmp_path: Path) -> None:
+    async with centre(tmp_path) as c:
+        real = c.log._connected
+
+        def broken(user: str, leg: str) -> None:
+            c.log._connected = real  # type: ignore[method-assign]
+            raise RuntimeError("boom")
+
+        c.log._connected = broken  # type: ignore[method-assign]
+        await c.talk("unit1", "2001", 5)  # missed, but not silently
+        (alarm,) = c.alarms.faults()
+        assert "could not follow" in alarm["text"] and "boom" in alarm["text"]
+        await c.talk("unit2", "2001", 5)  # the logger is still on the event stream
+        (rec,) = await c.rows()
+        assert (rec["user_id"], rec["status"]) == ("disp1", "ok")
+
+
 async def test_retention_removes_old_files_and_keeps_the_records(tmp_path: Path) -> None:
     async with centre(tmp_path, retention_days=30, sweep_every=3600) as c:
         await c.talk("unit1", "2001", 5)

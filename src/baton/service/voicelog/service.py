@@ -219,6 +219,21 @@ class VoiceLogger:
     # ---- what the events ask for (synchronous, inside the core's publish)
 
     def _on_event(self, ev: Event) -> None:
+        # The bus drops a subscriber that raises: for a voice logger that would be a silent
+        # gap from then on. A failure here is logged and alarmed, and the logger stays on.
+        try:
+            self._follow(ev)
+        except Exception as exc:
+            log.exception("voice logger: event %s", ev.kind)
+            self.counts.failed["start"] += 1
+            self.alarms.raise_fault(
+                "recording",
+                f"The voice logger could not follow an event ({ev.kind}): {exc!r}; "
+                "a recording may be missing",
+                details={"event": ev.kind},
+            )
+
+    def _follow(self, ev: Event) -> None:
         if isinstance(ev, LegStateChanged):
             if ev.state == LegState.CONNECTED.value:
                 self._connected(ev.user, ev.leg)
