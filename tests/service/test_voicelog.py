@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -26,6 +27,7 @@ from baton.service.routing import Router
 from baton.service.store.tables import audit, metadata, recordings
 from baton.service.voicelog.policy import Policy
 from baton.service.voicelog.service import VoiceLogger
+from baton.switch.media.wav import WavWriter
 from baton.testing import World
 
 from .helpers import api, assert_error, eventually, make_config
@@ -188,6 +190,14 @@ def remove(path: str) -> None:
     Path(path).unlink()
 
 
+def write_wav(path: Path, seconds: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = WavWriter(path)
+    w.write(np.zeros(round(seconds * 8000), dtype=np.int16))
+    w.close()
+    return path
+
+
 def resolved(path: str) -> Path:
     return Path(path).resolve()
 
@@ -339,6 +349,31 @@ async def test_a_logger_error_is_an_alarm_and_logging_goes_on(tmp_path: Path) ->
         await c.talk("unit2", "2001", 5)  # the logger is still on the event stream
         (rec,) = await c.rows()
         assert (rec["user_id"], rec["status"]) == ("disp1", "ok")
+
+
+async def test_recordings_a_crashed_run_left_open_get_their_checksum(tmp_path: Path) -> None:
+    async with centre(tmp_path) as c:
+        folder = tmp_path / "recordings" / "voicelog"
+        kept, lost = write_wav(folder / "kept.wav", 2.0), folder / "lost.wav"
+        for path in (kept, lost):
+            c.store.execute(
+                sa.insert(recordings).values(
+                    run_id=0,  # an earlier run
+                    path=str(path),
+                    user_id="disp1",
+                    started_at=T0,
+                    ended_at=T0 + 2,
+                    end_reason="crash",
+                    kind="call",
+                    status="recording",
+                )
+            )
+        assert await c.log.recover() == 2
+        ok, failed = await c.rows()
+        assert (ok["status"], ok["sha256"], ok["seconds"]) == ("ok", sha256(str(kept)), 2.0)
+        assert failed["status"] == "failed" and "missing" in failed["error"]
+        (alarm,) = c.alarms.faults()
+        assert alarm["details"]["recording"] == failed["id"]
 
 
 async def test_retention_removes_old_files_and_keeps_the_records(tmp_path: Path) -> None:

@@ -331,6 +331,7 @@ class Service:
         self.metrics.gauges(self._voicelog.gauges)
         self.spawn(self._voicelog.run(), "voicelog")
         self.spawn(self._voicelog.sweep_forever(), "voicelog-retention")
+        self.spawn(self._voicelog.recover(), "voicelog-recover")
 
     def _make_queue(self) -> None:
         if "queued_call" not in self.library:

@@ -534,6 +534,58 @@ class VoiceLogger:
         )
         log.error("recording failed: %s", reason, extra={"user": tap.user, "path": str(tap.path)})
 
+    # ---- after a crash
+
+    async def recover(self) -> int:
+        """Close the recordings an earlier run left running (it crashed, or stopped without
+        finishing them): the start-up already closed their rows (``crash``, ``shutdown``); the
+        files — the WAV writer keeps them readable up to the last second — get their checksum
+        now, or, if gone, the row says ``failed`` and an alarm is raised. Returns how many."""
+        t = recordings
+        async with self.store.read() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in await conn.execute(
+                    sa.select(t).where(t.c.status == "recording", t.c.run_id != self.run_id)
+                )
+            ]
+        folder = self.folder.resolve()
+        for row in rows:
+            where = (t.c.id == row["id"],)
+            path = inside(Path(row["path"]), folder)
+            d = None
+            if path is not None and is_wav(path):
+                try:
+                    d = await digest(path)
+                except OSError:
+                    d = None
+            if d is None:
+                reason = "the service stopped while recording and the file is missing"
+                self.counts.failed["file"] += 1
+                self.journal.execute(
+                    sa.update(t).where(*where).values(status="failed", error=reason),
+                    "recording.recover",
+                )
+                self.alarms.raise_fault(
+                    "recording",
+                    f"Recording {row['id']} failed: {reason}",
+                    user=row["user_id"],
+                    details={"recording": row["id"], "path": row["path"], "stage": "file"},
+                )
+                continue
+            self.journal.execute(
+                sa.update(t)
+                .where(*where)
+                .values(
+                    status="ok",
+                    sha256=d.sha256,
+                    size_bytes=d.size,
+                    seconds=round(max(0, d.size - 44) / 16000, 3),
+                ),
+                "recording.recover",
+            )
+        return len(rows)
+
     # ---- integrity
 
     async def verified(self, row: dict[str, Any]) -> Path:
