@@ -247,6 +247,7 @@ async def test_an_emergency_is_recorded_whatever_the_rules_say(tmp_path: Path) -
         assert {r["user_id"] for r in recs} >= {"disp1"}  # the positions it reached, too
         assert all(r["reasons"] == ["emergency"] for r in recs)
         assert all(r["status"] == "ok" and r["sha256"] == sha256(r["path"]) for r in recs)
+        assert all(r["seconds"] > 0 for r in recs)  # no empty segments kept
 
 
 async def test_each_talk_burst_is_recorded_with_its_talker(tmp_path: Path) -> None:

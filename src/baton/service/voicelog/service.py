@@ -89,6 +89,8 @@ EMERGENCY = int(Priority.EMERGENCY)
 #: A closed recording holding less than this share of the time it ran (less a second of
 #: slack for the switch's start-up) lost audio: an alarm, not a silent gap.
 SHORT = 0.5
+#: A segment that ran less than this and holds no audio at all is dropped (see ``_do_stop``).
+EMPTY = 0.1
 
 
 class Writer(Protocol):
@@ -463,6 +465,16 @@ class VoiceLogger:
         seconds = max(0, d.size - 44) / 16000  # 8 kHz, 16-bit mono after a 44-byte header
         if seconds < SHORT * ran - 1.0:
             self._fail(tap, f"its file holds {seconds:.1f} s of a {ran:.1f} s call")
+            return
+        if seconds == 0 and ran < EMPTY:
+            # A segment cut by a clear the moment it began holds nothing: no row, no file.
+            with contextlib.suppress(OSError):
+                tap.path.unlink()
+            t = recordings
+            self.journal.execute(
+                sa.delete(t).where(t.c.run_id == self.run_id, t.c.path == str(tap.path)),
+                "recording.empty",
+            )
             return
         self.counts.completed += 1
         self._update(
