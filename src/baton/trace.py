@@ -7,7 +7,7 @@ says who hears whom now (asked of a switch that can answer, such as the sim).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from baton.core.events import (
     CallInfoEnded,
@@ -45,10 +45,19 @@ from baton.flows.ptt.events import (
 __all__ = ["Tracer", "describe"]
 
 
+def _arg(value: Any) -> str:
+    """A flow argument in a sentence: lists joined by commas, yes/no for booleans."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ",".join(_arg(v) for v in value)
+    return str(value)
+
+
 def describe(ev: Event) -> tuple[str, str] | None:
     """(marker, sentence) for an event, or None for events too fine-grained to show."""
     if isinstance(ev, FlowStarted):
-        args = " ".join(f"{k}={v}" for k, v in ev.args.items())
+        args = " ".join(f"{k}={_arg(v)}" for k, v in ev.args.items())
         return "▶", f"{ev.flow} starts at {priority_name(ev.priority)}  {args}".rstrip()
     if isinstance(ev, FlowEnded):
         err = f" — {ev.error}" if ev.error else ""

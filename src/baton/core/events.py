@@ -96,7 +96,8 @@ class FlowStarted(Event):
     flow: str
     name: str
     priority: int
-    args: dict[str, str] = field(default_factory=dict)
+    #: The arguments by name as JSON values (users by id, enums by value; unset ones left out).
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -255,7 +255,11 @@ class Flow(Owner):
     def launch(self) -> None:
         """Publish the start and run the procedure as a supervised task (called once, by
         :meth:`UserManager.start`)."""
-        args = {name: _show(v) for name, v in _bound(self.spec, self.args, self.kwargs)}
+        args = {
+            name: shown
+            for name, v in _bound(self.spec, self.args, self.kwargs)
+            if (shown := _show(v)) is not None
+        }
         self.manager.events.publish(
             FlowStarted(flow=self.name, name=self.spec.name, priority=self.priority, args=args)
         )
@@ -920,9 +924,23 @@ def _bound(
     return [(k, v) for k, v in bound.arguments.items() if k != first]
 
 
-def _show(value: Any) -> str:
+def _show(value: Any) -> Any:
+    """A flow argument as the event stream, the journal and the call records keep it: a JSON
+    value of its type — ``True`` not ``"True"``, ``30.0`` not ``"30.0"`` — users and meetings by
+    id, enums by value (priorities by name), lists as lists; ``None`` for an unset one (left
+    out)."""
+    if value is None:
+        return None
     if isinstance(value, User | Meeting):
         return value.id
-    if isinstance(value, (list, tuple)):
-        return ",".join(_show(v) for v in value)
-    return str(value)
+    if isinstance(value, Priority):
+        return value.name
+    if isinstance(value, enum.Enum):
+        plain = value.value
+        return plain if isinstance(plain, str | int | float | bool) else value.name.lower()
+    if isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple | set | frozenset):
+        return [x for v in value if (x := _show(v)) is not None]
+    ident = getattr(value, "id", None) or getattr(value, "name", None)
+    return ident if isinstance(ident, str) else str(value)

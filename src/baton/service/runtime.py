@@ -66,7 +66,7 @@ class FlowInfo:
 
     started_at: float
     seq: int  # the flow.started event's sequence number (the start of its trace)
-    args: dict[str, str]
+    args: dict[str, Any]  # JSON values (see FlowStarted.args)
     started_by: str | None = None
     users: list[str] = field(default_factory=list)
 
