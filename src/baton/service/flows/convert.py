@@ -47,7 +47,17 @@ from baton.core import FlowSpec, Meeting, Priority, Session, UnknownMeeting, Unk
 from baton.core.port import Prompt
 from baton.service.config import parse_priority
 
-__all__ = ["ArgumentError", "Param", "Resolver", "call_args", "convert", "describe"]
+__all__ = [
+    "ArgumentError",
+    "Param",
+    "Resolver",
+    "call_args",
+    "convert",
+    "describe",
+    "is_user_list",
+    "param_types",
+    "unwrap_optional",
+]
 
 #: What a prompt's name may look like (a file name, never a path).
 _PROMPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -431,3 +441,11 @@ def call_args(
         elif p.name in kwargs:
             keywords[p.name] = kwargs[p.name]
     return tuple(positional), keywords
+
+
+#: A flow's parameter types by name (what the records read old arguments by).
+param_types = _hints
+#: ``(T, nullable)`` of ``T | None``.
+unwrap_optional = _unwrap_optional
+#: Whether a type is a list (or tuple) of users.
+is_user_list = _is_user_list

@@ -33,6 +33,7 @@ from baton.service.flows.convert import (
     startable,
 )
 from baton.service.flows.trace import build_trace
+from baton.service.records.present import iso
 from baton.service.runtime import Service
 from baton.service.store.records import flow_events
 
@@ -122,7 +123,7 @@ class FlowsService:
             "users": sorted(u.id for u in flow.users),
             "meetings": sorted(m.id for m in flow.meetings),
             "args": info.args if info else {},
-            "started_at": info.started_at if info else None,
+            "started_at": iso(info.started_at) if info else None,
             "started_by": info.started_by if info else None,
             "commands": [
                 {"name": c, "description": d, "takes_user": _command_takes_user(d)}

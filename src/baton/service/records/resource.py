@@ -8,16 +8,24 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
+from baton.core.priority import priority_name
 from baton.service.deps import Authed, Svc, client_address
 from baton.service.errors import NotFound
 from baton.service.flows.trace import build_trace
+from baton.service.records.present import parse_time, present, typed_args
+from baton.service.runtime import Service
 from baton.service.store import records
 
 router = APIRouter(prefix="/api", tags=["records"])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
-Time = Annotated[float | None, Query(ge=0, le=1e11, description="seconds since the epoch")]
+Time = Annotated[
+    str | None,
+    Query(
+        description="ISO 8601 with a zone (2026-12-06T08:00:00+00:00) or seconds since the epoch"
+    ),
+]
 
 
 @router.get("/records/legs")
@@ -35,9 +43,18 @@ async def legs(
 ) -> list[dict[str, Any]]:
     """Call records per leg, newest first: start, answer, end, cause (``end_reason`` is the cause,
     or ``shutdown`` / ``crash`` / ``restart`` for a leg the service closed)."""
-    f = records.LegFilter(user, since, until, cause, direction, open, limit, offset)
+    f = records.LegFilter(
+        user,
+        parse_time(since, "since"),
+        parse_time(until, "until"),
+        cause,
+        direction,
+        open,
+        limit,
+        offset,
+    )
     async with svc.store.read() as conn:
-        return await records.list_legs(conn, f)
+        return list(present(await records.list_legs(conn, f)))
 
 
 @router.get("/records/flows")
@@ -57,18 +74,19 @@ async def flows(
     """Call records per flow, newest first: name, priority, arguments, who started it, outcome,
     error. ``preempted=true``: only flows that lost a user to a preemption."""
     async with svc.store.read() as conn:
-        return await records.list_flows(
+        rows = await records.list_flows(
             conn,
             name=name,
             user=user,
             outcome=outcome,
             started_by=started_by,
-            since=since,
-            until=until,
+            since=parse_time(since, "since"),
+            until=parse_time(until, "until"),
             preempted=preempted,
             limit=limit,
             offset=offset,
         )
+    return [_flow_record(svc, r) for r in rows]
 
 
 @router.get("/records/flows/{record_id}")
@@ -82,7 +100,16 @@ async def flow(record_id: int, principal: Authed, svc: Svc) -> dict[str, Any]:
         raise NotFound(
             f"no flow record {record_id}", id="unknown-record", details={"record": record_id}
         )
-    return row
+    return _flow_record(svc, row)
+
+
+def _flow_record(svc: Service, row: dict[str, Any]) -> dict[str, Any]:
+    """A flow record for the API: times ISO 8601, unset values left out, arguments typed."""
+    spec = svc.library.get(str(row.get("name")))
+    out: dict[str, Any] = present({**row, "args": typed_args(spec, row.get("args"))})
+    if isinstance(row.get("priority"), int):
+        out["priority_name"] = priority_name(row["priority"])
+    return out
 
 
 @router.get("/records/flows/{record_id}/trace")
@@ -113,12 +140,17 @@ async def recordings(
     principal.require("recordings", "list recordings")
     async with svc.store.read() as conn:
         rows = await records.list_recordings(
-            conn, user=user, since=since, until=until, limit=limit, offset=offset
+            conn,
+            user=user,
+            since=parse_time(since, "since"),
+            until=parse_time(until, "until"),
+            limit=limit,
+            offset=offset,
         )
     folder = svc.config.recordings.resolve()
     for r in rows:
         r["available"] = _inside(Path(r["path"]), folder) is not None
-    return rows
+    return list(present(rows))
 
 
 def _storable(record_id: int, ident: str, message: str) -> None:
@@ -181,12 +213,13 @@ async def audit(
     """The audit log, newest first (needs ``audit``)."""
     principal.require("audit", "read the audit log")
     async with svc.store.read() as conn:
-        return await records.list_audit(
+        rows = await records.list_audit(
             conn,
             principal=user,
             action=action,
             outcome=outcome,
-            since=since,
+            since=parse_time(since, "since"),
             limit=limit,
             offset=offset,
         )
+    return list(present(rows))
