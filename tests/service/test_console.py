@@ -361,3 +361,32 @@ def test_the_console_over_https_logs_in_with_a_secure_cookie(tmp_path: Path) -> 
             assert errors == [], errors
         finally:
             browser.close()
+
+
+def test_a_supervisor_sees_a_failed_recording_and_acknowledges_it(tmp_path: Path) -> None:
+    expect = sync_api.expect
+    (tmp_path / "recordings").write_text("a file where the recordings folder should be\n")
+    with (
+        serve(tmp_path, sim={"answer_after": 0.3}) as s,
+        sync_api.sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.set_default_timeout(10_000)
+            errors: list[str] = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            login(pg, s.base, "sup1", "sup1-pw")
+            # unit1 calls disp1: a position's call, which the policy records — and cannot.
+            pg.click(tile(pg, "unit1"))
+            pg.fill("#phone-number", "2001")
+            pg.click("#phone-dial")
+            alarm = pg.locator("#alarms .alarm.fault")
+            expect(alarm).to_contain_text("Recording of disp1's call failed: it could not start")
+            expect(pg.locator("#log")).to_contain_text("Recording of disp1's call failed")
+            alarm.locator('button[data-action="ack"]').click()
+            expect(pg.locator("#alarms .alarm.fault")).to_have_count(0)
+            expect(pg.locator("#log")).to_contain_text("sup1 acknowledged alarm#1")
+            assert errors == [], errors
+        finally:
+            browser.close()

@@ -523,7 +523,7 @@ function forDispatcher(ev) {
 }
 
 function logEvent(ev) {
-  if (S.mode === "dispatcher" && !["agent.state", "emergency.acknowledged", "emergency.escalated"].includes(ev.kind)) {
+  if (S.mode === "dispatcher" && !["agent.state", "emergency.acknowledged", "emergency.escalated", "alarm.raised", "alarm.acknowledged"].includes(ev.kind)) {
     const line = forDispatcher(ev);
     if (!line) return;
     [ev.marker, ev.text] = line;
@@ -535,6 +535,15 @@ function logEvent(ev) {
   }
   if (ev.kind === "emergency.escalated") {
     ev.marker = "⚠"; ev.text = `nobody acknowledged the emergency ${ev.flow} within ${ev.after} s: supervisors called on`;
+  }
+  if (ev.kind === "alarm.raised") { ev.marker = "⚠"; ev.text = ev.message; }
+  if (ev.kind === "alarm.acknowledged") { ev.marker = "⚠"; ev.text = `${userName(ev.by)} acknowledged ${ev.alarm}`; }
+  if (ev.kind.startsWith("recording.")) {  // the voice logger's events, in words
+    const what = ev.what === "ptt" ? `${userName(ev.user)}'s talk burst` : `${userName(ev.user)}'s call`;
+    if (ev.kind === "recording.started") { ev.marker = "●"; ev.text = `recording ${what}`; }
+    else if (ev.kind === "recording.ended") { ev.marker = "■"; ev.text = `recording of ${what} kept (${Number(ev.seconds).toFixed(0)} s, checksum stored)`; }
+    else if (ev.kind === "recording.expired") { ev.marker = "■"; ev.text = `${ev.count} recording(s) removed by the retention policy`; }
+    else ev.text = null;  // a failure is told by its alarm
   }
   if (ev.kind === "agent.state") {  // in the dispatcher's words, not the event's fields
     const u = S.users.get(ev.user);

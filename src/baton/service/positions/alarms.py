@@ -59,7 +59,7 @@ class AlarmRaised(Event):
     kind: ClassVar[str] = "alarm.raised"
     alarm: str  # its id: alarm#3
     what: str
-    text: str  # a sentence for the banner
+    message: str  # a sentence for the banner
     user: str | None = None  # the user it is about, if any
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -175,7 +175,7 @@ class Alarms:
             old = next((k for k, v in self._faults.items() if "acknowledged_by" in v), None)
             del self._faults[old if old is not None else next(iter(self._faults))]
         self.manager.events.publish(
-            AlarmRaised(alarm=alarm, what=what, text=text, user=user, details=details)
+            AlarmRaised(alarm=alarm, what=what, message=text, user=user, details=details)
         )
         if self.audit is not None:
             self.audit(
