@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from argon2 import PasswordHasher
 
@@ -51,13 +51,26 @@ from baton.service.voicelog.policy import Policy
 from baton.service.voicelog.service import VoiceLogger
 from baton.switch.sim import SimSwitch
 
-__all__ = ["FlowInfo", "Service"]
+__all__ = ["Fencing", "FlowInfo", "Service", "load_library"]
 
 log = logging.getLogger("baton.service")
 
 #: Seconds between heartbeats: after a crash, the run's records end at most this long before
 #: the process died.
 HEARTBEAT = 2.0
+
+
+class Fencing(Protocol):
+    """How a shard of a cluster fences its writes for a tenant (docs/cluster.md): ``take`` runs
+    first in the transaction that opens the run (it raises if a newer epoch holds the tenant),
+    ``check`` first in every journal transaction (it raises ``Fenced`` once the lease is
+    lost). ``reason`` closes the records a dead shard left open (``failover``)."""
+
+    reason: str
+
+    async def take(self, conn: Any) -> None: ...
+
+    async def check(self, conn: Any) -> None: ...
 
 
 @dataclass
@@ -85,6 +98,10 @@ def _library(config: Config) -> dict[str, FlowSpec[Any]]:
         raise ConfigError(config.source, [str(exc)]) from None
 
 
+#: The library plus the config's plug-ins (for a shard loading it before it holds a tenant).
+load_library = _library
+
+
 class Service:
     """A dispatch centre. ``library`` defaults to :data:`baton.flows.LIBRARY`; ``switch`` to
     the one the config names; ``hasher`` to argon2id's defaults (tests pass a cheaper one)."""
@@ -99,8 +116,12 @@ class Service:
         grace: float = 5.0,
         wallclock: Callable[[], float] = time.time,
         heartbeat: float = HEARTBEAT,
+        fencing: Fencing | None = None,
+        known_hashes: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.fencing = fencing
+        self.known_hashes = known_hashes
         self.heartbeat = heartbeat
         self.library: Mapping[str, FlowSpec[Any]] = (
             library if library is not None else _library(config)
@@ -183,9 +204,15 @@ class Service:
             return
         await self.store.open()
         journal: Journal | None = None
+        fencing = self.fencing
         async with self.store.engine.begin() as conn:
+            if fencing is not None:
+                await fencing.take(conn)
             self.run_id, closed = await begin_run(
-                conn, switch=self.config.switch, at=self.wallclock()
+                conn,
+                switch=self.config.switch,
+                at=self.wallclock(),
+                crash_reason="crash" if fencing is None else fencing.reason,
             )
             # The config seeds the directory; the store is the truth after that.
             merged, differ = await load_directory(conn, self.config, at=self.wallclock())
@@ -195,8 +222,15 @@ class Service:
             sync_switch_users(self.switch, self.config, merged)
             self.config = merged
             journal = Journal(self.store, self.run_id, wallclock=self.wallclock)
+            if fencing is not None:
+                journal.fence = fencing.check
             auth = Auth(
-                self.config, self.store, journal, hasher=self.hasher, wallclock=self.wallclock
+                self.config,
+                self.store,
+                journal,
+                hasher=self.hasher,
+                wallclock=self.wallclock,
+                known_hashes=self.known_hashes,
             )
             await auth.sync_users(conn)
             agent_states = await last_agent_states(conn)

@@ -21,6 +21,11 @@ replayed item by item: each event's journal row is kept and only the failing pro
 skipped (reported as a log line); a failing job's future receives the error.
 
 *Shutdown.* :meth:`close` unsubscribes from the bus and drains the queue before returning.
+
+*Fencing.* A shard of a cluster (docs/cluster.md) sets :attr:`Journal.fence`: a check run first
+in every transaction, which raises :class:`Fenced` once another shard has taken the tenant (a
+newer lease epoch). The transaction then rolls back, the writer stops for good and every later
+write fails: a shard that lost its tenant never writes for it again.
 """
 
 from __future__ import annotations
@@ -42,11 +47,23 @@ from baton.service.store.db import TRANSIENT, Store, StoreUnavailable
 from baton.service.store.projection import Projector
 from baton.service.store.tables import audit, journal
 
-__all__ = ["Journal", "StoreUnavailable"]
+__all__ = ["Fenced", "Journal", "StoreUnavailable"]
 
 log = logging.getLogger("baton.service.journal")
 
 Job = Callable[[AsyncConnection], Awaitable[Any]]
+
+
+def _fail(fut: asyncio.Future[Any], error: Exception) -> None:
+    """Fail a write's future; one nobody awaits (a fire-and-forget audit entry) is not
+    reported as an exception never retrieved: the fencing was logged once."""
+    fut.set_exception(error)
+    fut.exception()
+
+
+class Fenced(Exception):
+    """This process no longer holds the tenant's lease (a newer epoch took it): the write was
+    refused and none will be accepted again."""
 
 
 @dataclass(slots=True)
@@ -93,6 +110,11 @@ class Journal:
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._closing = False
+        #: A check run first in every transaction; raises :class:`Fenced` when this writer's
+        #: epoch is stale (docs/cluster.md). ``None``: a single process, nothing to fence.
+        self.fence: Job | None = None
+        #: Why the writer stopped for good (``None`` while it writes).
+        self.fenced: Fenced | None = None
         #: Counters for /metrics.
         self.events_written = 0
         self.batches = 0
@@ -109,6 +131,10 @@ class Journal:
         self._push(_EventItem(event, self.wallclock()))
 
     def _push(self, item: _Item) -> None:
+        if self.fenced is not None:  # the tenant is another shard's now: write nothing
+            if isinstance(item, _JobItem) and item.fut is not None and not item.fut.done():
+                _fail(item.fut, StoreUnavailable(f"fenced: {self.fenced}"))
+            return
         self._queue.append(item)
         self._appended += 1
         if self._wake is not None:
@@ -185,6 +211,8 @@ class Journal:
         :class:`StoreUnavailable` after ``within`` seconds (default :attr:`ack_timeout`)."""
         if within is None:
             within = self.ack_timeout
+        if self.fenced is not None:
+            raise StoreUnavailable(f"fenced: {self.fenced}")
         target = self._appended
         if self._committed >= target:
             return
@@ -261,12 +289,19 @@ class Journal:
             try:
                 try:
                     results = await self._write(batch)
+                except Fenced as exc:
+                    self.refuse(exc)
+                    return
                 except TRANSIENT:
                     raise
                 except Exception:
                     self.failures += 1
                     log.exception("journal: batch failed; writing its items one by one")
-                    await self._write_singly(batch)
+                    try:
+                        await self._write_singly(batch)
+                    except Fenced as exc:
+                        self.refuse(exc)
+                        return
                 else:
                     self._done(batch, results)
             except TRANSIENT as exc:
@@ -278,6 +313,27 @@ class Journal:
                 delay = min(delay * 2, 10.0)
                 continue
             delay = self.retry_delay
+
+    def refuse(self, why: Fenced) -> None:
+        """Stop writing for good (the tenant's lease is lost): fail every queued write and
+        every write queued from now on."""
+        if self.fenced is None:
+            self.fenced = why
+            log.error("journal: fenced (%s); nothing more is written", why)
+        self._closing = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for item in self._queue:
+            if isinstance(item, _JobItem) and item.fut is not None and not item.fut.done():
+                _fail(item.fut, StoreUnavailable(f"fenced: {why}"))
+        self._queue.clear()
+        for _, fut in self._waiters:
+            if not fut.done():
+                _fail(fut, StoreUnavailable(f"fenced: {why}"))
+        self._waiters = []
+        if self._wake is not None:
+            self._wake.set()
 
     def _done(self, items: list[_Item], results: list[tuple[bool, Any]]) -> None:
         """``items`` (the head of the queue) are durable: drop them, resolve their futures."""
@@ -311,6 +367,8 @@ class Journal:
         results: list[tuple[bool, Any]] = []
         try:
             async with self.store.engine.begin() as conn:
+                if self.fence is not None:
+                    await self.fence(conn)
                 rows = [self._row(i) for i in batch if isinstance(i, _EventItem)]
                 if rows:
                     await conn.execute(sa.insert(journal), rows)
@@ -344,6 +402,8 @@ class Journal:
             before = self.projector.snapshot()
             try:
                 async with self.store.engine.begin() as conn:
+                    if self.fence is not None:
+                        await self.fence(conn)
                     result = await self._write_one(conn, item)
             except BaseException:
                 self.projector.restore(before)

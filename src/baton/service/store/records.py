@@ -62,12 +62,15 @@ async def close_open_records(
     return closed
 
 
-async def begin_run(conn: AsyncConnection, *, switch: str, at: float) -> tuple[int, int]:
+async def begin_run(
+    conn: AsyncConnection, *, switch: str, at: float, crash_reason: str = "crash"
+) -> tuple[int, int]:
     """Recover crashed runs, then open a new run. Returns (run id, records closed).
 
     A run never ended was killed. Its open records are closed with ``end_reason = "crash"`` at
     the crash time: the later of its last heartbeat and its last journalled event — not at each
-    record's own last event, which may be long before the process died."""
+    record's own last event, which may be long before the process died. A standby shard taking
+    a tenant over passes ``crash_reason = "failover"`` (docs/cluster.md)."""
     closed = 0
     crashed = (
         await conn.execute(
@@ -81,7 +84,7 @@ async def begin_run(conn: AsyncConnection, *, switch: str, at: float) -> tuple[i
             sa.select(sa.func.max(journal.c.at)).where(journal.c.run_id == run_id)
         )
         when = max(float(x) for x in (started, last, heartbeat) if x is not None)
-        closed += await close_open_records(conn, reason="crash", at=when, run_id=run_id)
+        closed += await close_open_records(conn, reason=crash_reason, at=when, run_id=run_id)
         await conn.execute(
             sa.update(runs).where(runs.c.id == run_id).values(ended_at=when, end_reason="crashed")
         )
