@@ -27,7 +27,7 @@ import secrets
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,11 +159,16 @@ class Auth:
         *,
         hasher: PasswordHasher | None = None,
         wallclock: Callable[[], float] = time.time,
+        known_hashes: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.journal = journal
         self.hasher = hasher or PasswordHasher()
+        #: user id → a stored hash already checked against the config's password (a standby
+        #: shard checks them before it takes a tenant over, so the take-over does not spend
+        #: half a second per user verifying them: docs/cluster.md).
+        self.known_hashes: Mapping[str, str] = known_hashes or {}
         self.wallclock = wallclock
         self._cache: dict[str, tuple[str, str, float | None]] = {}  # digest → (id, user, expiry)
         # Login failures per (account, source) and per source; oldest first.
@@ -187,7 +192,10 @@ class Auth:
         rows = {r.id: r for r in (await conn.execute(sa.select(users))).all()}
         for user in self.config.users:
             row = rows.pop(user.id, None)
-            if row is not None and await self._verify(row.password_hash, user.password):
+            if row is not None and (
+                self.known_hashes.get(user.id) == row.password_hash
+                or await self._verify(row.password_hash, user.password)
+            ):
                 # Unknown users are verified against a real hash made with the same parameters:
                 # the same cost, at no extra hashing at start (and it can never let them in).
                 self._dummy_hash = self._dummy_hash or row.password_hash
