@@ -17,6 +17,7 @@ Contract
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -61,6 +62,21 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
     return cfg
 
 
+#: Alembic's migration context is global to the process: two stores of one process (a shard
+#: serving several tenants, docs/cluster.md) must not migrate at the same time.
+_MIGRATING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _migrating() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATING.get(loop)
+    if lock is None:
+        lock = _MIGRATING[loop] = asyncio.Lock()
+    return lock
+
+
 def _upgrade(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
 
@@ -96,7 +112,7 @@ class Store:
         engine = await self._create_engine()
         self._engine = engine
         try:
-            async with engine.begin() as conn:
+            async with _migrating(), engine.begin() as conn:
                 await conn.run_sync(_upgrade)
         except BaseException:
             self._engine = None
