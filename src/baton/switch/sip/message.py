@@ -964,6 +964,11 @@ def make_response(
         timestamp = request.headers.get("Timestamp")
         if timestamp is not None:
             out.add("Timestamp", timestamp)
+    elif status < 300 and request.method in ("INVITE", "SUBSCRIBE"):
+        # §12.1.1: a response that may create a dialog carries the request's Record-Route, in
+        # order, so the caller's ACK and BYE come back through the proxies that asked to stay.
+        for route in request.headers.get_all("Record-Route"):
+            out.add("Record-Route", route)
     for name, extra in headers:
         out.add(name, extra)
     return Response(status, reason or REASON_PHRASES.get(status, ""), out, body)
