@@ -206,6 +206,60 @@ class Registrar:
             self._store(aor, keep)
         return gone
 
+    # -- hand-over to another process (a standby shard, docs/cluster.md)
+    def snapshot(self, now: float) -> list[dict[str, object]]:
+        """The live registered (not static) bindings, JSON-ready, with their lifetimes left."""
+        return [
+            {
+                "aor": b.aor,
+                "contact": b.contact_text,
+                "expires_in": b.expires_in(now),
+                "call_id": b.call_id,
+                "cseq": b.cseq,
+                "q": b.q,
+                "source": b.source,
+                "user_agent": b.user_agent,
+                "transport": b.transport,
+            }
+            for aor in sorted(self._bindings)
+            for b in self._bindings[aor]
+            if not b.static and b.live(now)
+        ]
+
+    def restore(self, entries: list[dict[str, object]], now: float, *, age: float = 0.0) -> int:
+        """Re-create bindings another process snapshotted ``age`` seconds ago (those still
+        live, of AORs ``lookup`` knows); return how many. A binding the AOR already has is
+        left as it is."""
+        restored = 0
+        for e in entries:
+            try:
+                aor = str(e["aor"])
+                left = float(e["expires_in"]) - age  # type: ignore[arg-type]
+                address = parse_name_addr(str(e["contact"]), "Contact")
+            except (KeyError, TypeError, ValueError, SipParseError):
+                continue
+            if left <= 0 or self.lookup(aor) is None:
+                continue
+            if any(b.uri.equivalent(address.uri) for b in self._bindings.get(aor, [])):
+                continue
+            cseq = e.get("cseq")
+            binding = Binding(
+                aor,
+                address,
+                str(e["contact"]),
+                now + left,
+                call_id=None if e.get("call_id") is None else str(e["call_id"]),
+                cseq=cseq if isinstance(cseq, int) else None,
+                q=float(e.get("q") or 1.0),  # type: ignore[arg-type]
+                source=None if e.get("source") is None else str(e["source"]),
+                registered_at=now,
+                user_agent=None if e.get("user_agent") is None else str(e["user_agent"]),
+                transport=None if e.get("transport") is None else str(e["transport"]),
+            )
+            self._bindings.setdefault(aor, []).append(binding)
+            restored += 1
+        return restored
+
     # -- static contacts
     def add_static(self, aor: str, contact: str, *, q: float = 1.0) -> Binding:
         """Bind ``contact`` (a URI or name-addr) to ``aor`` for good.

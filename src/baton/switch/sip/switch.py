@@ -734,6 +734,15 @@ class SipSwitch(Switch):
         """``user``'s live bindings (registered and static)."""
         return self.registrar.contacts(user, self._book.now())
 
+    def bindings(self) -> list[dict[str, object]]:
+        """The phones' registrations now, JSON-ready, for a standby to restore
+        (docs/cluster.md): a phone keeps its registration across a fail-over."""
+        return self.registrar.snapshot(self._book.now())
+
+    def restore_bindings(self, entries: list[dict[str, object]], *, age: float = 0.0) -> int:
+        """Re-create registrations :meth:`bindings` gave another process ``age`` s ago."""
+        return self.registrar.restore(entries, self._book.now(), age=age)
+
 
 def _tls_contexts(config: SipConfig) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
     """The server and client TLS contexts of ``[sip.tls]`` (docs/sip.md, "SIP over TLS").
