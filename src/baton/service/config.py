@@ -415,6 +415,9 @@ class RecordingConfig(_Model):
 class Config(_Model):
     """The whole configuration. ``source`` is where it was read from (for messages)."""
 
+    #: The tenant (a dispatch centre, a PoC customer) this file's users, groups, meetings, roles
+    #: and numbers belong to; nothing crosses tenants but SIP calls (docs/cluster.md).
+    tenant: str = Field(default="default", pattern=ID_PATTERN)
     switch: Literal["sim", "sip"] = "sim"
     database: str = "sqlite+aiosqlite:///var/baton.db"
     recordings: Path = Path("var/recordings")
@@ -536,6 +539,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
 #: Tables the cross-table checks can do without (their defaults stand in when they are bad).
 _OPTIONAL_TABLES = frozenset(
     {
+        "tenant",
         "switch",
         "database",
         "recordings",
