@@ -79,6 +79,8 @@ def serve_main(argv: list[str]) -> int:
             )
             return 2
         path = DEMO_CONFIG
+    if _is_shard(path):
+        return _shard_main(path, args)
     try:
         config = load_config(path)
         changes = _overrides(args)
@@ -146,6 +148,60 @@ def _stop(sig: int, frame: Any) -> None:
     # Without this, uvicorn's re-raised SIGTERM would meet the default handler and the process
     # would die of the signal: `make run` then reports "*** [run] Terminated".
     raise Stopped(sig)
+
+
+def _is_shard(path: Path) -> bool:
+    """Whether ``path`` is a shard's file (a ``[cluster]`` table: docs/cluster.md)."""
+    import tomllib
+
+    try:
+        return isinstance(tomllib.loads(path.read_text(encoding="utf-8")).get("cluster"), dict)
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # load_config reports it
+
+
+def _shard_main(path: Path, args: argparse.Namespace) -> int:
+    """``baton serve --config SHARD.toml``: serve the tenants of a ``[cluster]`` table while
+    holding their leases, until SIGINT or SIGTERM."""
+    from baton.service.cluster.config import load_shard_config
+    from baton.service.config import ConfigError
+
+    try:
+        shard_config = load_shard_config(path)
+    except ConfigError as exc:
+        print(f"baton serve: {exc}", file=sys.stderr)
+        return 2
+    c = shard_config.cluster
+    if args.check:
+        print(f"{path}: ok (shard {c.name}, tenants {', '.join(c.tenants)})")
+        return 0
+    from baton.service.logs import configure_logging
+
+    configure_logging(shard_config.log.level, shard_config.log.format)
+    return asyncio.run(_run_shard(shard_config))
+
+
+async def _run_shard(shard_config: Any) -> int:
+    import signal
+
+    from baton.service.cluster.shard import Shard
+
+    shard = Shard(shard_config)
+    task = asyncio.get_running_loop().create_task(shard.run(), name="shard")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+    c = shard_config.cluster
+    print(
+        f"\n  Baton shard {c.name}: tenants "
+        + ", ".join(f"{n} ({p.role})" for n, p in c.tenants.items())
+        + f"; etcd {', '.join(c.etcd)}; lease TTL {c.ttl:g} s\n",
+        flush=True,
+    )
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    return 0
 
 
 def _plain(value: Any) -> Any:
