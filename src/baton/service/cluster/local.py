@@ -1,0 +1,432 @@
+"""A whole cluster on one machine, on loopback: etcd, PostgreSQL, Kamailio with the edge sync,
+and N shards (docs/cluster.md, "On one machine"). ``deploy/local/run.sh`` runs it; the cluster
+tests use the same pieces.
+
+::
+
+    python -m baton.service.cluster.local --dir var/cluster --shards 2
+
+writes two tenants (``acme``, ``bravo``), two shards (each active for one tenant and standby
+for the other), starts everything and prints where phones register; Ctrl-C stops every process
+it started, by its pid.
+
+Every process listens on 127.0.0.1 only, keeps its data under ``--dir`` and is stopped by the
+pid this module started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["LocalCluster", "Proc", "free_port", "main", "tenant_toml"]
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+KAMAILIO_CFG = Path(__file__).resolve().parents[4] / "deploy" / "kamailio" / "kamailio.cfg"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_udp_tcp_port() -> int:
+    """A port free for both UDP and TCP on loopback."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class Proc:
+    """A process this module started; stopped by its own pid, never by name."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    stop_signal: int = signal.SIGTERM
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.alive():
+            return
+        self.popen.send_signal(self.stop_signal)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def _wait(check: Callable[[], bool], what: str, proc: Proc, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if not proc.alive():
+            raise RuntimeError(f"{what} exited:\n{proc.output()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start in {timeout} s:\n{proc.output()[-3000:]}")
+        time.sleep(0.1)
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class LocalCluster:
+    """The pieces of a loopback cluster, each started on demand; :meth:`stop` stops all."""
+
+    root: Path
+    python: str = sys.executable
+    procs: list[Proc] = field(default_factory=list)
+    scratch: list[Path] = field(default_factory=list)  # folders outside root, removed by stop
+    etcd_port: int = 0
+    pg_port: int = 0
+    sip_port: int = 0
+
+    def _spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        stop_signal: int = signal.SIGTERM,
+        preexec: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Proc:
+        log = self.root / f"{name}.log"
+        out = log.open("ab")
+        popen = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=preexec,
+            env=env,
+            cwd=cwd,
+        )
+        out.close()
+        proc = Proc(name, popen, log, stop_signal)
+        self.procs.append(proc)
+        return proc
+
+    # ---- etcd
+
+    def start_etcd(self, port: int | None = None) -> Proc:
+        self.etcd_port = port or free_port()
+        peer = free_port()
+        data = self.root / "etcd"
+        proc = self._spawn(
+            "etcd",
+            [
+                "etcd",
+                "--name",
+                "local",
+                "--data-dir",
+                str(data),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                f"local=http://127.0.0.1:{peer}",
+            ],
+        )
+        _wait(lambda: _tcp_open(self.etcd_port), "etcd", proc)
+        return proc
+
+    @property
+    def etcd(self) -> str:
+        return f"127.0.0.1:{self.etcd_port}"
+
+    # ---- PostgreSQL
+
+    def start_postgres(self, port: int | None = None) -> Proc:
+        """A throw-away PostgreSQL 15 (as the ``postgres`` user when run as root)."""
+        self.pg_port = port or free_port()
+        # Its own folder under the system's temporary one: the postgres user must reach it,
+        # and a test's folder is usually private to root.
+        data = Path(tempfile.mkdtemp(prefix="baton-pg-"))
+        self.scratch.append(data)
+        preexec: Callable[[], None] | None = None
+        env = dict(os.environ)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            shutil.chown(data, "postgres", "postgres")
+
+            def preexec() -> None:  # the server refuses to run as root
+                os.setgid(pw.pw_gid)
+                os.setuid(pw.pw_uid)
+
+            env["HOME"] = pw.pw_dir
+        subprocess.run(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data / "db"),
+                "-A",
+                "trust",
+                "-U",
+                "baton",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            preexec_fn=preexec,
+            env=env,
+            cwd=data,
+        )
+        argv = [str(PG_BIN / "postgres"), "-D", str(data / "db"), "-k", str(data)]
+        argv += ["-h", "127.0.0.1", "-p", str(self.pg_port), "-F"]
+        proc = self._spawn(
+            "postgres", argv, stop_signal=signal.SIGINT, preexec=preexec, env=env, cwd=data
+        )
+        _wait(lambda: _tcp_open(self.pg_port), "PostgreSQL", proc)
+        time.sleep(0.3)  # accepting connections shortly after the port opens
+        return proc
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name``; return its URL."""
+        for _ in range(50):
+            done = subprocess.run(
+                [
+                    str(PG_BIN / "psql"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.pg_port),
+                    "-U",
+                    "baton",
+                    "-d",
+                    "postgres",
+                    "-c",
+                    f'CREATE DATABASE "{name}"',
+                ],
+                capture_output=True,
+            )
+            if done.returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"cannot create database {name}: {done.stderr.decode()}")
+        return f"postgresql+asyncpg://baton@127.0.0.1:{self.pg_port}/{name}"
+
+    # ---- the edge
+
+    def start_edge(self, sip_port: int | None = None) -> tuple[Proc, Proc]:
+        """Kamailio and the edge sync."""
+        self.sip_port = sip_port or free_udp_tcp_port()
+        edge = self.root / "edge"
+        (edge / "run").mkdir(parents=True, exist_ok=True)
+        data = edge / "data"
+        data.mkdir(exist_ok=True)
+        (data / "dispatcher.list").write_text("")
+        (data / "tenants").write_text(
+            "key_name(str) key_type(int) value_type(int) key_value(str) expires(int)\n"
+        )
+        cfg = KAMAILIO_CFG.read_text()
+        cfg = cfg.replace("@SIP_LISTEN@", f"udp:127.0.0.1:{self.sip_port}")
+        cfg = cfg.replace("@DATA_DIR@", str(data)).replace("@CTL_SOCKET@", self.ctl)
+        (edge / "kamailio.cfg").write_text(cfg)
+        sync = self._spawn(
+            "edge-sync",
+            [
+                self.python,
+                "-m",
+                "baton.service.cluster.edge",
+                "--etcd",
+                self.etcd,
+                "--dir",
+                str(data),
+                "--ctl",
+                self.ctl,
+            ],
+        )
+        kamailio = self.start_kamailio()
+        return kamailio, sync
+
+    @property
+    def ctl(self) -> str:
+        return f"unix:{self.root / 'edge' / 'run' / 'kamailio_ctl'}"
+
+    def start_kamailio(self) -> Proc:
+        edge = self.root / "edge"
+        run = edge / "run"
+        proc = self._spawn(
+            "kamailio",
+            [
+                "kamailio",
+                "-DD",
+                "-E",
+                "-f",
+                str(edge / "kamailio.cfg"),
+                "-Y",
+                str(run),
+                "-w",
+                str(run),
+            ],
+        )
+        _wait(lambda: (run / "kamailio_ctl").exists(), "Kamailio", proc)
+        return proc
+
+    # ---- shards
+
+    def start_shard(self, config: Path, name: str) -> Proc:
+        main = "import sys; from baton.cli import main; sys.exit(main())"
+        return self._spawn(name, [self.python, "-c", main, "serve", "--config", str(config)])
+
+    def stop(self) -> None:
+        """Stop every process started here, newest first, each by its pid."""
+        for proc in reversed(self.procs):
+            with contextlib.suppress(Exception):
+                proc.stop()
+        self.procs.clear()
+        for folder in self.scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.scratch.clear()
+
+
+def tenant_toml(
+    tenant: str,
+    database: str,
+    *,
+    users: Sequence[tuple[str, str, str, str | None]],
+    emergency: str | None = "112",
+    extra: str = "",
+) -> str:
+    """A tenant's centre config: ``users`` are (id, number, role, static contact or None)."""
+    lines = [f'tenant = "{tenant}"', 'switch = "sip"', f'database = "{database}"']
+    lines += [f'recordings = "var/{tenant}/recordings"', "", "[dispatch]"]
+    if emergency:
+        lines.append(f'emergency_number = "{emergency}"')
+    lines += ["", "[sip]", f'realm = "{tenant}"', "rtp_timeout = 0", "session_expires = 0", ""]
+    for uid, number, role, contact in users:
+        lines += ["[[users]]", f'id = "{uid}"', f'number = "{number}"', f'password = "{uid}-pw"']
+        lines.append(f'role = "{role}"')
+        if contact:
+            lines.append(f'contact = "{contact}"')
+        lines.append("")
+    return "\n".join(lines) + extra
+
+
+def shard_toml(
+    name: str,
+    etcd: str,
+    placements: dict[str, dict[str, str]],
+    *,
+    ttl: float = 3.0,
+) -> str:
+    """A shard's file: ``placements`` is tenant → {config, role, sip, rtp_ports, api}."""
+    lines = ["[cluster]", f'name = "{name}"', f'etcd = ["{etcd}"]', f"ttl = {ttl}", ""]
+    lines += ["[log]", 'format = "text"', ""]
+    for tenant, p in placements.items():
+        lines.append(f"[cluster.tenants.{tenant}]")
+        lines += [f'{k} = "{v}"' for k, v in p.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m baton.service.cluster.local", description=__doc__)
+    p.add_argument("--dir", type=Path, default=Path("var/cluster"))
+    p.add_argument("--shards", type=int, default=2)
+    p.add_argument("--sip-port", type=int, default=5060, help="the edge's SIP port")
+    args = p.parse_args(argv)
+    root = args.dir.resolve()
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    cluster = LocalCluster(root)
+    try:
+        cluster.start_etcd()
+        cluster.start_postgres()
+        tenants = ["acme", "bravo"]
+        n = max(1, args.shards)
+        files = {}
+        for i, tenant in enumerate(tenants):
+            db = cluster.create_database(tenant)
+            users = [
+                (f"{tenant}-disp", f"{i + 2}001", "dispatcher", None),
+                (f"{tenant}-unit1", f"{i + 2}101", "field", None),
+                (f"{tenant}-unit2", f"{i + 2}102", "field", None),
+            ]
+            files[tenant] = root / f"{tenant}.toml"
+            files[tenant].write_text(tenant_toml(tenant, db, users=users))
+        for s in range(n):
+            placements = {}
+            for i, tenant in enumerate(tenants):
+                role = "active" if i % n == s else "standby"
+                placements[tenant] = {
+                    "config": str(files[tenant]),
+                    "role": role,
+                    "sip": f"udp:127.0.0.1:{5100 + 10 * s + i}",
+                    "rtp_ports": f"{31000 + 1000 * s + 200 * i}-{31000 + 1000 * s + 200 * i + 199}",
+                    "api": f"127.0.0.1:{8100 + 10 * s + i}",
+                }
+            path = root / f"shard-{s}.toml"
+            path.write_text(shard_toml(f"shard-{s}", cluster.etcd, placements))
+            cluster.start_shard(path, f"shard-{s}")
+        cluster.start_edge(args.sip_port)
+        print(
+            f"\n  Baton cluster on loopback: {n} shards, tenants {', '.join(tenants)}\n"
+            f"  phones register to udp:127.0.0.1:{cluster.sip_port} (user acme-unit1, "
+            "password acme-unit1-pw; realm acme)\n"
+            f"  etcd 127.0.0.1:{cluster.etcd_port}, PostgreSQL 127.0.0.1:{cluster.pg_port}\n"
+            f"  logs and data in {root}; Ctrl-C stops everything\n",
+            flush=True,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while all(p.alive() for p in cluster.procs):
+            time.sleep(0.5)
+        dead = [p.name for p in cluster.procs if not p.alive()]
+        print(f"stopped: {', '.join(dead)} exited", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,509 @@
+"""A Baton cluster on loopback, as real processes: etcd, PostgreSQL, Kamailio with the edge
+sync, and two shards (docs/cluster.md). Tenant ``acme`` is active on shard A and standby on
+shard B; ``bravo`` the other way round. Phones are SIPp: they register and call through the
+edge; the users Baton calls are SIPp answering machines (static contacts).
+
+The tests run in order on one cluster: calls through the edge; ``kill -9`` of shard A while
+calls and an emergency are up (B takes acme over within 5 s of the lease expiring, restores
+it, new calls succeed, nothing of A is written after B's epoch); then shard B cut off from
+etcd while alive (it stops acting before A takes both tenants). The lease TTL is the default,
+3 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from baton.service.cluster.fence import epochs
+from baton.service.cluster.lease import Directory
+from baton.service.cluster.local import (
+    PG_BIN,
+    LocalCluster,
+    Proc,
+    free_port,
+    free_udp_tcp_port,
+    shard_toml,
+    tenant_toml,
+)
+from baton.service.store.tables import callinfo_records, flow_records, journal, runs
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+TTL = 3.0
+#: Calls up in acme when its shard is killed (each a pair of users; every user costs the
+#: standby an argon2 check of its password before it can take over quickly).
+PAIRS = 6
+
+for tool in ("etcd", "kamailio", "kamcmd", "sipp"):
+    if shutil.which(tool) is None:
+        pytest.fail(f"needs {tool} (`make test` installs it as root)", pytrace=False)
+if not (PG_BIN / "postgres").exists() or os.geteuid() != 0:
+    pytest.fail("needs Debian's PostgreSQL 15 and root (`make test` as root)", pytrace=False)
+
+
+class Relay:
+    """A TCP relay to etcd in a thread: a shard's only way to etcd, so a test can cut it off
+    (the process stays alive, its renewals fail)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.conns: list[socket.socket] = []
+        self.cut_at: float | None = None
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.cut_at is not None:
+                client.close()
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.cut_at = time.time()
+        try:  # wakes the thread blocked in accept(), which close() alone does not
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+
+@dataclass
+class Rig:
+    cluster: LocalCluster
+    root: Path
+    edge_port: int
+    databases: dict[str, str]
+    shard_files: dict[str, Path]
+    relays: dict[str, Relay]
+    apis: dict[tuple[str, str], str]
+    shards: dict[str, Proc] = field(default_factory=dict)
+    sipps: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_shard(self, name: str) -> Proc:
+        proc = self.cluster.start_shard(self.shard_files[name], f"shard-{name}")
+        self.shards[name] = proc
+        return proc
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _holders(etcd: str) -> dict[str, dict[str, Any]]:
+    d = Directory((etcd,), ttl=TTL)
+    try:
+        return await d.entries()
+    finally:
+        await d.close()
+
+
+def holders(rig: Rig) -> dict[str, str]:
+    return {t: e["shard"] for t, e in run(_holders(rig.cluster.etcd)).items()}
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> float:
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+    return time.monotonic()
+
+
+def sipp(rig: Rig, args: list[str], *, timeout: float = 10.0) -> int:
+    """Run one SIPp against the edge to completion; its exit status (0: every call ok)."""
+    argv = [
+        "sipp",
+        f"127.0.0.1:{rig.edge_port}",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(free_port(socket.SOCK_DGRAM)),
+    ]
+    argv += ["-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error", "-recv_timeout", "3000"]
+    proc = subprocess.Popen(
+        argv + args, cwd=rig.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        return proc.wait(timeout=timeout + 5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return -1
+
+
+def sipp_background(rig: Rig, args: list[str], port: int | None = None) -> subprocess.Popen[bytes]:
+    argv = [
+        "sipp",
+        f"127.0.0.1:{rig.edge_port}",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port or free_port(socket.SOCK_DGRAM)),
+    ]
+    proc = subprocess.Popen(
+        [*argv, "-nostdin", *args],
+        cwd=rig.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rig.sipps.append(proc)
+    return proc
+
+
+def call(
+    rig: Rig, caller: str, number: str, *, calls: int = 1, hold_ms: int = 200, timeout: float = 10.0
+) -> int:
+    return sipp(
+        rig,
+        ["-sf", str(SCENARIOS / "uac_auth_call.xml"), "-s", number, "-key", "caller", caller,
+         "-au", caller, "-ap", f"{caller}-pw", "-m", str(calls), "-l", "1", "-r", "10", "-d", str(hold_ms)],
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def register(rig: Rig, user: str) -> int:
+    return sipp(
+        rig,
+        ["-sf", str(SCENARIOS / "register.xml"), "-s", user, "-au", user, "-ap", f"{user}-pw", "-m", "1"],
+    )  # fmt: skip
+
+
+async def _query(url: str, statement: Any) -> list[Any]:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            return list((await conn.execute(statement)).all())
+    finally:
+        await engine.dispose()
+
+
+def query(rig: Rig, tenant: str, statement: Any) -> list[Any]:
+    return run(_query(rig.databases[tenant], statement))
+
+
+def log_time(proc: Proc, pattern: str) -> float:
+    """The wall time of the first log line of ``proc`` matching ``pattern``."""
+    for line in proc.output().splitlines():
+        if re.search(pattern, line):
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            return stamp.timestamp()
+    raise AssertionError(f"no {pattern!r} in {proc.name}'s log:\n{proc.output()[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    root = tmp_path_factory.mktemp("cluster")
+    cluster = LocalCluster(root, python=sys.executable)
+    env_path = os.environ.get("PYTHONPATH", "")
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    os.environ["PYTHONPATH"] = f"{src}:{env_path}" if env_path else src
+    relays: dict[str, Relay] = {}
+    sipps: list[subprocess.Popen[bytes]] = []
+    try:
+        cluster.start_etcd()
+        cluster.start_postgres()
+        databases = {t: cluster.create_database(t) for t in ("acme", "bravo")}
+        relays = {name: Relay(cluster.etcd_port) for name in ("a", "b")}
+        files: dict[str, Path] = {}
+        answering: dict[str, int] = {}
+        for i, tenant in enumerate(("acme", "bravo")):
+            uas = free_udp_tcp_port()
+            answering[tenant] = uas
+            p = tenant[0]
+            users = [
+                (f"{p}-disp", f"{i + 2}001", "dispatcher", f"sip:{p}-disp@127.0.0.1:{uas}"),
+                (f"{p}-unit1", f"{i + 2}101", "field", None),
+                (f"{p}-unit2", f"{i + 2}102", "field", f"sip:{p}-unit2@127.0.0.1:{uas}"),
+            ]
+            if tenant == "acme":
+                for k in range(PAIRS):
+                    users.append((f"a-c{k}", f"25{k:02d}", "field", None))
+                    users.append((f"a-d{k}", f"26{k:02d}", "field", f"sip:a-d{k}@127.0.0.1:{uas}"))
+            files[tenant] = root / f"{tenant}.toml"
+            files[tenant].write_text(tenant_toml(tenant, databases[tenant], users=users))
+        apis: dict[tuple[str, str], str] = {}
+        shard_files: dict[str, Path] = {}
+        for s, name in enumerate(("a", "b")):
+            placements = {}
+            for i, tenant in enumerate(("acme", "bravo")):
+                api = f"127.0.0.1:{free_port()}"
+                apis[(name, tenant)] = api
+                placements[tenant] = {
+                    "config": str(files[tenant]),
+                    "role": "active" if i == s else "standby",
+                    "sip": f"udp:127.0.0.1:{free_udp_tcp_port()}",
+                    "rtp_ports": f"{32000 + 1000 * s + 200 * i}-{32000 + 1000 * s + 200 * i + 199}",
+                    "api": api,
+                }
+            shard_files[name] = root / f"shard-{name}.toml"
+            shard_files[name].write_text(
+                shard_toml(f"shard-{name}", f"127.0.0.1:{relays[name].port}", placements, ttl=TTL)
+            )
+        rig = Rig(cluster, root, 0, databases, shard_files, relays, apis, sipps=sipps)
+        for name in ("a", "b"):
+            rig.start_shard(name)
+        cluster.start_edge()
+        rig.edge_port = cluster.sip_port
+        for port in answering.values():  # the phones Baton calls: they answer
+            sipp_background(rig, ["-sn", "uas", "-m", "10000"], port=port)
+        wait_for(lambda: holders(rig) == {"acme": "shard-a", "bravo": "shard-b"}, "both leases")
+        yield rig
+    finally:
+        for p in sipps:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+        cluster.stop()
+        for relay in relays.values():
+            relay.cut()
+        os.environ["PYTHONPATH"] = env_path
+
+
+def test_phones_register_and_call_through_the_edge(rig: Rig) -> None:
+    """Each tenant's phone registers through Kamailio to the shard holding its tenant, and its
+    calls are routed there: the callee (same tenant) answers."""
+    # The edge learns the routing from the directory and probes the shards: wait for a call.
+    wait_for(lambda: call(rig, "a-unit1", "2102", timeout=4) == 0, "a first call to acme", 45)
+    assert register(rig, "a-unit1") == 0
+    assert register(rig, "b-unit1") == 0
+    assert call(rig, "a-unit1", "2102", calls=5) == 0
+    assert call(rig, "b-unit1", "3102", calls=5) == 0
+    # A number of the other tenant is not reachable from inside a tenant's numbering plan.
+    assert call(rig, "a-unit1", "3102", timeout=4) != 0
+
+
+def test_kill9_of_the_active_shard(rig: Rig) -> None:
+    """kill -9 of shard A (acme's holder) during calls and an open emergency: B takes acme
+    within 5 s of the lease expiring, restores the registrations and re-raises the emergency;
+    new calls succeed; nothing of A's run is journalled after B's epoch."""
+    emergency = sipp_background(
+        rig,
+        ["-sf", str(SCENARIOS / "uac_auth_call.xml"), "-s", "112", "-key", "caller", "a-unit1",
+         "-au", "a-unit1", "-ap", "a-unit1-pw", "-m", "1", "-d", "60000"],
+    )  # fmt: skip
+    load = [
+        sipp_background(
+            rig,
+            [
+                "-sf",
+                str(SCENARIOS / "uac_auth_call.xml"),
+                "-s",
+                f"26{k:02d}",
+                "-key",
+                "caller",
+                f"a-c{k}",
+                "-au",
+                f"a-c{k}",
+                "-ap",
+                f"a-c{k}-pw",
+                "-m",
+                "1",
+                "-d",
+                "60000",
+            ],
+        )
+        for k in range(PAIRS)
+    ]
+
+    def emergency_open() -> bool:
+        flows = query(
+            rig, "acme", sa.select(flow_records.c.name).where(flow_records.c.ended_at.is_(None))
+        )
+        calls = query(
+            rig,
+            "acme",
+            sa.select(sa.func.count())
+            .select_from(callinfo_records)
+            .where(callinfo_records.c.ended_at.is_(None)),
+        )
+        return ("emergency_inbound",) in flows and calls[0][0] >= PAIRS
+
+    wait_for(emergency_open, "the emergency and the calls up", 20)
+    rig.shards["a"].kill9()
+    killed = time.monotonic()
+    expired = wait_for(lambda: holders(rig).get("acme") != "shard-a", "acme's lease to expire", 10)
+    assert expired - killed <= TTL + 1.0
+    wait_for(
+        lambda: (
+            call(rig, "b-unit1", "3102", timeout=3) == 0
+            and call(rig, "a-c0", "2102", timeout=3) == 0
+        ),
+        "acme served again",
+        15,
+    )
+    served = time.monotonic()
+    failover = served - expired
+    print(
+        f"failover: lease expired {expired - killed:.2f} s after the kill, acme served {failover:.2f} s later"
+    )
+    assert failover <= 5.0
+    assert holders(rig) == {"acme": "shard-b", "bravo": "shard-b"}
+    for p in (emergency, *load):
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+    # The journal: two epochs; A's run wrote nothing after B's take-over; its records were
+    # closed with reason failover; the emergency was raised again by the new run.
+    taken = query(rig, "acme", sa.select(epochs).order_by(epochs.c.epoch))
+    assert [r.shard for r in taken] == ["shard-a", "shard-b"]
+    old, new = taken
+    assert new.epoch > old.epoch and new.run_id is not None and old.run_id is not None
+    late = query(
+        rig,
+        "acme",
+        sa.select(sa.func.count())
+        .select_from(journal)
+        .where(journal.c.run_id == old.run_id, journal.c.id > new.journal_mark),
+    )
+    assert late[0][0] == 0
+    assert new.previous_written_at is None or new.previous_written_at <= new.taken_at
+    calls = query(
+        rig,
+        "acme",
+        sa.select(callinfo_records.c.end_reason).where(callinfo_records.c.run_id == old.run_id),
+    )
+    assert sum(1 for (r,) in calls if r == "failover") >= PAIRS
+    closed = query(
+        rig,
+        "acme",
+        sa.select(flow_records.c.name, flow_records.c.end_reason).where(
+            flow_records.c.run_id == old.run_id
+        ),
+    )
+    assert {"emergency_inbound", "inbound_call"} <= {n for n, _ in closed}
+    assert any(n == "emergency_inbound" and r == "failover" for n, r in closed)
+    crashed = query(rig, "acme", sa.select(runs.c.end_reason).where(runs.c.id == old.run_id))
+    assert crashed == [("crashed",)]
+    again = query(
+        rig,
+        "acme",
+        sa.select(flow_records.c.name, flow_records.c.started_by).where(
+            flow_records.c.run_id == new.run_id, flow_records.c.name == "emergency_call"
+        ),
+    )
+    assert again and again[0].started_by == "failover"
+
+    # Registrations kept: B knows a-unit1's phone without a new REGISTER.
+    api = rig.apis[("b", "acme")]
+    with httpx.Client(base_url=f"http://{api}", timeout=5) as http:
+        token = http.post("/api/login", json={"user": "a-disp", "password": "a-disp-pw"}).json()[
+            "token"
+        ]
+        user = http.get("/api/users/a-unit1", headers={"Authorization": f"Bearer {token}"}).json()
+    assert user["registration"], user
+
+
+def test_shard_cut_off_from_etcd_stops_before_the_standby_starts(rig: Rig) -> None:
+    """Shard B, holding both tenants, loses etcd (its process alive): it stops acting for them
+    before shard A (restarted, standby for both) takes them; the edge then routes to A."""
+    rig.start_shard("a")
+    members = Directory((rig.cluster.etcd,), ttl=TTL)
+
+    async def a_is_member() -> bool:
+        try:
+            m = await members.members()
+            return all("shard-a" in m.get(t, {}) for t in ("acme", "bravo"))
+        finally:
+            await members.close()
+
+    wait_for(lambda: run(a_is_member()), "shard A back as a standby", 20)
+    before = {
+        t: query(rig, t, sa.select(sa.func.max(epochs.c.epoch)))[0][0] for t in ("acme", "bravo")
+    }
+    rig.relays["b"].cut()
+    wait_for(lambda: holders(rig) == {"acme": "shard-a", "bravo": "shard-a"}, "A to take both", 15)
+
+    def taken_by_a() -> bool:
+        return all(
+            query(rig, t, sa.select(epochs.c.shard).order_by(epochs.c.epoch.desc()).limit(1))
+            == [("shard-a",)]
+            for t in ("acme", "bravo")
+        )
+
+    wait_for(taken_by_a, "A's take-over in both journals", 15)
+    b, a = rig.shards["b"], rig.shards["a"]
+    assert b.alive(), "a shard cut off from etcd keeps running; it only stops serving"
+    for tenant in ("acme", "bravo"):
+        rows = query(rig, tenant, sa.select(epochs).order_by(epochs.c.epoch))
+        last = rows[-1]
+        assert last.shard == "shard-a" and last.epoch > before[tenant]
+        prev = rows[-2]
+        assert prev.shard == "shard-b"
+        # B's last write came before A's take-over, and nothing of B's run after A's mark.
+        assert last.previous_written_at is not None and last.previous_written_at < last.taken_at
+        late = query(
+            rig,
+            tenant,
+            sa.select(sa.func.count())
+            .select_from(journal)
+            .where(journal.c.run_id == prev.run_id, journal.c.id > last.journal_mark),
+        )
+        assert late[0][0] == 0
+        stopped = log_time(b, rf"tenant {tenant}: lease of epoch {prev.epoch} lost")
+        started = log_time(a, rf"tenant {tenant}: lease taken, epoch {last.epoch}")
+        assert stopped < started, (stopped, started)
+    # The edge routes each tenant to one shard only, now A.
+    routes = (rig.root / "edge" / "data" / "dispatcher.list").read_text().splitlines()
+    first = [line.split()[3] for line in routes if line and not line.startswith("#")]
+    assert first.count("10") == 2
+    wait_for(lambda: call(rig, "b-unit1", "3102", timeout=3) == 0, "bravo served by A", 15)
+    assert call(rig, "a-c1", "2102") == 0  # a-unit1 is being called back: its emergency
