@@ -103,6 +103,7 @@ class Directory:
         self.prefix = prefix.rstrip("/")
         self.ttl = ttl
         self._client: aetcd.Client | None = None
+        self._stale: list[tuple[float, aetcd.Client]] = []
         self._next = 0
 
     def key(self, tenant: str) -> bytes:
@@ -111,6 +112,12 @@ class Directory:
     async def _connect(self) -> aetcd.Client:
         if self._client is not None:
             return self._client
+        # Connections dropped a while ago have no call left on them (each is bounded): close.
+        old = [c for at, c in self._stale if time.monotonic() - at > 2 * self.ttl]
+        self._stale = [(at, c) for at, c in self._stale if time.monotonic() - at <= 2 * self.ttl]
+        for c in old:
+            with contextlib.suppress(Exception):
+                await c.close()
         endpoint = self.endpoints[self._next % len(self.endpoints)]
         self._next += 1
         host, _, port = endpoint.removeprefix("http://").rpartition(":")
@@ -123,18 +130,32 @@ class Directory:
         client = await self._connect()
         try:
             return await getattr(client, fn)(*args, **kwargs)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled
+            # gRPC cancels the calls of a channel that closes under them: that is a failed
+            # call here, never a reason to stop the caller.
+            self._drop(client)
+            raise ConnectionError(f"etcd {fn}: the call was cancelled by its channel") from None
         except Exception:
-            # Try the next endpoint next time (an etcd member down, a minority side).
-            self._client = None
-            with contextlib.suppress(Exception):
-                await client.close()
+            self._drop(client)
             raise
 
-    async def close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.close()
+    def _drop(self, client: aetcd.Client) -> None:
+        """Use another connection (the next endpoint) from now on; the old one is closed when
+        the directory is, not now: other calls may still be using it."""
+        if self._client is client:
             self._client = None
+            self._stale.append((time.monotonic(), client))
+
+    async def close(self) -> None:
+        clients = [c for _, c in self._stale]
+        clients += [self._client] if self._client is not None else []
+        self._client, self._stale = None, []
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.close()
 
     async def holder(self, tenant: str) -> dict[str, Any] | None:
         """The directory entry of the tenant's holder, or ``None`` (the lease is free)."""
