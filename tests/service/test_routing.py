@@ -168,3 +168,31 @@ async def test_demo_activity_makes_field_units_call_in(tmp_path: Path) -> None:
     assert started and callers <= {"phone:unit1", "phone:unit2", "phone:unit3", "phone:unit4"}
     w.assert_ok()
     await w.close()
+
+
+async def test_demo_activity_follows_users_removed_while_it_runs(tmp_path: Path) -> None:
+    import asyncio
+    import random
+    from types import SimpleNamespace
+
+    from baton.service.sim.activity import run_activity
+
+    w, config, started = world(tmp_path)
+    config = config.model_copy(
+        update={"sim": config.sim.model_copy(update={"activity_every": 5.0})}
+    )
+    fake = SimpleNamespace(sim=w.sim, config=config, manager=w.manager)
+    task = asyncio.get_running_loop().create_task(run_activity(fake, rng=random.Random(7)))  # type: ignore[arg-type]
+    await w.run(1)  # before its first call: every phone is idle
+    # Provisioning removes unit1 (from the core too); the activity carries on without it.
+    fake.config = config.model_copy(
+        update={"users": tuple(u for u in config.users if u.id != "unit1")}
+    )
+    w.manager.remove_user(w.manager.user("unit1"))
+    await w.run(120)
+    assert not task.done(), task
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    callers = {who for _, who in started}
+    assert callers and "phone:unit1" not in callers
+    await w.close()

@@ -246,7 +246,8 @@ async def _serve(config: Any) -> int:
             await super().startup(sockets)
             if self.started:
                 _quiet_gc()
-                _banner(config, service)
+                # The directory as started: the config's, with what the store has changed.
+                _banner(service.config, service)
 
     server = Server(
         uvicorn.Config(

@@ -11,6 +11,7 @@ import random
 from typing import TYPE_CHECKING
 
 from baton.core.port import SwitchError
+from baton.service.config import Config, UserConfig
 
 if TYPE_CHECKING:
     from baton.service.runtime import Service
@@ -20,13 +21,9 @@ __all__ = ["run_activity"]
 log = logging.getLogger("baton.service.sim")
 
 
-async def run_activity(service: Service, *, rng: random.Random | None = None) -> None:
-    """Run until cancelled (the service owns the task)."""
-    sim = service.sim
-    if sim is None:
-        return
-    rng = rng or random.Random()
-    cfg = service.config
+def _parties(cfg: Config) -> tuple[list[UserConfig], list[str]]:
+    """Who may call, and what they dial — read afresh each time: users come and go over the
+    provisioning API."""
     positions = {u.id for u in cfg.positions}
     # Field units that may place calls (an observer's account is a console login, not a phone).
     field = [
@@ -39,12 +36,22 @@ async def run_activity(service: Service, *, rng: random.Random | None = None) ->
         targets += [cfg.dispatch.number] * 3  # mostly: callers wanting a dispatcher
     targets += [n for u in cfg.users for n in u.numbers[:1]]
     targets += [m.number for m in cfg.meetings]
+    return field, targets
+
+
+async def run_activity(service: Service, *, rng: random.Random | None = None) -> None:
+    """Run until cancelled (the service owns the task)."""
+    sim = service.sim
+    if sim is None:
+        return
+    rng = rng or random.Random()
     loop = asyncio.get_running_loop()
     hangups: list[asyncio.TimerHandle] = []
     try:
         while True:
-            await asyncio.sleep(cfg.sim.activity_every * rng.uniform(0.5, 1.5))
+            await asyncio.sleep(service.config.sim.activity_every * rng.uniform(0.5, 1.5))
             hangups = [h for h in hangups if not h.cancelled()]
+            field, targets = _parties(service.config)
             idle = [
                 u for u in field if service.manager.state_of(service.manager.user(u.id)) == "idle"
             ]
