@@ -37,6 +37,7 @@ import csv
 import gc
 import json
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -145,6 +146,8 @@ class Step:
     failed: int
     retransmissions: int
     seconds: float
+    #: CPU time of Baton's process during the step (None for sippy, a process of its own)
+    cpu_seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -364,6 +367,34 @@ async def sippy(port: int, uas_port: int) -> AsyncIterator[None]:
                 await proc.wait()
 
 
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def cpu_per_call(rate: int, run: Callable[[int], Awaitable[Step]]) -> dict[str, Any]:
+    """One step at a fixed ``rate`` through Baton, and the CPU Baton's process spent per call.
+
+    Baton runs in this process and SIPp in child processes, so this process's own CPU time
+    (user + system, children excluded) during the step is Baton's. Far less sensitive to a busy
+    machine than the clean rate: compare two trees by running both in turn, several times
+    (docs/benchmarks.md).
+    """
+    done = await run(rate)
+    assert done.cpu_seconds is not None
+    cpu = done.cpu_seconds
+    print(f"  {rate} calls/s: {done.successful} ok, {done.failed} failed, "
+          f"{done.retransmissions} retrans, {cpu:.2f} s of CPU", file=sys.stderr)  # fmt: skip
+    return {
+        "baton_cpu_ms_per_call": round(cpu * 1000 / max(1, done.successful), 3),
+        "step": done.as_dict(),
+        "definitions": {
+            "baton_cpu_ms_per_call": "CPU time (user + system) of Baton's process during one "
+            "step at a fixed rate, per successful call",
+        },
+    }
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     sipp = shutil.which("sipp")
     if sipp is None:
@@ -382,14 +413,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # users still busy) that must not count against the next one.
         async def through_baton(rate: int) -> Step:
             async with baton(baton_port, uac_port, uas_port, tune_gc=not args.default_gc):
-                return await step(sipp, f"127.0.0.1:{baton_port}", uac_port, uas_port, uas, uac,
+                started = _cpu()
+                done = await step(sipp, f"127.0.0.1:{baton_port}", uac_port, uas_port, uas, uac,
                                   rate, seconds, args.hold, folder)  # fmt: skip
+                done.cpu_seconds = round(_cpu() - started, 3)
+                return done
 
         async def through_sippy(rate: int) -> Step:
             async with sippy(sippy_port, uas_port):
                 return await step(sipp, f"127.0.0.1:{sippy_port}", uac_port, uas_port, uas, uac,
                                   rate, seconds, args.hold, folder)  # fmt: skip
 
+        if args.cpu_at:
+            return await cpu_per_call(args.cpu_at, through_baton)
         print("Baton (core + sip switch, inbound_call flow per call):", file=sys.stderr)
         baton_cps, baton_steps = await search(through_baton, args.start, ceiling, bisect)
         print("sippy b2bua_simple:", file=sys.stderr)
@@ -429,6 +465,9 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=0.0, help="length of each step")
     parser.add_argument("--hold", type=int, default=100, help="call hold time (ms)")
     parser.add_argument("--baton-only", action="store_true", help="do not run sippy")
+    parser.add_argument(
+        "--cpu-at", type=int, default=0, help="one step at this rate: Baton's CPU per call"
+    )
     parser.add_argument(
         "--default-gc", action="store_true", help="run Baton with CPython's default GC settings"
     )

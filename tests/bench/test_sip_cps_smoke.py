@@ -45,3 +45,13 @@ async def test_sip_cps_runs_tiny(run_bench: RunBench) -> None:
     assert set(result) >= KEYS
     assert result["baton_steps"][0]["rate"] == 10
     assert result["baton_cps"] == 10  # ten calls, all clean at 10 calls/s
+
+
+async def test_sip_cps_measures_cpu_per_call(run_bench: RunBench) -> None:
+    result = await run_bench("sip_cps", "--cpu-at", "10", "--seconds", "1", "--hold", "50",
+                             within=120)  # fmt: skip
+    assert result["step"]["successful"] == 10
+    assert result["step"]["cpu_seconds"] > 0
+    assert result["baton_cpu_ms_per_call"] == pytest.approx(
+        result["step"]["cpu_seconds"] * 1000 / 10, rel=0.01
+    )
