@@ -1,0 +1,196 @@
+"""The cluster's parts without processes: fencing in the store (two services on one SQLite
+database, the older epoch refused), registrations moving between registrars, Record-Route in
+dialog-creating responses, the edge's routing files, and the shard's configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from baton.flows import call
+from baton.service.cluster.config import load_shard_config
+from baton.service.cluster.edge import render, sip_uri
+from baton.service.cluster.fence import DbFence, epochs, fences
+from baton.service.config import ConfigError
+from baton.service.runtime import Service
+from baton.service.store.journal import Fenced
+from baton.service.store.tables import callinfo_records, journal, runs
+from baton.switch.sip.message import make_response, parse_message
+from baton.switch.sip.registrar import Registrar
+from service.helpers import FAST_HASHER, make_config
+
+pytestmark = [pytest.mark.realtime]
+
+
+async def test_an_older_epoch_writes_nothing_once_a_newer_one_took_over(tmp_path: Path) -> None:
+    """Service A (epoch 5) runs; service B takes the tenant (epoch 9) on the same database: A's
+    next journal batch is refused, its writer stops, A's run's records are closed with
+    ``failover`` by B, and no row of A's run lands after B's mark."""
+    config = make_config(tmp_path)
+    a = Service(config, hasher=FAST_HASHER, fencing=DbFence("t", "shard-a", 5))
+    await a.start()
+    m = a.manager
+    first = m.start(call, m.user("disp1"), m.user("unit1"))
+    await first.wait()
+    await a.journal.sync()
+    b = Service(config, hasher=FAST_HASHER, fencing=DbFence("t", "shard-b", 9))
+    await b.start()
+    try:
+        # A goes on as if nothing happened: its next write is refused.
+        m.start(call, m.user("disp2"), m.user("unit2"))
+        with pytest.raises(Exception, match="fenced"):
+            await a.journal.sync(within=5)
+        assert isinstance(a.journal.fenced, Fenced)
+        await b.journal.sync()
+        async with b.store.read() as conn:
+            taken = (await conn.execute(sa.select(epochs).order_by(epochs.c.epoch))).all()
+            assert [(r.shard, r.epoch) for r in taken] == [("shard-a", 5), ("shard-b", 9)]
+            late = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(journal)
+                .where(journal.c.run_id == a.run_id, journal.c.id > taken[1].journal_mark)
+            )
+            assert late == 0
+            reasons = (
+                await conn.execute(
+                    sa.select(callinfo_records.c.end_reason).where(
+                        callinfo_records.c.run_id == a.run_id
+                    )
+                )
+            ).all()
+            assert reasons and all(r == ("failover",) for r in reasons)
+            assert await conn.scalar(sa.select(runs.c.end_reason).where(runs.c.id == a.run_id)) == (
+                "crashed"
+            )
+            assert await conn.scalar(sa.select(fences.c.epoch)) == 9
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def test_a_stale_epoch_cannot_take_over_and_a_lost_lease_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    newer = Service(config, hasher=FAST_HASHER, fencing=DbFence("t", "shard-b", 9))
+    await newer.start()
+    await newer.stop()
+    older = Service(config, hasher=FAST_HASHER, fencing=DbFence("t", "shard-a", 5))
+    with pytest.raises(Fenced):
+        await older.start()
+    await older.stop()
+    valid = True
+    holder = Service(
+        config, hasher=FAST_HASHER, fencing=DbFence("t", "shard-c", 12, valid=lambda: valid)
+    )
+    await holder.start()
+    try:
+        await holder.journal.sync()
+        valid = False  # the lease ran out: refused before the store is even asked
+        holder.journal.audit(
+            principal=None, role=None, action="x", target=None, outcome="ok", details=None
+        )
+        with pytest.raises(Exception, match="fenced"):
+            await holder.journal.sync(within=5)
+    finally:
+        await holder.stop()
+
+
+def test_registrations_move_from_one_registrar_to_another() -> None:
+    def secret(user: str) -> object:
+        return object() if user in ("alice", "bob") else None
+
+    old = Registrar(authenticator=None, lookup=secret)
+    new = Registrar(authenticator=None, lookup=secret)
+    old.restore(
+        [
+            {"aor": "alice", "contact": "<sip:alice-1@127.0.0.1:5064>", "expires_in": 100},
+            {"aor": "bob", "contact": "<sip:bob@127.0.0.1:5066>", "expires_in": 5},
+        ],
+        1000.0,
+    )
+    old.add_static("bob", "sip:bob@127.0.0.1:7000")
+    snapshot = old.snapshot(1000.0)
+    assert [(e["aor"], e["expires_in"]) for e in snapshot] == [("alice", 100), ("bob", 5)]
+    # Restored 10 s later elsewhere: bob's has expired meanwhile; statics are not carried.
+    assert (
+        new.restore(
+            [*snapshot, {"aor": "mallory", "contact": "<sip:m@h>", "expires_in": 9}], 50.0, age=10
+        )
+        == 1
+    )
+    (alice,) = new.contacts("alice", 50.0)
+    assert str(alice.uri) == "sip:alice-1@127.0.0.1:5064" and alice.expires_in(50.0) == 90
+    assert new.contacts("bob", 50.0) == []
+    assert new.restore(snapshot, 50.0, age=10) == 0  # the same binding is not added twice
+
+
+def test_dialog_creating_responses_carry_the_record_route() -> None:
+    invite = parse_message(
+        b"INVITE sip:2102@10.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bK1\r\n"
+        b"Via: SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bK2\r\n"
+        b"Record-Route: <sip:10.0.0.9;lr;ftag=a>\r\n"
+        b"Record-Route: <sip:10.0.0.8;lr>\r\n"
+        b"From: <sip:a@x>;tag=a\r\nTo: <sip:2102@x>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+        b"Contact: <sip:a@10.0.0.2:5070>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    ok = make_response(invite, 200, to_tag="b")
+    assert ok.headers.get_all("Record-Route") == ["<sip:10.0.0.9;lr;ftag=a>", "<sip:10.0.0.8;lr>"]
+    assert make_response(invite, 180, to_tag="b").headers.get_all("Record-Route")
+    assert make_response(invite, 486, to_tag="b").headers.get_all("Record-Route") == []
+    assert make_response(invite, 100).headers.get_all("Record-Route") == []
+
+
+def test_the_edge_lists_the_holder_first_then_the_standbys() -> None:
+    holders = {
+        "acme": {"shard": "s1", "sip": ["udp:10.0.0.1:5100"], "names": ["alice", "2001"]},
+    }
+    members = {
+        "acme": {
+            "s1": {"sip": ["udp:10.0.0.1:5100"], "names": ["alice", "2001"]},
+            "s2": {"sip": ["tcp:10.0.0.2:5100"], "names": ["alice", "2001"]},
+        },
+        "bravo": {"s2": {"sip": ["udp:10.0.0.2:5101"], "names": ["bob"]}},
+    }
+    ds, table, sets = render(holders, members)
+    assert sets == {"acme": 1, "bravo": 2}
+    lines = [line for line in ds.splitlines() if not line.startswith("#")]
+    assert lines == [
+        "1 sip:10.0.0.1:5100 0 10 shard=s1",
+        "1 sip:10.0.0.2:5100;transport=tcp 0 1 shard=s2",
+        "2 sip:10.0.0.2:5101 0 1 shard=s2",  # no holder: its standbys, tried in turn
+    ]
+    assert table.splitlines()[1:] == ["alice:0:1:1:0", "2001:0:1:1:0", "bob:0:1:2:0"]
+    assert sip_uri("tls:10.0.0.3:5061") == "sips:10.0.0.3:5061"
+
+
+def test_a_shard_file_names_its_tenants_files(tmp_path: Path) -> None:
+    (tmp_path / "acme.toml").write_text(
+        'tenant = "acme"\n[sip]\nlisten = ["udp:127.0.0.1:5060"]\n'
+        '[[users]]\nid = "a"\npassword = "p"\n'
+    )
+    (tmp_path / "other.toml").write_text('[[users]]\nid = "b"\npassword = "p"\n')
+    shard = tmp_path / "shard.toml"
+    shard.write_text(
+        '[cluster]\nname = "s1"\n'
+        '[cluster.tenants.acme]\nconfig = "acme.toml"\nsip = "udp:127.0.0.1:5170"\n'
+        'api = "127.0.0.1:8170"\nrtp_ports = "31000-31099"\n'
+    )
+    config = load_shard_config(shard)
+    acme = config.tenants["acme"]
+    assert acme.tenant == "acme" and acme.sip["listen"] == ["udp:127.0.0.1:5170"]
+    assert acme.api.listen == "127.0.0.1:8170" and acme.sip["rtp_ports"] == "31000-31099"
+    assert config.cluster.ttl == 3.0 and config.cluster.etcd == ("127.0.0.1:2379",)
+    shard.write_text(
+        '[cluster]\nname = "s1"\nttl = 0.1\n[cluster.tenants.bravo]\nconfig = "other.toml"\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_shard_config(shard)
+    assert any("cluster.ttl" in p for p in err.value.problems)
+    shard.write_text('[cluster]\nname = "s1"\n[cluster.tenants.bravo]\nconfig = "other.toml"\n')
+    with pytest.raises(ConfigError) as err:
+        load_shard_config(shard)
+    assert any("is tenant 'default'" in p for p in err.value.problems)
