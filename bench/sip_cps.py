@@ -246,7 +246,7 @@ async def step(
 
 
 async def search(
-    run: Callable[[int], Awaitable[Step]], start: int, ceiling: int, bisect: int
+    run: Callable[[int], Awaitable[Step]], start: int, ceiling: int, bisect: int, name: str = ""
 ) -> tuple[int, list[Step]]:
     """Double the rate until a step fails, then bisect ``bisect`` times; the best clean rate.
 
@@ -262,7 +262,7 @@ async def search(
             s = await run(rate)
             steps.append(s)
             votes[s.ok] += 1
-            print(f"  {rate:5d} calls/s: {'clean' if s.ok else 'NOT clean'} "
+            print(f"  {name}{rate:5d} calls/s: {'clean' if s.ok else 'NOT clean'} "
                   f"({s.successful}/{s.calls} ok, {s.failed} failed, {s.retransmissions} retrans)",
                   file=sys.stderr, flush=True)  # fmt: skip
         return votes[True] == 2
@@ -426,17 +426,33 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
         if args.cpu_at:
             return await cpu_per_call(args.cpu_at, through_baton)
-        print("Baton (core + sip switch, inbound_call flow per call):", file=sys.stderr)
-        baton_cps, baton_steps = await search(through_baton, args.start, ceiling, bisect)
-        print("sippy b2bua_simple:", file=sys.stderr)
-        sippy_cps: int | None = None
-        sippy_steps: list[Step] = []
+        # The two searches take turns, one step each (a FIFO lock), so that both B2BUAs meet
+        # the same machine: on a shared box the load changes over minutes, and measuring one
+        # B2BUA after the other would compare two different machines.
+        turn = asyncio.Lock()
+
+        def in_turn(run: Callable[[int], Awaitable[Step]]) -> Callable[[int], Awaitable[Step]]:
+            async def taking_turns(rate: int) -> Step:
+                async with turn:
+                    return await run(rate)
+
+            return taking_turns
+
+        searches: list[Awaitable[tuple[int, list[Step]]]] = [
+            search(in_turn(through_baton), args.start, ceiling, bisect, "Baton ")
+        ]
+        print("Baton (core + sip switch, inbound_call flow per call) and sippy b2bua_simple, "
+              "one step each in turn:", file=sys.stderr)  # fmt: skip
         if args.baton_only:
-            print("  skipped (--baton-only)", file=sys.stderr)
+            print("  sippy skipped (--baton-only)", file=sys.stderr)
         elif sippy_path() is not None:
-            sippy_cps, sippy_steps = await search(through_sippy, args.start, ceiling, bisect)
+            searches.append(search(in_turn(through_sippy), args.start, ceiling, bisect, "sippy "))
         else:
             print("  sippy is not installed (pip install sippy): skipped", file=sys.stderr)
+        found = await asyncio.gather(*searches)
+        baton_cps, baton_steps = found[0]
+        sippy_cps: int | None = found[1][0] if len(found) > 1 else None
+        sippy_steps: list[Step] = found[1][1] if len(found) > 1 else []
         result = {
             "baton_cps": baton_cps,
             "sippy_cps": sippy_cps,
@@ -445,6 +461,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "baton_gc": "default" if args.default_gc else "frozen after start-up, (2000, 20, 1000)",
             "step_seconds": seconds,
             "rate_rule": "clean when 2 of up to 3 steps at the rate are clean",
+            "order": "Baton and sippy steps alternate",
             "baton_steps": [s.as_dict() for s in baton_steps],
             "sippy_steps": [s.as_dict() for s in sippy_steps],
             "definitions": {
