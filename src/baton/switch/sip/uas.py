@@ -57,6 +57,9 @@ class UasPolicy:
         return ", ".join(sorted(self.allowed))
 
 
+_DEFAULT = UasPolicy()
+
+
 def _accepts_sdp(values: list[str]) -> bool:
     for value in values:
         media = value.split(";", 1)[0].strip().lower()
@@ -69,13 +72,14 @@ def check_request(
     request: Request, policy: UasPolicy | None = None, *, to_tag: str | None = None
 ) -> Response | None:
     """The error response ``request`` must get before any processing, or ``None``."""
-    policy = policy or UasPolicy()
+    policy = policy or _DEFAULT
     if request.method == "ACK":
         return None
-    tag = to_tag or new_tag()
 
     def refuse(status: int, headers: list[tuple[str, str]] | None = None) -> Response:
-        return make_response(request, status, to_tag=tag, headers=headers or [])
+        # The tag is drawn only for a refusal: most requests pass, and a tag costs a read of
+        # the system's random source.
+        return make_response(request, status, to_tag=to_tag or new_tag(), headers=headers or [])
 
     if request.method not in policy.allowed:
         status = 405 if request.method in KNOWN_METHODS else 501
