@@ -401,6 +401,51 @@ def parse_name_addr(text: str, what: str = "address") -> NameAddress:
 # message of a transaction and are read again on each property access (Message.from_ …).
 @functools.lru_cache(maxsize=1024)
 def _parse_name_addr_cached(text: str, what: str) -> NameAddress:
+    return _name_addr_fast(text) or _parse_name_addr_slow(text, what)
+
+
+# The shapes phones send nearly always — ``<sip:a@h:p>;tag=x``, ``"Name" <sip:…>;tag=x``,
+# ``sip:a@h:p`` — without white space, escapes or quoted parameter values, matched by one
+# expression. Anything else (and anything the URI parser refuses) takes the scanner, which
+# gives the same value or the precise error; tests/sip/test_sip_fast_paths.py checks that they
+# agree.
+_TOKEN_CLASS = r"[A-Za-z0-9\-.!%*_+`'~]"
+_PARAMS_FAST = rf"((?:;{_TOKEN_CLASS}+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)"
+_NAME_ADDR_FAST = re.compile(
+    rf'(?:"([^"\\\x00-\x1f\x7f]*)"[ \t]*)?<([^<>"\x00-\x20]+)>{_PARAMS_FAST}'
+    rf'|([^<>"\x00-\x20;,?]+){_PARAMS_FAST}'
+)
+
+
+def _params_fast(text: str | None) -> Params:
+    """The params matched by ``_PARAMS_FAST`` (``;a=b;c``)."""
+    if not text:
+        return _NO_PARAMS
+    items: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        items.append((name, value if eq else None))
+    return Params(items)
+
+
+_NO_PARAMS = Params()
+
+
+def _name_addr_fast(text: str) -> NameAddress | None:
+    match = _NAME_ADDR_FAST.fullmatch(text.strip(" \t"))
+    if match is None:
+        return None
+    display, inner, params, bare, bare_params = match.groups()
+    if inner is None:
+        inner, params = bare, bare_params
+    try:
+        uri = parse_uri(inner)
+    except SipParseError:
+        return None
+    return NameAddress(uri, display, _params_fast(params))
+
+
+def _parse_name_addr_slow(text: str, what: str) -> NameAddress:
     scanner = Scanner(text.strip(" \t"), what)
     display: str | None = None
     if scanner.peek() == '"':
@@ -507,6 +552,34 @@ def parse_via(text: str) -> Via:
 # message of a transaction and are read again on each property access (Message.from_ …).
 @functools.lru_cache(maxsize=1024)
 def _parse_via_cached(text: str) -> Via:
+    return _via_fast(text) or _parse_via_slow(text)
+
+
+# ``SIP/2.0/UDP host[:port];params`` without white space, IPv6 or quoted values: nearly every
+# Via. Anything else takes the scanner (see _NAME_ADDR_FAST).
+_VIA_FAST = re.compile(
+    rf"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9._\-]+)(?::([0-9]{{1,5}}))?{_PARAMS_FAST}"
+)
+
+
+def _via_fast(text: str) -> Via | None:
+    match = _VIA_FAST.fullmatch(text.strip(" \t"))
+    if match is None:
+        return None
+    transport, host, port_text, params_text = match.groups()
+    port = None if port_text is None else int(port_text)
+    if (port is not None and port > 65535) or host.startswith((".", "-")) or ".." in host:
+        return None
+    params = _params_fast(params_text)
+    rport = params.get("rport")
+    if ("branch" in params and not params.get("branch")) or (
+        rport is not None and not (rport.isdigit() and int(rport) <= 65535)
+    ):
+        return None
+    return Via(transport.upper(), host, port, params, "SIP/2.0")
+
+
+def _parse_via_slow(text: str) -> Via:
     s = Scanner(text.strip(" \t"), "Via")
     s.skip_ws()
     name = s.token("protocol name")
