@@ -9,17 +9,18 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from baton.flows import call
+from baton.flows import call, emergency_call, ptt_group
 from baton.service.cluster.config import load_shard_config
 from baton.service.cluster.edge import render, sip_uri
 from baton.service.cluster.fence import DbFence, epochs, fences
+from baton.service.cluster.restore import Restorer
 from baton.service.config import ConfigError
 from baton.service.runtime import Service
 from baton.service.store.journal import Fenced
-from baton.service.store.tables import callinfo_records, journal, runs
+from baton.service.store.tables import callinfo_records, flow_records, journal, runs
 from baton.switch.sip.message import make_response, parse_message
 from baton.switch.sip.registrar import Registrar
-from service.helpers import FAST_HASHER, make_config
+from service.helpers import FAST_HASHER, eventually, make_config
 
 pytestmark = [pytest.mark.realtime]
 
@@ -194,3 +195,50 @@ def test_a_shard_file_names_its_tenants_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_shard_config(shard)
     assert any("is tenant 'default'" in p for p in err.value.problems)
+
+
+async def test_a_standby_raises_emergencies_redials_keep_lines_and_reforms_ptt(
+    tmp_path: Path,
+) -> None:
+    """Shard A's run had an emergency, a two-party call of a keep line (disp1) and a PTT group
+    open when B took the tenant over: B's restorer raises the emergency again, dials disp1's
+    line and forms the PTT group again, each started by ``failover``."""
+    config = make_config(tmp_path)
+    fence_a = DbFence("t", "shard-a", 5)
+    a = Service(config, hasher=FAST_HASHER, fencing=fence_a)
+    await a.start()
+    await Restorer(a, fence_a).after_start()  # notes A's run against its epoch
+    m = a.manager
+    calling = m.start(call, m.user("disp1"), m.user("unit1"))
+    await calling.wait()
+    m.start(emergency_call, m.user("disp2"), m.user("unit3"))
+    m.start(ptt_group, [m.user("unit2"), m.user("unit4")])
+    await eventually(lambda: m.state_of(m.user("unit3")) == "talking", within=10)
+    await eventually(lambda: m.leg_of(m.user("unit4")) is not None, within=10)
+    await a.journal.sync()
+    fence = DbFence("t", "shard-b", 9)
+    b = Service(config, hasher=FAST_HASHER, fencing=fence)
+    await b.start()
+    restorer = Restorer(b, fence)
+    try:
+        await restorer.after_start()
+        names = {
+            f.split("#")[0] for f in [*restorer.reraised, *restorer.redialled, *restorer.reformed]
+        }
+        assert names == {"emergency_call", "keep_line", "ptt_group"}
+        mb = b.manager
+        await eventually(lambda: mb.leg_of(mb.user("disp1")) is not None, within=10)
+        await b.journal.sync()
+        async with b.store.read() as conn:
+            started = (
+                await conn.execute(
+                    sa.select(flow_records.c.name).where(
+                        flow_records.c.run_id == b.run_id, flow_records.c.started_by == "failover"
+                    )
+                )
+            ).scalars()
+            assert set(started) == {"emergency_call", "keep_line", "ptt_group"}
+    finally:
+        restorer.close()
+        await b.stop()
+        await a.stop()

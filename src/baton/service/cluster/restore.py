@@ -8,7 +8,10 @@ written when they change, at most once a second. The shard that takes the tenant
   they were written): phones keep their registration and need no new REGISTER;
 * finds the emergencies the dead shard's run had open (closed with reason ``failover`` when the
   run was recovered) and raises each again at the positions: ``emergency_call`` from the least
-  busy position back to the caller.
+  busy position back to the caller;
+* dials again the *keep* lines (a position's always-on line) that were up: :func:`keep_line`;
+* forms again the push-to-talk groups that were open: the library's ``ptt_group`` over the same
+  members (it rings them).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import Any, Protocol, runtime_checkable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from baton.core import Priority, Session, User, flow
 from baton.service.cluster.fence import DbFence, epochs, metadata
 from baton.service.runtime import Service
-from baton.service.store.tables import flow_records
+from baton.service.store.tables import flow_records, leg_records
 
 __all__ = ["BindingKeeper", "Restorer", "bindings_table"]
 
@@ -41,6 +45,15 @@ bindings_table = sa.Table(
 SNAPSHOT_EVERY = 1.0
 
 EMERGENCY_FLOWS = {"emergency_inbound": "caller", "emergency_call": "target"}
+PTT_FLOWS = ("ptt_dial_in", "ptt_group")
+
+
+@flow(priority=Priority.ROUTINE, name="keep_line")
+async def keep_line(s: Session, user: User) -> str:
+    """Dial ``user``'s always-on line (a *keep* user) and leave it up, connected and idle."""
+    await s.claim(user, reason="keep line after a fail-over")
+    await s.dial(user, timeout=30.0)
+    return "up"
 
 
 @runtime_checkable
@@ -58,6 +71,8 @@ class Restorer:
         self.fence = fence
         self.restored_bindings = 0
         self.reraised: list[str] = []
+        self.redialled: list[str] = []
+        self.reformed: list[str] = []
         self._last: list[dict[str, object]] | None = None
 
     async def before_start(self) -> None:
@@ -81,7 +96,33 @@ class Restorer:
                 .limit(1)
             )
             emergencies: list[Any] = []
+            ptt: list[Any] = []
+            keep: list[str] = []
             if previous is not None:
+                ptt = list(
+                    await conn.execute(
+                        sa.select(flow_records.c.args).where(
+                            flow_records.c.run_id == previous,
+                            flow_records.c.end_reason == fence.reason,
+                            flow_records.c.name.in_(PTT_FLOWS),
+                        )
+                    )
+                )
+                keepers = [u.id for u in service.config.users if u.keep]
+                keep = list(
+                    (
+                        await conn.execute(
+                            sa.select(leg_records.c.user_id)
+                            .where(
+                                leg_records.c.run_id == previous,
+                                leg_records.c.end_reason == fence.reason,
+                                leg_records.c.answered_at.is_not(None),
+                                leg_records.c.user_id.in_(keepers),
+                            )
+                            .distinct()
+                        )
+                    ).scalars()
+                )
                 emergencies = list(
                     await conn.execute(
                         sa.select(flow_records.c.name, flow_records.c.args).where(
@@ -108,6 +149,12 @@ class Restorer:
         noted.add_done_callback(lambda f: f.cancelled() or f.exception())
         for name, args in emergencies:
             self._reraise(name, args if isinstance(args, dict) else {})
+        busy = {u for f in self.reraised for u in self._users_of(f)}
+        for uid in keep:
+            if uid not in busy:
+                self._start(keep_line, self.redialled, service.manager.user(uid))
+        for (args,) in ptt:
+            self._reform(args if isinstance(args, dict) else {})
         if isinstance(switch, BindingKeeper):
             service.spawn(self._keep_bindings(switch), "cluster-bindings")
 
@@ -135,6 +182,29 @@ class Restorer:
         log.warning(
             "tenant %s: emergency of %s raised again as %s", self.fence.tenant, who, flow.name
         )
+
+    def _users_of(self, flow_name: str) -> list[str]:
+        info = self.service.flows.get(flow_name)
+        return [] if info is None else list(info.args.values())
+
+    def _start(self, spec: Any, into: list[str], *args: Any) -> None:
+        service = self.service
+        flow = service.manager.start(spec, *args)
+        service.note_started_by(flow.name, "failover")
+        into.append(flow.name)
+        log.warning("tenant %s: %s started again as %s", self.fence.tenant, spec.name, flow.name)
+
+    def _reform(self, args: dict[str, Any]) -> None:
+        """A PTT group that was open: the same members (and the caller who opened it)."""
+        spec = self.service.library.get("ptt_group")
+        members = args.get("members") or []
+        if isinstance(members, str):  # as the core shows a list: "a,b"
+            members = members.split(",")
+        names = [str(args.get("caller") or ""), *map(str, members)]
+        known = {u.id for u in self.service.config.users}
+        members = [self.service.manager.user(n) for n in dict.fromkeys(names) if n in known]
+        if spec is not None and members:
+            self._start(spec, self.reformed, members)
 
     async def _keep_bindings(self, switch: BindingKeeper) -> None:
         tenant = self.fence.tenant
