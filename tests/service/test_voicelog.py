@@ -20,17 +20,19 @@ import sqlalchemy as sa
 from baton.core import Priority, User
 from baton.core.events import Event
 from baton.flows import LIBRARY, DispatcherQueue, call
+from baton.service.config import parse_config
 from baton.service.errors import Conflict, NotFound
 from baton.service.positions.alarms import Alarms
 from baton.service.positions.service import Positions
 from baton.service.routing import Router
+from baton.service.runtime import Service
 from baton.service.store.tables import audit, metadata, recordings
 from baton.service.voicelog.policy import Policy
 from baton.service.voicelog.service import VoiceLogger
 from baton.switch.media.wav import WavWriter
 from baton.testing import World
 
-from .helpers import api, assert_error, eventually, make_config
+from .helpers import FAST_HASHER, Api, api, assert_error, config_data, eventually, make_config
 
 DAY = 86400.0
 T0 = 1_800_000_000.0
@@ -465,3 +467,32 @@ async def test_playback_export_and_metrics_over_the_api(tmp_path: Path) -> None:
             text = (await s.get("/metrics")).text
             assert "baton_recordings_integrity_failures_total 2" in text
             assert "baton_recordings_completed_total 1" in text
+
+
+@pytest.mark.realtime
+async def test_a_position_provisioned_over_the_api_is_recorded(tmp_path: Path) -> None:
+    data = config_data(tmp_path)
+    data["users"].append({"id": "adm1", "password": "adm1-pw", "role": "admin"})
+    svc = Service(parse_config(data, "test"), hasher=FAST_HASHER, grace=1.0)
+    await svc.start()
+    try:
+        a = Api(svc)
+        async with a.client() as c:
+            r = await c.post("/api/login", json={"user": "adm1", "password": "adm1-pw"})
+            a.tokens["adm1"] = r.json()["token"]
+        async with a.client("adm1") as c:
+            new = {"id": "disp9", "numbers": ["2099"], "password": "disp9-pw", "role": "dispatcher"}
+            r = await c.post("/api/users", json=new)
+            assert r.status_code == 201, r.text
+        assert svc.sim is not None
+        svc.sim.call_in("unit1", "2099")
+        disp9 = svc.manager.user("disp9")
+        await eventually(lambda: svc.manager.state_of(disp9) == "talking")
+        svc.sim.hang_up("unit1")
+        await eventually(lambda: svc.voicelog.counts.completed == 1, what="the recording kept")
+        await svc.journal.sync()
+        async with svc.store.read() as conn:
+            (rec,) = [dict(r._mapping) for r in await conn.execute(sa.select(recordings))]
+        assert (rec["user_id"], rec["reasons"], rec["status"]) == ("disp9", ["position"], "ok")
+    finally:
+        await svc.stop()

@@ -47,7 +47,7 @@ from typing import Any, ClassVar, Protocol
 
 import sqlalchemy as sa
 
-from baton.core import Priority, UserManager
+from baton.core import BatonError, Priority, UserManager
 from baton.core.events import (
     Event,
     FlowEnded,
@@ -275,7 +275,10 @@ class VoiceLogger:
             self._ptt_emergency.discard(ev.flow)
 
     def _live_leg(self, user: str) -> str | None:
-        leg = self.manager.leg_of(self.manager.user(user))
+        try:
+            leg = self.manager.leg_of(self.manager.user(user))
+        except BatonError:  # the user was removed (provisioning): no leg of theirs is live
+            return None
         return leg.id if leg is not None and leg.state is LegState.CONNECTED else None
 
     def _held_in_emergency(self, user: str) -> bool:
@@ -536,7 +539,7 @@ class VoiceLogger:
         self.manager.events.publish(
             RecordingFailed(user=tap.user, what=tap.what, path=str(tap.path), reason=reason)
         )
-        name = self.manager.user(tap.user).name
+        name = self._name(tap.user)
         what = "talk burst" if tap.what == "ptt" else "call"
         self.alarms.raise_fault(
             "recording",
@@ -545,6 +548,13 @@ class VoiceLogger:
             details={"leg": tap.leg, "path": str(tap.path), "stage": stage},
         )
         log.error("recording failed: %s", reason, extra={"user": tap.user, "path": str(tap.path)})
+
+    def _name(self, user: str) -> str:
+        """The user's display name (the id if the user was removed meanwhile)."""
+        try:
+            return self.manager.user(user).name
+        except BatonError:
+            return user
 
     # ---- after a crash
 
