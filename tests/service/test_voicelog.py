@@ -23,6 +23,7 @@ from baton.flows import LIBRARY, DispatcherQueue, call
 from baton.service.config import parse_config
 from baton.service.errors import Conflict, NotFound
 from baton.service.positions.alarms import Alarms
+from baton.service.positions.flows import hang_up
 from baton.service.positions.service import Positions
 from baton.service.routing import Router
 from baton.service.runtime import Service
@@ -165,6 +166,13 @@ async def centre(tmp_path: Path, **recording: Any) -> AsyncIterator[Centre]:
         await c.close()
 
 
+async def talked(svc: Service, seconds: float = 0.3) -> None:
+    """Let a call on the real loop last long enough to be kept (a segment that holds next to
+    nothing is dropped)."""
+    start = svc.manager.now()
+    await eventually(lambda: svc.manager.now() - start >= seconds, what="the call's talk")
+
+
 def sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -217,6 +225,20 @@ async def test_a_positions_call_is_recorded_with_its_checksum(tmp_path: Path) ->
         assert Path(rec["path"]).is_relative_to(tmp_path / "recordings" / "voicelog")
         kinds = [e.kind for e in c.events if e.kind.startswith("recording.")]
         assert kinds == ["recording.started", "recording.ended"]
+
+
+async def test_an_always_on_line_is_recorded_per_call_not_between_calls(tmp_path: Path) -> None:
+    async with centre(tmp_path) as c:
+        c.w.sim.call_in("unit1", "2001")
+        await c.w.run(5)
+        await c.w.start(hang_up, c.w["disp1"], priority=1).result()  # from the console
+        await c.w.run(30)
+        assert c.w.state("disp1") == "connected"  # the position's line stays up, idle
+        (rec,) = await c.rows()
+        # (The hang-up took the line from the call: a clear ended the recording; the moment
+        # the hang-up held the line before releasing it held nothing and was dropped.)
+        assert (rec["user_id"], rec["end_reason"], rec["status"]) == ("disp1", "cleared", "ok")
+        assert rec["seconds"] == pytest.approx(4, abs=0.5)  # the call, not the idle line
 
 
 async def test_the_policy_says_whose_calls_are_recorded(tmp_path: Path) -> None:
@@ -346,12 +368,13 @@ async def test_a_logger_error_is_an_alarm_and_logging_goes_on(tmp_path: Path) ->
             raise RuntimeError("boom")
 
         c.log._connected = broken  # type: ignore[method-assign]
-        await c.talk("unit1", "2001", 5)  # missed, but not silently
+        await c.talk("unit1", "2001", 5)  # the connect is missed, but not silently
         (alarm,) = c.alarms.faults()
         assert "could not follow" in alarm["text"] and "boom" in alarm["text"]
         await c.talk("unit2", "2001", 5)  # the logger is still on the event stream
-        (rec,) = await c.rows()
-        assert (rec["user_id"], rec["status"]) == ("disp1", "ok")
+        # (The first call was caught up with at its next hand-over, the settle.)
+        recs = await c.rows()
+        assert [(r["user_id"], r["status"]) for r in recs] == [("disp1", "ok")] * 2
 
 
 async def test_recordings_a_crashed_run_left_open_get_their_checksum(tmp_path: Path) -> None:
@@ -422,9 +445,9 @@ async def test_playback_export_and_metrics_over_the_api(tmp_path: Path) -> None:
         svc.sim.call_in("unit2", "2002")
         disp2 = svc.manager.user("disp2")
         await eventually(lambda: svc.manager.state_of(disp2) == "talking")
+        await talked(svc)
         svc.sim.hang_up("unit2")
-        await eventually(lambda: svc.manager.state_of(svc.manager.user("unit2")) == "idle")
-        await svc.voicelog.idle()
+        await eventually(lambda: svc.voicelog.counts.completed == 1, what="the recording kept")
         await svc.journal.sync()
         async with a.client("disp1") as c, a.client("sup1") as s:
             (rec,) = (await c.get("/api/recordings")).json()
@@ -488,6 +511,7 @@ async def test_a_position_provisioned_over_the_api_is_recorded(tmp_path: Path) -
         svc.sim.call_in("unit1", "2099")
         disp9 = svc.manager.user("disp9")
         await eventually(lambda: svc.manager.state_of(disp9) == "talking")
+        await talked(svc)
         svc.sim.hang_up("unit1")
         await eventually(lambda: svc.voicelog.counts.completed == 1, what="the recording kept")
         await svc.journal.sync()

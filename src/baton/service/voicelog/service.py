@@ -89,7 +89,7 @@ EMERGENCY = int(Priority.EMERGENCY)
 #: A closed recording holding less than this share of the time it ran (less a second of
 #: slack for the switch's start-up) lost audio: an alarm, not a silent gap.
 SHORT = 0.5
-#: A segment that ran less than this and holds no audio at all is dropped (see ``_do_stop``).
+#: A segment that ran, and holds, less than this many seconds is dropped (see ``_do_stop``).
 EMPTY = 0.1
 
 
@@ -242,12 +242,10 @@ class VoiceLogger:
             elif ev.state == LegState.ENDED.value:
                 self._ended(ev.user, ev.leg)
         elif isinstance(ev, OwnerChanged):
-            if not self.policy.rules.emergencies:
-                pass
-            elif ev.new is not None and ev.priority is not None and ev.priority >= EMERGENCY:
-                self._emergency(ev.user)
+            if ev.new is None:
+                self._released(ev.user)
             else:
-                self._emergency_over(ev.user)
+                self._held(ev.user, ev.priority is not None and ev.priority >= EMERGENCY)
         elif isinstance(ev, MediaChanged):
             if ev.command == "clear":
                 for user in ev.users:
@@ -281,13 +279,22 @@ class VoiceLogger:
             return None
         return leg.id if leg is not None and leg.state is LegState.CONNECTED else None
 
-    def _held_in_emergency(self, user: str) -> bool:
-        owner = self.manager.owner_of(self.manager.user(user))
-        return owner is not None and owner.priority >= Priority.EMERGENCY
+    def _owner_priority(self, user: str) -> int | None:
+        """The priority the user is held at now; ``None`` if nobody holds the user."""
+        try:
+            owner = self.manager.owner_of(self.manager.user(user))
+        except BatonError:
+            return None
+        return None if owner is None else owner.priority
 
     def _reasons_now(self, user: str) -> list[str]:
+        """Why the user's line is recorded now: only while someone holds it (a position's
+        always-on line between calls is not), for the policy's reasons or an emergency."""
+        priority = self._owner_priority(user)
+        if priority is None:
+            return []
         reasons = self.policy.reasons(user)
-        if self.policy.rules.emergencies and self._held_in_emergency(user):
+        if self.policy.rules.emergencies and priority >= EMERGENCY:
             reasons.append("emergency")
         return reasons
 
@@ -296,24 +303,29 @@ class VoiceLogger:
         if reasons and user not in self._calls:
             self._start(_Tap("call", user, leg, self._path(user, "call"), reasons))
 
-    def _emergency(self, user: str) -> None:
+    def _held(self, user: str, emergency: bool) -> None:
+        """A new owner (a flow or a call) holds the user: a call starts, or goes on with the
+        recording it has — marked ``emergency`` if it became one, ended if it was recorded only
+        for an emergency that let the user go."""
         tap = self._calls.get(user)
-        if tap is not None:
+        if tap is None:
+            leg = self._live_leg(user)
+            reasons = self._reasons_now(user)
+            if leg is not None and reasons:
+                self._start(_Tap("call", user, leg, self._path(user, "call"), reasons))
+        elif emergency and self.policy.rules.emergencies:
             if "emergency" not in tap.reasons:
                 tap.reasons.append("emergency")
                 self._work.put_nowait(("reasons", tap, ""))
-            return
-        leg = self._live_leg(user)
-        if leg is not None:
-            self._start(_Tap("call", user, leg, self._path(user, "call"), ["emergency"]))
-
-    def _emergency_over(self, user: str) -> None:
-        """The user left the emergency: a recording made only for it ends (a position's line
-        that stays up is not recorded on)."""
-        tap = self._calls.get(user)
-        if tap is not None and tap.reasons == ["emergency"]:
+        elif tap.reasons == ["emergency"]:
             del self._calls[user]
             self._work.put_nowait(("stop", tap, "emergency ended"))
+
+    def _released(self, user: str) -> None:
+        """Nobody holds the user any more: the call is over (the line may stay up)."""
+        tap = self._calls.pop(user, None)
+        if tap is not None:
+            self._work.put_nowait(("stop", tap, "released"))
 
     def _ended(self, user: str, leg: str) -> None:
         tap = self._calls.get(user)
@@ -469,8 +481,9 @@ class VoiceLogger:
         if seconds < SHORT * ran - 1.0:
             self._fail(tap, f"its file holds {seconds:.1f} s of a {ran:.1f} s call")
             return
-        if seconds == 0 and ran < EMPTY:
-            # A segment cut by a clear the moment it began holds nothing: no row, no file.
+        if seconds < EMPTY and ran < EMPTY:
+            # A segment cut the moment it began (a clear, a hand-over) holds next to nothing:
+            # no row, no file.
             with contextlib.suppress(OSError):
                 tap.path.unlink()
             t = recordings
