@@ -32,8 +32,8 @@ from baton.core.port import SwitchError
 from baton.service.auth.permissions import Principal
 from baton.service.auth.resource import router as auth_router
 from baton.service.config import format_loc
-from baton.service.deps import metrics_access, optional_principal
-from baton.service.errors import ApiError, error_body, from_core
+from baton.service.deps import current_principal, metrics_access, optional_principal
+from baton.service.errors import ApiError, NotFound, error_body, from_core
 from baton.service.events.resource import router as events_router
 from baton.service.flows.resource import router as flows_router
 from baton.service.meetings.resource import router as meetings_router
@@ -45,6 +45,7 @@ from baton.service.sim.resource import router as sim_router
 from baton.service.store import StoreUnavailable
 from baton.service.users.resource import router as users_router
 from baton.service.voicelog.resource import router as voicelog_router
+from baton.switch.sip import SipSwitch
 
 #: Swagger UI's files, shipped by the swagger-ui-py package (found, not imported: only its
 #: static folder is used).
@@ -304,6 +305,23 @@ def create_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
             "journal_pending": service.journal.pending if service.started else None,
             "version": __version__,
         }
+
+    @app.get("/api/phone", tags=["auth"])
+    async def phone(
+        principal: Annotated[Principal, Depends(current_principal)],
+    ) -> dict[str, str]:
+        """Where the console's browser phone connects: the SIP switch's WebSocket address
+        (``wss:`` preferred) and the SIP domain; the user registers there as themselves, with
+        their password (docs/sip.md, "WebRTC"). 404 when Baton serves no SIP over WebSocket."""
+        switch = service.switch
+        if isinstance(switch, SipSwitch):
+            addresses = {a.transport: a for a in switch.transport.addresses}
+            for kind in ("wss", "ws"):
+                if kind in addresses:
+                    a = addresses[kind]
+                    host = f"[{a.host}]" if ":" in a.host else a.host
+                    return {"url": f"{kind}://{host}:{a.port}", "domain": host}
+        raise NotFound("this Baton serves no SIP over WebSocket", id="no-browser-phone")
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -67,12 +67,15 @@ $("#login-form").addEventListener("submit", async (ev) => {
   $("#login-error").textContent = "";
   try {
     await api("POST", "/api/login", { user: $("#login-user").value, password: $("#login-password").value });
+    S.password = $("#login-password").value;  // kept in memory only: the browser phone's digest
     $("#login-password").value = "";
     await enter();
   } catch (e) { $("#login-error").textContent = e.message; }
 });
 
 $("#logout").addEventListener("click", async () => {
+  if (BatonPhone.state !== "off") BatonPhone.stop();
+  S.password = null;
   try { await api("POST", "/api/logout"); } catch { /* already gone */ }
   showLogin();
 });
@@ -95,7 +98,52 @@ async function enter() {
   refreshQueueSoon();
   refreshAlarms();
   connect();
+  try { S.phone = await api("GET", "/api/phone"); } catch { S.phone = null; }
+  $("#browser-phone").hidden = !S.phone;
 }
+
+// ------------------------------------------------------------------ the browser phone
+
+const PHONE_STATES = {
+  off: "off: your position's calls ring on your desk phone",
+  asking: "waiting for the microphone…",
+  "no-mic": "",
+  connecting: "connecting…",
+  ready: "ready: your calls ring here",
+  ringing: "",
+  talking: "",
+  failed: "",
+};
+
+function renderBrowserPhone(state, detail) {
+  const p = $("#bp-state");
+  p.dataset.state = state;
+  p.className = state === "no-mic" || state === "failed" ? "error" : state === "ringing" ? "ringing" : "";
+  p.textContent = state === "ringing" ? `incoming call from ${detail}`
+    : state === "talking" ? `talking with ${detail}`
+    : (PHONE_STATES[state] || state) + (detail && state !== "connecting" ? (PHONE_STATES[state] ? ` — ${detail}` : detail) : "");
+  $("#bp-start").hidden = !["off", "no-mic", "failed"].includes(state);
+  $("#bp-stop").hidden = ["off", "no-mic", "failed"].includes(state);
+  $("#bp-answer").hidden = state !== "ringing";
+  $("#bp-decline").hidden = state !== "ringing";
+  $("#bp-hangup").hidden = state !== "talking";
+  if (state === "ringing") beep();
+}
+
+BatonPhone.onchange = renderBrowserPhone;
+$("#bp-start").addEventListener("click", async () => {
+  let password = S.password;
+  if (!password) {  // a reloaded page: the session lives on, the password was not kept
+    password = prompt("Your password, to register this browser as your phone");
+    if (!password) return;
+    S.password = password;
+  }
+  await BatonPhone.start({ url: S.phone.url, domain: S.phone.domain, user: S.me.user, password });
+});
+$("#bp-stop").addEventListener("click", () => BatonPhone.stop());
+$("#bp-answer").addEventListener("click", () => BatonPhone.answer());
+$("#bp-decline").addEventListener("click", () => BatonPhone.decline());
+$("#bp-hangup").addEventListener("click", () => BatonPhone.hangup());
 
 // ------------------------------------------------------------------ history, recordings, audit
 
@@ -200,6 +248,27 @@ function renderPtt() {
       el("div", { class: "buttons" }, button)));
   }
 }
+
+// Hold the space bar to talk in your PTT group (the first you are a member of), as on a radio.
+function myPttGroup() {
+  return S.flows.find((f) => PTT_FLOWS.has(flowKind(f.name)) && f.users.includes(S.me.user)) || null;
+}
+document.addEventListener("keydown", (ev) => {
+  const tag = (document.activeElement && document.activeElement.tagName) || "";
+  if (ev.code !== "Space" || ev.repeat || ["INPUT", "TEXTAREA", "SELECT", "BUTTON"].includes(tag)) return;
+  const f = S.me ? myPttGroup() : null;
+  if (!f) return;
+  ev.preventDefault();
+  S.spaceTalk = f;
+  ptt(f, "request");
+});
+document.addEventListener("keyup", (ev) => {
+  if (ev.code !== "Space" || !S.spaceTalk) return;
+  ev.preventDefault();
+  const f = S.spaceTalk;
+  S.spaceTalk = null;
+  ptt(f, "release");
+});
 
 async function ptt(f, command) {
   try { await api("POST", `/api/flows/${enc(f.name)}/commands`, { command, args: { user: S.me.user } }); }

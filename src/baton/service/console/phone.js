@@ -1,0 +1,263 @@
+// The console's browser phone: a small SIP-over-WebSocket user agent (RFC 7118) with WebRTC
+// media, so a dispatcher's headset can be the position's phone. Written here rather than
+// bundling JsSIP or SIP.js: the console has no build step and fetches nothing from other
+// hosts, and a position needs only a few things — register (digest MD5), take calls Baton
+// sends (ring, answer, decline), hang up, answer re-INVITEs (hold, refresh) — which is a few
+// hundred lines. Calls are placed from the console's flows, never dialled here.
+// docs/sip.md ("WebRTC") describes the server side.
+"use strict";
+
+const BatonPhone = (() => {
+  // ---------------------------------------------------------------- MD5 (RFC 1321), for digest
+  function md5(text) {
+    const bytes = new TextEncoder().encode(text);
+    const n = ((bytes.length + 8) >>> 6) + 1;
+    const w = new Uint32Array(n * 16);
+    for (let i = 0; i < bytes.length; i++) w[i >> 2] |= bytes[i] << ((i % 4) * 8);
+    w[bytes.length >> 2] |= 0x80 << ((bytes.length % 4) * 8);
+    w[n * 16 - 2] = bytes.length * 8;
+    const S = [7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21];
+    const K = Array.from({ length: 64 }, (_, i) => Math.floor(Math.abs(Math.sin(i + 1)) * 2 ** 32) >>> 0);
+    let [a0, b0, c0, d0] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
+    for (let blk = 0; blk < n * 16; blk += 16) {
+      let [a, b, c, d] = [a0, b0, c0, d0];
+      for (let i = 0; i < 64; i++) {
+        let f, g;
+        if (i < 16) { f = (b & c) | (~b & d); g = i; }
+        else if (i < 32) { f = (d & b) | (~d & c); g = (5 * i + 1) % 16; }
+        else if (i < 48) { f = b ^ c ^ d; g = (3 * i + 5) % 16; }
+        else { f = c ^ (b | ~d); g = (7 * i) % 16; }
+        const s = S[(i >> 4) * 4 + (i % 4)];
+        const x = (a + f + K[i] + w[blk + g]) >>> 0;
+        [a, d, c] = [d, c, b];
+        b = (b + ((x << s) | (x >>> (32 - s)))) >>> 0;
+      }
+      a0 = (a0 + a) >>> 0; b0 = (b0 + b) >>> 0; c0 = (c0 + c) >>> 0; d0 = (d0 + d) >>> 0;
+    }
+    return [a0, b0, c0, d0].map((v) => Array.from({ length: 4 }, (_, i) =>
+      ((v >>> (i * 8)) & 0xff).toString(16).padStart(2, "0")).join("")).join("");
+  }
+
+  // ---------------------------------------------------------------- SIP messages
+  const rand = (n) => Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => b.toString(16).padStart(2, "0")).join("");
+
+  function parse(text) {
+    const cut = text.indexOf("\r\n\r\n");
+    const head = (cut < 0 ? text : text.slice(0, cut)).split("\r\n");
+    const body = cut < 0 ? "" : text.slice(cut + 4);
+    const first = head.shift();
+    const headers = [];
+    for (const line of head) {
+      const i = line.indexOf(":");
+      if (i > 0) headers.push([line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim()]);
+    }
+    const get = (name) => { const h = headers.find(([k]) => k === name); return h ? h[1] : null; };
+    const all = (name) => headers.filter(([k]) => k === name).map(([, v]) => v);
+    if (first.startsWith("SIP/2.0 ")) {
+      return { status: parseInt(first.split(" ")[1], 10), headers, get, all, body };
+    }
+    const [method, uri] = first.split(" ");
+    return { method, uri, headers, get, all, body };
+  }
+
+  // ---------------------------------------------------------------- the user agent
+  const P = {
+    state: "off", detail: "", ws: null, user: "", password: "", domain: "", url: "",
+    mic: null, pc: null, call: null, cseq: 1, onchange: () => {}, analyser: null,
+    instance: rand(6), regCallId: rand(8), regTag: rand(4), regTimer: null,
+  };
+
+  function set(state, detail = "") { P.state = state; P.detail = detail; P.onchange(state, detail); }
+
+  function send(text) { if (P.ws && P.ws.readyState === 1) P.ws.send(text); }
+
+  function via() { return `SIP/2.0/WSS ${P.instance}.invalid;branch=z9hG4bK${rand(8)}`; }
+  function contact() { return `<sip:${P.instance}@${P.instance}.invalid;transport=ws>`; }
+
+  function request(method, uri, lines, body = "") {
+    const all = [`${method} ${uri} SIP/2.0`, `Via: ${via()}`, "Max-Forwards: 70", ...lines];
+    if (body) all.push("Content-Type: application/sdp");
+    all.push(`Content-Length: ${new TextEncoder().encode(body).length}`);
+    send(all.join("\r\n") + "\r\n\r\n" + body);
+  }
+
+  function respond(req, status, reason, extra = [], body = "") {
+    const lines = [`SIP/2.0 ${status} ${reason}`];
+    for (const v of req.all("via")) lines.push(`Via: ${v}`);
+    lines.push(`From: ${req.get("from")}`);
+    let to = req.get("to");
+    if (P.call && req.get("call-id") === P.call.callId && !/;tag=/.test(to)) to += `;tag=${P.call.tag}`;
+    lines.push(`To: ${to}`, `Call-ID: ${req.get("call-id")}`, `CSeq: ${req.get("cseq")}`, ...extra);
+    if (body) lines.push("Content-Type: application/sdp");
+    lines.push(`Content-Length: ${new TextEncoder().encode(body).length}`);
+    send(lines.join("\r\n") + "\r\n\r\n" + body);
+  }
+
+  function authorization(res, method, uri) {
+    const value = res.get("www-authenticate") || res.get("proxy-authenticate") || "";
+    const param = (k) => { const m = value.match(new RegExp(`${k}="?([^",]+)"?`, "i")); return m ? m[1] : null; };
+    const realm = param("realm"), nonce = param("nonce"), opaque = param("opaque");
+    const qop = /qop="?[^"]*auth/i.test(value) ? "auth" : null;
+    const ha1 = md5(`${P.user}:${realm}:${P.password}`), ha2 = md5(`${method}:${uri}`);
+    const cnonce = rand(8), nc = "00000001";
+    const response = qop ? md5(`${ha1}:${nonce}:${nc}:${cnonce}:${qop}:${ha2}`) : md5(`${ha1}:${nonce}:${ha2}`);
+    let h = `Digest username="${P.user}", realm="${realm}", nonce="${nonce}", uri="${uri}", response="${response}", algorithm=MD5`;
+    if (opaque) h += `, opaque="${opaque}"`;
+    if (qop) h += `, qop=${qop}, nc=${nc}, cnonce="${cnonce}"`;
+    return `${res.status === 407 ? "Proxy-Authorization" : "Authorization"}: ${h}`;
+  }
+
+  function register(auth = null, expires = 600) {
+    const uri = `sip:${P.domain}`;
+    request("REGISTER", uri, [
+      `From: <sip:${P.user}@${P.domain}>;tag=${P.regTag}`, `To: <sip:${P.user}@${P.domain}>`,
+      `Call-ID: ${P.regCallId}`, `CSeq: ${P.cseq++} REGISTER`, `Contact: ${contact()};expires=${expires}`,
+      "User-Agent: Baton console", ...(auth ? [auth] : []),
+    ]);
+  }
+
+  async function start({ url, domain, user, password }) {
+    Object.assign(P, { url, domain, user, password });
+    set("asking", "allow the microphone to use this browser as your phone");
+    try {
+      P.mic = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+    } catch (e) {
+      set("no-mic", "microphone refused: allow it for this page in the browser, then try again");
+      return;
+    }
+    set("connecting", url);
+    P.ws = new WebSocket(url, "sip");
+    P.ws.onopen = () => register();
+    P.ws.onmessage = (ev) => onMessage(parse(typeof ev.data === "string" ? ev.data : ""));
+    P.ws.onclose = () => { if (P.state !== "off") set("failed", "connection to Baton lost"); teardown(); };
+  }
+
+  function stop() {
+    if (P.ws && P.ws.readyState === 1 && P.state !== "failed") register(null, 0);
+    if (P.call) hangup();
+    set("off");
+    clearInterval(P.regTimer);
+    setTimeout(() => { if (P.ws) { P.ws.onclose = null; P.ws.close(); P.ws = null; } }, 200);
+    if (P.mic) { P.mic.getTracks().forEach((t) => t.stop()); P.mic = null; }
+  }
+
+  function onMessage(m) {
+    if (m.status !== undefined) return onResponse(m);
+    const callId = m.get("call-id");
+    if (m.method === "INVITE") return onInvite(m);
+    if (m.method === "ACK") return;
+    if (m.method === "BYE") { respond(m, 200, "OK"); if (P.call && P.call.callId === callId) { teardown(); set("ready"); } return; }
+    if (m.method === "CANCEL") {
+      respond(m, 200, "OK");
+      if (P.call && P.call.callId === callId && !P.call.answered) { respond(P.call.invite, 487, "Request Terminated"); teardown(); set("ready"); }
+      return;
+    }
+    respond(m, 200, "OK");  // OPTIONS, INFO, UPDATE without SDP
+  }
+
+  function onResponse(m) {
+    const method = (m.get("cseq") || "").split(" ")[1];
+    if (method === "REGISTER") {
+      if (m.status === 401 || m.status === 407) {
+        if (P.regAuthTried) { set("failed", "Baton refused the password"); return; }
+        P.regAuthTried = true;
+        register(authorization(m, "REGISTER", `sip:${P.domain}`), P.state === "off" ? 0 : 600);
+      } else if (m.status >= 200 && m.status < 300) {
+        P.regAuthTried = false;
+        if (P.state === "connecting") { set("ready"); clearInterval(P.regTimer); P.regTimer = setInterval(() => register(), 240000); }
+      } else if (m.status >= 300) set("failed", `registration refused (${m.status})`);
+    }
+  }
+
+  async function onInvite(m) {
+    const callId = m.get("call-id");
+    if (P.call && P.call.callId === callId) return reinvite(m);
+    if (P.call) { respond(m, 486, "Busy Here"); return; }
+    const from = m.get("from") || "";
+    const name = (from.match(/"([^"]+)"/) || from.match(/sip:([^@>;]+)/) || [null, "?"])[1];
+    P.call = { invite: m, callId, tag: rand(4), remote: (m.get("contact") || "").replace(/^.*<|>.*$/g, ""),
+               from: m.get("from"), to: m.get("to"), answered: false, peer: name };
+    respond(m, 180, "Ringing", [`Contact: ${contact()}`]);
+    set("ringing", name);
+  }
+
+  async function sdpAnswer(offer) {
+    const pc = P.pc;
+    await pc.setRemoteDescription({ type: "offer", sdp: offer });
+    await pc.setLocalDescription(await pc.createAnswer());
+    if (pc.iceGatheringState !== "complete") {
+      await new Promise((done) => {
+        const t = setTimeout(done, 3000);
+        pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") { clearTimeout(t); done(); } });
+      });
+    }
+    return pc.localDescription.sdp;
+  }
+
+  async function answer() {
+    const call = P.call;
+    if (!call || call.answered) return;
+    call.answered = true;
+    P.pc = new RTCPeerConnection({ iceServers: [] });
+    P.mic.getTracks().forEach((t) => P.pc.addTrack(t, P.mic));
+    P.pc.ontrack = (ev) => {
+      const audio = document.getElementById("bp-audio");
+      if (audio) audio.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+      const ctx = new AudioContext();
+      const source = ctx.createMediaStreamSource(new MediaStream([ev.track]));
+      P.analyser = ctx.createAnalyser();
+      P.analyser.fftSize = 8192;
+      source.connect(P.analyser);
+    };
+    try {
+      const sdp = await sdpAnswer(call.invite.body);
+      respond(call.invite, 200, "OK", [`Contact: ${contact()}`], sdp);
+      set("talking", call.peer);
+    } catch (e) {
+      respond(call.invite, 488, "Not Acceptable Here");
+      teardown(); set("ready", `the call could not be set up: ${e.message}`);
+    }
+  }
+
+  async function reinvite(m) {
+    if (!P.pc) { respond(m, 491, "Request Pending"); return; }
+    try { respond(m, 200, "OK", [`Contact: ${contact()}`], await sdpAnswer(m.body)); }
+    catch (e) { respond(m, 488, "Not Acceptable Here"); }
+  }
+
+  function decline() {
+    if (!P.call || P.call.answered) return;
+    respond(P.call.invite, 603, "Decline");
+    teardown(); set("ready");
+  }
+
+  function hangup() {
+    const call = P.call;
+    if (!call) return;
+    if (!call.answered) { decline(); return; }
+    const to = call.from, from = `${call.to};tag=${call.tag}`;
+    request("BYE", call.remote, [`From: ${from}`, `To: ${to}`, `Call-ID: ${call.callId}`, `CSeq: ${P.cseq++} BYE`]);
+    teardown(); set("ready");
+  }
+
+  function teardown() {
+    if (P.pc) { P.pc.close(); P.pc = null; }
+    P.call = null; P.analyser = null;
+    const audio = document.getElementById("bp-audio");
+    if (audio) audio.srcObject = null;
+  }
+
+  // What the page hears: the strongest frequency and its level (for the console's meter and
+  // for tests, which compare it with the tone the other party sends).
+  function heard() {
+    if (!P.analyser) return null;
+    const bins = new Float32Array(P.analyser.frequencyBinCount);
+    P.analyser.getFloatFrequencyData(bins);
+    let best = 0;
+    for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
+    return { hz: (best * P.analyser.context.sampleRate) / P.analyser.fftSize, db: bins[best] };
+  }
+
+  return { start, stop, answer, decline, hangup, heard, get state() { return P.state; },
+           set onchange(fn) { P.onchange = fn; }, md5 };
+})();

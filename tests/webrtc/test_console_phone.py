@@ -1,0 +1,122 @@
+"""The console's browser phone in headless Chromium against a real ``baton serve`` on the SIP
+switch: the dispatcher logs in, lets the page use the (fake) microphone, the position
+registers over SIP/WebSocket; a baresip phone calls the dispatcher's number, the call rings in
+the page, the dispatcher answers, and each side hears exactly the other — the page's
+WebAudio analyser finds the phone's tone, baresip's recording holds the page's. A browser
+whose microphone is refused says so."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from playwright.async_api import Page, async_playwright, expect
+
+from _rigs.audio import write_tone
+from _rigs.sip import Baresip, free_port, rtp_range, wait_until
+from baton.switch.media import analysis
+from service.helpers import PASSWORDS
+from service.server import serve
+
+pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--allow-loopback-in-peer-connection",  # Baton's candidate is 127.0.0.1
+    "--autoplay-policy=no-user-gesture-required",
+]  # fmt: skip
+PAGE, PHONE = 500.0, 780.0  # the page's microphone tone, the phone's
+CANDIDATES = [PAGE, PHONE, 1170.0]
+
+
+def sip_config(tmp_path: Path, udp: int, ws: int) -> dict[str, Any]:
+    return {
+        "switch": "sip",
+        "sip": {"listen": [f"udp:127.0.0.1:{udp}", f"ws:127.0.0.1:{ws}"],
+                "rtp_ports": rtp_range(), "rtp_timeout": 0},
+        "users": [
+            {"id": "disp1", "numbers": ["2001"], "password": PASSWORDS["disp1"],
+             "role": "dispatcher"},
+            {"id": "unit1", "numbers": ["1001"], "password": PASSWORDS["unit1"]},
+        ],
+        "groups": [], "meetings": [],
+    }  # fmt: skip
+
+
+async def login(page: Page, base: str) -> None:
+    await page.goto(f"{base}/console/")
+    await page.fill("#login-user", "disp1")
+    await page.fill("#login-password", PASSWORDS["disp1"])
+    await page.click("#login-submit")
+    await expect(page.locator("#app")).to_be_visible()
+    await page.click("#mode-dispatcher")
+    await expect(page.locator("#browser-phone")).to_be_visible()
+
+
+async def test_the_console_is_the_dispatchers_phone(tmp_path: Path) -> None:
+    udp, ws = free_port(), free_port()
+    mic = write_tone(tmp_path / "mic.wav", PAGE, seconds=30, rate=48000)
+    with serve(tmp_path, **sip_config(tmp_path, udp, ws)) as server:
+        unit1 = Baresip(tmp_path / "unit1", "unit1", PASSWORDS["unit1"], udp,
+                        tone=write_tone(tmp_path / "unit1.wav", PHONE))  # fmt: skip
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
+                *ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={mic}",
+            ])  # fmt: skip
+            try:
+                await unit1.start()
+                page = await browser.new_page()
+                page.set_default_timeout(15_000)
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                await login(page, server.base)
+                state = page.locator("#bp-state")
+                await page.click("#bp-start")
+                await expect(state).to_have_attribute("data-state", "ready")
+                unit1.command("dial", f"sip:2001@127.0.0.1:{udp}")
+                await expect(state).to_have_attribute("data-state", "ringing")
+                await expect(state).to_contain_text("unit1")
+                await page.click("#bp-answer")
+                await expect(state).to_have_attribute("data-state", "talking")
+                await wait_until(lambda: unit1.saw("CALL_ESTABLISHED"), 10)
+                peaks = []
+                for _ in range(60):  # what the page hears, sampled over ~3 s
+                    h = await page.evaluate("BatonPhone.heard()")
+                    if h is not None and h["db"] > -60:
+                        peaks.append(h["hz"])
+                    await asyncio.sleep(0.05)
+                assert len(peaks) > 30, peaks
+                assert abs(statistics.median(peaks) - PHONE) < 15, peaks
+                await page.click("#bp-hangup")
+                await expect(state).to_have_attribute("data-state", "ready")
+                await wait_until(lambda: unit1.saw("CALL_CLOSED"), 10)
+                assert errors == []
+            finally:
+                await browser.close()
+                await unit1.aclose()
+            # Refused: without the fake consent, headless Chromium denies the microphone.
+            denied = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                page = await denied.new_page()
+                await login(page, server.base)
+                await page.click("#bp-start")
+                state = page.locator("#bp-state")
+                await expect(state).to_have_attribute("data-state", "no-mic")
+                await expect(state).to_contain_text("microphone refused")
+                await expect(page.locator("#bp-start")).to_be_visible()  # try again
+            finally:
+                await denied.close()
+    (path,) = unit1.heard()
+    with wave.open(str(path), "rb") as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    tail = pcm[len(pcm) // 3 : len(pcm) - 2000]
+    print("unit1 heard", analysis.sine_amplitudes(tail, CANDIDATES))
+    assert analysis.tones_heard(tail, CANDIDATES) == {PAGE}
