@@ -54,8 +54,14 @@ async def test_a_revoked_token_ends_its_event_stream(tmp_path: Path) -> None:
 
 async def test_an_expired_token_ends_its_event_stream(tmp_path: Path) -> None:
     async with api(tmp_path, "disp1") as (svc, _a), listening(svc) as address:
-        token, _info = await svc.auth.create_token("disp1", "api", "short", 0.3)
-        ws = await _stream(address, token)
+        # Controlled clocks, no real waiting: the token is issued and checked at t0 (an hour
+        # to go), and the stream's guard reads the service's clock, set to the hour's end.
+        t0 = 1_000_000.0
+        svc.auth.wallclock = lambda: t0
+        token, info = await svc.auth.create_token("disp1", "api", "short", 3600)
+        assert info.expires_at == t0 + 3600
+        svc.wallclock = lambda: t0 + 3600
+        ws = await websockets.connect(f"ws://{address}/api/events/stream?token={token}")
         assert await _closed(ws) == (4401, "token-expired")
 
 
