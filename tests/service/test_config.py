@@ -180,3 +180,41 @@ def test_a_users_srtp_policy_is_checked(tmp_path: Path) -> None:
     data["users"][0]["srtp"] = "required"
     config = parse_config(data, "t.toml")
     assert [u.srtp for u in config.users][:2] == ["required", None]  # None: the [sip] srtp
+
+
+def test_a_bad_entry_does_not_hide_the_problems_across_tables(tmp_path: Path) -> None:
+    # docs/service.md, Configuration: a missing password, an unknown member and a public
+    # listen address are reported together, not one run after another.
+    data = config_data(tmp_path)
+    data["api"] = {"listen": "0.0.0.0:8080"}
+    del data["users"][2]["password"]
+    data["users"][3]["numbers"] = "not a list"
+    data["groups"][0]["members"] = ["unit1", "ghost"]
+    data["roles"] = {"wizard": {"max_priority": "SUPERURGENT"}}
+    found = problems(data)
+    assert "users[2].password: field required" in found
+    assert any(p.startswith("users[3].numbers: ") for p in found)
+    assert any(p.startswith("roles.wizard.max_priority: unknown priority") for p in found)
+    assert "groups[0].members[1]: unknown user 'ghost'" in found
+    assert any(p.startswith("api: listen '0.0.0.0:8080' is not a loopback address") for p in found)
+    # Nothing invented by the stand-ins for the bad entries.
+    assert not any("unknown role" in p or "duplicate" in p for p in found), found
+
+
+def test_a_user_without_an_id_does_not_hide_the_other_problems(tmp_path: Path) -> None:
+    data = config_data(tmp_path)
+    del data["users"][1]["id"]
+    data["users"][1]["password"] = ""
+    data["groups"][0]["members"] = ["ghost"]
+    found = problems(data)
+    assert "users[1].id: field required" in found
+    assert any(p.startswith("users[1].password: ") for p in found)
+    assert "groups[0].members[0]: unknown user 'ghost'" in found
+
+
+def test_a_tables_own_check_is_not_hidden_by_a_bad_key_in_it(tmp_path: Path) -> None:
+    data = config_data(tmp_path)
+    data["api"] = {"listen": "0.0.0.0:8080", "session_hours": -1}
+    found = problems(data)
+    assert any(p.startswith("api.session_hours: ") for p in found)
+    assert any(p.startswith("api: listen '0.0.0.0:8080' is not a loopback address") for p in found)

@@ -44,6 +44,7 @@ problem. The ``[sip]`` table is not interpreted here: the SIP adapter validates 
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import tomllib
 from collections.abc import Collection
@@ -525,8 +526,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         config = Config.model_validate({**data, "source": source})
     except ValidationError as exc:
         problems = [f"{format_loc(e['loc'])}: {_message(dict(e))}" for e in exc.errors()]
-        bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
-        partial = _without(data, bad)
+        partial = _repaired({**data, "source": source}, exc, problems)
         if partial is not None:
             problems += [p for p in cross_check(partial) if p not in problems]
         raise ConfigError(source, problems) from None
@@ -536,32 +536,57 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     return config
 
 
-#: Tables the cross-table checks can do without (their defaults stand in when they are bad).
-_OPTIONAL_TABLES = frozenset(
-    {
-        "tenant",
-        "switch",
-        "database",
-        "recordings",
-        "recording",
-        "prompts",
-        "api",
-        "log",
-        "flows",
-        "sip",
-        "sim",
-    }
-)
+#: Required keys a stand-in can fill so that an entry missing one still takes part in the
+#: checks across tables: an id no entry can name, a password nothing checks.
+_STAND_INS: dict[str, str] = {"id": "missing-id", "password": "missing-password"}
 
 
-def _without(data: dict[str, Any], bad: set[Any]) -> Config | None:
-    """The config with its bad optional tables left at their defaults, if the rest is valid."""
-    if not bad <= _OPTIONAL_TABLES:
-        return None
-    try:
-        return Config.model_validate({k: v for k, v in data.items() if k not in bad})
-    except ValidationError:
-        return None
+def _repaired(data: dict[str, Any], exc: ValidationError, problems: list[str]) -> Config | None:
+    """The config with every bad key left at its default (or a stand-in, for a missing id or
+    password), so the checks across tables still run when a table or an entry is bad
+    (docs/service.md, Configuration: every problem at once). A check that could only run once
+    its table's keys were valid (a public listen address next to a bad ``session_hours``) adds
+    its problem to ``problems``. None when it cannot be repaired: a bad list entry as a whole,
+    or a missing key without a default or stand-in."""
+    fixed = copy.deepcopy(data)
+    for _ in range(4):  # each round may uncover a table's own check, run once its keys pass
+        for err in exc.errors():
+            if not _repair(fixed, err["loc"], err["type"] == "missing"):
+                return None
+        try:
+            return Config.model_validate(fixed)
+        except ValidationError as again:
+            exc = again
+            found = [f"{format_loc(e['loc'])}: {_message(dict(e))}" for e in exc.errors()]
+            problems += [p for p in found if p not in problems]
+    return None
+
+
+def _repair(data: dict[str, Any], loc: tuple[int | str, ...], missing: bool) -> bool:
+    """Remove (or fill, when ``missing``) the key ``loc`` names; False when it cannot."""
+    # Walk to the innermost table key that exists: a bad list element or a model's own check
+    # (a loc with validator names in it) takes its whole key, never shifting a list's indices.
+    node: Any = data
+    holder: dict[str, Any] | None = None
+    key: str | None = None
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            holder, key, node = node, part, node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif missing and isinstance(node, dict) and part == loc[-1] and part in _STAND_INS:
+            node[part] = _STAND_INS[part]
+            return True
+        else:
+            break
+    if holder is None or key is None or missing:
+        return False
+    if holder is data.get("roles") or (
+        holder is data and key in ("users", "groups", "meetings", "roles")
+    ):
+        return False  # an entry's keys are dropped, never an entry (others may name it)
+    del holder[key]
+    return True
 
 
 def load_config(path: str | Path) -> Config:
