@@ -79,6 +79,8 @@ class ClusterConfig(_Model):
     prefix: str = "/baton"
     #: How long a standby lets an active shard take its tenant first, at start-up.
     standby_delay: float = Field(default=1.0, ge=0)
+    #: How long, at most, a standby then leaves a free tenant to its announced active shard.
+    active_grace: float = Field(default=60.0, ge=0)
     tenants: dict[str, TenantPlacement] = Field(min_length=1)
 
     @field_validator("tenants")

@@ -130,6 +130,7 @@ class TenantSlot:
         finally:
             await store.close()
         hasher = PasswordHasher()
+        checked = False
         for user in self.config.users:
             digest = rows.get(user.id)
             if digest is None or self.known_hashes.get(user.id) == digest:
@@ -143,6 +144,14 @@ class TenantSlot:
 
             if await asyncio.to_thread(check):
                 self.known_hashes[user.id] = digest
+                checked = True
+        if checked:
+            log.info(
+                "tenant %s: %d of %d stored passwords checked",
+                self.name,
+                len(self.known_hashes),
+                len(self.config.users),
+            )
 
     async def run(self) -> None:
         directory = self.shard.directory
@@ -153,8 +162,10 @@ class TenantSlot:
             except Exception as exc:
                 log.error("tenant %s: cannot prepare: %r; retrying", self.name, exc)
                 await asyncio.sleep(1.0)
+        log.info("tenant %s: ready to serve (%s)", self.name, self.placement.role)
         if self.placement.role == "standby":
             await asyncio.sleep(self.shard.config.cluster.standby_delay)
+            await self._let_the_active_start()
         checked = time.monotonic()
         while True:
             try:
@@ -177,6 +188,25 @@ class TenantSlot:
                 log.exception("tenant %s: serving failed", self.name)
             finally:
                 await holding.release()
+            await asyncio.sleep(POLL)
+
+    async def _let_the_active_start(self) -> None:
+        """At start-up, a standby leaves a free tenant to its announced active shard for up to
+        ``active_grace`` seconds (the active may still be preparing: migrations, password
+        checks); it campaigns at once if no active shard of the tenant is announced."""
+        c = self.shard.config.cluster
+        end = time.monotonic() + c.active_grace
+        while time.monotonic() < end:
+            try:
+                members = (await self.shard.directory.members()).get(self.name, {})
+            except Exception:
+                return
+            if not any(
+                m.get("role") == "active"
+                for shard, m in members.items()
+                if shard != self.shard.name
+            ):
+                return
             await asyncio.sleep(POLL)
 
     async def serve(self, holding: Holding) -> None:
