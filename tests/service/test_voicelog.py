@@ -452,6 +452,10 @@ async def test_playback_export_and_metrics_over_the_api(tmp_path: Path) -> None:
         async with a.client("disp1") as c, a.client("sup1") as s:
             (rec,) = (await c.get("/api/recordings")).json()
             assert rec["status"] == "ok" and rec["user_id"] == "disp2"
+            assert (await c.get("/api/recordings", params={"kind": "call"})).json() == [rec]
+            assert (await c.get("/api/recordings", params={"kind": "ptt"})).json() == []
+            assert (await c.get("/api/recordings", params={"status": "failed"})).json() == []
+            assert_error(await c.get("/api/recordings", params={"kind": "x"}), 422)
             r = await c.get(f"/api/recordings/{rec['id']}/download")
             assert r.status_code == 200
             assert hashlib.sha256(r.content).hexdigest() == rec["sha256"]

@@ -133,10 +133,18 @@ async def recordings(
     user: str | None = None,
     since: Time = None,
     until: Time = None,
+    kind: Annotated[
+        Literal["call", "ptt"] | None, Query(description="call (a leg) or ptt (a talk burst)")
+    ] = None,
+    group: Annotated[str | None, Query(description="a PTT group's talk bursts")] = None,
+    status: Annotated[
+        Literal["recording", "ok", "failed", "expired"] | None, Query(description="its status")
+    ] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[dict[str, Any]]:
-    """The recordings index, newest first (needs ``recordings``)."""
+    """The recordings index, newest first (needs ``recordings``): voice-log recordings carry
+    ``kind``, ``talker``, ``ptt_group``, ``reasons``, ``status``, ``sha256``, ``seconds``."""
     principal.require("recordings", "list recordings")
     async with svc.store.read() as conn:
         rows = await records.list_recordings(
@@ -144,6 +152,9 @@ async def recordings(
             user=user,
             since=parse_time(since, "since"),
             until=parse_time(until, "until"),
+            kind=kind,
+            group=group,
+            status=status,
             limit=limit,
             offset=offset,
         )

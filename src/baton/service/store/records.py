@@ -270,6 +270,9 @@ async def list_recordings(
     user: str | None = None,
     since: float | None = None,
     until: float | None = None,
+    kind: str | None = None,
+    group: str | None = None,
+    status: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
@@ -277,6 +280,12 @@ async def list_recordings(
     q = sa.select(t)
     if user is not None:
         q = q.where(t.c.user_id == user)
+    if kind is not None:
+        q = q.where(t.c.kind == kind)
+    if group is not None:
+        q = q.where(t.c.ptt_group == group)
+    if status is not None:
+        q = q.where(t.c.status == status)
     if since is not None:
         q = q.where(t.c.started_at >= since)
     if until is not None:
