@@ -444,10 +444,12 @@ async def test_playback_export_and_metrics_over_the_api(tmp_path: Path) -> None:
         assert svc.sim is not None
         svc.sim.call_in("unit2", "2002")
         disp2 = svc.manager.user("disp2")
-        await eventually(lambda: svc.manager.state_of(disp2) == "talking")
+        await eventually(lambda: svc.manager.state_of(disp2) == "talking", within=20)
         await talked(svc)
         svc.sim.hang_up("unit2")
-        await eventually(lambda: svc.voicelog.counts.completed == 1, what="the recording kept")
+        await eventually(
+            lambda: svc.voicelog.counts.completed == 1, within=20, what="the recording kept"
+        )
         await svc.journal.sync()
         async with a.client("disp1") as c, a.client("sup1") as s:
             (rec,) = (await c.get("/api/recordings")).json()
@@ -514,10 +516,12 @@ async def test_a_position_provisioned_over_the_api_is_recorded(tmp_path: Path) -
         assert svc.sim is not None
         svc.sim.call_in("unit1", "2099")
         disp9 = svc.manager.user("disp9")
-        await eventually(lambda: svc.manager.state_of(disp9) == "talking")
+        await eventually(lambda: svc.manager.state_of(disp9) == "talking", within=20)
         await talked(svc)
         svc.sim.hang_up("unit1")
-        await eventually(lambda: svc.voicelog.counts.completed == 1, what="the recording kept")
+        await eventually(
+            lambda: svc.voicelog.counts.completed == 1, within=20, what="the recording kept"
+        )
         await svc.journal.sync()
         async with svc.store.read() as conn:
             (rec,) = [dict(r._mapping) for r in await conn.execute(sa.select(recordings))]
