@@ -297,6 +297,26 @@ async def test_each_talk_burst_is_recorded_with_its_talker(tmp_path: Path) -> No
         assert all(r["sha256"] == sha256(r["path"]) for r in recs)
 
 
+async def test_bursts_in_a_group_emergency_are_recorded_whatever_the_rules(
+    tmp_path: Path,
+) -> None:
+    async with centre(tmp_path, positions=False, ptt=False) as c:
+        s = c.w.sim
+        s.call_in("unit1", "802")
+        await c.w.run(2)
+        s.press("unit2", "*")  # an ordinary burst: PTT traffic is not recorded here
+        await c.w.run(3)
+        s.press("unit2", "#")
+        await c.w.run(1)
+        assert await c.rows() == []
+        s.press("unit1", "9")  # the emergency key: the group's emergency, unit1 talks
+        await c.w.run(4)
+        s.press("unit1", "#")
+        await c.w.run(1)
+        (rec,) = await c.rows()
+        assert (rec["kind"], rec["talker"], rec["reasons"]) == ("ptt", "unit1", ["emergency"])
+
+
 async def test_bursts_of_other_groups_are_not_recorded(tmp_path: Path) -> None:
     async with centre(tmp_path, positions=False, groups=["engines"]) as c:
         c.w.sim.call_in("unit1", "802")
