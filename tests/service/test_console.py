@@ -390,3 +390,53 @@ def test_a_supervisor_sees_a_failed_recording_and_acknowledges_it(tmp_path: Path
             assert errors == [], errors
         finally:
             browser.close()
+
+
+def test_an_admin_adds_and_removes_users_and_groups_from_the_console(tmp_path: Path) -> None:
+    users = [
+        *config_data(tmp_path)["users"],
+        {"id": "adm1", "password": "adm1-pw", "role": "admin"},
+    ]
+    with (
+        serve(tmp_path, users=users, sim={"answer_after": 0.3}) as server,
+        sync_api.sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.set_default_timeout(10_000)
+            errors: list[str] = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            expect = sync_api.expect
+            login(pg, server.base, "adm1", "adm1-pw")
+            expect(pg.locator("#directory-panel")).to_be_visible()
+            pg.fill("#dir-user-id", "unit9")
+            pg.fill("#dir-user-name", "Engine 9")
+            pg.fill("#dir-user-number", "1009")
+            pg.fill("#dir-user-password", "unit9-pw")
+            pg.select_option("#dir-user-role", "field")
+            pg.click("#dir-user-add")
+            expect(pg.locator("#status")).to_have_text("Engine 9 added")
+            expect(pg.locator('#dir-users tr[data-user="unit9"]')).to_contain_text("1009")
+            expect(pg.locator(tile(pg, "unit9"))).to_be_visible()  # in the grid at once
+            pg.fill("#dir-group-id", "south")
+            pg.fill("#dir-group-members", "unit1, unit9")
+            pg.select_option("#dir-group-mode", "ptt")
+            pg.click("#dir-group-add")
+            expect(pg.locator('#dir-groups tr[data-group="south"]')).to_contain_text("push-to-talk")
+            # A refusal says why, in words.
+            pg.fill("#dir-user-id", "unit1")
+            pg.fill("#dir-user-password", "x")
+            pg.click("#dir-user-add")
+            expect(pg.locator("#status")).to_contain_text("exists already")
+            pg.click('#dir-users tr[data-user="unit9"] .dir-remove')
+            expect(pg.locator("#status")).to_have_text("Engine 9 removed")
+            expect(pg.locator('#dir-users tr[data-user="unit9"]')).to_have_count(0)
+            expect(pg.locator('#dir-groups tr[data-group="south"]')).not_to_contain_text("unit9")
+            # A dispatcher sees no directory panel.
+            pg.click("#logout")
+            login(pg, server.base, "disp1", "disp1-pw")
+            expect(pg.locator("#directory-panel")).to_be_hidden()
+            assert errors == [], errors
+        finally:
+            browser.close()

@@ -94,6 +94,8 @@ async function enter() {
   const mine = S.users.get(S.me.user);
   setMode(localStorage.getItem("baton.mode") || (mine && mine.position ? "dispatcher" : "flows"));
   $("#audit-panel").hidden = !may("audit");
+  $("#directory-panel").hidden = !may("provision");
+  if (may("provision")) showDirectory();
   renderAll();
   refreshQueueSoon();
   refreshAlarms();
@@ -204,6 +206,67 @@ async function showAudit() {
   } catch (e) { status(e.message, "error"); }
 }
 $("#audit-refresh").addEventListener("click", showAudit);
+
+// ------------------------------------------------------------------ directory (provisioning)
+
+async function showDirectory() {
+  try {
+    const [users, groups, roles] = await Promise.all([
+      api("GET", "/api/users"), api("GET", "/api/groups"), api("GET", "/api/roles"),
+    ]);
+    S.users = new Map(users.map((u) => [u.id, u])); S.groups = groups;
+    const ub = $("#dir-users tbody"); ub.replaceChildren();
+    for (const u of users) {
+      ub.append(el("tr", { dataset: { user: u.id } }, el("td", { text: u.id }), el("td", { text: u.name }),
+        el("td", { text: (u.numbers || []).join(", ") }), el("td", { text: u.role || "" }),
+        el("td", {}, el("button", { type: "button", class: "dir-remove", text: "Remove", onclick: () => removeEntry("users", u.id, u.name) }))));
+    }
+    const gb = $("#dir-groups tbody"); gb.replaceChildren();
+    for (const g of groups) {
+      gb.append(el("tr", { dataset: { group: g.id } }, el("td", { text: g.name || g.id }),
+        el("td", { text: g.members.map(userName).join(", ") }), el("td", { text: g.number || "" }),
+        el("td", { text: g.mode === "ptt" ? "push-to-talk" : "call" }),
+        el("td", {}, el("button", { type: "button", class: "dir-remove", text: "Remove", onclick: () => removeEntry("groups", g.id, g.name || g.id) }))));
+    }
+    const sel = $("#dir-user-role"); const was = sel.value || "field"; sel.replaceChildren();
+    for (const r of roles) sel.append(el("option", { value: r.name, text: r.name, selected: r.name === was }));
+    renderAll();
+  } catch (e) { status(e.message, "error"); }
+}
+
+async function removeEntry(kind, id, label) {
+  try {
+    await api("DELETE", `/api/${kind}/${enc(id)}`);
+    status(`${label} removed`);
+  } catch (e) { status(e.message, "error"); }  // e.g. "unit2 is in a call (talking) …"
+  await showDirectory();
+}
+
+$("#dir-user-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const body = { id: $("#dir-user-id").value.trim(), password: $("#dir-user-password").value, role: $("#dir-user-role").value };
+  const name = $("#dir-user-name").value.trim(); if (name) body.name = name;
+  const number = $("#dir-user-number").value.trim(); if (number) body.numbers = [number];
+  try {
+    await api("POST", "/api/users", body);
+    status(`${name || body.id} added`);
+    ev.target.reset();
+  } catch (e) { status(e.message, "error"); }
+  await showDirectory();
+});
+
+$("#dir-group-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const body = { id: $("#dir-group-id").value.trim(), mode: $("#dir-group-mode").value,
+    members: $("#dir-group-members").value.split(",").map((m) => m.trim()).filter(Boolean) };
+  const number = $("#dir-group-number").value.trim(); if (number) body.number = number;
+  try {
+    await api("POST", "/api/groups", body);
+    status(`group ${body.id} added`);
+    ev.target.reset();
+  } catch (e) { status(e.message, "error"); }
+  await showDirectory();
+});
 
 async function openTraceAt(url, name) {
   try {

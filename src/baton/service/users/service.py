@@ -104,7 +104,13 @@ class UsersService:
 
     def groups(self) -> list[dict[str, Any]]:
         return [
-            {"id": g.id, "name": g.name or g.id, "members": list(g.members), "number": g.number}
+            {
+                "id": g.id,
+                "name": g.name or g.id,
+                "members": list(g.members),
+                "number": g.number,
+                "mode": g.mode,
+            }
             for g in self.service.config.groups
         ]
 
