@@ -3,7 +3,8 @@ switch: the dispatcher logs in, lets the page use the (fake) microphone, the pos
 registers over SIP/WebSocket; a baresip phone calls the dispatcher's number, the call rings in
 the page, the dispatcher answers, and each side hears exactly the other — the page's
 WebAudio analyser finds the phone's tone, baresip's recording holds the page's. A browser
-whose microphone is refused says so."""
+whose microphone is refused says so. In a push-to-talk group the dispatcher holds the space bar:
+the console shows them as the talker and both phones hear the page's tone, and only it."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ PAGE, PHONE = 500.0, 780.0  # the page's microphone tone, the phone's
 CANDIDATES = [PAGE, PHONE, 1170.0]
 
 
-def sip_config(tmp_path: Path, udp: int, ws: int) -> dict[str, Any]:
+def sip_config(
+    tmp_path: Path, udp: int, ws: int, groups: list[Any] | None = None
+) -> dict[str, Any]:
     return {
         "switch": "sip",
         "sip": {"listen": [f"udp:127.0.0.1:{udp}", f"ws:127.0.0.1:{ws}"],
@@ -45,8 +48,9 @@ def sip_config(tmp_path: Path, udp: int, ws: int) -> dict[str, Any]:
             {"id": "disp1", "numbers": ["2001"], "password": PASSWORDS["disp1"],
              "role": "dispatcher"},
             {"id": "unit1", "numbers": ["1001"], "password": PASSWORDS["unit1"]},
+            {"id": "unit2", "numbers": ["1002"], "password": PASSWORDS["unit2"]},
         ],
-        "groups": [], "meetings": [],
+        "groups": groups or [], "meetings": [],
     }  # fmt: skip
 
 
@@ -120,3 +124,64 @@ async def test_the_console_is_the_dispatchers_phone(tmp_path: Path) -> None:
     tail = pcm[len(pcm) // 3 : len(pcm) - 2000]
     print("unit1 heard", analysis.sine_amplitudes(tail, CANDIDATES))
     assert analysis.tones_heard(tail, CANDIDATES) == {PAGE}
+
+
+def windows(path: Path, seconds: float = 0.5) -> list[set[float]]:
+    """The candidate tones heard in each ``seconds`` of a phone's recording."""
+    with wave.open(str(path), "rb") as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    step = int(8000 * seconds)
+    return [analysis.tones_heard(pcm[i : i + step], CANDIDATES)
+            for i in range(0, len(pcm) - step, step)]  # fmt: skip
+
+
+async def test_a_browser_dispatcher_talks_in_a_ptt_group(tmp_path: Path) -> None:
+    udp, ws = free_port(), free_port()
+    mic = write_tone(tmp_path / "mic.wav", PAGE, seconds=30, rate=48000)
+    north = {"id": "north", "members": ["disp1", "unit1", "unit2"], "number": "802", "mode": "ptt"}
+    with serve(tmp_path, **sip_config(tmp_path, udp, ws, [north])) as server:
+        units = [
+            Baresip(tmp_path / u, u, PASSWORDS[u], udp, tone=write_tone(tmp_path / f"{u}.wav", f))
+            for u, f in (("unit1", PHONE), ("unit2", 1170.0))
+        ]
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
+                *ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={mic}",
+            ])  # fmt: skip
+            try:
+                for unit in units:
+                    await unit.start()
+                page = await browser.new_page()
+                page.set_default_timeout(15_000)
+                await login(page, server.base)
+                state = page.locator("#bp-state")
+                await page.click("#bp-start")
+                await expect(state).to_have_attribute("data-state", "ready")
+                units[0].command("dial", f"sip:802@127.0.0.1:{udp}")  # unit1 opens the group
+                await expect(state).to_have_attribute("data-state", "ringing")
+                await page.click("#bp-answer")
+                await expect(state).to_have_attribute("data-state", "talking")
+                group = page.locator("#ptt .ptt")
+                await expect(group.locator(".talker")).to_be_visible()
+                units[0].command("sndcode", "#")  # unit1 lets go of the floor if it has it
+                await expect(group.locator(".talker")).to_contain_text("floor idle")
+                await page.locator("body").click(position={"x": 5, "y": 5})  # focus off buttons
+                await page.keyboard.down("Space")  # the dispatcher holds the space bar
+                await expect(group.locator("button")).to_have_attribute("data-action", "release")
+                await expect(group.locator(".talker")).to_contain_text("disp1 talks")
+                await asyncio.sleep(2.5)  # real phones hear the page for a while
+                await page.keyboard.up("Space")
+                await expect(group.locator(".talker")).to_contain_text("floor idle")
+                await page.click("#bp-hangup")
+                for unit in units:
+                    await wait_until(lambda unit=unit: unit.saw("CALL_CLOSED"), 15)
+            finally:
+                await browser.close()
+                for unit in units:
+                    await unit.aclose()
+    for unit in units:
+        (path,) = unit.heard()
+        heard = windows(path)
+        print(unit.user, heard)
+        assert {PAGE} in heard, f"{unit.user} never heard the dispatcher alone"
