@@ -103,7 +103,7 @@ def serve(tmp_path: Path, *extra: str, **overrides: Any) -> Iterator[Server]:
     tls = "tls" in data.get("api", {})
     base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a loaded 2-core box takes 30 s and more to import
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"baton serve exited {proc.returncode}:\n{log.read_text()}")
