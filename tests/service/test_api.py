@@ -282,6 +282,9 @@ async def test_start_with_wait_returns_the_outcome_and_value(tmp_path: Path) -> 
         assert r.status_code == 201, r.text
         body = r.json()
         assert body["outcome"] == "completed" and body["value"] == "unit2"
+        # The view of a flow that has ended still says what it was started with, and by whom.
+        assert body["args"]["members"] == ["unit4", "unit2"], body
+        assert body["started_by"] == "disp1" and body["started_at"] is not None
 
 
 async def test_cancel_is_idempotent_and_ending_an_emergency_needs_the_right(tmp_path: Path) -> None:

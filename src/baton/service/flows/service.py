@@ -34,7 +34,7 @@ from baton.service.flows.convert import (
 )
 from baton.service.flows.trace import build_trace
 from baton.service.records.present import iso
-from baton.service.runtime import Service
+from baton.service.runtime import FlowInfo, Service
 from baton.service.store.records import flow_events
 
 __all__ = ["FlowsService"]
@@ -112,8 +112,10 @@ class FlowsService:
 
     # ---- running flows
 
-    def view(self, flow: Flow) -> dict[str, Any]:
-        info = self.service.flows.get(flow.name)
+    def view(self, flow: Flow, info: FlowInfo | None = None) -> dict[str, Any]:
+        """What the API shows of ``flow``; ``info``: what the service tracked of it, kept by
+        a caller that outlives the flow (the service forgets a flow when it ends)."""
+        info = info or self.service.flows.get(flow.name)
         return {
             "name": flow.name,
             "flow": flow.spec.name,
@@ -185,6 +187,7 @@ class FlowsService:
                 raise ServiceUnavailable("the service is stopping", id="stopping") from None
             raise Unprocessable(str(exc), details={"field": "args"}) from None
         svc.note_started_by(flow.name, principal.user_id)
+        info = svc.flows.get(flow.name)  # the answer may come after the flow ended
         self.service.audit(
             principal, "flow.start", flow.name, "ok", {**details, "priority": level}, remote=remote
         )
@@ -194,7 +197,7 @@ class FlowsService:
         await svc.journal.sync()
         if flow.ended and flow.outcome == "failed" and isinstance(flow.error, BatonError):
             raise from_core(flow.error, flow=flow.name)
-        view = self.view(flow)
+        view = self.view(flow, info)
         view["outcome"] = flow.outcome if flow.ended else None
         if flow.ended and flow.outcome == "failed" and flow.error is not None:
             view["error"] = f"{type(flow.error).__name__}: {flow.error}"
