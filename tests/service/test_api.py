@@ -494,3 +494,17 @@ async def test_metrics_and_openapi(tmp_path: Path) -> None:
         spec = (await c.get("/openapi.json")).json()
         assert "/api/flows" in spec["paths"] and "/api/flows/{name}/commands" in spec["paths"]
         assert (await c.get("/docs")).status_code == 200
+
+
+async def test_a_malformed_request_is_named_in_plain_words(tmp_path: Path) -> None:
+    async with api(tmp_path) as (_, a), a.client("disp1") as c:
+        r = await c.post(
+            "/api/flows", content=b"not json", headers={"content-type": "application/json"}
+        )
+        err = assert_error(r, 422, "invalid-request", "body")
+        assert err["message"] == "body: JSON decode error", err
+        body = {"flow": "call", "args": {"caller": "disp1", "callee": "unit1"}, "priority": True}
+        err = assert_error(await c.post("/api/flows", json=body), 422, "invalid-request")
+        assert err["message"] == (
+            "priority: a priority is a level name or an integer, not a boolean"
+        ), err

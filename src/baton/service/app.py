@@ -165,8 +165,9 @@ def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
         field = format_loc(loc[1:]) if len(loc) > 1 else str(where)
         if e.get("type") == "json_invalid":
             field = "body"
-        msg = str(e.get("msg", "invalid"))
-        msg = msg[:1].lower() + msg[1:]
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        if not msg[1:2].isupper():  # "Field required" → "field required"; "JSON …" stays
+            msg = msg[:1].lower() + msg[1:]
         errors.append({"field": field, "in": where, "message": msg, "type": e.get("type")})
     first = errors[0] if errors else {"field": "body", "message": "invalid request"}
     return error_body(
