@@ -6,6 +6,7 @@ import pytest
 
 from baton.core import FlowUsageError, Priority
 from baton.flows import call, emergency_call, emergency_inbound
+from baton.switch.sim import Timing, answers
 from baton.testing import World
 
 
@@ -23,6 +24,31 @@ async def test_emergency_state_holds_until_ended() -> None:
     assert await e.result() == "ended"
     assert w.owner("field").startswith("p2p")  # the conversation goes on as a normal call
     assert w.manager.owner_of(w["field"]).priority == Priority.ROUTINE  # type: ignore[union-attr]
+    w.assert_ok()
+
+
+@pytest.mark.interaction("emergency_call", "call")
+@pytest.mark.parametrize("seed", [None, 0, 1, 2, 3])
+async def test_emergency_state_holds_when_the_target_hangs_up_while_it_is_set_up(
+    seed: int | None,
+) -> None:
+    # docs/flows.md: the emergency state holds whatever the parties do, until `end` — also
+    # when the target, taken from a call, hangs up while the dispatcher's phone still rings.
+    w = World("boss", "field", "x", timing=None if seed is None else Timing.real(seed))
+    await w.start(call, w["x"], w["field"]).result()
+    await w.run(2)
+    w.behave("boss", answers(after=4))
+    e = w.start(emergency_call, w["boss"], w["field"])
+    await w.run(2.5)  # the field unit is the emergency's; the dispatcher's phone rings
+    assert w.owner("field") == e.name and w.state("boss") == "ringing"
+    w.sim.hang_up("field")
+    await w.run(6)
+    assert e.state.value == "running", e  # still declared
+    assert await e.send("redial") == "connected"
+    assert w.hears("field") == {"boss"}
+    assert await e.send("end") == "ended"
+    assert await e.result() == "ended"
+    await w.run(10)
     w.assert_ok()
 
 

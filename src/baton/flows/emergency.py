@@ -55,8 +55,19 @@ async def emergency_call(s: Session, dispatcher: User, target: User, ring: float
         return await _hold_emergency(s, dispatcher, target, ring)
     # the dispatcher's line, then the target (whose phone may ring already: a call the
     # emergency took over) — whoever answers first hears ringback, never silence
-    await dial_pair(s, dispatcher, target, timeout=ring, caller=dispatcher)
-    await s.connect(dispatcher, target)
+    try:
+        await dial_pair(s, dispatcher, target, timeout=ring, caller=dispatcher)
+        await s.connect(dispatcher, target)
+    except UserHungUp as exc:
+        # A party hung up while the other's phone still rang: the emergency stands (it holds
+        # until ended); the other is reached all the same and waits for redial or end.
+        s.note(f"{exc.user.id} hung up as the emergency was set up; waiting for redial or end")
+        other = target if exc.user is dispatcher else dispatcher
+        with contextlib.suppress(BatonError):  # it may hang up or fail too: redial serves it
+            if s.owns(other) and s.leg_of(other) is not None:
+                await s.dial(other, timeout=ring)  # a phone still ringing is answered first
+                await s.clear(other)  # no ringback for a party who is gone
+                s.quiet(other, "the other party hung up: waiting for redial or end")
     return await _hold_emergency(s, dispatcher, target, ring)
 
 
