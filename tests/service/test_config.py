@@ -11,7 +11,7 @@ from baton.core import Priority
 from baton.service.cli import DEMO_CONFIG
 from baton.service.config import ConfigError, load_config, parse_config, parse_priority
 
-from .helpers import config_data
+from .helpers import config_data, make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,6 +35,34 @@ def test_the_shipped_configs_load() -> None:
         "trainee" in example.all_roles
         and example.all_roles["trainee"].max_priority == Priority.PRIORITY
     )
+    assert example.recording.retention_days == 90 and example.recording.positions
+
+
+def test_the_recording_policy_names_known_users_roles_and_groups(tmp_path: Path) -> None:
+    assert make_config(tmp_path).recording.model_dump() == {
+        "positions": True,
+        "roles": (),
+        "users": (),
+        "exclude": (),
+        "ptt": True,
+        "groups": (),
+        "emergencies": True,
+        "retention_days": 0.0,
+        "sweep_every": 3600.0,
+    }
+    data = config_data(
+        tmp_path,
+        recording={"users": ["ghost"], "roles": ["chief"], "groups": ["south"], "exclude": ["x"]},
+    )
+    assert problems(data) == [
+        "recording.users[0]: unknown user 'ghost'",
+        "recording.exclude[0]: unknown user 'x'",
+        "recording.roles[0]: unknown role 'chief'",
+        "recording.groups[0]: unknown group 'south'",
+    ]
+    assert problems(config_data(tmp_path, recording={"retention_days": -1})) == [
+        "recording.retention_days: input should be greater than or equal to 0"
+    ]
 
 
 def test_a_missing_password_is_named_by_its_key(tmp_path: Path) -> None:
