@@ -23,6 +23,10 @@ up to three steps at it are. The figure is the highest clean rate. The UAS scena
 ``;transport=[transport]`` in Contact and without the 180, which sippy needs (docs/benchmarks.md §Peers), and
 without its closing pause.
 
+Each B2BUA runs on one core and SIPp on the other, all SCHED_FIFO at ``--rt`` (10; 0 for the
+normal scheduler), and the Baton and sippy searches take turns, one step each, so that both meet
+the same machine.
+
 Run ``python bench/sip_cps.py`` (or ``--quick``); the last line of output is one JSON object:
 ``baton_cps``, ``sippy_cps``, ``cps_ratio`` (target ≥ 2) and the steps. sippy must be installed
 (``pip install sippy``); without it ``sippy_cps`` and ``cps_ratio`` are ``null``.
@@ -53,6 +57,7 @@ from baton.core.port import Cause, InboundCall
 from baton.flows import inbound_call
 from baton.switch.sip import create_switch
 from harness.net import free_port, wait_bound
+from harness.procs import pick_cores, place
 
 USERS = 1000  # callers and callees each: a user has one live leg, so calls need many users
 
@@ -184,10 +189,22 @@ def read_stats(path: Path) -> dict[str, int]:
     return out
 
 
+# Where SIPp runs: (core, SCHED_FIFO priority), set by main() from --rt; None leaves SIPp where
+# this process is.
+_SIPP_PLACE: tuple[int, int] | None = None
+
+
+def _place_sipp() -> None:
+    """preexec_fn of SIPp: the load generator's core and priority."""
+    if _SIPP_PLACE is not None:
+        place(*_SIPP_PLACE)
+
+
 async def run_sipp(sipp: str, args: Sequence[str], cwd: Path, seconds: float) -> int:
     proc = await asyncio.create_subprocess_exec(
         sipp, *args, "-nostdin", "-trace_stat", "-fd", "1",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=cwd,
+        preexec_fn=_place_sipp,
     )  # fmt: skip
     try:
         async with asyncio.timeout(seconds):
@@ -399,6 +416,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     sipp = shutil.which("sipp")
     if sipp is None:
         raise SystemExit("sipp not found (Debian package sip-tester)")
+    global _SIPP_PLACE
+    # Each B2BUA on one core, the SIPp load on the other, all SCHED_FIFO (--rt, as in
+    # bench/media.py): on a shared machine a B2BUA otherwise gets what the scheduler leaves it,
+    # and sippy's seven threads count as seven claims on a busy core against Baton's one.
+    # Baton runs in this process; sippy is its child and inherits the core and the priority.
+    b2bua_core, sipp_core = pick_cores()
+    policy = place(b2bua_core, args.rt)
+    _SIPP_PLACE = (sipp_core, args.rt)
     seconds = args.seconds or (2.0 if args.quick else 6.0)
     bisect = 1 if args.quick else 3
     ceiling = args.ceiling or (400 if args.quick else 3200)
@@ -462,6 +487,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "step_seconds": seconds,
             "rate_rule": "clean when 2 of up to 3 steps at the rate are clean",
             "order": "Baton and sippy steps alternate",
+            "placement": f"B2BUA on core {b2bua_core} ({policy}), SIPp on core {sipp_core}",
             "baton_steps": [s.as_dict() for s in baton_steps],
             "sippy_steps": [s.as_dict() for s in sippy_steps],
             "definitions": {
@@ -482,6 +508,9 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=0.0, help="length of each step")
     parser.add_argument("--hold", type=int, default=100, help="call hold time (ms)")
     parser.add_argument("--baton-only", action="store_true", help="do not run sippy")
+    parser.add_argument(
+        "--rt", type=int, default=10, help="SCHED_FIFO priority of the B2BUAs and SIPp (0: none)"
+    )
     parser.add_argument(
         "--cpu-at", type=int, default=0, help="one step at this rate: Baton's CPU per call"
     )
