@@ -65,6 +65,10 @@ async def login(page: Page, base: str) -> None:
     await expect(page.locator("#browser-phone")).to_be_visible()
 
 
+async def wait_until_page(page: Page, condition: str) -> None:
+    await page.wait_for_function(condition, timeout=10_000)
+
+
 async def heard_tone(page: Page) -> float:
     """The strongest frequency the page hears (its AnalyserNode), the median over ~2 s."""
     peaks = []
@@ -98,6 +102,9 @@ async def test_the_console_is_the_dispatchers_phone(tmp_path: Path) -> None:
                 state = page.locator("#bp-state")
                 await page.click("#bp-start")
                 await expect(state).to_have_attribute("data-state", "ready")
+                # The headset: a microphone to choose, and its level moves with the fake tone.
+                await expect(page.locator("#bp-device option")).not_to_have_count(0)
+                await wait_until_page(page, "document.querySelector('#bp-level').value > 0.05")
                 unit1.command("dial", f"sip:2001@127.0.0.1:{udp}")
                 await expect(state).to_have_attribute("data-state", "ringing")
                 await expect(state).to_contain_text("unit1")

@@ -129,7 +129,24 @@ function renderBrowserPhone(state, detail) {
   $("#bp-answer").hidden = state !== "ringing";
   $("#bp-decline").hidden = state !== "ringing";
   $("#bp-hangup").hidden = state !== "talking";
+  const live = !["off", "no-mic", "failed", "asking"].includes(state);
+  if (live && $("#bp-headset").hidden) showHeadset();
+  $("#bp-headset").hidden = !live;
   if (state === "ringing") beep();
+}
+
+async function showHeadset() {  // microphone choice and level, once the browser allowed one
+  const select = $("#bp-device");
+  const mics = await BatonPhone.microphones();
+  select.replaceChildren(...mics.map((m) => el("option", { value: m.id, text: m.label })));
+  if (BatonPhone.deviceId) select.value = BatonPhone.deviceId;
+  const meter = $("#bp-level");
+  const tick = () => {
+    if ($("#bp-headset").hidden) return;
+    meter.value = BatonPhone.level();
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
 }
 
 BatonPhone.onchange = renderBrowserPhone;
@@ -143,6 +160,10 @@ $("#bp-start").addEventListener("click", async () => {
   await BatonPhone.start({ url: S.phone.url, domain: S.phone.domain, user: S.me.user, password });
 });
 $("#bp-stop").addEventListener("click", () => BatonPhone.stop());
+$("#bp-device").addEventListener("change", async (ev) => {
+  try { await BatonPhone.useMic(ev.target.value); status("Microphone changed"); }
+  catch (e) { status(`That microphone cannot be used: ${e.message}`, "error"); }
+});
 $("#bp-answer").addEventListener("click", () => BatonPhone.answer());
 $("#bp-decline").addEventListener("click", () => BatonPhone.decline());
 $("#bp-hangup").addEventListener("click", () => BatonPhone.hangup());

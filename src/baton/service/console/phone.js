@@ -120,7 +120,7 @@ const BatonPhone = (() => {
     Object.assign(P, { url, domain, user, password });
     set("asking", "allow the microphone to use this browser as your phone");
     try {
-      P.mic = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+      await useMic(P.deviceId);
     } catch (e) {
       set("no-mic", "microphone refused: allow it for this page in the browser, then try again");
       return;
@@ -130,6 +130,37 @@ const BatonPhone = (() => {
     P.ws.onopen = () => register();
     P.ws.onmessage = (ev) => onMessage(parse(typeof ev.data === "string" ? ev.data : ""));
     P.ws.onclose = () => { if (P.state !== "off") set("failed", "connection to Baton lost"); teardown(); };
+  }
+
+  // The headset: which microphone (remembered in the page), and its level for the meter.
+  async function useMic(deviceId) {
+    const audio = deviceId ? { deviceId: { exact: deviceId } } : true;
+    const mic = await navigator.mediaDevices.getUserMedia({ audio, video: false });
+    if (P.mic) P.mic.getTracks().forEach((t) => t.stop());
+    P.mic = mic;
+    P.deviceId = deviceId || null;
+    const ctx = P.micCtx || (P.micCtx = new AudioContext());
+    P.micLevel = ctx.createAnalyser();
+    P.micLevel.fftSize = 1024;
+    ctx.createMediaStreamSource(mic).connect(P.micLevel);
+    if (P.pc) {  // in a call: the new microphone replaces the old one at once
+      const sender = P.pc.getSenders().find((s) => s.track && s.track.kind === "audio");
+      if (sender) await sender.replaceTrack(mic.getAudioTracks()[0]);
+    }
+  }
+
+  async function microphones() {
+    const all = await navigator.mediaDevices.enumerateDevices();
+    return all.filter((d) => d.kind === "audioinput").map((d, i) => ({ id: d.deviceId, label: d.label || `microphone ${i + 1}` }));
+  }
+
+  function level() {  // 0..1, the microphone's RMS now
+    if (!P.micLevel) return 0;
+    const x = new Float32Array(P.micLevel.fftSize);
+    P.micLevel.getFloatTimeDomainData(x);
+    let sum = 0;
+    for (const v of x) sum += v * v;
+    return Math.min(1, Math.sqrt(sum / x.length) * 4);
   }
 
   function stop() {
@@ -258,6 +289,7 @@ const BatonPhone = (() => {
     return { hz: (best * P.analyser.context.sampleRate) / P.analyser.fftSize, db: bins[best] };
   }
 
-  return { start, stop, answer, decline, hangup, heard, get state() { return P.state; },
+  return { start, stop, answer, decline, hangup, heard, level, microphones, useMic,
+           get state() { return P.state; }, get deviceId() { return P.deviceId; },
            set onchange(fn) { P.onchange = fn; }, md5 };
 })();
