@@ -138,11 +138,13 @@ ONLY = {
 
 
 #: the seams between the manager and the objects it drives — the owner hooks
-#: (baton.core.owner.OwnerHooks), a flow's launch, a leg's resolve — are documented in
-#: docs/core.md (map of the core), not offered to flow authors
+#: (baton.core.owner.OwnerHooks), a flow's launch, a leg's resolve, a CallInfo taking its users
+#: from the settling flow — are documented in docs/core.md (map of the core), not offered to
+#: flow authors
 SEAMS = {
     "Flow": {"launch"},
     "Leg": {"resolve"},
+    "CallInfo": {"take_from"},
 }
 OWNER_HOOKS = {
     name

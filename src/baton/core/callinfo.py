@@ -71,8 +71,8 @@ class CallInfo(Owner):
         """Settled and not ended."""
         return self._manager is not None and not self.ended
 
-    def _settle(self, flow: Owner) -> None:
-        """Take the users from ``flow`` (which must own them all). Called by Session.settle."""
+    def take_from(self, flow: Owner) -> None:
+        """Take the users from ``flow`` (which must own them all): what ``Session.settle`` does."""
         if self._manager is not None:
             raise FlowUsageError(f"{self.name} is settled already")
         if not isinstance(flow, Flow):

@@ -672,7 +672,7 @@ class Session:
     def settle(self, callinfo: CallInfo) -> CallInfo:
         """Hand users this flow owns to a stable CallInfo (P2P or MeetingCall) that outlives
         the flow. Synchronous: the ledger changes at once."""
-        callinfo._settle(self.flow)
+        callinfo.take_from(self.flow)
         return callinfo
 
     def callinfo_of(self, user: User) -> CallInfo | None:
