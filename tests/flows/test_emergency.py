@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from baton.core import FlowUsageError, Priority
-from baton.flows import call, emergency_call, emergency_inbound
+from baton.flows import call, conference, emergency_call, emergency_inbound
 from baton.switch.sim import Timing, answers
 from baton.testing import World
 
@@ -49,6 +49,50 @@ async def test_emergency_state_holds_when_the_target_hangs_up_while_it_is_set_up
     assert await e.send("end") == "ended"
     assert await e.result() == "ended"
     await w.run(10)
+    w.assert_ok()
+
+
+@pytest.mark.interaction("emergency_call", "call")
+async def test_emergency_state_holds_when_the_target_hangs_up_as_it_is_bridged() -> None:
+    # The hang-up lands at the switch while the bridge is on its way, and reaches the core
+    # after the bridge failed on the leg that is gone: the emergency holds all the same.
+    w = World("boss", "field", "x", timing=Timing(commands={"bridge": 0.6}, events=0.4))
+    await w.start(call, w["x"], w["field"]).result()
+    await w.run(2)
+    w.behave("boss", answers(after=1))
+    e = w.start(emergency_call, w["boss"], w["field"])
+    await w.run(1.8)
+    w.sim.hang_up("field")
+    await w.run(6)
+    assert e.state.value == "running", (e, e.error)
+    assert await e.send("redial") == "connected"
+    assert w.hears("field") == {"boss"}
+    assert await e.send("end") == "ended"
+    await w.run(10)
+    w.assert_ok()
+
+
+@pytest.mark.interaction("emergency_call", "conference")
+@pytest.mark.parametrize("seed", [3, 11, 12, 24, 27])
+async def test_a_member_taken_from_a_conference_hangs_up_and_both_go_on(seed: int) -> None:
+    # On a slow switch, the member hangs up while the emergency reaches the dispatcher or
+    # bridges them: the emergency holds (the dispatcher waits, declared, never in dead air)
+    # and the conference goes on without the member, then ends cleanly.
+    w = World("a", "b", "c", timing=Timing.real(seed), grace=3.0)
+    w.add("disp", keep=True)
+    w.add("boss", keep=True)
+    conf = w.start(conference, w["disp"], [w["a"], w["b"], w["c"]])
+    await w.run(8)
+    e = w.start(emergency_call, w["boss"], w["b"])
+    await w.run(2 + (seed % 7) * 0.3)
+    w.sim.hang_up("b")
+    await w.run(10)
+    assert e.state.value == "running", (e, e.error)
+    assert w.hears("a") >= {"disp", "c"}
+    assert await e.send("end") == "ended"
+    assert await conf.send("end") is not None
+    await w.run(20)
+    assert conf.ended
     w.assert_ok()
 
 

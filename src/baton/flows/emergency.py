@@ -20,9 +20,11 @@ from baton.core import (
     P2P,
     BatonError,
     Command,
+    FlowInterrupted,
     FlowUsageError,
     Priority,
     Session,
+    SwitchFailed,
     User,
     UserHungUp,
     flow,
@@ -58,16 +60,25 @@ async def emergency_call(s: Session, dispatcher: User, target: User, ring: float
     try:
         await dial_pair(s, dispatcher, target, timeout=ring, caller=dispatcher)
         await s.connect(dispatcher, target)
-    except UserHungUp as exc:
-        # A party hung up while the other's phone still rang: the emergency stands (it holds
-        # until ended); the other is reached all the same and waits for redial or end.
-        s.note(f"{exc.user.id} hung up as the emergency was set up; waiting for redial or end")
-        other = target if exc.user is dispatcher else dispatcher
-        with contextlib.suppress(BatonError):  # it may hang up or fail too: redial serves it
-            if s.owns(other) and s.leg_of(other) is not None:
-                await s.dial(other, timeout=ring)  # a phone still ringing is answered first
-                await s.clear(other)  # no ringback for a party who is gone
-                s.quiet(other, "the other party hung up: waiting for redial or end")
+    except (UserHungUp, SwitchFailed) as exc:
+        # A party hung up while the other's phone still rang, or as they were bridged (the
+        # switch refuses the bridge on a leg that is gone before the core hears of the
+        # hang-up): the emergency stands (it holds until ended); whoever is still on the line
+        # is reached all the same and waits for redial or end.
+        gone = exc.user if isinstance(exc, UserHungUp) else None
+        s.note(f"the emergency could not connect the parties ({exc.code}); waiting for redial")
+        for other in (dispatcher, target):
+            with contextlib.suppress(BatonError):  # it may hang up or fail too: redial serves it
+                if other is not gone and s.owns(other) and s.leg_of(other) is not None:
+                    await s.dial(other, timeout=ring)  # a phone still ringing is answered first
+                    await s.clear(other)  # no ringback for a party who is gone
+        for _ in range(3):  # a notice still pending is raised by the first declaration
+            with contextlib.suppress(FlowInterrupted):
+                for other in (dispatcher, target):
+                    leg = s.leg_of(other) if s.owns(other) else None
+                    if leg is not None and leg.connected:
+                        s.quiet(other, "the other party hung up: waiting for redial or end")
+                break
     return await _hold_emergency(s, dispatcher, target, ring)
 
 
