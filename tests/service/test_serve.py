@@ -23,10 +23,13 @@ import sqlalchemy as sa
 import websockets
 
 from baton.service.cli import serve_main
+from baton.service.config import UserConfig, parse_config
+from baton.service.runtime import Service
 from baton.service.store import Store
+from baton.service.store.directory import write_entry
 from baton.service.store.tables import runs
 
-from .helpers import PASSWORDS
+from .helpers import FAST_HASHER, PASSWORDS
 from .server import free_port, serve, to_toml
 
 pytestmark = pytest.mark.realtime
@@ -220,3 +223,36 @@ def test_make_run_stopped_by_sigterm_says_nothing_of_it(tmp_path: Path) -> None:
 
 def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_config_clashing_with_the_stored_directory_is_one_plain_message(
+    tmp_path: Path,
+) -> None:
+    # The store's directory has a user created over the API with number 1002; the file now
+    # gives that number to a new user: start-up stops, naming it (docs/service.md, Provisioning).
+    db = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    users = [{"id": "a", "password": "p", "role": "dispatcher", "numbers": ["1001"]}]
+
+    async def provisioned() -> None:
+        svc = Service(parse_config({"database": db, "users": users}), hasher=FAST_HASHER)
+        await svc.start()
+        async with svc.store.engine.begin() as conn:
+            user = UserConfig(id="b", password="x", numbers=("1002",))
+            await write_entry(conn, "user", "b", user, at=0, by="a")
+        await svc.stop()
+
+    asyncio.run(provisioned())
+    cfg = tmp_path / "c.toml"
+    users.append({"id": "c", "password": "p", "numbers": ["1002"]})
+    cfg.write_text(to_toml({"database": db, "users": users}))
+    listen = f"127.0.0.1:{free_port()}"
+    r = subprocess.run(
+        [sys.executable, "-m", "baton.cli", "serve", "--config", str(cfg), "--listen", listen],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "with the store's directory:" in r.stderr
+    assert "number '1002' is already used by user" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr

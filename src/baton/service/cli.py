@@ -239,7 +239,17 @@ async def _serve(config: Any) -> int:
             file=sys.stderr,
         )
         return 1
-    app = create_app(service)
+    # Started here rather than in uvicorn's lifespan, so that a problem only the store can reveal
+    # (the config clashing with the directory provisioned over the API) is one plain message,
+    # not a traceback.
+    app = create_app(service, manage_lifecycle=False)
+    try:
+        await service.start()
+    except ConfigError as exc:
+        sock.close()
+        await service.stop()
+        print(f"baton serve: {exc}", file=sys.stderr)
+        return 2
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
@@ -261,7 +271,10 @@ async def _serve(config: Any) -> int:
             **tls_options(api),
         )
     )
-    await server.serve(sockets=[sock])
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await service.stop()
     return 0 if server.started else 1
 
 
