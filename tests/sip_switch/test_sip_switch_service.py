@@ -1,7 +1,7 @@
 """The whole product path with ``switch = "sip"``: the service builds the switch from the config
 (``baton.service.switches`` → :func:`baton.switch.sip.create_switch`), its numbering plan routes a
 SIPp phone's call to another user's number into the library's ``inbound_call``, and the call is
-carried to a second SIPp phone and torn down."""
+carried to a second SIPp phone and torn down; a user provisioned over the API registers at once."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from _rigs.sip import (
 from baton.service.config import parse_config
 from baton.service.runtime import Service
 from baton.switch.sip import SipSwitch
+from service.helpers import FAST_HASHER, Api
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 
@@ -62,5 +63,55 @@ async def test_service_on_the_sip_switch_routes_a_call(tmp_path: Path) -> None:
         await wait_until(lambda: not switch.legs)
         assert switch.metrics()["calls_in_total"] == 1
         assert switch.metrics()["calls_out_total"] == 1
+    finally:
+        await service.stop()
+
+
+async def test_a_user_provisioned_over_the_api_registers_and_a_removed_one_is_gone(
+    tmp_path: Path,
+) -> None:
+    """docs/service.md, Provisioning: live on the SIP switch, without a restart."""
+    config = parse_config(
+        {
+            "switch": "sip",
+            "database": f"sqlite+aiosqlite:///{tmp_path / 'baton.db'}",
+            "recordings": str(tmp_path / "recordings"),
+            "sip": {"listen": ["udp:127.0.0.1:0"], "rtp_ports": rtp_range(), "rtp_timeout": 0},
+            "users": [
+                {"id": "adm1", "password": "adm1-pw", "role": "admin"},
+                {"id": "disp1", "number": "2001", "password": "disp1-pw", "role": "dispatcher"},
+            ],
+        },
+        "test",
+    )
+    service = Service(config, hasher=FAST_HASHER)
+    switch = service.switch
+    assert isinstance(switch, SipSwitch)
+    await service.start()
+    try:
+        await switch.start()
+        port = switch.transport.address("udp").port
+        a = Api(service)
+        async with a.client() as c:
+            r = await c.post("/api/login", json={"user": "adm1", "password": "adm1-pw"})
+            a.tokens["adm1"] = r.json()["token"]
+        async with a.client("adm1") as c, sipp_procs() as procs:
+            body = {"id": "unit7", "numbers": ["1007"], "password": "unit7-pw"}
+            assert (await c.post("/api/users", json=body)).status_code == 201
+            reg = await sipp(procs, [f"127.0.0.1:{port}", "-sf", str(SCENARIOS / "register.xml"),
+                                     "-s", "unit7", "-au", "unit7", "-ap", "unit7-pw", "-m", "1"],
+                             tmp_path, port=free_port())  # fmt: skip
+            assert await reg.wait() == 0, reg.output
+            assert len(switch.registered("unit7")) == 1
+            view = (await c.get("/api/users/unit7")).json()
+            assert view["registration"]["registered"]
+            assert (await c.delete("/api/users/unit7")).status_code == 200
+            assert switch.registered("unit7") == []
+            # Its credentials no longer open the registrar.
+            reg = await sipp(procs, [f"127.0.0.1:{port}", "-sf", str(SCENARIOS / "register.xml"),
+                                     "-s", "unit7", "-au", "unit7", "-ap", "unit7-pw", "-m", "1"],
+                             tmp_path, port=free_port())  # fmt: skip
+            assert await reg.wait() != 0
+            assert switch.registered("unit7") == []
     finally:
         await service.stop()
