@@ -53,6 +53,7 @@ from .message import Headers, Request, Response, new_tag
 from .registrar import Binding, Registrar
 from .sdp import NegotiatedAudio, NotAcceptable, SdpParseError, SdpSession
 from .transaction import Peer, TransactionKey, new_branch
+from .uri import parse_name_addr
 
 __all__ = ["Outbound"]
 
@@ -120,12 +121,15 @@ class Outbound:
         config = book.config
         uri = binding.uri
         try:
-            peer = Peer.for_uri(uri)
+            # Through the proxies the phone registered by (RFC 3327 Path: a cluster's edge),
+            # else straight to its contact.
+            route = [parse_name_addr(p, "Path") for p in binding.path]
+            peer = Peer.for_uri(route[0].uri if route else uri)
         except SipError as exc:
             log.warning("user %s: contact %s unusable: %s", leg.user, binding.contact_text, exc)
             leg.failures.append(Cause.UNREACHABLE)
             return
-        if isinstance(binding.flow, Peer) and binding.flow.reliable and peer.reliable:
+        if not route and isinstance(binding.flow, Peer) and binding.flow.reliable and peer.reliable:
             peer = binding.flow  # reuse the connection the phone registered over
         if peer.transport not in {a.transport for a in book.transport.addresses}:
             log.warning("user %s: contact %s needs %s, which Baton does not listen on",
@@ -135,6 +139,8 @@ class Outbound:
         host = book.host()
         headers = Headers()
         headers.add("Max-Forwards", "70")
+        for hop in binding.path:
+            headers.add("Route", hop)
         calling = book.directory.users.get(caller) if caller is not None else None
         if calling is not None:
             number = calling.numbers[0] if calling.numbers else calling.id

@@ -69,6 +69,9 @@ class Binding:
     flow: object = None  # what the caller passed as `flow`: e.g. the TCP peer to reuse
     user_agent: str | None = None  # the REGISTER's User-Agent (presence: which phone)
     transport: str | None = None  # UDP, TCP, TLS… from the REGISTER's top Via
+    #: The REGISTER's Path header values (RFC 3327), in order: the proxies (a cluster's edge)
+    #: requests to this contact must go through, as a Route set.
+    path: tuple[str, ...] = ()
 
     @property
     def uri(self) -> Uri:
@@ -220,6 +223,7 @@ class Registrar:
                 "source": b.source,
                 "user_agent": b.user_agent,
                 "transport": b.transport,
+                "path": list(b.path),
             }
             for aor in sorted(self._bindings)
             for b in self._bindings[aor]
@@ -255,6 +259,7 @@ class Registrar:
                 registered_at=now,
                 user_agent=None if e.get("user_agent") is None else str(e["user_agent"]),
                 transport=None if e.get("transport") is None else str(e["transport"]),
+                path=tuple(str(p) for p in e.get("path") or ()),  # type: ignore[attr-defined]
             )
             self._bindings.setdefault(aor, []).append(binding)
             restored += 1
@@ -426,7 +431,8 @@ class Registrar:
             if expires > 0:
                 plan.add.append(
                     Binding(aor, contact.without_param("expires"), text, now + expires, call_id,
-                            cseq, q, source, now, flow, user_agent, transport)
+                            cseq, q, source, now, flow, user_agent, transport,
+                            tuple(request.headers.get_all("Path")))
                 )  # fmt: skip
         return plan
 
