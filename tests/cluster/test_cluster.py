@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,7 +56,7 @@ TTL = 3.0
 #: standby an argon2 check of its password before it can take over quickly).
 PAIRS = 6
 
-for tool in ("etcd", "kamailio", "kamcmd", "sipp"):
+for tool in ("etcd", "kamailio", "kamcmd", "sipp", "baresip"):
     if shutil.which(tool) is None:
         pytest.fail(f"needs {tool} (`make test` installs it as root)", pytrace=False)
 if not (PG_BIN / "postgres").exists() or os.geteuid() != 0:
@@ -240,6 +241,47 @@ def query(rig: Rig, tenant: str, statement: Any) -> list[Any]:
     return run(_query(rig.databases[tenant], statement))
 
 
+def baresip(rig: Rig, user: str) -> subprocess.Popen[bytes]:
+    """A real softphone registered to the edge as ``user``, answering by itself."""
+    home = rig.root / f"baresip-{user}"
+    home.mkdir()
+    silence = home / "silence.wav"
+    with wave.open(str(silence), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\0\0" * 8000)
+    port, rtp = free_udp_tcp_port(), 43000 + free_port() % 500 * 2
+    (home / "config").write_text(
+        f"sip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\nrtp_ports {rtp}-{rtp + 20}\n"
+        f"audio_player aubridge,null\naudio_alert aubridge,null\naudio_source aufile,{silence}\n"
+        "module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n"
+        "module aubridge.so\nmodule account.so\n"
+    )
+    (home / "accounts").write_text(
+        f"<sip:{user}@127.0.0.1:{rig.edge_port};transport=udp>;auth_pass={user}-pw;"
+        "answermode=auto;regint=60;audio_codecs=pcmu\n"
+    )
+    (home / "contacts").write_text("")
+    log = (home / "baresip.log").open("wb")
+    proc = subprocess.Popen(
+        ["baresip", "-f", str(home)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+    )
+    log.close()
+    rig.sipps.append(proc)
+    return proc
+
+
+def registration(rig: Rig, shard: str, tenant: str, user: str) -> Any:
+    """``user``'s registered phones, as the tenant's API on ``shard`` shows them."""
+    p = tenant[0]
+    with httpx.Client(base_url=f"http://{rig.apis[(shard, tenant)]}", timeout=30) as http:
+        login = {"user": f"{p}-disp", "password": f"{p}-disp-pw"}
+        token = http.post("/api/login", json=login).json()["token"]
+        got = http.get(f"/api/users/{user}", headers={"Authorization": f"Bearer {token}"})
+        return got.json()["registration"]
+
+
 def log_time(proc: Proc, pattern: str) -> float:
     """The wall time of the first log line of ``proc`` matching ``pattern``."""
     for line in proc.output().splitlines():
@@ -327,6 +369,15 @@ def test_phones_register_and_call_through_the_edge(rig: Rig) -> None:
     assert register(rig, "b-unit1") == 0
     assert call(rig, "a-unit1", "2102", calls=5) == 0
     assert call(rig, "b-unit1", "3102", calls=5) == 0
+    # A phone behind the edge is called through it (the Path it registered by): baresip
+    # registers b-unit1 to the edge and answers by itself; b-unit2 calls its number.
+    phone = baresip(rig, "b-unit1")
+    kamailio = next(p for p in rig.cluster.procs if p.name == "kamailio")
+    wait_for(lambda: "b-unit1" in str(registration(rig, "b", "bravo", "b-unit1")), "b-unit1", 20)
+    assert call(rig, "b-unit2", "3101", hold_ms=300) == 0
+    assert "INVITE to a phone by its Path: sip:b-unit1" in kamailio.output()
+    phone.send_signal(signal.SIGKILL)
+    phone.wait()
     # A number of the other tenant is not reachable from inside a tenant's numbering plan.
     assert call(rig, "a-unit1", "3102", timeout=4) != 0
 
@@ -447,13 +498,7 @@ def test_kill9_of_the_active_shard(rig: Rig) -> None:
     assert again and again[0].started_by == "failover"
 
     # Registrations kept: B knows a-unit1's phone without a new REGISTER.
-    api = rig.apis[("b", "acme")]
-    with httpx.Client(base_url=f"http://{api}", timeout=5) as http:
-        token = http.post("/api/login", json={"user": "a-disp", "password": "a-disp-pw"}).json()[
-            "token"
-        ]
-        user = http.get("/api/users/a-unit1", headers={"Authorization": f"Bearer {token}"}).json()
-    assert user["registration"], user
+    assert registration(rig, "b", "acme", "a-unit1")
 
 
 def test_shard_cut_off_from_etcd_stops_before_the_standby_starts(rig: Rig) -> None:
