@@ -155,6 +155,9 @@ class TenantSlot:
 
     async def run(self) -> None:
         directory = self.shard.directory
+        # Announced first: preparing blocks the loop at times (migrations), and a standby
+        # elsewhere must see this shard as the tenant's active before it campaigns.
+        await self.shard.announced.wait()
         while True:
             try:
                 await self.prepare()
@@ -289,6 +292,7 @@ class Shard:
         self.name = config.cluster.name
         c = config.cluster
         self.directory = Directory(c.etcd, prefix=c.prefix, ttl=c.ttl)
+        self.announced = asyncio.Event()
         #: Alembic's state is global to the process: one tenant's database migrates at a time.
         self.migrating = asyncio.Lock()
         self.slots = {
@@ -327,6 +331,7 @@ class Shard:
             except Exception as exc:
                 log.warning("shard %s: membership: %r", self.name, exc)
                 lease = None
+            self.announced.set()  # tried once at least: the tenants may start preparing
             await asyncio.sleep(directory.ttl / 3)
 
 
