@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from baton.core import Priority, Session, User, flow
 from baton.service.records.present import present, typed_args
-from baton.service.store.tables import flow_records
+from baton.service.store.tables import flow_records, journal
 
 from .helpers import api, assert_error, eventually
 
@@ -136,6 +136,30 @@ async def test_flow_records_in_the_api_have_no_python(tmp_path: Path) -> None:
             "ring": 30.0,
         }
         assert old["started_at"] == "1970-01-01T00:00:01.000+00:00"
+        # …and so does its trace, from a journal row of those days.
+        started = {
+            "kind": "flow.started",
+            "seq": 10**6,
+            "t": 0.0,
+            "flow": "conference#99",
+            "name": "conference",
+            "priority": int(Priority.PRIORITY),
+            "args": {"dispatcher": "disp1", "on_leave": "OnLeave.CONTINUE", "ring": "30.0"},
+        }
+        async with svc.store.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(journal).values(
+                    run_id=svc.run_id,
+                    seq=10**6,
+                    t=0.0,
+                    at=1.0,
+                    kind="flow.started",
+                    flow="conference#99",
+                    data=started,
+                )
+            )
+        trace = (await c.get(f"/api/records/flows/{old['id']}/trace")).json()
+        assert "on_leave=continue ring=30.0" in trace["steps"][0]["text"], trace["steps"][0]
     async with api(tmp_path, "sup1") as (_, a2), a2.client("sup1") as c2:
         entries = (await c2.get("/api/audit", params={"action": "flow.start"})).json()
         assert entries and all(e["at"].endswith("+00:00") for e in entries)

@@ -123,6 +123,9 @@ async def flow_trace(record_id: int, principal: Authed, svc: Svc) -> dict[str, A
                 f"no flow record {record_id}", id="unknown-record", details={"record": record_id}
             )
         rows = await records.flow_events(conn, int(row["run_id"]), str(row["flow"]))
+    for d in rows:  # a flow.started journalled before arguments were typed reads like a new one
+        if d.get("kind") == "flow.started" and isinstance(d.get("args"), dict):
+            d["args"] = typed_args(svc.library.get(str(d.get("name"))), d["args"])
     return build_trace(str(row["flow"]), rows)
 
 
