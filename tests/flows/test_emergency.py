@@ -6,7 +6,7 @@ import pytest
 
 from baton.core import FlowUsageError, Priority
 from baton.flows import call, conference, emergency_call, emergency_inbound
-from baton.switch.sim import Timing, answers
+from baton.switch.sim import Timing, answers, never_answers, unreachable
 from baton.testing import World
 
 
@@ -132,3 +132,42 @@ async def test_emergency_beats_emergency_only_by_queueing() -> None:
     assert await e2.wait() == "failed"  # equal priority: no preemption
     assert w.hears("field") == {"b1"}
     await e1.send("end")
+
+
+async def test_inbound_emergency_passes_over_unreachable_positions_to_a_busy_one() -> None:
+    """disp1 is busy in a routine call, disp2 and sup1 have no phone registered: the caller
+    used to be dropped with Unreachable (disp2, free, was tried alone). Now the free but
+    unreachable positions are passed over and disp1's routine call is preempted."""
+    w = World("caller", "unit")
+    disp1 = w.add("disp1", keep=True)
+    disp2 = w.add("disp2", keep=True, behaviour=unreachable())
+    sup1 = w.add("sup1", keep=True, behaviour=unreachable())
+    await w.start(call, disp1, w["unit"]).result()
+    w.sim.call_in("caller", "112")
+    e = w.start(emergency_inbound, w["caller"], [disp2, sup1, disp1])
+    await w.run(5)
+    assert w.hears("caller") == {"disp1"}
+    assert "tone:preemption" in w.heard("unit")
+    assert w.owner("disp2") is None and w.owner("sup1") is None  # given back
+    await e.send("end")
+    w.assert_ok()
+
+
+async def test_inbound_emergency_rings_on_until_a_position_answers() -> None:
+    """Nobody answers at first: the caller hears ringback round after round (never silence,
+    never dropped) and is put through as soon as a position can answer."""
+    w = World("caller", timing=Timing.real(5))
+    disp1 = w.add("disp1", keep=True, behaviour=never_answers())
+    disp2 = w.add("disp2", behaviour=unreachable())
+    w.sim.call_in("caller", "112")
+    await w.run(1)  # the call reaches Baton (the router starts the flow on that event)
+    e = w.start(emergency_inbound, w["caller"], [disp1, disp2], ring=10)
+    await w.run(60)
+    assert w.state("caller") != "idle"
+    assert "tone:ringback" in w.hears("caller")
+    w.behave("disp2", answers())
+    await w.run(30)
+    assert w.hears("caller") == {"disp2"}
+    assert not e.ended
+    await e.send("end")
+    w.assert_ok()

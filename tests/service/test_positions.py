@@ -12,7 +12,7 @@ from baton.core import User
 from baton.core.events import Event
 from baton.flows import LIBRARY, DispatcherQueue, call
 from baton.service.positions.flows import hang_up
-from baton.service.positions.service import Positions
+from baton.service.positions.service import AgentState, Positions
 from baton.service.routing import Router
 from baton.switch.sim import never_answers, unreachable
 from baton.testing import World
@@ -76,6 +76,35 @@ async def test_a_caller_is_put_through_to_the_free_registered_position(tmp_path:
     assert w.sim.phones["disp2"].calls == 0
     assert c.queue.snapshot().offers_failed == 0
     w.assert_ok()
+    await w.close()
+
+
+async def test_an_emergency_call_passes_over_unregistered_positions(tmp_path: Path) -> None:
+    """disp1 busy in a routine call, disp2 and sup1 with no phone registered: a call to the
+    emergency number was dropped (Unreachable from disp2). Now it preempts disp1's call."""
+    c = Centre(tmp_path)
+    w = c.w
+    w.behave("disp2", unreachable())
+    w.behave("sup1", unreachable())
+    await w.start(call, w["disp1"], w["unit3"]).result()
+    w.sim.call_in("unit1", "112")
+    await w.run(10)
+    assert w.hears("unit1") == {"disp1"}
+    assert "tone:preemption" in w.heard("unit3")
+    assert w.sim.phones["disp2"].calls == 0 or w.owner("disp2") is None
+    w.assert_ok()
+    await w.close()
+
+
+async def test_emergency_order_rings_ready_positions_then_registered_then_the_rest(
+    tmp_path: Path,
+) -> None:
+    c = Centre(tmp_path)
+    w = c.w
+    w.behave("disp1", unreachable())
+    c.positions.set("disp2", AgentState.NOT_READY, reason="break", by="disp2")
+    order = c.positions.emergency_order([w["disp1"], w["disp2"], w["sup1"]])
+    assert [u.id for u in order] == ["sup1", "disp2", "disp1"]
     await w.close()
 
 

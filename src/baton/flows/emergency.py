@@ -9,7 +9,9 @@
 
 ``emergency_inbound`` (raised by a user calling an emergency number)
     Answers the caller at emergency priority and puts them through to a dispatcher: a free one
-    if there is one, else the one busy at the lowest priority, who is preempted.
+    if there is one, else the one busy at the lowest priority, who is preempted. A position
+    that does not answer, is unreachable or cannot be taken is passed over for the next, round
+    after round, while the caller hears ringback: the caller is never dropped.
 """
 
 from __future__ import annotations
@@ -19,17 +21,22 @@ import contextlib
 from baton.core import (
     P2P,
     BatonError,
+    CallFailed,
+    Cause,
+    ClaimDenied,
     Command,
     FlowInterrupted,
     FlowUsageError,
+    NotOwner,
     Priority,
     Session,
+    Superseded,
     SwitchFailed,
     User,
     UserHungUp,
     flow,
 )
-from baton.flows._common import dial_pair, dial_with_ringback
+from baton.flows._common import dial_pair, dial_with_ringback, stop_quietly
 
 COMMANDS = {
     "end": "end the emergency (authorised dispatchers only)",
@@ -83,24 +90,72 @@ async def emergency_call(s: Session, dispatcher: User, target: User, ring: float
 
 
 @flow(priority=Priority.EMERGENCY, permission="emergency", commands=COMMANDS)
-async def emergency_inbound(s: Session, caller: User, dispatchers: list[User]) -> str:
+async def emergency_inbound(
+    s: Session, caller: User, dispatchers: list[User], ring: float = 20.0
+) -> str:
     """``caller`` dialled the emergency number: answer and put them through to a dispatcher,
-    preempting the least important call a dispatcher is on if none is free."""
+    preempting the least important call a dispatcher is on if none is free. A position that
+    does not answer within ``ring`` seconds, is unreachable or busy is passed over for the
+    next; the caller hears ringback until one answers, however long that takes — an emergency
+    caller is never dropped by Baton."""
     if not dispatchers:
         raise FlowUsageError("emergency_inbound needs at least one dispatcher")
     await s.claim(caller, reason="emergency")
     await s.answer(caller)
     s.note(f"EMERGENCY call from {caller.id}")
+    ringback = await s.play(caller, "ringback", loop=True)
+    rounds = 0
+    while True:
+        for dispatcher in _by_availability(s, dispatchers):
+            if await _reach(s, caller, dispatcher, ring):
+                await stop_quietly(s, ringback)
+                await s.connect(caller, dispatcher)
+                return await _hold_emergency(s, dispatcher, caller, ring)
+        rounds += 1
+        s.note(f"no position answered {caller.id}'s emergency call (round {rounds}); ringing on")
+        await s.sleep(_PAUSE)
+
+
+#: Between two rounds over every position (each unreachable, say), the caller hears ringback
+#: for this long rather than the positions being rung in a tight loop.
+_PAUSE = 5.0
+
+
+def _by_availability(s: Session, dispatchers: list[User]) -> list[User]:
+    """Free positions first, then the busy ones from the least important call up; among
+    equals, the order given (the service lists positions ready and registered first)."""
 
     def rank(d: User) -> int:
         owner = s.owner_of(d)
         return -1 if owner is None else owner.priority
 
-    dispatcher = min(dispatchers, key=rank)
-    await s.claim(dispatcher, reason=f"emergency call from {caller.id}")
-    await dial_with_ringback(s, caller, dispatcher, timeout=60.0, caller=caller)
-    await s.connect(caller, dispatcher)
-    return await _hold_emergency(s, dispatcher, caller, 60.0)
+    return sorted(dispatchers, key=rank)
+
+
+async def _reach(s: Session, caller: User, dispatcher: User, ring: float) -> bool:
+    """Take ``dispatcher`` (preempting a less important call) and ring it while the caller
+    hears ringback. False — and the position given back — if it cannot be taken, does not
+    answer, is unreachable, or is lost meanwhile; the caller's own loss is raised."""
+    try:
+        await s.claim(dispatcher, reason=f"emergency call from {caller.id}")
+    except (ClaimDenied, Superseded, UserHungUp) as exc:
+        s.note(f"{dispatcher.id} cannot take the emergency call: {type(exc).__name__}")
+        return False
+    try:
+        await s.dial(dispatcher, timeout=ring, caller=caller)
+        return True
+    except CallFailed as exc:
+        s.note(f"{dispatcher.id} did not take the emergency call ({exc.cause.value})")
+    except FlowInterrupted as exc:
+        if exc.user is caller:
+            raise
+        s.note(f"{dispatcher.id} was lost while ringing ({type(exc).__name__})")
+    if s.owns(dispatcher):
+        if s.leg_of(dispatcher) is not None and not dispatcher.keep:
+            with contextlib.suppress(CallFailed, ClaimDenied, NotOwner, SwitchFailed):
+                await s.hangup(dispatcher, Cause.CANCELLED)
+        s.release(dispatcher)
+    return False
 
 
 async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: float) -> str:

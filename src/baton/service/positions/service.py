@@ -184,6 +184,13 @@ class Positions:
             and bool(self.registrations(user.id))
         )
 
+    def emergency_order(self, users: list[User]) -> list[User]:
+        """The positions an emergency call rings, in order: ready ones first, then the others
+        with a phone registered (not ready, in wrap-up, logged out — an emergency passes over
+        nobody), then those with no phone. The flow rings free positions before it preempts a
+        busy one; among equals it keeps this order."""
+        return sorted(users, key=lambda u: (not self.is_ready(u), not self.registrations(u.id)))
+
     def view(self, user_id: str) -> dict[str, Any]:
         """The API's shape (unset values omitted; times ISO 8601)."""
         agent = self._agent(user_id)

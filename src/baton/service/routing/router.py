@@ -138,6 +138,8 @@ class Router:
         d = cfg.dispatch
         if d.emergency_number is not None and number == d.emergency_number:
             positions = [manager.user(u.id) for u in cfg.positions]
+            if self.positions is not None:
+                positions = self.positions.emergency_order(positions)
             start("emergency_inbound", caller, positions, check=False)
             return
         if d.number is not None and number == d.number:
