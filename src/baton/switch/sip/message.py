@@ -264,6 +264,8 @@ _LIST_HEADERS = frozenset(
 _SINGLE = ("To", "From", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Content-Type",
            "Expires")  # fmt: skip
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
+_SINGLE_KEYS = tuple((name, name.lower()) for name in _SINGLE)
+_REQUIRED_KEYS = tuple((name, name.lower()) for name in _REQUIRED)
 
 
 def canonical_name(name: str) -> str:
@@ -326,7 +328,8 @@ class Headers:
         self._index = None
         self._parsed = None
 
-    def _values(self, name: str) -> list[str] | None:
+    def _index_map(self) -> dict[str, list[str]]:
+        """Lower-cased name → values, built on the first read after a change."""
         index = self._index
         if index is None:
             index = {}
@@ -338,7 +341,10 @@ class Headers:
                 else:
                     values.append(v)
             self._index = index
-        return index.get(_key(name))
+        return index
+
+    def _values(self, name: str) -> list[str] | None:
+        return self._index_map().get(_key(name))
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -883,33 +889,37 @@ def _parse_request_line(line: str, headers: Headers) -> Request:
 
 def _validate(message: Request | Response) -> None:
     headers = message.headers
-    for name in _SINGLE:
-        if headers.count(name) > 1:
+    index = headers._index_map()
+    for name, key in _SINGLE_KEYS:
+        values = index.get(key)
+        if values is not None and len(values) > 1:
             raise SipParseError(f"Multiple {name} header fields")
-    for name in _REQUIRED:
-        if name not in headers:
+    for name, key in _REQUIRED_KEYS:
+        if key not in index:
             raise SipParseError(f"Missing {name} header")
-    message.vias  # noqa: B018 - parsing is the validation
-    message.from_  # noqa: B018
-    message.to  # noqa: B018
-    call_id = message.call_id
-    local, at, host = call_id.partition("@")
+    # Parsing is the validation; what it parses stays memoised for the typed views.
+    _memo(headers, "vias", _vias)
+    _memo(headers, "from", _from)
+    _memo(headers, "to", _to)
+    local, at, host = index["call-id"][0].partition("@")
     if not is_word(local) or (at and not is_word(host)):
         raise SipParseError("Malformed Call-ID header")
-    cseq = message.cseq
+    cseq = _memo(headers, "cseq", _cseq)
     if isinstance(message, Request) and cseq.method != message.method:
         raise SipParseError("CSeq method does not match the request method")
-    message.max_forwards  # noqa: B018
-    message.expires  # noqa: B018
-    message.contacts  # noqa: B018
-    message.route  # noqa: B018
-    message.record_route  # noqa: B018
-    date = headers.get("Date")
-    if date is not None and _DATE.fullmatch(date) is None:
+    _memo(headers, "max_forwards", _max_forwards)
+    _memo(headers, "expires", _expires)
+    _memo(headers, "contacts", _contacts)
+    if "route" in index:
+        _memo(headers, "route", _route)
+    if "record-route" in index:
+        _memo(headers, "record_route", _record_route)
+    date = index.get("date")
+    if date is not None and _DATE.fullmatch(date[0]) is None:
         raise SipParseError("Malformed Date header")
-    length = headers.get("Content-Length")
+    length = index.get("content-length")
     if length is not None:
-        _parse_uint(length, "Content-Length", 2**31)
+        _parse_uint(length[0], "Content-Length", 2**31)
 
 
 def _cut_body(message: Message, rest: bytes, limits: ParserLimits) -> bytes:
