@@ -125,6 +125,9 @@ class UserManager:
         self._users: dict[str, User] = {}
         self._by_number: dict[str, User] = {}
         self._legs: dict[str, Leg] = {}
+        #: The live leg with a switch id, or None (ended, or never the core's). (The dict's own
+        #: lookup, bound: the switch-event translation calls it for every event.)
+        self.find_leg: Callable[[str], Leg | None] = self._legs.get
         self.flows: dict[str, Flow] = {}
         self.callinfos: dict[str, CallInfo] = {}
         # dicts used as ordered sets: iterating a set of objects follows their addresses, and a
@@ -376,10 +379,6 @@ class UserManager:
         self.collector.arm(rec)
 
     # ------------------------------------------------------------------ legs
-
-    def find_leg(self, leg_id: str) -> Leg | None:
-        """The live leg with this switch id, or None (ended, or never the core's)."""
-        return self._legs.get(leg_id)
 
     def new_leg(self, rec: UserRecord, leg_id: str, direction: Direction, state: LegState) -> Leg:
         """Register a new leg of the user's (outbound: being placed; inbound: ringing)."""

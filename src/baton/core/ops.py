@@ -215,8 +215,11 @@ class Operations:
         outlive the hand-over (invariant 12) — it would read the next owner's digits or answer.
         It is stopped and raises :class:`NotOwner`. A command already issued is left to finish:
         the switch carries it out anyway."""
+        waits = [op for op in rec.ops if op.owner is owner and op.wait and op.notice is None]
+        if not waits:
+            return  # the common case: nothing waits (release runs several times a call)
         current = asyncio.current_task() if self._manager.has_loop else None
-        for op in list(rec.ops):
-            if op.owner is owner and op.wait and op.notice is None and op.task is not current:
+        for op in waits:
+            if op.task is not current:
                 notice = Notice(NoticeKind.RELEASED, rec.user, reason=reason)
                 self.interrupt(op, notice, hold=False)
