@@ -5,7 +5,8 @@ the page, the dispatcher answers, and each side hears exactly the other — the 
 WebAudio analyser finds the phone's tone, baresip's recording holds the page's. Then the
 dispatcher calls the phone from the console (tile, Call) and the same holds. A browser
 whose microphone is refused says so. In a push-to-talk group the dispatcher holds the space bar:
-the console shows them as the talker and both phones hear the page's tone, and only it."""
+the console shows them as the talker and both phones hear the page's tone, and only it. A
+browser dispatcher barging into a call between two phones hears both, and both hear them."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ CANDIDATES = [PAGE, PHONE, 1170.0]
 
 
 def sip_config(
-    tmp_path: Path, udp: int, ws: int, groups: list[Any] | None = None
+    tmp_path: Path, udp: int, ws: int, groups: list[Any] | None = None, role: str = "dispatcher"
 ) -> dict[str, Any]:
     return {
         "switch": "sip",
@@ -47,7 +48,7 @@ def sip_config(
                 "rtp_ports": rtp_range(), "rtp_timeout": 0},
         "users": [
             {"id": "disp1", "numbers": ["2001"], "password": PASSWORDS["disp1"],
-             "role": "dispatcher"},
+             "role": role},
             {"id": "unit1", "numbers": ["1001"], "password": PASSWORDS["unit1"]},
             {"id": "unit2", "numbers": ["1002"], "password": PASSWORDS["unit2"]},
         ],
@@ -211,3 +212,58 @@ async def test_a_browser_dispatcher_talks_in_a_ptt_group(tmp_path: Path) -> None
         heard = windows(path)
         print(unit.user, heard)
         assert {PAGE} in heard, f"{unit.user} never heard the dispatcher alone"
+
+
+async def test_a_browser_dispatcher_barges_into_a_phone_call(tmp_path: Path) -> None:
+    udp, ws = free_port(), free_port()
+    mic = write_tone(tmp_path / "mic.wav", PAGE, seconds=30, rate=48000)
+    # Barging in is a supervisor's right (the dispatcher role may not).
+    with serve(tmp_path, **sip_config(tmp_path, udp, ws, role="supervisor")) as server:
+        tones = {"unit1": PHONE, "unit2": 1170.0}
+        units = [
+            Baresip(tmp_path / u, u, PASSWORDS[u], udp, tone=write_tone(tmp_path / f"{u}.wav", f))
+            for u, f in tones.items()
+        ]
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=[
+                *ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={mic}",
+            ])  # fmt: skip
+            try:
+                for unit in units:
+                    await unit.start()
+                page = await browser.new_page()
+                page.set_default_timeout(15_000)
+                await login(page, server.base)
+                state = page.locator("#bp-state")
+                await page.click("#bp-start")
+                await expect(state).to_have_attribute("data-state", "ready")
+                units[0].command("dial", f"sip:1002@127.0.0.1:{udp}")  # unit1 calls unit2
+                await wait_until(lambda: all(u.saw("CALL_ESTABLISHED") for u in units), 15)
+                await page.click('.tile[data-user="unit1"]')
+                await page.click('#quick button[data-quick="barge_in"]')
+                await expect(state).to_have_attribute("data-state", "ringing")
+                await page.click("#bp-answer")
+                await expect(state).to_have_attribute("data-state", "talking")
+                await page.wait_for_function(
+                    "(() => { const l = BatonPhone.levels([780, 1170]);"
+                    " return l !== null && l[0] > -50 && l[1] > -50; })()"
+                )  # the page hears both units
+                levels = await page.evaluate("BatonPhone.levels([500, 780, 1170])")
+                assert levels[0] < min(levels[1:]) - 20, levels  # and not itself
+                await asyncio.sleep(1.5)  # the phones hear the page for a while
+                await page.click("#bp-hangup")
+                await expect(state).to_have_attribute("data-state", "ready")
+                units[0].command("hangup")  # their call goes on without the supervisor: end it
+                for unit in units:
+                    await wait_until(lambda unit=unit: unit.saw("CALL_CLOSED"), 15)
+            finally:
+                await browser.close()
+                for unit in units:
+                    await unit.aclose()
+    for unit in units:
+        (path,) = unit.heard()
+        other = tones["unit2" if unit.user == "unit1" else "unit1"]
+        heard = windows(path)
+        print(unit.user, heard)
+        assert {PAGE, other} in heard, f"{unit.user} never heard the dispatcher with {other:g} Hz"

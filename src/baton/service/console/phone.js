@@ -289,7 +289,19 @@ const BatonPhone = (() => {
     return { hz: (best * P.analyser.context.sampleRate) / P.analyser.fftSize, db: bins[best] };
   }
 
-  return { start, stop, answer, decline, hangup, heard, level, microphones, useMic,
+  // The level (dB) the page hears at each of these frequencies: who is heard, for tests.
+  function levels(freqs) {
+    if (!P.analyser) return null;
+    const bins = new Float32Array(P.analyser.frequencyBinCount);
+    P.analyser.getFloatFrequencyData(bins);
+    const hz = P.analyser.context.sampleRate / P.analyser.fftSize;
+    return freqs.map((f) => {
+      const i = Math.round(f / hz);
+      return Math.max(bins[i - 1], bins[i], bins[i + 1]);
+    });
+  }
+
+  return { start, stop, answer, decline, hangup, heard, levels, level, microphones, useMic,
            get state() { return P.state; }, get deviceId() { return P.deviceId; },
            set onchange(fn) { P.onchange = fn; }, md5 };
 })();
