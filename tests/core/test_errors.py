@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from core_flows import call as core_call
 from core_flows import emergency, hold
 
 from baton.core import (
@@ -91,3 +92,10 @@ def test_the_other_notices_and_failures_read_well() -> None:
     assert isinstance(CallFailed.for_cause(u, Cause.BUSY), Busy)
     sup = Superseded(u, "barge_in#1", "emergency#2")
     assert "barge_in#1's claim on user 'alice' was superseded by emergency#2" in str(sup)
+
+
+async def test_a_flow_refused_for_missing_arguments_is_not_left_running() -> None:
+    w = World("a", "b")
+    with pytest.raises(errors.FlowUsageError, match="missing a required argument: 'callee'"):
+        w.start(core_call, w["a"])
+    assert w.manager.flows == {}  # it never ran: nothing to end, nothing listed as running

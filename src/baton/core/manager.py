@@ -338,7 +338,11 @@ class UserManager:
             raise FlowUsageError("the manager is closing; no new flows")
         flow = Flow(self, spec, args, kwargs, priority)
         self.flows[flow.name] = flow
-        flow.launch()
+        try:
+            flow.launch()
+        except FlowUsageError:  # bad arguments: the flow never ran, so it is not running
+            del self.flows[flow.name]
+            raise
         return flow
 
     # ------------------------------------------------------------------ operations
