@@ -94,6 +94,21 @@ def test_the_other_notices_and_failures_read_well() -> None:
     assert "barge_in#1's claim on user 'alice' was superseded by emergency#2" in str(sup)
 
 
+async def test_a_flow_started_with_arguments_of_the_wrong_type_is_refused_at_once() -> None:
+    # A user given by id failed deep inside the flow ("'str' object has no attribute 'id'").
+    w = World("a", "b")
+    with pytest.raises(errors.FlowUsageError, match=r"callee must be a User object .* not str 'b'"):
+        w.start(core_call, w["a"], "b")
+    with pytest.raises(errors.FlowUsageError, match=r"ring must be a number, not str 'x'"):
+        w.start(core_call, w["a"], w["b"], ring="x")
+    with pytest.raises(errors.FlowUsageError, match=r"users must be a User object .* not str 'a'"):
+        w.start(hold, w["b"], "a")
+    assert w.manager.flows == {}  # nothing started
+    f = w.start(core_call, w["a"], w["b"], ring=5)  # an int is a number of seconds
+    await f.result()
+    w.assert_ok()
+
+
 async def test_a_flow_refused_for_missing_arguments_is_not_left_running() -> None:
     w = World("a", "b")
     with pytest.raises(errors.FlowUsageError, match="missing a required argument: 'callee'"):

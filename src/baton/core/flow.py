@@ -27,9 +27,12 @@ only after the compensations ran.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextlib
 import enum
 import inspect
+import types
+import typing
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -75,6 +78,7 @@ class FlowSpec(Generic[R]):
         "commands",
         "description",
         "fn",
+        "hints",
         "name",
         "permission",
         "priority",
@@ -99,6 +103,8 @@ class FlowSpec(Generic[R]):
         #: The commands a running instance accepts (:meth:`Flow.send`), name -> description.
         self.commands: dict[str, str] = dict(commands or {})
         self.signature = inspect.signature(fn)
+        #: The parameters' resolved type hints (read at the first start; None until then).
+        self.hints: dict[str, Any] | None = None
         doc = inspect.getdoc(fn) or ""
         self.description = doc.split("\n\n", 1)[0].replace("\n", " ")
 
@@ -921,7 +927,54 @@ def _bound(
     except TypeError as exc:
         raise FlowUsageError(f"bad arguments for flow {spec.name}: {exc}") from None
     first = next(iter(spec.signature.parameters))
-    return [(k, v) for k, v in bound.arguments.items() if k != first]
+    arguments = [(k, v) for k, v in bound.arguments.items() if k != first]
+    if spec.hints is None:
+        try:
+            spec.hints = typing.get_type_hints(spec.fn)
+        except Exception:  # a hint naming what the module cannot resolve: no check
+            spec.hints = {}
+    for name, given in arguments:
+        kind = spec.signature.parameters[name].kind
+        values = (
+            list(given)
+            if kind is inspect.Parameter.VAR_POSITIONAL
+            else list(given.values())
+            if kind is inspect.Parameter.VAR_KEYWORD
+            else [given]
+        )
+        for value in values:
+            wanted = _wanted(spec.hints.get(name), value)
+            if wanted is not None:
+                raise FlowUsageError(
+                    f"bad arguments for flow {spec.name}: {name} must be {wanted}, "
+                    f"not {type(value).__name__} {value!r}"
+                )
+    return arguments
+
+
+def _wanted(hint: Any, value: Any) -> str | None:
+    """What ``value`` should have been for a parameter hinted ``hint``; None when it fits (or
+    the hint is not one checked here: users, meetings, lists of users, numbers). A user passed
+    by id would otherwise fail deep inside the flow, far from the mistake."""
+    origin, params = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in params:
+            return None
+        rest = [p for p in params if p is not type(None)]
+        return _wanted(rest[0], value) if len(rest) == 1 else None
+    if hint is User or hint is Meeting:
+        if isinstance(value, hint):
+            return None
+        return f"a {hint.__name__} object (look it up by id: manager.user(id), world[id])"
+    if origin in (list, tuple, collections.abc.Sequence) and params and params[0] is User:
+        if isinstance(value, list | tuple) and all(isinstance(v, User) for v in value):
+            return None
+        return "a list of User objects (look them up by id: manager.user(id), world[id])"
+    if hint is float or hint is int:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return None
+        return "a number"
+    return None
 
 
 def _show(value: Any) -> Any:
