@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
+import subprocess
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -61,5 +64,42 @@ async def test_a_sip_message_over_websocket_is_answered_on_the_connection() -> N
         async with asyncio.timeout(5):
             while not any(isinstance(e, TransactionFailed) for e in events):  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
+    finally:
+        await transport.close()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    cert, key = tmp_path / "sip.crt", tmp_path / "sip.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_wss_speaks_sip_over_tls(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    events: list[TransportEvent] = []
+    transport = SipTransport(["wss:127.0.0.1:0"], events.append, tls=server)
+    await transport.start()
+    try:
+        url = f"wss://127.0.0.1:{transport.address('wss').port}"
+        async with connect(url, subprotocols=[Subprotocol("sip")], ssl=client) as ws:
+            await ws.send(OPTIONS.replace("SIP/2.0/WS ", "SIP/2.0/WSS "))
+            async with asyncio.timeout(5):
+                while not any(isinstance(e, RequestReceived) for e in events):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            event = next(e for e in events if isinstance(e, RequestReceived))
+            assert event.peer.transport == "wss"
+            transport.send_response(event.key, make_response(event.request, 200))
+            reply = parse_message((await asyncio.wait_for(ws.recv(), 5)).encode())
+            assert isinstance(reply, Response) and reply.status == 200
     finally:
         await transport.close()
