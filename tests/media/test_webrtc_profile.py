@@ -127,3 +127,18 @@ def test_offers_to_a_browser_use_the_webrtc_profile_and_read_its_answer() -> Non
         CHROME_OFFER.replace("a=setup:actpass", "a=setup:passive").encode()
     )
     assert isinstance(refused, NotAcceptable)
+
+
+def test_re_offers_after_a_browser_offer_stay_webrtc() -> None:
+    """A session refresh or hold re-offer to a browser that called in: the same profile, mid,
+    ICE credentials and fingerprint, and Baton stays the DTLS server."""
+    session = SdpSession(LOCAL)
+    offer = CHROME_OFFER.replace("a=mid:0", "a=mid:audio").replace("BUNDLE 0", "BUNDLE audio")
+    assert isinstance(session.answer(offer.encode()), Accepted)
+    again = session.offer()
+    media = again.media[0]
+    assert media.proto == WEBRTC_PROTO
+    assert media.attribute("mid") == "audio" and ("group", "BUNDLE audio") in again.attributes
+    assert media.attribute("setup") == "passive"
+    assert media.attribute("ice-ufrag") == "ufrag123"
+    assert media.attribute("fingerprint") == IDENTITY.fingerprint

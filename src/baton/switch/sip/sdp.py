@@ -511,6 +511,9 @@ class SdpSession:
         self._version = int(self._session_id) if session_id is not None else 1
         self._last: SessionDescription | None = None
         self._offer: SessionDescription | None = None
+        # The media stream's mid once the session is WebRTC: our re-offers (hold, session
+        # refresh) stay in that profile with the same mid, whoever offered first.
+        self._webrtc_mid: str | None = None
 
     @property
     def version(self) -> int:
@@ -527,7 +530,7 @@ class SdpSession:
     ) -> SessionDescription:
         """Our offer (initial or re-offer: hold is ``SENDONLY``, resume ``SENDRECV``)."""
         local = self.local
-        if local.offer_webrtc and local.webrtc is not None:
+        if (local.offer_webrtc or self._webrtc_mid is not None) and local.webrtc is not None:
             return self._offer_webrtc(direction, new_version)
         formats = [str(c.payload_type) for c in local.codecs]
         attributes: list[tuple[str, str | None]] = [
@@ -699,10 +702,14 @@ class SdpSession:
             attributes.append(("rtpmap", f"{local.dtmf_payload_type} telephone-event/8000"))
             attributes.append(("fmtp", f"{local.dtmf_payload_type} 0-16"))
         attributes += [("ptime", str(local.ptime)), (direction.value, None)]
-        attributes += self._webrtc_lines("actpass", "0")
+        mid = self._webrtc_mid or "0"
+        # Baton stays the DTLS server: actpass in a first offer, passive in a re-offer (RFC 5763
+        # §5: a re-offer keeps the role, so the handshake is not redone).
+        setup = "passive" if self._webrtc_mid is not None else "actpass"
+        attributes += self._webrtc_lines(setup, mid)
         media = MediaDescription("audio", local.port, WEBRTC_PROTO, formats, attributes=attributes)
         sdp = self._stamp(
-            [media], force=new_version, attributes=[("ice-lite", None), ("group", "BUNDLE 0")]
+            [media], force=new_version, attributes=[("ice-lite", None), ("group", f"BUNDLE {mid}")]
         )
         self._offer = sdp
         return sdp
@@ -722,6 +729,7 @@ class SdpSession:
             return NotAcceptable("answer names no codec we offered")
         remote = Direction.SENDRECV if media.direction is None else media.direction
         offered = self._offer.direction_of(self._offer.media[0])
+        self._webrtc_mid = self._offer.media[0].attribute("mid") or "0"
         return self._negotiated_webrtc(
             sdp,
             media,
@@ -779,6 +787,7 @@ class SdpSession:
             session.append(("group", f"BUNDLE {mid}"))
         answer = self._stamp(answer_media, attributes=session)
         negotiated = self._negotiated_webrtc(sdp, offered, codec, dtmf, ours, remote)
+        self._webrtc_mid = mid or "0"
         self._offer = None
         return Accepted(answer, negotiated)
 
