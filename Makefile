@@ -44,6 +44,7 @@ bench: $(STAMP) system-deps
 	$(PY) bench/sip_cps.py --quick
 	$(PY) bench/explore.py --quick
 	$(PY) bench/flood.py --quick
+	$(PY) bench/cluster.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
