@@ -959,13 +959,14 @@ def make_response(
     request's To has no tag, ``to_tag`` is added to it (give one for any response but 100).
     ``headers`` are appended after the copied ones.
     """
-    out = Headers()
-    for via in request.headers.get_all("Via"):
-        out.add("Via", via)
+    # Copied values were checked when they entered the request's Headers: no second check.
+    source = request.headers
+    items = [("Via", via) for via in source.get_all("Via")]
     for name in ("From", "To", "Call-ID", "CSeq"):
-        value = request.headers.get(name)
+        value = source.get(name)
         if value is not None:
-            out.add(name, value)
+            items.append((name, value))
+    out = Headers._trusted(items)
     if to_tag is not None and status > 100:
         to = request.to
         if to.tag is None:
