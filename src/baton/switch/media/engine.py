@@ -124,7 +124,14 @@ from baton.switch.media.mixer import FRAME, MediaError, Mixer
 from baton.switch.media.srtp import SrtpContext, SrtpError
 from baton.switch.media.tones import tone_spec
 from baton.switch.media.wav import WavError, WavWriter, read_wav
-from baton.switch.media.webrtc import DtlsIdentity, WebRtcError, WebRtcLeg, is_dtls, is_stun
+from baton.switch.media.webrtc import (
+    DtlsIdentity,
+    LibSrtp,
+    WebRtcError,
+    WebRtcLeg,
+    is_dtls,
+    is_stun,
+)
 from baton.switch.media.wideband import WIDE_FRAME, Resampler, WidebandCodec
 
 __all__ = [
@@ -296,8 +303,8 @@ class _Leg:
         self.remote: tuple[str, int] | None = None
         self.latched: tuple[str, int] | None = None
         self.heard_at = 0.0  # loop time of the last packet from the latched source
-        self.srtp_in: SrtpContext | None = None  # the phone's stream, when SRTP
-        self.srtp_out: SrtpContext | None = None  # ours
+        self.srtp_in: SrtpContext | LibSrtp | None = None  # the phone's stream, when SRTP
+        self.srtp_out: SrtpContext | LibSrtp | None = None  # ours (LibSrtp: a browser's leg)
         self.srtp_keys: tuple[bytes | None, bytes | None] = (None, None)
         self.dest: tuple[str, int] | None = None  # where we send: latched, else remote
         self.sending = True  # False while the phone's SDP says it does not receive (hold)
@@ -972,8 +979,8 @@ class MediaEngine:
                 self.metrics.invalid += 1
                 return
             if w.keys is not None and not had_keys:
-                leg.srtp_out = SrtpContext(w.keys.send)
-                leg.srtp_in = SrtpContext(w.keys.receive)
+                leg.srtp_out = LibSrtp(w.keys.send, outbound=True)
+                leg.srtp_in = LibSrtp(w.keys.receive, outbound=False)
                 leg.latched = leg.dest = addr
                 leg.heard_at = self._loop.time()
                 leg.out_resync = True
@@ -1341,9 +1348,9 @@ class MediaEngine:
                     )
                     + payload
                 )
-                if entry.srtp_out is not None:
-                    pkt = entry.srtp_out.protect(pkt)
                 try:
+                    if entry.srtp_out is not None:
+                        pkt = entry.srtp_out.protect(pkt)
                     entry.sock.sendto(pkt, entry.dest)
                     entry.packets_out += 1
                     self.metrics.packets_out += 1
@@ -1399,9 +1406,9 @@ class MediaEngine:
             )
         else:
             pkt = rtp.build_rr(entry.out_ssrc, blocks)
-        if entry.srtp_out is not None:
-            pkt = entry.srtp_out.protect_rtcp(pkt)
         with contextlib.suppress(OSError):
+            if entry.srtp_out is not None:
+                pkt = entry.srtp_out.protect_rtcp(pkt)
             (entry.sock if entry.webrtc is not None else entry.rtcp_sock).sendto(pkt, dest)
 
     # ---- plumbing --------------------------------------------------------------------------
