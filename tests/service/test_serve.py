@@ -158,7 +158,9 @@ def test_a_port_in_use_is_one_plain_line(tmp_path: Path) -> None:
 
 
 def _wait_up(proc: subprocess.Popen[str], base: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
+    # The demo's users' passwords are hashed with argon2id's full cost at start: on a loaded
+    # two-core box that alone has taken half a minute.
+    deadline = time.monotonic() + 90
     while True:
         assert proc.poll() is None, log.read_text()
         with contextlib.suppress(httpx.HTTPError):
