@@ -34,7 +34,10 @@ async def escort_call(
         # 1. Take the two users and call them.
         await s.claim(dispatcher, field)
         await s.dial(dispatcher)
+        # The dispatcher hears ringback while the field user's phone rings: never silence.
+        ringback = await s.play(dispatcher, Tone("ringback"), loop=True)
         await s.dial(field, timeout=ring, caller=dispatcher)
+        await s.stop(ringback)
 
         # 2. Put them in a meeting (so a third party can join later) and record it.
         room = await s.meeting(dispatcher, field)

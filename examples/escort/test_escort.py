@@ -70,3 +70,27 @@ def test_escort_passes_baton_check() -> None:
     report = check_flow(escort_call, default_against(escort_call), budget=60)
     failure = report.first_failure()
     assert report.ok, failure and [f.message for f in failure.findings]
+
+
+async def test_the_dispatcher_hears_ringback_while_a_slow_field_phone_rings(world: World) -> None:
+    # Invariant 11 (docs/design.md): the dispatcher's line is up while the field unit's phone
+    # rings for six seconds; silence there is dead air, reported by the world fixture.
+    w = _world(world)
+    w.behave("field", answers(6))
+    f = w.start(escort_call, w["disp"], w["field"], w["sup"])
+    await w.run(3)
+    assert w.sim.played_to("disp") and w.state("field") == "ringing"
+    await w.run(5)
+    assert_hears(w, "field", {"disp"})
+    assert await f.send("end") == "ended"
+    await w.run(6)
+    assert_no_leaks(w)
+
+
+async def test_a_busy_field_unit_leaves_the_dispatcher_line_idle(world: World) -> None:
+    w = _world(world)
+    w.behave("field", busy())
+    f = w.start(escort_call, w["disp"], w["field"], w["sup"])
+    await w.run(10)
+    assert f.ended
+    assert not w.sim.played_to("disp") and w.hears("disp") == set()
