@@ -28,6 +28,30 @@ def test_new_flow_writes_a_flow_and_a_test_that_pass(tmp_path: Path) -> None:
     assert "3 passed" in proc.stdout
 
 
+def test_the_template_keeps_the_caller_out_of_dead_air(tmp_path: Path) -> None:
+    # A callee that takes its time to answer: the caller's line is up, and silence there is
+    # dead air (invariant 11, docs/design.md), which the world fixture reports.
+    assert main(["new-flow", "wake_up", "--dir", str(tmp_path)]) == 0
+    (tmp_path / "test_slow.py").write_text(
+        "from wake_up import wake_up\n"
+        "from baton.testing import World, answers\n\n\n"
+        "async def test_slow_callee(world: World) -> None:\n"
+        "    world.add('alice')\n"
+        "    world.add('bob', answers(after=6))\n"
+        "    assert await world.start(wake_up, world['alice'], world['bob']).result() == 'connected'\n"
+        "    assert world.hears('alice') == {'bob'}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_slow.py"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_new_flow_refuses_bad_names_and_overwriting(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a flow name"):
         write("Wake-Up", tmp_path)

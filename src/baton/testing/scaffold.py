@@ -18,7 +18,7 @@ FLOW = '''"""{title}: <say in one sentence what it does for a dispatcher>."""
 
 from __future__ import annotations
 
-from baton.core import P2P, CallFailed, Priority, Session, User, flow
+from baton.core import P2P, CallFailed, Priority, Session, Tone, User, flow
 
 
 @flow(priority=Priority.ROUTINE, permission="{name}")
@@ -26,11 +26,15 @@ async def {name}(s: Session, caller: User, callee: User, ring: float = 30.0) -> 
     """<One line for the console: what starting this flow does.>"""
     await s.claim(caller, callee)  # take both users (a lower priority is preempted)
     await s.dial(caller, timeout=ring)
+    # the caller hears ringback while the callee's phone rings: never silence (dead air)
+    ringback = await s.play(caller, Tone("ringback"), loop=True)
     try:
         await s.dial(callee, timeout=ring, caller=caller)
     except CallFailed as exc:
+        await s.stop(ringback)
         s.note(f"{{callee.id}} did not answer: {{exc.cause.value}}")
         return "failed"
+    await s.stop(ringback)
     await s.connect(caller, callee)
     s.settle(P2P(caller, callee))  # hand both to a call that outlives the flow
     return "connected"
