@@ -255,3 +255,22 @@ async def test_the_api_docs_show_provisioning(tmp_path: Path) -> None:
         assert {"patch", "delete"} <= set(paths["/api/users/{user_id}"])
         assert {"post", "get"} <= set(paths["/api/roles"])
         assert {"patch", "delete", "get"} <= set(paths["/api/groups/{group_id}"])
+
+
+async def test_a_user_the_core_still_holds_is_not_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The idle check and the core's own agree in practice; if the core refuses anyway (a claim
+    # landing in between), the answer is the same 409 and nothing changes.
+    async with centre(tmp_path) as a, a.client("adm1") as c:
+
+        def refuse(user: Any) -> None:
+            raise ValueError(f"{user.id} is held by a claim")
+
+        monkeypatch.setattr(a.svc.manager, "remove_user", refuse)
+        err = assert_error(await c.delete("/api/users/unit3"), 409, "user-busy")
+        assert err["message"] == "unit3 is held by a claim: try again later"
+        assert a.svc.config.user("unit3") is not None
+        assert "unit3" in (await c.get("/api/groups/north")).json()["members"]
+        (entry,) = await audit(a, "user.delete")
+        assert entry["outcome"] == "failed"

@@ -229,7 +229,21 @@ class Provisioning:
                 )
                 await _durable(svc)
                 raise
-            svc.apply_directory(new)  # live first: nothing awaited since the idle check
+            try:
+                svc.apply_directory(new)  # live first: nothing awaited since the idle check
+            except ValueError as exc:  # the core found the user held after all (a claim)
+                svc.audit(
+                    principal,
+                    action,
+                    id,
+                    "failed",
+                    {**details, "error": "user-busy"},
+                    remote=remote,
+                )
+                await _durable(svc)
+                raise Conflict(
+                    f"{exc}: try again later", id="user-busy", details={"user": id}
+                ) from None
             if extra:
                 details.update(extra)
             writes = _writes(old, new)
