@@ -50,6 +50,29 @@ def test_check_and_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert serve_main(["--sim", "--check"]) == 0
 
 
+def test_check_reports_every_plugin_and_switch_problem_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "broken.toml"
+    cfg.write_text(
+        to_toml(
+            {
+                "users": [{"id": "a", "password": "p"}],
+                "flows": {"plugins": ["nosuchmodule", "json"], "paths": ["nope"]},
+                "sip": {"listen": ["udp:127.0.0.1:5999"], "bogus": 1},
+            }
+        )
+    )
+    assert serve_main(["--config", str(cfg), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"baton serve: bad configuration in {cfg}:"), err
+    assert "flows.paths: " in err and "is not a folder" in err
+    assert "flows.plugins[0] (nosuchmodule): cannot import 'nosuchmodule'" in err
+    assert "flows.plugins[1] (json): defines no flow" in err
+    assert "sip.bogus: unknown key" in err
+    assert "Traceback" not in err
+
+
 def test_a_bad_sip_table_stops_start_up_naming_the_key(tmp_path: Path) -> None:
     cfg = tmp_path / "sip.toml"
     cfg.write_text(

@@ -78,13 +78,24 @@ def load_flows(
     entry_points: bool = True,
     paths: Iterable[str | Path] = (),
     library: Mapping[str, FlowSpec[Any]] | None = None,
+    problems: list[str] | None = None,
 ) -> dict[str, FlowSpec[Any]]:
     """The library's flows plus the plug-ins' (imported from ``paths`` too, as well as from
-    installed packages). A name used twice is an error naming both."""
+    installed packages). A name used twice is an error naming both. Raises
+    :class:`PluginError` at the first problem — or, given a ``problems`` list, adds every
+    problem to it (one line each) and returns the flows that did load (``baton serve
+    --check`` reports them all at once)."""
+
+    def fail(exc: PluginError) -> None:
+        if problems is None:
+            raise exc
+        problems.append(str(exc))
+
     for folder in paths:
         entry = str(folder)
         if not Path(entry).is_dir():
-            raise PluginError("flows.paths", f"{entry!r} is not a folder")
+            fail(PluginError("flows.paths", f"{entry!r} is not a folder"))
+            continue
         if entry not in sys.path:
             sys.path.insert(0, entry)
     if library is None:
@@ -97,20 +108,33 @@ def load_flows(
     def add(found: list[FlowSpec[Any]], where: str) -> None:
         for spec in found:
             if spec.name in flows and flows[spec.name] is not spec:
-                raise PluginError(
-                    where, f"flow {spec.name!r} is already defined by {origin[spec.name]}"
+                fail(
+                    PluginError(
+                        where, f"flow {spec.name!r} is already defined by {origin[spec.name]}"
+                    )
                 )
+                continue
             flows[spec.name] = spec
             origin[spec.name] = where
 
     for i, ref in enumerate(plugins):
-        add(_import(ref, f"flows.plugins[{i}] ({ref})"), f"flows.plugins[{i}] ({ref})")
+        where = f"flows.plugins[{i}] ({ref})"
+        try:
+            found = _import(ref, where)
+        except PluginError as exc:
+            fail(exc)
+            continue
+        add(found, where)
     if entry_points:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             where = f"entry point {ep.name} ({ep.value})"
             try:
-                obj = ep.load()
+                found = flows_of(ep.load(), where)
+            except PluginError as exc:
+                fail(exc)
+                continue
             except Exception as exc:
-                raise PluginError(where, f"cannot load: {exc}") from exc
-            add(flows_of(obj, where), where)
+                fail(PluginError(where, f"cannot load: {exc}"))
+                continue
+            add(found, where)
     return flows

@@ -96,23 +96,24 @@ def serve_main(argv: list[str]) -> int:
         print(f"baton serve: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        from baton.flows.registry import PluginError, load_flows
-
-        try:
-            flows = load_flows(
-                config.flows.plugins,
-                entry_points=config.flows.entry_points,
-                paths=config.flows.paths,
-            )
-        except PluginError as exc:
-            print(f"baton serve: bad configuration in {path}:\n  {exc}", file=sys.stderr)
-            return 2
+        from baton.flows.registry import load_flows
         from baton.service.switches import build_switch
 
+        # Every problem at once (docs/service.md, Configuration): the plug-ins', each on its
+        # own, and the switch's own table ([sip]), validated by the switch.
+        problems: list[str] = []
+        flows = load_flows(
+            config.flows.plugins,
+            entry_points=config.flows.entry_points,
+            paths=config.flows.paths,
+            problems=problems,
+        )
         try:
-            build_switch(config)  # the switch's own table ([sip]) is validated here
+            build_switch(config)
         except ConfigError as exc:
-            print(f"baton serve: {exc}", file=sys.stderr)
+            problems += exc.problems
+        if problems:
+            print(f"baton serve: {ConfigError(str(path), problems)}", file=sys.stderr)
             return 2
         print(f"{path}: ok ({len(config.users)} users, switch {config.switch}, {len(flows)} flows)")
         return 0
