@@ -48,7 +48,7 @@ from baton.service.cluster.local import (
 )
 from baton.service.store.tables import callinfo_records, flow_records, journal, runs
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 TTL = 3.0
@@ -139,7 +139,9 @@ class Rig:
     sipps: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start_shard(self, name: str) -> Proc:
-        proc = self.cluster.start_shard(self.shard_files[name], f"shard-{name}")
+        # A restarted shard logs to a file of its own: the killed one's lines do not count.
+        log = f"shard-{name}" if name not in self.shards else f"shard-{name}-again"
+        proc = self.cluster.start_shard(self.shard_files[name], log)
         self.shards[name] = proc
         return proc
 
@@ -347,7 +349,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         rig.edge_port = cluster.sip_port
         for port in answering.values():  # the phones Baton calls: they answer
             sipp_background(rig, ["-sn", "uas", "-m", "10000"], port=port)
-        wait_for(lambda: holders(rig) == {"acme": "shard-a", "bravo": "shard-b"}, "both leases")
+        wait_for(lambda: holders(rig) == {"acme": "shard-a", "bravo": "shard-b"}, "both leases", 90)
         yield rig
     finally:
         for p in sipps:
@@ -364,7 +366,7 @@ def test_phones_register_and_call_through_the_edge(rig: Rig) -> None:
     """Each tenant's phone registers through Kamailio to the shard holding its tenant, and its
     calls are routed there: the callee (same tenant) answers."""
     # The edge learns the routing from the directory and probes the shards: wait for a call.
-    wait_for(lambda: call(rig, "a-unit1", "2102", timeout=4) == 0, "a first call to acme", 45)
+    wait_for(lambda: call(rig, "a-unit1", "2102", timeout=4) == 0, "a first call to acme", 120)
     assert register(rig, "a-unit1") == 0
     assert register(rig, "b-unit1") == 0
     assert call(rig, "a-unit1", "2102", calls=5) == 0
@@ -432,7 +434,7 @@ def test_kill9_of_the_active_shard(rig: Rig) -> None:
     # The standby has checked acme's stored passwords (argon2, before it holds the lease): a
     # take-over then starts in well under a second.
     standby_ready = f"tenant acme: {3 + 2 * PAIRS} of {3 + 2 * PAIRS} stored passwords checked"
-    wait_for(lambda: standby_ready in rig.shards["b"].output(), "B ready to take acme", 60)
+    wait_for(lambda: standby_ready in rig.shards["b"].output(), "B ready to take acme", 120)
     rig.shards["a"].kill9()
     killed = time.monotonic()
     expired = wait_for(lambda: holders(rig).get("acme") != "shard-a", "acme's lease to expire", 10)
@@ -514,12 +516,17 @@ def test_shard_cut_off_from_etcd_stops_before_the_standby_starts(rig: Rig) -> No
         finally:
             await members.close()
 
-    wait_for(lambda: run(a_is_member()), "shard A back as a standby", 20)
+    wait_for(lambda: run(a_is_member()), "shard A back as a standby", 60)
+    # A checks both tenants' stored passwords before it stands by (argon2): wait for it, so
+    # that what is measured is the lease, not the machine's load.
+    for tenant, n in (("acme", 3 + 2 * PAIRS), ("bravo", 3)):
+        line = f"tenant {tenant}: {n} of {n} stored passwords checked"
+        wait_for(lambda line=line: line in rig.shards["a"].output(), f"A ready for {tenant}", 120)
     before = {
         t: query(rig, t, sa.select(sa.func.max(epochs.c.epoch)))[0][0] for t in ("acme", "bravo")
     }
     rig.relays["b"].cut()
-    wait_for(lambda: holders(rig) == {"acme": "shard-a", "bravo": "shard-a"}, "A to take both", 15)
+    wait_for(lambda: holders(rig) == {"acme": "shard-a", "bravo": "shard-a"}, "A to take both", 60)
 
     def taken_by_a() -> bool:
         return all(
@@ -528,7 +535,7 @@ def test_shard_cut_off_from_etcd_stops_before_the_standby_starts(rig: Rig) -> No
             for t in ("acme", "bravo")
         )
 
-    wait_for(taken_by_a, "A's take-over in both journals", 15)
+    wait_for(taken_by_a, "A's take-over in both journals", 30)
     b, a = rig.shards["b"], rig.shards["a"]
     assert b.alive(), "a shard cut off from etcd keeps running; it only stops serving"
     for tenant in ("acme", "bravo"):
@@ -554,5 +561,5 @@ def test_shard_cut_off_from_etcd_stops_before_the_standby_starts(rig: Rig) -> No
     routes = (rig.root / "edge" / "data" / "dispatcher.list").read_text().splitlines()
     first = [line.split()[3] for line in routes if line and not line.startswith("#")]
     assert first.count("10") == 2
-    wait_for(lambda: call(rig, "b-unit1", "3102", timeout=3) == 0, "bravo served by A", 15)
+    wait_for(lambda: call(rig, "b-unit1", "3102", timeout=3) == 0, "bravo served by A", 30)
     assert call(rig, "a-c1", "2102") == 0  # a-unit1 is being called back: its emergency
