@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from baton.core import FlowUsageError, Priority
+from baton.core import FlowUsageError, Priority, Superseded
 from baton.flows import call, conference, emergency_call, emergency_inbound
 from baton.switch.sim import Timing, answers, never_answers, unreachable
 from baton.testing import World
@@ -132,6 +132,24 @@ async def test_emergency_beats_emergency_only_by_queueing() -> None:
     assert await e2.wait() == "failed"  # equal priority: no preemption
     assert w.hears("field") == {"b1"}
     await e1.send("end")
+
+
+@pytest.mark.interaction("emergency_call", "call")
+async def test_a_second_emergency_supersedes_one_still_taking_the_user() -> None:
+    # docs/flows.md, after docs/design.md §Preemption step 2 (case (e)): while the first
+    # emergency's preemption of the user is still clearing its media, an equal claim wins and
+    # the first gets Superseded; once the first holds the user, the second fails instead.
+    w = World("b1", "b2", "field", "x", latency={"clear": 0.5})
+    await w.start(call, w["x"], w["field"]).result()
+    e1 = w.start(emergency_call, w["b1"], w["field"])
+    await w.run(0.1)  # e1's preemption is clearing the field unit's media
+    e2 = w.start(emergency_call, w["b2"], w["field"])
+    assert await e1.wait() == "failed" and isinstance(e1.error, Superseded)
+    await w.run(5)
+    assert w.hears("field") == {"b2"}
+    await e2.send("end")
+    await w.run(5)
+    w.assert_ok()
 
 
 async def test_inbound_emergency_passes_over_unreachable_positions_to_a_busy_one() -> None:
