@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -319,12 +320,14 @@ class Bench:
             time.sleep(0.2)
         return served
 
-    def stop(self) -> None:
+    def stop(self, *, keep: bool = False) -> None:
         for p in self.sipps:
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 p.wait()
         self.cluster.stop()
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -338,6 +341,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--start", type=int, default=20, help="the first rate, calls/s per tenant")
     p.add_argument("--step", type=int, default=20)
     p.add_argument("--seconds", type=float, default=5.0, help="length of a rate step")
+    p.add_argument("--keep", action="store_true", help="keep the logs and data (printed)")
     args = p.parse_args(argv)
     if args.quick:
         args.kills, args.seconds, args.users = 3, 3.0, 20
@@ -350,7 +354,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         two = bench.climb(TENANTS, args.start, args.step, args.seconds)
         kills = [bench.failover() for _ in range(args.kills)]
     finally:
-        bench.stop()
+        bench.stop(keep=args.keep)
+        if args.keep:
+            print(f"logs and data: {bench.root}", file=sys.stderr)
     return {
         "cps_1_shard": one,
         "cps_2_shards": two,

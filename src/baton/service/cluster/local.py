@@ -367,6 +367,11 @@ def shard_toml(
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops the cluster like Ctrl-C: every process started, by its pid."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m baton.service.cluster.local", description=__doc__)
     p.add_argument("--dir", type=Path, default=Path("var/cluster"))
@@ -416,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  logs and data in {root}; Ctrl-C stops everything\n",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        signal.signal(signal.SIGTERM, _interrupt)
         while all(p.alive() for p in cluster.procs):
             time.sleep(0.5)
         dead = [p.name for p in cluster.procs if not p.alive()]
