@@ -224,6 +224,18 @@ class Directory:
             )
         return lease
 
+    async def update(self, holding: Holding, entry: dict[str, Any]) -> bool:
+        """Replace the tenant's directory entry, if ``holding`` still holds it (same epoch)."""
+        key = self.key(holding.tenant)
+        client = await self._connect()
+        ok, _ = await self._call(
+            "transaction",
+            compare=[client.transactions.create(key) == holding.epoch],
+            success=[client.transactions.put(key, json.dumps(entry).encode(), lease=holding.lease)],
+            failure=[],
+        )
+        return bool(ok)
+
     async def refresh(self, lease: Any) -> int:
         """Renew ``lease``; its TTL left (0 or less: it is gone)."""
         resp = await self._call("refresh_lease", lease.id)

@@ -60,6 +60,9 @@ MIGRATION_LOCK = 0x6261746F6E  # "baton"
 #: Seconds between checks of the stored password hashes while another shard holds the tenant.
 RECHECK = 2.0
 
+#: Seconds between looks at the running service's users, for the directory entry.
+PUBLISH_EVERY = 1.0
+
 #: Seconds between looks at a tenant's lease while another shard holds it.
 POLL = 0.2
 
@@ -87,10 +90,11 @@ class TenantSlot:
         self.library: Mapping[str, FlowSpec[Any]] | None = None
         self.known_hashes: dict[str, str] = {}
 
-    def entry(self) -> dict[str, Any]:
+    def entry(self, config: Config | None = None) -> dict[str, Any]:
         """This shard's directory entry for the tenant (what the edge routes by): where it
-        serves the tenant, and the names the edge routes to it — user ids and numbers."""
-        c = self.config
+        serves the tenant, and the names the edge routes to it — user ids and numbers (of
+        ``config``: the running service's, which provisioning changes)."""
+        c = config or self.config
         sip = c.sip.get("listen") or ["udp:127.0.0.1:5060"]
         names = [u.id for u in c.users] + [n for u in c.users for n in u.numbers]
         names += [g.number for g in c.groups if g.number] + [m.number for m in c.meetings]
@@ -249,11 +253,29 @@ class TenantSlot:
                 service.run_id,
                 time.monotonic() - started,
             )
-            await holding.lost()
+            await self._publish(service, holding)
         finally:
             self.service = None
             self.holding = None
             await self._stop(service, restorer, server, server_task, holding)
+
+    async def _publish(self, service: Service, holding: Holding) -> None:
+        """Until the lease is lost: keep the directory entry's names current with the running
+        service's users (the provisioning API adds and removes them), so the edge routes them."""
+        published = self.entry()["names"]
+        lost = asyncio.ensure_future(holding.lost())
+        try:
+            while not lost.done():
+                await asyncio.wait([lost], timeout=PUBLISH_EVERY)
+                entry = self.entry(service.config)
+                if entry["names"] != published and holding.valid():
+                    try:
+                        if await self.shard.directory.update(holding, entry):
+                            published = entry["names"]
+                    except Exception as exc:
+                        log.warning("tenant %s: directory update: %r", self.name, exc)
+        finally:
+            lost.cancel()
 
     async def _stop(
         self,
