@@ -325,6 +325,27 @@ async def test_cancel_is_idempotent_and_ending_an_emergency_needs_the_right(tmp_
         await eventually(lambda: state(svc, "unit4") == "idle")
 
 
+async def test_a_command_naming_a_bad_user_is_a_422_naming_the_field(tmp_path: Path) -> None:
+    # docs/service.md, Errors: bad arguments are 422 with details.field; 404 is for ids in
+    # the path. A command's user is an argument.
+    async with api(tmp_path, "disp1") as (svc, a), a.client("disp1") as c:
+        r = await start(
+            a, "disp1", "conference", args={"dispatcher": "disp1", "members": "engines"}
+        )
+        path = f"/api/flows/{r.json()['name'].replace('#', '%23')}/commands"
+        await eventually(lambda: state(svc, "unit1") == "meeting")
+        r = await c.post(path, json={"command": "mute", "args": {"user": "ghost"}})
+        err = assert_error(r, 422, "unknown-user", "args.user")
+        assert err["message"] == "args.user: no user 'ghost'", err
+        r = await c.post(path, json={"command": "mute", "args": {"user": 5}})
+        assert_error(r, 422, "invalid-argument", "args.user")
+        r = await c.post(path, json={"command": "mute"})
+        assert_error(r, 422, "invalid-argument", "args.user")
+        r = await c.post(path, json={"command": "mute", "args": {"user": "unit1"}})
+        assert r.status_code == 200, r.text
+        await c.post(path, json={"command": "end"})
+
+
 async def test_conference_commands_and_meeting_controls(tmp_path: Path) -> None:
     async with api(tmp_path, "disp1", "obs1") as (svc, a), a.client("disp1") as c:
         r = await start(

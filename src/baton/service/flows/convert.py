@@ -57,6 +57,7 @@ __all__ = [
     "is_user_list",
     "param_types",
     "unwrap_optional",
+    "user_argument",
 ]
 
 #: What a prompt's name may look like (a file name, never a path).
@@ -303,7 +304,8 @@ def _only_resource(p: Param, resolver: Resolver, field: str) -> object:
     raise ArgumentError(field, f"field required (one of: {names})")
 
 
-def _user(value: Any, resolver: Resolver, field: str) -> User:
+def user_argument(value: Any, resolver: Resolver, field: str) -> User:
+    """The user an argument at ``field`` names by id; :class:`ArgumentError` if it names none."""
     if not isinstance(value, str) or not value:
         raise ArgumentError(field, "must be a user id (a string)")
     try:
@@ -331,7 +333,7 @@ def _prompt(value: Any, resolver: Resolver, field: str) -> Prompt:
 def _value(p: Param, value: Any, resolver: Resolver, field: str) -> Any:
     kind = p.kind
     if kind == "user":
-        return _user(value, resolver, field)
+        return user_argument(value, resolver, field)
     if kind == "users":
         if isinstance(value, str):
             members = resolver.groups.get(value)
@@ -342,9 +344,9 @@ def _value(p: Param, value: Any, resolver: Resolver, field: str) -> Any:
                     id="unknown-group",
                     group=value,
                 )
-            users = [_user(m, resolver, field) for m in members]
+            users = [user_argument(m, resolver, field) for m in members]
         elif isinstance(value, list):
-            users = [_user(v, resolver, f"{field}[{i}]") for i, v in enumerate(value)]
+            users = [user_argument(v, resolver, f"{field}[{i}]") for i, v in enumerate(value)]
         else:
             raise ArgumentError(field, "must be a list of user ids or a group id")
         if len({u.id for u in users}) != len(users):

@@ -31,6 +31,7 @@ from baton.service.flows.convert import (
     convert,
     describe,
     startable,
+    user_argument,
 )
 from baton.service.flows.trace import build_trace
 from baton.service.records.present import iso
@@ -342,6 +343,24 @@ class FlowsService:
             raise Unprocessable(
                 "args must be an object of named arguments", details={"field": "args"}
             )
+        if _command_takes_user(flow.spec.commands[command]):
+            # The user a command names is an argument: 422 naming ``args.user`` when it is
+            # missing, not an id, or no one's (as at a start), never the flow's own error.
+            field = "args.user"
+            problem: ArgumentError | None = None
+            if "user" not in args:
+                problem = ArgumentError(field, f"field required (command {command} names a user)")
+            else:
+                try:
+                    user_argument(args["user"], self.resolver(), field)
+                except ArgumentError as exc:
+                    problem = exc
+            if problem is not None:
+                raise Unprocessable(
+                    f"{problem.field}: {problem.message}",
+                    id=problem.id,
+                    details={"field": problem.field, **problem.details},
+                )
         await self._control(principal, flow, command, remote, args)
         try:
             fut = flow.send(command, by=principal.user_id, **args)
