@@ -362,6 +362,31 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         os.environ["PYTHONPATH"] = env_path
 
 
+def test_leases_in_etcd_fence_by_epoch(rig: Rig) -> None:
+    """The directory on the rig's etcd, for a tenant no shard serves: one holder at a time, a
+    larger epoch on every take-over, and a stale holder's update changes nothing."""
+
+    async def check() -> None:
+        d = Directory((rig.cluster.etcd,), ttl=TTL)
+        try:
+            first = await d.campaign("zz", {"shard": "x", "names": ["a"]})
+            assert first is not None and first.valid()
+            assert await d.campaign("zz", {"shard": "y"}) is None  # held
+            assert await d.update(first, {"shard": "x", "names": ["a", "b"]})
+            assert (await d.holder("zz") or {}).get("names") == ["a", "b"]
+            await first.release()
+            assert not first.valid() and await d.holder("zz") is None
+            second = await d.campaign("zz", {"shard": "y", "names": ["c"]})
+            assert second is not None and second.epoch > first.epoch
+            assert not await d.update(first, {"shard": "x", "names": ["stale"]})
+            assert (await d.holder("zz") or {}).get("shard") == "y"
+            await second.release()
+        finally:
+            await d.close()
+
+    run(check())
+
+
 def test_phones_register_and_call_through_the_edge(rig: Rig) -> None:
     """Each tenant's phone registers through Kamailio to the shard holding its tenant, and its
     calls are routed there: the callee (same tenant) answers."""
