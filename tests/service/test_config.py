@@ -246,3 +246,17 @@ def test_a_tables_own_check_is_not_hidden_by_a_bad_key_in_it(tmp_path: Path) -> 
     found = problems(data)
     assert any(p.startswith("api.session_hours: ") for p in found)
     assert any(p.startswith("api: listen '0.0.0.0:8080' is not a loopback address") for p in found)
+
+
+def test_a_centre_whose_only_user_is_bad_gets_that_users_problems_only(tmp_path: Path) -> None:
+    data = config_data(tmp_path)
+    data["users"] = [{"id": "a b", "password": "p"}]
+    data["recording"] = {"users": ["zz"]}
+    data["groups"] = [{"id": "g", "members": ["ghost"]}]
+    data["dispatch"] = {}
+    data["meetings"] = []
+    found = problems(data)
+    assert found[0].startswith("users[0].id: string should match pattern"), found
+    assert not any("at least 1 item" in p for p in found), found
+    assert "groups[0].members[0]: unknown user 'ghost'" in found
+    assert "recording.users[0]: unknown user 'zz'" in found

@@ -525,7 +525,11 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     try:
         config = Config.model_validate({**data, "source": source})
     except ValidationError as exc:
-        problems = [f"{format_loc(e['loc'])}: {_message(dict(e))}" for e in exc.errors()]
+        problems = [
+            f"{format_loc(e['loc'])}: {_message(dict(e))}"
+            for e in exc.errors()
+            if not _echo_of_bad_entries(e, data)
+        ]
         partial = _repaired({**data, "source": source}, exc, problems)
         if partial is not None:
             problems += [p for p in cross_check(partial) if p not in problems]
@@ -541,6 +545,19 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
 _STAND_INS: dict[str, str] = {"id": "missing-id", "password": "missing-password"}
 
 
+def _echo_of_bad_entries(err: Any, data: dict[str, Any]) -> bool:
+    """``users: tuple should have at least 1 item after validation, not 0``: pydantic counts
+    only the entries that passed, so a file whose every user is bad gets this line as well as
+    each entry's own — noise that says a user is missing when one is there."""
+    users = data.get("users")
+    return (
+        err["type"] == "too_short"
+        and tuple(err["loc"]) == ("users",)
+        and isinstance(users, list)
+        and len(users) > 0
+    )
+
+
 def _repaired(data: dict[str, Any], exc: ValidationError, problems: list[str]) -> Config | None:
     """The config with every bad key left at its default (or a stand-in, for a missing id or
     password), so the checks across tables still run when a table or an entry is bad
@@ -551,13 +568,19 @@ def _repaired(data: dict[str, Any], exc: ValidationError, problems: list[str]) -
     fixed = copy.deepcopy(data)
     for _ in range(4):  # each round may uncover a table's own check, run once its keys pass
         for err in exc.errors():
+            if _echo_of_bad_entries(err, data):
+                continue  # the entries' own errors are repaired: the count follows
             if not _repair(fixed, err["loc"], err["type"] == "missing"):
                 return None
         try:
             return Config.model_validate(fixed)
         except ValidationError as again:
             exc = again
-            found = [f"{format_loc(e['loc'])}: {_message(dict(e))}" for e in exc.errors()]
+            found = [
+                f"{format_loc(e['loc'])}: {_message(dict(e))}"
+                for e in exc.errors()
+                if not _echo_of_bad_entries(e, fixed)
+            ]
             problems += [p for p in found if p not in problems]
     return None
 
