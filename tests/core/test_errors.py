@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from core_flows import call as core_call
 from core_flows import emergency, hold
@@ -114,3 +116,22 @@ async def test_a_flow_refused_for_missing_arguments_is_not_left_running() -> Non
     with pytest.raises(errors.FlowUsageError, match="missing a required argument: 'callee'"):
         w.start(core_call, w["a"])
     assert w.manager.flows == {}  # it never ran: nothing to end, nothing listed as running
+
+
+@flow(priority=Priority.ROUTINE, commands={"go": "go on"})
+async def _slow_to_finish(s: Session) -> None:
+    async def undo() -> None:
+        await asyncio.sleep(5)
+
+    s.compensate(undo)
+
+
+async def test_a_command_to_a_finishing_or_ended_flow_says_which() -> None:
+    w = World()
+    f = w.start(_slow_to_finish)
+    await w.run(1)  # returned; its compensation runs for five seconds
+    with pytest.raises(errors.FlowUsageError, match=r"_slow_to_finish#1 is finishing: it takes"):
+        f.send("go")
+    await w.run(10)
+    with pytest.raises(errors.FlowUsageError, match=r"_slow_to_finish#1 has ended: it takes"):
+        f.send("go")

@@ -468,7 +468,8 @@ class Flow(Owner):
                 f"flow {self.spec.name} accepts no command {command!r} (it accepts: {accepted})"
             )
         if self.state is not FlowState.RUNNING:
-            raise FlowUsageError(f"{self.name} has {self.state.value}: it takes no commands")
+            now = "is finishing" if self.state is FlowState.FINISHING else "has ended"
+            raise FlowUsageError(f"{self.name} {now}: it takes no commands")
         fut: asyncio.Future[Any] = self.manager.loop.create_future()
         if self._inbox is None:
             self._inbox = asyncio.Queue()
