@@ -91,9 +91,9 @@ async def flows(
 
 @router.get("/records/flows/{record_id}")
 async def flow(record_id: int, principal: Authed, svc: Svc) -> dict[str, Any]:
-    _storable(record_id, "unknown-record", f"no flow record {record_id}")
     """A flow record with the preemptions it suffered (victim, preempting flow, priority, reason)
     and those it made."""
+    _storable(record_id, "unknown-record", f"no flow record {record_id}")
     async with svc.store.read() as conn:
         row = await records.flow_detail(conn, record_id)
     if row is None:
@@ -114,8 +114,8 @@ def _flow_record(svc: Service, row: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/records/flows/{record_id}/trace")
 async def flow_trace(record_id: int, principal: Authed, svc: Svc) -> dict[str, Any]:
-    _storable(record_id, "unknown-record", f"no flow record {record_id}")
     """The sequence diagram of a recorded flow, from the journal."""
+    _storable(record_id, "unknown-record", f"no flow record {record_id}")
     async with svc.store.read() as conn:
         row = await records.flow_detail(conn, record_id)
         if row is None:
