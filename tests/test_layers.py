@@ -207,3 +207,15 @@ def test_the_core_never_imports_inside_a_function() -> None:
                             f"{path.relative_to(SRC)}:{inner.lineno} {node.name} imports {target}"
                         )
     assert not bad, "\n".join(bad)
+
+
+def test_flows_use_the_cores_public_face() -> None:
+    """A flow imports ``baton.core`` (the API and the vocabulary) and, for the events it reads,
+    ``baton.core.events`` — never the core's inner modules (docs/design.md, the layers)."""
+    public = {"baton.core", "baton.core.events"}
+    bad = []
+    for path in (SRC / "flows").rglob("*.py"):
+        for target in _imports(path):
+            if target.startswith("baton.core") and target not in public:
+                bad.append(f"{path.relative_to(SRC)} imports {target}")
+    assert not bad, "\n".join(bad)

@@ -33,7 +33,7 @@ import enum
 import itertools
 from dataclasses import dataclass, field
 
-from baton.core.priority import Priority
+from baton.core import Priority
 
 __all__ = [
     "Action",
