@@ -19,6 +19,7 @@ from baton.core import (
     Priority,
     Session,
     Superseded,
+    SwitchFailed,
     User,
     UserHungUp,
     flow,
@@ -368,4 +369,33 @@ async def test_one_operation_on_two_users_taken_by_two_preemptions_is_reported_o
     await w.run(5)
     interrupted = [e for e in w.events if isinstance(e, OpInterrupted)]
     assert [(e.op, e.users) for e in interrupted] == [("connect", ("a", "b"))]
+    w.assert_ok()
+
+
+async def test_a_command_racing_a_hang_up_tells_the_flow_the_user_hung_up() -> None:
+    """b hangs up 0.8 s into a 1 s bridge; the hang-up's event takes 0.5 s to reach the core.
+    The switch refuses the bridge (b's leg is gone) before the core hears of the hang-up: the
+    flow used to get a switch failure, and library flows ended "failed" with it. The core now
+    waits for the leg's end and the flow is told the user hung up (invariant 7)."""
+    got: dict[str, str] = {}
+
+    @flow(priority=Priority.ROUTINE)
+    async def pair(s: Session, a: User, b: User) -> None:
+        await s.claim(a, b)
+        for u in (a, b):
+            s.quiet(u, "waiting for the bridge")
+        await s.dial(a)
+        await s.dial(b)
+        try:
+            await s.connect(a, b)
+            got["connect"] = "connected"
+        except (UserHungUp, SwitchFailed) as exc:
+            got["connect"] = type(exc).__name__
+
+    w = World("a", "b", timing=Timing(commands={"bridge": 1.0}, events=0.5))
+    w.start(pair, w["a"], w["b"])
+    await w.run(3.8)  # both dialled by 3.0; the bridge lands at the switch at 4.0
+    w.sim.hang_up("b")
+    await w.run(3)
+    assert got == {"connect": "UserHungUp"}
     w.assert_ok()

@@ -39,6 +39,7 @@ user *dirty*; clearing a dirty user returns it to connected-idle (step 5 of a pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
@@ -73,6 +74,7 @@ from baton.core.port import (
     Cause,
     EndReason,
     InboundCall,
+    LegGone,
     MeetingMode,
     Member,
     Prompt,
@@ -348,9 +350,21 @@ class UserManager:
     # ------------------------------------------------------------------ operations
 
     async def _command(self, name: str, coro: Awaitable[T]) -> T:
-        """Await a switch command, turning a :class:`SwitchError` into :class:`SwitchFailed`."""
+        """Await a switch command, turning a :class:`SwitchError` into :class:`SwitchFailed`.
+
+        A command refused because its leg already ended at the switch (:class:`LegGone`) raced
+        a hang-up whose event is still on its way: wait for that event (bounded by
+        ``command_timeout``). It interrupts the operation with the notice the flow must get —
+        ``UserHungUp``, not a switch failure (invariant 7)."""
         try:
             return await coro
+        except LegGone as exc:
+            leg = self._legs.get(exc.leg)
+            if leg is not None and leg.live:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.command_timeout):
+                        await asyncio.shield(leg.ended())
+            raise SwitchFailed(name, str(exc)) from exc
         except SwitchError as exc:
             raise SwitchFailed(name, str(exc)) from exc
 

@@ -23,8 +23,9 @@ Theory of operation
 * Identifiers are opaque strings: the core chooses the ids of outbound legs and meetings; the
   switch chooses those of inbound legs, playbacks and recordings. Users are named by their stable id; the switch maps an id to its addresses
   (registered SIP contacts, a virtual phone).
-* A command on an unknown or ended leg raises :class:`~baton.core.port.SwitchError` — never
-  silently succeeds — except :meth:`Switch.hangup` and :meth:`Switch.clear`, which are idempotent.
+* A command on an unknown or ended leg raises :class:`~baton.core.port.LegGone` (a
+  :class:`~baton.core.port.SwitchError`) — never silently succeeds — except
+  :meth:`Switch.hangup` and :meth:`Switch.clear`, which are idempotent.
 * Every command must honour cancellation: a cancelled command leaves the switch in a state that
   :meth:`Switch.clear` can return to connected-idle.
 * Events about a leg, a playback or a recording are delivered only after the command that
@@ -49,6 +50,7 @@ __all__ = [
     "LegAnswered",
     "LegEnded",
     "LegFailed",
+    "LegGone",
     "LegRinging",
     "MeetingMode",
     "Member",
@@ -71,6 +73,18 @@ class SwitchError(Exception):
     """
 
     code = "switch-error"
+
+
+class LegGone(SwitchError):
+    """The command named a leg the switch no longer has: it ended there (a hang-up, a dead
+    phone) and its end event may still be on its way to the core. The core waits for that
+    event, so a flow learns that the user hung up rather than of a switch failure."""
+
+    code = "leg-gone"
+
+    def __init__(self, leg: str, detail: str) -> None:
+        super().__init__(detail)
+        self.leg = leg
 
 
 class Cause(enum.Enum):

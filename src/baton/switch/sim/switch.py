@@ -57,6 +57,7 @@ from baton.core.port import (
     LegAnswered,
     LegEnded,
     LegFailed,
+    LegGone,
     LegRinging,
     MeetingMode,
     Member,
@@ -388,7 +389,7 @@ class SimSwitch(Switch):
     def _leg(self, leg_id: str) -> SimLeg:
         leg = self.legs.get(leg_id)
         if leg is None or leg.state == "ended":
-            raise SwitchError(f"sim: no live leg {leg_id!r}")
+            raise LegGone(leg_id, f"sim: no live leg {leg_id!r}")
         return leg
 
     def _connected(self, leg_id: str) -> SimLeg:

@@ -40,7 +40,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from baton.core.port import Cause, LegEnded, SwitchError, SwitchEvent
+from baton.core.port import Cause, LegEnded, LegGone, SwitchError, SwitchEvent
 from baton.switch.media import MediaEngine, srtp
 from baton.switch.media.webrtc import new_ice_credentials
 
@@ -203,7 +203,7 @@ class LegBook:
     def leg(self, leg_id: str) -> Leg:
         leg = self.legs.get(leg_id)
         if leg is None or leg.state is LegState.ENDED:
-            raise SwitchError(f"sip: no live leg {leg_id!r}")
+            raise LegGone(leg_id, f"sip: no live leg {leg_id!r}")
         return leg
 
     def connected(self, leg_id: str) -> Leg:
