@@ -45,9 +45,7 @@ import random
 import wave
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
-
-import numpy as np
+from typing import BinaryIO, TypeVar
 
 from baton.core.port import (
     Cause,
@@ -70,7 +68,6 @@ from baton.core.port import (
     Target,
     Tone,
 )
-from baton.switch.media.wav import WavWriter
 
 __all__ = [
     "Behaviour",
@@ -224,7 +221,19 @@ class _Recording:
     target: Target
     path: str
     started: float
-    file: WavWriter | None = None
+    file: BinaryIO | None = None  # the WAV file being written, opened at the start
+
+
+def _write_silence(out: BinaryIO, seconds: float) -> None:
+    """Write a recording's WAV file (8 kHz mono 16-bit, as the media engine writes): the sim
+    hears no audio, so it holds silence as long as the recording ran. The standard library's
+    writer keeps the sim free of the media engine (numpy, scipy, codecs), whose import took a
+    second and left every test's garbage collector walking its objects."""
+    with wave.open(out, "wb") as file:  # (closes the WAV writer, not ``out``)
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(8000)
+        file.writeframes(bytes(2 * round(seconds * 8000)))
 
 
 class SimSwitch(Switch):
@@ -715,7 +724,7 @@ class SimSwitch(Switch):
             file = None
             if self.write_recordings:
                 try:
-                    file = WavWriter(path)
+                    file = open(path, "wb")  # noqa: SIM115 - closed when the recording finishes
                 except OSError as exc:
                     raise SwitchError(f"sim: cannot record to {path!r}: {exc}") from exc
             self.recordings[rid] = _Recording(rid, target, path, self.loop.time(), file)
@@ -732,7 +741,7 @@ class SimSwitch(Switch):
             # A file that cannot be finished is found by whoever reads it (as on a real switch).
             with contextlib.suppress(OSError):
                 try:
-                    rec.file.write(np.zeros(round(seconds * 8000), dtype=np.int16))
+                    _write_silence(rec.file, seconds)
                 finally:
                     rec.file.close()
         self._emit(RecordingFinished(rec.id, rec.path, seconds))
