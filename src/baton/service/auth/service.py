@@ -190,12 +190,28 @@ class Auth:
         deactivated (their tokens stop working)."""
         now = self.wallclock()
         rows = {r.id: r for r in (await conn.execute(sa.select(users))).all()}
-        for user in self.config.users:
+
+        async def unchanged(user: UserConfig) -> bool:
+            row = rows.get(user.id)
+            if row is None:
+                return False
+            if self.known_hashes.get(user.id) == row.password_hash:
+                return True
+            return await self._verify(row.password_hash, user.password)
+
+        # One full argon2 verify (or hash) per configured user: done side by side in threads
+        # (argon2 releases the GIL) rather than one after the other, which made a start under
+        # load take tens of seconds.
+        configured = list(self.config.users)
+        same = await asyncio.gather(*(unchanged(u) for u in configured))
+        fresh = [u for u, ok in zip(configured, same, strict=True) if not ok]
+        hashed = await asyncio.gather(
+            *(asyncio.to_thread(self.hasher.hash, u.password) for u in fresh)
+        )
+        digests = {u.id: d for u, d in zip(fresh, hashed, strict=True)}
+        for user, ok in zip(configured, same, strict=True):
             row = rows.pop(user.id, None)
-            if row is not None and (
-                self.known_hashes.get(user.id) == row.password_hash
-                or await self._verify(row.password_hash, user.password)
-            ):
+            if row is not None and ok:
                 # Unknown users are verified against a real hash made with the same parameters:
                 # the same cost, at no extra hashing at start (and it can never let them in).
                 self._dummy_hash = self._dummy_hash or row.password_hash
@@ -205,7 +221,7 @@ class Auth:
                     .values(name=user.display_name, role=user.role, active=True, updated_at=now)
                 )
                 continue
-            digest = await asyncio.to_thread(self.hasher.hash, user.password)
+            digest = digests[user.id]
             self._dummy_hash = self._dummy_hash or digest
             values = {
                 "name": user.display_name,
