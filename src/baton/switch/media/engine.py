@@ -1226,7 +1226,6 @@ class MediaEngine:
     def _send_mixed(
         self, entries: list[_Leg], pcm: np.ndarray, active: np.ndarray, now: float
     ) -> None:
-        metrics = self.metrics
         codes: dict[str, np.ndarray] = {}
         if active.any():
             u16 = pcm.view(np.uint16)
@@ -1240,39 +1239,13 @@ class MediaEngine:
             if dest is None or codec is None or not entry.sending:
                 continue
             payload = codes[codec.name][i].tobytes() if flags[i] else entry.silence
-            marker = 0
-            if entry.out_resync:
-                elapsed = (
-                    round((now - entry.last_out_time) * 8000) if entry.last_out_time else FRAME
-                )
-                entry.out_ts = (entry.out_ts + max(FRAME, elapsed)) & 0xFFFFFFFF
-                entry.out_resync = False
-                entry.relay_src_ssrc = None
-                marker = 0x80
-            else:
-                entry.out_ts = (entry.out_ts + FRAME) & 0xFFFFFFFF
-            entry.out_seq = seq = (entry.out_seq + 1) & 0xFFFF
-            entry.last_out_time = now
-            try:
-                packet = (
-                    _HDR.pack(0x80, marker | codec.payload_type, seq, entry.out_ts, entry.out_ssrc)
-                    + payload
-                )
-                if entry.srtp_out is not None:
-                    packet = entry.srtp_out.protect(packet)
-                entry.sock.sendto(packet, dest)
-            except OSError:
-                metrics.send_errors += 1
-                continue
-            entry.packets_out += 1
-            metrics.packets_out += 1
+            self._send_frame(entry, codec, dest, payload, now)
 
     def _send_wide(
         self, entries: list[_Leg], pcm: np.ndarray, active: np.ndarray, now: float, *, wide: bool
     ) -> None:
         """:meth:`_send_mixed` for a tick with wideband legs: each leg's row is converted to its
         rate and encoded on its own (a wideband encoder has state, so it is fed silence too)."""
-        metrics = self.metrics
         flags = active.tolist()
         for i, entry in enumerate(entries):
             dest = entry.dest
@@ -1294,35 +1267,43 @@ class MediaEngine:
                         entry.wb_down = Resampler(down=2)
                     row = entry.wb_down(row)
                 payload = codec.encode[row.view(np.uint16)].tobytes()
-            step = codec.step
-            marker = 0
-            if entry.out_resync:
-                elapsed = (
-                    round((now - entry.last_out_time) * codec.clock_rate)
-                    if entry.last_out_time
-                    else step
-                )
-                entry.out_ts = (entry.out_ts + max(step, elapsed)) & 0xFFFFFFFF
-                entry.out_resync = False
-                entry.relay_src_ssrc = None
-                marker = 0x80
-            else:
-                entry.out_ts = (entry.out_ts + step) & 0xFFFFFFFF
-            entry.out_seq = seq = (entry.out_seq + 1) & 0xFFFF
-            entry.last_out_time = now
-            try:
-                packet = (
-                    _HDR.pack(0x80, marker | codec.payload_type, seq, entry.out_ts, entry.out_ssrc)
-                    + payload
-                )
-                if entry.srtp_out is not None:
-                    packet = entry.srtp_out.protect(packet)
-                entry.sock.sendto(packet, dest)
-            except OSError:
-                metrics.send_errors += 1
-                continue
-            entry.packets_out += 1
-            metrics.packets_out += 1
+            self._send_frame(entry, codec, dest, payload, now)
+
+    def _send_frame(
+        self, entry: _Leg, codec: Codec, dest: tuple[str, int], payload: bytes, now: float
+    ) -> None:
+        """Send one mixed 20 ms frame to a leg: the RTP timestamp moves on a frame (or, after
+        a resync, by the time that really passed, with the marker bit), then SRTP if keyed."""
+        step = codec.step
+        marker = 0
+        if entry.out_resync:
+            elapsed = (
+                round((now - entry.last_out_time) * codec.clock_rate)
+                if entry.last_out_time
+                else step
+            )
+            entry.out_ts = (entry.out_ts + max(step, elapsed)) & 0xFFFFFFFF
+            entry.out_resync = False
+            entry.relay_src_ssrc = None
+            marker = 0x80
+        else:
+            entry.out_ts = (entry.out_ts + step) & 0xFFFFFFFF
+        entry.out_seq = seq = (entry.out_seq + 1) & 0xFFFF
+        entry.last_out_time = now
+        metrics = self.metrics
+        try:
+            packet = (
+                _HDR.pack(0x80, marker | codec.payload_type, seq, entry.out_ts, entry.out_ssrc)
+                + payload
+            )
+            if entry.srtp_out is not None:
+                packet = entry.srtp_out.protect(packet)
+            entry.sock.sendto(packet, dest)
+        except OSError:
+            metrics.send_errors += 1
+            return
+        entry.packets_out += 1
+        metrics.packets_out += 1
 
     def _send_dtmf(self, now: float) -> None:
         for entry in list(self._dtmf_legs):
