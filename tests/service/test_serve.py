@@ -22,8 +22,9 @@ import pytest
 import sqlalchemy as sa
 import websockets
 
-from baton.service.cli import serve_main
-from baton.service.config import UserConfig, parse_config
+from baton.core import Priority
+from baton.service.cli import build_parser, serve_main, with_overrides
+from baton.service.config import UserConfig, load_config, parse_config
 from baton.service.runtime import Service
 from baton.service.store import Store
 from baton.service.store.directory import write_entry
@@ -48,6 +49,32 @@ def test_check_and_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "users[1].password: field required" in capsys.readouterr().err
     assert serve_main([]) == 2
     assert serve_main(["--sim", "--check"]) == 0
+
+
+def test_command_line_overrides_keep_a_role_table_extending_its_builtin(tmp_path: Path) -> None:
+    # `[roles.dispatcher] permissions = ["escort"]` adds a permission and keeps the built-in's
+    # cap, position and scope — with --listen, --sim or --database given too (they re-validate
+    # the file; the defaults it left unset must stay unset).
+    path = tmp_path / "site.toml"
+    path.write_text(
+        to_toml(
+            {
+                "roles": {"dispatcher": {"permissions": ["escort"]}},
+                "users": [{"id": "d", "password": "p", "role": "dispatcher"}],
+            }
+        )
+    )
+    config = load_config(path)
+    args = build_parser().parse_args(
+        ["--config", str(path), "--listen", "127.0.0.1:9999", "--sim", "--database", "x.db"]
+    )
+    changed = with_overrides(config, args)
+    assert changed.api.listen == "127.0.0.1:9999" and changed.switch == "sim"
+    role = changed.all_roles["dispatcher"]
+    assert role == config.all_roles["dispatcher"]
+    assert "escort" in role.permissions and "call" in role.permissions
+    assert role.max_priority == Priority.EMERGENCY and role.position
+    assert role.effective_scope == "centre"
 
 
 def test_check_reports_every_plugin_and_switch_problem_at_once(

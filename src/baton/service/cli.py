@@ -25,9 +25,12 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DEMO_CONFIG", "build_parser", "serve_main", "tls_options"]
+if TYPE_CHECKING:
+    from baton.service.config import Config
+
+__all__ = ["DEMO_CONFIG", "build_parser", "serve_main", "tls_options", "with_overrides"]
 
 #: The configuration ``baton serve --sim`` uses when no ``--config`` is given.
 DEMO_CONFIG = Path(__file__).with_name("demo.toml")
@@ -66,10 +69,30 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def with_overrides(config: Config, args: argparse.Namespace) -> Config:
+    """``config`` with the command line's ``--sim``, ``--database``, ``--listen`` and
+    ``--activity`` applied, validated again as a file would be. Only the keys the file set are
+    carried over: a default written back as if it had been chosen would change what it means —
+    a ``[roles.dispatcher]`` table that only adds a permission would pin the cap, position and
+    scope it left to the built-in role (docs/service.md, Roles and permissions)."""
+    from baton.service.config import parse_config
+
+    changes = _overrides(args)
+    if not (args.listen or args.activity or changes):
+        return config
+    data = config.model_dump(exclude={"source"}, exclude_unset=True)
+    data.update(changes)
+    if args.listen:
+        data["api"] = {**data.get("api", {}), "listen": args.listen}
+    if args.activity:
+        data["sim"] = {**data.get("sim", {}), "activity": True}
+    return parse_config(_plain(data), config.source)
+
+
 def serve_main(argv: list[str]) -> int:
     """The ``serve`` subcommand; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from baton.service.config import ConfigError, load_config, parse_config
+    from baton.service.config import ConfigError, load_config
 
     path: Path | None = args.config
     if path is None:
@@ -82,16 +105,7 @@ def serve_main(argv: list[str]) -> int:
     if _is_shard(path):
         return _shard_main(path, args)
     try:
-        config = load_config(path)
-        changes = _overrides(args)
-        if args.listen or args.activity or changes:
-            data = config.model_dump(exclude={"source"})
-            data.update(changes)
-            if args.listen:
-                data["api"] = {**data["api"], "listen": args.listen}
-            if args.activity:
-                data["sim"] = {**data["sim"], "activity": True}
-            config = parse_config(_plain(data), str(path))
+        config = with_overrides(load_config(path), args)
     except ConfigError as exc:
         print(f"baton serve: {exc}", file=sys.stderr)
         return 2
