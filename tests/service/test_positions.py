@@ -204,9 +204,12 @@ async def test_positions_registration_and_queue_in_the_api_and_metrics(tmp_path:
         )
         assert_error(
             await c.put("/api/positions/disp1/state", json={"state": "busy"}),
-            400,
+            422,
             "bad-agent-state",
         )
+        r = await c.put("/api/positions/disp1/state", json={"state": "bogus"})
+        assert_error(r, 422, "bad-agent-state")
+        assert r.json()["error"]["details"] == {"field": "state"}
         async with a.client("sup1") as s:
             r = await s.put(
                 "/api/positions/disp2/state", json={"state": "not_ready", "reason": "lunch"}

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from baton.core import User, UserManager
 from baton.core.events import CallInfoEnded, CallInfoStarted, Event
 from baton.core.port import Cause, Switch
-from baton.service.errors import BadRequest, NotFound
+from baton.service.errors import NotFound, Unprocessable
 from baton.service.positions.presence import Registration, registrations
 from baton.service.store.tables import audit as audit_table
 
@@ -235,14 +235,16 @@ class Positions:
                 state = AgentState(state.strip().lower().replace("-", "_").replace(" ", "_"))
             except ValueError:
                 choices = ", ".join(s.value for s in AgentState if s is not AgentState.BUSY)
-                raise BadRequest(
+                raise Unprocessable(
                     f"{state!r} is not an agent state; use one of {choices}",
                     id="bad-agent-state",
+                    details={"field": "state"},
                 ) from None
         if state is AgentState.BUSY:
-            raise BadRequest(
+            raise Unprocessable(
                 "busy is shown while a position holds a call; it cannot be chosen",
                 id="bad-agent-state",
+                details={"field": "state"},
             )
         if state is AgentState.NOT_READY and not reason:
             reason = "break"
