@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +15,8 @@ from baton.service.store.tables import recordings, tokens
 from baton.switch.sim import busy
 
 from .helpers import Api, api, assert_error, eventually
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.realtime
 
@@ -515,6 +518,20 @@ async def test_metrics_and_openapi(tmp_path: Path) -> None:
         spec = (await c.get("/openapi.json")).json()
         assert "/api/flows" in spec["paths"] and "/api/flows/{name}/commands" in spec["paths"]
         assert (await c.get("/docs")).status_code == 200
+
+
+async def test_every_documented_metric_is_exposed_from_the_first_scrape(tmp_path: Path) -> None:
+    # docs/service.md, Operations, names the metrics; an alert on one (say an increase of
+    # baton_problems_total) must find its series before the first such event.
+    ops = (ROOT / "docs/service.md").read_text().split("## Operations", 1)[1].split("\nLogs:")[0]
+    documented = set(re.findall(r"`(baton_[a-z_]+)", ops)) - {"baton_switch_"}
+    assert "baton_problems_total" in documented and len(documented) > 25
+    async with api(tmp_path, "disp1") as (_, a), a.client("disp1") as c:
+        text = (await c.get("/metrics")).text
+    exposed = set(re.findall(r"^# TYPE (baton_\w+) ", text, re.M))
+    assert documented <= exposed, sorted(documented - exposed)
+    lines = set(text.splitlines())
+    assert {"baton_problems_total 0", "baton_preemptions_superseded_total 0"} <= lines
 
 
 async def test_a_malformed_request_is_named_in_plain_words(tmp_path: Path) -> None:

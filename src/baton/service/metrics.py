@@ -86,6 +86,26 @@ class _Family:
         self.values[labels] = self.values.get(labels, 0.0) + by
 
 
+#: The counters fed by the event bus, and their help. Every one is exposed from the first
+#: scrape (an unlabelled one at 0), so an alert on an increase finds its series before the
+#: first event (docs/service.md, Operations, lists them).
+_BUS_COUNTERS = {
+    "baton_events_total": "core events published, by kind",
+    "baton_legs_started_total": "legs started, by direction",
+    "baton_legs_answered_total": "legs answered, by direction",
+    "baton_legs_ended_total": "legs ended, by cause",
+    "baton_flows_started_total": "flows started, by flow",
+    "baton_flows_ended_total": "flows ended, by flow and outcome",
+    "baton_preemptions_total": "preemptions started, by claimer priority",
+    "baton_preemptions_superseded_total": "preemptions overtaken by a newer one",
+    "baton_claims_refused_total": "claims refused, by reason",
+    "baton_problems_total": "problems reported by the core",
+}
+
+#: The bus counters without labels: one series each, at 0 until the first event.
+_UNLABELLED = ("baton_preemptions_superseded_total", "baton_problems_total")
+
+
 class Metrics:
     """The service's counters and the scrape-time gauges."""
 
@@ -95,6 +115,10 @@ class Metrics:
         self.http_seconds = Histogram((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self._gauges: list[Callable[[], Iterable[tuple[str, str, Labels, float]]]] = []
         self._unsubscribe: Callable[[], None] | None = None
+        for name, help in _BUS_COUNTERS.items():
+            self.counter(name, help)
+        for name in _UNLABELLED:
+            self.counter(name, _BUS_COUNTERS[name]).inc(by=0.0)
 
     def counter(self, name: str, help: str) -> _Family:
         fam = self._families.get(name)
@@ -108,6 +132,9 @@ class Metrics:
 
     # ---- the bus
 
+    def _bus(self, name: str) -> _Family:
+        return self.counter(name, _BUS_COUNTERS[name])
+
     def attach(self, bus: EventBus) -> None:
         self._unsubscribe = bus.subscribe(self.on_event)
 
@@ -117,49 +144,31 @@ class Metrics:
             self._unsubscribe = None
 
     def on_event(self, ev: Event) -> None:
-        self.counter("baton_events_total", "core events published, by kind").inc(
-            (("kind", ev.kind),)
-        )
+        self._bus("baton_events_total").inc((("kind", ev.kind),))
         if isinstance(ev, LegStateChanged):
             if (ev.direction == "outbound" and ev.state == "dialling") or (
                 ev.direction == "inbound" and ev.state == "ringing"
             ):
-                self.counter("baton_legs_started_total", "legs started, by direction").inc(
-                    (("direction", ev.direction),)
-                )
+                self._bus("baton_legs_started_total").inc((("direction", ev.direction),))
             elif ev.state == "connected":
-                self.counter("baton_legs_answered_total", "legs answered, by direction").inc(
-                    (("direction", ev.direction),)
-                )
+                self._bus("baton_legs_answered_total").inc((("direction", ev.direction),))
             elif ev.state == "ended":
-                self.counter("baton_legs_ended_total", "legs ended, by cause").inc(
-                    (("cause", ev.cause or "normal"),)
-                )
+                self._bus("baton_legs_ended_total").inc((("cause", ev.cause or "normal"),))
         elif isinstance(ev, FlowStarted):
-            self.counter("baton_flows_started_total", "flows started, by flow").inc(
-                (("flow", ev.name),)
-            )
+            self._bus("baton_flows_started_total").inc((("flow", ev.name),))
         elif isinstance(ev, FlowEnded):
             name = ev.flow.split("#", 1)[0]
-            self.counter("baton_flows_ended_total", "flows ended, by flow and outcome").inc(
-                (("flow", name), ("outcome", ev.outcome))
-            )
+            self._bus("baton_flows_ended_total").inc((("flow", name), ("outcome", ev.outcome)))
         elif isinstance(ev, PreemptionStarted):
-            self.counter("baton_preemptions_total", "preemptions started, by claimer priority").inc(
-                (("priority", priority_name(ev.priority)),)
-            )
+            self._bus("baton_preemptions_total").inc((("priority", priority_name(ev.priority)),))
         elif isinstance(ev, PreemptionCompleted):
             self.preemption_seconds.observe(ev.seconds)
         elif isinstance(ev, PreemptionSuperseded):
-            self.counter(
-                "baton_preemptions_superseded_total", "preemptions overtaken by a newer one"
-            ).inc()
+            self._bus("baton_preemptions_superseded_total").inc()
         elif isinstance(ev, ClaimRefused):
-            self.counter("baton_claims_refused_total", "claims refused, by reason").inc(
-                (("reason", ev.reason),)
-            )
+            self._bus("baton_claims_refused_total").inc((("reason", ev.reason),))
         elif isinstance(ev, Problem):
-            self.counter("baton_problems_total", "problems reported by the core").inc()
+            self._bus("baton_problems_total").inc()
 
     # ---- HTTP
 
