@@ -47,6 +47,7 @@ from baton.service.cluster.local import (
     tenant_toml,
 )
 from baton.service.store.tables import callinfo_records, flow_records, journal, runs
+from baton.switch.sip.peers import peer_proof
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -135,6 +136,7 @@ class Rig:
     shard_files: dict[str, Path]
     relays: dict[str, Relay]
     apis: dict[tuple[str, str], str]
+    sips: dict[tuple[str, str], int] = field(default_factory=dict)
     shards: dict[str, Proc] = field(default_factory=dict)
     sipps: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -307,6 +309,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         cluster.start_postgres()
         databases = {t: cluster.create_database(t) for t in ("acme", "bravo")}
         relays = {name: Relay(cluster.etcd_port) for name in ("a", "b")}
+        edge_port = free_udp_tcp_port()
         files: dict[str, Path] = {}
         answering: dict[str, int] = {}
         for i, tenant in enumerate(("acme", "bravo")):
@@ -323,18 +326,24 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                     users.append((f"a-c{k}", f"25{k:02d}", "field", None))
                     users.append((f"a-d{k}", f"26{k:02d}", "field", f"sip:a-d{k}@127.0.0.1:{uas}"))
             files[tenant] = root / f"{tenant}.toml"
-            files[tenant].write_text(tenant_toml(tenant, databases[tenant], users=users))
+            # acme's numbers start with 2, bravo's with 3: each sends the other's to the edge.
+            peers = (f"udp:127.0.0.1:{edge_port}", cluster.peer_secret, ["3" if i == 0 else "2"])
+            files[tenant].write_text(
+                tenant_toml(tenant, databases[tenant], users=users, peers=peers)
+            )
         apis: dict[tuple[str, str], str] = {}
+        sips: dict[tuple[str, str], int] = {}
         shard_files: dict[str, Path] = {}
         for s, name in enumerate(("a", "b")):
             placements = {}
             for i, tenant in enumerate(("acme", "bravo")):
                 api = f"127.0.0.1:{free_port()}"
                 apis[(name, tenant)] = api
+                sips[(name, tenant)] = free_udp_tcp_port()
                 placements[tenant] = {
                     "config": str(files[tenant]),
                     "role": "active" if i == s else "standby",
-                    "sip": f"udp:127.0.0.1:{free_udp_tcp_port()}",
+                    "sip": f"udp:127.0.0.1:{sips[(name, tenant)]}",
                     "rtp_ports": f"{32000 + 1000 * s + 200 * i}-{32000 + 1000 * s + 200 * i + 199}",
                     "api": api,
                 }
@@ -342,10 +351,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             shard_files[name].write_text(
                 shard_toml(f"shard-{name}", f"127.0.0.1:{relays[name].port}", placements, ttl=TTL)
             )
-        rig = Rig(cluster, root, 0, databases, shard_files, relays, apis, sipps=sipps)
+        rig = Rig(cluster, root, 0, databases, shard_files, relays, apis, sips, sipps=sipps)
         for name in ("a", "b"):
             rig.start_shard(name)
-        cluster.start_edge()
+        cluster.start_edge(edge_port)
         rig.edge_port = cluster.sip_port
         for port in answering.values():  # the phones Baton calls: they answer
             sipp_background(rig, ["-sn", "uas", "-m", "10000"], port=port)
@@ -405,8 +414,88 @@ def test_phones_register_and_call_through_the_edge(rig: Rig) -> None:
     assert "INVITE to a phone by its Path: sip:b-unit1" in kamailio.output()
     phone.send_signal(signal.SIGKILL)
     phone.wait()
-    # A number of the other tenant is not reachable from inside a tenant's numbering plan.
-    assert call(rig, "a-unit1", "3102", timeout=4) != 0
+    # A number in no tenant's plan is not reachable.
+    assert call(rig, "a-unit1", "2999", timeout=4) != 0
+
+
+def peer_calls(rig: Rig, tenant: str, user: str) -> list[Any]:
+    """The tenant's calls between ``user`` and a peer line: (ended_at,) each."""
+    rows = query(rig, tenant, sa.select(callinfo_records.c.users, callinfo_records.c.ended_at))
+    return [
+        (ended,)
+        for users, ended in rows
+        if user in users and any(u.startswith("peer-") for u in users)
+    ]
+
+
+def test_a_call_between_tenants_crosses_shards_as_sip(rig: Rig) -> None:
+    """acme (shard A) and bravo (shard B) call each other's numbers: A sends the call to the
+    edge on a peer line, the edge signs it and routes it to B, B takes it on a peer line and
+    rings its user. Both calls are answered and bridged on both shards; the caller's hang-up,
+    on either side, ends both halves."""
+    # a-unit1 (acme) → 3102 (bravo's b-unit2); then b-unit1 (bravo) → 2102 (acme's a-unit2).
+    assert call(rig, "a-unit1", "3102", hold_ms=300) == 0
+    assert call(rig, "b-unit1", "2102", hold_ms=300) == 0
+    halves = [("acme", "a-unit1"), ("bravo", "b-unit2"), ("bravo", "b-unit1"), ("acme", "a-unit2")]
+    wait_for(
+        lambda: all(
+            (rows := peer_calls(rig, t, u)) and all(e is not None for (e,) in rows)
+            for t, u in halves
+        ),
+        "both halves of both calls bridged and ended",
+        15,
+    )
+    kamailio = next(p for p in rig.cluster.procs if p.name == "kamailio")
+    assert re.search(r"INVITE 3102 -> set \d+", kamailio.output())  # routed by the callee
+
+
+def forged_invite(rig: Rig, to: tuple[str, int], proof: str) -> int:
+    """An INVITE from 2101 (acme) to 3102 (bravo) carrying ``proof`` as the edge's signature,
+    sent from a stranger's address to ``to``; the final status it gets."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(0.5)
+        port = s.getsockname()[1]
+        call_id = f"forged-{port}@127.0.0.1"
+        body = (
+            "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+        head = (
+            f"INVITE sip:3102@{to[0]}:{to[1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{port};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            "From: <sip:2101@127.0.0.1>;tag=forged\r\n"
+            "To: <sip:3102@127.0.0.1>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:2101@127.0.0.1:{port}>\r\n"
+            f"X-Baton-Peer: {proof or peer_proof(rig.cluster.peer_secret, call_id, '2101', '3102')}\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        s.sendto((head + body).encode(), to)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                data = s.recv(65536).decode(errors="replace")
+            except TimeoutError:
+                continue
+            status = int(data.split(" ", 2)[1])
+            if status >= 200:
+                return status
+        return 0
+
+
+def test_a_stranger_cannot_pass_for_another_tenant(rig: Rig) -> None:
+    """A caller who forges the edge's signature on a call between tenants — even the right one,
+    as if the secret had leaked — is challenged for a password like any phone: straight to the
+    shard (not the edge's address), or through the edge (which drops the header)."""
+    b = ("127.0.0.1", rig.sips[("b", "bravo")])
+    edge = ("127.0.0.1", rig.edge_port)
+    assert forged_invite(rig, b, "") == 401
+    assert forged_invite(rig, b, "0" * 64) == 401
+    # Through the edge the From user picks the tenant: 2101 is acme's, routed to shard A,
+    # which challenges it; the header never reaches a shard.
+    assert forged_invite(rig, edge, "") == 401
 
 
 def test_kill9_of_the_active_shard(rig: Rig) -> None:

@@ -5,6 +5,7 @@ dialog-creating responses, the edge's routing files, and the shard's configurati
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,8 +19,11 @@ from baton.service.config import ConfigError
 from baton.service.runtime import Service
 from baton.service.store.journal import Fenced
 from baton.service.store.tables import callinfo_records, flow_records, journal, runs
+from baton.switch.sip.config import SipConfigError, parse_sip_config
 from baton.switch.sip.message import make_response, parse_message
+from baton.switch.sip.peers import peer_proof
 from baton.switch.sip.registrar import Registrar
+from baton.switch.sip.switch import SipSwitch
 from service.helpers import FAST_HASHER, eventually, make_config
 
 pytestmark = [pytest.mark.realtime]
@@ -242,3 +246,42 @@ async def test_a_standby_raises_emergencies_redials_keep_lines_and_reforms_ptt(
         restorer.close()
         await b.stop()
         await a.stop()
+
+
+def test_peer_lines_accept_only_the_edges_signature() -> None:
+    """``[sip.peers]``: a request is a peer call only from the edge's address with the right
+    proof over its Call-ID and numbers; lines are handed out in turn, none when all are busy."""
+    config = parse_sip_config(
+        {"peers": {"edge": "udp:127.0.0.1:5060", "secret": "s" * 20, "numbers": ["3"], "lines": 2}}
+    )
+    switch = SipSwitch(config, [])
+    peers = switch.peers
+    assert peers is not None and switch.peer_lines == ("peer-1", "peer-2")
+    assert switch.peer_numbers == ("3",)
+    assert peers.from_edge("127.0.0.1", 5060) and not peers.from_edge("127.0.0.1", 5061)
+    proof = peer_proof("s" * 20, "c1@x", "2101", "3102")
+
+    def invite(header: str | None, call_id: str = "c1@x") -> Any:
+        extra = f"X-Baton-Peer: {header}\r\n" if header is not None else ""
+        raw = (
+            "INVITE sip:3102@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\r\n"
+            "From: <sip:2101@127.0.0.1>;tag=a\r\nTo: <sip:3102@127.0.0.1>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+        return parse_message(raw.encode())
+
+    assert peers.proven(invite(proof)) is True
+    assert peers.proven(invite(proof, call_id="c2@x")) is False  # another call: no replay
+    assert peers.proven(invite("0" * 64)) is False
+    assert peers.proven(invite(None)) is None  # a phone's call through the edge
+    assert peers.free(set()) == "peer-1" and peers.free(set()) == "peer-2"
+    assert peers.free({"peer-1"}) == "peer-2" and peers.free({"peer-1", "peer-2"}) is None
+    # The lines are the switch's users, but no name a digest or a REGISTER could use.
+    switch.dial_peer("peer-1", "3102")
+    assert [b.contact_text for b in switch.registrar.contacts("peer-1", 0)] == [
+        "<sip:3102@127.0.0.1:5060>"
+    ]
+    assert switch._directory.secret_of("peer-1") is None
+    with pytest.raises(SipConfigError) as bad:
+        parse_sip_config({"peers": {"edge": "edge.example", "secret": "short", "numbers": []}})
+    assert len(bad.value.problems) == 3

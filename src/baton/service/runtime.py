@@ -42,6 +42,7 @@ from baton.service.store.directory import load_directory
 from baton.service.store.records import begin_run, end_run, heartbeat, take_stale_dialogs
 from baton.service.switches import (
     DialogKeeper,
+    PeerTrunk,
     build_switch,
     check_switch_users,
     switch_metrics,
@@ -247,6 +248,9 @@ class Service:
         self.metrics.gauges(self._gauges)
         for u in self.config.users:
             self.manager.add_user(User(u.id, name=u.display_name, numbers=u.numbers, keep=u.keep))
+        trunk = self.switch if isinstance(self.switch, PeerTrunk) else None
+        for line in trunk.peer_lines if trunk is not None else ():
+            self.manager.add_user(User(line, name=f"peer line {line}"))
         self._make_positions()
         self.positions.restore(agent_states)
         self._make_voicelog()
@@ -257,6 +261,7 @@ class Service:
             queue=self.queue,
             started=self.note_started_by,
             positions=self.positions,
+            trunk=trunk if trunk is not None and trunk.peer_lines else None,
         )
         if self.sim is not None and self.config.sim.activity:
             from baton.service.sim.activity import run_activity

@@ -40,6 +40,7 @@ from baton.switch.sim import (
 __all__ = [
     "FACTORIES",
     "DialogKeeper",
+    "PeerTrunk",
     "UserDirectory",
     "build_switch",
     "check_switch_users",
@@ -72,6 +73,21 @@ class UserDirectory(Protocol):
         registrations end. Raises ``ValueError`` (with ``problems``) changing nothing when one
         is unusable; ``dry_run`` only checks."""
         ...
+
+
+@runtime_checkable
+class PeerTrunk(Protocol):
+    """A switch that reaches the other tenants of a cluster (docs/cluster.md, "Calls between
+    tenants"): its peer lines are users of the core; a call to another tenant's number is a
+    call to a free line, pointed at that number first."""
+
+    @property
+    def peer_lines(self) -> tuple[str, ...]: ...
+
+    @property
+    def peer_numbers(self) -> tuple[str, ...]: ...
+
+    def dial_peer(self, line: str, number: str) -> None: ...
 
 
 def check_switch_users(switch: Switch, config: Config) -> list[str]:

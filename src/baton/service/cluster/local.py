@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -120,6 +121,8 @@ class LocalCluster:
     etcd_port: int = 0
     pg_port: int = 0
     sip_port: int = 0
+    #: the key the edge signs calls between tenants with (each tenant's [sip.peers] secret)
+    peer_secret: str = field(default_factory=lambda: secrets.token_hex(16))
 
     def _spawn(
         self,
@@ -268,6 +271,7 @@ class LocalCluster:
         cfg = KAMAILIO_CFG.read_text()
         cfg = cfg.replace("@SIP_LISTEN@", f"udp:127.0.0.1:{self.sip_port}")
         cfg = cfg.replace("@DATA_DIR@", str(data)).replace("@CTL_SOCKET@", self.ctl)
+        cfg = cfg.replace("@PEER_SECRET@", self.peer_secret)
         (edge / "kamailio.cfg").write_text(cfg)
         sync = self._spawn(
             "edge-sync",
@@ -334,13 +338,20 @@ def tenant_toml(
     users: Sequence[tuple[str, str, str, str | None]],
     emergency: str | None = "112",
     extra: str = "",
+    peers: tuple[str, str, Sequence[str]] | None = None,
 ) -> str:
-    """A tenant's centre config: ``users`` are (id, number, role, static contact or None)."""
+    """A tenant's centre config: ``users`` are (id, number, role, static contact or None);
+    ``peers`` (edge address, secret, the other tenants' number prefixes) lets it call them."""
     lines = [f'tenant = "{tenant}"', 'switch = "sip"', f'database = "{database}"']
     lines += [f'recordings = "var/{tenant}/recordings"', "", "[dispatch]"]
     if emergency:
         lines.append(f'emergency_number = "{emergency}"')
     lines += ["", "[sip]", f'realm = "{tenant}"', "rtp_timeout = 0", "session_expires = 0", ""]
+    if peers is not None:
+        edge, secret, prefixes = peers
+        numbers = ", ".join(f'"{n}"' for n in prefixes)
+        lines += ["[sip.peers]", f'edge = "{edge}"', f'secret = "{secret}"']
+        lines += [f"numbers = [{numbers}]", "lines = 8", ""]
     for uid, number, role, contact in users:
         lines += ["[[users]]", f'id = "{uid}"', f'number = "{number}"', f'password = "{uid}-pw"']
         lines.append(f'role = "{role}"')
@@ -397,7 +408,10 @@ def main(argv: list[str] | None = None) -> int:
                 (f"{tenant}-unit2", f"{i + 2}102", "field", None),
             ]
             files[tenant] = root / f"{tenant}.toml"
-            files[tenant].write_text(tenant_toml(tenant, db, users=users))
+            # Each tenant's numbers start with its own digit; the others' are sent to the edge.
+            others = [str(k + 2) for k in range(len(tenants)) if k != i]
+            peers = (f"udp:127.0.0.1:{args.sip_port}", cluster.peer_secret, others)
+            files[tenant].write_text(tenant_toml(tenant, db, users=users, peers=peers))
         for s in range(n):
             placements = {}
             for i, tenant in enumerate(tenants):
@@ -417,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\n  Baton cluster on loopback: {n} shards, tenants {', '.join(tenants)}\n"
             f"  phones register to udp:127.0.0.1:{cluster.sip_port} (user acme-unit1, "
             "password acme-unit1-pw; realm acme)\n"
+            "  acme's numbers are 2xxx, bravo's 3xxx: a call between them crosses the edge\n"
             f"  etcd 127.0.0.1:{cluster.etcd_port}, PostgreSQL 127.0.0.1:{cluster.pg_port}\n"
             f"  logs and data in {root}; Ctrl-C stops everything\n",
             flush=True,

@@ -13,7 +13,13 @@ In order:
    ``group_call`` rings the rest of the group) or, for a group with ``mode = "ptt"``,
    ``ptt_dial_in`` (a push-to-talk group, the caller holding the floor first);
 5. a meeting room's number → ``dial_in(caller, room)``;
-6. anything else → ``unroutable`` (the caller is refused with *unreachable*).
+6. a number of another tenant of the cluster (a prefix of ``[sip.peers] numbers``) → a free
+   peer line is pointed at it and ``inbound_call(caller, line)`` rings it through the edge
+   (docs/cluster.md, "Calls between tenants"; *busy* when every line is taken);
+7. anything else → ``unroutable`` (the caller is refused with *unreachable*).
+
+A call *from* another tenant arrives on a peer line: it may reach this tenant's users' numbers
+only (``inbound_call``), nothing else.
 
 Except for the emergency number, the caller's role must grant the flow's permission (else the
 call is refused with *rejected*), and a precedence the call asks for (RFC 4412
@@ -41,6 +47,7 @@ from baton.service.routing.flows import (
     ptt_dial_in,
     unroutable,
 )
+from baton.service.switches import PeerTrunk
 
 if TYPE_CHECKING:
     from baton.flows.queue import DispatcherQueue
@@ -77,8 +84,12 @@ class Router:
         queue: Callable[[], DispatcherQueue | None],
         started: Callable[[str, str], None],
         positions: Positions | None = None,
+        trunk: PeerTrunk | None = None,
     ) -> None:
         self.positions = positions
+        self.trunk = trunk
+        self._lines = frozenset(trunk.peer_lines) if trunk is not None else frozenset()
+        self._turn = 0
         self.library = library
         self.queue = queue
         self.started = started
@@ -119,6 +130,14 @@ class Router:
             flow = manager.start(spec, *args, priority=priority, **kwargs)
             self.started(flow.name, f"phone:{caller.id}")
 
+        if caller.id in self._lines:
+            # Another tenant's call: to this tenant's users only (docs/cluster.md).
+            callee = manager.by_number(number)
+            if callee is None or callee.id in self._lines:
+                self._refuse(manager, caller, number, "unreachable")
+            else:
+                start("inbound_call", caller, callee, check=False)
+            return
         feature = FEATURE_CODES.get(number)
         if feature is not None and self.positions is not None:
             accepted = self.positions.is_position(caller.id)
@@ -168,7 +187,29 @@ class Router:
             flow = manager.start(dial_in, caller, room.id, priority=priority)
             self.started(flow.name, f"phone:{caller.id}")
             return
+        trunk = self.trunk
+        if trunk is not None and number.startswith(trunk.peer_numbers):
+            line = self._free_line(manager)
+            if line is None:
+                self._refuse(manager, caller, number, "busy")
+                return
+            trunk.dial_peer(line.id, number)
+            start("inbound_call", caller, line)
+            return
         self._refuse(manager, caller, number, "unreachable")
+
+    def _free_line(self, manager: UserManager) -> User | None:
+        """A peer line with no call and no flow, taking turns (two calls routed in one loop
+        turn, before their flows claim a line, get different ones)."""
+        assert self.trunk is not None
+        lines = self.trunk.peer_lines
+        for i in range(len(lines)):
+            k = (self._turn + i) % len(lines)
+            user = manager.find_user(lines[k])
+            if user is not None and manager.leg_of(user) is None and manager.owner_of(user) is None:
+                self._turn = k + 1
+                return user
+        return None
 
     def _refuse(self, manager: UserManager, caller: User, number: str, cause: str) -> None:
         flow = manager.start(unroutable, caller, number, cause)

@@ -33,6 +33,11 @@ Keys (all optional)::
     ca = "tls/phones-ca.crt"            # optional: phones must present a certificate it signed
     [sip.resource_priority]             # RFC 4412 namespace.value → Baton priority
     "dsn.flash" = "FLASH"
+    [sip.peers]                         # calls with the other tenants of a cluster (.peers)
+    edge = "udp:127.0.0.1:5060"         # the edge: peer calls go there, and come only from there
+    secret = "..."                      # the key the edge signs peer calls with (>= 16 chars)
+    numbers = ["3"]                     # prefixes of the other tenants' numbers
+    lines = 8                           # peer calls at once
 """
 
 from __future__ import annotations
@@ -140,6 +145,8 @@ class SipConfig:
     tls_certificate: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    #: ``[sip.peers]``: (edge listen address, secret, lines, number prefixes), or None.
+    peers: tuple[str, str, int, tuple[str, ...]] | None = None
 
 
 #: ``[sip] limits`` keys → :class:`TransportLimits` fields, and whether the value is whole.
@@ -161,7 +168,7 @@ _KEYS = frozenset(
     {
         "listen", "realm", "media_host", "rtp_ports", "rtp_timeout", "session_expires", "min_se",
         "digest_algorithms", "nonce_lifetime", "register_expires", "inbound_ring_timeout",
-        "auth_failures", "resource_priority", "limits", "tls", "srtp",
+        "auth_failures", "resource_priority", "limits", "tls", "srtp", "peers",
     }
 )  # fmt: skip
 
@@ -290,6 +297,9 @@ def parse_sip_config(table: Mapping[str, Any]) -> SipConfig:
     if "tls" in table:
         _tls(table["tls"], values, bad)
 
+    if "peers" in table:
+        _peers(table["peers"], values, bad)
+
     if "srtp" in table:
         if table["srtp"] not in ("off", "optional", "required"):
             bad("srtp", 'expected "off", "optional" or "required"')
@@ -412,6 +422,34 @@ def _tls(value: object, values: dict[str, Any], bad: Any) -> None:
             bad(f"tls.{name}", f"cannot read {path}: {exc.strerror}")
             continue
         values[f"tls_{name}"] = path
+
+
+def _peers(value: object, values: dict[str, Any], bad: Any) -> None:
+    if not isinstance(value, Mapping):
+        bad("peers", 'expected a table { edge = "udp:IP:PORT", secret = "...", numbers = [...] }')
+        return
+    for name in sorted(set(value) - {"edge", "secret", "numbers", "lines"}):
+        bad(f"peers.{name}", "unknown key (known: edge, lines, numbers, secret)")
+    edge, secret = value.get("edge"), value.get("secret")
+    numbers, lines = value.get("numbers", []), value.get("lines", 8)
+    try:
+        address = ListenAddress.parse(edge) if isinstance(edge, str) else None
+    except ValueError:
+        address = None
+    if address is None or not _is_ip(address.host):
+        bad("peers.edge", "expected the edge's address, like udp:192.0.2.1:5060")
+    if not isinstance(secret, str) or len(secret) < 16:
+        bad("peers.secret", "expected the edge's shared secret, 16 characters at least")
+    if (
+        not isinstance(numbers, list)
+        or not numbers
+        or not all(isinstance(n, str) and n and n.isdigit() for n in numbers)
+    ):
+        bad("peers.numbers", 'expected the other tenants\' number prefixes, like ["3", "45"]')
+    if isinstance(lines, bool) or not isinstance(lines, int) or not 1 <= lines <= 1000:
+        bad("peers.lines", "expected how many peer calls at once (1-1000)")
+    if address is not None and isinstance(secret, str) and isinstance(numbers, list):
+        values["peers"] = (str(edge), secret, lines, tuple(str(n) for n in numbers))
 
 
 def _is_ip(text: str) -> bool:

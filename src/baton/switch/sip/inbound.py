@@ -44,6 +44,7 @@ from .errors import LocalProtocolError
 from .in_dialog import InDialog
 from .legs import InboundLeg, LegState
 from .message import Response, make_response, new_tag
+from .peers import PeerLines
 from .registrar import AuthThrottle, throttle_key
 from .sdp import NegotiatedAudio, NotAcceptable, SdpParseError, SdpSession
 from .session_timer import SessionTimer
@@ -66,12 +67,14 @@ class Inbound:
         stale: StaleLines,
         authenticator: DigestAuthenticator,
         throttle: AuthThrottle,
+        peers: PeerLines | None = None,
     ) -> None:
         self._book = book
         self._in_dialog = in_dialog
         self._stale = stale
         self._authenticator = authenticator
         self._throttle = throttle
+        self._peers = peers
         self.held: set[TransactionKey] = set()  # new INVITEs waiting for probes
         self.closed = False
 
@@ -83,6 +86,19 @@ class Inbound:
         book = self._book
         directory = book.directory
         request, peer = event.request, event.peer
+        peers = self._peers
+        if peers is not None and peers.from_edge(peer.host, peer.port):
+            # Another tenant's call, signed by the edge (docs/cluster.md, "Calls between
+            # tenants"); without the header it is a phone's call through the edge.
+            proven = peers.proven(request)
+            if proven is False:
+                log.warning("INVITE from the edge with a wrong peer proof: refused")
+                return make_response(request, 403, "Bad Peer Proof", to_tag=to_tag)
+            if proven:
+                line = peers.free({leg.user for leg in book.legs.values()})
+                if line is None:
+                    return make_response(request, 486, "All Peer Lines Busy", to_tag=to_tag)
+                return line
         # The address the bytes really came from: over TCP the connection's remote address,
         # never the Via, which the sender writes itself (docs/sip.md, "Static contacts").
         hosted = directory.static_sources.get((peer.host, peer.port))

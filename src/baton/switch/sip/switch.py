@@ -88,6 +88,7 @@ from .inbound import Inbound
 from .legs import InboundLeg, Leg, LegState, OutboundLeg
 from .message import Request, Response, make_response, new_tag
 from .outbound import Outbound
+from .peers import PeerLines, line_ids
 from .registrar import AuthThrottle, Binding, Registrar
 from .rooms import Rooms
 from .stale import StaleLines
@@ -103,7 +104,7 @@ from .transaction import (
     TransactionTerminated,
     TransactionTimedOut,
 )
-from .transport import ParseFailed, SipTransport, TransportEvent
+from .transport import ListenAddress, ParseFailed, SipTransport, TransportEvent
 from .uas import check_request
 from .uri import parse_name_addr
 
@@ -158,6 +159,13 @@ class SipSwitch(Switch):
             window=config.auth_failure_window,
             block=config.auth_block,
         )
+        #: ``[sip.peers]``: calls with the other tenants of a cluster (:mod:`.peers`)
+        self.peers: PeerLines | None = None
+        if config.peers is not None:
+            edge, key, count, prefixes = config.peers
+            at = ListenAddress.parse(edge)
+            self.peers = PeerLines(at.host, at.port, at.transport, key, tuple(line_ids(count)),
+                                   prefixes)  # fmt: skip
         names = directory.names
         self.registrar = Registrar(
             authenticator=self.authenticator,
@@ -175,7 +183,7 @@ class SipSwitch(Switch):
         self._in_dialog = InDialog(book)
         self._stale = StaleLines(book)
         self._inbound = Inbound(book, self._in_dialog, self._stale, self.authenticator,
-                                self.throttle)  # fmt: skip
+                                self.throttle, self.peers)  # fmt: skip
         self._outbound = Outbound(book, self._in_dialog, self.registrar)
         #: live legs by id (the book's, shared)
         self.legs: dict[str, Leg] = book.legs
@@ -248,6 +256,30 @@ class SipSwitch(Switch):
             # user's without a digest challenge. One address may host several users (a gateway,
             # a test tool): the From user then says which of them calls.
             d.static_sources.setdefault((peer.host, peer.port), []).append(user_id)
+        if self.peers is not None:
+            # Users of the switch, not of the config: no name maps to them (no digest, no
+            # REGISTER); their contact is set per call (:meth:`dial_peer`).
+            d.users.update((line.id, line) for line in self.peers.users())
+
+    # ------------------------------------------------------------------ peer lines
+
+    @property
+    def peer_lines(self) -> tuple[str, ...]:
+        """The peer lines' user ids (docs/cluster.md, "Calls between tenants")."""
+        return () if self.peers is None else self.peers.lines
+
+    @property
+    def peer_numbers(self) -> tuple[str, ...]:
+        """The prefixes of the numbers other tenants own (the dial plan's)."""
+        return () if self.peers is None else self.peers.numbers
+
+    def dial_peer(self, line: str, number: str) -> None:
+        """The next call to peer line ``line`` goes to ``number`` of another tenant, through
+        the edge."""
+        if self.peers is None or line not in self.peers.lines:
+            raise SwitchError(f"sip: {line!r} is no peer line")
+        self.registrar.forget(line)
+        self.registrar.add_static(line, self.peers.contact(number))
 
     # ------------------------------------------------------------------ stale lines
 
