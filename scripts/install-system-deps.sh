@@ -6,7 +6,11 @@ list="$(dirname "$0")/system-packages.txt"
 missing=()
 while read -r bin pkg; do
   [[ -z "${bin}" || "${bin}" == \#* ]] && continue
-  command -v "${bin}" >/dev/null 2>&1 || missing+=("${pkg}")
+  if [[ "${bin}" == lib:* ]]; then
+    ldconfig -p | grep -qF "${bin#lib:} " || missing+=("${pkg}")
+  else
+    command -v "${bin}" >/dev/null 2>&1 || missing+=("${pkg}")
+  fi
 done < "${list}"
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 if [[ "$(id -u)" -ne 0 ]]; then

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from baton.core.port import MeetingMode, Member
-from baton.switch.media import analysis
+from baton.switch.media import analysis, opus
+from baton.switch.media.opus import OpusDecoder, OpusEncoder, OpusError
 from baton.switch.media.wideband import WIDE_FRAME, Resampler, WidebandCodec, WidebandError
 
 from .test_engine import Rig, fresh_audio, with_rig
@@ -95,3 +96,92 @@ async def test_same_codec_bridges_relay_and_mixed_codecs_are_converted() -> None
         assert c.tones(WB) == {1300}
 
     await with_rig(body)
+
+
+def opus_bandwidths(payloads: list[bytes]) -> set[str]:
+    """The audio bandwidths of Opus packets, from their TOC byte (RFC 6716 §3.1)."""
+    names = {0: "NB", 1: "MB", 2: "WB", 3: "SWB", 4: "FB"}
+    out = set()
+    for p in payloads:
+        config = p[0] >> 3
+        if config < 12:  # SILK: NB, MB, WB in fours
+            out.add(names[config // 4])
+        elif config < 16:  # hybrid: SWB, FB in twos
+            out.add(names[3 + (config - 12) // 2])
+        else:  # CELT: NB, WB, SWB, FB in fours
+            out.add(names[(0, 2, 3, 4)[(config - 16) // 4]])
+    return out
+
+
+async def test_a_browser_and_a_desk_phone_mix_at_8_khz_until_wideband_hears_wideband() -> None:
+    async def body(rig: Rig) -> None:
+        o = await rig.phone("o", 1300, codec="opus", high=6000)
+        u = await rig.phone("u", 400)  # G.711 µ-law
+        rig.engine.create_meeting("m")
+        for leg in "ou":
+            rig.engine.join("m", Member(leg, MeetingMode.SPEAK))
+        await fresh_audio(o, u, packets=40)
+        # The phone neither sends nor hears above 4 kHz: no 16 kHz mix, Opus coded at 8 kHz.
+        assert not rig.engine.mixer.wide
+        assert u.tones(WB) == {1300}
+        assert o.tones(WB) == {400}
+        assert opus_bandwidths([p.payload for p in o.audio()[-10:]]) == {"NB"}
+        ts = [p.timestamp for p in o.audio()[-10:]]
+        assert {(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(ts)} == {960}
+        # A wideband talker joins: now a wideband leg hears another, and the mix goes wide.
+        g = await rig.phone("g", 700, codec="G722", high=5000)
+        rig.engine.join("m", Member("g", MeetingMode.SPEAK))
+        await fresh_audio(o, u, g, packets=40)
+        assert rig.engine.mixer.wide
+        assert o.tones(WB) == {400, 700, 5000}
+        assert u.tones(WB) == {700, 1300}
+        assert "WB" in opus_bandwidths([p.payload for p in o.audio()[-10:]])
+        # It leaves: back to 8 kHz, and the Opus leg is still heard and hears (new decoder
+        # and encoder rates mid-stream).
+        rig.engine.leave("m", "g")
+        await fresh_audio(o, u, packets=40)
+        assert not rig.engine.mixer.wide
+        assert u.tones(WB) == {1300}
+        assert o.tones(WB) == {400}
+
+    await with_rig(body)
+
+
+async def test_wideband_members_who_only_listen_do_not_make_a_meeting_wide() -> None:
+    async def body(rig: Rig) -> None:
+        u = await rig.phone("u", 400)
+        a = await rig.phone("a", 1300, codec="opus", high=6000)
+        b = await rig.phone("b", 700, codec="G722", high=5000)
+        rig.engine.create_meeting("m")
+        rig.engine.join("m", Member("u", MeetingMode.SPEAK))
+        rig.engine.join("m", Member("a", MeetingMode.LISTEN))
+        rig.engine.join("m", Member("b", MeetingMode.LISTEN))
+        await fresh_audio(u, a, b, packets=30)
+        assert not rig.engine.mixer.wide  # the only talker is narrowband
+        assert a.tones(WB) == {400}
+        assert b.tones(WB) == {400}
+        rig.engine.join("m", Member("a", MeetingMode.SPEAK))  # now b hears a wideband talker
+        assert rig.engine.mixer.wide
+
+    await with_rig(body)
+
+
+def test_opus_binding_codes_at_the_rate_asked_and_refuses_clearly() -> None:
+    enc, dec = OpusEncoder(8000, bitrate=32000, complexity=3), OpusDecoder(16000)
+    payloads = [enc.encode(f) for f in frames(tone(700, 8000), 160)]
+    heard = np.concatenate([out for p in payloads if (out := dec.decode(p)) is not None])
+    assert len(heard) == 2 * 4000  # an 8 kHz stream, decoded straight to 16 kHz
+    assert analysis.tones_heard(heard[3200:], [700, 1400], rate=16000) == {700}
+    assert dec.decode(b"") is None  # nothing to decode: the jitter buffer conceals, not libopus
+    assert dec.decode(b"\xff\xff\xff") is None  # not an Opus packet
+    with pytest.raises(OpusError, match="44100"):
+        OpusEncoder(44100, bitrate=32000, complexity=3)
+    with pytest.raises(OpusError, match="11025"):
+        OpusDecoder(11025)
+
+
+def test_without_libopus_an_opus_leg_is_refused_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(opus, "AVAILABLE", False)
+    with pytest.raises(WidebandError, match="libopus0"):
+        WidebandCodec("opus")
+    WidebandCodec("G722")  # G.722 does not need it

@@ -65,8 +65,9 @@ Theory of operation
   presses) close up their sequence numbers. ``MediaEngine(fanout=False)`` mixes every meeting
   member instead.
 * **Wideband legs** (G.722, Opus; :mod:`.wideband`) decode into their jitter buffer and encode
-  every tick with a codec of their own; while one is mixed the tick runs at 16 kHz and the
-  narrowband legs are converted up (what they say) and down (what they hear) per leg. Two legs
+  every tick with a codec of their own, at the tick's rate; while a wideband leg hears another
+  the tick runs at 16 kHz and the narrowband legs are converted up (what they say) and down
+  (what they hear) per leg; otherwise (a browser talking to a desk phone) it stays at 8 kHz. Two legs
   of one codec in a bridge still relay directly; across codecs they are mixed.
 * **WebRTC legs** (a browser's: ICE-lite, DTLS-SRTP, rtcp-mux; :mod:`.webrtc`) answer STUN
   checks and run the DTLS handshake on their RTP port; nothing is sent to the browser and
@@ -154,6 +155,7 @@ _HDR: Final = rtp.FIXED_HEADER
 _CHECK_EVERY: Final = 25  # ticks between inactivity checks (0.5 s)
 _FLUSH: Final = 0.040  # fan-out: a new listener gets the speaker's packets this recent at once
 _WIDE_SILENCE: Final = np.zeros(WIDE_FRAME, dtype=np.int16)
+_NARROW_SILENCE: Final = np.zeros(FRAME, dtype=np.int16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1197,18 +1199,18 @@ class MediaEngine:
         inputs = {}
         entries = []
         wide = mixer.wide
+        rate = 16000 if wide else 8000
+        size = WIDE_FRAME if wide else FRAME
         for leg_id in mixed:
             entry = legs[leg_id]
             entries.append(entry)
+            if entry.wb is not None:
+                entry.wb.rate = rate  # decoded straight to the mix's rate (.wideband)
             # The clock of the arrivals pushed by _rx: a timed playout start.
             frame = entry.jb.pop(int(now * entry.rate))
             if frame is not None:
-                if entry.wb is not None and not wide:
-                    continue  # an idle wideband leg (an 8 kHz tick): heard by nobody
-                if wide and entry.wb is None:  # a narrowband leg in a 16 kHz mix
-                    if entry.wb_up is None:
-                        entry.wb_up = Resampler(up=2)
-                    frame = entry.wb_up(frame)
+                if len(frame) != size:
+                    frame = self._fit(entry, frame, wide)
                 inputs[leg_id] = frame
         out = mixer.tick(inputs)
         self._emit_mixer_events()
@@ -1222,6 +1224,17 @@ class MediaEngine:
             self._send_dtmf(now)
         if self._tick_no % _CHECK_EVERY == 0:
             self._housekeeping(now)
+
+    @staticmethod
+    def _fit(entry: _Leg, frame: np.ndarray, wide: bool) -> np.ndarray:
+        """A frame at the other rate than the tick's: a narrowband leg in a 16 kHz mix (up,
+        with the leg's filter), or a wideband leg's frame from before the mix changed rate
+        (the jitter buffer's concealment repeats the last one): once, crudely."""
+        if wide and entry.wb is None:
+            if entry.wb_up is None:
+                entry.wb_up = Resampler(up=2)
+            return entry.wb_up(frame)
+        return np.repeat(frame, 2) if wide else frame[::2]
 
     def _send_mixed(
         self, entries: list[_Leg], pcm: np.ndarray, active: np.ndarray, now: float
@@ -1244,9 +1257,11 @@ class MediaEngine:
     def _send_wide(
         self, entries: list[_Leg], pcm: np.ndarray, active: np.ndarray, now: float, *, wide: bool
     ) -> None:
-        """:meth:`_send_mixed` for a tick with wideband legs: each leg's row is converted to its
-        rate and encoded on its own (a wideband encoder has state, so it is fed silence too)."""
+        """:meth:`_send_mixed` for a tick with wideband legs: each wideband leg's row is
+        encoded on its own at the tick's rate (a wideband encoder has state, so it is fed
+        silence too); in a 16 kHz tick a narrowband leg's row is converted down first."""
         flags = active.tolist()
+        silence = _WIDE_SILENCE if wide else _NARROW_SILENCE
         for i, entry in enumerate(entries):
             dest = entry.dest
             codec = entry.codec
@@ -1254,11 +1269,7 @@ class MediaEngine:
                 continue
             row = pcm[i]
             if entry.wb is not None:
-                if not wide:
-                    if entry.wb_up is None:
-                        entry.wb_up = Resampler(up=2)
-                    row = entry.wb_up(row)
-                payload = entry.wb.encode(row if flags[i] else _WIDE_SILENCE)
+                payload = entry.wb.encode(row if flags[i] else silence)
             elif not flags[i]:
                 payload = entry.silence
             else:

@@ -45,10 +45,12 @@ whispers and playbacks are added on top; one clip to int16 at the end (saturatio
 Wideband
 --------
 A port has a *format* (:meth:`Mixer.set_format`): its codec family and whether it is wideband
-(G.722, Opus). While any mixed port is wideband the whole tick runs at 16 kHz (320 samples a
+(G.722, Opus). While a wideband port hears another wideband port (a bridge of two, or a meeting
+with a wideband talker and another wideband member) the whole tick runs at 16 kHz (320 samples a
 frame): the engine converts narrowband inputs up and outputs down per leg, playbacks (8 kHz
-sources) are converted up here, and recordings stay 8 kHz (converted down). With no wideband
-port mixed the tick is the 8 kHz mix it always was. Ports of different codec families are never
+sources) are converted up here, and recordings stay 8 kHz (converted down). Otherwise the tick
+is the 8 kHz mix it always was, and wideband legs are coded at 8 kHz (:mod:`.wideband`): a
+browser talking to a desk phone gets nothing from 16 kHz the phone cannot send or hear. Ports of different codec families are never
 direct peers or fanned out to each other: their packets cannot be forwarded as they are.
 
 Events (:meth:`Mixer.take_events`): :class:`~baton.core.port.PlaybackFinished` (``completed``
@@ -680,12 +682,26 @@ class Mixer:
                     )
                 )
         media_ports = [p for p in self._ports.values() if p.playbacks or p.recordings]
-        # An idle wideband port hears silence and is heard by nobody: no reason for 16 kHz.
-        wide = any(
-            p.wide and (p.bridge or p.meetings or p.playbacks or p.recordings)
-            for p in (self._ports[leg] for leg in legs)
-        )
-        return _Plan(legs, rows, pairs, rooms, media_ports, wide)
+        return _Plan(legs, rows, pairs, rooms, media_ports, self._wide(legs, pairs, rooms))
+
+    def _wide(self, legs: list[str], pairs: list[tuple[int, int]], rooms: list[_RoomPlan]) -> bool:
+        """Whether some wideband port hears another wideband port: only then is 16 kHz worth
+        its cost (converters, a wider encode); a browser bridged to a desk phone, or one
+        wideband member among phones, mixes at 8 kHz, as the phones can neither send nor
+        hear more. Playbacks and recordings are 8 kHz and do not count."""
+        wide = [self._ports[leg].wide for leg in legs]
+        if any(wide[a] and wide[b] for a, b in pairs):
+            return True
+        for plan in rooms:
+            # Two wideband members, one of whom talks (or whispers to the other): every member
+            # hears the meeting's talkers.
+            if sum(wide[r] for r in plan.rows.tolist()) < 2:
+                continue
+            if any(wide[r] for r in plan.speak_rows.tolist()) or any(
+                wide[src] and wide[dst] for src, dst in plan.whispers
+            ):
+                return True
+        return False
 
     def _update_direct(self, legs: set[str]) -> None:
         """Recompute the direct status of these ports and of their bridge peers."""

@@ -44,6 +44,7 @@ import enum
 import secrets
 from dataclasses import dataclass, field
 
+from baton.switch.media.opus import AVAILABLE as OPUS_AVAILABLE
 from baton.switch.media.srtp import crypto_attribute, parse_crypto
 
 from .errors import SipParseError
@@ -136,7 +137,8 @@ G722 = Codec("G722", 9)  # 16 kHz audio; its RTP clock is 8000 (RFC 3551 §4.5.2
 # The media engine mixes at 16 kHz: ask senders for wideband Opus, not full band (RFC 7587 §6.1).
 OPUS = Codec("opus", 111, 48000, 2, "maxplaybackrate=16000;sprop-maxcapturerate=16000")
 TELEPHONE_EVENT = Codec("telephone-event", 101)
-CODECS = (PCMU, PCMA, G722, OPUS)
+# Opus is offered only where libopus is installed (docs/sip.md, "Codecs").
+CODECS = (PCMU, PCMA, G722, OPUS) if OPUS_AVAILABLE else (PCMU, PCMA, G722)
 
 _STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
 _HOLD_ADDRESSES = ("0.0.0.0", "::")

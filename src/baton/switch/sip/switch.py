@@ -75,7 +75,7 @@ from baton.core.port import (
     Target,
     Tone,
 )
-from baton.switch.media import MediaEngine, MediaEvent, MediaTimeout
+from baton.switch.media import MediaEngine, MediaEvent, MediaTimeout, opus
 
 from .b2bua import hangup_reason, status_for_cause
 from .book import POLICY, Directory, LegBook, options_ok
@@ -343,6 +343,8 @@ class SipSwitch(Switch):
         self._rooms.engine = media
         self._started = True
         log.info("sip switch listening on %s", ", ".join(map(str, transport.addresses)))
+        if not opus.AVAILABLE:
+            log.warning("libopus not found (Debian package libopus0): Opus is not offered")
 
     async def _ready(self) -> None:
         if not self._started:
