@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from argon2 import PasswordHasher
 
 from baton.core.events import Event
 from baton.flows import call, emergency_call
+from baton.service.errors import Unauthenticated
 from baton.service.runtime import Service
 from baton.service.store import Store
 from baton.service.store.records import LegFilter, flow_detail, list_flows, list_legs
@@ -36,7 +38,7 @@ async def test_migrations_build_the_schema_the_code_uses(tmp_path: Path) -> None
     store = Store(f"sqlite+aiosqlite:///{tmp_path / 'a' / 'b.db'}")
     await store.open()
     try:
-        assert await store.revision() == Store.head() == "0005"
+        assert await store.revision() == Store.head() == "0006"
 
         def diff(conn: sa.Connection) -> list[Any]:
             return compare_metadata(MigrationContext.configure(conn), metadata)
@@ -45,7 +47,7 @@ async def test_migrations_build_the_schema_the_code_uses(tmp_path: Path) -> None
             assert await conn.run_sync(diff) == []
         await store.close()
         await store.open()  # a second open finds the schema current
-        assert await store.revision() == "0005"
+        assert await store.revision() == "0006"
     finally:
         await store.close()
 
@@ -250,3 +252,54 @@ async def test_an_event_json_cannot_hold_is_stored_plainly_and_journalling_goes_
         assert stored[0]["colour"] == "red" and stored[0]["ratio"] == "nan"
         assert stored[0]["thing"].startswith("<object")
         assert stored[1]["colour"] == {"1": ["red"]}
+
+
+class CountingHasher(PasswordHasher):
+    """FAST_HASHER's parameters, counting its verifies and hashes."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=1024, parallelism=1)
+        self.verifies = 0
+        self.hashes = 0
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        self.verifies += 1
+        return super().verify(hash, password)
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self.hashes += 1
+        return super().hash(password, salt=salt)
+
+
+async def test_a_start_sees_unchanged_passwords_without_an_argon2_verify(tmp_path: Path) -> None:
+    """The users table's quick check: a second start verifies no password with argon2; a check
+    that does not match (a row from before it) costs one verify, and is written back."""
+    config = make_config(tmp_path)
+    first = CountingHasher()
+    svc = Service(config, hasher=first, grace=1.0)
+    await svc.start()
+    await svc.stop()
+    assert first.hashes == len(config.users) and first.verifies == 0
+    store = Store(config.database)
+    await store.open()
+    try:
+        async with store.engine.begin() as conn:
+            stale = sa.update(users).where(users.c.id == "unit1").values(password_check=None)
+            await conn.execute(stale)
+    finally:
+        await store.close()
+    again = CountingHasher()
+    svc = Service(config, hasher=again, grace=1.0)
+    await svc.start()
+    await svc.stop()
+    assert (again.verifies, again.hashes) == (1, 0)
+    third = CountingHasher()
+    svc = Service(config, hasher=third, grace=1.0)
+    await svc.start()
+    try:
+        assert (third.verifies, third.hashes) == (0, 0)
+        await svc.auth.login("unit1", "unit1-pw", None)  # the hash is still the login's
+        with pytest.raises(Unauthenticated):
+            await svc.auth.login("unit1", "unit1-pw-old", None)
+    finally:
+        await svc.stop()

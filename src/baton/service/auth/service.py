@@ -10,7 +10,11 @@ an in-memory cache keyed by the token's SHA-256 (never stored), dropped on revoc
 
 Passwords come from the config (the SIP adapter needs them in clear for digest authentication);
 the ``users`` table keeps their argon2id hashes and is refreshed at start — only when a password
-changed, so start-up does not re-hash everyone.
+changed, so start-up does not re-hash everyone. Beside each hash it keeps a quick check
+(:func:`password_check`: sha256 over the hash and the password): a start sees that a password
+is unchanged without an argon2 verify, so starting costs no argon2 per user. The quick check
+tells a database thief nothing new: the ``directory`` table beside it holds the same passwords
+in clear (SIP digest needs them).
 
 Contract: :meth:`Auth.login` returns a principal and a new session token or raises
 :class:`~baton.service.errors.Unauthenticated` (the same message for an unknown user and a wrong
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import math
 import secrets
 import time
@@ -42,7 +47,7 @@ from baton.service.errors import NotFound, TooManyRequests, Unauthenticated
 from baton.service.store import Journal, Store
 from baton.service.store.tables import tokens, users
 
-__all__ = ["Auth", "TokenInfo", "principal_for"]
+__all__ = ["Auth", "TokenInfo", "password_check", "principal_for", "quick_check_matches"]
 
 TOKEN_PREFIX = "baton_"
 #: Failed logins allowed per (account, source) before each further attempt must wait.
@@ -147,6 +152,20 @@ def _split(token: str) -> tuple[str, str] | None:
     return token_id, secret
 
 
+def password_check(digest: str, password: str) -> str:
+    """The quick check kept beside an argon2 hash: sha256 over the hash and the password it was
+    made from (see the module docstring)."""
+    return hashlib.sha256(f"{digest}\0{password}".encode()).hexdigest()
+
+
+def quick_check_matches(row: Any, password: str) -> bool:
+    """Whether a ``users`` row's quick check says its hash was made from ``password``."""
+    check = getattr(row, "password_check", None)
+    return check is not None and hmac.compare_digest(
+        check, password_check(row.password_hash, password)
+    )
+
+
 class Auth:
     """Users' credentials and tokens. Writes go through the journal (one writer, ordered with the
     audit entries); reads go to the store directly."""
@@ -195,7 +214,10 @@ class Auth:
             row = rows.get(user.id)
             if row is None:
                 return False
-            if self.known_hashes.get(user.id) == row.password_hash:
+            if (
+                quick_check_matches(row, user.password)
+                or self.known_hashes.get(user.id) == row.password_hash
+            ):
                 return True
             return await self._verify(row.password_hash, user.password)
 
@@ -218,7 +240,13 @@ class Auth:
                 await conn.execute(
                     sa.update(users)
                     .where(users.c.id == user.id)
-                    .values(name=user.display_name, role=user.role, active=True, updated_at=now)
+                    .values(
+                        name=user.display_name,
+                        role=user.role,
+                        active=True,
+                        updated_at=now,
+                        password_check=password_check(row.password_hash, user.password),
+                    )
                 )
                 continue
             digest = digests[user.id]
@@ -227,6 +255,7 @@ class Auth:
                 "name": user.display_name,
                 "role": user.role,
                 "password_hash": digest,
+                "password_check": password_check(digest, user.password),
                 "active": True,
                 "updated_at": now,
             }

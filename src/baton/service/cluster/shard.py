@@ -39,6 +39,7 @@ from sqlalchemy.pool import NullPool
 import baton.switch.sip  # noqa: F401
 from baton.core import FlowSpec
 from baton.service.app import create_app
+from baton.service.auth.service import quick_check_matches
 from baton.service.cluster.config import ShardConfig, TenantPlacement
 from baton.service.cluster.fence import DbFence
 from baton.service.cluster.fence import metadata as cluster_tables
@@ -123,39 +124,47 @@ class TenantSlot:
 
     async def check_passwords(self) -> None:
         """Check the stored password hashes against the config, read-only, before holding the
-        lease (argon2 costs about half a second a user): the take-over then skips those."""
+        lease: the take-over then skips those. The users table's quick check settles most of
+        them at no cost (docs/service.md, "Passwords at start"); the rest cost an argon2
+        verify each, side by side in threads."""
         store = Store(self.config.database)
         try:
             await store.open()
             async with store.engine.connect() as conn:
-                rows = dict(
-                    (await conn.execute(sa.select(users.c.id, users.c.password_hash))).all()
-                )
+                rows = {r.id: r for r in (await conn.execute(sa.select(users))).all()}
         finally:
             await store.close()
         hasher = PasswordHasher()
-        checked = False
+        known = len(self.known_hashes)
+        todo = []
         for user in self.config.users:
-            digest = rows.get(user.id)
-            if digest is None or self.known_hashes.get(user.id) == digest:
+            row = rows.get(user.id)
+            if row is None or self.known_hashes.get(user.id) == row.password_hash:
                 continue
+            if quick_check_matches(row, user.password):
+                self.known_hashes[user.id] = row.password_hash
+            else:
+                todo.append((user.id, row.password_hash, user.password))
 
-            def check(digest: str = digest, secret: str = user.password) -> bool:
-                try:
-                    return bool(hasher.verify(digest, secret))
-                except Exception:
-                    return False
+        def check(digest: str, secret: str) -> bool:
+            try:
+                return bool(hasher.verify(digest, secret))
+            except Exception:
+                return False
 
-            if await asyncio.to_thread(check):
-                self.known_hashes[user.id] = digest
-                checked = True
-        if checked:
-            log.info(
-                "tenant %s: %d of %d stored passwords checked",
-                self.name,
-                len(self.known_hashes),
-                len(self.config.users),
-            )
+        verified = await asyncio.gather(*(asyncio.to_thread(check, d, p) for _, d, p in todo))
+        for (uid, digest, _), ok in zip(todo, verified, strict=True):
+            if ok:
+                self.known_hashes[uid] = digest
+        if len(self.known_hashes) == known:
+            return
+        log.info(
+            "tenant %s: %d of %d stored passwords checked (%d with argon2)",
+            self.name,
+            len(self.known_hashes),
+            len(self.config.users),
+            len(todo),
+        )
 
     async def run(self) -> None:
         directory = self.shard.directory

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from baton.core import UnknownMeeting
 from baton.core.priority import priority_name
 from baton.service.auth.permissions import Principal
+from baton.service.auth.service import password_check
 from baton.service.config import (
     BUILTIN_ROLES,
     Config,
@@ -488,6 +489,7 @@ async def _sync_users_table(
         }
         if digest is not None and (was is None or was.password != user.password):
             values["password_hash"] = digest
+            values["password_check"] = password_check(digest, user.password)
         done = await conn.execute(
             sa.update(users_table).where(users_table.c.id == uid).values(**values)
         )

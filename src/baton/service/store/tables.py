@@ -195,6 +195,9 @@ users = sa.Table(
     sa.Column("name", sa.String(128), nullable=False),
     sa.Column("role", sa.String(32), nullable=False),
     sa.Column("password_hash", sa.String(256), nullable=False),  # argon2id
+    # sha256 over that hash and the password it was made from: a start sees an unchanged
+    # password without an argon2 verify (docs/service.md, "Passwords at start").
+    sa.Column("password_check", sa.String(64)),
     sa.Column("active", sa.Boolean, nullable=False),  # False once removed from the config
     sa.Column("updated_at", sa.Float, nullable=False),
 )
