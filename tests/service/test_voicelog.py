@@ -519,6 +519,29 @@ async def test_playback_export_and_metrics_over_the_api(tmp_path: Path) -> None:
 
 
 @pytest.mark.realtime
+async def test_exporting_a_call_still_going_takes_its_recordings_so_far(tmp_path: Path) -> None:
+    # A queued call's flow ends when the position answers (the call is settled), but the call
+    # goes on: its export is its users' recordings until now, not until the flow's end.
+    async with api(tmp_path, "sup1") as (svc, a):
+        assert svc.sim is not None
+        svc.sim.call_in("unit1", "100")
+        unit1 = svc.manager.user("unit1")
+        await eventually(lambda: svc.manager.state_of(unit1) == "talking", within=20)
+        await talked(svc)
+        await svc.journal.sync()
+        async with a.client("sup1") as s:
+            (flow,) = (await s.get("/api/records/flows", params={"user": "unit1"})).json()
+            assert flow["name"] == "queued_call" and "ended_at" in flow
+            r = await s.post("/api/recordings/export", json={"record": flow["id"]})
+            assert r.status_code == 200, r.text
+            manifest = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read("manifest.json"))
+            (entry,) = manifest["recordings"]
+            (position,) = set(flow["users"]) - {"unit1"}
+            assert entry["user"] == position
+            assert entry["status"] == "recording" and entry["integrity"] == "unchecked"
+
+
+@pytest.mark.realtime
 async def test_a_position_provisioned_over_the_api_is_recorded(tmp_path: Path) -> None:
     data = config_data(tmp_path)
     data["users"].append({"id": "adm1", "password": "adm1-pw", "role": "admin"})

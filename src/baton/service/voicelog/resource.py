@@ -40,6 +40,12 @@ class ExportBody(BaseModel):
         return self
 
 
+def _keeps(svc: Any, user_id: str) -> bool:
+    """Is ``user_id``'s line always on (``keep``)? An unknown user (removed since) is not."""
+    user = svc.config.user(user_id)
+    return user is not None and bool(user.keep)
+
+
 def _when(v: float | None) -> str | None:
     return None if v is None else iso(v)
 
@@ -68,20 +74,23 @@ async def _select(svc: Any, body: ExportBody) -> tuple[dict[str, Any] | None, li
                 details={"record": body.record},
             )
         # The call's recordings: its users', in its run, from its start until the last of its
-        # legs that ended (a flow may end at a settle while the call goes on; a position's
-        # always-on line never ends, so it does not stretch the window).
+        # legs ended — or now, while one is still up (a flow may end at a settle while the
+        # call goes on). A position's always-on line (``keep``) never ends, so it does not
+        # stretch the window.
         users = list(flow["users"] or [])
-        end = flow["ended_at"] if flow["ended_at"] is not None else svc.wallclock()
+        now = svc.wallclock()
+        end = flow["ended_at"] if flow["ended_at"] is not None else now
         lg = leg_records
-        leg_ends = await conn.execute(
-            sa.select(lg.c.ended_at).where(
+        legs = await conn.execute(
+            sa.select(lg.c.user_id, lg.c.ended_at).where(
                 lg.c.run_id == flow["run_id"],
                 lg.c.user_id.in_(users),
                 lg.c.started_at <= end,
                 sa.or_(lg.c.ended_at.is_(None), lg.c.ended_at >= flow["started_at"]),
             )
         )
-        end = max([end, *(e for (e,) in leg_ends if e is not None)])
+        ends = [now if e is None and not _keeps(svc, u) else e for u, e in legs]
+        end = max([end, *(e for e in ends if e is not None)])
         q = (
             sa.select(t)
             .where(
