@@ -45,3 +45,25 @@ async def test_without_the_switch_no_file_is_written(tmp_path: Path) -> None:
     f = w.start(talk_recorded, w["a"], str(tmp_path / "a.wav"))
     await f.result()
     assert not (tmp_path / "a.wav").exists()
+
+
+@flow()
+async def record_on(s: Session, a: User, path: str) -> None:
+    await s.claim(a)
+    await s.dial(a)
+    await s.record(a, path)
+    await s.sleep(100)
+
+
+async def test_closing_the_switch_finishes_the_recordings_still_running(tmp_path: Path) -> None:
+    # A service stopping with a call recorded: the file must be a WAV as long as it ran, not
+    # an empty file the voice logger would report as a failed recording.
+    w = World("a")
+    w.sim.write_recordings = True
+    path = tmp_path / "a.wav"
+    f = w.start(record_on, w["a"], str(path))
+    await w.run(2)
+    await w.sim.close()
+    assert 0 < len(read_wav(path)) <= 2 * 8000  # answered after a second, recorded since
+    assert not w.sim.recordings
+    f.cancel()

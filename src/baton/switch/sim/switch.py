@@ -758,6 +758,11 @@ class SimSwitch(Switch):
         await self._do("stop_record", legs, effect, room=room)
 
     async def close(self) -> None:
+        # Recordings still running are finished, as a real switch closes its files on the way
+        # out: a file left opened and never written is no WAV, and the voice logger would
+        # report every call recorded at shutdown as a failed recording.
+        for rec in list(self.recordings.values()):
+            self._finish_recording(rec)
         for leg in list(self.legs.values()):
             for t in leg.timers:
                 t.cancel()
