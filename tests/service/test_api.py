@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,13 @@ async def test_api_tokens_are_hashed_usable_and_revocable(tmp_path: Path) -> Non
         new = r.json()
         token = new["token"]
         assert token.startswith("baton_") and new["kind"] == "api"
+        # Times as every time in the API: ISO 8601 with the zone (90 days by default).
+        made = datetime.datetime.fromisoformat(new["created_at"])
+        expires = datetime.datetime.fromisoformat(new["expires_at"])
+        assert made.utcoffset() == datetime.timedelta(0) and new["revoked_at"] is None
+        assert round((expires - made).total_seconds()) == 90 * 86400
+        forever = (await c.post("/api/tokens", json={"expires_in_days": None})).json()
+        assert forever["expires_at"] is None
         async with svc.store.read() as conn:
             stored = (
                 await conn.execute(sa.select(tokens.c.secret_hash).where(tokens.c.id == new["id"]))

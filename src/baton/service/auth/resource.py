@@ -17,6 +17,7 @@ from baton.service.auth.schema import (
 from baton.service.auth.service import TokenInfo
 from baton.service.deps import SESSION_COOKIE, Authed, Svc, client_address
 from baton.service.errors import NotFound, Unauthenticated
+from baton.service.records.present import iso
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
@@ -43,9 +44,9 @@ def _token_view(t: TokenInfo) -> TokenView:
         user=t.user_id,
         kind=t.kind,
         label=t.label,
-        created_at=t.created_at,
-        expires_at=t.expires_at,
-        revoked_at=t.revoked_at,
+        created_at=iso(t.created_at),
+        expires_at=None if t.expires_at is None else iso(t.expires_at),
+        revoked_at=None if t.revoked_at is None else iso(t.revoked_at),
     )
 
 

@@ -48,9 +48,9 @@ class TokenView(BaseModel):
     user: str
     kind: str
     label: str | None
-    created_at: float
-    expires_at: float | None
-    revoked_at: float | None
+    created_at: str = Field(description="ISO 8601 with the zone, like every time in the API")
+    expires_at: str | None = Field(description="null: the token never expires")
+    revoked_at: str | None
 
 
 class NewToken(TokenView):
