@@ -113,6 +113,7 @@ const PHONE_STATES = {
   connecting: "connecting…",
   ready: "ready: your calls ring here",
   ringing: "",
+  calling: "",
   talking: "",
   failed: "",
 };
@@ -120,19 +121,38 @@ const PHONE_STATES = {
 function renderBrowserPhone(state, detail) {
   const p = $("#bp-state");
   p.dataset.state = state;
+  if (state === "talking") p.dataset.peer = detail;
   p.className = state === "no-mic" || state === "failed" ? "error" : state === "ringing" ? "ringing" : "";
   p.textContent = state === "ringing" ? `incoming call from ${detail}`
-    : state === "talking" ? `talking with ${detail}`
+    : state === "calling" ? `calling ${detail}…`
+    : state === "talking" ? `talking with ${detail}${myHold() ? " — on hold" : ""}`
     : (PHONE_STATES[state] || state) + (detail && state !== "connecting" ? (PHONE_STATES[state] ? ` — ${detail}` : detail) : "");
   $("#bp-start").hidden = !["off", "no-mic", "failed"].includes(state);
   $("#bp-stop").hidden = ["off", "no-mic", "failed"].includes(state);
   $("#bp-answer").hidden = state !== "ringing";
   $("#bp-decline").hidden = state !== "ringing";
-  $("#bp-hangup").hidden = state !== "talking";
+  $("#bp-hangup").hidden = state !== "talking" && state !== "calling";
   const live = !["off", "no-mic", "failed", "asking"].includes(state);
   if (live && $("#bp-headset").hidden) showHeadset();
   $("#bp-headset").hidden = !live;
+  $("#bp-dial").hidden = !live;
+  // In a call the dial pad's keys go to the other party (DTMF); otherwise they make a number.
+  $("#bp-number-label").textContent = state === "talking" ? "Keys (sent in the call)" : "Number";
+  $("#bp-call").hidden = state === "talking";
+  $("#bp-erase").hidden = state === "talking";
+  $("#bp-number").placeholder = state === "talking" ? "type or click keys" : "e.g. 1001";
+  if (state !== "talking") $("#bp-sent").textContent = "";
+  renderBrowserHold();
   if (state === "ringing") beep();
+}
+
+function renderBrowserHold() {  // Hold / Resume beside Hang up while the page carries the call
+  const talking = BatonPhone.state === "talking";
+  const me = S.me && S.users.get(S.me.user);
+  const holding = S.me ? myHold() : null;
+  $("#bp-hold").hidden = !talking || !!holding;
+  $("#bp-hold").disabled = !(me && me.partner);
+  $("#bp-resume").hidden = !talking || !holding;
 }
 
 async function showHeadset() {  // microphone choice and level, once the browser allowed one
@@ -167,6 +187,43 @@ $("#bp-device").addEventListener("change", async (ev) => {
 $("#bp-answer").addEventListener("click", () => BatonPhone.answer());
 $("#bp-decline").addEventListener("click", () => BatonPhone.decline());
 $("#bp-hangup").addEventListener("click", () => BatonPhone.hangup());
+$("#bp-hold").addEventListener("click", () => holdMyCall());
+$("#bp-resume").addEventListener("click", () => resumeMyCall());
+
+// The dial pad: type or click a number and call it; in a call, each key is sent as DTMF.
+function dialError(text) {
+  $("#bp-dial-error").textContent = text;
+  $("#bp-number").setAttribute("aria-invalid", String(!!text));
+}
+function pressKey(key) {
+  if (BatonPhone.state === "talking") {
+    try { BatonPhone.dtmf(key); $("#bp-sent").textContent = `sent: ${($("#bp-sent").textContent.replace(/^sent: /, "") + key).slice(-24)}`; dialError(""); }
+    catch (e) { dialError(e.message); }
+    return;
+  }
+  const input = $("#bp-number");
+  input.value += key;
+  dialError("");
+}
+$("#bp-dial").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  if (BatonPhone.state === "talking") return;
+  const number = $("#bp-number").value.trim();
+  dialError("");
+  try {
+    const call = BatonPhone.call(number);
+    if (BatonPhone.state === "calling") $("#bp-number").value = "";
+    await call;
+    status(`Talking with ${number}`);
+  } catch (e) { dialError(e.message); }
+});
+$("#bp-number").addEventListener("keydown", (ev) => {
+  if (BatonPhone.state !== "talking" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (/^[0-9*#]$/.test(ev.key)) { ev.preventDefault(); pressKey(ev.key); }
+});
+$("#bp-number").addEventListener("input", () => dialError(""));
+$("#bp-erase").addEventListener("click", () => { const i = $("#bp-number"); i.value = i.value.slice(0, -1); i.focus(); });
+for (const b of document.querySelectorAll("#bp-dial .keys button")) b.addEventListener("click", () => pressKey(b.dataset.key));
 
 // ------------------------------------------------------------------ history, recordings, audit
 
@@ -303,34 +360,116 @@ async function openTraceAt(url, name) {
 const PTT_FLOWS = new Set(["ptt_group", "ptt_dial_in"]);
 
 function onFloor(ev) {  // the floor events of a PTT group (its flow's name is the group)
-  const f = S.floors.get(ev.group) || { talker: null, queue: [] };
-  if (ev.kind === "floor.granted") f.talker = ev.user;
-  else if (ev.kind === "floor.released" || ev.kind === "floor.revoked" || ev.kind === "floor.idle") {
+  const f = S.floors.get(ev.group) || { talker: null, queue: [], notice: null };
+  const mine = S.me && ev.user === S.me.user;
+  if (ev.kind === "floor.granted") {
+    f.talker = ev.user;
+    f.queue = f.queue.filter((u) => u !== ev.user);
+    if (mine) f.notice = null;
+  } else if (ev.kind === "floor.released" || ev.kind === "floor.revoked" || ev.kind === "floor.idle") {
     if (ev.kind === "floor.idle" || f.talker === ev.user) f.talker = null;
+    if (mine && ev.kind === "floor.revoked") f.notice = { state: "revoked", text: `The floor was taken from you: ${ev.reason}` };
   } else if (ev.kind === "floor.queued") f.queue = ev.queue.map(([u]) => u);
+  else if (ev.kind === "floor.denied" && mine) f.notice = { state: "denied", text: `Denied: ${ev.reason}` };
   S.floors.set(ev.group, f);
   renderPtt();
 }
 
+const ordinal = (n) => `${n}${n === 1 ? "st" : n === 2 ? "nd" : n === 3 ? "rd" : "th"}`;
+
+// Where you stand on a group's floor: [state, words]. The states (the card's data-floor):
+// talking, queued (floor busy, your request waits), denied / revoked (until you press again),
+// busy (someone else talks), idle.
+function myFloor(floor) {
+  const me = S.me.user;
+  if (floor.talker === me) return ["talking", "You have the floor: talk"];
+  const at = floor.queue.indexOf(me);
+  const who = floor.talker ? `: ${userName(floor.talker)} talks` : "";
+  if (at >= 0) return ["queued", `Floor busy${who} — you are ${ordinal(at + 1)} in line`];
+  if (floor.notice) return [floor.notice.state, floor.notice.text];
+  if (floor.talker) return ["busy", `Floor busy${who}`];
+  return ["idle", "Floor free"];
+}
+
+// One card per open group, updated in place: a Talk button being held must stay the same
+// element (pointer capture, keyboard focus) while floor events re-render the card.
 function renderPtt() {
-  const box = $("#ptt"); box.replaceChildren();
+  const box = $("#ptt");
   const groups = S.flows.filter((f) => PTT_FLOWS.has(flowKind(f.name)));
-  if (!groups.length) { box.append(el("p", { class: "muted", text: "none open" })); return; }
+  const open = new Set(groups.map((f) => f.name));
+  for (const card of [...box.children]) if (!open.has(card.dataset.flow)) card.remove();
+  if (!groups.length) { box.replaceChildren(el("p", { class: "muted", text: "none open" })); return; }
   for (const f of groups) {
-    const floor = S.floors.get(f.name) || { talker: null, queue: [] };
+    const card = [...box.children].find((c) => c.dataset.flow === f.name) || box.appendChild(pttCard(f.name));
+    const floor = S.floors.get(f.name) || { talker: null, queue: [], notice: null };
     const member = f.users.includes(S.me.user);
     const talking = floor.talker === S.me.user;
-    const line = floor.talker ? `${userName(floor.talker)} talks` : "floor idle";
+    const [state, words] = member ? myFloor(floor) : ["none", "Join to listen and talk"];
+    card.dataset.floor = state;
+    card.querySelector(".who").textContent = ` — ${f.users.map(userName).join(", ")}`;
     const waiting = floor.queue.length ? ` · waiting: ${floor.queue.map(userName).join(", ")}` : "";
-    const button = !member
-      ? el("button", { type: "button", text: "Join", dataset: { action: "join" }, onclick: () => ptt(f, "add") })
-      : el("button", { type: "button", class: talking ? "danger" : null, text: talking ? "Release" : "Talk",
-        dataset: { action: talking ? "release" : "talk" }, onclick: () => ptt(f, talking ? "release" : "request") });
-    box.append(el("div", { class: "ptt", dataset: { flow: f.name } },
-      el("div", {}, el("strong", { text: flowTitle(f.name) }), el("span", { class: "muted", text: ` — ${f.users.map(userName).join(", ")}` })),
-      el("div", { class: "talker", text: line + waiting }),
-      el("div", { class: "buttons" }, button)));
+    card.querySelector(".talker").textContent = (floor.talker ? `${userName(floor.talker)} talks` : "floor idle") + waiting;
+    card.querySelector(".mine").textContent = words;
+    const button = card.querySelector("button");
+    const held = !!(S.talk && S.talk.name === f.name);
+    button.dataset.action = !member ? "join" : talking ? "release" : "talk";
+    button.textContent = !member ? "Join" : talking ? "Talking…" : held ? "Waiting…" : "Talk";
+    button.classList.toggle("talk", member);
+    button.setAttribute("aria-pressed", String(member && (held || talking)));
+    button.title = member ? "hold to talk (or hold the space bar); let go to release" : "ring me into this group";
   }
+}
+
+function pttCard(name) {
+  const button = el("button", { type: "button" });
+  // Press and hold, like a radio's button: pointer (mouse, touch) or Space/Enter on the button.
+  button.addEventListener("pointerdown", (ev) => {
+    if (button.dataset.action === "join" || ev.button !== 0) return;
+    ev.preventDefault();
+    button.setPointerCapture(ev.pointerId);
+    startTalk(name, "pointer");
+  });
+  for (const kind of ["pointerup", "pointercancel", "lostpointercapture"]) button.addEventListener(kind, () => stopTalk("pointer"));
+  button.addEventListener("keydown", (ev) => {
+    if ((ev.key !== " " && ev.key !== "Enter") || button.dataset.action === "join") return;
+    ev.preventDefault();
+    if (!ev.repeat) startTalk(name, "key");
+  });
+  button.addEventListener("keyup", (ev) => {
+    if ((ev.key === " " || ev.key === "Enter") && button.dataset.action !== "join") { ev.preventDefault(); stopTalk("key"); }
+  });
+  button.addEventListener("click", (ev) => {
+    const f = S.flows.find((x) => x.name === name);
+    if (!f) return;
+    if (button.dataset.action === "join") { ptt(f, "add"); return; }
+    // A click with no press before it (assistive technology, detail 0) toggles the floor.
+    if (ev.detail !== 0 || S.talk) return;
+    const floor = S.floors.get(name) || { talker: null, queue: [] };
+    ptt(f, floor.talker === S.me.user || floor.queue.includes(S.me.user) ? "release" : "request");
+  });
+  return el("div", { class: "ptt", dataset: { flow: name } },
+    el("div", {}, el("strong", { text: flowTitle(name) }), el("span", { class: "muted who" })),
+    el("div", { class: "talker" }),
+    el("div", { class: "mine", role: "status" }),
+    el("div", { class: "buttons" }, button));
+}
+
+function startTalk(name, how) {
+  const f = S.flows.find((x) => x.name === name);
+  if (!f || S.talk) return;
+  S.talk = { name, how };
+  const floor = S.floors.get(name);
+  if (floor) floor.notice = null;  // a new press: the last denial is old news
+  renderPtt();
+  ptt(f, "request");
+}
+
+function stopTalk(how) {
+  if (!S.talk || S.talk.how !== how) return;
+  const f = S.flows.find((x) => x.name === S.talk.name);
+  S.talk = null;
+  renderPtt();
+  if (f) ptt(f, "release");  // also withdraws a request still waiting in the queue
 }
 
 // Hold the space bar to talk in your PTT group (the first you are a member of), as on a radio.
@@ -343,20 +482,25 @@ document.addEventListener("keydown", (ev) => {
   const f = S.me ? myPttGroup() : null;
   if (!f) return;
   ev.preventDefault();
-  S.spaceTalk = f;
-  ptt(f, "request");
+  startTalk(f.name, "space");
 });
 document.addEventListener("keyup", (ev) => {
-  if (ev.code !== "Space" || !S.spaceTalk) return;
+  if (ev.code !== "Space" || !S.talk || S.talk.how !== "space") return;
   ev.preventDefault();
-  const f = S.spaceTalk;
-  S.spaceTalk = null;
-  ptt(f, "release");
+  stopTalk("space");
 });
 
 async function ptt(f, command) {
   try { await api("POST", `/api/flows/${enc(f.name)}/commands`, { command, args: { user: S.me.user } }); }
-  catch (e) { status(e.message, "error"); }
+  catch (e) {
+    if (command === "request") {
+      const floor = S.floors.get(f.name) || { talker: null, queue: [], notice: null };
+      floor.notice = { state: "denied", text: `Denied: ${e.message}` };
+      S.floors.set(f.name, floor);
+      renderPtt();
+    }
+    status(e.message, "error");
+  }
 }
 
 // ------------------------------------------------------------------ emergency alarms
@@ -445,6 +589,8 @@ function renderPosition() {
   const holding = myHold();
   $("#my-hold").disabled = !me.partner || !!holding;
   $("#my-resume").disabled = !holding;
+  renderBrowserHold();
+  if (BatonPhone.state === "talking") renderBrowserPhone("talking", $("#bp-state").dataset.peer || "");
   renderQuick();
   $("#my-answer").title = S.sim ? "answer on your (virtual) phone" : "answer on your SIP phone";
   $("#my-hangup").title = "end your call (the other party is hung up; your line stays up)";
@@ -490,17 +636,19 @@ async function startQuick(kind) {
 }
 for (const b of document.querySelectorAll("#quick button")) b.addEventListener("click", () => startQuick(b.dataset.quick));
 
-$("#my-hold").addEventListener("click", async () => {
+async function holdMyCall() {  // the library's hold: the other party hears the hold tone
   const me = S.users.get(S.me.user);
   if (!me || !me.partner) return;
   try { await api("POST", "/api/flows", { flow: "hold", args: { holder: S.me.user, held: me.partner } }); status(`${userName(me.partner)} is on hold`); }
   catch (e) { status(e.message, "error"); }
-});
-$("#my-resume").addEventListener("click", async () => {
+}
+async function resumeMyCall() {
   const f = myHold(); if (!f) return;
   try { await api("POST", `/api/flows/${enc(f.name)}/commands`, { command: "resume", args: {} }); status("Resumed"); }
   catch (e) { status(e.message, "error"); }
-});
+}
+$("#my-hold").addEventListener("click", holdMyCall);
+$("#my-resume").addEventListener("click", resumeMyCall);
 
 async function setMyState(state) {
   const body = { state };

@@ -2,9 +2,10 @@
 // media, so a dispatcher's headset can be the position's phone. Written here rather than
 // bundling JsSIP or SIP.js: the console has no build step and fetches nothing from other
 // hosts, and a position needs only a few things — register (digest MD5), take calls Baton
-// sends (ring, answer, decline), hang up, answer re-INVITEs (hold, refresh) — which is a few
-// hundred lines. Calls are placed from the console's flows, never dialled here.
-// docs/sip.md ("WebRTC") describes the server side.
+// sends (ring, answer, decline), dial a number (INVITE with digest, CANCEL), hang up, answer
+// re-INVITEs (hold, refresh), send key presses (RFC 4733 through RTCDTMFSender) — which is a
+// few hundred lines. docs/sip.md ("WebRTC") describes the server side, docs/service.md ("The
+// console") the dispatcher's side.
 "use strict";
 
 const BatonPhone = (() => {
@@ -54,7 +55,8 @@ const BatonPhone = (() => {
     const get = (name) => { const h = headers.find(([k]) => k === name); return h ? h[1] : null; };
     const all = (name) => headers.filter(([k]) => k === name).map(([, v]) => v);
     if (first.startsWith("SIP/2.0 ")) {
-      return { status: parseInt(first.split(" ")[1], 10), headers, get, all, body };
+      return { status: parseInt(first.split(" ")[1], 10), reason: first.split(" ").slice(2).join(" "),
+             headers, get, all, body };
     }
     const [method, uri] = first.split(" ");
     return { method, uri, headers, get, all, body };
@@ -71,14 +73,16 @@ const BatonPhone = (() => {
 
   function send(text) { if (P.ws && P.ws.readyState === 1) P.ws.send(text); }
 
-  function via() { return `SIP/2.0/WSS ${P.instance}.invalid;branch=z9hG4bK${rand(8)}`; }
   function contact() { return `<sip:${P.instance}@${P.instance}.invalid;transport=ws>`; }
 
-  function request(method, uri, lines, body = "") {
-    const all = [`${method} ${uri} SIP/2.0`, `Via: ${via()}`, "Max-Forwards: 70", ...lines];
+  // Sends a request; returns its Via branch (a CANCEL, and the ACK of a failed INVITE, reuse it).
+  function request(method, uri, lines, body = "", branch = `z9hG4bK${rand(8)}`) {
+    const all = [`${method} ${uri} SIP/2.0`, `Via: SIP/2.0/WSS ${P.instance}.invalid;branch=${branch}`,
+                 "Max-Forwards: 70", ...lines];
     if (body) all.push("Content-Type: application/sdp");
     all.push(`Content-Length: ${new TextEncoder().encode(body).length}`);
     send(all.join("\r\n") + "\r\n\r\n" + body);
+    return branch;
   }
 
   function respond(req, status, reason, extra = [], body = "") {
@@ -188,6 +192,7 @@ const BatonPhone = (() => {
 
   function onResponse(m) {
     const method = (m.get("cseq") || "").split(" ")[1];
+    if (method === "INVITE") { onInviteResponse(m); return; }
     if (method === "REGISTER") {
       if (m.status === 401 || m.status === 407) {
         if (P.regAuthTried) { set("failed", "Baton refused the password"); return; }
@@ -212,26 +217,12 @@ const BatonPhone = (() => {
     set("ringing", name);
   }
 
-  async function sdpAnswer(offer) {
-    const pc = P.pc;
-    await pc.setRemoteDescription({ type: "offer", sdp: offer });
-    await pc.setLocalDescription(await pc.createAnswer());
-    if (pc.iceGatheringState !== "complete") {
-      await new Promise((done) => {
-        const t = setTimeout(done, 3000);
-        pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") { clearTimeout(t); done(); } });
-      });
-    }
-    return pc.localDescription.sdp;
-  }
-
-  async function answer() {
-    const call = P.call;
-    if (!call || call.answered) return;
-    call.answered = true;
-    P.pc = new RTCPeerConnection({ iceServers: [] });
-    P.mic.getTracks().forEach((t) => P.pc.addTrack(t, P.mic));
-    P.pc.ontrack = (ev) => {
+  // The call's media: the microphone out, what arrives to the <audio> element and an analyser.
+  // No STUN or TURN servers: Baton is ICE-lite on an address the browser reaches (docs/sip.md).
+  function peer() {
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    P.mic.getTracks().forEach((t) => pc.addTrack(t, P.mic));
+    pc.ontrack = (ev) => {
       const audio = document.getElementById("bp-audio");
       if (audio) audio.srcObject = ev.streams[0] || new MediaStream([ev.track]);
       const ctx = new AudioContext();
@@ -240,6 +231,142 @@ const BatonPhone = (() => {
       P.analyser.fftSize = 8192;
       source.connect(P.analyser);
     };
+    return pc;
+  }
+
+  // Our candidates go in the SDP whole (Baton takes no trickled ones): wait for gathering, at
+  // most 3 s (host candidates take milliseconds).
+  async function gathered(pc) {
+    if (pc.iceGatheringState === "complete") return;
+    await new Promise((done) => {
+      const t = setTimeout(done, 3000);
+      pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") { clearTimeout(t); done(); } });
+    });
+  }
+
+  async function sdpAnswer(offer) {
+    const pc = P.pc;
+    await pc.setRemoteDescription({ type: "offer", sdp: offer });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await gathered(pc);
+    return pc.localDescription.sdp;
+  }
+
+  // ---------------------------------------------------------------- dialling out
+  const DIALABLE = /^[0-9*#+]{1,32}$/;
+  const FAILURES = {
+    403: "you may not call this number", 404: "no such number", 408: "no answer", 410: "no such number",
+    480: "no answer", 484: "the number is incomplete", 486: "busy", 487: "cancelled", 488: "no common audio codec",
+    600: "busy", 603: "declined", 604: "no such number",
+  };
+
+  // Call ``number`` (digits, * and #; spaces, dots and dashes are dropped). Resolves when the
+  // call is answered; rejects with an Error whose message says why not, in words.
+  async function call(number) {
+    const digits = String(number || "").replace(/[\s().-]/g, "");
+    if (!digits) throw new Error("type a number first");
+    if (!DIALABLE.test(digits)) throw new Error(`"${number}" is not a number: use the digits 0-9, * and #`);
+    if (P.call) throw new Error("you are in a call: hang up first");
+    if (P.state !== "ready") throw new Error("this browser is not registered as your phone yet");
+    const c = { outbound: true, callId: rand(8), tag: rand(4), peer: digits, answered: false,
+                uri: `sip:${digits}@${P.domain}`, authTried: false, remote: null, remoteTo: null };
+    c.localFrom = `<sip:${P.user}@${P.domain}>;tag=${c.tag}`;
+    const outcome = new Promise((resolve, reject) => { c.settle = { resolve, reject }; });
+    P.call = c;
+    set("calling", digits);
+    try {
+      P.pc = peer();
+      await P.pc.setLocalDescription(await P.pc.createOffer());
+      await gathered(P.pc);
+    } catch (e) {
+      fail(c, `the call could not be set up: ${e.message}`);
+      return outcome;
+    }
+    if (P.call !== c) return outcome;  // hung up while the candidates gathered
+    c.offer = P.pc.localDescription.sdp;
+    invite(c);
+    return outcome;
+  }
+
+  function invite(c, auth = null) {
+    c.cseq = P.cseq++;
+    c.branch = request("INVITE", c.uri, [
+      `From: ${c.localFrom}`, `To: <${c.uri}>`, `Call-ID: ${c.callId}`, `CSeq: ${c.cseq} INVITE`,
+      `Contact: ${contact()}`, "User-Agent: Baton console", ...(auth ? [auth] : []),
+    ], c.offer);
+  }
+
+  function ackFailure(c, m) {  // the ACK of a non-2xx final answer: the INVITE's branch (§17.1.1.3)
+    request("ACK", c.uri, [`From: ${c.localFrom}`, `To: ${m.get("to")}`, `Call-ID: ${c.callId}`,
+                           `CSeq: ${c.cseq} ACK`], "", c.branch);
+  }
+
+  function ackAnswer(c, m) {  // the ACK of a 2xx: a new transaction, to the remote target
+    const to = m.get("to"), target = (m.get("contact") || "").replace(/^.*<|>.*$/g, "") || c.uri;
+    request("ACK", target, [`From: ${c.localFrom}`, `To: ${to}`, `Call-ID: ${c.callId}`, `CSeq: ${c.cseq} ACK`]);
+    return { to, target };
+  }
+
+  function fail(c, why) {
+    if (P.call === c) { teardown(); set("ready"); }
+    c.settle.reject(new Error(why));
+  }
+
+  async function onInviteResponse(m) {
+    const c = [P.call, P.lastCall].find((x) => x && x.outbound && x.callId === m.get("call-id"));
+    if (!c || parseInt(m.get("cseq"), 10) !== c.cseq) return;  // not ours, or before the digest
+    const current = P.call === c;
+    if (m.status < 200) {
+      if (current && !c.answered && (m.status === 180 || m.status === 183)) set("calling", `${c.peer} (ringing)`);
+      return;
+    }
+    if (m.status >= 300) {
+      ackFailure(c, m);
+      if (!current) return;
+      if ((m.status === 401 || m.status === 407) && !c.authTried) {
+        c.authTried = true;
+        invite(c, authorization(m, "INVITE", c.uri));
+        return;
+      }
+      const why = m.status === 401 || m.status === 407 ? "Baton refused the password"
+        : FAILURES[m.status] || "the call failed";
+      fail(c, `${c.peer}: ${why} (${m.status} ${m.reason})`);
+      return;
+    }
+    const { to, target } = ackAnswer(c, m);
+    if (!current) {  // answered after we hung up (the 200 crossed our CANCEL): end it (§15)
+      request("BYE", target, [`From: ${c.localFrom}`, `To: ${to}`, `Call-ID: ${c.callId}`, `CSeq: ${P.cseq++} BYE`]);
+      return;
+    }
+    if (c.answered) return;  // a repeated 2xx: ACKed again above
+    c.answered = true;
+    c.remoteTo = to; c.remote = target;
+    try {
+      await P.pc.setRemoteDescription({ type: "answer", sdp: m.body });
+    } catch (e) {
+      hangup();
+      c.settle.reject(new Error(`${c.peer}: the answer could not be used (${e.message})`));
+      return;
+    }
+    set("talking", c.peer);
+    c.settle.resolve();
+  }
+
+  // Key presses in the call, as RFC 4733 telephone-events (what phones send; Baton's flows read
+  // them: PTT groups take * and #, roll calls a digit).
+  function dtmf(keys) {
+    const sender = P.pc && P.pc.getSenders().find((s) => s.track && s.track.kind === "audio");
+    if (!P.call || !P.call.answered || !sender) throw new Error("key presses are sent in a call: there is none now");
+    if (!/^[0-9*#A-D]+$/i.test(keys)) throw new Error(`"${keys}" is not a key of the dial pad`);
+    if (!sender.dtmf || !sender.dtmf.canInsertDTMF) throw new Error("this call does not carry key presses");
+    sender.dtmf.insertDTMF(sender.dtmf.toneBuffer + keys, 100, 70);
+  }
+
+  async function answer() {
+    const call = P.call;
+    if (!call || call.answered) return;
+    call.answered = true;
+    P.pc = peer();
     try {
       const sdp = await sdpAnswer(call.invite.body);
       respond(call.invite, 200, "OK", [`Contact: ${contact()}`], sdp);
@@ -265,14 +392,23 @@ const BatonPhone = (() => {
   function hangup() {
     const call = P.call;
     if (!call) return;
+    if (call.outbound && !call.answered) {  // still dialling: CANCEL (its 487 is ACKed above)
+      if (call.branch) {
+        request("CANCEL", call.uri, [`From: ${call.localFrom}`, `To: <${call.uri}>`, `Call-ID: ${call.callId}`,
+                                     `CSeq: ${call.cseq} CANCEL`], "", call.branch);
+      }
+      fail(call, `${call.peer}: cancelled`);
+      return;
+    }
     if (!call.answered) { decline(); return; }
-    const to = call.from, from = `${call.to};tag=${call.tag}`;
+    const [from, to] = call.outbound ? [call.localFrom, call.remoteTo] : [`${call.to};tag=${call.tag}`, call.from];
     request("BYE", call.remote, [`From: ${from}`, `To: ${to}`, `Call-ID: ${call.callId}`, `CSeq: ${P.cseq++} BYE`]);
     teardown(); set("ready");
   }
 
   function teardown() {
     if (P.pc) { P.pc.close(); P.pc = null; }
+    P.lastCall = P.call;
     P.call = null; P.analyser = null;
     const audio = document.getElementById("bp-audio");
     if (audio) audio.srcObject = null;
@@ -301,7 +437,22 @@ const BatonPhone = (() => {
     });
   }
 
-  return { start, stop, answer, decline, hangup, heard, levels, level, microphones, useMic,
-           get state() { return P.state; }, get deviceId() { return P.deviceId; },
+  // The loudest level (dB) the page heard at each of these frequencies during the next ``ms``:
+  // a short tone (the talk-permit chirp) is caught whenever it comes. For tests.
+  function peaks(freqs, ms) {
+    const best = freqs.map(() => -Infinity);
+    return new Promise((done) => {
+      const t0 = performance.now();
+      const tick = setInterval(() => {
+        const l = levels(freqs);
+        if (l) l.forEach((v, i) => { best[i] = Math.max(best[i], v); });
+        if (performance.now() - t0 >= ms) { clearInterval(tick); done(best); }
+      }, 10);
+    });
+  }
+
+  return { start, stop, answer, decline, hangup, call, dtmf, heard, levels, peaks, level, microphones,
+           useMic, get state() { return P.state; }, get deviceId() { return P.deviceId; },
+           get inCall() { return !!(P.call && P.call.answered); },
            set onchange(fn) { P.onchange = fn; }, md5 };
 })();

@@ -1,0 +1,96 @@
+"""The console's dial pad in headless Chromium against ``baton serve`` on the SIP switch: the
+dispatcher types a number and calls it from the page — the browser offers WebRTC (Baton
+answers as ICE-lite DTLS server), digest included — and each side hears exactly the other. A
+number that is no number is refused in the page; a number nobody has fails with the reason in
+words. In a call, the dial pad's keys are RFC 4733 key presses that Baton's flows read: the
+dispatcher dials a push-to-talk group, takes the floor with ``*`` and gives it back with ``#``,
+and the phone in the group hears the dispatcher only while the dispatcher holds the floor."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from playwright.async_api import expect
+
+from _rigs.audio import write_tone
+from _rigs.browser import PAGE, PHONE, chromium, hears, login, phone_on, sip_config, windows
+from _rigs.sip import Baresip, free_port, wait_until
+from service.helpers import PASSWORDS
+from service.server import serve
+
+pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
+
+
+async def test_the_dispatcher_dials_from_the_page_and_presses_keys(tmp_path: Path) -> None:
+    udp, ws = free_port(), free_port()
+    north = {"id": "north", "members": ["disp1", "unit1"], "number": "802", "mode": "ptt"}
+    with serve(tmp_path, **sip_config(udp, ws, [north])) as server:
+        unit1 = Baresip(tmp_path / "unit1", "unit1", PASSWORDS["unit1"], udp,
+                        tone=write_tone(tmp_path / "unit1.wav", PHONE))  # fmt: skip
+        async with chromium(tmp_path) as browser:
+            try:
+                await unit1.start()
+                errors: list[str] = []
+                page = await login(browser, server.base, errors)
+                state = await phone_on(page)
+                number, error = page.locator("#bp-number"), page.locator("#bp-dial-error")
+                # Not a number: refused in the page, nothing is sent.
+                await number.fill("12a")
+                await number.press("Enter")
+                await expect(error).to_contain_text('"12a" is not a number')
+                await expect(number).to_have_attribute("aria-invalid", "true")
+                await expect(state).to_have_attribute("data-state", "ready")
+                # A number nobody has: Baton refuses the call, the page says why.
+                await number.fill("1999")
+                await page.click("#bp-call")
+                await expect(error).to_contain_text("1999: no such number (404")
+                await expect(state).to_have_attribute("data-state", "ready")
+                # By keyboard alone: focus the number, type it, Enter. unit1 answers by itself.
+                await number.focus()
+                await page.keyboard.type("1001")
+                await page.keyboard.press("Enter")
+                await expect(state).to_have_attribute("data-state", "talking")
+                await expect(error).to_have_text("")
+                await wait_until(lambda: unit1.saw("CALL_ESTABLISHED"), 10)
+                await hears(page, [PHONE])
+                await asyncio.sleep(1.0)  # the phone hears the page for a while
+                await page.click("#bp-hangup")
+                await expect(state).to_have_attribute("data-state", "ready")
+                await wait_until(lambda: unit1.saw("CALL_CLOSED"), 10)
+                # The dial pad's buttons: 8, 0, 2 and Call open the PTT group (unit1 is rung).
+                for key in "802":
+                    await page.click(f'#bp-dial .keys button[data-key="{key}"]')
+                await expect(number).to_have_value("802")
+                await page.click("#bp-call")
+                await expect(state).to_have_attribute("data-state", "talking")
+                await wait_until(lambda: unit1.count("CALL_ESTABLISHED") == 2, 15)
+                talker = page.locator("#ptt .ptt[data-flow] .talker")
+                await expect(talker).to_contain_text("floor idle")
+                # In the call the keys are key presses: * takes the floor, # gives it back.
+                await expect(page.locator("#bp-number-label")).to_have_text(
+                    "Keys (sent in the call)"
+                )
+                await page.click('#bp-dial .keys button[data-key="*"]')
+                await expect(talker).to_contain_text("disp1 talks")
+                await expect(page.locator("#bp-sent")).to_have_text("sent: *")
+                await asyncio.sleep(1.5)  # unit1 hears the dispatcher
+                await number.focus()
+                await page.keyboard.press("#")  # typed keys are sent too
+                await expect(talker).to_contain_text("floor idle")
+                await expect(page.locator("#bp-sent")).to_have_text("sent: *#")
+                await asyncio.sleep(1.5)  # and no longer hears the dispatcher
+                await page.click("#bp-hangup")
+                await expect(state).to_have_attribute("data-state", "ready")
+                unit1.command("hangup")  # the group would wait out its hang time for unit1
+                await wait_until(lambda: unit1.count("CALL_CLOSED") == 2, 15)
+                assert errors == []
+            finally:
+                await unit1.aclose()
+    direct, group = unit1.heard()
+    assert {PAGE} in windows(direct), "unit1 never heard the dispatcher's call"
+    heard = windows(group)
+    print("unit1 in the group heard", heard)
+    assert {PAGE} in heard, "unit1 never heard the dispatcher talk in the group"
+    assert heard[-1] == set(), "unit1 still heard the dispatcher after # gave the floor back"
