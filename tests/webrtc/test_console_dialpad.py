@@ -2,7 +2,7 @@
 dispatcher types a number and calls it from the page — the browser offers WebRTC (Baton
 answers as ICE-lite DTLS server), digest included — and each side hears exactly the other. A
 number that is no number is refused in the page; a number nobody has fails with the reason in
-words. In a call, the dial pad's keys are RFC 4733 key presses that Baton's flows read: the
+words; Hang up while the number rings cancels the call. In a call, the dial pad's keys are RFC 4733 key presses that Baton's flows read: the
 dispatcher dials a push-to-talk group, takes the floor with ``*`` and gives it back with ``#``,
 and the phone in the group hears the dispatcher only while the dispatcher holds the floor."""
 
@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import expect
 
 from _rigs.audio import write_tone
-from _rigs.browser import PAGE, PHONE, chromium, hears, login, phone_on, sip_config, windows
+from _rigs.browser import PAGE, PHONE, PHONE2, chromium, hears, login, phone_on, sip_config, windows
 from _rigs.sip import Baresip, free_port, wait_until
 from service.helpers import PASSWORDS
 from service.server import serve
@@ -29,9 +29,12 @@ async def test_the_dispatcher_dials_from_the_page_and_presses_keys(tmp_path: Pat
     with serve(tmp_path, **sip_config(udp, ws, [north])) as server:
         unit1 = Baresip(tmp_path / "unit1", "unit1", PASSWORDS["unit1"], udp,
                         tone=write_tone(tmp_path / "unit1.wav", PHONE))  # fmt: skip
+        unit2 = Baresip(tmp_path / "unit2", "unit2", PASSWORDS["unit2"], udp,
+                        tone=write_tone(tmp_path / "unit2.wav", PHONE2), auto_answer=False)  # fmt: skip
         async with chromium(tmp_path) as browser:
             try:
                 await unit1.start()
+                await unit2.start()
                 errors: list[str] = []
                 page = await login(browser, server.base, errors)
                 state = await phone_on(page)
@@ -47,6 +50,16 @@ async def test_the_dispatcher_dials_from_the_page_and_presses_keys(tmp_path: Pat
                 await page.click("#bp-call")
                 await expect(error).to_contain_text("1999: no such number (404")
                 await expect(state).to_have_attribute("data-state", "ready")
+                # A phone that rings and is not answered: Hang up cancels the call.
+                await number.fill("1002")
+                await page.click("#bp-call")
+                await expect(state).to_have_attribute("data-state", "calling")
+                await expect(error).to_have_text("")
+                await wait_until(lambda: unit2.saw("CALL_INCOMING"), 10)
+                await page.click("#bp-hangup")
+                await expect(state).to_have_attribute("data-state", "ready")
+                await expect(error).to_have_text("1002: cancelled")
+                await wait_until(lambda: unit2.saw("CALL_CLOSED"), 10)
                 # By keyboard alone: focus the number, type it, Enter. unit1 answers by itself.
                 await number.focus()
                 await page.keyboard.type("1001")
@@ -88,6 +101,7 @@ async def test_the_dispatcher_dials_from_the_page_and_presses_keys(tmp_path: Pat
                 assert errors == []
             finally:
                 await unit1.aclose()
+                await unit2.aclose()
     direct, group = unit1.heard()
     assert {PAGE} in windows(direct), "unit1 never heard the dispatcher's call"
     heard = windows(group)

@@ -89,6 +89,13 @@ async def test_the_dispatcher_holds_the_talk_button(tmp_path: Path) -> None:
                 await page.mouse.up()
                 await expect(talker).to_contain_text("floor idle")
                 await expect(card).to_have_attribute("data-floor", "idle")
+                # From the keyboard: Space held on the focused button talks, let go releases.
+                await talk.focus()
+                await page.keyboard.down("Space")
+                await expect(card).to_have_attribute("data-floor", "talking")
+                await page.keyboard.up("Space")
+                await expect(card).to_have_attribute("data-floor", "idle")
+                await expect(talk).to_be_focused()  # the card was updated, not redrawn
                 # An emergency raised by unit2 takes the floor from the dispatcher.
                 await page.mouse.down()
                 await expect(card).to_have_attribute("data-floor", "talking")
