@@ -8,7 +8,6 @@ so."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -77,13 +76,16 @@ async def test_the_dispatcher_holds_the_talk_button(tmp_path: Path) -> None:
                 await expect(card).to_have_attribute("data-floor", "idle")
                 before = await page.evaluate(f"BatonPhone.peaks({PERMIT!r}, 600)")
                 # A free floor: press and hold; the talk-permit tone comes through the page.
-                permit = asyncio.ensure_future(page.evaluate(f"BatonPhone.peaks({PERMIT!r}, 2500)"))
+                # (the page starts listening before the press, so no chirp can come first)
+                await page.evaluate(
+                    f"() => {{ window.permit = BatonPhone.peaks({PERMIT!r}, 2500); }}"
+                )
                 await page.mouse.down()
                 await expect(card).to_have_attribute("data-floor", "talking")
                 await expect(talker).to_contain_text("disp1 talks")
                 await expect(mine).to_have_text("You have the floor: talk")
                 await expect(talk).to_have_attribute("data-action", "release")
-                heard = await permit  # (and the phones hear the page meanwhile)
+                heard = await page.evaluate("window.permit")  # (the phones hear the page)
                 print("talk permit, dB before and during:", before, heard)
                 assert all(h > -55 and h > b + 15 for b, h in zip(before, heard, strict=True))
                 await page.mouse.up()
