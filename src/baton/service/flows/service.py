@@ -9,7 +9,16 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
-from baton.core import BatonError, Flow, FlowSpec, FlowUsageError, Meeting, Priority, User
+from baton.core import (
+    BatonError,
+    CancelResult,
+    Flow,
+    FlowSpec,
+    FlowUsageError,
+    Meeting,
+    Priority,
+    User,
+)
 from baton.core.events import ClaimQueued, Event, FlowEnded, OwnerChanged
 from baton.core.priority import priority_name
 from baton.service.auth.permissions import END_COMMANDS, Principal
@@ -36,7 +45,7 @@ from baton.service.flows.convert import (
 from baton.service.flows.trace import build_trace
 from baton.service.records.present import iso
 from baton.service.runtime import FlowInfo, Service
-from baton.service.store.records import flow_events
+from baton.service.store.records import flow_by_name, flow_events
 
 __all__ = ["FlowsService"]
 
@@ -263,8 +272,11 @@ class FlowsService:
     async def cancel(
         self, principal: Principal, name: str, reason: str | None, remote: str | None
     ) -> dict[str, Any]:
-        """Cancel a running flow (idempotent: says what it did)."""
-        flow = self.get(name)
+        """Cancel a running flow (idempotent: says what it did — ``already_ended`` for a flow
+        of this run that has ended, checked against the same rules from its record)."""
+        flow = self.service.manager.flows.get(name)
+        if flow is None:
+            return await self._cancel_ended(principal, name, remote)
         await self._control(principal, flow, None, remote)
         result = flow.cancel(reason or f"cancelled by {principal.user_id}")
         self.service.audit(
@@ -277,6 +289,39 @@ class FlowsService:
         )
         await self.service.journal.sync()
         return {"flow": name, "result": result.value}
+
+    async def _cancel_ended(
+        self, principal: Principal, name: str, remote: str | None
+    ) -> dict[str, Any]:
+        """Cancelling a flow that has ended is a no-op that says so (as ``Flow.cancel`` does),
+        for whoever could have cancelled it while it ran; a name this run never had is 404."""
+        svc = self.service
+        await svc.journal.sync()  # the record of a flow started a moment ago
+        async with svc.store.read() as conn:
+            record = await flow_by_name(conn, svc.run_id, name)
+        if record is None:
+            raise NotFound(f"no running flow {name!r}", id="unknown-flow", details={"flow": name})
+        spec = svc.library.get(record["name"])
+        try:
+            principal.require_control(
+                None if spec is None else spec.permission, record["priority"], None
+            )
+            if spec is not None and spec.permission == "emergency":
+                principal.require("end_emergency", "end an emergency")
+            if record["started_by"] != principal.user_id:
+                involved = [
+                    *(record["users"] or []),
+                    *_named_users(record["args"] or {}, svc.user_ids()),
+                ]
+                principal.require_users(involved, f"cancel {name}")
+        except Forbidden as exc:
+            svc.audit(principal, "flow.cancel", name, "denied", {"error": exc.id}, remote=remote)
+            await svc.journal.sync()
+            raise
+        result = CancelResult.ALREADY_ENDED.value
+        svc.audit(principal, "flow.cancel", name, "ok", {"result": result}, remote=remote)
+        await svc.journal.sync()
+        return {"flow": name, "result": result}
 
     async def _control(
         self,

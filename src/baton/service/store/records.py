@@ -237,6 +237,13 @@ async def flow_detail(conn: AsyncConnection, record_id: int) -> dict[str, Any] |
     return out
 
 
+async def flow_by_name(conn: AsyncConnection, run_id: int, flow: str) -> dict[str, Any] | None:
+    """The record of flow ``flow`` (``call#12``) of run ``run_id``, if it has one."""
+    t = flow_records
+    row = (await conn.execute(sa.select(t).where(t.c.run_id == run_id, t.c.flow == flow))).first()
+    return None if row is None else dict(row._mapping)
+
+
 async def flow_events(
     conn: AsyncConnection, run_id: int, flow: str, *, limit: int = 5000
 ) -> list[dict[str, Any]]:
