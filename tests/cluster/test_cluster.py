@@ -244,9 +244,9 @@ def query(rig: Rig, tenant: str, statement: Any) -> list[Any]:
     return run(_query(rig.databases[tenant], statement))
 
 
-def baresip(rig: Rig, user: str) -> subprocess.Popen[bytes]:
+def baresip(rig: Rig, user: str, tag: str = "") -> subprocess.Popen[bytes]:
     """A real softphone registered to the edge as ``user``, answering by itself."""
-    home = rig.root / f"baresip-{user}"
+    home = rig.root / f"baresip-{user}{tag}"
     home.mkdir()
     silence = home / "silence.wav"
     with wave.open(str(silence), "wb") as w:
@@ -495,6 +495,65 @@ def test_a_stranger_cannot_pass_for_another_tenant(rig: Rig) -> None:
     # Through the edge the From user picks the tenant: 2101 is acme's, routed to shard A,
     # which challenges it; the header never reaches a shard.
     assert forged_invite(rig, edge, "") == 401
+
+
+def test_a_kamailio_restart_keeps_calls_and_registrations(rig: Rig) -> None:
+    """Kamailio restarts while a call is up and a phone is registered through it: the call goes
+    on (its media never crossed the edge; its BYE crosses the new one), new calls work at once,
+    and the phone registered before is still reached through the edge (its Path)."""
+    before = str(registration(rig, "b", "bravo", "b-unit1"))
+    phone = baresip(rig, "b-unit1", "-restart")
+    kamailio = next(p for p in rig.cluster.procs if p.name == "kamailio" and p.alive())
+    paths_before = kamailio.output().count("INVITE to a phone by its Path: sip:b-unit1")
+    wait_for(
+        lambda: str(registration(rig, "b", "bravo", "b-unit1")) != before,
+        "b-unit1's new phone registered through the edge",
+        20,
+    )
+    hold_ms = 6000
+    long = sipp_background(
+        rig,
+        ["-sf", str(SCENARIOS / "uac_auth_call.xml"), "-s", "2102", "-key", "caller", "a-unit1",
+         "-au", "a-unit1", "-ap", "a-unit1-pw", "-m", "1", "-d", str(hold_ms)],
+    )  # fmt: skip
+
+    def open_calls() -> list[int]:
+        rows = query(
+            rig,
+            "acme",
+            sa.select(callinfo_records.c.id, callinfo_records.c.users).where(
+                callinfo_records.c.ended_at.is_(None)
+            ),
+        )
+        return [i for i, users in rows if "a-unit1" in users]
+
+    wait_for(lambda: bool(open_calls()), "a-unit1's call up", 15)
+    (call_id,) = open_calls()
+    down = time.monotonic()
+    kamailio.stop()
+    (rig.root / "edge" / "run" / "kamailio_ctl").unlink(missing_ok=True)
+    kamailio = rig.cluster.start_kamailio()
+    print(f"kamailio restarted in {time.monotonic() - down:.2f} s")
+    assert open_calls() == [call_id]  # the call is still up
+    # New calls and registrations through the new edge; the phone registered through the old
+    # one is reached by its Path.
+    wait_for(lambda: call(rig, "b-unit1", "3102", timeout=4) == 0, "a call after the restart", 20)
+    assert register(rig, "a-unit1") == 0
+    assert call(rig, "b-unit2", "3101", hold_ms=300) == 0
+    assert kamailio.output().count("INVITE to a phone by its Path: sip:b-unit1") > paths_before
+    # The call that was up ends when its caller hangs up, through the new edge, after its
+    # full hold: it outlived the restart.
+    assert long.wait(timeout=30) == 0
+    started, ended = query(
+        rig,
+        "acme",
+        sa.select(callinfo_records.c.started_at, callinfo_records.c.ended_at).where(
+            callinfo_records.c.id == call_id
+        ),
+    )[0]
+    assert ended is not None and ended - started >= hold_ms / 1000 - 0.5
+    phone.send_signal(signal.SIGKILL)
+    phone.wait()
 
 
 def test_kill9_of_the_active_shard(rig: Rig) -> None:
