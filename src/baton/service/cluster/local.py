@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import pwd
 import secrets
@@ -121,6 +122,7 @@ class LocalCluster:
     etcd_port: int = 0
     pg_port: int = 0
     sip_port: int = 0
+    etcd_endpoints: list[str] = field(default_factory=list)
     #: the key the edge signs calls between tenants with (each tenant's [sip.peers] secret)
     peer_secret: str = field(default_factory=lambda: secrets.token_hex(16))
 
@@ -178,6 +180,53 @@ class LocalCluster:
         )
         _wait(lambda: _tcp_open(self.etcd_port), "etcd", proc)
         return proc
+
+    def start_etcd_cluster(self, members: int = 3) -> list[Proc]:
+        """An etcd cluster of ``members`` members on loopback (the first one's client port is
+        :attr:`etcd_port`); :attr:`etcd_endpoints` lists every member's client address."""
+        names = [f"etcd{i}" for i in range(members)]
+        clients = [free_port() for _ in names]
+        peers = [free_port() for _ in names]
+        initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, peers, strict=True))
+        procs = []
+        for name, client, peer in zip(names, clients, peers, strict=True):
+            procs.append(
+                self._spawn(
+                    name,
+                    [
+                        "etcd",
+                        "--name",
+                        name,
+                        "--data-dir",
+                        str(self.root / name),
+                        "--listen-client-urls",
+                        f"http://127.0.0.1:{client}",
+                        "--advertise-client-urls",
+                        f"http://127.0.0.1:{client}",
+                        "--listen-peer-urls",
+                        f"http://127.0.0.1:{peer}",
+                        "--initial-advertise-peer-urls",
+                        f"http://127.0.0.1:{peer}",
+                        "--initial-cluster",
+                        initial,
+                        "--initial-cluster-token",
+                        self.root.name,
+                    ],
+                )
+            )
+        for proc, client in zip(procs, clients, strict=True):
+            _wait(functools.partial(_tcp_open, client), proc.name, proc)
+        self.etcd_port = clients[0]
+        self.etcd_endpoints = [f"127.0.0.1:{c}" for c in clients]
+        return procs
+
+    def respawn(self, proc: Proc) -> Proc:
+        """Start a stopped process again with the same command line (its log goes on)."""
+        if proc.alive():
+            raise RuntimeError(f"{proc.name} is still running")
+        args = proc.popen.args
+        argv = [str(a) for a in args] if isinstance(args, list | tuple) else [str(args)]
+        return self._spawn(proc.name, argv, stop_signal=proc.stop_signal)
 
     @property
     def etcd(self) -> str:
@@ -363,13 +412,14 @@ def tenant_toml(
 
 def shard_toml(
     name: str,
-    etcd: str,
+    etcd: str | Sequence[str],
     placements: dict[str, dict[str, str]],
     *,
     ttl: float = 3.0,
 ) -> str:
     """A shard's file: ``placements`` is tenant → {config, role, sip, rtp_ports, api}."""
-    lines = ["[cluster]", f'name = "{name}"', f'etcd = ["{etcd}"]', f"ttl = {ttl}", ""]
+    endpoints = ", ".join(f'"{e}"' for e in ([etcd] if isinstance(etcd, str) else etcd))
+    lines = ["[cluster]", f'name = "{name}"', f"etcd = [{endpoints}]", f"ttl = {ttl}", ""]
     lines += ["[log]", 'format = "text"', ""]
     for tenant, p in placements.items():
         lines.append(f"[cluster.tenants.{tenant}]")
