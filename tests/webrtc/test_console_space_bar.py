@@ -1,7 +1,8 @@
 """Push-to-talk from the keyboard, in headless Chromium against ``baton serve`` on the SIP
 switch: in a PTT group with two baresip phones, the dispatcher holds the space bar; the
-console shows them as the talker and both phones hear the page's tone, and only it. (The
-Talk button: ``test_console_talk_button``.)"""
+console shows them as the talker and both phones hear the page's tone, and only it. The dial
+pad's ``*`` and ``#`` do the same as key presses on this call, which Baton offered. (The Talk
+button: ``test_console_talk_button``.)"""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ async def test_a_browser_dispatcher_talks_in_a_ptt_group(tmp_path: Path) -> None
                 await expect(group.locator(".talker")).to_contain_text("disp1 talks")
                 await asyncio.sleep(2.5)  # real phones hear the page for a while
                 await page.keyboard.up("Space")
+                await expect(group.locator(".talker")).to_contain_text("floor idle")
+                # The dial pad's keys work on a call Baton offered too (its telephone-event).
+                await page.click('#bp-dial .keys button[data-key="*"]')
+                await expect(group.locator(".talker")).to_contain_text("disp1 talks")
+                await page.click('#bp-dial .keys button[data-key="#"]')
                 await expect(group.locator(".talker")).to_contain_text("floor idle")
                 await page.click("#bp-hangup")
                 for unit in units:
