@@ -11,6 +11,7 @@ from baton.core import (
     Cause,
     EndReason,
     FlowInterrupted,
+    FlowOutcome,
     Leg,
     Playback,
     Preempted,
@@ -144,9 +145,11 @@ async def claim_call(s: Session, *users: User, reason: str | None = None) -> Non
     newer claim supersedes it, a party hangs up — the parties it had already taken were pulled
     out of their call and are released by the failed claim: each one still connected and held
     by nobody hears the preemption notice and is let go, rather than sitting in silence until
-    the leak collector hangs it up."""
+    the leak collector hangs it up. Once claimed, a flow that then fails or is cancelled ends
+    their calls the same way (:func:`end_calls_if_abandoned`)."""
     try:
         await s.claim(*users, reason=reason)
+        end_calls_if_abandoned(s, *users)
     except (Superseded, UserHungUp) as exc:
         for u in users:
             leg = s.leg_of(u)
@@ -155,6 +158,56 @@ async def claim_call(s: Session, *users: User, reason: str | None = None) -> Non
                     await s.claim(u)
                     await notify_and_release(s, u, by=getattr(exc, "by", None) or s.name)
         raise
+
+
+def end_calls_if_abandoned(s: Session, *users: User) -> None:
+    """Register the compensation of a flow that holds ``users`` on the line: if it ends
+    without completing — it failed (a party lost in the middle of its work, an error) or was
+    cancelled — each of them it still holds, connected, hears why and is hung up rather than
+    released into silence until the leak collector finds the line: the preemption notice
+    (all at once) when a party was taken, a busy tone when a party hung up, nothing when the
+    flow was cancelled (hung up at once). A phone still ringing is cancelled; an always-on
+    line is left to the flow's wind-down (cleared, idle). A flow that completes decides
+    itself what becomes of its users."""
+
+    async def end_abandoned_calls() -> None:
+        if s.flow.outcome is FlowOutcome.COMPLETED:
+            return
+        mine = [u for u in users if s.owns(u) and s.leg_of(u) is not None and not u.keep]
+        ringing = [u for u in mine if not _up(s, u)]
+        for u in ringing:
+            with contextlib.suppress(BatonError):
+                await s.hangup(u, Cause.CANCELLED)
+        up = [u for u in mine if u not in ringing]
+        error = s.flow.error
+        if isinstance(error, Preempted):
+            by: str | None = error.by
+            tone: Tone | None = Tone("preemption", 3.0)
+        elif isinstance(error, UserHungUp):
+            by, tone = None, Tone("busy", 2.0)
+        else:
+            by, tone = None, None
+        if tone is not None:
+            told = []
+            for u in up:
+                with contextlib.suppress(BatonError):
+                    await s.play(u, tone, wait=False)
+                    told.append(u)
+            if told:
+                deadline = s.now() + (tone.duration or 0.0)
+                while s.now() < deadline:
+                    with contextlib.suppress(FlowInterrupted):  # a party leaving changes nothing
+                        await s.sleep(deadline - s.now())
+        for u in up:
+            if not s.owns(u) or s.leg_of(u) is None:
+                continue
+            with contextlib.suppress(BatonError):
+                if by is not None:
+                    await s.hangup(u, Cause.PREEMPTED, EndReason.preempted(by))
+                else:
+                    await s.hangup(u, Cause.NORMAL)
+
+    s.compensate(end_abandoned_calls, label="end_abandoned_calls")
 
 
 def parties_of(s: Session, user: User) -> list[User]:

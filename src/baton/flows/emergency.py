@@ -32,6 +32,7 @@ from baton.core import (
     Session,
     Superseded,
     SwitchFailed,
+    Tone,
     User,
     UserHungUp,
     flow,
@@ -179,6 +180,16 @@ async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: floa
     talking = [u for u in (dispatcher, target) if s.owns(u) and s.state_of(u) == "talking"]
     if len(talking) == 2:
         s.settle(P2P(dispatcher, target, priority=Priority.ROUTINE))
+        return "ended"
+    # the one left (the other hung up and was not redialled): its call is over — a busy tone,
+    # then hung up, not let go onto a silent line (an always-on line is only cleared)
+    for u in (dispatcher, target):
+        leg = s.leg_of(u) if s.owns(u) else None
+        if leg is not None and not u.keep:
+            with contextlib.suppress(BatonError):
+                if leg.connected:
+                    await s.play(u, Tone("busy", 2.0))
+                await s.hangup(u, Cause.NORMAL)
     return "ended"
 
 

@@ -22,7 +22,7 @@ from baton.core import (
     User,
     flow,
 )
-from baton.flows._common import parties_of
+from baton.flows._common import end_calls_if_abandoned, parties_of
 from baton.flows.queue import DispatcherQueue, queued_call
 
 
@@ -46,6 +46,7 @@ async def force_release(
         raise FlowUsageError("force_release with other=QUEUE needs a queue")
     parties = parties_of(s, target)
     await s.claim(target, *parties, reason="force release")
+    end_calls_if_abandoned(s, *parties)  # the target taken back meanwhile: still told
     await s.hangup(target, Cause.PREEMPTED, EndReason.preempted(s.name, "force release"))
     s.note(f"{target.id} force-released")
     # Every party left alone hears the notice at once (not one after the other in silence).

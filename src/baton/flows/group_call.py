@@ -37,6 +37,9 @@ from baton.core import (
 )
 from baton.flows._common import stop_quietly
 
+#: The command a member's task posts to the main loop when it learns the dispatcher was lost.
+DISPATCHER_LOST = "dispatcher_lost"
+
 
 class BusyPolicy(enum.Enum):
     PREEMPT = "preempt"  # take members busy in a lower-priority flow
@@ -79,7 +82,19 @@ class _Group:
     async def refresh(self) -> None:
         """What the dispatcher hears besides the members: ringback while nobody is in the room
         and someone rings; nothing (a declared wait for ``add`` or the end) when nobody is in
-        the room and nobody rings any more."""
+        the room and nobody rings any more.
+
+        Called from a member's ringing task too: the dispatcher lost meanwhile is news for the
+        main loop (the call is over, or goes on without them), not a crash of that task — it
+        is handed on as a ``dispatcher_lost`` command."""
+        try:
+            await self._refresh()
+        except FlowInterrupted as exc:
+            if self.dispatcher not in exc.users:
+                raise
+            self.s.post(DISPATCHER_LOST)
+
+    async def _refresh(self) -> None:
         s, d = self.s, self.dispatcher
         if not s.owns(d) or s.leg_of(d) is None:
             return
@@ -167,6 +182,9 @@ async def _until_end(s: Session, group: _Group) -> str:
             continue
         if cmd is None:
             continue
+        if cmd.name == DISPATCHER_LOST:
+            cmd.reply("noted")
+            return "dispatcher left"
         if cmd.name == "end":
             cmd.reply("ended")
             return "ended"
@@ -238,6 +256,9 @@ async def conference(
 ) -> dict[str, str]:
     """A conference under ``dispatcher``'s control."""
     group = await _start(s, dispatcher, ring)
+    # a conference that fails or is cancelled half-way hangs its members up, as a group call
+    # does (settled or hung up already, they are not its any more)
+    s.compensate(group.hang_up_members, label="hang_up_members")
     await group.invite(list(members), BusyPolicy.PREEMPT)
     why = await _until_end(s, group)
     talking = [m for m in group.members() if s.owns(m)]

@@ -2,8 +2,9 @@
 
 The held party hears the hold tone (or music on hold, a WAV prompt) while the holder is free;
 ``resume`` puts them back together as the call they were (a P2P at its original priority). If
-the held party hangs up, the holder is free; if the holder hangs up, the held party hears a busy
-tone and is released.
+the held party hangs up, the holder hears a busy tone and is hung up (the preemption notice, if
+the held party was taken), as in the two-party call they came from — an always-on line is only
+cleared; if the holder hangs up, the held party hears a busy tone and is hung up.
 """
 
 from __future__ import annotations
@@ -56,13 +57,25 @@ async def hold(s: Session, holder: User, held: User, music: Prompt | None = None
             await stop_quietly(s, tune)
             await s.connect(holder, held)
         except FlowInterrupted as exc:
-            return await _someone_left(s, exc, held, tune)
+            return await _someone_left(s, exc, holder, held, tune)
         s.settle(P2P(holder, held, priority=original))
         return "resumed"
 
 
-async def _someone_left(s: Session, exc: FlowInterrupted, held: User, tune: Playback | None) -> str:
+async def _someone_left(
+    s: Session, exc: FlowInterrupted, holder: User, held: User, tune: Playback | None
+) -> str:
     if held in exc.users or not s.owns(held):
+        # the holder's call is over, as in the two-party call it came from: the preemption
+        # notice if the held party was taken, else a busy tone; then hung up (an always-on line
+        # is only cleared) — not released onto a silent line for the leak collector to find
+        if s.owns(holder) and s.leg_of(holder) is not None and not holder.keep:
+            if isinstance(exc, Preempted):
+                await notify_and_release(s, holder, by=exc.by)
+            else:
+                with contextlib.suppress(BatonError):
+                    await s.play(holder, Tone("busy", 2.0))
+                    await s.hangup(holder, Cause.NORMAL)
         return "held party left"
     # the holder hung up or was taken: the held party is told and released
     with contextlib.suppress(BatonError):

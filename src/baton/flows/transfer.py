@@ -103,7 +103,13 @@ async def blind_transfer(
     (the target's ``CallFailed`` or ``FlowInterrupted``, after the party was let go)."""
     original = _priority_of_call(s, party)
     await claim_call(s, party, transferor, target)
-    await _leave(s, transferor)
+    try:
+        await _leave(s, transferor)
+    except FlowInterrupted as exc:
+        if party in exc.users or target in exc.users:
+            raise
+        # the transferor, taken or gone as it leaves: it was leaving anyway
+        s.note(f"{transferor.id} {exc.code} as it left: the transfer goes on")
     ringback = await s.play(party, "ringback", loop=True)
     deadline = s.now() + ring
     while True:

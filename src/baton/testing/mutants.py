@@ -828,8 +828,39 @@ CATALOGUE: tuple[Mutant, ...] = (
         "a group call that ends leaves its members in the call",
         (
             "flows/group_call.py",
-            '    s.compensate(group.hang_up_members, label="hang_up_members")\n',
-            "    pass  # MUTANT\n",
+            '    s.compensate(group.hang_up_members, label="hang_up_members")\n'
+            "    await group.invite(list(members), busy)\n",
+            "    await group.invite(list(members), busy)  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "abandoned_parties_left_silent",
+        "library",
+        "a flow that fails half-way releases the parties it took out of a call into silence",
+        (
+            "flows/_common.py",
+            "        if s.flow.outcome is FlowOutcome.COMPLETED:\n",
+            "        if True:  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "group_member_task_crashes_on_dispatcher_loss",
+        "library",
+        "a member's ringing task learning the dispatcher was taken crashes the conference",
+        (
+            "flows/group_call.py",
+            "            self.s.post(DISPATCHER_LOST)\n",
+            "            raise  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "blind_transfer_stops_on_transferor_loss",
+        "library",
+        "a blind transfer whose transferor is taken as it leaves drops the party",
+        (
+            "flows/transfer.py",
+            '        s.note(f"{transferor.id} {exc.code} as it left: the transfer goes on")\n',
+            "        raise  # MUTANT\n",
         ),
     ),
     _m(
