@@ -18,24 +18,33 @@ FLOW = '''"""{title}: <say in one sentence what it does for a dispatcher>."""
 
 from __future__ import annotations
 
-from baton.core import P2P, CallFailed, Priority, Session, Tone, User, flow
+from baton.core import P2P, CallFailed, FlowInterrupted, Priority, Session, Tone, User, flow
 
 
 @flow(priority=Priority.ROUTINE, permission="{name}")
 async def {name}(s: Session, caller: User, callee: User, ring: float = 30.0) -> str:
     """<One line for the console: what starting this flow does.>"""
     await s.claim(caller, callee)  # take both users (a lower priority is preempted)
-    await s.dial(caller, timeout=ring)
-    # the caller hears ringback while the callee's phone rings: never silence (dead air)
-    ringback = await s.play(caller, Tone("ringback"), loop=True)
     try:
+        await s.dial(caller, timeout=ring)
+        # the caller hears ringback while the callee's phone rings: never silence (dead air)
+        ringback = await s.play(caller, Tone("ringback"), loop=True)
         await s.dial(callee, timeout=ring, caller=caller)
-    except CallFailed as exc:
         await s.stop(ringback)
-        s.note(f"{{callee.id}} did not answer: {{exc.cause.value}}")
+        await s.connect(caller, callee)
+    except CallFailed as exc:
+        s.note(f"{{exc.user.id}} did not answer: {{exc.cause.value}}")
+        if s.leg_of(caller) is not None:  # the caller, on the line, hears why and is hung up
+            await s.clear(caller)
+            await s.play(caller, Tone("busy", 2.0))
+            await s.hangup(caller)
         return "failed"
-    await s.stop(ringback)
-    await s.connect(caller, callee)
+    except FlowInterrupted as exc:  # a party was taken or hung up: end the other's call too,
+        s.note(f"{{exc.user.id}} lost: {{exc.code}}")  # rather than leave it in silence
+        for user in (caller, callee):
+            if s.owns(user) and s.leg_of(user) is not None:
+                await s.hangup(user)
+        return "lost"
     s.settle(P2P(caller, callee))  # hand both to a call that outlives the flow
     return "connected"
 '''
@@ -66,7 +75,7 @@ async def test_{name}_busy(world: World) -> None:
     world.add("bob", busy())
     f = world.start({name}, world["alice"], world["bob"])
     assert await f.result() == "failed"
-    await world.run(10)  # the caller's leg is collected after the grace period
+    await world.run(3)  # the caller heard a busy tone and was hung up
     assert_no_leaks(world)
 
 
