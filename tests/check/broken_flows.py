@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-from baton.core import Preempted, Priority, Session, User, flow
+from baton.core import BatonError, FlowInterrupted, Priority, Session, User, flow
+
+
+async def _talking(s: Session, a: User, b: User) -> bool:
+    """Connect ``a`` and ``b``; a party lost on the way ends the other's call (this set-up is
+    not the mistake a broken flow below shows). False if it did not get that far."""
+    await s.claim(a, b)
+    try:
+        await s.dial(a)
+        await s.dial(b)
+        await s.connect(a, b)
+    except FlowInterrupted:
+        for u in (a, b):
+            if s.owns(u) and s.leg_of(u) is not None:
+                with contextlib.suppress(BatonError):
+                    await s.hangup(u)
+        return False
+    return True
 
 
 @flow(priority=Priority.ROUTINE)
@@ -26,22 +44,29 @@ async def careless_compensation(s: Session, a: User, b: User) -> None:
 @flow(priority=Priority.ROUTINE)
 async def deaf_flow(s: Session, a: User, b: User) -> None:
     """Waits with raw asyncio and has no handler: it never learns it lost a user."""
+    if not await _talking(s, a, b):
+        return
+    await asyncio.sleep(20)  # the mistake: not a session wait, and no on_preempted
+
+
+@flow(priority=Priority.ROUTINE)
+async def abandoning_flow(s: Session, a: User, b: User) -> None:
+    """Lets the notice of a lost party escape: the other party, released when the flow
+    fails, sits on the line in silence until the leak collector hangs it up."""
     await s.claim(a, b)
     await s.dial(a)
     await s.dial(b)
     await s.connect(a, b)
-    await asyncio.sleep(20)  # the mistake: not a session wait, and no on_preempted
+    await s.sleep(20)  # the mistake: a Preempted / UserHungUp here strands the other party
 
 
 @flow(priority=Priority.ROUTINE)
 async def stubborn_flow(s: Session, a: User, b: User) -> None:
     """Swallows Preempted and carries on with the user it lost."""
-    await s.claim(a, b)
-    await s.dial(a)
-    await s.dial(b)
-    await s.connect(a, b)
+    if not await _talking(s, a, b):
+        return
     try:
         await s.sleep(20)
-    except Preempted:
+    except FlowInterrupted:
         pass  # the mistake: ignoring the notice
     await s.play(a, "confirm")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from broken_flows import careless_compensation, deaf_flow, stubborn_flow
+from broken_flows import abandoning_flow, careless_compensation, deaf_flow, stubborn_flow
 
 from baton.core import FlowSpec
 from baton.flows import LIBRARY, emergency_call
@@ -35,6 +35,7 @@ def test_every_library_flow_passes_the_checker(name: str) -> None:
         (careless_compensation, "compensation step 'hang_up_a' touched a user"),
         (deaf_flow, "was never told"),
         (stubborn_flow, "operated on a user it no longer owned"),
+        (abandoning_flow, "on the line in silence until the leak collector hung up"),
     ],
 )
 def test_the_checker_catches_the_mistake(broken: FlowSpec[None], mistake: str) -> None:

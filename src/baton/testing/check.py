@@ -74,6 +74,8 @@ from baton.core.events import (
     FlowEnded,
     FlowNotified,
     FlowStarted,
+    LegCollected,
+    LegStateChanged,
     OwnerChanged,
 )
 from baton.core.ops import CURRENT_OP, Op
@@ -115,6 +117,9 @@ class Perturbation:
             what += f"({self.target}" + (f", {self.by}" if self.by else "") + ")"
         return f"@{self.at} {what}"
 
+
+#: The leak collector's grace period in the explored worlds (seconds).
+GRACE = 3.0
 
 #: How a schedule's ``slow switch`` is written (and parsed back).
 SLOW = "slow switch"
@@ -258,7 +263,7 @@ class _Runner:
         self.budget = budget
         self.rng = random.Random(schedule.seed)
         timing = Timing.real(schedule.seed) if schedule.slow else None
-        self.w = World(*FIELD, grace=3.0, timing=timing)
+        self.w = World(*FIELD, grace=GRACE, timing=timing)
         # every command the switch receives passes here too: the core's own ones are await
         # points of the flow when they concern its users
         self.w.sim.set_auditor(self._on_command)
@@ -358,6 +363,8 @@ class _Runner:
                     if cmd in self.spec.commands:
                         _send(self.flow, cmd)
                         break
+        # let what the flow left behind play out: a party it let go in silence is collected
+        await w.run(GRACE + 0.5)
         findings: list[Finding] = []
         if not self.flow.ended:
             findings.append(
@@ -458,13 +465,25 @@ def _mistakes(events: list[Event], flow: Flow) -> list[Finding]:
             )
         )
     elif isinstance(err, (Preempted, UserHungUp)):
-        found.append(
-            Finding(
-                "warning",
-                f"{name} did not handle losing {err.user.id}: {type(err).__name__} escaped the "
-                "flow (catch it, or register s.on_preempted/s.on_hangup)",
+        stranded = _stranded(events, name)
+        if stranded:
+            found.append(
+                Finding(
+                    "error",
+                    f"{name} did not handle losing {err.user.id} ({type(err).__name__} escaped "
+                    f"the flow) and left {', '.join(stranded)} on the line in silence until the "
+                    "leak collector hung up: a party whose call is broken under it hears the "
+                    "preemption notice or a busy tone, or is called back (docs/flows.md)",
+                )
             )
-        )
+        else:
+            found.append(
+                Finding(
+                    "warning",
+                    f"{name} did not handle losing {err.user.id}: {type(err).__name__} escaped "
+                    "the flow (catch it, or register s.on_preempted/s.on_hangup)",
+                )
+            )
     elif err is not None and not isinstance(err, BatonError):
         found.append(Finding("error", f"{name} crashed: {type(err).__name__}: {err}"))
     started = [ev for ev in events if isinstance(ev, FlowStarted)]
@@ -473,6 +492,27 @@ def _mistakes(events: list[Event], flow: Flow) -> list[Finding]:
         if ev.flow not in ended:
             found.append(Finding("error", f"{ev.flow} never ended"))
     return found
+
+
+def _stranded(events: list[Event], name: str) -> list[str]:
+    """Users the flow ``name`` released who then sat on the line until the leak collector hung
+    them up — nobody took them, nothing ended their call: a party left in silence."""
+    released: dict[str, int] = {}  # user -> seq of the flow's release, while nobody took it
+    state: dict[str, str] = {}  # leg -> its last state
+    stranded: list[str] = []
+    for ev in events:
+        if isinstance(ev, LegStateChanged):
+            state[ev.leg] = ev.state
+        elif isinstance(ev, OwnerChanged):
+            if ev.old == name and ev.new is None and ev.reason == "released":
+                released[ev.user] = ev.seq
+            else:
+                released.pop(ev.user, None)
+        elif isinstance(ev, LegCollected) and ev.user in released:
+            if state.get(ev.leg) == "connected":  # (a phone still ringing is not on the line)
+                stranded.append(ev.user)
+            del released[ev.user]
+    return sorted(set(stranded))
 
 
 # ---- exploration --------------------------------------------------------------------------
