@@ -62,6 +62,10 @@ class World:
         self.checked = checked
         if checked:
             self.manager.events.subscribe(self._on_event)
+            # what a phone hears also changes when a slow command lands or a tone ends, with
+            # no event: the watch samples then too, or a notice heard between two events
+            # would go unseen and its silence before and after count as one (dead air)
+            self.sim.on_change = self._arm
         for user in users:
             self.add(user)
 
@@ -140,6 +144,9 @@ class World:
     # ---- checking
 
     def _on_event(self, _: Event) -> None:
+        self._arm()
+
+    def _arm(self) -> None:
         if not self._check_armed:
             self._check_armed = True
             self.manager.loop.call_soon(self._check_now)

@@ -269,6 +269,9 @@ class SimSwitch(Switch):
         self.hangups: list[tuple[str, Cause, EndReason | None]] = []  # (leg, cause, reason) sent
         self.prompt_seconds: dict[str, float] = {}
         self.auditor: Callable[[str, tuple[str, ...]], None] | None = None
+        #: called when a delayed command takes effect or a playback ends: the moments what a
+        #: phone hears changes with no core event (a test's watch samples hearing then)
+        self.on_change: Callable[[], None] | None = None
         self._listener: Callable[[SwitchEvent], None] | None = None
         self._failures: dict[str, list[str]] = {}
         self._ids = itertools.count(1)
@@ -391,6 +394,8 @@ class SimSwitch(Switch):
                 fut.exception()  # the issuer may have stopped listening: no "never retrieved"
             else:
                 fut.set_result(result)
+            if self.on_change is not None:
+                self.on_change()
 
         self.loop.call_at(at, land)
         return await asyncio.shield(fut)
@@ -703,6 +708,8 @@ class SimSwitch(Switch):
         if pb.timer is not None:
             pb.timer.cancel()
         self._emit(PlaybackFinished(pb.id, completed))
+        if self.on_change is not None:
+            self.on_change()
 
     async def stop_play(self, playback: str) -> None:
         def effect() -> None:
