@@ -67,3 +67,17 @@ async def test_closing_the_switch_finishes_the_recordings_still_running(tmp_path
     assert 0 < len(read_wav(path)) <= 2 * 8000  # answered after a second, recorded since
     assert not w.sim.recordings
     f.cancel()
+
+
+async def test_a_recording_is_a_wav_while_it_runs(tmp_path: Path) -> None:
+    # A service killed while recording leaves a file the next start can checksum (docs/service.md,
+    # "After a crash"), not an empty one it must report as failed.
+    w = World("a")
+    w.sim.write_recordings = True
+    path = tmp_path / "a.wav"
+    f = w.start(record_on, w["a"], str(path))
+    await w.run(3)
+    assert len(read_wav(path)) == 0
+    f.cancel()
+    await w.run(2)
+    assert len(read_wav(path)) > 0

@@ -732,6 +732,10 @@ class SimSwitch(Switch):
             if self.write_recordings:
                 try:
                     file = open(path, "wb")  # noqa: SIM115 - closed when the recording finishes
+                    # A WAV from the start, as the media engine's writer keeps its file: a
+                    # service that dies while recording leaves a readable file, not an empty one.
+                    _write_silence(file, 0)
+                    file.flush()
                 except OSError as exc:
                     raise SwitchError(f"sim: cannot record to {path!r}: {exc}") from exc
             self.recordings[rid] = _Recording(rid, target, path, self.loop.time(), file)
@@ -748,6 +752,8 @@ class SimSwitch(Switch):
             # A file that cannot be finished is found by whoever reads it (as on a real switch).
             with contextlib.suppress(OSError):
                 try:
+                    rec.file.seek(0)
+                    rec.file.truncate()
                     _write_silence(rec.file, seconds)
                 finally:
                     rec.file.close()
