@@ -311,6 +311,40 @@ async def test_rfc4733_is_relayed_across_a_direct_bridge_and_detected() -> None:
     await with_rig(body)
 
 
+async def test_rfc4733_reaches_the_other_party_of_a_mixed_bridge_once() -> None:
+    async def body(rig: Rig) -> None:
+        a = await rig.phone("a", 400, codec="opus")  # a browser: Opus, so the call is mixed
+        b = await rig.phone("b", 700, te=96)  # a desk phone, G.711
+        c = await rig.phone("c", 900, te=None)  # a phone without telephone-events
+        rig.engine.bridge("a", "b")
+        await fresh_audio(b, packets=5)
+        assert rig.engine.leg_stats("a").direct_peer is None
+        for duration, end in ((160, False), (800, True), (800, True), (800, True)):
+            a.send(
+                encode_event(7, end=end, volume=10, duration=duration),
+                pt=101,
+                marker=duration == 160,
+                ts=99,
+            )
+
+        def ends(phone: FakePhone, pt: int) -> list[str]:
+            return [ev.digit for p in phone.audio(pt) if (ev := decode_event(p.payload)) and ev.end]
+
+        await until(lambda: len(ends(b, 96)) >= 3)
+        assert set(ends(b, 96)) == {"7"}  # one press, with its three end packets
+        assert len({p.timestamp for p in b.audio(96)}) == 1
+        assert [e for e in rig.events if isinstance(e, DtmfReceived)] == [DtmfReceived("a", "7")]
+        # A peer that did not negotiate telephone-events gets none, and none waits for it.
+        rig.engine.bridge("a", "c")
+        a.send(encode_event(8, end=True, volume=10, duration=800), pt=101, marker=True, ts=999)
+        await until(lambda: DtmfReceived("a", "8") in rig.events)
+        await fresh_audio(c, packets=3)
+        assert {p.payload_type for _, p in c.received} == {c.pt}
+        assert not rig.engine._dtmf_legs
+
+    await with_rig(body)
+
+
 async def test_tone_playback_to_a_leg_and_to_a_meeting() -> None:
     async def body(rig: Rig) -> None:
         a = await rig.phone("a", 400)

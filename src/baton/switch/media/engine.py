@@ -955,11 +955,22 @@ class MediaEngine:
                 self._relay(leg, peer, b1 & 0x80, peer.te_pt, seq, ts, ssrc, payload)
             elif leg.fanout:
                 self._not_forwarded(leg)  # a talker's key presses are for Baton, not the group
+            elif digit is not None and peer is None:
+                self._regenerate_dtmf(leg, digit)
             if digit is not None:
                 metrics.dtmf_in += 1
                 self._emit(DtmfReceived(leg.id, digit))
         elif leg.fanout:  # comfort noise or a codec we did not negotiate: ignored
             self._not_forwarded(leg)
+
+    def _regenerate_dtmf(self, leg: _Leg, digit: str) -> None:
+        """A key press on a mixed bridge (codecs differ: a browser's Opus and a desk phone's
+        G.711) reaches the other party as its own RFC 4733 event, as it would on a relayed
+        call; presses in a meeting are for Baton alone (a PTT group's ``*``/``#``)."""
+        other = self.mixer.bridged_to(leg.id)
+        target = self._legs.get(other) if other is not None else None
+        if target is not None and target.te_pt is not None:
+            self.send_dtmf(target.id, digit)
 
     def _rx_webrtc(self, leg: _Leg, w: WebRtcLeg, data: bytes, addr: tuple[str, int]) -> None:
         """A browser leg's STUN check or DTLS record (see :mod:`.webrtc`)."""

@@ -23,7 +23,8 @@ first byte: 0–3 STUN, 20–63 DTLS, 128–191 RTP/RTCP).
 
 Not supported: Baton as DTLS client (a browser answering ``setup:passive``), DTLS
 retransmission timers of our own (on loss the browser repeats its flight and OpenSSL answers
-it again), TURN, trickle ICE (Baton's candidate is in its SDP; the browser's come as checks).
+it again), TURN. Trickle ICE is tolerated rather than used: Baton's one candidate is in its
+SDP, and it needs none of the browser's, whose checks say where it is (docs/sip.md).
 """
 
 from __future__ import annotations
