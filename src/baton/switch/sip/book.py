@@ -124,7 +124,10 @@ class LegBook:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.transport_or_none: SipTransport | None = None
         self.media_or_none: MediaEngine | None = None
-        self.legs: dict[str, Leg] = {}  # live legs by id
+        self.legs: dict[str, Leg] = {}  # live legs by id (add with add_leg)
+        # The same legs by user: an inbound INVITE looks for its caller's quiet legs, and a
+        # scan of every live leg per call grew with the load.
+        self._legs_of: dict[str, dict[str, Leg]] = {}
         self.by_dialog: dict[DialogId, Leg] = {}
         self.by_invite: dict[TransactionKey, Leg] = {}  # INVITE server transactions, until ACK
         self.refreshes: dict[TransactionKey, Leg] = {}  # our re-INVITEs in flight
@@ -288,6 +291,16 @@ class LegBook:
 
     # ---- the end of a leg
 
+    def add_leg(self, leg: Leg) -> None:
+        """A new live leg."""
+        self.legs[leg.id] = leg
+        self._legs_of.setdefault(leg.user, {})[leg.id] = leg
+
+    def legs_of(self, user: str) -> list[Leg]:
+        """The live legs of ``user``."""
+        legs = self._legs_of.get(user)
+        return [] if legs is None else list(legs.values())
+
     def drop(self, leg: Leg) -> None:
         """The leg is over for the core: out of every room, media released, timers cancelled,
         forgotten (the dialog index is kept by whoever still needs it)."""
@@ -297,6 +310,9 @@ class LegBook:
         self.cancel_handles(leg)
         if self.legs.get(leg.id) is leg:
             del self.legs[leg.id]
+            of_user = self._legs_of.get(leg.user)
+            if of_user is not None and of_user.pop(leg.id, None) is not None and not of_user:
+                del self._legs_of[leg.user]
         self.rooms.leave_room(leg.id)
         if self.media_or_none is not None:
             self.media_or_none.release(leg.id)

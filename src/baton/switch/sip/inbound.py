@@ -226,7 +226,7 @@ class Inbound:
         leg = InboundLeg(leg_id, who, sdp=sdp, media=media, peer=event.peer, invite=request,
                          invite_key=key, local_tag=to_tag, answer_sdp=answer_sdp,
                          timer_headers=timer_headers, session=timer)  # fmt: skip
-        book.legs[leg_id] = leg
+        book.add_leg(leg)
         book.by_invite[key] = leg
         book.counters["calls_in_total"] += 1
         ringing = make_response(request, 180, to_tag=to_tag,

@@ -82,7 +82,7 @@ class Outbound:
             raise SwitchError(f"sip: leg id {leg!r} in use")
         now = book.now()
         entry = OutboundLeg(leg, user, creating=True)
-        book.legs[leg] = entry
+        book.add_leg(entry)
         book.counters["calls_out_total"] += 1
         try:
             contacts = self._registrar.contacts(user, now)

@@ -59,9 +59,8 @@ class StaleLines:
         media = book.media_or_none
         quiet = [
             leg
-            for leg in book.legs.values()
-            if leg.user == user
-            and leg.state is LegState.CONNECTED
+            for leg in book.legs_of(user)
+            if leg.state is LegState.CONNECTED
             and leg.dialog is not None
             and (media is None or media.quiet_for(leg.id) >= self.quiet_before_probe)
         ]
