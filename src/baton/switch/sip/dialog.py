@@ -32,7 +32,7 @@ import enum
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import LocalProtocolError
 from .message import Headers, Request, Response, make_response, new_tag
@@ -66,8 +66,9 @@ class DialogState(enum.Enum):
     TERMINATED = "terminated"
 
 
-@dataclass(frozen=True, slots=True)
-class DialogId:
+class DialogId(NamedTuple):
+    """A dialog's key (RFC 3261 §12): a named tuple, hashed for every in-dialog message."""
+
     call_id: str
     local_tag: str
     remote_tag: str
@@ -406,22 +407,25 @@ def cancel_responses(cancel: Request, invite: Request, to_tag: str) -> tuple[Res
 
 # ---- the UAC side of an INVITE -------------------------------------------------------------
 
+# The outcomes are not frozen, for the cost of building them (see the actions of
+# transaction.py); nothing changes them after they are built.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, unsafe_hash=True)
 class SendRequest:
     """Send this request in a new client transaction (a CANCEL, or a BYE)."""
 
     request: Request
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SendAck:
     """Send this ACK for a 2xx, without a transaction."""
 
     request: Request
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class EarlyDialog:
     """A provisional response with a To tag made (or refreshed) an early dialog."""
 
@@ -429,7 +433,7 @@ class EarlyDialog:
     response: Response
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Answered:
     """The INVITE was answered: the dialog is confirmed (the ACK is in a :class:`SendAck`)."""
 
@@ -437,7 +441,7 @@ class Answered:
     response: Response
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class AnsweredAfterCancel:
     """A 2xx crossed our CANCEL (or came from a second fork): it was ACKed and a BYE is on
     its way (in a :class:`SendRequest`). For the TU the call did not happen."""
@@ -446,7 +450,7 @@ class AnsweredAfterCancel:
     response: Response
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Rejected:
     """The INVITE failed: a 300-699 (487 after our CANCEL), or a timeout as 408."""
 
@@ -477,7 +481,10 @@ class OutgoingInvite:
     def __init__(self, invite: Request, *, local_contact: str) -> None:
         if invite.method != "INVITE":
             raise LocalProtocolError("OutgoingInvite follows an INVITE")
-        make_cancel(invite)  # fail early if the INVITE was not sent (no Via)
+        if "Via" not in invite.headers:  # fail early: make_cancel() would, later
+            raise LocalProtocolError(
+                "the INVITE has no Via yet: CANCEL only an INVITE that was sent"
+            )
         self.invite = invite
         self.local_contact = local_contact
         self._phase = _Phase.CALLING

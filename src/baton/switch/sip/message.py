@@ -39,11 +39,11 @@ CRLFs allowed between messages and reporting RFC 5626 double-CRLF keep-alive pin
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from ._grammar import has_ctl, is_token, is_word, split_list
 from .errors import LocalProtocolError, SipParseError
@@ -312,7 +312,7 @@ class Headers:
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = []
         self._index: dict[str, list[str]] | None = None
-        self._parsed: dict[str, object] | None = None
+        self._parsed: dict[str, Any] = {}
         for name, value in items:
             self.add(name, value)
 
@@ -321,12 +321,18 @@ class Headers:
         headers = cls.__new__(cls)
         headers._items = items
         headers._index = None
-        headers._parsed = None
+        headers._parsed = {}
         return headers
 
-    def _changed(self) -> None:
+    def _changed(self, key: str) -> None:
+        """Header ``key`` (lower-cased canonical name) changed: the index goes, and the typed
+        views parsed from that header (a request's received/rport stamp on its Via must not
+        make its From, To and CSeq parsed again)."""
         self._index = None
-        self._parsed = None
+        parsed = self._parsed
+        if parsed:
+            for memo in _MEMOS_OF.get(key, ()):
+                parsed.pop(memo, None)
 
     def _index_map(self) -> dict[str, list[str]]:
         """Lower-cased name → values, built on the first read after a change."""
@@ -344,7 +350,14 @@ class Headers:
         return index
 
     def _values(self, name: str) -> list[str] | None:
-        return self._index_map().get(_key(name))
+        # Inlined lookups: this runs about a hundred times per call.
+        index = self._index
+        if index is None:
+            index = self._index_map()
+        key = _KEYS.get(name)
+        if key is None:
+            key = _key(name)
+        return index.get(key)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -385,19 +398,21 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a value (after any existing ones)."""
-        self._items.append(self._checked(name, value))
-        self._changed()
+        item = self._checked(name, value)
+        self._items.append(item)
+        self._changed(item[0].lower())
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a value before every other header (a new top Via, a Record-Route)."""
-        self._items.insert(0, self._checked(name, value))
-        self._changed()
+        item = self._checked(name, value)
+        self._items.insert(0, item)
+        self._changed(item[0].lower())
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of ``name`` by one, kept at the place of the first."""
         item = self._checked(name, value)
-        self._changed()
         key = item[0].lower()
+        self._changed(key)
         for i, (n, _) in enumerate(self._items):
             if n.lower() == key:
                 self._items[i] = item
@@ -408,8 +423,8 @@ class Headers:
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first value of ``name`` in place (or append if there is none)."""
         item = self._checked(name, value)
-        self._changed()
         key = item[0].lower()
+        self._changed(key)
         for i, (n, _) in enumerate(self._items):
             if n.lower() == key:
                 self._items[i] = item
@@ -420,7 +435,7 @@ class Headers:
         """Remove every value of ``name`` (no error if there is none)."""
         key = _key(name)
         self._items = [x for x in self._items if x[0].lower() != key]
-        self._changed()
+        self._changed(key)
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first value of ``name`` (e.g. the top Route)."""
@@ -428,17 +443,41 @@ class Headers:
         for i, (n, v) in enumerate(self._items):
             if n.lower() == key:
                 del self._items[i]
-                self._changed()
+                self._changed(key)
                 return v
         return None
 
     @staticmethod
     def _checked(name: str, value: str) -> tuple[str, str]:
-        if not is_token(name):
-            raise LocalProtocolError(f"invalid header name {name!r}")
+        canonical = _CHECKED.get(name)
+        if canonical is None:
+            if not is_token(name):
+                raise LocalProtocolError(f"invalid header name {name!r}")
+            canonical = canonical_name(name)
+            if len(_CHECKED) < _MAX_KEYS:
+                _CHECKED[name] = canonical
         if "\r" in value or "\n" in value:
             raise LocalProtocolError(f"line break in the value of header {name!r}")
-        return canonical_name(name), value
+        return canonical, value
+
+
+# A header (lower-cased canonical name) → the typed views of Message parsed from it, which a
+# change of that header makes stale. Every key _memo() is called with is listed here.
+_MEMOS_OF: dict[str, tuple[str, ...]] = {
+    "via": ("vias", "top_via"),
+    "from": ("from",),
+    "to": ("to",),
+    "call-id": ("call_id",),
+    "cseq": ("cseq",),
+    "contact": ("contacts",),
+    "record-route": ("record_route",),
+    "route": ("route",),
+    "max-forwards": ("max_forwards",),
+    "expires": ("expires",),
+}
+
+# A header name set locally, already checked to be a token → its canonical name (bounded).
+_CHECKED: dict[str, str] = {}
 
 
 # ---- typed values ------------------------------------------------------------------------
@@ -487,14 +526,18 @@ _T = TypeVar("_T")
 
 
 def _memo(headers: Headers, key: str, make: Callable[[Headers], _T]) -> _T:
-    """``make(headers)``, parsed once per unchanged :class:`Headers` (a change forgets it)."""
+    """``make(headers)``, parsed once per unchanged :class:`Headers` (a change forgets it).
+
+    The typed views of :class:`Message` read ``headers._parsed`` first themselves (a hit costs
+    one dictionary lookup, no call) and come here on a miss."""
     parsed = headers._parsed
-    if parsed is None:
-        parsed = headers._parsed = {}
-    elif key in parsed:
+    if key in parsed:
         return cast(_T, parsed[key])
     value = parsed[key] = make(headers)
     return value
+
+
+_MISSING: Any = object()
 
 
 def _required(headers: Headers, name: str) -> str:
@@ -510,6 +553,10 @@ def _vias(headers: Headers) -> tuple[Via, ...]:
 
 def _top_via(headers: Headers) -> Via:
     return parse_via(_required(headers, "Via"))
+
+
+def _call_id(headers: Headers) -> str:
+    return _required(headers, "Call-ID")
 
 
 def _cseq(headers: Headers) -> CSeq:
@@ -572,23 +619,28 @@ class Message:
 
     @property
     def top_via(self) -> Via:
-        return _memo(self.headers, "top_via", _top_via)
+        value: Via = self.headers._parsed.get("top_via", _MISSING)
+        return _memo(self.headers, "top_via", _top_via) if value is _MISSING else value
 
     @property
     def call_id(self) -> str:
-        return _required(self.headers, "Call-ID")
+        value: str = self.headers._parsed.get("call_id", _MISSING)
+        return _memo(self.headers, "call_id", _call_id) if value is _MISSING else value
 
     @property
     def cseq(self) -> CSeq:
-        return _memo(self.headers, "cseq", _cseq)
+        value: CSeq = self.headers._parsed.get("cseq", _MISSING)
+        return _memo(self.headers, "cseq", _cseq) if value is _MISSING else value
 
     @property
     def from_(self) -> NameAddress:
-        return _memo(self.headers, "from", _from)
+        value: NameAddress = self.headers._parsed.get("from", _MISSING)
+        return _memo(self.headers, "from", _from) if value is _MISSING else value
 
     @property
     def to(self) -> NameAddress:
-        return _memo(self.headers, "to", _to)
+        value: NameAddress = self.headers._parsed.get("to", _MISSING)
+        return _memo(self.headers, "to", _to) if value is _MISSING else value
 
     @property
     def contact_is_star(self) -> bool:
@@ -941,7 +993,35 @@ def _cut_body(message: Message, rest: bytes, limits: ParserLimits) -> bytes:
 
 def new_tag() -> str:
     """A fresh From/To tag (RFC 3261 §19.3: at least 32 bits of randomness)."""
-    return secrets.token_hex(6)
+    return random_hex(6)
+
+
+# Random bytes from the kernel, drawn 4 KiB at a time: a call draws a dozen tags, branches and
+# Call-IDs, and one system call each was a measurable part of a call's CPU.
+_POOL_SIZE = 4096
+_pool = b""
+_pool_at = 0
+
+
+def random_hex(nbytes: int) -> str:
+    """``secrets.token_hex(nbytes)``: as unpredictable, from a pool of ``os.urandom``."""
+    global _pool, _pool_at
+    start = _pool_at
+    end = start + nbytes
+    if end > len(_pool):
+        _pool = os.urandom(max(_POOL_SIZE, nbytes))
+        start, end = 0, nbytes
+    _pool_at = end
+    return _pool[start:end].hex()
+
+
+def _forget_pool() -> None:
+    # A forked child must not hand out its parent's next tags.
+    global _pool, _pool_at
+    _pool, _pool_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def make_response(

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 
 from baton.core.port import Cause, LegAnswered, LegFailed, LegRinging, SwitchError, SwitchEvent
 
@@ -49,7 +48,7 @@ from .dialog import (
 from .errors import LocalProtocolError, SipError
 from .in_dialog import InDialog
 from .legs import Branch, LegState, OutboundLeg
-from .message import Headers, Request, Response, new_tag
+from .message import Headers, Request, Response, new_tag, random_hex
 from .registrar import Binding, Registrar
 from .sdp import NegotiatedAudio, NotAcceptable, SdpParseError, SdpSession
 from .transaction import Peer, TransactionKey, new_branch
@@ -148,7 +147,7 @@ class Outbound:
         else:
             headers.add("From", f'"Baton" <sip:baton@{host}>;tag={new_tag()}')
         headers.add("To", f"<sip:{leg.user}@{host}>")
-        headers.add("Call-ID", f"{secrets.token_hex(10)}@baton")
+        headers.add("Call-ID", f"{random_hex(10)}@baton")
         headers.add("CSeq", "1 INVITE")
         contact = book.contact(peer.transport)
         headers.add("Contact", contact)

@@ -105,6 +105,10 @@ class Direction(enum.Enum):
         return Direction.of(sends=self.receives, receives=self.sends)
 
 
+# An attribute name → the direction it states (a dictionary: this runs for every SDP read).
+_DIRECTIONS = {d.value: d for d in Direction}
+
+
 @dataclass(frozen=True, slots=True)
 class Codec:
     """An RTP payload format: encoding name, payload type, clock rate."""
@@ -229,9 +233,9 @@ class MediaDescription:
     @property
     def direction(self) -> Direction | None:
         for key, _ in self.attributes:
-            for direction in Direction:
-                if key == direction.value:
-                    return direction
+            direction = _DIRECTIONS.get(key)
+            if direction is not None:
+                return direction
         return None
 
     @property
@@ -273,9 +277,9 @@ class SessionDescription:
         if media.direction is not None:
             return media.direction
         for key, _ in self.attributes:
-            for direction in Direction:
-                if key == direction.value:
-                    return direction
+            direction = _DIRECTIONS.get(key)
+            if direction is not None:
+                return direction
         return Direction.SENDRECV
 
     def to_bytes(self) -> bytes:

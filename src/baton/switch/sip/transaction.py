@@ -46,13 +46,12 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from .errors import LocalProtocolError, SipParseError
-from .message import Headers, Request, Response, make_response
+from .message import Headers, Request, Response, make_response, new_tag, random_hex
 from .uri import SipUri, Uri, Via, parse_name_addr
 
 __all__ = [
@@ -97,7 +96,7 @@ BRANCH_COOKIE = "z9hG4bK"
 
 def new_branch() -> str:
     """A fresh RFC 3261 branch: the magic cookie and 64 random bits."""
-    return BRANCH_COOKIE + secrets.token_hex(8)
+    return BRANCH_COOKIE + random_hex(8)
 
 
 # ---- vocabulary ----------------------------------------------------------------------------
@@ -143,6 +142,9 @@ class TimerConfig:
 
     def initial(self, timer: Timer, reliable: bool) -> float | None:
         """The first interval of ``timer``; ``None`` if it does not run on this transport."""
+        return _initial_table(self)[timer, reliable]
+
+    def _initial(self, timer: Timer, reliable: bool) -> float | None:
         t1 = self.t1
         if timer in (Timer.A, Timer.E, Timer.G):
             return None if reliable else t1
@@ -155,6 +157,20 @@ class TimerConfig:
         if timer is Timer.J:
             return 0.0 if reliable else 64 * t1
         return self.trying_delay
+
+
+# TimerConfig → its first intervals by (timer, reliable): every transaction starts a few timers,
+# and a lookup beats the chain of comparisons. Few configs exist (one per switch, tests' own).
+_INITIAL: dict[TimerConfig, dict[tuple[Timer, bool], float | None]] = {}
+
+
+def _initial_table(config: TimerConfig) -> dict[tuple[Timer, bool], float | None]:
+    table = _INITIAL.get(config)
+    if table is None:
+        table = {(t, r): config._initial(t, r) for t in Timer for r in (False, True)}
+        if len(_INITIAL) < 64:
+            _INITIAL[config] = table
+    return table
 
 
 class Input(enum.Enum):
@@ -306,15 +322,19 @@ SERVER_NON_INVITE: Table = {
 
 # ---- actions -------------------------------------------------------------------------------
 
+# Actions and layer events are built by the dozen for every call: plain slotted dataclasses
+# (hashable as before, not frozen), since a frozen dataclass's __init__ costs three times as
+# much. Nothing changes them after they are built.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, unsafe_hash=True)
 class Transmit:
     """Send this message to the transaction's peer."""
 
     message: Request | Response
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class StartTimer:
     """(Re)start ``timer`` to fire in ``seconds`` (replacing a running one of that name)."""
 
@@ -322,31 +342,31 @@ class StartTimer:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CancelTimer:
     timer: Timer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DeliverToTU:
     """Pass this received message up (a response, or the ACK of a 2xx)."""
 
     message: Request | Response
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Timeout:
     """The transaction timed out (timer B, F, H, or L without an ACK for our 2xx)."""
 
     timer: Timer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TransportFailure:
     """The transport reported an error sending for this transaction."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Terminated:
     """The transaction is over; forget it."""
 
@@ -386,6 +406,7 @@ class Transaction:
         self.request = request
         self.reliable = reliable
         self.timers = timers
+        self._initials = _initial_table(timers)
         self.state = self.INITIAL
         self._running: dict[Timer, float] = {}  # running timers and their current interval
         self._intervals: dict[Timer, float] = {}  # the last interval of each backed-off timer
@@ -489,7 +510,7 @@ class Transaction:
             actions.append(TransportFailure())
 
     def _interval(self, step: Start) -> float | None:
-        initial = self.timers.initial(step.timer, self.reliable)
+        initial = self._initials[step.timer, self.reliable]
         if initial is None:
             return None
         if step.interval is Interval.T2:
@@ -593,11 +614,12 @@ class ServerNonInviteTransaction(ServerTransaction):
 # ---- the transaction layer -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
+class Peer(NamedTuple):
     """The other end of a message: transport (``udp``/``tcp``), host and port.
 
     For TCP it also names the connection: responses go back over the one the request came on.
+    A named tuple, not a dataclass: it keys the transport's routes and is hashed and compared
+    for every datagram, and a tuple does both in C.
     """
 
     transport: str
@@ -636,12 +658,12 @@ class Peer:
         return cls.for_uri(uri, default_transport)
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionKey:
+class TransactionKey(NamedTuple):
     """Identifies a transaction (RFC 3261 §17.1.3, §17.2.3).
 
     Client keys are ``(branch, method)``; server keys add the top Via's sent-by. ACK uses the
     INVITE's key. Requests without the ``z9hG4bK`` cookie (RFC 2543) get a composite branch.
+    A named tuple, like :class:`Peer`: a dictionary key hashed several times per message.
     """
 
     branch: str
@@ -650,7 +672,7 @@ class TransactionKey:
     server: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SendMessage:
     """For the transport: send ``message`` to ``peer`` (``key``: on behalf of which
     transaction, so that a send failure can be reported with :meth:`transport_error`)."""
@@ -660,7 +682,7 @@ class SendMessage:
     key: TransactionKey | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RequestReceived:
     """For the TU: a new request, with the server transaction to answer it in.
 
@@ -674,7 +696,7 @@ class RequestReceived:
     cancels: TransactionKey | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ResponseReceived:
     """For the TU: a response to a request it sent in client transaction ``key``."""
 
@@ -682,7 +704,7 @@ class ResponseReceived:
     key: TransactionKey
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class AckReceived:
     """For the TU: the ACK of a 2xx. ``key`` is the INVITE server transaction it confirmed,
     or ``None`` if it matched none (a late or stray ACK, still meaningful to a dialog)."""
@@ -692,7 +714,7 @@ class AckReceived:
     key: TransactionKey | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class StrayResponse:
     """For the TU: a response matching no transaction — typically a retransmitted 2xx after
     the client transaction ended, which the dialog must ACK again."""
@@ -701,7 +723,7 @@ class StrayResponse:
     peer: Peer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TransactionTimedOut:
     """For the TU: timer B/F (no final response: treat as 408), H (no ACK for our error
     response) or L (no ACK for our 2xx: send BYE)."""
@@ -711,7 +733,7 @@ class TransactionTimedOut:
     timer: Timer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TransactionFailed:
     """For the TU: the transport failed for this transaction (treat as 503, RFC 3261 §8.1.3.1)."""
 
@@ -719,12 +741,12 @@ class TransactionFailed:
     request: Request
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TransactionTerminated:
     key: TransactionKey
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MessageDropped:
     """For the log: a message the layer discarded, and why."""
 
@@ -901,7 +923,7 @@ class TransactionLayer:
             if request.method == "ACK":
                 return [MessageDropped(request, peer, "ACK with an empty branch")]
             answer = make_response(request, 400, "Missing Transaction Identifier",
-                                   to_tag=secrets.token_hex(6))  # fmt: skip
+                                   to_tag=new_tag())  # fmt: skip
             return [SendMessage(answer, response_peer(request, peer))]
         key = self._server_key(request, via)
         entry = self._transactions.get(key)
@@ -926,13 +948,13 @@ class TransactionLayer:
             first = self._merged.get(merge_key)
             if first is not None and first != key and first in self._transactions:
                 # The same request by another path: a loop or a fork merging here (§8.2.2.2).
-                answer = make_response(request, 482, to_tag=secrets.token_hex(6))
+                answer = make_response(request, 482, to_tag=new_tag())
                 return self._apply(key, entry, tx.start() + tx.respond(answer), now, peer)
             self._merged[merge_key] = key
             self._merged_by_key[key] = merge_key
         if request.method == "CANCEL" and cancels is None:
             # RFC 3261 §9.2: nothing to cancel. Answer 481 here; the TU never sees it.
-            answer = make_response(request, 481, to_tag=secrets.token_hex(6))
+            answer = make_response(request, 481, to_tag=new_tag())
             return self._apply(key, entry, tx.start() + tx.respond(answer), now, peer)
         events.append(RequestReceived(request, key, peer, cancels))
         events += self._apply(key, entry, tx.start(), now, peer)
