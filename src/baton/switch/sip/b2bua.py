@@ -156,6 +156,21 @@ def resource_priority_for(priority: int, mapping: Mapping[str, int]) -> str | No
     """The ``Resource-Priority`` value to put on an outbound INVITE for ``priority``: the
     highest mapped value not above it, preferring the first namespace of the mapping. ``None``
     for the lowest level (a routine call carries no precedence)."""
+    key = (priority, tuple(mapping.items()))
+    if key in _PRECEDENCE:
+        return _PRECEDENCE[key]
+    value = _resource_priority_for(priority, mapping)
+    if len(_PRECEDENCE) < 1024:
+        _PRECEDENCE[key] = value
+    return value
+
+
+# (priority, the mapping's items) → the value: computed for every outbound INVITE, from a
+# mapping that is the switch's configuration (bounded all the same).
+_PRECEDENCE: dict[tuple[int, tuple[tuple[str, int], ...]], str | None] = {}
+
+
+def _resource_priority_for(priority: int, mapping: Mapping[str, int]) -> str | None:
     namespaces: list[str] = []
     for name in mapping:
         ns = name.partition(".")[0]

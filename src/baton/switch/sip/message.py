@@ -777,6 +777,9 @@ class PartialRequest:
 
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+# A control character in a head other than HTAB and a line break's CRLF or LF (a CR alone is
+# one: it stays inside a line).
+_HEAD_CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
 _LINE_SPLIT = re.compile(r"\r?\n")
 _STATUS_LINE = re.compile(r"SIP/([0-9]+\.[0-9]+) ([0-9]+)(?: (.*))?", re.IGNORECASE | re.DOTALL)
 _VERSION = re.compile(r"SIP/([0-9]+)\.([0-9]+)", re.IGNORECASE)
@@ -812,8 +815,11 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
     if len(start_line) > limits.max_line_bytes:
         raise SipParseError("Message Too Large (start line)", 513)
     is_response = start_line[:4].upper() == "SIP/"
+    # One search of the whole head instead of one per header value: without a control
+    # character anywhere (but the line breaks) no value can hold one.
+    careful = _HEAD_CTL.search(head) is not None
     try:
-        headers = _parse_header_lines(lines[1:], limits)
+        headers = _parse_header_lines(lines[1:], limits, careful)
     except SipParseError as exc:
         if is_response:
             exc.partial = None
@@ -834,7 +840,7 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
     return message
 
 
-def _parse_header_lines(lines: list[str], limits: ParserLimits) -> Headers:
+def _parse_header_lines(lines: list[str], limits: ParserLimits, careful: bool = True) -> Headers:
     """Unfold and split the header lines. On a bad line, the error carries the well-formed
     headers (as a :class:`PartialRequest`) so that the request can still be answered."""
     unfolded: list[str] = []
@@ -853,7 +859,7 @@ def _parse_header_lines(lines: list[str], limits: ParserLimits) -> Headers:
     max_headers = limits.max_headers
     for line in unfolded:
         try:
-            _parse_header_line(line, items)
+            _parse_header_line(line, items, careful)
         except SipParseError as exc:
             first_error = first_error or exc
         if len(items) > max_headers:
@@ -873,8 +879,9 @@ _NAMES: dict[str, tuple[str, bool]] = {}
 _LIST_SYNTAX = re.compile(r'[,"<]')
 
 
-def _parse_header_line(line: str, items: list[tuple[str, str]]) -> None:
-    """Append the value(s) of one unfolded header line to ``items``."""
+def _parse_header_line(line: str, items: list[tuple[str, str]], careful: bool = True) -> None:
+    """Append the value(s) of one unfolded header line to ``items`` (``careful``: the head
+    holds a control character, so look for one in this value)."""
     name, colon, value = line.partition(":")
     known = _NAMES.get(name)
     if known is None:
@@ -889,7 +896,7 @@ def _parse_header_line(line: str, items: list[tuple[str, str]]) -> None:
         raise SipParseError("Malformed header line")
     name, is_list = known
     value = value.strip(" \t")
-    if has_ctl(value):
+    if careful and has_ctl(value):
         raise SipParseError(f"Control character in {name} header")
     if is_list and value and _LIST_SYNTAX.search(value) is not None:
         parts = split_list(value)
