@@ -285,6 +285,9 @@ class EventBus:
         self._clock = clock
         self._seq = 0
         self._subscribers: list[Subscriber] = []
+        # The subscribers as a tuple, rebuilt when they change: publish() runs about 17 times
+        # per call and iterates over a snapshot (a subscriber may unsubscribe while called).
+        self._snapshot: tuple[Subscriber, ...] = ()
         self.history: deque[Event] = deque(maxlen=history)
 
     @property
@@ -296,11 +299,13 @@ class EventBus:
         event.seq = self._seq
         event.t = self._clock()
         self.history.append(event)
-        for sub in tuple(self._subscribers):
+        for sub in self._snapshot:
             try:
                 sub(event)
             except Exception as exc:  # a broken subscriber must not break the core
-                self._subscribers.remove(sub)
+                if sub in self._subscribers:
+                    self._subscribers.remove(sub)
+                    self._snapshot = tuple(self._subscribers)
                 if not isinstance(event, Problem):
                     self.publish(Problem(source="events", message=f"subscriber removed: {exc!r}"))
         return event
@@ -308,10 +313,12 @@ class EventBus:
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(event)`` for every future event; returns the unsubscribe function."""
         self._subscribers.append(callback)
+        self._snapshot = tuple(self._subscribers)
 
         def unsubscribe() -> None:
             if callback in self._subscribers:
                 self._subscribers.remove(callback)
+                self._snapshot = tuple(self._subscribers)
 
         return unsubscribe
 
