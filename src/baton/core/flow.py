@@ -81,6 +81,7 @@ class FlowSpec(Generic[R]):
         "hints",
         "name",
         "permission",
+        "positional",
         "priority",
         "signature",
     )
@@ -103,6 +104,9 @@ class FlowSpec(Generic[R]):
         #: The commands a running instance accepts (:meth:`Flow.send`), name -> description.
         self.commands: dict[str, str] = dict(commands or {})
         self.signature = inspect.signature(fn)
+        #: For starts with positional arguments only: the parameters after the session (all
+        #: positional-or-keyword) and how many are required; None if the signature has others.
+        self.positional = _positional(self.signature)
         #: The parameters' resolved type hints (read at the first start; None until then).
         self.hints: dict[str, Any] | None = None
         doc = inspect.getdoc(fn) or ""
@@ -923,12 +927,17 @@ def _bound(
     spec: FlowSpec[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> list[tuple[str, Any]]:
     """The flow's arguments by name (the session excluded); bad arguments fail at start."""
-    try:
-        bound = spec.signature.bind(None, *args, **kwargs)
-    except TypeError as exc:
-        raise FlowUsageError(f"bad arguments for flow {spec.name}: {exc}") from None
-    first = next(iter(spec.signature.parameters))
-    arguments = [(k, v) for k, v in bound.arguments.items() if k != first]
+    fast = spec.positional
+    if not kwargs and fast is not None and fast[1] <= len(args) <= len(fast[0]):
+        # What Signature.bind gives for such a start, without its cost (a flow per call).
+        arguments = list(zip(fast[0], args, strict=False))
+    else:
+        try:
+            bound = spec.signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise FlowUsageError(f"bad arguments for flow {spec.name}: {exc}") from None
+        first = next(iter(spec.signature.parameters))
+        arguments = [(k, v) for k, v in bound.arguments.items() if k != first]
     if spec.hints is None:
         try:
             spec.hints = typing.get_type_hints(spec.fn)
@@ -951,6 +960,16 @@ def _bound(
                     f"not {type(value).__name__} {value!r}"
                 )
     return arguments
+
+
+def _positional(signature: inspect.Signature) -> tuple[tuple[str, ...], int] | None:
+    params = list(signature.parameters.values())[1:]
+    if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
+        return None
+    required = sum(1 for p in params if p.default is inspect.Parameter.empty)
+    if any(p.default is inspect.Parameter.empty for p in params[required:]):
+        return None
+    return tuple(p.name for p in params), required
 
 
 def _wanted(hint: Any, value: Any) -> str | None:
