@@ -404,7 +404,14 @@ async def test_conference_commands_and_meeting_controls(tmp_path: Path) -> None:
         )
         assert_error(await c.delete("/api/meetings/nope"), 404, "unknown-meeting")
         async with a.client("obs1") as o:
-            assert_error(await o.delete(f"/api/meetings/{mid}/members/unit2"), 403, "forbidden")
+            err = assert_error(
+                await o.delete(f"/api/meetings/{mid}/members/unit2"), 403, "forbidden"
+            )
+            assert err["message"] == (
+                "role 'observer' may not kick members out of meetings (needs permission 'meeting')"
+            )
+            r = await o.put(f"/api/meetings/{mid}/members/unit1", json={"mode": "speak"})
+            assert "may not mute, unmute or set listen-only in meetings" in r.text
         assert (await c.delete(f"/api/meetings/{mid}/members/unit2")).status_code == 200
         await eventually(lambda: state(svc, "unit2") == "idle")
         assert (await c.delete(f"/api/meetings/{mid}")).json()["reply"] == "ended"

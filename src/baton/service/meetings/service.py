@@ -39,6 +39,14 @@ MODES: dict[str, tuple[MeetingMode, str]] = {
 }
 
 
+#: What each meeting control does, for a refusal ("role 'field' may not mute, unmute or …").
+_ACTIONS = {
+    "mode": "mute, unmute or set listen-only in meetings",
+    "kick": "kick members out of meetings",
+    "end": "end meetings",
+}
+
+
 class MeetingsService:
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -148,7 +156,7 @@ class MeetingsService:
         svc = self.service
         details = {"action": action, "user": user_id, "mode": mode}
         try:
-            self._check(principal, m, f"{action} in meetings")
+            self._check(principal, m, _ACTIONS.get(action, f"{action} in meetings"))
         except Forbidden as exc:
             svc.audit(
                 principal,
