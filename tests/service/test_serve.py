@@ -77,6 +77,31 @@ def test_command_line_overrides_keep_a_role_table_extending_its_builtin(tmp_path
     assert role.effective_scope == "centre"
 
 
+def test_the_banner_prints_no_sip_centres_password_even_on_virtual_phones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from baton.service.cli import _banner
+
+    class Run:
+        run_id = 1
+
+    data = {
+        "users": [{"id": "d", "password": "d-secret", "role": "dispatcher"}],
+        "sip": {"listen": ["udp:127.0.0.1:5060"]},
+    }
+    path = tmp_path / "site.toml"
+    path.write_text(to_toml(data))
+    args = build_parser().parse_args(["--config", str(path), "--sim"])
+    _banner(with_overrides(load_config(path), args), Run())
+    out = capsys.readouterr().out
+    assert "dispatcher login: d / (password: see the users' password keys in" in out
+    assert "d-secret" not in out
+    del data["sip"]
+    path.write_text(to_toml(data))
+    _banner(load_config(path), Run())  # made for virtual phones: shown
+    assert "dispatcher login: d / d-secret" in capsys.readouterr().out
+
+
 def test_check_reports_every_plugin_and_switch_problem_at_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -337,11 +337,13 @@ def _banner(config: Any, service: Any) -> None:
     ]
     positions = config.positions
     # Passwords are SIP credentials too: a SIP centre's are never printed (the start-up output
-    # ends up in logs); the built-in demo on virtual phones shows its dispatcher login.
+    # ends up in logs), not even when it runs on virtual phones (`--config site.toml --sim`);
+    # a centre made for virtual phones only shows its dispatcher login.
     secret_hint = f"the users' password keys in {config.source}"
     if positions:
         u = positions[0]
-        secret = u.password if config.switch == "sim" else f"(password: see {secret_hint})"
+        shown = config.switch == "sim" and not config.sip
+        secret = u.password if shown else f"(password: see {secret_hint})"
         lines.append(f"  dispatcher login: {u.id} / {secret}   ({u.display_name}, role {u.role})")
     if config.switch == "sip":
         sip = config.sip
