@@ -1,6 +1,6 @@
 """docs/service.md's error table stays true: every error id the service raises (a literal
-``id=`` given to an :class:`ApiError` subclass, or the class's default) is listed in the row of
-its HTTP status, so a client written from the docs knows every answer it can get."""
+``id=`` given to an :class:`ApiError` subclass or to a flow argument's ``ArgumentError``, or the
+default) is listed in the row of its HTTP status, so a client written from the docs knows every answer it can get."""
 
 from __future__ import annotations
 
@@ -29,15 +29,19 @@ def _raised() -> dict[tuple[int, str], list[str]]:
                 continue
             func = node.func
             name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-            cls = CLASSES.get(name or "")
-            if cls is None or cls is errors.ApiError:
-                continue
+            if name == "ArgumentError":  # a flow argument the API answers with 422
+                status, default = 422, "invalid-argument"
+            else:
+                cls = CLASSES.get(name or "")
+                if cls is None or cls is errors.ApiError:
+                    continue
+                status, default = cls.status, cls.default_id
             given = [k.value for k in node.keywords if k.arg == "id"]
             if given and not isinstance(given[0], ast.Constant):
                 continue  # an id passed through (the core's codes, a conversion's): not literal
-            ident = given[0].value if given else cls.default_id
+            ident = given[0].value if given else default
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
-            out.setdefault((cls.status, str(ident)), []).append(where)
+            out.setdefault((status, str(ident)), []).append(where)
     return out
 
 
@@ -68,5 +72,5 @@ def test_every_error_id_the_service_raises_is_in_the_docs_table() -> None:
 def test_the_scan_finds_the_ids() -> None:
     raised = _raised()
     assert (409, "already-exists") in raised and (403, "user-not-in-scope") in raised
-    assert (422, "bad-agent-state") in raised
+    assert (422, "bad-agent-state") in raised and (422, "unknown-prompt") in raised
     assert {403, 404, 409, 422} <= set(_documented())
