@@ -260,3 +260,16 @@ def test_a_centre_whose_only_user_is_bad_gets_that_users_problems_only(tmp_path:
     assert not any("at least 1 item" in p for p in found), found
     assert "groups[0].members[0]: unknown user 'ghost'" in found
     assert "recording.users[0]: unknown user 'zz'" in found
+
+
+def test_a_bad_key_is_named_once_not_also_as_missing(tmp_path: Path) -> None:
+    # The bad id is left out so the checks across tables still run; that must not add
+    # "users[0].id: field required" about an id the file does give.
+    data = config_data(tmp_path)
+    data["users"][0]["id"] = "a b"
+    data["users"][0]["numbers"] = ["12a"]
+    found = problems(data)
+    assert [p for p in found if p.startswith("users[0].")] == [
+        "users[0].id: string should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'",
+        "users[0].numbers: '12a' is not a dialable number (digits, *, #, +)",
+    ], found

@@ -566,20 +566,25 @@ def _repaired(data: dict[str, Any], exc: ValidationError, problems: list[str]) -
     its problem to ``problems``. None when it cannot be repaired: a bad list entry as a whole,
     or a missing key without a default or stand-in."""
     fixed = copy.deepcopy(data)
+    reported: set[tuple[int | str, ...]] = set()  # keys already named by a problem
     for _ in range(4):  # each round may uncover a table's own check, run once its keys pass
         for err in exc.errors():
             if _echo_of_bad_entries(err, data):
                 continue  # the entries' own errors are repaired: the count follows
+            reported.add(tuple(err["loc"]))
             if not _repair(fixed, err["loc"], err["type"] == "missing"):
                 return None
         try:
             return Config.model_validate(fixed)
         except ValidationError as again:
             exc = again
+            # A bad key just removed comes back as missing: its problem is said already
+            # (`users[0].id: string should match …`, not also `users[0].id: field required`).
             found = [
                 f"{format_loc(e['loc'])}: {_message(dict(e))}"
                 for e in exc.errors()
                 if not _echo_of_bad_entries(e, fixed)
+                and not (e["type"] == "missing" and tuple(e["loc"]) in reported)
             ]
             problems += [p for p in found if p not in problems]
     return None
