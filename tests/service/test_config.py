@@ -256,7 +256,7 @@ def test_a_centre_whose_only_user_is_bad_gets_that_users_problems_only(tmp_path:
     data["dispatch"] = {}
     data["meetings"] = []
     found = problems(data)
-    assert found[0].startswith("users[0].id: string should match pattern"), found
+    assert found[0].startswith("users[0].id: 'a b' is not a valid name: 1 to 64 letters"), found
     assert not any("at least 1 item" in p for p in found), found
     assert "groups[0].members[0]: unknown user 'ghost'" in found
     assert "recording.users[0]: unknown user 'zz'" in found
@@ -270,6 +270,7 @@ def test_a_bad_key_is_named_once_not_also_as_missing(tmp_path: Path) -> None:
     data["users"][0]["numbers"] = ["12a"]
     found = problems(data)
     assert [p for p in found if p.startswith("users[0].")] == [
-        "users[0].id: string should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'",
+        "users[0].id: 'a b' is not a valid name: 1 to 64 letters, digits, '_', '.' or '-', "
+        "starting with a letter or a digit",
         "users[0].numbers: '12a' is not a dialable number (digits, *, #, +)",
     ], found

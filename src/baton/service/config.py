@@ -509,6 +509,14 @@ def _message(err: dict[str, Any]) -> str:
     msg = msg.removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
         msg = "unknown key (misspelt?)"
+    if (
+        err.get("type") == "string_pattern_mismatch"
+        and (err.get("ctx") or {}).get("pattern") == ID_PATTERN
+    ):  # an id or a tenant: say the rule in words, not as a regular expression
+        msg = (
+            f"{err.get('input')!r} is not a valid name: 1 to 64 letters, digits, '_', '.' or "
+            "'-', starting with a letter or a digit"
+        )
     return msg[:1].lower() + msg[1:]
 
 
