@@ -282,6 +282,13 @@ def test_peer_lines_accept_only_the_edges_signature() -> None:
         "<sip:3102@127.0.0.1:5060>"
     ]
     assert switch._directory.secret_of("peer-1") is None
+    # Over TCP the edge's connections come from ports of its choosing: its host is the test.
+    tcp = parse_sip_config(
+        {"peers": {"edge": "tcp:127.0.0.1:5060", "secret": "s" * 20, "numbers": ["3"]}}
+    )
+    tcp_peers = SipSwitch(tcp, []).peers
+    assert tcp_peers is not None and tcp_peers.from_edge("127.0.0.1", 40000)
+    assert not tcp_peers.from_edge("127.0.0.2", 5060)
     with pytest.raises(SipConfigError) as bad:
         parse_sip_config({"peers": {"edge": "edge.example", "secret": "short", "numbers": []}})
     assert len(bad.value.problems) == 3

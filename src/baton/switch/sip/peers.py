@@ -76,7 +76,12 @@ class PeerLines:
         return [PeerLine(line) for line in self.lines]
 
     def from_edge(self, host: str, port: int) -> bool:
-        return (host, port) == (self.edge_host, self.edge_port)
+        """Whether a request whose bytes came from ``host:port`` came from the edge: over UDP
+        its listen address exactly; over TCP or TLS its host (a connection's port is the
+        edge's choice)."""
+        if host != self.edge_host:
+            return False
+        return port == self.edge_port or self.edge_transport != "udp"
 
     def contact(self, number: str) -> str:
         """The URI a call to ``number`` of another tenant is sent to: the edge."""
