@@ -12,10 +12,11 @@ import gc
 
 import pytest
 
-from baton.core import FlowUsageError, NotOwner, Priority
+from baton.core import FlowUsageError, NotOwner, Priority, Session, Tone, User, flow
 from baton.flows import (
     TransferOutcome,
     attended_transfer,
+    barge_in,
     blind_transfer,
     call,
     emergency_call,
@@ -332,4 +333,61 @@ async def test_blind_transfer_goes_on_when_the_transferor_is_taken_after_leaving
     w.start(emergency_call, w["d"], w["b"])
     assert await t.result() is TransferOutcome.TRANSFERRED
     assert w.hears("a") == {"c"}
+    w.assert_ok()
+
+
+@flow(priority=Priority.ROUTINE)
+async def _ringback_on(s: Session, d: User) -> None:
+    """Hold ``d`` and start a playback on its line (the switch is slow to carry it out)."""
+    await s.claim(d)
+    await s.dial(d)
+    await s.sleep(1)
+    await s.play(d, Tone("ringback"), loop=True)
+    await s.sleep(100)
+
+
+@pytest.mark.interaction("emergency_call", "call")
+async def test_emergency_target_hanging_up_then_rung_again_is_reached_not_left_silent() -> None:
+    """The target hangs up while the emergency takes it; before the emergency's second claim
+    (it waits for the dispatcher's slow preemption) another call rings the target again; that
+    claim takes the ringing call over. The target was treated as gone: it answered into a
+    line nobody bridged (dead air). It is reached like any target now."""
+    w = World("a", "d", "t", "x", latency={"clear": 0.3, "play": 1.5})
+    await _talking(w, "a", "t")
+    w.start(_ringback_on, w["d"])
+    await w.run(2.2)  # the playback on d is in flight: d's preemption clear queues behind it
+    e = w.start(emergency_call, w["d"], w["t"], ring=8.0)
+    await w.run(0.1)
+    w.sim.hang_up("t")
+    await w.run(0.4)
+    w.behave("t", answers(2))
+    w.start(call, w["t"], w["x"])  # t is rung again (it is this call's caller)
+    await w.run(5)
+    assert w.owner("t") == e.name
+    assert w.hears("t") == {"d"}
+    w.assert_ok()
+
+
+@pytest.mark.interaction("group_call", "barge_in")
+async def test_group_dispatcher_is_not_left_silent_when_a_barging_dispatcher_leaves() -> None:
+    """A supervisor barged into a group call's room; the last member hangs up (the group
+    dispatcher still hears the supervisor, so it declared nothing); then the supervisor
+    leaves: the group dispatcher sat in silence, told by nobody (found by a seeded mix on a
+    slow switch). The group call counts only its own members when it decides what its
+    dispatcher hears."""
+    w = World("d", "m", "sup")
+    g = w.start(group_call, w["d"], [w["m"]])
+    await w.run(3)
+    assert w.hears("d") == {"m"}
+    b = w.start(barge_in, w["sup"], w["m"])
+    await w.run(3)
+    assert w.hears("d") == {"m", "sup"}
+    w.sim.hang_up("m")
+    await w.run(1)
+    await b.send("leave")
+    await w.run(10)
+    assert not g.ended
+    assert w.problems() == []
+    g.send("end")
+    await g.result()
     w.assert_ok()

@@ -58,6 +58,11 @@ async def emergency_call(s: Session, dispatcher: User, target: User, ring: float
         gone = exc.user
         await s.claim(dispatcher, target, reason="emergency")
     s.note(f"EMERGENCY declared by {dispatcher.id} for {target.id}")
+    if gone is target and s.leg_of(target) is not None:
+        # it hung up, then another flow rang it again before the emergency's second claim
+        # took it over (with that ringing call): it is reached like any target, not waited for
+        s.note(f"{target.id} hung up as the emergency took it, and is ringing again")
+        gone = None
     if gone is target:
         await s.dial(dispatcher)
         s.note(f"{target.id} hung up as the emergency took it; waiting for redial or end")

@@ -67,11 +67,14 @@ class _Group:
         return [u for u in self.room.members if u is not self.dispatcher]
 
     def _heard_by_dispatcher(self) -> bool:
-        """Someone in the room the dispatcher hears (a dispatcher listening in, or a muted
-        member, is in the room but silent)."""
-        d = self.dispatcher
+        """A member of this call in the room whom the dispatcher hears (a muted or listening
+        member is in the room but silent). Only this call's own members count: a dispatcher
+        another flow joined to the room (a barge-in) leaves when that flow decides, telling
+        this one nothing — counted, its leaving would leave the dispatcher in silence."""
+        s, d = self.s, self.dispatcher
         return any(
             u is not d
+            and s.owns(u)
             and (
                 st.mode is MeetingMode.SPEAK
                 or (st.mode is MeetingMode.WHISPER and st.whisper_to is d)
