@@ -20,6 +20,7 @@ from baton.core import (
     Session,
     Superseded,
     SwitchFailed,
+    Tone,
     User,
     UserHungUp,
     flow,
@@ -398,4 +399,34 @@ async def test_a_command_racing_a_hang_up_tells_the_flow_the_user_hung_up() -> N
     w.sim.hang_up("b")
     await w.run(3)
     assert got == {"connect": "UserHungUp"}
+    w.assert_ok()
+
+
+@flow(priority=Priority.ROUTINE)
+async def _play_and_let_go(s: Session, u: User) -> None:
+    """Leave ``u`` released with media on its line (a playback): the next claimer clears it."""
+    await s.claim(u)
+    await s.dial(u)
+    await s.play(u, Tone("ringback"), loop=True)
+    s.release(u)
+
+
+@flow(priority=Priority.ROUTINE)
+async def _claim_and_serve(s: Session, u: User) -> str:
+    await s.claim(u)
+    await s.play(u, Tone("confirm"))
+    return "served"
+
+
+async def test_a_claim_whose_clean_up_clear_fails_is_granted_not_failed_while_held() -> None:
+    """A user let go with media on its line is cleared by the next claim. The switch failing
+    that clear made the claim raise SwitchFailed while the claimer held the user — a flow
+    told its claim failed does not serve the user, who sat in silence (found by the library
+    state machine: a PTT group holding a member it believed unreachable). The claim is granted,
+    as when a preemption's clear fails, and the failure is a problem event."""
+    w = World("u")
+    await w.start(_play_and_let_go, w["u"]).result()
+    w.sim.fail_next("clear")
+    assert await w.start(_claim_and_serve, w["u"]).result() == "served"
+    assert any(ev.kind == "problem" for ev in w.events)
     w.assert_ok()

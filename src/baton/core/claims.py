@@ -196,7 +196,13 @@ class ClaimProtocol:
             del self.pending[token]
         for rec in taken:  # a user released without clearing comes to us clean
             if rec.dirty and rec.live_leg is not None:
-                await self._m.clear(claimer, rec.user)
+                try:
+                    await self._m.clear(claimer, rec.user)
+                except SwitchFailed as exc:
+                    # granted all the same, as when a preemption's clear fails (step 5): the
+                    # claim is not a media command, and a claimer told "failed" while it holds
+                    # the user would never serve it (dead air)
+                    self._events.publish(Problem(source=f"claim:{rec.user.id}", message=str(exc)))
 
     def _claim_bound(self, recs: list[UserRecord], wait: float | None) -> float:
         """When a claim must have resolved by (invariant 10): its own patience, plus for each

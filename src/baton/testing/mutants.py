@@ -201,6 +201,16 @@ CATALOGUE: tuple[Mutant, ...] = (
         ),
     ),
     _m(
+        "claim_fails_on_cleanup_clear",
+        "core",
+        "a claim whose clean-up clear fails raises while the claimer holds the user",
+        (
+            "core/claims.py",
+            '                    self._events.publish(Problem(source=f"claim:{rec.user.id}", message=str(exc)))\n',
+            "                    raise  # MUTANT\n",
+        ),
+    ),
+    _m(
         "supersede_regardless_of_priority",
         "core",
         "a newer claim supersedes a preemption in progress whatever its priority",
@@ -266,8 +276,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "a user released with media on it reaches its next claimer unclean",
         (
             "core/claims.py",
-            "            if rec.dirty and rec.live_leg is not None:\n                await self._m.clear(claimer, rec.user)\n",
-            "            pass  # MUTANT\n",
+            "            if rec.dirty and rec.live_leg is not None:\n                try:\n",
+            "            if False:  # MUTANT\n                try:\n",
         ),
     ),
     # ---- the preemption protocol (invariant 3, steps 3-7)
