@@ -430,8 +430,8 @@ def peer_calls(rig: Rig, tenant: str, user: str) -> list[Any]:
 def test_a_call_between_tenants_crosses_shards_as_sip(rig: Rig) -> None:
     """acme (shard A) and bravo (shard B) call each other's numbers: A sends the call to the
     edge on a peer line, the edge signs it and routes it to B, B takes it on a peer line and
-    rings its user. Both calls are answered and bridged on both shards; the caller's hang-up,
-    on either side, ends both halves."""
+    rings its user. Both calls are answered and bridged on both shards; a hang-up on either
+    side — the caller's, on either tenant, or the callee's — ends both halves."""
     # a-unit1 (acme) → 3102 (bravo's b-unit2); then b-unit1 (bravo) → 2102 (acme's a-unit2).
     assert call(rig, "a-unit1", "3102", hold_ms=300) == 0
     assert call(rig, "b-unit1", "2102", hold_ms=300) == 0
@@ -446,6 +446,23 @@ def test_a_call_between_tenants_crosses_shards_as_sip(rig: Rig) -> None:
     )
     kamailio = next(p for p in rig.cluster.procs if p.name == "kamailio")
     assert re.search(r"INVITE 3102 -> set \d+", kamailio.output())  # routed by the callee
+    # The callee hangs up: a baresip phone of bravo, registered through the edge, answers and
+    # ends the call when its one-second sound file ends; acme's caller gets the BYE.
+    before = str(registration(rig, "b", "bravo", "b-unit1"))
+    phone = baresip(rig, "b-unit1", "-peer")
+    wait_for(
+        lambda: str(registration(rig, "b", "bravo", "b-unit1")) != before,
+        "b-unit1's phone registered through the edge",
+        20,
+    )
+    waits = sipp(
+        rig,
+        ["-sf", str(SCENARIOS / "uac_auth_call_wait_bye.xml"), "-s", "3101", "-key", "caller",
+         "a-unit1", "-au", "a-unit1", "-ap", "a-unit1-pw", "-m", "1"],
+    )  # fmt: skip
+    phone.send_signal(signal.SIGKILL)
+    phone.wait()
+    assert waits == 0, "acme's caller got no BYE when bravo's callee hung up"
 
 
 def forged_invite(rig: Rig, to: tuple[str, int], proof: str) -> int:
