@@ -358,5 +358,7 @@ def _banner(config: Any, service: Any) -> None:
         lines.append(f"    accounts: {accounts}")
         lines.append(f"    passwords: {secret_hint}")
     else:
-        lines.append("  virtual phones: drive them from the console (Phones panel) or /api/sim")
+        lines.append(
+            "  virtual phones: drive them from the console (the Virtual phone panel) or /api/sim"
+        )
     print("\n".join(lines) + "\n", flush=True)
