@@ -571,3 +571,33 @@ async def test_a_position_provisioned_over_the_api_is_recorded(tmp_path: Path) -
         assert (rec["user_id"], rec["reasons"], rec["status"]) == ("disp9", ["position"], "ok")
     finally:
         await svc.stop()
+
+
+@pytest.mark.realtime
+async def test_a_queue_overflow_message_is_kept_in_a_fresh_recordings_folder(
+    tmp_path: Path,
+) -> None:
+    # The recordings folder does not exist before the first start, and no voice-logged call
+    # has made it: the queue's overflow message must still be recorded, not fail the call.
+    dispatch = {
+        "number": "100",
+        "queue_timeout": 0.3,
+        "overflow": "message",
+        "agent_state": "logged_out",
+    }
+    data = config_data(tmp_path, dispatch=dispatch)
+    assert not (tmp_path / "recordings").exists()
+    svc = Service(parse_config(data, "test"), hasher=FAST_HASHER, grace=1.0)
+    await svc.start()
+    try:
+        assert (tmp_path / "recordings").is_dir()
+        assert svc.sim is not None
+        svc.sim.call_in("unit1", "100")
+        await eventually(lambda: svc.sim is not None and svc.sim.recordings, what="the message")
+        (rec,) = svc.sim.recordings.values()
+        assert "dispatch-unit1-" in rec.path
+        svc.sim.hang_up("unit1")
+        await eventually(lambda: not svc.manager.flows, what="the queued call's end")
+        assert list((tmp_path / "recordings").glob("dispatch-unit1-*.wav"))
+    finally:
+        await svc.stop()

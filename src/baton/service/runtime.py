@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from argon2 import PasswordHasher
@@ -253,6 +254,14 @@ class Service:
             self.manager.add_user(User(line, name=f"peer line {line}"))
         self._make_positions()
         self.positions.restore(agent_states)
+        # The folder every recording goes to — the queue's overflow messages and the flows'
+        # own, not only the voice logger's (which makes its dated folders itself): a missing
+        # folder would lose a caller's message. One it cannot make fails each recording,
+        # which raises its own alarm.
+        try:
+            await asyncio.to_thread(Path(self.config.recordings).mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            log.error("cannot make the recordings folder %s: %s", self.config.recordings, exc)
         self._make_voicelog()
         self._make_queue()
         self.manager.router = Router(
