@@ -44,16 +44,13 @@ class FakeTransport(SipTransport):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._bound([ListenAddress(a.transport, a.host, a.port or 5060) for a in self._listen])
 
     async def close(self) -> None:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    @property
-    def addresses(self) -> list[ListenAddress]:
-        return [ListenAddress(a.transport, a.host, a.port or 5060) for a in self._listen]
 
     def _send(self, data: bytes, peer: Peer, key: object) -> None:
         self.sent.append((parse_message(data), peer))

@@ -352,7 +352,8 @@ class LegBook:
         policy = self.directory.srtp.get(user, self.config.srtp)
         key = srtp.new_key() if policy != "off" else None
         web = None
-        if any(a.transport in ("ws", "wss") for a in self.transport.addresses):
+        transports = self.transport.transports
+        if "ws" in transports or "wss" in transports:
             web = WebRtcLocal(*new_ice_credentials(), self.media.dtls_fingerprint)
         return LocalMedia(host, port, srtp=policy, srtp_key=key, webrtc=web, offer_webrtc=browser)
 

@@ -130,7 +130,7 @@ class Outbound:
             return
         if not route and isinstance(binding.flow, Peer) and binding.flow.reliable and peer.reliable:
             peer = binding.flow  # reuse the connection the phone registered over
-        if peer.transport not in {a.transport for a in book.transport.addresses}:
+        if peer.transport not in book.transport.transports:
             log.warning("user %s: contact %s needs %s, which Baton does not listen on",
                         leg.user, binding.contact_text, peer.transport)  # fmt: skip
             leg.failures.append(Cause.UNREACHABLE)

@@ -64,7 +64,7 @@ import logging
 import secrets
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -382,6 +382,10 @@ class SipTransport:
         # The UDP socket each recent peer talked to us on: answers leave from the same address.
         self._udp_route: collections.OrderedDict[Peer, _Udp] = collections.OrderedDict()
         self._servers: list[tuple[ListenAddress, asyncio.Server]] = []
+        # The bound addresses, and the first by transport: read several times per call, and
+        # they change only at start and close (see _bound).
+        self._addresses: list[ListenAddress] = []
+        self._by_transport: dict[str, ListenAddress] = {}
         self._connections: dict[Peer, _Tcp] = {}
         self._pending: dict[Peer, list[tuple[bytes, TransactionKey | None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -409,6 +413,7 @@ class SipTransport:
                                 socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RECEIVE_BUFFER
                             )
                     self._udp.append((ListenAddress("udp", address.host, bound[1]), protocol))
+                    self._bound([a for a, _ in self._udp] + [a for a, _ in self._servers])
                 else:
                     kind = address.transport
                     server = await loop.create_server(
@@ -421,6 +426,7 @@ class SipTransport:
                     )  # fmt: skip
                     bound = server.sockets[0].getsockname()
                     self._servers.append((ListenAddress(kind, address.host, bound[1]), server))
+                    self._bound([a for a, _ in self._udp] + [a for a, _ in self._servers])
         except BaseException:
             await self.close()
             raise
@@ -452,18 +458,31 @@ class SipTransport:
         self._udp.clear()
         self._udp_route.clear()
         self._servers.clear()
+        self._bound([])
         self._connections.clear()
+
+    def _bound(self, addresses: list[ListenAddress]) -> None:
+        """The bound addresses are now these (in the order of the listen list)."""
+        self._addresses = addresses
+        self._by_transport = {}
+        for a in addresses:
+            self._by_transport.setdefault(a.transport, a)
 
     @property
     def addresses(self) -> list[ListenAddress]:
         """The bound addresses (with the real port where 0 was asked for)."""
-        return [a for a, _ in self._udp] + [a for a, _ in self._servers]
+        return list(self._addresses)
+
+    @property
+    def transports(self) -> Collection[str]:
+        """The transports Baton listens on (``udp``, ``tcp``, ``ws``...)."""
+        return self._by_transport.keys()
 
     def address(self, transport: str) -> ListenAddress:
-        for candidate in self.addresses:
-            if candidate.transport == transport:
-                return candidate
-        raise LocalProtocolError(f"not listening on {transport}")
+        candidate = self._by_transport.get(transport)
+        if candidate is None:
+            raise LocalProtocolError(f"not listening on {transport}")
+        return candidate
 
     def contact(self, user: str, transport: str = "udp") -> str:
         """A Contact value for ``user`` at our ``transport`` address."""
