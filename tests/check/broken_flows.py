@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from baton.core import BatonError, FlowInterrupted, Priority, Session, User, flow
+from baton.core import P2P, BatonError, FlowInterrupted, Priority, Session, User, flow
 
 
 async def _talking(s: Session, a: User, b: User) -> bool:
@@ -70,3 +70,16 @@ async def stubborn_flow(s: Session, a: User, b: User) -> None:
     except FlowInterrupted:
         pass  # the mistake: ignoring the notice
     await s.play(a, "confirm")
+
+
+@flow(priority=Priority.ROUTINE)
+async def done_with_b(s: Session, a: User, b: User, c: User) -> None:
+    """Not broken: hangs ``b`` up (it keeps holding it, as a blind transfer keeps its
+    transferor for a recall), then connects ``a`` and ``c``. Losing ``b`` after that, while
+    the bridge is on its way, harms nothing."""
+    await s.claim(a, b, c)
+    for u in (a, b, c):
+        await s.dial(u)
+    await s.hangup(b)
+    await s.connect(a, c)
+    s.settle(P2P(a, c))

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import pytest
-from broken_flows import abandoning_flow, careless_compensation, deaf_flow, stubborn_flow
+from broken_flows import (
+    abandoning_flow,
+    careless_compensation,
+    deaf_flow,
+    done_with_b,
+    stubborn_flow,
+)
 
 from baton.core import FlowSpec
 from baton.flows import LIBRARY, emergency_call
+from baton.testing import World
 from baton.testing.check import (
     Perturbation,
     Schedule,
+    _mistakes,
     check_flow,
     default_against,
     parse_schedule,
@@ -73,3 +81,20 @@ def test_cli_reports_the_shortest_schedule_and_how_to_replay(
     assert "shortest failing schedule: @" in out
     assert "replay: baton check broken_flows:stubborn_flow --seed" in out
     assert main(["call", "--budget", "5"]) == 0
+
+
+async def test_losing_a_user_the_flow_had_hung_up_is_not_a_mistake() -> None:
+    """A user the flow hung up itself and still holds is taken while the flow bridges the
+    others (its notice is pending when the flow completes): no "was never told" finding —
+    the flow was done with that call (the false positive an adversarial run found in both
+    transfers and pickup)."""
+    w = World("a", "b", "c", "boss", latency={"bridge": 0.5})
+    f = w.start(done_with_b, w["a"], w["b"], w["c"])
+    while w.sim.leg_of("b") is not None or not w.kinds("media"):
+        await w.run(0.1)
+    await w.run(0.1)  # the bridge of a and c is in flight
+    w.start(emergency_call, w["boss"], w["b"])
+    await f.result()
+    assert [ev.user for ev in w.kinds("flow.notified") if ev.flow == f.name] == ["b"]  # type: ignore[attr-defined]
+    assert not [m for m in _mistakes(w.events, f) if "never told" in m.message]
+    await w.run(30)

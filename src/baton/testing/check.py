@@ -76,6 +76,7 @@ from baton.core.events import (
     FlowStarted,
     LegCollected,
     LegStateChanged,
+    NoticeKind,
     OwnerChanged,
 )
 from baton.core.ops import CURRENT_OP, Op
@@ -434,17 +435,25 @@ def _mistakes(events: list[Event], flow: Flow) -> list[Finding]:
     # as if it still had the user. (Losing a user in the very instant a flow returns is a benign
     # race, not a mistake.)
     end = next((ev.t for ev in events if isinstance(ev, FlowEnded) and ev.flow == name), None)
+    # Nor is a user taken from the flow after it had hung that user up itself (a transferor
+    # that left, a picked-up call's ringing leg): it was done with that user's call, and
+    # nothing it did afterwards could have gone wrong for not knowing.
     undelivered = {n.user.id for n in flow._pending}
-    pending = {
-        ev.user
-        for ev in events
-        if isinstance(ev, FlowNotified)
-        and ev.flow == name
-        and ev.via == "pending"
-        and ev.user in undelivered
-        and end is not None
-        and ev.t < end
-    }
+    line_up: dict[str, bool] = {}  # user -> has a live leg, by the events so far
+    pending: set[str] = set()
+    for ev in events:
+        if isinstance(ev, LegStateChanged):
+            line_up[ev.user] = ev.state != "ended"
+        elif (
+            isinstance(ev, FlowNotified)
+            and ev.flow == name
+            and ev.via == "pending"
+            and ev.user in undelivered
+            and end is not None
+            and ev.t < end
+            and (line_up.get(ev.user, False) or ev.notice is NoticeKind.HUNG_UP)
+        ):
+            pending.add(ev.user)
     if pending and flow.outcome == "completed":
         users = ", ".join(sorted(pending))
         found.append(
