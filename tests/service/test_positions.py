@@ -301,6 +301,8 @@ async def test_an_emergency_alarm_is_acknowledged_once_and_audited(tmp_path: Pat
         async with a.client("sup1") as s:
             err = assert_error(await s.post(ack), 409, "already-acknowledged")
             assert err["message"] == "disp1 has already acknowledged this emergency"
+            assert err["details"]["acknowledged_by"] == "disp1"  # for a client, not only a human
+            assert err["details"]["acknowledged_at"] == r.json()["acknowledged_at"]
             await svc.journal.sync()
             audit = (await s.get("/api/audit", params={"action": "emergency.ack"})).json()
             assert [(e["principal"], e["target"]) for e in audit] == [("disp1", alarm["flow"])]

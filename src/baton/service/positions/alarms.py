@@ -127,11 +127,17 @@ class Alarms:
     def acknowledge(self, flow: str, by: str, role: str | None = None) -> dict[str, Any]:
         f = next((x for x in self.active() if x.name == flow), None)
         if f is None:
-            raise NotFound(f"no emergency {flow!r} is going on", id="unknown-emergency")
+            raise NotFound(
+                f"no emergency {flow!r} is going on",
+                id="unknown-emergency",
+                details={"flow": flow},
+            )
         if flow in self._acks:
-            who = self._acks[flow][0]
+            who, at = self._acks[flow]
             raise Conflict(
-                f"{who} has already acknowledged this emergency", id="already-acknowledged"
+                f"{who} has already acknowledged this emergency",
+                id="already-acknowledged",
+                details={"acknowledged_by": who, "acknowledged_at": iso(at)},
             )
         self._acks[flow] = (by, self.wallclock())
         timer = self._timers.pop(flow, None)
@@ -195,11 +201,12 @@ class Alarms:
     def acknowledge_fault(self, alarm: str, by: str, role: str | None = None) -> dict[str, Any]:
         f = self._faults.get(alarm)
         if f is None:
-            raise NotFound(f"no alarm {alarm!r}", id="unknown-alarm")
+            raise NotFound(f"no alarm {alarm!r}", id="unknown-alarm", details={"alarm": alarm})
         if "acknowledged_by" in f:
             raise Conflict(
                 f"{f['acknowledged_by']} has already acknowledged this alarm",
                 id="already-acknowledged",
+                details={k: f[k] for k in ("acknowledged_by", "acknowledged_at")},
             )
         f["acknowledged_by"] = by
         f["acknowledged_at"] = iso(self.wallclock())
