@@ -55,6 +55,7 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 TTL = 3.0
 #: Calls up in acme when its shard is killed (each a pair of users).
 PAIRS = 20
+METRICS_TOKEN = "cluster-test-metrics-token"
 
 for tool in ("etcd", "kamailio", "kamcmd", "sipp", "baresip"):
     if shutil.which(tool) is None:
@@ -285,6 +286,16 @@ def registration(rig: Rig, shard: str, tenant: str, user: str) -> Any:
         return got.json()["registration"]
 
 
+def rtp_in(rig: Rig, shard: str, tenant: str) -> float:
+    """RTP packets the tenant's switch on ``shard`` has received (its ``/metrics``)."""
+    with httpx.Client(base_url=f"http://{rig.apis[(shard, tenant)]}", timeout=30) as http:
+        text = http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
+    for line in text.splitlines():
+        if line.startswith("baton_switch_rtp_packets_in_total"):
+            return float(line.split()[-1])
+    raise AssertionError(f"no RTP count in /metrics:\n{text[:2000]}")
+
+
 def log_time(proc: Proc, pattern: str) -> float:
     """The wall time of the first log line of ``proc`` matching ``pattern``."""
     for line in proc.output().splitlines():
@@ -327,8 +338,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             files[tenant] = root / f"{tenant}.toml"
             # acme's numbers start with 2, bravo's with 3: each sends the other's to the edge.
             peers = (f"udp:127.0.0.1:{edge_port}", cluster.peer_secret, ["3" if i == 0 else "2"])
+            extra = f'\n[api]\nmetrics_token = "{METRICS_TOKEN}"\n'
             files[tenant].write_text(
-                tenant_toml(tenant, databases[tenant], users=users, peers=peers)
+                tenant_toml(tenant, databases[tenant], users=users, peers=peers, extra=extra)
             )
         apis: dict[tuple[str, str], str] = {}
         sips: dict[tuple[str, str], int] = {}
@@ -455,6 +467,7 @@ def test_a_call_between_tenants_crosses_shards_as_sip(rig: Rig) -> None:
         "b-unit1's phone registered through the edge",
         20,
     )
+    heard = rtp_in(rig, "a", "acme")
     waits = sipp(
         rig,
         ["-sf", str(SCENARIOS / "uac_auth_call_wait_bye.xml"), "-s", "3101", "-key", "caller",
@@ -463,6 +476,11 @@ def test_a_call_between_tenants_crosses_shards_as_sip(rig: Rig) -> None:
     phone.send_signal(signal.SIGKILL)
     phone.wait()
     assert waits == 0, "acme's caller got no BYE when bravo's callee hung up"
+    # The media crossed the shards: only the phone of bravo sent sound (SIPp sends none), and
+    # shard A received it on its peer leg — a second of 20 ms packets, give or take.
+    crossed = rtp_in(rig, "a", "acme") - heard
+    print(f"RTP packets from bravo's phone received by shard A: {crossed:.0f}")
+    assert crossed >= 25
 
 
 def forged_invite(rig: Rig, to: tuple[str, int], proof: str) -> int:
