@@ -10,6 +10,7 @@ import pytest
 from baton.core import Priority
 from baton.service.cli import DEMO_CONFIG
 from baton.service.config import ConfigError, load_config, parse_config, parse_priority
+from baton.service.switches import sim_behaviour
 
 from .helpers import config_data, make_config
 
@@ -274,3 +275,13 @@ def test_a_bad_key_is_named_once_not_also_as_missing(tmp_path: Path) -> None:
         "starting with a letter or a digit",
         "users[0].numbers: '12a' is not a dialable number (digits, *, #, +)",
     ], found
+
+
+def test_a_phone_table_without_its_own_delay_answers_after_the_sims(tmp_path: Path) -> None:
+    data = config_data(tmp_path, sim={"answer_after": 0.2})
+    data["users"][4]["sim"] = {"hangup_after": 10}  # unit1: hangs up, answers as [sim] says
+    data["users"][5]["sim"] = {"answer_after": 4}  # unit2: its own delay
+    config = parse_config(data)
+    unit1, unit2 = config.users[4], config.users[5]
+    assert sim_behaviour(unit1.sim, config.sim.answer_after).answer_after == 0.2
+    assert sim_behaviour(unit2.sim, config.sim.answer_after).answer_after == 4

@@ -131,8 +131,9 @@ def sim_behaviour(phone: SimPhoneConfig | None, default_answer_after: float) -> 
         b = rejects()
     elif phone.behaviour == "unreachable":
         b = unreachable()
-    else:
-        b = answers(phone.answer_after)
+    else:  # the phone's own delay if its table sets one, else [sim] answer_after
+        given = "answer_after" in phone.model_fields_set
+        b = answers(phone.answer_after if given else default_answer_after)
     if phone.hangup_after is not None:
         b = b.then_hangs_up(phone.hangup_after)
     return b
