@@ -479,7 +479,7 @@ async def test_call_records_with_filters_and_flow_traces(tmp_path: Path) -> None
 async def test_recordings_are_indexed_and_downloaded_only_from_their_folder(tmp_path: Path) -> None:
     async with api(tmp_path, "disp1", "obs1") as (svc, a), a.client("disp1") as c:
         folder = svc.config.recordings
-        folder.mkdir(parents=True)
+        assert folder.is_dir()  # made at start
         wav = folder / "r1.wav"
         wav.write_bytes(b"RIFF....WAVE")
         outside = tmp_path / "secret.wav"
