@@ -347,6 +347,11 @@ snd_path\t\t{home / "heard"}
     def count(self, event_type: str) -> int:
         return sum(1 for e in self.events if e.get("type") == event_type)
 
+    def keys(self) -> str:
+        """The key presses this phone received in its calls (RFC 4733 events), in order."""
+        return "".join(str(e.get("param", "")) for e in self.events
+                       if e.get("type") == "CALL_DTMF_START")  # fmt: skip
+
     async def aclose(self) -> None:
         if self._writer is not None:
             self._writer.close()

@@ -1,10 +1,12 @@
 """The console's dial pad in headless Chromium against ``baton serve`` on the SIP switch: the
-dispatcher types a number and calls it from the page — the browser offers WebRTC (Baton
-answers as ICE-lite DTLS server), digest included — and each side hears exactly the other. A
-number that is no number is refused in the page; a number nobody has fails with the reason in
-words; Hang up while the number rings cancels the call. In a call, the dial pad's keys are RFC 4733 key presses that Baton's flows read: the
-dispatcher dials a push-to-talk group, takes the floor with ``*`` and gives it back with ``#``,
-and the phone in the group hears the dispatcher only while the dispatcher holds the floor."""
+dispatcher types a number and calls it from the page — the browser offers WebRTC (Baton answers
+as ICE-lite DTLS server), digest included — and each side hears exactly the other. A number
+that is no number is refused in the page; a number nobody has fails with the reason in words;
+Hang up while the number rings cancels the call. In a call, the dial pad's keys are RFC 4733
+key presses: a desk phone in a call with the page receives them as its own key presses, and
+Baton's flows read them — the dispatcher dials a push-to-talk group, takes the floor with ``*``
+and gives it back with ``#``, and the phone in the group hears the dispatcher only while the
+dispatcher holds the floor."""
 
 from __future__ import annotations
 
@@ -68,6 +70,12 @@ async def test_the_dispatcher_dials_from_the_page_and_presses_keys(tmp_path: Pat
                 await expect(error).to_have_text("")
                 await wait_until(lambda: unit1.saw("CALL_ESTABLISHED"), 10)
                 await hears(page, [PHONE])
+                # A key pressed on the page reaches the desk phone as its own key press: the
+                # call is mixed (the page's Opus, unit1's G.711), so Baton sends it again as an
+                # RFC 4733 event of unit1's call (docs/sip.md: key presses from browsers).
+                await page.click('#bp-dial .keys button[data-key="5"]')
+                await expect(page.locator("#bp-sent")).to_have_text("sent: 5")
+                await wait_until(lambda: unit1.keys() == "5", 10)
                 await asyncio.sleep(1.0)  # the phone hears the page for a while
                 await page.click("#bp-hangup")
                 await expect(state).to_have_attribute("data-state", "ready")
