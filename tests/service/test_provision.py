@@ -133,7 +133,10 @@ async def test_only_a_provisioner_may_and_bad_input_is_a_clear_4xx(tmp_path: Pat
 async def test_removing_a_user_in_a_call_is_refused_saying_why(tmp_path: Path) -> None:
     async with centre(tmp_path) as a, a.client("adm1") as c:
         svc = a.svc
-        assert (await login(a, "unit2", "unit2-pw")).status_code == 200
+        r = await login(a, "unit2", "unit2-pw")
+        assert r.status_code == 200
+        session = r.json()["token"].split("_")[1]
+        stream = svc.auth.watch(session)  # what an event stream opened with it waits on
         async with a.client("disp1") as d:
             r = await d.post(
                 "/api/flows", json={"flow": "call", "args": {"caller": "disp1", "callee": "unit2"}}
@@ -155,6 +158,9 @@ async def test_removing_a_user_in_a_call_is_refused_saying_why(tmp_path: Path) -
         assert "unit2" not in svc.sim.phones  # type: ignore[union-attr]
         async with a.client("unit2") as gone:
             assert_error(await gone.get("/api/me"), 401)
+        # Its sessions are revoked, so its open event streams close (token-revoked).
+        assert stream.is_set()
+        assert all(t.revoked_at is not None for t in await svc.auth.list_tokens("unit2"))
         assert_error(await login(a, "unit2", "unit2-pw"), 401, "bad-credentials")
         async with a.client("disp1") as d:
             r = await d.post("/api/sim/phones/unit1/dial", json={"to": "1002"})

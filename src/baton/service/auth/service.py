@@ -453,5 +453,14 @@ class Auth:
             "revoke",
         )
 
+    async def revoke_user(self, user_id: str) -> int:
+        """End every session and token of ``user_id`` (a user removed from the directory): they
+        stop working, they are listed as revoked, and the event streams opened with them close
+        (``token-revoked``). Returns how many were live."""
+        live = [t for t in await self.list_tokens(user_id) if t.revoked_at is None]
+        for t in live:
+            await self.revoke(t.id)
+        return len(live)
+
     def info(self) -> dict[str, Any]:
         return {"cached_tokens": len(self._cache)}

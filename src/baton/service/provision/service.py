@@ -271,6 +271,10 @@ class Provisioning:
                     svc.apply_directory(old)
                 raise
             await svc.journal.sync()  # the audit entry, queued after the write
+            # A removed user's sessions and tokens end, and with them its open event streams
+            # (which would otherwise go on showing it the centre's events).
+            for uid in {u.id for u in old.users} - {u.id for u in new.users}:
+                await svc.auth.revoke_user(uid)
 
     def _check(self, principal: Principal, kind: str, id: str, old: Config, new: Config) -> None:
         if not new.users:
