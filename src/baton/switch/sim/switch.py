@@ -125,6 +125,10 @@ def _upper(latency: Latency) -> float:
     return latency[1] if isinstance(latency, tuple) else float(latency)
 
 
+#: The least gap between two commands (or two events) of one leg, so that they land in the
+#: order they were issued (seconds).
+_AFTER = 1e-6
+
 #: How long each named tone lasts when played once without an explicit duration (seconds).
 TONE_SECONDS: dict[str, float] = {
     "ringback": 6.0,
@@ -332,7 +336,8 @@ class SimSwitch(Switch):
             return
         key = getattr(event, "leg", None) or getattr(event, "playback", None) or "rec"
         now = self.loop.time()
-        at = max(now + delay, self._event_due.get(key, 0.0))
+        due = self._event_due.get(key)
+        at = now + delay if due is None else max(now + delay, due + _AFTER)  # (in order: _do)
         self._event_due[key] = at
         listener = self._listener
 
@@ -376,7 +381,10 @@ class SimSwitch(Switch):
             if failure is not None:
                 raise SwitchError(f"sim: {command}: {failure}")
             return effect()
-        at = max([now + delay, *(self._due.get(k, 0.0) for k in keys)])
+        # strictly after what is due on the same leg or room: the loop's timer heap does not
+        # keep equal deadlines in the order they were set (a hang-up landing before the
+        # originate it follows would leave a ghost call at the switch)
+        at = max([now + delay, *(self._due[k] + _AFTER for k in keys if k in self._due)])
         for k in keys:
             self._due[k] = at
         fut: asyncio.Future[T] = self.loop.create_future()
