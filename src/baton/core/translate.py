@@ -21,6 +21,7 @@ An event about a leg the core no longer knows (it ended the leg first) is ignore
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from baton.core.events import DtmfDigit, NoticeKind, OpInterrupted, Problem
@@ -130,10 +131,20 @@ class SwitchEvents:
                 m.events.publish(Problem(source="router", message=repr(exc)))
 
     async def _reject(self, leg_id: str, cause: Cause) -> None:
-        try:
-            await self._m.switch.hangup(leg_id, cause, None)
-        except SwitchError as exc:
-            self._m.events.publish(Problem(source=f"reject:{leg_id}", message=str(exc)))
+        """Refuse an inbound call the core will not take. A switch that fails is asked once
+        more a second later, as for the collector's hang-ups: otherwise the caller's phone
+        would ring on in a call the core never knew of."""
+        m = self._m
+        for attempt in range(2):
+            try:
+                async with asyncio.timeout(m.command_timeout):
+                    await m.switch.hangup(leg_id, cause, None)
+                return
+            except (SwitchError, TimeoutError) as exc:
+                message = str(exc) or f"no answer within {m.command_timeout} s"
+                m.events.publish(Problem(source=f"reject:{leg_id}", message=message))
+            if attempt == 0:
+                await asyncio.sleep(1.0)
 
     def user_gone(self, rec: UserRecord, cause: Cause) -> None:
         """The user's leg ended from their side: tell the owner, release the user (inv. 7)."""

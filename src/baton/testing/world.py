@@ -192,7 +192,17 @@ class World:
         found += check_event_order(self.events)
         if quiescent:
             found += check_quiescent(self.manager)
+            found += self._ghosts()
         return found
+
+    def _ghosts(self) -> list[str]:
+        """Calls the switch still has that the core does not know of (invariant 8 at the
+        switch: a phone in a call nobody will ever end)."""
+        return [
+            f"inv8: the switch still has {leg.id} of {leg.user} ({leg.state}), unknown to the core"
+            for leg in self.sim.legs.values()
+            if leg.state != "ended" and self.manager.find_leg(leg.id) is None
+        ]
 
     def assert_ok(self, *, quiescent: bool = False) -> None:
         """Fail with every violation found (see :meth:`problems`)."""
