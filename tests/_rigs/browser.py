@@ -3,7 +3,7 @@
 A test serves Baton on the SIP switch with a ``ws:`` listener (:func:`sip_config`), starts
 baresip phones (``_rigs.sip.Baresip``) and a Chromium whose fake microphone plays a tone of its
 own (:func:`chromium`), logs a dispatcher in (:func:`login`) and turns the page's phone on
-(:func:`phone_on`). What the page hears is read from its WebAudio analyser
+(:func:`phone_on`) — :func:`console` does all of it for a test. What the page hears is read from its WebAudio analyser
 (``BatonPhone.levels`` / ``heard`` / ``peaks``); what a phone heard is its recording, cut in
 windows (:func:`windows`). Waits are bounded; the only sleeps are the polling of a real browser
 and the short stretches in which real phones must hear something.
@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import statistics
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ import numpy as np
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from _rigs.audio import write_tone
-from _rigs.sip import rtp_range
+from _rigs.sip import Baresip, free_port, rtp_range
 from baton.switch.media import analysis
 from service.helpers import PASSWORDS
+from service.server import Server, serve
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -37,6 +39,7 @@ ARGS = [
 PAGE, PHONE, PHONE2 = 500.0, 780.0, 1170.0  # the page's microphone tone, the phones'
 HOLD = 600.0  # Baton's hold tone (docs/sip.md: tones)
 CANDIDATES = [PAGE, PHONE, PHONE2]
+TONES = {"unit1": PHONE, "unit2": PHONE2}  # what each phone's microphone plays
 
 
 def sip_config(
@@ -96,6 +99,56 @@ async def phone_on(page: Page) -> Locator:
     await page.click("#bp-start")
     await expect(state).to_have_attribute("data-state", "ready")
     return state
+
+
+@dataclass
+class Console:
+    """A dispatcher's console in a page, its phone on, beside baresip phones (:func:`console`)."""
+
+    server: Server
+    udp: int  # Baton's SIP port
+    browser: Browser
+    page: Page
+    state: Locator  # the page phone's state line
+    units: list[Baresip]  # the phones, in the order asked for
+    errors: list[str] = field(default_factory=list)  # the page's script errors
+
+    def unit(self, user: str) -> Baresip:
+        return next(u for u in self.units if u.user == user)
+
+
+@contextlib.asynccontextmanager
+async def console(
+    tmp_path: Path,
+    phones: Sequence[str] = ("unit1",),
+    *,
+    groups: list[Any] | None = None,
+    role: str = "dispatcher",
+    ringing: Collection[str] = (),
+) -> AsyncIterator[Console]:
+    """``baton serve`` on the SIP switch (:func:`sip_config`), a baresip phone for each of
+    ``phones`` playing its tone from :data:`TONES` (answering by itself unless in ``ringing``),
+    and a Chromium with disp1 logged in and the page's phone ready. The phones are stopped on
+    the way out and keep what they heard (``Baresip.heard``)."""
+    udp, ws = free_port(), free_port()
+    with serve(tmp_path, **sip_config(udp, ws, groups, role)) as server:
+        units = [
+            Baresip(tmp_path / u, u, PASSWORDS[u], udp,
+                    tone=write_tone(tmp_path / f"{u}.wav", TONES[u]),
+                    auto_answer=u not in ringing)
+            for u in phones
+        ]  # fmt: skip
+        async with chromium(tmp_path) as browser:
+            try:
+                for unit in units:
+                    await unit.start()
+                errors: list[str] = []
+                page = await login(browser, server.base, errors)
+                state = await phone_on(page)
+                yield Console(server, udp, browser, page, state, units, errors)
+            finally:
+                for unit in units:
+                    await unit.aclose()
 
 
 async def answer(page: Page) -> None:

@@ -16,100 +16,88 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from _rigs.audio import write_tone
-from _rigs.browser import PAGE, PHONE, PHONE2, chromium, hears, login, phone_on, sip_config, windows
-from _rigs.sip import Baresip, free_port, wait_until
-from service.helpers import PASSWORDS
-from service.server import serve
+from _rigs.browser import (
+    PAGE,
+    PHONE,
+    console,
+    hears,
+    windows,
+)
+from _rigs.sip import wait_until
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 
 
 async def test_the_dispatcher_dials_from_the_page_and_presses_keys(tmp_path: Path) -> None:
-    udp, ws = free_port(), free_port()
     north = {"id": "north", "members": ["disp1", "unit1"], "number": "802", "mode": "ptt"}
-    with serve(tmp_path, **sip_config(udp, ws, [north])) as server:
-        unit1 = Baresip(tmp_path / "unit1", "unit1", PASSWORDS["unit1"], udp,
-                        tone=write_tone(tmp_path / "unit1.wav", PHONE))  # fmt: skip
-        unit2 = Baresip(tmp_path / "unit2", "unit2", PASSWORDS["unit2"], udp,
-                        tone=write_tone(tmp_path / "unit2.wav", PHONE2), auto_answer=False)  # fmt: skip
-        async with chromium(tmp_path) as browser:
-            try:
-                await unit1.start()
-                await unit2.start()
-                errors: list[str] = []
-                page = await login(browser, server.base, errors)
-                state = await phone_on(page)
-                number, error = page.locator("#bp-number"), page.locator("#bp-dial-error")
-                # Not a number: refused in the page, nothing is sent.
-                await number.fill("12a")
-                await number.press("Enter")
-                await expect(error).to_contain_text('"12a" is not a number')
-                await expect(number).to_have_attribute("aria-invalid", "true")
-                await expect(state).to_have_attribute("data-state", "ready")
-                # A number nobody has: Baton refuses the call, the page says why.
-                await number.fill("1999")
-                await page.click("#bp-call")
-                await expect(error).to_contain_text("1999: no such number (404")
-                await expect(state).to_have_attribute("data-state", "ready")
-                # A phone that rings and is not answered: Hang up cancels the call.
-                await number.fill("1002")
-                await page.click("#bp-call")
-                await expect(state).to_have_attribute("data-state", "calling")
-                await expect(error).to_have_text("")
-                await wait_until(lambda: unit2.saw("CALL_INCOMING"), 10)
-                await page.click("#bp-hangup")
-                await expect(state).to_have_attribute("data-state", "ready")
-                await expect(error).to_have_text("1002: cancelled")
-                await wait_until(lambda: unit2.saw("CALL_CLOSED"), 10)
-                # By keyboard alone: focus the number, type it, Enter. unit1 answers by itself.
-                await number.focus()
-                await page.keyboard.type("1001")
-                await page.keyboard.press("Enter")
-                await expect(state).to_have_attribute("data-state", "talking")
-                await expect(error).to_have_text("")
-                await wait_until(lambda: unit1.saw("CALL_ESTABLISHED"), 10)
-                await hears(page, [PHONE])
-                # A key pressed on the page reaches the desk phone as its own key press: the
-                # call is mixed (the page's Opus, unit1's G.711), so Baton sends it again as an
-                # RFC 4733 event of unit1's call (docs/sip.md: key presses from browsers).
-                await page.click('#bp-dial .keys button[data-key="5"]')
-                await expect(page.locator("#bp-sent")).to_have_text("sent: 5")
-                await wait_until(lambda: unit1.keys() == "5", 10)
-                await asyncio.sleep(1.0)  # the phone hears the page for a while
-                await page.click("#bp-hangup")
-                await expect(state).to_have_attribute("data-state", "ready")
-                await wait_until(lambda: unit1.saw("CALL_CLOSED"), 10)
-                # The dial pad's buttons: 8, 0, 2 and Call open the PTT group (unit1 is rung).
-                for key in "802":
-                    await page.click(f'#bp-dial .keys button[data-key="{key}"]')
-                await expect(number).to_have_value("802")
-                await page.click("#bp-call")
-                await expect(state).to_have_attribute("data-state", "talking")
-                await wait_until(lambda: unit1.count("CALL_ESTABLISHED") == 2, 15)
-                talker = page.locator("#ptt .ptt[data-flow] .talker")
-                await expect(talker).to_contain_text("floor idle")
-                # In the call the keys are key presses: * takes the floor, # gives it back.
-                await expect(page.locator("#bp-number-label")).to_have_text(
-                    "Keys (sent in the call)"
-                )
-                await page.click('#bp-dial .keys button[data-key="*"]')
-                await expect(talker).to_contain_text("disp1 talks")
-                await expect(page.locator("#bp-sent")).to_have_text("sent: *")
-                await asyncio.sleep(1.5)  # unit1 hears the dispatcher
-                await number.focus()
-                await page.keyboard.press("#")  # typed keys are sent too
-                await expect(talker).to_contain_text("floor idle")
-                await expect(page.locator("#bp-sent")).to_have_text("sent: *#")
-                await asyncio.sleep(1.5)  # and no longer hears the dispatcher
-                await page.click("#bp-hangup")
-                await expect(state).to_have_attribute("data-state", "ready")
-                unit1.command("hangup")  # the group would wait out its hang time for unit1
-                await wait_until(lambda: unit1.count("CALL_CLOSED") == 2, 15)
-                assert errors == []
-            finally:
-                await unit1.aclose()
-                await unit2.aclose()
+    async with console(tmp_path, ["unit1", "unit2"], groups=[north], ringing=["unit2"]) as c:
+        page, state, errors = c.page, c.state, c.errors
+        unit1, unit2 = c.units
+        number, error = page.locator("#bp-number"), page.locator("#bp-dial-error")
+        # Not a number: refused in the page, nothing is sent.
+        await number.fill("12a")
+        await number.press("Enter")
+        await expect(error).to_contain_text('"12a" is not a number')
+        await expect(number).to_have_attribute("aria-invalid", "true")
+        await expect(state).to_have_attribute("data-state", "ready")
+        # A number nobody has: Baton refuses the call, the page says why.
+        await number.fill("1999")
+        await page.click("#bp-call")
+        await expect(error).to_contain_text("1999: no such number (404")
+        await expect(state).to_have_attribute("data-state", "ready")
+        # A phone that rings and is not answered: Hang up cancels the call.
+        await number.fill("1002")
+        await page.click("#bp-call")
+        await expect(state).to_have_attribute("data-state", "calling")
+        await expect(error).to_have_text("")
+        await wait_until(lambda: unit2.saw("CALL_INCOMING"), 10)
+        await page.click("#bp-hangup")
+        await expect(state).to_have_attribute("data-state", "ready")
+        await expect(error).to_have_text("1002: cancelled")
+        await wait_until(lambda: unit2.saw("CALL_CLOSED"), 10)
+        # By keyboard alone: focus the number, type it, Enter. unit1 answers by itself.
+        await number.focus()
+        await page.keyboard.type("1001")
+        await page.keyboard.press("Enter")
+        await expect(state).to_have_attribute("data-state", "talking")
+        await expect(error).to_have_text("")
+        await wait_until(lambda: unit1.saw("CALL_ESTABLISHED"), 10)
+        await hears(page, [PHONE])
+        # A key pressed on the page reaches the desk phone as its own key press: the
+        # call is mixed (the page's Opus, unit1's G.711), so Baton sends it again as an
+        # RFC 4733 event of unit1's call (docs/sip.md: key presses from browsers).
+        await page.click('#bp-dial .keys button[data-key="5"]')
+        await expect(page.locator("#bp-sent")).to_have_text("sent: 5")
+        await wait_until(lambda: unit1.keys() == "5", 10)
+        await asyncio.sleep(1.0)  # the phone hears the page for a while
+        await page.click("#bp-hangup")
+        await expect(state).to_have_attribute("data-state", "ready")
+        await wait_until(lambda: unit1.saw("CALL_CLOSED"), 10)
+        # The dial pad's buttons: 8, 0, 2 and Call open the PTT group (unit1 is rung).
+        for key in "802":
+            await page.click(f'#bp-dial .keys button[data-key="{key}"]')
+        await expect(number).to_have_value("802")
+        await page.click("#bp-call")
+        await expect(state).to_have_attribute("data-state", "talking")
+        await wait_until(lambda: unit1.count("CALL_ESTABLISHED") == 2, 15)
+        talker = page.locator("#ptt .ptt[data-flow] .talker")
+        await expect(talker).to_contain_text("floor idle")
+        # In the call the keys are key presses: * takes the floor, # gives it back.
+        await expect(page.locator("#bp-number-label")).to_have_text("Keys (sent in the call)")
+        await page.click('#bp-dial .keys button[data-key="*"]')
+        await expect(talker).to_contain_text("disp1 talks")
+        await expect(page.locator("#bp-sent")).to_have_text("sent: *")
+        await asyncio.sleep(1.5)  # unit1 hears the dispatcher
+        await number.focus()
+        await page.keyboard.press("#")  # typed keys are sent too
+        await expect(talker).to_contain_text("floor idle")
+        await expect(page.locator("#bp-sent")).to_have_text("sent: *#")
+        await asyncio.sleep(1.5)  # and no longer hears the dispatcher
+        await page.click("#bp-hangup")
+        await expect(state).to_have_attribute("data-state", "ready")
+        unit1.command("hangup")  # the group would wait out its hang time for unit1
+        await wait_until(lambda: unit1.count("CALL_CLOSED") == 2, 15)
+        assert errors == []
     direct, group = unit1.heard()
     assert {PAGE} in windows(direct), "unit1 never heard the dispatcher's call"
     heard = windows(group)

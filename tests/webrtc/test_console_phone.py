@@ -15,66 +15,52 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from _rigs.audio import write_tone
 from _rigs.browser import (
     CANDIDATES,
     PAGE,
     PHONE,
     answer,
     chromium,
+    console,
     heard_tone,
     login,
-    phone_on,
     recording,
-    sip_config,
 )
-from _rigs.sip import Baresip, free_port, wait_until
+from _rigs.sip import wait_until
 from baton.switch.media import analysis
-from service.helpers import PASSWORDS
-from service.server import serve
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 
 
 async def test_the_console_is_the_dispatchers_phone(tmp_path: Path) -> None:
-    udp, ws = free_port(), free_port()
-    with serve(tmp_path, **sip_config(udp, ws)) as server:
-        unit1 = Baresip(tmp_path / "unit1", "unit1", PASSWORDS["unit1"], udp,
-                        tone=write_tone(tmp_path / "unit1.wav", PHONE))  # fmt: skip
-        async with chromium(tmp_path) as browser:
-            try:
-                await unit1.start()
-                errors: list[str] = []
-                page = await login(browser, server.base, errors)
-                state = await phone_on(page)
-                # The headset: a microphone to choose, and its level moves with the fake tone.
-                await expect(page.locator("#bp-device option")).not_to_have_count(0)
-                await page.wait_for_function(
-                    "document.querySelector('#bp-level').value > 0.05", timeout=10_000
-                )
-                unit1.command("dial", f"sip:2001@127.0.0.1:{udp}")
-                await expect(state).to_contain_text("unit1")
-                await answer(page)
-                await wait_until(lambda: unit1.saw("CALL_ESTABLISHED"), 10)
-                assert await heard_tone(page) == pytest.approx(PHONE, abs=15)
-                await page.click("#bp-hangup")
-                await expect(state).to_have_attribute("data-state", "ready")
-                await wait_until(lambda: unit1.saw("CALL_CLOSED"), 10)
-                # The other way: the dispatcher calls unit1 from the console (click the tile,
-                # Call). Baton rings the position first — in the page — then the phone.
-                await page.click('.tile[data-user="unit1"]')
-                await page.click('#quick button[data-quick="call"]')
-                await answer(page)
-                await wait_until(lambda: unit1.count("CALL_ESTABLISHED") == 2, 15)
-                assert await heard_tone(page) == pytest.approx(PHONE, abs=15)
-                await page.click("#bp-hangup")
-                await wait_until(lambda: unit1.count("CALL_CLOSED") == 2, 15)
-                assert errors == []
-            finally:
-                await unit1.aclose()
+    async with console(tmp_path) as c:
+        page, state, errors, unit1, udp = c.page, c.state, c.errors, c.unit("unit1"), c.udp
+        # The headset: a microphone to choose, and its level moves with the fake tone.
+        await expect(page.locator("#bp-device option")).not_to_have_count(0)
+        await page.wait_for_function(
+            "document.querySelector('#bp-level').value > 0.05", timeout=10_000
+        )
+        unit1.command("dial", f"sip:2001@127.0.0.1:{udp}")
+        await expect(state).to_contain_text("unit1")
+        await answer(page)
+        await wait_until(lambda: unit1.saw("CALL_ESTABLISHED"), 10)
+        assert await heard_tone(page) == pytest.approx(PHONE, abs=15)
+        await page.click("#bp-hangup")
+        await expect(state).to_have_attribute("data-state", "ready")
+        await wait_until(lambda: unit1.saw("CALL_CLOSED"), 10)
+        # The other way: the dispatcher calls unit1 from the console (click the tile,
+        # Call). Baton rings the position first — in the page — then the phone.
+        await page.click('.tile[data-user="unit1"]')
+        await page.click('#quick button[data-quick="call"]')
+        await answer(page)
+        await wait_until(lambda: unit1.count("CALL_ESTABLISHED") == 2, 15)
+        assert await heard_tone(page) == pytest.approx(PHONE, abs=15)
+        await page.click("#bp-hangup")
+        await wait_until(lambda: unit1.count("CALL_CLOSED") == 2, 15)
+        assert errors == []
         # Refused: without the fake consent, headless Chromium denies the microphone.
         async with chromium(tmp_path, microphone=False) as denied:
-            page = await login(denied, server.base)
+            page = await login(denied, c.server.base)
             await page.click("#bp-start")
             state = page.locator("#bp-state")
             await expect(state).to_have_attribute("data-state", "no-mic")

@@ -12,62 +12,41 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from _rigs.audio import write_tone
 from _rigs.browser import (
     PAGE,
-    PHONE,
-    PHONE2,
     answer,
-    chromium,
-    login,
-    phone_on,
-    sip_config,
+    console,
     windows,
 )
-from _rigs.sip import Baresip, free_port, wait_until
-from service.helpers import PASSWORDS
-from service.server import serve
+from _rigs.sip import wait_until
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 
 
 async def test_a_browser_dispatcher_talks_in_a_ptt_group(tmp_path: Path) -> None:
-    udp, ws = free_port(), free_port()
     north = {"id": "north", "members": ["disp1", "unit1", "unit2"], "number": "802", "mode": "ptt"}
-    with serve(tmp_path, **sip_config(udp, ws, [north])) as server:
-        units = [
-            Baresip(tmp_path / u, u, PASSWORDS[u], udp, tone=write_tone(tmp_path / f"{u}.wav", f))
-            for u, f in (("unit1", PHONE), ("unit2", PHONE2))
-        ]
-        async with chromium(tmp_path) as browser:
-            try:
-                for unit in units:
-                    await unit.start()
-                page = await login(browser, server.base)
-                await phone_on(page)
-                units[0].command("dial", f"sip:802@127.0.0.1:{udp}")  # unit1 opens the group
-                await answer(page)
-                group = page.locator("#ptt .ptt")
-                await expect(group.locator(".talker")).to_contain_text("floor idle")
-                await page.locator("body").click(position={"x": 5, "y": 5})  # focus off buttons
-                await page.keyboard.down("Space")  # the dispatcher holds the space bar
-                await expect(group.locator("button")).to_have_attribute("data-action", "release")
-                await expect(group.locator(".talker")).to_contain_text("disp1 talks")
-                await asyncio.sleep(2.5)  # real phones hear the page for a while
-                await page.keyboard.up("Space")
-                await expect(group.locator(".talker")).to_contain_text("floor idle")
-                # The dial pad's keys work on a call Baton offered too (its telephone-event).
-                await page.click('#bp-dial .keys button[data-key="*"]')
-                await expect(group.locator(".talker")).to_contain_text("disp1 talks")
-                await page.click('#bp-dial .keys button[data-key="#"]')
-                await expect(group.locator(".talker")).to_contain_text("floor idle")
-                await page.click("#bp-hangup")
-                for unit in units:
-                    unit.command("hangup")  # (the group would wait out its hang time)
-                    await wait_until(lambda unit=unit: unit.saw("CALL_CLOSED"), 15)
-            finally:
-                for unit in units:
-                    await unit.aclose()
+    async with console(tmp_path, ["unit1", "unit2"], groups=[north]) as c:
+        page, units, udp = c.page, c.units, c.udp
+        units[0].command("dial", f"sip:802@127.0.0.1:{udp}")  # unit1 opens the group
+        await answer(page)
+        group = page.locator("#ptt .ptt")
+        await expect(group.locator(".talker")).to_contain_text("floor idle")
+        await page.locator("body").click(position={"x": 5, "y": 5})  # focus off buttons
+        await page.keyboard.down("Space")  # the dispatcher holds the space bar
+        await expect(group.locator("button")).to_have_attribute("data-action", "release")
+        await expect(group.locator(".talker")).to_contain_text("disp1 talks")
+        await asyncio.sleep(2.5)  # real phones hear the page for a while
+        await page.keyboard.up("Space")
+        await expect(group.locator(".talker")).to_contain_text("floor idle")
+        # The dial pad's keys work on a call Baton offered too (its telephone-event).
+        await page.click('#bp-dial .keys button[data-key="*"]')
+        await expect(group.locator(".talker")).to_contain_text("disp1 talks")
+        await page.click('#bp-dial .keys button[data-key="#"]')
+        await expect(group.locator(".talker")).to_contain_text("floor idle")
+        await page.click("#bp-hangup")
+        for unit in units:
+            unit.command("hangup")  # (the group would wait out its hang time)
+            await wait_until(lambda unit=unit: unit.saw("CALL_CLOSED"), 15)
     for unit in units:
         (path,) = unit.heard()
         heard = windows(path)

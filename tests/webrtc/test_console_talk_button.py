@@ -13,21 +13,13 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from _rigs.audio import write_tone
 from _rigs.browser import (
     PAGE,
-    PHONE,
-    PHONE2,
     answer,
-    chromium,
-    login,
-    phone_on,
-    sip_config,
+    console,
     windows,
 )
-from _rigs.sip import Baresip, free_port, wait_until
-from service.helpers import PASSWORDS
-from service.server import serve
+from _rigs.sip import wait_until
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
 
@@ -35,85 +27,69 @@ PERMIT = [880.0, 1320.0]  # the talk-permit chirp (docs/ptt.md)
 
 
 async def test_the_dispatcher_holds_the_talk_button(tmp_path: Path) -> None:
-    udp, ws = free_port(), free_port()
     north = {"id": "north", "members": ["disp1", "unit1", "unit2"], "number": "802", "mode": "ptt"}
-    with serve(tmp_path, **sip_config(udp, ws, [north])) as server:
-        units = [
-            Baresip(tmp_path / u, u, PASSWORDS[u], udp, tone=write_tone(tmp_path / f"{u}.wav", f))
-            for u, f in (("unit1", PHONE), ("unit2", PHONE2))
-        ]
-        async with chromium(tmp_path) as browser:
-            try:
-                for unit in units:
-                    await unit.start()
-                errors: list[str] = []
-                page = await login(browser, server.base, errors)
-                await phone_on(page)
-                units[0].command("dial", f"sip:802@127.0.0.1:{udp}")  # unit1 opens the group
-                await answer(page)
-                card = page.locator("#ptt .ptt[data-flow]")
-                talk, talker, mine = (
-                    card.locator("button"),
-                    card.locator(".talker"),
-                    card.locator(".mine"),
-                )
-                await expect(talker).to_contain_text("floor idle")
-                await expect(card).to_have_attribute("data-floor", "idle")
-                # A phone talks: the floor is busy, and a press waits in line.
-                units[0].command("sndcode", "*")
-                await expect(talker).to_contain_text("unit1 talks")
-                await expect(card).to_have_attribute("data-floor", "busy")
-                await expect(mine).to_have_text("Floor busy: unit1 talks")
-                await talk.hover()
-                await page.mouse.down()
-                await expect(card).to_have_attribute("data-floor", "queued")
-                await expect(mine).to_contain_text("you are 1st in line")
-                await expect(talk).to_have_attribute("aria-pressed", "true")
-                await page.mouse.up()  # let go: the request is withdrawn
-                await expect(card).to_have_attribute("data-floor", "busy")
-                await expect(talk).to_have_attribute("aria-pressed", "false")
-                units[0].command("sndcode", "#")
-                await expect(card).to_have_attribute("data-floor", "idle")
-                before = await page.evaluate(f"BatonPhone.peaks({PERMIT!r}, 600)")
-                # A free floor: press and hold; the talk-permit tone comes through the page.
-                # (the page starts listening before the press, so no chirp can come first)
-                await page.evaluate(
-                    f"() => {{ window.permit = BatonPhone.peaks({PERMIT!r}, 2500); }}"
-                )
-                await page.mouse.down()
-                await expect(card).to_have_attribute("data-floor", "talking")
-                await expect(talker).to_contain_text("disp1 talks")
-                await expect(mine).to_have_text("You have the floor: talk")
-                await expect(talk).to_have_attribute("data-action", "release")
-                heard = await page.evaluate("window.permit")  # (the phones hear the page)
-                print("talk permit, dB before and during:", before, heard)
-                assert all(h > -55 and h > b + 15 for b, h in zip(before, heard, strict=True))
-                await page.mouse.up()
-                await expect(talker).to_contain_text("floor idle")
-                await expect(card).to_have_attribute("data-floor", "idle")
-                # From the keyboard: Space held on the focused button talks, let go releases.
-                await talk.focus()
-                await page.keyboard.down("Space")
-                await expect(card).to_have_attribute("data-floor", "talking")
-                await page.keyboard.up("Space")
-                await expect(card).to_have_attribute("data-floor", "idle")
-                await expect(talk).to_be_focused()  # the card was updated, not redrawn
-                # An emergency raised by unit2 takes the floor from the dispatcher.
-                await page.mouse.down()
-                await expect(card).to_have_attribute("data-floor", "talking")
-                units[1].command("sndcode", "9")
-                await expect(card).to_have_attribute("data-floor", "revoked")
-                await expect(mine).to_contain_text("The floor was taken from you")
-                await expect(talker).to_contain_text("unit2 talks")
-                await page.mouse.up()
-                await page.click("#bp-hangup")
-                for unit in units:
-                    unit.command("hangup")
-                    await wait_until(lambda unit=unit: unit.saw("CALL_CLOSED"), 15)
-                assert errors == []
-            finally:
-                for unit in units:
-                    await unit.aclose()
+    async with console(tmp_path, ["unit1", "unit2"], groups=[north]) as c:
+        page, units, udp, errors = c.page, c.units, c.udp, c.errors
+        units[0].command("dial", f"sip:802@127.0.0.1:{udp}")  # unit1 opens the group
+        await answer(page)
+        card = page.locator("#ptt .ptt[data-flow]")
+        talk, talker, mine = (
+            card.locator("button"),
+            card.locator(".talker"),
+            card.locator(".mine"),
+        )
+        await expect(talker).to_contain_text("floor idle")
+        await expect(card).to_have_attribute("data-floor", "idle")
+        # A phone talks: the floor is busy, and a press waits in line.
+        units[0].command("sndcode", "*")
+        await expect(talker).to_contain_text("unit1 talks")
+        await expect(card).to_have_attribute("data-floor", "busy")
+        await expect(mine).to_have_text("Floor busy: unit1 talks")
+        await talk.hover()
+        await page.mouse.down()
+        await expect(card).to_have_attribute("data-floor", "queued")
+        await expect(mine).to_contain_text("you are 1st in line")
+        await expect(talk).to_have_attribute("aria-pressed", "true")
+        await page.mouse.up()  # let go: the request is withdrawn
+        await expect(card).to_have_attribute("data-floor", "busy")
+        await expect(talk).to_have_attribute("aria-pressed", "false")
+        units[0].command("sndcode", "#")
+        await expect(card).to_have_attribute("data-floor", "idle")
+        before = await page.evaluate(f"BatonPhone.peaks({PERMIT!r}, 600)")
+        # A free floor: press and hold; the talk-permit tone comes through the page.
+        # (the page starts listening before the press, so no chirp can come first)
+        await page.evaluate(f"() => {{ window.permit = BatonPhone.peaks({PERMIT!r}, 2500); }}")
+        await page.mouse.down()
+        await expect(card).to_have_attribute("data-floor", "talking")
+        await expect(talker).to_contain_text("disp1 talks")
+        await expect(mine).to_have_text("You have the floor: talk")
+        await expect(talk).to_have_attribute("data-action", "release")
+        heard = await page.evaluate("window.permit")  # (the phones hear the page)
+        print("talk permit, dB before and during:", before, heard)
+        assert all(h > -55 and h > b + 15 for b, h in zip(before, heard, strict=True))
+        await page.mouse.up()
+        await expect(talker).to_contain_text("floor idle")
+        await expect(card).to_have_attribute("data-floor", "idle")
+        # From the keyboard: Space held on the focused button talks, let go releases.
+        await talk.focus()
+        await page.keyboard.down("Space")
+        await expect(card).to_have_attribute("data-floor", "talking")
+        await page.keyboard.up("Space")
+        await expect(card).to_have_attribute("data-floor", "idle")
+        await expect(talk).to_be_focused()  # the card was updated, not redrawn
+        # An emergency raised by unit2 takes the floor from the dispatcher.
+        await page.mouse.down()
+        await expect(card).to_have_attribute("data-floor", "talking")
+        units[1].command("sndcode", "9")
+        await expect(card).to_have_attribute("data-floor", "revoked")
+        await expect(mine).to_contain_text("The floor was taken from you")
+        await expect(talker).to_contain_text("unit2 talks")
+        await page.mouse.up()
+        await page.click("#bp-hangup")
+        for unit in units:
+            unit.command("hangup")
+            await wait_until(lambda unit=unit: unit.saw("CALL_CLOSED"), 15)
+        assert errors == []
     for unit in units:
         (path,) = unit.heard()
         heard_by = windows(path)
