@@ -1049,15 +1049,16 @@ def make_response(
     # Copied values were checked when they entered the request's Headers: no second check.
     source = request.headers
     items = [("Via", via) for via in source.get_all("Via")]
-    for name in ("From", "To", "Call-ID", "CSeq"):
-        value = source.get(name)
-        if value is not None:
-            items.append((name, value))
-    out = Headers._trusted(items)
+    tagged: str | None = None  # the To with our tag, in place of the request's
     if to_tag is not None and status > 100:
         to = request.to
         if to.tag is None:
-            out.set("To", str(to.with_tag(to_tag)))
+            tagged = str(to.with_tag(to_tag))
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        value = source.get(name)
+        if value is not None:
+            items.append((name, tagged if name == "To" and tagged is not None else value))
+    out = Headers._trusted(items)
     if status == 100:
         timestamp = request.headers.get("Timestamp")
         if timestamp is not None:
