@@ -675,6 +675,12 @@ class SipTransport:
         deadline = self.layer.next_deadline()
         if deadline == self._timer_at:
             return
+        at = self._timer_at
+        if self._timer is not None and at is not None and (deadline is None or deadline > at):
+            # The armed timer is early, not late: let it fire (advance() then finds nothing
+            # due, and the next rearm sets the real deadline) rather than cancel and schedule
+            # a new loop timer, which the loop's heap handles in Python, ~10 times per call.
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
