@@ -172,10 +172,23 @@ class Params:
     parameter without a value (``;lr``). Immutable: the ``with_``/``without`` methods copy.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_index", "_items", "_text")
 
     def __init__(self, items: Iterable[tuple[str, str | None]] = ()) -> None:
         self._items: tuple[tuple[str, str | None], ...] = tuple(items)
+        # Lower-cased name → the first value, and the rendering: built on first use (a tag, a
+        # branch or rport is read several times per message, a Via or To rendered as often).
+        self._index: dict[str, str | None] | None = None
+        self._text: str | None = None
+
+    def _lookup(self) -> dict[str, str | None]:
+        index = self._index
+        if index is None:
+            index = {}
+            for n, v in self._items:
+                index.setdefault(n.lower(), v)
+            self._index = index
+        return index
 
     def __iter__(self) -> Iterator[tuple[str, str | None]]:
         return iter(self._items)
@@ -186,8 +199,7 @@ class Params:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = name.lower()
-        return any(n.lower() == key for n, _ in self._items)
+        return name.lower() in self._lookup()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Params):
@@ -202,11 +214,7 @@ class Params:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first parameter called ``name`` (``None`` if it has no value)."""
-        key = name.lower()
-        for n, v in self._items:
-            if n.lower() == key:
-                return v
-        return default
+        return self._lookup().get(name.lower(), default)
 
     def with_(self, name: str, value: str | None) -> Params:
         """A copy with ``name`` set to ``value`` (replacing it in place, or appended)."""
@@ -224,7 +232,12 @@ class Params:
         return Params((n, v) for n, v in self._items if n.lower() != key)
 
     def render(self) -> str:
-        return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in self._items)
+        text = self._text
+        if text is None:
+            text = self._text = "".join(
+                f";{n}" if v is None else f";{n}={v}" for n, v in self._items
+            )
+        return text
 
 
 def parse_params(scanner: Scanner, *, stop: str = "") -> Params:

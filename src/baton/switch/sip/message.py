@@ -956,19 +956,28 @@ def _validate(message: Request | Response) -> None:
     for name, key in _REQUIRED_KEYS:
         if key not in index:
             raise SipParseError(f"Missing {name} header")
-    # Parsing is the validation; what it parses stays memoised for the typed views.
-    _memo(headers, "vias", _vias)
-    _memo(headers, "from", _from)
-    _memo(headers, "to", _to)
-    local, at, host = index["call-id"][0].partition("@")
+    # Parsing is the validation; what it parses stays memoised for the typed views (written
+    # here directly: the memo of a message just parsed is empty).
+    parsed = headers._parsed
+    vias = parsed["vias"] = tuple(parse_via(v) for v in index["via"])
+    parsed["top_via"] = vias[0]
+    parsed["from"] = parse_name_addr(index["from"][0], "From")
+    parsed["to"] = parse_name_addr(index["to"][0], "To")
+    call_id = index["call-id"][0]
+    local, at, host = call_id.partition("@")
     if not is_word(local) or (at and not is_word(host)):
         raise SipParseError("Malformed Call-ID header")
-    cseq = _memo(headers, "cseq", _cseq)
+    parsed["call_id"] = call_id
+    cseq = parsed["cseq"] = _parse_cseq(index["cseq"][0])
     if isinstance(message, Request) and cseq.method != message.method:
         raise SipParseError("CSeq method does not match the request method")
-    _memo(headers, "max_forwards", _max_forwards)
-    _memo(headers, "expires", _expires)
-    _memo(headers, "contacts", _contacts)
+    value = index.get("max-forwards")
+    parsed["max_forwards"] = None if value is None else _parse_uint(value[0], "Max-Forwards", 255)
+    value = index.get("expires")
+    parsed["expires"] = (
+        None if value is None else _parse_uint(value[0], "Expires", _MAX_DELTA_SECONDS)
+    )
+    parsed["contacts"] = _contacts(headers)
     if "route" in index:
         _memo(headers, "route", _route)
     if "record-route" in index:
