@@ -199,7 +199,8 @@ class Params:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        return name.lower() in self._lookup()
+        index = self._index
+        return name.lower() in (self._lookup() if index is None else index)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Params):
@@ -214,7 +215,8 @@ class Params:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first parameter called ``name`` (``None`` if it has no value)."""
-        return self._lookup().get(name.lower(), default)
+        index = self._index
+        return (self._lookup() if index is None else index).get(name.lower(), default)
 
     def with_(self, name: str, value: str | None) -> Params:
         """A copy with ``name`` set to ``value`` (replacing it in place, or appended)."""
