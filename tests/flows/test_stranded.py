@@ -19,6 +19,8 @@ from baton.flows import (
     emergency_call,
     force_release,
     hold,
+    polling,
+    roll_call,
 )
 from baton.flows.group_call import OnLeave
 from baton.switch.sim import answers
@@ -146,4 +148,31 @@ async def test_an_emergency_ended_with_one_party_left_hangs_that_party_up() -> N
     assert w.state("t") == "idle"
     assert "tone:busy" in w.heard("t")
     assert "t" not in _collected(w)
+    w.assert_ok()
+
+
+async def test_a_roll_call_cancelled_while_a_member_is_asked_hangs_the_member_up() -> None:
+    w = World("m1", "m2")
+    w.behave("m1", answers(1))
+    f = w.start(roll_call, [w["m1"], w["m2"]], "1", 10.0, 30.0)
+    await w.run(3)  # m1 is on the line, asked to press 1
+    assert w.sim.leg_of("m1") is not None
+    await f.stop("operator")
+    await w.run(0.5)
+    assert w.state("m1") == "idle"
+    await w.run(10)
+    assert _collected(w) == []
+    w.assert_ok()
+
+
+async def test_polling_cancelled_while_a_member_rings_ends_both_calls() -> None:
+    w = World("d", "m")
+    w.behave("m", answers(20))
+    f = w.start(polling, w["d"], [w["m"]], 30.0)
+    await w.run(3)  # the dispatcher hears ringback while m rings
+    await f.stop("operator")
+    await w.run(0.5)
+    assert w.state("d") == "idle" and w.state("m") == "idle"
+    await w.run(10)
+    assert _collected(w) == []
     w.assert_ok()

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from baton.core import P2P, CallFailed, Cause, FlowInterrupted, Priority, Session, User, flow
-from baton.flows._common import dial_pair, end_unbridged, tell_failure
+from baton.flows._common import dial_pair, end_calls_if_abandoned, end_unbridged, tell_failure
 
 
 @flow(priority=Priority.ROUTINE, permission="call")
@@ -56,6 +56,7 @@ async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> No
 async def inbound_call(s: Session, caller: User, callee: User, ring: float = 30.0) -> None:
     """``caller`` dialled ``callee``: ring the callee, then answer and bridge the caller."""
     await s.claim(caller, callee)
+    end_calls_if_abandoned(s, caller, callee)  # cancelled half-way: nobody left on a dead line
     try:
         try:
             await s.dial(callee, timeout=ring, caller=caller)

@@ -24,7 +24,7 @@ from baton.core import (
     User,
     flow,
 )
-from baton.flows._common import dial_with_ringback
+from baton.flows._common import dial_with_ringback, end_calls_if_abandoned
 
 
 @flow(priority=Priority.PRIORITY, permission="roll_call")
@@ -37,6 +37,7 @@ async def roll_call(
 ) -> dict[str, str]:
     """Call ``members`` one by one; each confirms by pressing ``digit``."""
     report: dict[str, str] = {}
+    end_calls_if_abandoned(s, *members)  # cancelled while a member is on the line: hung up
     for m in members:
         try:
             await s.claim(m, reason="roll call")
@@ -52,9 +53,8 @@ async def roll_call(
             report[m.id] = "hung up" if exc.code == "user-hung-up" else "taken"
         except BatonError:
             report[m.id] = "busy"
-        finally:
-            if s.owns(m):
-                s.release(m)
+        if s.owns(m):  # (cancelled, the flow's clean-up ends the member's call instead)
+            s.release(m)
         s.note(f"roll call: {m.id} {report[m.id]}")
     return report
 
@@ -65,6 +65,7 @@ async def polling(
 ) -> str | None:
     """Call ``members`` in order until one answers; connect them with ``dispatcher``."""
     await s.claim(dispatcher)
+    end_calls_if_abandoned(s, dispatcher, *members)
     await s.dial(dispatcher)
     for m in members:
         try:
