@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from baton.core.port import LegAnswered, LegRinging, SwitchEvent
-from baton.flows import call
+from baton.flows import call, inbound_call
 from baton.switch.sim import SimSwitch, Timing, answers
 from baton.testing import World
 
@@ -60,3 +60,31 @@ async def test_an_inbound_call_refused_while_the_switch_fails_is_refused_again()
         w.sim.hang_up(user)
     await w.run(10)
     w.assert_ok(quiescent=True)
+
+
+async def test_the_watch_listens_on_the_call_the_core_knows_not_on_a_ghost() -> None:
+    """The switch refused twice to end a ringing call (the core gave up and said so); that
+    ghost call was answered later. The same phone's next call is the one the core knows: the
+    watch must judge what the user hears on that call — on the ghost it heard nothing, a false
+    dead air (found by the library state machine). The ghost, reported by the core, is no
+    silent leak either."""
+    w = World("u", "v", "x")
+    w.behave("u", answers(3))
+    f = w.start(call, w["x"], w["u"])
+    await w.run(1.5)  # u rings
+    w.sim.fail_next("hangup")
+    w.sim.fail_next("hangup")
+    await f.stop("operator")
+    await w.run(5)  # the ghost was answered at the switch
+    w.behave("u", answers(1))
+    w.sim.call_in("u", "v")
+    w.start(inbound_call, w["u"], w["v"])
+    await w.run(10)
+    leg = w.manager.ledger.records["u"].live_leg
+    assert leg is not None and w.sim.hears_on(leg.id) == {"v"}
+    assert w.sim.leg_of("u").id != leg.id  # type: ignore[union-attr]  # (the sim maps u to the ghost)
+    assert w.problems() == []
+    for user in ("u", "v", "x"):
+        w.sim.hang_up(user)
+    await w.run(10)
+    assert not [p for p in w.problems(quiescent=True) if "unknown to the core" in p]

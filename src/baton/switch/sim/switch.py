@@ -799,6 +799,14 @@ class SimSwitch(Switch):
     def hears(self, user: str) -> set[str]:
         """What ``user`` hears now: other users' ids, and ``tone:<name>`` / ``prompt:<path>``."""
         leg = self._by_user.get(user)
+        if leg is None:
+            return set()
+        return self.hears_on(leg.id)
+
+    def hears_on(self, leg_id: str) -> set[str]:
+        """What the phone hears on one of its calls (``leg_id``): as :meth:`hears`, for a phone
+        that has more than one call at the switch."""
+        leg = self.legs.get(leg_id)
         if leg is None or leg.state != "connected":
             return set()
         out: set[str] = set()
