@@ -46,7 +46,13 @@ from baton.service.cluster.local import (
     shard_toml,
     tenant_toml,
 )
-from baton.service.store.tables import callinfo_records, flow_records, journal, runs
+from baton.service.store.tables import (
+    callinfo_records,
+    flow_records,
+    journal,
+    leg_records,
+    runs,
+)
 from baton.switch.sip.peers import peer_proof
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -458,6 +464,16 @@ def test_a_call_between_tenants_crosses_shards_as_sip(rig: Rig) -> None:
     )
     kamailio = next(p for p in rig.cluster.procs if p.name == "kamailio")
     assert re.search(r"INVITE 3102 -> set \d+", kamailio.output())  # routed by the callee
+    # Each tenant's records name the caller on its peer line: the other tenant's user, number
+    # and tenant, not the anonymous line.
+    for tenant, caller in (
+        ("bravo", ("2101", "a-unit1", "acme")),
+        ("acme", ("3101", "b-unit1", "bravo")),
+    ):
+        t = leg_records.c
+        rows = query(rig, tenant, sa.select(t.caller_number, t.caller_name, t.caller_tenant).where(
+            t.user_id.like("peer-%"), t.direction == "inbound"))  # fmt: skip
+        assert caller in [tuple(r) for r in rows], (tenant, rows)
     # The callee hangs up: a baresip phone of bravo, registered through the edge, answers and
     # ends the call when its one-second sound file ends; acme's caller gets the BYE.
     before = str(registration(rig, "b", "bravo", "b-unit1"))

@@ -4,13 +4,18 @@ dialog-creating responses, the edge's routing files, and the shard's configurati
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from _rigs.sip import U, rig, wait_until
+from baton.core import User
 from baton.flows import call, emergency_call, ptt_group
+from baton.service.callers import Caller, caller_from
 from baton.service.cluster.config import load_shard_config
 from baton.service.cluster.edge import render, sip_uri
 from baton.service.cluster.fence import DbFence, epochs, fences
@@ -292,3 +297,47 @@ def test_peer_lines_accept_only_the_edges_signature() -> None:
     with pytest.raises(SipConfigError) as bad:
         parse_sip_config({"peers": {"edge": "edge.example", "secret": "short", "numbers": []}})
     assert len(bad.value.problems) == 3
+
+
+@pytest.mark.realtime
+async def test_a_peer_call_names_the_calling_tenant() -> None:
+    """A call to another tenant tells it this tenant's name (``X-Baton-Tenant``, from the
+    service's ``tenant``); a proven call from the edge passes the name it carries on to the core
+    with the caller's From, so the line's caller is shown as that tenant's (docs/cluster.md)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as edge:
+        edge.bind(("127.0.0.1", 0))
+        edge.setblocking(False)
+        port = edge.getsockname()[1]
+        peers = {"edge": f"udp:127.0.0.1:{port}", "secret": "s" * 20, "numbers": ["3"],
+                 "lines": 2, "tenant": "acme"}  # fmt: skip
+        async with rig([U("unit1", ("2101",))], sip={"peers": peers}, router=None) as r:
+            for line in ("peer-1", "peer-2"):
+                r.manager.add_user(User(line))
+            loop = asyncio.get_running_loop()
+            # Out: unit1 calls bravo's 3102 on peer-1; the INVITE to the edge names acme.
+            r.switch.dial_peer("peer-1", "3102")
+            await r.switch.originate("out-1", "peer-1", caller="unit1")
+            async with asyncio.timeout(5):
+                out = parse_message(await loop.sock_recv(edge, 65536))
+            assert out.headers.get("X-Baton-Tenant") == "acme"
+            assert str(out.from_).startswith('"unit1" <sip:2101@')
+            # In: bravo's 3101 calls 2101 through the edge, signed; the core sees its tenant.
+            call_id = "in-1@edge"
+            proof = peer_proof("s" * 20, call_id, "3101", "2101")
+            invite = (
+                f"INVITE sip:2101@127.0.0.1:{r.udp_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-in1;rport\r\n"
+                'Max-Forwards: 70\r\nFrom: "b-unit1" <sip:3101@127.0.0.1>;tag=b\r\n'
+                f"To: <sip:2101@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+                f"Contact: <sip:3101@127.0.0.1:{port}>\r\nX-Baton-Peer: {proof}\r\n"
+                "X-Baton-Tenant: bravo\r\nContent-Length: 0\r\n\r\n"
+            )
+            await loop.sock_sendto(edge, invite.encode(), ("127.0.0.1", r.udp_port))
+            await wait_until(lambda: bool(r.inbound), 5)
+            (call,) = r.inbound
+            assert call.user == "peer-2"  # peer-1 is busy with the call out
+            assert call.headers["X-Baton-Tenant"] == "bravo"
+            assert caller_from(call.headers) == Caller("3101", "b-unit1", "bravo")
+    # A tenant's name is checked like the service's ids.
+    with pytest.raises(SipConfigError):
+        parse_sip_config({"peers": {**peers, "tenant": "no spaces"}})

@@ -33,6 +33,7 @@ from baton.core.port import Switch
 from baton.flows.queue import DispatcherQueue, Overflow
 from baton.service.auth.permissions import Principal
 from baton.service.auth.service import Auth
+from baton.service.callers import Callers
 from baton.service.config import Config, ConfigError, GroupConfig, MeetingConfig
 from baton.service.metrics import Metrics, count, from_mapping, gauge
 from baton.service.positions.alarms import Alarms
@@ -138,6 +139,8 @@ class Service:
         self.directory_lock = asyncio.Lock()
         self.flows: dict[str, FlowInfo] = {}
         self.queues: dict[str, DispatcherQueue] = {}
+        #: Who calls on each peer line (docs/cluster.md): the router presents, the views read.
+        self.callers = Callers()
         self._positions: Positions | None = None
         self._alarms: Alarms | None = None
         self._voicelog: VoiceLogger | None = None
@@ -271,6 +274,7 @@ class Service:
             started=self.note_started_by,
             positions=self.positions,
             trunk=trunk if trunk is not None and trunk.peer_lines else None,
+            callers=self.callers,
         )
         if self.sim is not None and self.config.sim.activity:
             from baton.service.sim.activity import run_activity

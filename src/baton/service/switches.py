@@ -147,6 +147,15 @@ def _sim(config: Config) -> Switch:
     return sim
 
 
+def _with_tenant(config: Config) -> Mapping[str, Any]:
+    """``[sip]`` with ``[sip.peers] tenant`` set to this file's tenant: the others are told whose
+    caller a call to them is (docs/cluster.md, "Calls between tenants")."""
+    peers = config.sip.get("peers")
+    if not isinstance(peers, Mapping):
+        return config.sip
+    return {**config.sip, "peers": {"tenant": config.tenant, **peers}}
+
+
 def _sip(config: Config) -> Switch:
     try:
         module = importlib.import_module("baton.switch.sip")
@@ -164,7 +173,7 @@ def _sip(config: Config) -> Switch:
             ],
         )
     try:
-        switch = factory(config.sip, config.users)
+        switch = factory(_with_tenant(config), config.users)
     except ValueError as exc:  # the adapter's SipConfigError: one "key: message" per problem
         problems = getattr(exc, "problems", None) or [str(exc)]
         raise ConfigError(

@@ -247,8 +247,8 @@ async function showHistory() {
       body.append(el("tr", { dataset: { record: String(r.id) } },
         el("td", { text: when(r.started_at) }),
         el("td", {}, el("strong", { text: flowTitle(r.flow) }), el("div", { class: "muted", text: argsText(r.args) })),
-        el("td", { text: (r.users || []).map(userName).join(", ") }),
-        el("td", { text: r.started_by ? userName(String(r.started_by).replace(/^phone:/, "")) : "" }),
+        el("td", { text: (r.users || []).map(plainName).join(", ") }),
+        el("td", { text: r.started_by ? plainName(String(r.started_by).replace(/^phone:/, "")) : "" }),
         el("td", { text: r.outcome || (r.ended_at ? "" : "going on") }),
         el("td", {}, el("button", { type: "button", text: "Trace", onclick: () => openTraceAt(`/api/records/flows/${r.id}/trace`, r.flow) }))));
     }
@@ -263,8 +263,8 @@ async function showHistory() {
     for (const r of recs) {
       body.append(el("tr", { dataset: { recording: String(r.id) } },
         el("td", { text: when(r.started_at) }),
-        el("td", { text: r.user_id ? userName(r.user_id) : r.meeting || "" }),
-        el("td", { text: r.kind === "ptt" ? `talk burst${r.talker ? " — " + userName(r.talker) : ""}` : r.by && r.by !== "voicelog" ? flowTitle(r.by) : (r.reasons || []).join(", ") }),
+        el("td", { text: r.user_id ? plainName(r.user_id) : r.meeting || "" }),
+        el("td", { text: r.kind === "ptt" ? `talk burst${r.talker ? " — " + plainName(r.talker) : ""}` : r.by && r.by !== "voicelog" ? flowTitle(r.by) : (r.reasons || []).join(", ") }),
         el("td", {}, r.status === "expired" ? el("span", { class: "muted", text: "expired (retention)" }) : r.status === "failed" ? el("span", { class: "muted", text: `failed: ${r.error || ""}` }) : r.available ? el("audio", { controls: true, preload: "none", src: `/api/recordings/${r.id}/download` }) : el("span", { class: "muted", text: "file not available" }))));
     }
   } catch { $("#recordings-box").hidden = true; }
@@ -774,7 +774,18 @@ function onMessage(msg) {
 const AGENT_LABELS = { logged_out: "logged out", ready: "ready", not_ready: "not ready", wrap_up: "in wrap-up" };
 const AGENT_VIA = { phone: "from the phone", console: "from the console", api: "over the API", queue: "by the queue", timer: "after wrap-up" };
 
-const userName = (id) => (S.users.get(id) ? S.users.get(id).name : id);
+// A peer line (a call from another tenant, docs/cluster.md) goes by its caller while the call
+// lasts: "2101 (a-unit1, acme)", as a dispatcher would read an outside caller's number.
+const callerText = (c) => {
+  const more = [c.name, c.tenant].filter(Boolean).join(", ");
+  return `${c.number || c.name || "unknown caller"}${c.number && more ? ` (${more})` : ""}`;
+};
+const userName = (id) => {
+  const u = S.users.get(id);
+  return !u ? id : u.caller ? callerText(u.caller) : u.name;
+};
+// The name alone, for what is not live (history): a line's caller now is not its caller then.
+const plainName = (id) => (S.users.get(id) ? S.users.get(id).name : id);
 const flowKind = (name) => (name || "").split("#")[0];
 const EMERGENCY_FLOWS = new Set(["emergency_call", "emergency_inbound"]);
 
@@ -810,6 +821,8 @@ function forDispatcher(ev) {
       if (ev.state === "connected") return ["☎", ev.direction === "inbound" ? `${userName(ev.user)}'s call was answered` : `${userName(ev.user)} answered`, null];
       if (ev.state === "ended") return ["☎", `${userName(ev.user)}'s call ended${ev.cause && ev.cause !== "normal" ? " (" + ev.cause.replaceAll("_", " ") + ")" : ""}`, null];
       return null;
+    case "leg.caller":
+      return ["☎", `${callerText(ev)} of another tenant is calling in on ${ev.user}`, null];
     case "floor.granted":
       return ["🎙", `${flowTitle(ev.group)}: ${userName(ev.user)} talks`, ev.group];
     case "floor.released":
@@ -875,7 +888,7 @@ function tileFor(u) {
     title: u.label, onclick: () => select(u.id),
     onkeydown: (e) => { if (e.key === "Enter") select(u.id); },
   },
-  el("div", { class: "name", text: u.name }),
+  el("div", { class: "name", text: u.caller ? callerText(u.caller) : u.name }),
   el("div", { class: "id", text: `${u.id}${u.numbers.length ? " · " + u.numbers.join(", ") : ""}${u.position ? " · position" : ""}` }),
   el("div", { class: "label", text: u.owner ? u.label.split(" · owned by")[0] : u.label }),
   u.owner ? el("div", { class: "owner", text: `${u.owner.name} · ${u.owner.priority_name}` }) : null,
@@ -923,7 +936,7 @@ function argValue(v) {
   const m = /^[A-Z][A-Za-z]*\.([A-Z_]+)$/.exec(s);
   if (m) return m[1].toLowerCase().replaceAll("_", " ");
   if (s.startsWith("queue ")) return s.slice(6);
-  return s.split(",").map((id) => (S.users.get(id) ? S.users.get(id).name : id)).join(", ");
+  return s.split(",").map(plainName).join(", ");
 }
 function argsText(args) {
   return Object.entries(args || {}).map(([k, v]) => [k.replaceAll("_", " "), argValue(v)])

@@ -19,7 +19,8 @@ In order:
 7. anything else → ``unroutable`` (the caller is refused with *unreachable*).
 
 A call *from* another tenant arrives on a peer line: it may reach this tenant's users' numbers
-only (``inbound_call``), nothing else.
+only (``inbound_call``), nothing else. Its caller — number, id and tenant, from the INVITE — is
+presented on the line first (:mod:`baton.service.callers`).
 
 Except for the emergency number, the caller's role must grant the flow's permission (else the
 call is refused with *rejected*), and a precedence the call asks for (RFC 4412
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from baton.core import BatonError, FlowSpec, Leg, User, UserManager
 from baton.core.port import InboundCall
 from baton.service.auth.service import principal_for
+from baton.service.callers import CallerPresented, Callers, caller_from
 from baton.service.config import Config
 from baton.service.positions.service import AgentState, Positions
 from baton.service.routing.flows import (
@@ -85,9 +87,11 @@ class Router:
         started: Callable[[str, str], None],
         positions: Positions | None = None,
         trunk: PeerTrunk | None = None,
+        callers: Callers | None = None,
     ) -> None:
         self.positions = positions
         self.trunk = trunk
+        self.callers = callers if callers is not None else Callers()
         self._lines = frozenset(trunk.peer_lines) if trunk is not None else frozenset()
         self._turn = 0
         self.library = library
@@ -103,6 +107,8 @@ class Router:
 
     def __call__(self, manager: UserManager, caller: User, leg: Leg, ev: InboundCall) -> None:
         number = dialled_number(ev.to)
+        if caller.id in self._lines:
+            self._present(manager, caller, leg, ev)
         try:
             self._route(manager, caller, number, ev.priority)
         except BatonError as exc:  # the manager is closing, or the arguments were refused
@@ -197,6 +203,17 @@ class Router:
             start("inbound_call", caller, line)
             return
         self._refuse(manager, caller, number, "unreachable")
+
+    def _present(self, manager: UserManager, line: User, leg: Leg, ev: InboundCall) -> None:
+        """Say who calls on a peer line: the journal's ``leg.caller`` and the line's view."""
+        who = caller_from(ev.headers)
+        if who is None:
+            return
+        self.callers.present(line.id, leg.id, who)
+        manager.events.publish(
+            CallerPresented(user=line.id, leg=leg.id, number=who.number, name=who.name,
+                            tenant=who.tenant)
+        )  # fmt: skip
 
     def _free_line(self, manager: UserManager) -> User | None:
         """A peer line with no call and no flow, taking turns (two calls routed in one loop

@@ -11,6 +11,7 @@ Mapping
 -------
 * ``leg.state``: an outbound leg's ``dialling`` or an inbound leg's ``ringing`` opens a leg
   record; ``connected`` stamps the answer; ``ended`` closes it with the cause.
+* ``leg.caller``: who calls on a peer line (the service's router) is written on its leg record.
 * ``owner.changed``: the owner of a user when its leg opens (or the first one after) is written
   on the leg record; a flow's users are collected for its record.
 * ``flow.started`` / ``flow.ended``: open and close a flow record (outcome, error, users).
@@ -42,6 +43,7 @@ from baton.core.events import (
     PreemptionStarted,
     PreemptionSuperseded,
 )
+from baton.service.callers import CallerPresented
 from baton.service.store.tables import (
     callinfo_records,
     flow_records,
@@ -191,6 +193,12 @@ class Projector:
             ]
         if isinstance(ev, MediaChanged):
             return self._media(ev, at)
+        if isinstance(ev, CallerPresented):
+            return [
+                sa.update(leg_records)
+                .where(leg_records.c.run_id == run, leg_records.c.leg == ev.leg)
+                .values(caller_number=ev.number, caller_name=ev.name, caller_tenant=ev.tenant)
+            ]
         return []
 
     def _leg(self, ev: LegStateChanged, at: float) -> list[Executable]:

@@ -86,6 +86,10 @@ leg_records = sa.Table(
     sa.Column("ended_at", sa.Float),
     sa.Column("cause", sa.String(32)),
     sa.Column("end_reason", sa.String(32)),
+    # Who called, where the user is a peer line standing for another tenant's caller.
+    sa.Column("caller_number", sa.String(64)),
+    sa.Column("caller_name", sa.String(64)),
+    sa.Column("caller_tenant", sa.String(64)),
     sa.Index(None, "run_id", "leg", unique=True),
     sa.Index(None, "user_id", "started_at"),
     sa.Index(None, "started_at"),

@@ -71,6 +71,7 @@ class UsersService:
         partner = rec.bridge.id if rec.bridge is not None else None
         positions = self.service.positions
         contacts = [r.view() for r in positions.registrations(user.id)]
+        caller = self.service.callers.of(user.id, leg.id if leg is not None else None)
         presence: dict[str, Any] = {
             "registered": bool(contacts),
             "contacts": contacts,
@@ -91,6 +92,8 @@ class UsersService:
             if leg is None
             else {"id": leg.id, "direction": leg.direction.value, "state": leg.state.value},
             "partner": partner,
+            # A peer line's caller (docs/cluster.md): the remote number, not the line's name.
+            "caller": None if caller is None else caller.view(),
             "meeting": meeting_view,
             "owner": owner_view,
             "registration": presence,

@@ -527,10 +527,17 @@ class SimSwitch(Switch):
     # ------------------------------------------------------------------ test-side actions
 
     def call_in(
-        self, user: str, to: str, *, priority: int | None = None, authenticated: bool = True
+        self,
+        user: str,
+        to: str,
+        *,
+        priority: int | None = None,
+        authenticated: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> str:
         """``user``'s phone calls ``to``. Returns the inbound leg id. The phone's behaviour
-        applies once the call is answered (hang-up, digits)."""
+        applies once the call is answered (hang-up, digits). ``headers``: what a SIP switch
+        would pass on from the INVITE (``From``...)."""
         phone = self._phone(user)
         leg_id = f"sim-in-{next(self._ids)}"
         leg = SimLeg(leg_id, user, inbound=True)
@@ -538,7 +545,9 @@ class SimSwitch(Switch):
         if user not in self._by_user:
             self._by_user[user] = leg
         phone.calls += 1
-        self._emit(InboundCall(leg_id, user if authenticated else None, to, priority))
+        self._emit(
+            InboundCall(leg_id, user if authenticated else None, to, priority, dict(headers or {}))
+        )
         return leg_id
 
     def hang_up(self, user: str) -> None:

@@ -38,16 +38,21 @@ Keys (all optional)::
     secret = "..."                      # the key the edge signs peer calls with (>= 16 chars)
     numbers = ["3"]                     # prefixes of the other tenants' numbers
     lines = 8                           # peer calls at once
+    tenant = "north"                    # this tenant, named to the others (the service sets it)
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .transport import ListenAddress, TransportLimits
+
+#: A tenant's name, as the service's config spells tenants and ids.
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 __all__ = [
     "DEFAULT_RESOURCE_PRIORITY",
@@ -147,6 +152,8 @@ class SipConfig:
     tls_ca: str | None = None
     #: ``[sip.peers]``: (edge listen address, secret, lines, number prefixes), or None.
     peers: tuple[str, str, int, tuple[str, ...]] | None = None
+    #: ``[sip.peers] tenant``: this tenant's name, told to the others on each call to them.
+    peer_tenant: str | None = None
 
 
 #: ``[sip] limits`` keys → :class:`TransportLimits` fields, and whether the value is whole.
@@ -428,8 +435,8 @@ def _peers(value: object, values: dict[str, Any], bad: Any) -> None:
     if not isinstance(value, Mapping):
         bad("peers", 'expected a table { edge = "udp:IP:PORT", secret = "...", numbers = [...] }')
         return
-    for name in sorted(set(value) - {"edge", "secret", "numbers", "lines"}):
-        bad(f"peers.{name}", "unknown key (known: edge, lines, numbers, secret)")
+    for name in sorted(set(value) - {"edge", "secret", "numbers", "lines", "tenant"}):
+        bad(f"peers.{name}", "unknown key (known: edge, lines, numbers, secret, tenant)")
     edge, secret = value.get("edge"), value.get("secret")
     numbers, lines = value.get("numbers", []), value.get("lines", 8)
     try:
@@ -448,6 +455,11 @@ def _peers(value: object, values: dict[str, Any], bad: Any) -> None:
         bad("peers.numbers", 'expected the other tenants\' number prefixes, like ["3", "45"]')
     if isinstance(lines, bool) or not isinstance(lines, int) or not 1 <= lines <= 1000:
         bad("peers.lines", "expected how many peer calls at once (1-1000)")
+    tenant = value.get("tenant")
+    if tenant is not None and not (isinstance(tenant, str) and _TENANT.fullmatch(tenant)):
+        bad("peers.tenant", "expected this tenant's name (letters, digits, - _ .; 64 at most)")
+    elif tenant is not None:
+        values["peer_tenant"] = tenant
     if address is not None and isinstance(secret, str) and isinstance(numbers, list):
         values["peers"] = (str(edge), secret, lines, tuple(str(n) for n in numbers))
 

@@ -44,7 +44,7 @@ from .errors import LocalProtocolError
 from .in_dialog import InDialog
 from .legs import InboundLeg, LegState
 from .message import Response, make_response, new_tag
-from .peers import PeerLines
+from .peers import TENANT_HEADER, PeerLines
 from .registrar import AuthThrottle, throttle_key
 from .sdp import NegotiatedAudio, NotAcceptable, SdpParseError, SdpSession
 from .session_timer import SessionTimer
@@ -165,6 +165,10 @@ class Inbound:
         agent = request.headers.get("User-Agent")
         if agent is not None:
             headers["User-Agent"] = agent
+        if self._peers is not None and who in self._peers.lines:  # a proven peer call
+            tenant = request.headers.get(TENANT_HEADER)
+            if tenant is not None:
+                headers[TENANT_HEADER] = tenant
         priority: int | None = None
         rp_values = request.headers.get_all("Resource-Priority")
         if rp_values:

@@ -49,6 +49,7 @@ from .errors import LocalProtocolError, SipError
 from .in_dialog import InDialog
 from .legs import Branch, LegState, OutboundLeg
 from .message import Headers, Request, Response, new_tag, random_hex
+from .peers import TENANT_HEADER, PeerLines
 from .registrar import Binding, Registrar
 from .sdp import NegotiatedAudio, NotAcceptable, SdpParseError, SdpSession
 from .transaction import Peer, TransactionKey, new_branch
@@ -64,10 +65,17 @@ _CANCEL_GRACE = 32.0  # seconds a cancelled INVITE may take to get its 487 (64*T
 class Outbound:
     """Baton's calls to users, forked to every registered contact."""
 
-    def __init__(self, book: LegBook, in_dialog: InDialog, registrar: Registrar) -> None:
+    def __init__(
+        self,
+        book: LegBook,
+        in_dialog: InDialog,
+        registrar: Registrar,
+        peers: PeerLines | None = None,
+    ) -> None:
         self._book = book
         self._in_dialog = in_dialog
         self._registrar = registrar
+        self._peers = peers
         self.branches: dict[str, Branch] = {}  # outbound INVITEs by Call-ID
         self._branch_keys: dict[TransactionKey, Branch] = {}
 
@@ -147,6 +155,9 @@ class Outbound:
         else:
             headers.add("From", f'"Baton" <sip:baton@{host}>;tag={new_tag()}')
         headers.add("To", f"<sip:{leg.user}@{host}>")
+        peers = self._peers
+        if peers is not None and peers.tenant is not None and leg.user in peers.lines:
+            headers.add(TENANT_HEADER, peers.tenant)  # the other tenant shows whose caller
         headers.add("Call-ID", f"{random_hex(10)}@baton")
         headers.add("CSeq", "1 INVITE")
         contact = book.contact(peer.transport)

@@ -31,10 +31,13 @@ from dataclasses import dataclass, field
 from .message import Request
 from .uri import SipUri
 
-__all__ = ["PEER_HEADER", "PeerLine", "PeerLines", "line_ids", "peer_proof"]
+__all__ = ["PEER_HEADER", "TENANT_HEADER", "PeerLine", "PeerLines", "line_ids", "peer_proof"]
 
 #: The header the edge signs peer calls with.
 PEER_HEADER = "X-Baton-Peer"
+#: The header a shard names its tenant in on a call to another tenant: the receiving tenant
+#: shows the caller as that tenant's (a proven call came from a shard, so it is the shard's).
+TENANT_HEADER = "X-Baton-Tenant"
 
 
 def peer_proof(secret: str, call_id: str, from_user: str, to_user: str) -> str:
@@ -70,6 +73,8 @@ class PeerLines:
     secret: str
     lines: tuple[str, ...]
     numbers: tuple[str, ...]
+    #: this tenant's name, sent in :data:`TENANT_HEADER` on each call to another tenant
+    tenant: str | None = None
     _next: int = 0
 
     def users(self) -> list[PeerLine]:

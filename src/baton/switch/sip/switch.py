@@ -165,7 +165,7 @@ class SipSwitch(Switch):
             edge, key, count, prefixes = config.peers
             at = ListenAddress.parse(edge)
             self.peers = PeerLines(at.host, at.port, at.transport, key, tuple(line_ids(count)),
-                                   prefixes)  # fmt: skip
+                                   prefixes, config.peer_tenant)  # fmt: skip
         names = directory.names
         self.registrar = Registrar(
             authenticator=self.authenticator,
@@ -184,7 +184,7 @@ class SipSwitch(Switch):
         self._stale = StaleLines(book)
         self._inbound = Inbound(book, self._in_dialog, self._stale, self.authenticator,
                                 self.throttle, self.peers)  # fmt: skip
-        self._outbound = Outbound(book, self._in_dialog, self.registrar)
+        self._outbound = Outbound(book, self._in_dialog, self.registrar, self.peers)
         #: live legs by id (the book's, shared)
         self.legs: dict[str, Leg] = book.legs
         #: operational counts for ``/metrics`` (the book's, shared)
