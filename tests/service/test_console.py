@@ -173,6 +173,28 @@ def test_an_observer_sees_but_may_not_act(server: Server, page: object) -> None:
     expect(pg.locator("#login")).to_be_visible()  # type: ignore[attr-defined]
 
 
+def test_a_peer_lines_caller_is_named_in_the_grid_and_the_log(server: Server, page: object) -> None:
+    """A call from another tenant (docs/cluster.md): the stream's ``leg.caller`` message, with
+    the line's view carrying ``caller``, names the caller in the line's tile and the live log —
+    played here as the message a SIP cluster's shard sends (the sim has no peer lines)."""
+    pg = page
+    expect = sync_api.expect
+    login(pg, server.base, "disp1", "disp1-pw", mode="dispatcher")
+    pg.evaluate(  # type: ignore[attr-defined]
+        """() => {
+          const caller = { number: "2101", name: "a-unit1", tenant: "acme" };
+          const line = { ...S.users.get("unit1"), caller };
+          onMessage({ type: "event", users: [line], event: { kind: "leg.caller", seq: S.lastSeq + 1,
+            t: 0, user: "unit1", leg: "sip-in-1", ...caller, marker: null, text: null } });
+        }"""
+    )
+    name = pg.locator('.tile[data-user="unit1"] .name')  # type: ignore[attr-defined]
+    expect(name).to_have_text("2101 (a-unit1, acme)")
+    expect(pg.locator("#log")).to_contain_text(  # type: ignore[attr-defined]
+        "2101 (a-unit1, acme) of another tenant is calling in on unit1"
+    )
+
+
 @pytest.fixture
 def centre(tmp_path: Path) -> Iterator[Server]:
     # Positions start logged out; disp1's (virtual) phone rings until answered from the console.
