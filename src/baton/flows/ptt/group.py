@@ -31,6 +31,7 @@ from baton.core import (
     FlowUsageError,
     Meeting,
     MeetingMode,
+    NotOwner,
     Playback,
     Priority,
     Session,
@@ -120,8 +121,8 @@ class _Ptt:
         except CallFailed as exc:
             s.note(f"{user.id}: {exc.cause.value}")
             s.release(user)
-        except FlowInterrupted:
-            pass  # told through _lost
+        except (FlowInterrupted, NotOwner):
+            pass  # told through _lost (NotOwner: lost before this task first ran)
 
     async def _lost(self, exc: FlowInterrupted) -> None:
         self.s.post("_left", user=exc.user.id)
@@ -281,6 +282,9 @@ async def ptt_group(
             await s.claim(user, reason=f"PTT group {s.name}")
         except BatonError as exc:
             s.note(f"{user.id} not reachable now: {exc.code}")
+            continue
+        if not s.owns(user):  # hung up in the very instant it was granted: told at the next wait
+            s.note(f"{user.id} left as the group took it")
             continue
         group.add(user)
     if initiator is not None:
