@@ -98,3 +98,30 @@ async def test_losing_a_user_the_flow_had_hung_up_is_not_a_mistake() -> None:
     assert [ev.user for ev in w.kinds("flow.notified") if ev.flow == f.name] == ["b"]  # type: ignore[attr-defined]
     assert not [m for m in _mistakes(w.events, f) if "never told" in m.message]
     await w.run(30)
+
+
+def test_a_ptt_member_hanging_up_as_it_is_granted_is_let_be() -> None:
+    """baton check (seed 7) found it: a PTT group's claim of a member returned while the
+    member's phone died in the same instant; the group registered handlers for the user it had
+    just lost (invariant 12) and its ringing task crashed the whole group with NotOwner. The
+    group now passes over a member lost as it is granted. Replays the schedule found."""
+    spec = LIBRARY["queued_call"]
+    schedule = parse_schedule(
+        "@0 preempt(f3, ptt_group) ; @3 dies(f1) ; @3 preempt(d1, ptt_group)", 7000094
+    )
+    report = check_flow(spec, default_against(spec), replay=schedule)
+    failure = report.first_failure()
+    assert report.ok, failure and [f.message for f in failure.findings]
+
+
+def test_a_user_lost_while_the_flows_last_command_lands_is_no_mistake() -> None:
+    """baton check (seed 7) flagged hold as "never told": the holder was taken by an emergency
+    while the hold, its held party gone, was hanging that holder up — its last command, slow
+    on this switch. Losing a user while finishing is a benign race, not a deaf flow."""
+    spec = LIBRARY["hold"]
+    schedule = parse_schedule(
+        "@4 preempt(f2, emergency_inbound) ; @5 preempt(f2, emergency_call) ; slow switch", 7000053
+    )
+    report = check_flow(spec, default_against(spec), replay=schedule)
+    failure = report.first_failure()
+    assert report.ok, failure and [f.message for f in failure.findings]

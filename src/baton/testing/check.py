@@ -119,6 +119,10 @@ class Perturbation:
         return f"@{self.at} {what}"
 
 
+#: How long a flow's last command may take on the slow switch (seconds): a user lost no
+#: earlier than this before the flow ended was lost while the flow was finishing, not ignored.
+LAST_COMMAND = 1.0
+
 #: The leak collector's grace period in the explored worlds (seconds).
 GRACE = 3.0
 
@@ -432,8 +436,9 @@ def _mistakes(events: list[Event], flow: Flow) -> list[Finding]:
                 )
             )
     # A notice still pending when the flow completed, and pending for a while: the flow went on
-    # as if it still had the user. (Losing a user in the very instant a flow returns is a benign
-    # race, not a mistake.)
+    # as if it still had the user. (Losing a user in the very instant a flow returns, or while
+    # its last command is carried out — on a slow switch, up to a second — is a benign race,
+    # not a mistake: hold found hanging up the holder it had just told.)
     end = next((ev.t for ev in events if isinstance(ev, FlowEnded) and ev.flow == name), None)
     # Nor is a user taken from the flow after it had hung that user up itself (a transferor
     # that left, a picked-up call's ringing leg): it was done with that user's call, and
@@ -450,7 +455,7 @@ def _mistakes(events: list[Event], flow: Flow) -> list[Finding]:
             and ev.via == "pending"
             and ev.user in undelivered
             and end is not None
-            and ev.t < end
+            and ev.t < end - LAST_COMMAND
             and (line_up.get(ev.user, False) or ev.notice is NoticeKind.HUNG_UP)
         ):
             pending.add(ev.user)
