@@ -125,3 +125,28 @@ def test_a_user_lost_while_the_flows_last_command_lands_is_no_mistake() -> None:
     report = check_flow(spec, default_against(spec), replay=schedule)
     failure = report.first_failure()
     assert report.ok, failure and [f.message for f in failure.findings]
+
+
+@pytest.mark.parametrize(
+    ("flow", "seed", "schedule"),
+    [
+        # the transferor, already gone, taken while the blind transfer connects the party: the
+        # notice escaped and the whole transfer failed, leaving the target on a dead line
+        ("blind_transfer", 11000057, "@1 contend(f2, broadcast) ; @3 preempt(f2, whisper)"),
+        # the target taken while the attended transfer completes: a clear swallowed the notice
+        # and the transfer dialled a user it no longer owned (NotOwner escaped)
+        (
+            "attended_transfer",
+            11000050,
+            "@6 contend(f1, ptt_group) ; @8 preempt(f3, force_release)",
+        ),
+    ],
+)
+def test_transfers_losing_a_party_while_completing(flow: str, seed: int, schedule: str) -> None:
+    """Found by baton check with seed 11; replayed on the slow switch it needs."""
+    spec = LIBRARY[flow]
+    report = check_flow(
+        spec, default_against(spec), replay=parse_schedule(schedule + " ; slow switch", seed)
+    )
+    failure = report.first_failure()
+    assert report.ok, failure and [f.message for f in failure.findings]

@@ -170,37 +170,41 @@ def end_calls_if_abandoned(s: Session, *users: User) -> None:
     line is left to the flow's wind-down (cleared, idle). A flow that completes decides
     itself what becomes of its users."""
 
-    async def end_abandoned_calls() -> None:
-        if s.flow.outcome is FlowOutcome.COMPLETED:
-            return
-        mine = [u for u in users if s.owns(u) and s.leg_of(u) is not None and not u.keep]
-        ringing = [u for u in mine if not _up(s, u)]
-        for u in ringing:
-            with contextlib.suppress(BatonError):
-                await s.hangup(u, Cause.CANCELLED)
-        up = [u for u in mine if u not in ringing]
+    # Two steps, each within its own compensation bound: the notice to everyone at once, then
+    # the hang-ups once it has played (on a slow switch each command takes up to a second).
+    told: dict[User, float] = {}  # user -> when its notice ends
+
+    def why() -> tuple[str | None, Tone | None]:
         error = s.flow.error
         if isinstance(error, Preempted):
-            by: str | None = error.by
-            tone: Tone | None = Tone("preemption", 3.0)
-        elif isinstance(error, UserHungUp):
-            by, tone = None, Tone("busy", 2.0)
-        else:
-            by, tone = None, None
-        if tone is not None:
-            told = []
-            for u in up:
+            return error.by, Tone("preemption", 3.0)
+        if isinstance(error, UserHungUp):
+            return None, Tone("busy", 2.0)
+        return None, None  # cancelled, or failed otherwise: hung up at once
+
+    def abandoned() -> list[User]:
+        if s.flow.outcome is FlowOutcome.COMPLETED:
+            return []
+        return [u for u in users if s.owns(u) and s.leg_of(u) is not None and not u.keep]
+
+    async def tell_abandoned() -> None:
+        _, tone = why()
+        end = s.now() + (tone.duration or 0.0) if tone is not None else 0.0
+        for u in abandoned():
+            if not _up(s, u):
+                with contextlib.suppress(BatonError):
+                    await s.hangup(u, Cause.CANCELLED)  # a phone still ringing: cancelled
+            elif tone is not None:
                 with contextlib.suppress(BatonError):
                     await s.play(u, tone, wait=False)
-                    told.append(u)
-            if told:
-                deadline = s.now() + (tone.duration or 0.0)
-                while s.now() < deadline:
-                    with contextlib.suppress(FlowInterrupted):  # a party leaving changes nothing
-                        await s.sleep(deadline - s.now())
-        for u in up:
-            if not s.owns(u) or s.leg_of(u) is None:
-                continue
+                    told[u] = end
+
+    async def end_abandoned_calls() -> None:
+        by, _ = why()
+        while told and s.now() < max(told.values()):
+            with contextlib.suppress(FlowInterrupted):  # a party leaving changes nothing
+                await s.sleep(max(told.values()) - s.now())
+        for u in abandoned():
             with contextlib.suppress(BatonError):
                 if by is not None:
                     await s.hangup(u, Cause.PREEMPTED, EndReason.preempted(by))
@@ -208,6 +212,7 @@ def end_calls_if_abandoned(s: Session, *users: User) -> None:
                     await s.hangup(u, Cause.NORMAL)
 
     s.compensate(end_abandoned_calls, label="end_abandoned_calls")
+    s.compensate(tell_abandoned, label="tell_abandoned")  # runs first (last in, first out)
 
 
 def parties_of(s: Session, user: User) -> list[User]:

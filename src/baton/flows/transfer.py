@@ -129,8 +129,15 @@ async def blind_transfer(
             return await _target_lost(s, party, transferor, ringback, ring, on_fail, original, exc)
         except CallFailed as exc:
             return await _target_lost(s, party, transferor, ringback, ring, on_fail, original, exc)
-    await s.stop(ringback)
-    await s.connect(party, target)
+    while True:
+        try:
+            await s.stop(ringback)
+            await s.connect(party, target)
+            break
+        except FlowInterrupted as exc:
+            if party in exc.users or target in exc.users:
+                raise
+            # the transferor, taken after it left (its notice raised here): nothing to undo
     s.settle(P2P(party, target))
     return TransferOutcome.TRANSFERRED
 
@@ -260,6 +267,9 @@ async def _what_is_left(
     for u in left:
         with contextlib.suppress(BatonError):
             await s.clear(u)  # no hold music, no ringback, out of the consultation
+    # a party taken or gone while those clears were on their way is no longer there (its
+    # notice was raised, and swallowed, by a clear)
+    left = [u for u in left if s.owns(u) and s.leg_of(u) is not None]
     s.note(f"attended transfer: {_who(why) if isinstance(why, FlowInterrupted) else why}")
     if party in left and target in left and transferor not in left:
         if not _talking(s, target):  # still ringing: the party waits for it, not in silence
