@@ -302,10 +302,18 @@ def test_a_dispatcher_goes_ready_and_answers_a_queued_call(centre: Server, tmp_p
             expect(group).to_contain_text("ptt dial in 1")
             group.locator('button[data-action="join"]').click()
             expect(group.locator('button[data-action="talk"]')).to_be_visible()
-            group.locator('button[data-action="talk"]').click()
+            # Press and hold to talk, let go to release (the Talk button is a radio's button).
+            group.locator('button[data-action="talk"]').hover()
+            pg.mouse.down()
             expect(group.locator(".talker")).to_have_text("disp1 talks")
-            group.locator('button[data-action="release"]').click()
+            pg.mouse.up()
             expect(group.locator(".talker")).to_have_text("floor idle")
+            # A quick click is a press and a release: the floor ends idle, whatever order the
+            # two commands' replies come back in (they are sent one after the other).
+            for _ in range(3):
+                group.locator("button.talk").click()
+            expect(group.locator(".talker")).to_have_text("floor idle")
+            expect(group.locator("button.talk")).to_have_attribute("aria-pressed", "false")
             expect(pg.locator("#log")).to_contain_text("ptt dial in 1: disp1 talks")
             group_name = group.get_attribute("data-flow")
             assert group_name is not None

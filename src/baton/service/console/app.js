@@ -490,7 +490,16 @@ document.addEventListener("keyup", (ev) => {
   stopTalk("space");
 });
 
-async function ptt(f, command) {
+// Floor commands go one after another: a quick press sends "request" then "release", and two
+// requests in flight may arrive in either order; a release that overtook its request would
+// leave the dispatcher holding the floor after letting go (an open microphone in the group).
+let pttChain = Promise.resolve();
+function ptt(f, command) {
+  pttChain = pttChain.then(() => sendPtt(f, command));
+  return pttChain;
+}
+
+async function sendPtt(f, command) {
   try { await api("POST", `/api/flows/${enc(f.name)}/commands`, { command, args: { user: S.me.user } }); }
   catch (e) {
     if (command === "request") {
