@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from _rigs.sip import U, rig, wait_until
-from baton.core import User
+from baton.core import Priority, User
 from baton.flows import call, emergency_call, ptt_group
 from baton.service.callers import Caller, caller_from
 from baton.service.cluster.config import load_shard_config
@@ -204,6 +204,28 @@ def test_a_shard_file_names_its_tenants_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_shard_config(shard)
     assert any("is tenant 'default'" in p for p in err.value.problems)
+
+
+def test_a_tenants_role_table_extending_its_builtin_survives_the_placement(
+    tmp_path: Path,
+) -> None:
+    # The shard re-reads the tenant's file with its own addresses: a `[roles.dispatcher]`
+    # table that only adds a permission must keep the built-in's cap, position and scope.
+    (tmp_path / "acme.toml").write_text(
+        'tenant = "acme"\n[roles.dispatcher]\npermissions = ["escort"]\n'
+        '[[users]]\nid = "d"\npassword = "p"\nrole = "dispatcher"\n'
+    )
+    shard = tmp_path / "shard.toml"
+    shard.write_text(
+        '[cluster]\nname = "s1"\n[cluster.tenants.acme]\nconfig = "acme.toml"\n'
+        'api = "127.0.0.1:8170"\n'
+    )
+    acme = load_shard_config(shard).tenants["acme"]
+    assert acme.api.listen == "127.0.0.1:8170"
+    role = acme.all_roles["dispatcher"]
+    assert "escort" in role.permissions and "call" in role.permissions
+    assert role.max_priority == Priority.EMERGENCY and role.position
+    assert role.effective_scope == "centre"
 
 
 async def test_a_standby_raises_emergencies_redials_keep_lines_and_reforms_ptt(

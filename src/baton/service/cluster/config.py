@@ -112,8 +112,11 @@ class ShardConfig(_Model):
 
 def tenant_config(base: Config, placement: TenantPlacement) -> Config:
     """The tenant's centre config as this shard serves it: its SIP and API addresses replaced
-    by the placement's."""
-    data = base.model_dump(exclude={"source"})
+    by the placement's. Only the keys the tenant's file set are carried over, as for ``baton
+    serve``'s command-line overrides: a default written back as if chosen would change what it
+    means (a ``[roles.dispatcher]`` table that only adds a permission would pin the built-in
+    role's cap, position and scope; docs/service.md, Roles and permissions)."""
+    data = base.model_dump(exclude={"source"}, exclude_unset=True)
     sip = dict(data.get("sip") or {})
     if placement.sip:
         sip["listen"] = list(placement.sip)
@@ -123,7 +126,7 @@ def tenant_config(base: Config, placement: TenantPlacement) -> Config:
         sip["rtp_ports"] = placement.rtp_ports
     data["sip"] = sip
     if placement.api is not None:
-        data["api"] = {**data["api"], "listen": placement.api}
+        data["api"] = {**data.get("api", {}), "listen": placement.api}
     return parse_config(_plain(data), base.source)
 
 
