@@ -12,6 +12,7 @@ import asyncio
 
 import pytest
 
+from baton.core import Priority, Session, User, flow
 from baton.core.port import LegAnswered, LegRinging, SwitchEvent
 from baton.flows import call, inbound_call
 from baton.switch.sim import SimSwitch, Timing, answers
@@ -88,3 +89,27 @@ async def test_the_watch_listens_on_the_call_the_core_knows_not_on_a_ghost() -> 
         w.sim.hang_up(user)
     await w.run(10)
     assert not [p for p in w.problems(quiescent=True) if "unknown to the core" in p]
+
+
+@flow(priority=Priority.ROUTINE)
+async def _call_then_hang_up(s: Session, u: User) -> None:
+    await s.claim(u)
+    await s.dial(u)
+    await s.hangup(u)
+    await s.sleep(10)
+
+
+async def test_a_hang_up_whose_issuer_is_cancelled_is_still_retried_if_the_switch_fails() -> None:
+    """The core ends a leg, then tells the switch. The flow hanging up was cancelled while the
+    switch carried the hang-up out — and the switch failed it: nobody was left to see the
+    failure, no retry, and the phone stayed in a call the core had ended (found by the library
+    state machine: a roll call cancelled as it hung up its member)."""
+    w = World("u", latency={"hangup": 0.5})
+    w.sim.fail_next("hangup")
+    f = w.start(_call_then_hang_up, w["u"])
+    await w.run(1.3)  # u answered at 1.1; the flow's hang-up lands at 1.6
+    assert w.manager.ledger.records["u"].live_leg is None  # ended by the core already
+    assert [leg.state for leg in w.sim.legs.values() if leg.user == "u"] == ["connected"]
+    f.cancel("operator")
+    await w.run(5)
+    assert [leg.id for leg in w.sim.legs.values() if leg.user == "u"] == []

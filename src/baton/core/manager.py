@@ -537,16 +537,24 @@ class UserManager:
             if leg is None:
                 return
             self.end_leg(rec, leg, cause)
-            try:
-                await self._command("hangup", self.switch.hangup(leg.id, cause, reason))
-            except SwitchFailed:
-                # The core has ended the leg: the switch must too, or the phone stays in a call
-                # nobody knows of. One more try, supervised and bounded, on the manager's account.
-                retry = self.collector.hang_up(leg, cause, reason, tries=1)
-                self.spawn(retry, f"hangup-retry:{leg.id}")
-                raise
+            # supervised: the issuer may stop waiting (cancelled) while the switch carries the
+            # hang-up out, and a failure must be retried all the same
+            await asyncio.shield(
+                self.spawn(self._switch_hangup(leg, cause, reason), f"hangup:{leg.id}")
+            )
 
         await self.operations.run(owner, "hangup", (rec,), run)
+
+    async def _switch_hangup(self, leg: Leg, cause: Cause, reason: EndReason | None) -> None:
+        """The switch's side of a hang-up the core has done (the leg is ended here already)."""
+        try:
+            await self._command("hangup", self.switch.hangup(leg.id, cause, reason))
+        except SwitchFailed:
+            # The switch must end the call too, or the phone stays in a call nobody knows of.
+            # One more try, supervised and bounded, on the manager's account.
+            retry = self.collector.hang_up(leg, cause, reason, tries=1)
+            self.spawn(retry, f"hangup-retry:{leg.id}")
+            raise
 
     async def wait_hangup(self, owner: Owner, user: User) -> Cause:
         """Wait until the user's leg ends; return the cause."""
