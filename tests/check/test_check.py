@@ -12,7 +12,7 @@ from broken_flows import (
 )
 
 from baton.core import FlowSpec
-from baton.flows import LIBRARY, emergency_call
+from baton.flows import LIBRARY, call, emergency_call
 from baton.testing import World
 from baton.testing.check import (
     Perturbation,
@@ -35,6 +35,13 @@ def test_every_library_flow_passes_the_checker(name: str) -> None:
     failure = report.first_failure()
     assert report.ok, failure and (str(failure.schedule), [f.message for f in failure.findings])
     assert report.runs == LIBRARY_BUDGET
+
+
+def test_a_flow_that_tells_the_other_party_and_reraises_handled_its_loss() -> None:
+    # The library's call catches the notice, ends the other party's call, and raises it
+    # again (its record says preempted): nothing for the author to fix, so no warning.
+    report = check_flow(call, default_against(call), budget=LIBRARY_BUDGET, seed=7)
+    assert report.ok and not report.warnings, [w.findings for w in report.warnings]
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,7 @@ from baton.core import (
     UserHungUp,
 )
 from baton.core.events import (
+    CompensationOutcome,
     CompensationRan,
     Event,
     FlowEnded,
@@ -76,6 +77,7 @@ from baton.core.events import (
     FlowStarted,
     LegCollected,
     LegStateChanged,
+    MediaChanged,
     NoticeKind,
     OwnerChanged,
 )
@@ -490,7 +492,7 @@ def _mistakes(events: list[Event], flow: Flow) -> list[Finding]:
                     "preemption notice or a busy tone, or is called back (docs/flows.md)",
                 )
             )
-        else:
+        elif not _handled_loss(events, name, err.user.id):
             found.append(
                 Finding(
                     "warning",
@@ -506,6 +508,50 @@ def _mistakes(events: list[Event], flow: Flow) -> list[Finding]:
         if ev.flow not in ended:
             found.append(Finding("error", f"{ev.flow} never ended"))
     return found
+
+
+def _handled_loss(events: list[Event], name: str, lost: str) -> bool:
+    """Whether the flow ``name``, told it lost ``lost``, had nothing left to do or did it: when
+    the notice came it held no other user on a live line, or it then acted for them before it
+    ended (played them something, bridged, settled, a compensation step ran, or their call
+    ended) — a flow that catches
+    the notice, tells the other party and raises it again (the library's calls) handled it."""
+    owned: set[str] = set()
+    up: dict[str, bool] = {}  # user -> has a live leg
+    others: set[str] | None = None  # the flow's other users on a live line at the notice
+    ended: float | None = None
+    for ev in events:
+        if others is None:
+            if isinstance(ev, OwnerChanged):
+                if ev.new == name:
+                    owned.add(ev.user)
+                elif ev.old == name:
+                    owned.discard(ev.user)
+            elif isinstance(ev, LegStateChanged):
+                up[ev.user] = ev.state != "ended"
+            elif isinstance(ev, FlowNotified) and ev.flow == name and ev.user == lost:
+                others = {u for u in owned if u != lost and up.get(u, False)}
+                if not others:
+                    return True
+            continue
+        if isinstance(ev, FlowEnded) and ev.flow == name:
+            ended = ev.t  # what it asked last may land after it ended (a slow switch)
+            continue
+        if (ended is not None and ev.t > ended + LAST_COMMAND) or isinstance(ev, LegCollected):
+            return False  # nothing it did: left to the leak collector, or to nobody
+        if (
+            isinstance(ev, CompensationRan)
+            and ev.flow == name
+            and ev.outcome is CompensationOutcome.RAN
+        ):
+            return True  # its compensation (cancel a ringing line, hang up) acted for them
+        if isinstance(ev, MediaChanged) and ev.by == name and others & set(ev.users):
+            return True
+        if isinstance(ev, OwnerChanged) and ev.user in others and ev.old == name and ev.new:
+            return True  # settled into a call, or handed to another flow
+        if isinstance(ev, LegStateChanged) and ev.user in others and ev.state == "ended":
+            return True
+    return others is None or ended is None  # never told: the stranded check speaks for that
 
 
 def _stranded(events: list[Event], name: str) -> list[str]:
