@@ -189,3 +189,22 @@ async def test_inbound_emergency_rings_on_until_a_position_answers() -> None:
     assert not e.ended
     await e.send("end")
     w.assert_ok()
+
+
+async def test_a_position_stops_ringing_when_the_emergency_caller_hangs_up() -> None:
+    """The caller gives up while a position rings (an always-on line not up yet, and then a
+    plain one): the ringing is cancelled at once, not left for the dispatcher to answer a call
+    that is gone (baton check warned of it: 'UserHungUp escaped the flow')."""
+    for keep in (True, False):
+        w = World("caller")
+        disp1 = w.add("disp1", keep=keep, behaviour=never_answers())
+        w.sim.call_in("caller", "112")
+        await w.run(1)
+        e = w.start(emergency_inbound, w["caller"], [disp1], ring=20)
+        await w.run(2)
+        assert w.state("disp1") == "ringing"
+        w.sim.hang_up("caller")
+        await w.run(0.5)
+        assert e.ended
+        assert w.state("disp1") == "idle" and w.owner("disp1") is None
+        w.assert_ok()

@@ -153,15 +153,25 @@ async def _reach(s: Session, caller: User, dispatcher: User, ring: float) -> boo
     except CallFailed as exc:
         s.note(f"{dispatcher.id} did not take the emergency call ({exc.cause.value})")
     except FlowInterrupted as exc:
-        if exc.user is caller:
+        if exc.user is caller:  # the caller is gone: the position must not ring on for nobody
+            with contextlib.suppress(FlowInterrupted):
+                await _give_back(s, dispatcher)
             raise
         s.note(f"{dispatcher.id} was lost while ringing ({type(exc).__name__})")
-    if s.owns(dispatcher):
-        if s.leg_of(dispatcher) is not None and not dispatcher.keep:
-            with contextlib.suppress(CallFailed, ClaimDenied, NotOwner, SwitchFailed):
-                await s.hangup(dispatcher, Cause.CANCELLED)
-        s.release(dispatcher)
+    await _give_back(s, dispatcher)
     return False
+
+
+async def _give_back(s: Session, dispatcher: User) -> None:
+    """Release a position this flow took: its ringing is cancelled (an always-on line that is
+    up stays up, only given back)."""
+    if not s.owns(dispatcher):
+        return
+    leg = s.leg_of(dispatcher)
+    if leg is not None and not (dispatcher.keep and leg.connected):
+        with contextlib.suppress(CallFailed, ClaimDenied, NotOwner, SwitchFailed):
+            await s.hangup(dispatcher, Cause.CANCELLED)
+    s.release(dispatcher)
 
 
 async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: float) -> str:
