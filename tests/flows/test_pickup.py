@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from baton.flows import PickupFailed, call, pickup
+from baton.core import Preempted
+from baton.flows import PickupFailed, call, emergency_call, pickup
 from baton.switch.sim import answers, never_answers
 from baton.testing import World
 
@@ -80,3 +81,23 @@ async def test_nothing_to_pick_up() -> None:
     w = World("b", "c")
     with pytest.raises(PickupFailed, match="no call is ringing"):
         await w.start(pickup, w["c"], w["b"]).result()
+
+
+async def test_a_picker_taken_while_its_phone_rings_leaves_nobody_waiting() -> None:
+    """c picks up a's call to b, and while c's phone rings an emergency takes c: a (who was
+    hearing ringback) is told at once — the preemption tone, then hung up — rather than left
+    on the line for the leak collector (baton check warned: 'Preempted escaped the flow')."""
+    w = World("a", "b", "c", "boss")
+    w.behave("b", never_answers())
+    w.start(call, w["a"], w["b"])
+    await w.run(3)
+    w.behave("c", never_answers())
+    p = w.start(pickup, w["c"], w["b"])
+    await w.run(2)
+    assert w.state("c") == "ringing" and w.state("b") == "idle"
+    w.start(emergency_call, w["boss"], w["c"])
+    assert await p.wait() == "failed" and isinstance(p.error, Preempted)
+    await w.run(3)
+    assert "tone:preemption" in w.heard("a")
+    assert w.state("a") == "idle" and w.owner("a") is None
+    w.assert_ok()

@@ -45,17 +45,17 @@ async def end_unbridged(s: Session, user: User, lost: FlowInterrupted) -> None:
     than when the leak collector finds it (a callee answering into silence, a caller hearing
     ringback for nobody). Taken by a higher priority: the preemption tone, then hung up with
     the RFC 4411 reason; hung up: a ringing leg is cancelled, an answered one ended. An
-    always-on line is only cleared. Best effort: a user gone meanwhile is left alone."""
+    always-on line that is up is only cleared (one still ringing is cancelled). Best effort: a user gone meanwhile is left alone."""
     if not s.owns(user) or s.leg_of(user) is None:
         return
     if isinstance(lost, Preempted) and not user.keep:
         await notify_and_release(s, user, by=lost.by)
         return
     with contextlib.suppress(BatonError):
-        if user.keep:
-            await s.clear(user)
-        elif s.state_of(user) in ("dialling", "ringing"):
+        if s.state_of(user) in ("dialling", "ringing"):  # an always-on line not up yet too
             await s.hangup(user, Cause.CANCELLED)
+        elif user.keep:
+            await s.clear(user)
         else:
             await s.hangup(user, Cause.NORMAL)
 

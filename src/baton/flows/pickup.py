@@ -9,8 +9,19 @@ the pickup fails with :class:`PickupFailed`.
 
 from __future__ import annotations
 
-from baton.core import P2P, BatonError, Cause, EndReason, LegState, Priority, Session, User, flow
-from baton.flows._common import dial_with_ringback
+from baton.core import (
+    P2P,
+    BatonError,
+    Cause,
+    EndReason,
+    FlowInterrupted,
+    LegState,
+    Priority,
+    Session,
+    User,
+    flow,
+)
+from baton.flows._common import dial_with_ringback, end_unbridged
 
 
 class PickupFailed(BatonError):
@@ -27,23 +38,31 @@ async def pickup(s: Session, picker: User, ringing: User) -> str:
         raise PickupFailed(f"no call is ringing at {ringing.id!r}")
     caller = leg.caller
     await s.claim(caller, ringing, reason=f"pickup by {picker.id}")
-    leg = s.leg_of(ringing)
-    if leg is not None and leg.connected:
-        # The called user answered while we were taking the call: let them have it.
-        await s.connect(caller, ringing)
-        s.settle(P2P(caller, ringing))
-        raise PickupFailed(f"{ringing.id!r} answered first")
-    await s.hangup(ringing, Cause.CANCELLED, EndReason("picked up elsewhere"))
-    await s.claim(picker)
-    caller_leg = s.leg_of(caller)
-    if caller_leg is not None and caller_leg.connected:  # a dispatcher's line: not in silence
-        await dial_with_ringback(s, caller, picker, timeout=30.0)
-    else:
-        await s.dial(picker)
-    caller_leg = s.leg_of(caller)
-    if caller_leg is not None and not caller_leg.connected:  # an inbound call not yet answered
-        await s.answer(caller)
-    await s.connect(caller, picker)
+    try:
+        leg = s.leg_of(ringing)
+        if leg is not None and leg.connected:
+            # The called user answered while we were taking the call: let them have it.
+            await s.connect(caller, ringing)
+            s.settle(P2P(caller, ringing))
+            raise PickupFailed(f"{ringing.id!r} answered first")
+        await s.hangup(ringing, Cause.CANCELLED, EndReason("picked up elsewhere"))
+        await s.claim(picker)
+        caller_leg = s.leg_of(caller)
+        if caller_leg is not None and caller_leg.connected:  # a dispatcher's line: not in silence
+            await dial_with_ringback(s, caller, picker, timeout=30.0)
+        else:
+            await s.dial(picker)
+        caller_leg = s.leg_of(caller)
+        if caller_leg is not None and not caller_leg.connected:  # an inbound call not answered
+            await s.answer(caller)
+        await s.connect(caller, picker)
+    except FlowInterrupted as lost:
+        # A party lost before the bridge: the others' sides end now (a phone still ringing is
+        # cancelled, the caller hears why), not when the leak collector finds them.
+        for other in (caller, ringing, picker):
+            if other is not lost.user:
+                await end_unbridged(s, other, lost)
+        raise
     s.settle(P2P(caller, picker))
     s.note(f"{picker.id} picked up {caller.id}'s call to {ringing.id}")
     return caller.id
