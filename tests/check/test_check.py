@@ -157,3 +157,16 @@ def test_transfers_losing_a_party_while_completing(flow: str, seed: int, schedul
     )
     failure = report.first_failure()
     assert report.ok, failure and [f.message for f in failure.findings]
+
+
+def test_a_barge_in_whose_peer_and_dispatcher_hang_up_at_once_ends() -> None:
+    """baton check, seed 29: the peer and the dispatcher hung up in one instant; the second
+    hang-up was lost to the barge-in (see tests/core/test_timing.py), which waited on with its
+    target in silence."""
+    spec = LIBRARY["barge_in"]
+    schedule = parse_schedule(
+        "@0 contend(d1, attended_transfer) ; @2 hangup(f1) ; @3 hangup(d1)", 29000098
+    )
+    report = check_flow(spec, default_against(spec), replay=schedule)
+    failure = report.first_failure()
+    assert report.ok, failure and [f.message for f in failure.findings]

@@ -196,11 +196,14 @@ class UserHungUp(FlowInterrupted):
 
     code = "user-hung-up"
 
-    def __init__(self, user: User, flow: str, cause: Cause) -> None:
+    def __init__(self, user: User, flow: str, cause: Cause, also: list[User] | None = None) -> None:
+        who = ", ".join(repr(u.id) for u in (user, *(also or ())))
+        noun = "users" if also else "user"
         super().__init__(
-            f"user {user.id!r} hung up ({cause.value}) while owned by {flow}; the user is idle "
+            f"{noun} {who} hung up ({cause.value}) while owned by {flow}; the user is idle "
             "and released.",
             user,
+            also,
         )
         self.flow = flow
         self.cause = cause

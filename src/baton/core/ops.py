@@ -110,7 +110,7 @@ def notice_error(owner: Owner, notice: Notice) -> FlowInterrupted:
             notice.user, owner.name, notice.by or "?", notice.priority, notice.reason, notice.also
         )
     cause = notice.cause if isinstance(notice.cause, Cause) else Cause.NORMAL
-    return UserHungUp(notice.user, owner.name, cause)
+    return UserHungUp(notice.user, owner.name, cause, notice.also)  # (all hung up at once)
 
 
 class Operations:

@@ -245,7 +245,7 @@ async def until_leave(
             cmd = await s.command()
         except FlowInterrupted as exc:
             gone.update(exc.users)
-            if exc.user is dispatcher or any(u in needs for u in exc.users):
+            if dispatcher in exc.users or any(u in needs for u in exc.users):
                 return
             if needs_one_of and all(u in gone for u in needs_one_of):
                 return

@@ -83,7 +83,7 @@ async def broadcast(
         try:
             cmd = await s.command()
         except FlowInterrupted as exc:
-            if exc.user is dispatcher:
+            if dispatcher in exc.users:
                 return fate
             continue
         if cmd is not None and cmd.name == "end":

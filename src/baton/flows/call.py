@@ -45,7 +45,7 @@ async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> No
             await tell_failure(s, caller, exc)
         raise
     except FlowInterrupted as lost:  # the callee was taken or hung up: the caller is told now
-        if lost.user is callee:
+        if callee in lost.users:
             await end_unbridged(s, caller, lost)
         raise
     s.settle(P2P(caller, callee))

@@ -153,7 +153,7 @@ async def _reach(s: Session, caller: User, dispatcher: User, ring: float) -> boo
     except CallFailed as exc:
         s.note(f"{dispatcher.id} did not take the emergency call ({exc.cause.value})")
     except FlowInterrupted as exc:
-        if exc.user is caller:  # the caller is gone: the position must not ring on for nobody
+        if caller in exc.users:  # the caller is gone: the position must not ring on for nobody
             with contextlib.suppress(FlowInterrupted):
                 await _give_back(s, dispatcher)
             raise

@@ -180,7 +180,7 @@ async def _until_end(s: Session, group: _Group) -> str:
         try:
             cmd = await s.command()
         except FlowInterrupted as exc:
-            if exc.user is group.dispatcher:
+            if group.dispatcher in exc.users:  # (users lost in one instant are told together)
                 return "dispatcher left"
             continue
         if cmd is None:

@@ -451,7 +451,7 @@ async def _offer(
         return _failed(s, caller, dispatcher, queue, entry, exc.cause, why)
     except (FlowInterrupted, NotOwner) as exc:
         await _withdraw(s, dispatcher, rang)
-        if exc.user is not dispatcher:  # the caller is gone: the flow ends
+        if caller in getattr(exc, "users", (exc.user,)):  # the caller is gone: the flow ends
             queue.done(dispatcher)
             raise
         why = "hung up" if isinstance(exc, UserHungUp) else "was taken by another flow"

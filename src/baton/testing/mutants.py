@@ -696,8 +696,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "monitor/barge-in never end when the dispatcher hangs up (inv. 10)",
         (
             "flows/_common.py",
-            "if exc.user is dispatcher",
-            "if False and exc.user is dispatcher",
+            "if dispatcher in exc.users or",
+            "if False and dispatcher in exc.users or",
         ),
     ),
     _m(
