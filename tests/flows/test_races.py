@@ -19,6 +19,7 @@ from baton.flows import (
     barge_in,
     blind_transfer,
     call,
+    conference,
     emergency_call,
     group_call,
     monitor,
@@ -390,4 +391,20 @@ async def test_group_dispatcher_is_not_left_silent_when_a_barging_dispatcher_lea
     assert w.problems() == []
     g.send("end")
     await g.result()
+    w.assert_ok()
+
+
+async def test_a_conference_listing_its_dispatcher_as_a_member_still_sees_it_leave() -> None:
+    """baton check (seed 31) started a conference whose dispatcher was also in its member
+    list; the member's loss handler took the news when the dispatcher was taken (or hung up),
+    the conference never learned its dispatcher had left, and the other member sat in the room
+    hearing nobody. The dispatcher is the dispatcher only."""
+    w = World("d", "m")
+    c = w.start(conference, w["d"], [w["d"], w["m"]])
+    await w.run(5)
+    assert w.hears("m") == {"d"}
+    w.sim.hang_up("d")
+    await w.run(5)
+    assert c.ended
+    assert w.state("m") == "idle"
     w.assert_ok()

@@ -117,7 +117,9 @@ class _Group:
     async def invite(self, members: list[User], busy: BusyPolicy) -> None:
         s = self.s
         takeable: list[User] = []
-        for m in members:
+        # the dispatcher listed among the members is the dispatcher, not a member too: a
+        # member's loss handler would swallow the dispatcher's own departure
+        for m in dict.fromkeys(m for m in members if m is not self.dispatcher):
             owner = s.owner_of(m)
             if owner is None or owner is s.flow:
                 takeable.append(m)
