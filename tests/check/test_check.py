@@ -170,3 +170,26 @@ def test_a_barge_in_whose_peer_and_dispatcher_hang_up_at_once_ends() -> None:
     report = check_flow(spec, default_against(spec), replay=schedule)
     failure = report.first_failure()
     assert report.ok, failure and [f.message for f in failure.findings]
+
+
+@pytest.mark.parametrize(
+    ("flow", "seed", "schedule"),
+    [
+        # the peer hung up in the instant the dispatcher was taken: the barge-in (monitor) was
+        # already returning and its clean-up told the party left — no "never told"
+        ("barge_in", 41000134, "@2 preempt(f3, emergency_call) ; @4 hangup(f2)"),
+        ("monitor", 41000134, "@2 preempt(f3, emergency_call) ; @4 hangup(f2)"),
+        # a member taken while the group's clean-up hung up the others: skipped, not NotOwner
+        (
+            "group_call",
+            43000192,
+            "@5 preempt(f1, whisper) ; @5 preempt(d1, emergency_inbound) ; slow switch",
+        ),
+    ],
+)
+def test_losses_while_a_flow_winds_down(flow: str, seed: int, schedule: str) -> None:
+    """Found by baton check with seeds 41 and 43."""
+    spec = LIBRARY[flow]
+    report = check_flow(spec, default_against(spec), replay=parse_schedule(schedule, seed))
+    failure = report.first_failure()
+    assert report.ok, failure and [f.message for f in failure.findings]

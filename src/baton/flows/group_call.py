@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 
 from baton.core import (
@@ -28,6 +29,7 @@ from baton.core import (
     Meeting,
     MeetingCall,
     MeetingMode,
+    NotOwner,
     Playback,
     Priority,
     Session,
@@ -161,12 +163,12 @@ class _Group:
         await self.refresh()
 
     async def hang_up_members(self) -> None:
-        for m in self.members():
-            if self.s.owns(m):
-                await self.s.hangup(m)
-        for m in list(self.s.users):
-            if m is not self.dispatcher and self.s.leg_of(m) is not None:
-                await self.s.hangup(m)  # still ringing
+        # each one still ours when its turn comes (the hang-ups before it take time, and a
+        # member may be taken meanwhile: that one is simply no longer ours to hang up)
+        for m in [*self.members(), *self.s.users]:
+            if m is not self.dispatcher and self.s.owns(m) and self.s.leg_of(m) is not None:
+                with contextlib.suppress(NotOwner, FlowInterrupted):
+                    await self.s.hangup(m)
 
 
 async def _start(s: Session, dispatcher: User, ring: float) -> _Group:

@@ -442,6 +442,8 @@ def _mistakes(events: list[Event], flow: Flow) -> list[Finding]:
     # its last command is carried out — on a slow switch, up to a second — is a benign race,
     # not a mistake: hold found hanging up the holder it had just told.)
     end = next((ev.t for ev in events if isinstance(ev, FlowEnded) and ev.flow == name), None)
+    if end is not None and flow.end_by is not None:  # measured to when its body returned
+        end = min(end, flow.end_by - flow.manager.end_timeout)
     # Nor is a user taken from the flow after it had hung that user up itself (a transferor
     # that left, a picked-up call's ringing leg): it was done with that user's call, and
     # nothing it did afterwards could have gone wrong for not knowing.
