@@ -193,3 +193,19 @@ def test_losses_while_a_flow_winds_down(flow: str, seed: int, schedule: str) -> 
     report = check_flow(spec, default_against(spec), replay=parse_schedule(schedule, seed))
     failure = report.first_failure()
     assert report.ok, failure and [f.message for f in failure.findings]
+
+
+def test_no_perturbation_lands_on_the_scenarios_own_clean_up() -> None:
+    """baton check (seed 47): a perturbation due at a late await point landed while the
+    scenario itself was ending every flow, and started a persistent PTT group nobody then
+    ended — reported as a leak of the flow under test. The scenario's clean-up is no longer
+    an await point."""
+    spec = LIBRARY["conference"]
+    schedule = parse_schedule(
+        "@8 contend(f1, ptt_group) ; @10 preempt(f1, emergency_call) ; "
+        "@14 contend(f3, ptt_group) ; slow switch",
+        47000211,
+    )
+    report = check_flow(spec, default_against(spec), replay=schedule)
+    failure = report.first_failure()
+    assert report.ok, failure and [f.message for f in failure.findings]

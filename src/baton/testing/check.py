@@ -285,6 +285,7 @@ class _Runner:
         for p in schedule.perturbations:
             self.pending.setdefault(p.at, []).append(p)
         self.started: list[Flow] = []
+        self.winding_down = False
         self.out = io.StringIO()
 
     def _on_op(self, op: Op) -> None:
@@ -314,6 +315,8 @@ class _Runner:
     def _land(self, p: Perturbation) -> None:
         w, flow = self.w, self.flow
         assert flow is not None
+        if self.winding_down:
+            return
         if p.kind == "hangup" and p.target:
             w.sim.hang_up(p.target)
         elif p.kind == "dies" and p.target:
@@ -380,6 +383,7 @@ class _Runner:
                     f"{self.flow.name} still running after {self.budget:g} s of virtual time",
                 )
             )
+        self.winding_down = True  # no perturbation lands on the scenario's own clean-up
         for f in list(w.manager.flows.values()):
             for cmd in ("end", "leave", "clear_emergency"):
                 if cmd in f.spec.commands:
