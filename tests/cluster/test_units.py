@@ -17,7 +17,7 @@ from baton.core import Priority, User
 from baton.flows import call, emergency_call, ptt_group
 from baton.service.callers import Caller, caller_from
 from baton.service.cluster.config import load_shard_config
-from baton.service.cluster.edge import render, sip_uri
+from baton.service.cluster.edge import _write, render, sip_uri
 from baton.service.cluster.fence import DbFence, epochs, fences
 from baton.service.cluster.restore import Restorer
 from baton.service.config import ConfigError
@@ -152,6 +152,18 @@ def test_dialog_creating_responses_carry_the_record_route() -> None:
     assert make_response(invite, 180, to_tag="b").headers.get_all("Record-Route")
     assert make_response(invite, 486, to_tag="b").headers.get_all("Record-Route") == []
     assert make_response(invite, 100).headers.get_all("Record-Route") == []
+
+
+def test_each_routing_file_written_is_newer_by_a_whole_second(tmp_path: Path) -> None:
+    # Kamailio's db_text reloads the tenants table only if st_mtime, in seconds, moved on:
+    # the edge sync writing twice in one second (shards starting) left Kamailio on the first.
+    path = tmp_path / "tenants"
+    stamps = []
+    for text in ("a", "b", "c"):
+        _write(path, text)
+        stamps.append(int(path.stat().st_mtime))
+    assert path.read_text() == "c"
+    assert stamps[0] < stamps[1] < stamps[2]
 
 
 def test_the_edge_lists_the_holder_first_then_the_standbys() -> None:

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +143,18 @@ class EdgeSync:
 
 
 def _write(path: Path, text: str) -> None:
+    """Replace ``path`` whole, with a modification time in a later second than the version it
+    replaces: Kamailio's db_text (the ``tenants`` table) re-reads a file on reload only if its
+    ``st_mtime``, in whole seconds, moved on — two writes in one second (the directory settling
+    as shards start) left the edge on the first for good, answering 404 to every call."""
+    try:
+        before = int(path.stat().st_mtime)
+    except FileNotFoundError:
+        before = 0
     tmp = path.with_name(path.name + ".new")
     tmp.write_text(text, encoding="utf-8")
+    stamp = max(time.time(), before + 1.0)
+    os.utime(tmp, (stamp, stamp))
     os.replace(tmp, path)
 
 
