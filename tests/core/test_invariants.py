@@ -405,3 +405,27 @@ def test_p2p_needs_two_users() -> None:
     u = User("x")
     with pytest.raises(Exception, match="two different users"):
         P2P(u, u)
+
+
+async def test_inv8_an_always_on_line_ringing_for_nobody_is_collected() -> None:
+    # keep spares an always-on line that is up; a flow gone while it still rang left the
+    # phone ringing for ever (emergency_inbound did, before it cancelled the ringing itself).
+    @flow()
+    async def walk_away(s: Session, a: User, k: User) -> None:
+        await s.claim(a, k)
+        await s.dial(a)
+        await s.dial(k)  # k never answers; a hangs up meanwhile: UserHungUp escapes
+
+    w = World("a", grace=5.0)
+    w.add("k", keep=True, behaviour=never_answers())
+    f = w.start(walk_away, w["a"], w["k"])
+    await w.run(2)
+    assert w.state("k") == "ringing"
+    w.sim.hang_up("a")
+    await f.wait()
+    await w.run(4.9)
+    assert w.state("k") == "ringing"  # within grace: a flow may still claim it
+    await w.run(0.2)
+    assert w.state("k") == "idle"
+    assert any(e.kind == "leg.collected" and e.user == "k" for e in w.events)
+    w.assert_ok(quiescent=True)

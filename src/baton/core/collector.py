@@ -4,7 +4,8 @@ invariant 8).
 Theory of operation
 -------------------
 After every hand-over and every leg change the manager asks the collector to look at the user
-(:meth:`Collector.arm`): a live leg with no owner, of a user not marked ``keep``, gets a timer
+(:meth:`Collector.arm`): a live leg with no owner gets a timer — unless it is the connected
+line of a user marked ``keep`` (a phone of such a user still ringing for nobody does) —
 for the user's grace (``User.grace``, else the manager's ``grace``); an owner arriving, or the
 leg ending, cancels it. When the timer fires with the leg still ownerless the leg is ended in
 the core at once and hung up at the switch in a supervised task.
@@ -42,7 +43,9 @@ class Collector:
 
     def arm(self, rec: UserRecord) -> None:
         """Start or stop the user's collection timer, as the user's state now asks."""
-        want = rec.owner is None and rec.live_leg is not None and not rec.user.keep
+        leg = rec.live_leg
+        # keep spares an always-on line that is up; one still ringing for nobody is a leak
+        want = rec.owner is None and leg is not None and not (rec.user.keep and leg.connected)
         if want and rec.gc is None and not self._m.closing:
             grace = rec.user.grace if rec.user.grace is not None else self._m.grace
             rec.gc = self._m.loop.call_later(grace, self._collect, rec)
@@ -53,7 +56,7 @@ class Collector:
     def _collect(self, rec: UserRecord) -> None:
         rec.gc = None
         leg = rec.live_leg
-        if rec.owner is not None or leg is None or rec.user.keep:
+        if rec.owner is not None or leg is None or (rec.user.keep and leg.connected):
             return
         m = self._m
         m.events.publish(LegCollected(user=rec.user.id, leg=leg.id))

@@ -460,12 +460,12 @@ CATALOGUE: tuple[Mutant, ...] = (
         "an always-on (keep) user's leg is collected like any other",
         (
             "core/collector.py",
-            "        want = rec.owner is None and rec.live_leg is not None and not rec.user.keep\n",
-            "        want = rec.owner is None and rec.live_leg is not None  # MUTANT\n",
+            "        want = rec.owner is None and leg is not None and not (rec.user.keep and leg.connected)\n",
+            "        want = rec.owner is None and leg is not None  # MUTANT\n",
         ),
         (
             "core/collector.py",
-            "        if rec.owner is not None or leg is None or rec.user.keep:\n",
+            "        if rec.owner is not None or leg is None or (rec.user.keep and leg.connected):\n",
             "        if rec.owner is not None or leg is None:  # MUTANT\n",
         ),
     ),
