@@ -42,20 +42,39 @@ class U:
     srtp: str | None = None  # the user's own [sip] srtp
 
 
+_handed_out: set[int] = set()
+# The block baresip phones take their RTP ports from (see Baresip); free_port() stays out of it.
+BARESIP_RTP = (41000, 51200)
+
+
+def _bindable(port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 right now (and its +1 for RTCP)."""
-    for _ in range(100):
+    """A port free for both UDP and TCP on 127.0.0.1 right now, and so is the one above it:
+    baresip opens SIP/TLS on its ``sip_listen`` port + 1, and RTP pairs use +1 for RTCP. A port
+    (or its +1) handed out earlier in this process is never handed out again, so two phones of one
+    test, started together, cannot pick each other's ports before either has bound them."""
+    for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.bind(("127.0.0.1", 0))
             port = int(udp.getsockname()[1])
-            if port > 65000:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
+        if (
+            port > 65000
+            or BARESIP_RTP[0] <= port < BARESIP_RTP[1]
+            or {port, port + 1} & _handed_out
+        ):
+            continue
+        if _bindable(port) and _bindable(port + 1):
+            _handed_out.update((port, port + 1))
+            return port
     raise RuntimeError("no free port found")
 
 
@@ -269,7 +288,7 @@ class Baresip:
         self.user = user
         self.sip_port = free_port()
         self.ctrl_port = free_port()
-        rtp = 41000 + (self.sip_port % 50) * 200
+        rtp = BARESIP_RTP[0] + (self.sip_port % 50) * 200
         home.mkdir(parents=True, exist_ok=True)
         (home / "heard").mkdir(exist_ok=True)  # sndfile: what the phone decodes, per call
         modules = "\n".join(f"module\t\t\t{m}" for m in BARESIP_MODULES)
