@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from baton.service.callers import caller_from
 from baton.service.runtime import Service
-from baton.service.store.tables import journal
+from baton.service.store.tables import callinfo_records, flow_records, journal
 from baton.switch.sim import SimSwitch, answers
 
 from .helpers import FAST_HASHER, Api, eventually, make_config
@@ -100,5 +100,61 @@ async def test_a_peer_lines_caller_is_recorded_journalled_and_shown(tmp_path: Pa
             kinds = (await conn.execute(sa.select(journal.c.kind, journal.c.data))).all()
         (presented,) = [d for k, d in kinds if k == "leg.caller"]
         assert presented["tenant"] == "a"
+    finally:
+        await svc.stop()
+
+
+async def test_flow_and_call_records_name_the_caller_on_a_peer_line(tmp_path: Path) -> None:
+    """The history a supervisor reads — flow records and stable-call records — names the
+    caller on the line, as the leg record does; a user who is not a line carries none."""
+    config = make_config(tmp_path)
+    sim = PeeringSim(default=answers(0.05))
+    for u in config.users:
+        sim.add_phone(u.id)
+    for line in PeeringSim.peer_lines:
+        sim.add_phone(line)
+    svc = Service(config, switch=sim, hasher=FAST_HASHER, grace=1.0)
+    await svc.start()
+    try:
+        a = Api(svc)
+        await a.login("disp1")
+        async with a.client("disp1") as c:
+            sim.call_in("peer-2", "1001", headers={"From": FROM_A, "X-Baton-Tenant": "a"})
+            await eventually(lambda: state(svc, "unit1") == "talking", what="unit1 answers")
+            sim.hang_up("peer-2")
+            await eventually(lambda: state(svc, "unit1") == "idle", what="the call ends")
+            caller = {"number": "3101", "name": "a-unit1", "tenant": "a"}
+
+            async def flow_record() -> dict[str, Any] | None:
+                rows = (await c.get("/api/records/flows", params={"user": "peer-2"})).json()
+                return rows[0] if rows and rows[0].get("ended_at") else None
+
+            rec = await eventually(flow_record, what="the flow record is closed")
+            assert rec["name"] == "inbound_call" and rec["args"]["caller"] == "peer-2"
+            assert rec["callers"] == {"peer-2": caller}
+            detail = (await c.get(f"/api/records/flows/{rec['id']}")).json()
+            assert detail["callers"] == {"peer-2": caller}
+
+        async def call_records() -> list[Any]:
+            async with svc.store.read() as conn:
+                q = sa.select(callinfo_records.c.users, callinfo_records.c.callers)
+                return list((await conn.execute(q)).all())
+
+        ((users, callers),) = await eventually(call_records, what="the stable call's record")
+        assert sorted(users) == ["peer-2", "unit1"] and callers == {"peer-2": caller}
+        # A flow with no peer line in it carries no callers at all.
+        m = svc.manager
+        spec = svc.library.get("call")
+        assert spec is not None
+        flow = m.start(spec, m.user("disp1"), m.user("unit2"))
+        await flow.wait()
+        await svc.journal.sync()
+        async with svc.store.read() as conn:
+            plain = (
+                await conn.execute(
+                    sa.select(flow_records.c.callers).where(flow_records.c.flow == flow.name)
+                )
+            ).scalar_one_or_none()
+        assert plain is None
     finally:
         await svc.stop()

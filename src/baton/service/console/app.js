@@ -246,8 +246,8 @@ async function showHistory() {
     for (const r of rows) {
       body.append(el("tr", { dataset: { record: String(r.id) } },
         el("td", { text: when(r.started_at) }),
-        el("td", {}, el("strong", { text: flowTitle(r.flow) }), el("div", { class: "muted", text: argsText(r.args) })),
-        el("td", { text: (r.users || []).map(plainName).join(", ") }),
+        el("td", {}, el("strong", { text: flowTitle(r.flow) }), el("div", { class: "muted", text: argsText(r.args, recordName(r)) })),
+        el("td", { text: (r.users || []).map(recordName(r)).join(", ") }),
         el("td", { text: r.started_by ? plainName(String(r.started_by).replace(/^phone:/, "")) : "" }),
         el("td", { text: r.outcome || (r.ended_at ? "" : "going on") }),
         el("td", {}, el("button", { type: "button", text: "Trace", onclick: () => openTraceAt(`/api/records/flows/${r.id}/trace`, r.flow) }))));
@@ -795,6 +795,8 @@ const userName = (id) => {
 };
 // The name alone, for what is not live (history): a line's caller now is not its caller then.
 const plainName = (id) => (S.users.get(id) ? S.users.get(id).name : id);
+// A record's users by name, a peer line by the caller the record kept for it (its caller then).
+const recordName = (r) => (id) => (r.callers && r.callers[id] ? callerText(r.callers[id]) : plainName(id));
 const flowKind = (name) => (name || "").split("#")[0];
 const EMERGENCY_FLOWS = new Set(["emergency_call", "emergency_inbound"]);
 
@@ -939,16 +941,16 @@ function flowTitle(name) {
   const [kind, n] = name.split("#");
   return `${kind.replaceAll("_", " ")}${n ? " " + n : ""}`;
 }
-function argValue(v) {
+function argValue(v, name = plainName) {
   if (v === null || v === undefined || v === "None" || v === "") return null;
   const s = String(v);
   const m = /^[A-Z][A-Za-z]*\.([A-Z_]+)$/.exec(s);
   if (m) return m[1].toLowerCase().replaceAll("_", " ");
   if (s.startsWith("queue ")) return s.slice(6);
-  return s.split(",").map(plainName).join(", ");
+  return s.split(",").map(name).join(", ");
 }
-function argsText(args) {
-  return Object.entries(args || {}).map(([k, v]) => [k.replaceAll("_", " "), argValue(v)])
+function argsText(args, name = plainName) {
+  return Object.entries(args || {}).map(([k, v]) => [k.replaceAll("_", " "), argValue(v, name)])
     .filter(([, v]) => v !== null).map(([k, v]) => `${k}: ${v}`).join(" · ");
 }
 

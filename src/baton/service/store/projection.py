@@ -11,7 +11,9 @@ Mapping
 -------
 * ``leg.state``: an outbound leg's ``dialling`` or an inbound leg's ``ringing`` opens a leg
   record; ``connected`` stamps the answer; ``ended`` closes it with the cause.
-* ``leg.caller``: who calls on a peer line (the service's router) is written on its leg record.
+* ``leg.caller``: who calls on a peer line (the service's router) is written on its leg record,
+  and — for as long as that leg lives — in ``callers`` (line → caller) of every flow record and
+  CallInfo record the line takes part in (docs/cluster.md, "Calls between tenants").
 * ``owner.changed``: the owner of a user when its leg opens (or the first one after) is written
   on the leg record; a flow's users are collected for its record.
 * ``flow.started`` / ``flow.ended``: open and close a flow record (outcome, error, users).
@@ -25,7 +27,9 @@ Mapping
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql import Executable
@@ -61,6 +65,10 @@ class _State:
     owners: dict[str, str] = field(default_factory=dict)  # user → its owner now
     open_recordings: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     #               path → (user, meeting)
+    callers: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    #        peer line → (its leg, the caller presented on it) while that leg lives
+    flow_callers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #             running flow → the callers on the lines it took part with
 
 
 class Projector:
@@ -99,6 +107,7 @@ class Projector:
                 users = st.flows.get(ev.new)
                 if users is not None and ev.user not in users:
                     users.append(ev.user)
+                    st.flow_callers.setdefault(ev.new, {}).update(self._callers_of([ev.user]))
                 out.append(
                     sa.update(leg_records)
                     .where(
@@ -112,6 +121,8 @@ class Projector:
             return out
         if isinstance(ev, FlowStarted):
             st.flows[ev.flow] = []
+            # A flow started for a call on a peer line names the line among its arguments.
+            callers = st.flow_callers[ev.flow] = self._callers_of(_arg_users(ev.args))
             return [
                 sa.insert(flow_records).values(
                     run_id=run,
@@ -120,11 +131,13 @@ class Projector:
                     priority=ev.priority,
                     args=dict(ev.args),
                     users=[],
+                    callers=dict(callers) or None,
                     started_at=at,
                 )
             ]
         if isinstance(ev, FlowEnded):
             users = st.flows.pop(ev.flow, [])
+            callers = st.flow_callers.pop(ev.flow, {})
             return [
                 sa.update(flow_records)
                 .where(flow_records.c.run_id == run, flow_records.c.flow == ev.flow)
@@ -133,6 +146,7 @@ class Projector:
                     outcome=ev.outcome,
                     error=ev.error,
                     users=users,
+                    callers=callers or None,
                     end_reason=ev.outcome,
                 )
             ]
@@ -177,6 +191,7 @@ class Projector:
                     run_id=run,
                     callinfo=ev.callinfo,
                     users=list(ev.users),
+                    callers=self._callers_of(ev.users) or None,
                     priority=ev.priority,
                     meeting=ev.meeting,
                     started_at=at,
@@ -194,12 +209,18 @@ class Projector:
         if isinstance(ev, MediaChanged):
             return self._media(ev, at)
         if isinstance(ev, CallerPresented):
+            st.callers[ev.user] = (ev.leg, ev.caller.view())
             return [
                 sa.update(leg_records)
                 .where(leg_records.c.run_id == run, leg_records.c.leg == ev.leg)
                 .values(caller_number=ev.number, caller_name=ev.name, caller_tenant=ev.tenant)
             ]
         return []
+
+    def _callers_of(self, users: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The callers presented on those of ``users`` that are peer lines with a live call."""
+        held = self._state.callers
+        return {u: dict(held[u][1]) for u in users if u in held}
 
     def _leg(self, ev: LegStateChanged, at: float) -> list[Executable]:
         run = self.run_id
@@ -221,6 +242,9 @@ class Projector:
         if ev.state == "connected":
             return [sa.update(leg_records).where(*this).values(answered_at=at)]
         if ev.state == "ended":
+            presented = self._state.callers.get(ev.user)
+            if presented is not None and presented[0] == ev.leg:
+                del self._state.callers[ev.user]
             out: list[Executable] = [
                 sa.update(leg_records)
                 .where(*this, leg_records.c.ended_at.is_(None))
@@ -283,3 +307,14 @@ class Projector:
                 .values(ended_at=at, end_reason=reason)
             )
         return out
+
+
+def _arg_users(args: Any) -> list[str]:
+    """The user ids a flow's arguments may name: its string values and lists of strings."""
+    out: list[str] = []
+    for value in dict(args).values():
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, list | tuple):
+            out += [v for v in value if isinstance(v, str)]
+    return out

@@ -106,6 +106,8 @@ flow_records = sa.Table(
     sa.Column("args", sa.JSON, nullable=False),
     sa.Column("started_by", sa.String(64)),  # the principal, for flows started through the API
     sa.Column("users", sa.JSON, nullable=False),  # every user the flow held
+    # Who called on those of them that are peer lines: {line: {number, name, tenant}}.
+    sa.Column("callers", sa.JSON),
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("ended_at", sa.Float),
     sa.Column("outcome", sa.String(16)),  # completed | failed | cancelled
@@ -140,6 +142,7 @@ callinfo_records = sa.Table(
     sa.Column("run_id", sa.BigInteger, nullable=False),
     sa.Column("callinfo", sa.String(80), nullable=False),  # p2p#3, meetingcall#1
     sa.Column("users", sa.JSON, nullable=False),
+    sa.Column("callers", sa.JSON),  # as on flow_records
     sa.Column("priority", sa.Integer, nullable=False),
     sa.Column("meeting", sa.String(80)),
     sa.Column("started_at", sa.Float, nullable=False),
