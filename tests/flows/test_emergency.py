@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from baton.core import FlowUsageError, Priority, Superseded
+from baton.core import FlowOutcome, FlowUsageError, Priority, Superseded
+from baton.core.events import LegStateChanged
 from baton.flows import call, conference, emergency_call, emergency_inbound
 from baton.switch.sim import Timing, answers, never_answers, unreachable
 from baton.testing import World
@@ -207,4 +208,88 @@ async def test_a_position_stops_ringing_when_the_emergency_caller_hangs_up() -> 
         await w.run(0.5)
         assert e.ended
         assert w.state("disp1") == "idle" and w.owner("disp1") is None
+        w.assert_ok()
+
+
+def _ended(w: World, user: str) -> list[tuple[float, str | None]]:
+    """When ``user``'s legs ended, and with what cause."""
+    return [
+        (e.t, e.cause)
+        for e in w.kinds("leg.state")
+        if isinstance(e, LegStateChanged) and e.user == user and e.state == "ended"
+    ]
+
+
+async def test_a_cancelled_emergency_tells_the_caller_waiting_and_stops_the_ringing() -> None:
+    """docs/flows.md, "Letting go on a live line": an emergency cancelled while its caller
+    waits (ringback) and a position rings used to let both go — the caller hearing nothing
+    until the leak collector hung it up 5 s later, the position ringing for nobody as long.
+    Now the ringing stops at once and the caller hears a busy tone (not ringback: nobody will
+    answer), then is hung up."""
+    w = World("caller")
+    disp1 = w.add("disp1", behaviour=never_answers())
+    w.sim.call_in("caller", "112")
+    await w.run(1)
+    e = w.start(emergency_inbound, w["caller"], [disp1], ring=20)
+    await w.run(2)
+    assert w.state("disp1") == "ringing" and w.hears("caller") == {"tone:ringback"}
+    cancelled_at = w.manager.loop.time()
+    e.cancel("a test call")
+    await w.run(0.5)
+    assert w.state("disp1") == "idle" and _ended(w, "disp1")[0][1] == "cancelled"
+    assert w.hears("caller") == {"tone:busy"}
+    await w.run(2)
+    ((t, cause),) = _ended(w, "caller")
+    assert cause == "normal" and t - cancelled_at < 2.5  # told, then hung up: not collected
+    assert e.outcome is FlowOutcome.CANCELLED
+    w.assert_ok(quiescent=True)
+
+
+async def test_a_cancelled_emergency_leaves_the_parties_talking_in_an_ordinary_call() -> None:
+    """Cancelled while the caller talks to a position, an emergency does what ``end`` does:
+    the conversation goes on as a ROUTINE call (a cancel, like ``end``, needs the right to
+    end emergencies; it must not cut a caller off mid-sentence, nor leave both in silence
+    until the collector hangs the caller up)."""
+    for spec in (emergency_inbound, emergency_call):
+        w = World("caller")
+        disp1 = w.add("disp1", keep=True)
+        if spec is emergency_inbound:
+            w.sim.call_in("caller", "112")
+            await w.run(1)
+            e = w.start(emergency_inbound, w["caller"], [disp1])
+        else:
+            e = w.start(emergency_call, disp1, w["caller"])
+        await w.run(3)
+        assert w.hears("caller") == {"disp1"}
+        e.cancel()
+        await w.run(10)
+        assert w.hears("caller") == {"disp1"} and w.hears("disp1") == {"caller"}
+        owner = w.manager.owner_of(w["caller"])
+        assert owner is not None and owner.name.startswith("p2p")
+        assert owner.priority == Priority.ROUTINE
+        assert owner is w.manager.owner_of(disp1)
+        w.assert_ok()
+
+
+async def test_a_cancelled_emergency_tells_the_party_left_waiting_for_a_redial() -> None:
+    """The target hung up; the dispatcher waits (declared) for a redial when the emergency is
+    cancelled: a plain line hears a busy tone and is hung up, an always-on line is cleared
+    and stays up — neither is left on a silent line for the collector."""
+    for keep in (False, True):
+        w = World("field")
+        boss = w.add("boss", keep=keep)
+        e = w.start(emergency_call, boss, w["field"])
+        await w.run(3)
+        w.sim.hang_up("field")
+        await w.run(2)
+        assert e.state.value == "running" and w.state("boss") == "connected"
+        e.cancel()
+        await w.run(0.5)
+        if keep:
+            assert w.state("boss") == "connected" and w.owner("boss") is None
+            assert not _ended(w, "boss")
+        else:
+            assert w.hears("boss") == {"tone:busy"}
+            await w.run(2)
+            assert [c for _, c in _ended(w, "boss")] == ["normal"]
         w.assert_ok()

@@ -12,6 +12,10 @@
     if there is one, else the one busy at the lowest priority, who is preempted. A position
     that does not answer, is unreachable or cannot be taken is passed over for the next, round
     after round, while the caller hears ringback: the caller is never dropped.
+
+Cancelled (by someone who may end emergencies) or failed, either flow leaves nobody in silence
+(:func:`_wind_down`): parties talking go on as an ordinary call, as after ``end``; a party left
+without one hears a busy tone and is hung up; a position still ringing stops.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from baton.core import (
     ClaimDenied,
     Command,
     FlowInterrupted,
+    FlowOutcome,
     FlowUsageError,
     NotOwner,
     Priority,
@@ -50,6 +55,7 @@ async def emergency_call(s: Session, dispatcher: User, target: User, ring: float
     """Declare an emergency: take ``target`` from whatever it is in and connect it to
     ``dispatcher``; hold the emergency until an authorised dispatcher ends it."""
     gone: User | None = None
+    _wind_down(s, [dispatcher, target])
     try:
         await s.claim(dispatcher, target, reason="emergency")
     except UserHungUp as exc:
@@ -106,6 +112,7 @@ async def emergency_inbound(
     caller is never dropped by Baton."""
     if not dispatchers:
         raise FlowUsageError("emergency_inbound needs at least one dispatcher")
+    _wind_down(s, [caller, *dispatchers])
     await s.claim(caller, reason="emergency")
     await s.answer(caller)
     s.note(f"EMERGENCY call from {caller.id}")
@@ -162,6 +169,55 @@ async def _reach(s: Session, caller: User, dispatcher: User, ring: float) -> boo
     return False
 
 
+def _wind_down(s: Session, users: list[User]) -> None:
+    """Register what a cancelled (or failed) emergency does with the users it still holds,
+    rather than let them go onto a live line for the leak collector (docs/flows.md, "Letting
+    go on a live line"): two of them talking to each other go on as an ordinary ROUTINE call,
+    as after ``end`` — a cancel needs the same right as ``end`` and must not cut a caller off
+    mid-sentence; anyone else up hears a busy tone, then is hung up (an always-on line is only
+    cleared); a phone still ringing is cancelled at once. An emergency that completed (``end``)
+    has done this itself."""
+
+    async def wind_down() -> None:
+        if s.flow.outcome is FlowOutcome.COMPLETED:
+            return
+        mine = [u for u in dict.fromkeys(users) if s.owns(u) and s.leg_of(u) is not None]
+        talking = [u for u in mine if s.state_of(u) == "talking"]
+        if len(talking) == 2 and s.partner_of(talking[0]) is talking[1]:
+            try:
+                await s.connect(*talking)  # again: the bridge that failed the flow, say
+            except BatonError:
+                pass  # no call to go on with: each is told below
+            else:
+                s.settle(P2P(*talking, priority=Priority.ROUTINE))
+                s.note(f"{talking[0].id} and {talking[1].id} go on as an ordinary call")
+                return
+        told: list[User] = []
+        for u in mine:
+            leg = s.leg_of(u)
+            with contextlib.suppress(BatonError):
+                if leg is None or not leg.connected:
+                    await s.hangup(u, Cause.CANCELLED)  # still ringing: for nobody now
+                elif u.keep:
+                    await s.clear(u)
+                else:
+                    await s.clear(u)  # the ringback it may hear says someone will answer
+                    await s.play(u, Tone("busy", _BUSY), wait=False)
+                    told.append(u)
+        if told:
+            with contextlib.suppress(FlowInterrupted):  # a party hanging up changes nothing
+                await s.sleep(_BUSY)
+        for u in told:
+            with contextlib.suppress(BatonError):
+                await s.hangup(u, Cause.NORMAL)
+
+    s.compensate(wind_down, label="wind_down")
+
+
+#: How long a party an ended emergency leaves alone hears the busy tone before it is hung up.
+_BUSY = 2.0
+
+
 async def _give_back(s: Session, dispatcher: User) -> None:
     """Release a position this flow took: its ringing is cancelled (an always-on line that is
     up stays up, only given back)."""
@@ -203,7 +259,7 @@ async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: floa
         if leg is not None and not u.keep:
             with contextlib.suppress(BatonError):
                 if leg.connected:
-                    await s.play(u, Tone("busy", 2.0))
+                    await s.play(u, Tone("busy", _BUSY))
                 await s.hangup(u, Cause.NORMAL)
     return "ended"
 
