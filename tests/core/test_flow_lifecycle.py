@@ -12,6 +12,7 @@ from baton.core import (
     FlowCancelled,
     FlowUsageError,
     NoAnswer,
+    NotOwner,
     Preempted,
     Priority,
     Session,
@@ -165,6 +166,67 @@ async def test_handler_runs_and_the_flow_goes_on() -> None:
     await w.run(3)
     w.start(emergency, w["d"], w["a"])
     assert await f.result() == ["a", "b"]
+
+
+async def test_a_handler_for_a_user_lost_and_not_yet_told_runs_at_once() -> None:
+    """docs/guide.md: a handler registered for a user lost while the flow could not be told
+    (here a raw wait; in the library, a user gone in the instant its claim was granted) runs
+    at once with that loss's notice — the notice is told once, by the handler, not raised
+    again at the next operation."""
+    told: list[str] = []
+
+    @flow()
+    async def late(s: Session, a: User, b: User) -> list[str]:
+        await s.claim(a, b)
+        await s.dial(a)
+        await s.dial(b)
+        await asyncio.sleep(5)  # not a session wait: a's loss stays pending
+
+        async def lost(exc: BaseException) -> None:
+            told.append(f"{type(exc).__name__}:{exc.user.id}")  # type: ignore[attr-defined]
+
+        s.on_lost(a, lost)
+        await s.play(b, "confirm")  # not interrupted by a's notice: it was told
+        await s.sleep(1)
+        return [u.id for u in s.users]
+
+    w = World("a", "b", "d")
+    f = w.start(late, w["a"], w["b"])
+    await w.run(3)
+    w.start(emergency, w["d"], w["a"])
+    assert await f.result() == ["b"]
+    assert told == ["Preempted:a"]
+
+
+async def test_a_handler_for_a_user_the_flow_does_not_hold_is_refused() -> None:
+    """A loss the flow was told of already, or a user it never held: nothing would ever call
+    the handler, so registering it fails at once with NotOwner (saying how the user was
+    lost) instead of waiting forever for a notice that will not come."""
+    errors: list[str] = []
+
+    async def nothing(exc: BaseException) -> None:
+        raise AssertionError("never called")
+
+    @flow()
+    async def told_already(s: Session, a: User, b: User, c: User) -> None:
+        await s.claim(a, b)
+        await s.dial(a)
+        await s.dial(b)
+        with pytest.raises(Preempted):
+            await s.sleep(10)
+        for user, register in ((a, s.on_lost), (a, s.on_preempted), (c, s.on_hangup)):
+            with pytest.raises(NotOwner) as info:
+                register(user, nothing)
+            errors.append(str(info.value))
+        await s.sleep(1)
+
+    w = World("a", "b", "c", "d")
+    f = w.start(told_already, w["a"], w["b"], w["c"])
+    await w.run(3)
+    w.start(emergency, w["d"], w["a"])
+    await f.result()
+    assert "does not own user 'a' (it was preempted" in errors[0]
+    assert "does not own user 'c'; the user is owned by nobody" in errors[2]
 
 
 async def test_composition_runs_a_flow_inline() -> None:

@@ -531,6 +531,15 @@ class Flow(Owner):
     def notice_raised(self, user: User) -> None:
         self._pending = [n for n in self._pending if n.user is not user]
 
+    def take_pending(self, user: User, kinds: tuple[NoticeKind, ...]) -> Notice | None:
+        """The notice of ``user``'s loss (of one of ``kinds``) not told yet, taken out of the
+        queue: whoever takes it tells the flow."""
+        for notice in self._pending:
+            if notice.user is user and notice.kind in kinds:
+                self._pending.remove(notice)
+                return notice
+        return None
+
     def op_started(self, op: Op) -> None:
         if op.task is self.task:
             self._root_op = op
@@ -692,12 +701,15 @@ class Session:
 
     def on_preempted(self, user: User, handler: Handler) -> None:
         """Run ``handler(Preempted)`` in a task of this flow if ``user`` is taken by a
-        higher-priority flow."""
-        self._handlers[(NoticeKind.PREEMPTED, user)] = handler
+        higher-priority flow. For a user already lost (see :meth:`on_lost`): the handler runs
+        at once if that loss was not told yet, else :class:`NotOwner`."""
+        self._watch(user, handler, NoticeKind.PREEMPTED)
 
     def on_hangup(self, user: User, handler: Handler) -> None:
-        """Run ``handler(UserHungUp)`` in a task of this flow if ``user`` hangs up."""
-        self._handlers[(NoticeKind.HUNG_UP, user)] = handler
+        """Run ``handler(UserHungUp)`` in a task of this flow if ``user`` hangs up. For a user
+        already lost (see :meth:`on_lost`): the handler runs at once if that loss was not told
+        yet, else :class:`NotOwner`."""
+        self._watch(user, handler, NoticeKind.HUNG_UP)
 
     def on_dtmf(self, user: User, handler: Callable[[User, str], None] | None) -> None:
         """Call ``handler(user, digit)`` synchronously for each digit ``user`` presses while
@@ -709,9 +721,28 @@ class Session:
             self._dtmf[user] = handler
 
     def on_lost(self, user: User, handler: Handler) -> None:
-        """Both :meth:`on_preempted` and :meth:`on_hangup`."""
-        self.on_preempted(user, handler)
-        self.on_hangup(user, handler)
+        """Both :meth:`on_preempted` and :meth:`on_hangup`.
+
+        Registered for a user this flow no longer holds — lost between a claim and this call,
+        say, with no await in between to raise it — the handler runs at once (in a task of this
+        flow) with the notice of that loss, which is then told: it is how the flow asked to
+        hear of it. A loss the flow was told of already, or a user it never held, raises
+        :class:`NotOwner`: nothing will ever call such a handler."""
+        self._watch(user, handler, NoticeKind.PREEMPTED, NoticeKind.HUNG_UP)
+
+    def _watch(self, user: User, handler: Handler, *kinds: NoticeKind) -> None:
+        rec = self.manager.rec(user)
+        if rec.owner is self.flow:  # held (or being taken by this flow's own claim)
+            for kind in kinds:
+                self._handlers[(kind, user)] = handler
+            return
+        notice = self.flow.take_pending(user, kinds)
+        if notice is None:
+            holder = rec.owner.name if rec.owner is not None else None
+            raise NotOwner(user, self.name, holder, self.flow.lost_how(user))
+        self.spawn(
+            handler(notice_error(self.flow, notice)), f"{self.name}:on_{notice.kind}:{user.id}"
+        )
 
     def compensate(
         self, step: Callable[[], Awaitable[object]], *users: User, label: str | None = None
