@@ -281,6 +281,23 @@ async def test_a_flow_parameter_named_priority_does_not_collide_with_the_start_p
         assert_error(r, 422, "invalid-argument", "args.priority")
 
 
+async def test_arguments_a_flow_cannot_work_with_are_a_422_not_a_conflict(
+    tmp_path: Path,
+) -> None:
+    """docs/service.md, Errors: a broadcast with neither a message nor a speaker is a bad body
+    (422 invalid-argument naming the field), like a wrong type — not a 409, which says the
+    users' state refused a request that could succeed later; that one stays a 409."""
+    async with api(tmp_path) as (svc, a):
+        r = await start(a, "disp1", "broadcast", args={"members": ["unit1", "unit2"]})
+        err = assert_error(r, 422, "invalid-argument", "args.message")
+        assert "needs a message or a dispatcher" in err["message"]
+        assert state(svc, "unit1") == "idle"  # nothing was done
+        r = await start(a, "disp1", "monitor", args={"dispatcher": "disp1", "target": "disp1"})
+        assert_error(r, 422, "invalid-argument", "args.target")
+        r = await start(a, "disp1", "monitor", args={"dispatcher": "disp1", "target": "unit1"})
+        assert_error(r, 409, "flow-usage")  # unit1 is in no call to listen to: the state
+
+
 async def test_start_with_wait_returns_the_outcome_and_value(tmp_path: Path) -> None:
     async with api(tmp_path) as (_svc, a):
         r = await start(

@@ -7,6 +7,7 @@ Who raised it, and why:
 
 * The flow asked for something it may not do: :class:`NotOwner`, :class:`ClaimDenied`,
   :class:`UnknownUser`, :class:`UnknownMeeting`, :class:`FlowUsageError`.
+* The flow was given arguments it cannot work with: :class:`InvalidArgument`.
 * Another flow won: :class:`Preempted` (a user was taken), :class:`Superseded` (a newer
   preemption of the same user overtook this flow's claim).
 * The outside world: :class:`UserHungUp`, :class:`CallFailed` (:class:`NoAnswer`, :class:`Busy`,
@@ -35,6 +36,7 @@ __all__ = [
     "FlowCancelled",
     "FlowInterrupted",
     "FlowUsageError",
+    "InvalidArgument",
     "NoAnswer",
     "NotOwner",
     "Preempted",
@@ -59,6 +61,21 @@ class FlowUsageError(BatonError):
     meeting it never created). A programming error: fix the flow."""
 
     code = "flow-usage"
+
+
+class InvalidArgument(FlowUsageError):
+    """A flow was started, or sent a command, with arguments it cannot work with whatever the
+    state of its users — a broadcast with neither a message nor a speaker, an emergency with no
+    position to ring — and did nothing. ``argument`` names the parameter to blame, if one is.
+    What to do: fix the arguments (the API answers 422 ``invalid-argument``, like any bad
+    body). A request that is fine but does not fit the users' state now is a
+    :class:`FlowUsageError` (409)."""
+
+    code = "invalid-argument"
+
+    def __init__(self, message: str, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
 
 
 class UnknownUser(BatonError, LookupError):

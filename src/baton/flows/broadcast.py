@@ -14,7 +14,7 @@ from baton.core import (
     BatonError,
     CallFailed,
     FlowInterrupted,
-    FlowUsageError,
+    InvalidArgument,
     MeetingMode,
     Priority,
     Prompt,
@@ -36,7 +36,7 @@ async def broadcast(
 ) -> dict[str, str]:
     """Broadcast ``message`` (or ``dispatcher``'s voice) to ``members``."""
     if dispatcher is None and message is None:
-        raise FlowUsageError("a broadcast needs a message or a dispatcher to speak")
+        raise InvalidArgument("a broadcast needs a message or a dispatcher to speak", "message")
     fate: dict[str, str] = {}
     speakers = [dispatcher] if dispatcher is not None else []
     for d in speakers:

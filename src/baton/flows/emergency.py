@@ -31,7 +31,7 @@ from baton.core import (
     Command,
     FlowInterrupted,
     FlowOutcome,
-    FlowUsageError,
+    InvalidArgument,
     NotOwner,
     Priority,
     Session,
@@ -111,7 +111,7 @@ async def emergency_inbound(
     next; the caller hears ringback until one answers, however long that takes — an emergency
     caller is never dropped by Baton."""
     if not dispatchers:
-        raise FlowUsageError("emergency_inbound needs at least one dispatcher")
+        raise InvalidArgument("emergency_inbound needs at least one dispatcher", "dispatchers")
     _wind_down(s, [caller, *dispatchers])
     await s.claim(caller, reason="emergency")
     await s.answer(caller)

@@ -15,7 +15,7 @@ from baton.core import (
     Cause,
     EndReason,
     FlowInterrupted,
-    FlowUsageError,
+    InvalidArgument,
     Priority,
     Session,
     Tone,
@@ -43,7 +43,7 @@ async def force_release(
     """End ``target``'s call; the other parties are released or re-queued. Returns the ids of
     the other parties."""
     if other is OtherParty.QUEUE and queue is None:
-        raise FlowUsageError("force_release with other=QUEUE needs a queue")
+        raise InvalidArgument("force_release with other=QUEUE needs a queue", "queue")
     parties = parties_of(s, target)
     await s.claim(target, *parties, reason="force release")
     end_calls_if_abandoned(s, *parties)  # the target taken back meanwhile: still told

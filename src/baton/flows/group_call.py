@@ -26,6 +26,7 @@ from baton.core import (
     Command,
     FlowInterrupted,
     FlowUsageError,
+    InvalidArgument,
     Meeting,
     MeetingCall,
     MeetingMode,
@@ -204,7 +205,7 @@ async def _until_end(s: Session, group: _Group) -> str:
 async def _control(s: Session, group: _Group, cmd: Command) -> str:
     user_id = cmd.args.get("user")
     if not isinstance(user_id, str):
-        raise FlowUsageError(f"command {cmd.name} needs a 'user' argument (a user id)")
+        raise InvalidArgument(f"command {cmd.name} needs a 'user' argument (a user id)", "user")
     user = s.user(user_id)
     if cmd.name == "add":
         await group.invite([user], BusyPolicy.PREEMPT)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from baton.core import (
     P2P,
     FlowUsageError,
+    InvalidArgument,
     MeetingMode,
     Priority,
     Session,
@@ -39,7 +40,7 @@ async def whisper(s: Session, dispatcher: User, target: User) -> None:
 
 async def _listen_in(s: Session, dispatcher: User, target: User, mode: MeetingMode) -> None:
     if dispatcher is target:
-        raise FlowUsageError(f"{dispatcher.id!r} cannot {mode.value} to itself")
+        raise InvalidArgument(f"{dispatcher.id!r} cannot {mode.value} to itself", "target")
     whisper_to = target if mode is MeetingMode.WHISPER else None
     room = s.meeting_of(target)
     owner = s.owner_of(target)

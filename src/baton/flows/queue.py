@@ -47,6 +47,7 @@ from baton.core import (
     ClaimDenied,
     FlowInterrupted,
     FlowUsageError,
+    InvalidArgument,
     NotOwner,
     Playback,
     Priority,
@@ -138,7 +139,7 @@ class DispatcherQueue:
         on_missed: Callable[[User, Cause], None] | None = None,
     ) -> None:
         if overflow is Overflow.TRANSFER and overflow_to is None:
-            raise FlowUsageError("overflow TRANSFER needs overflow_to")
+            raise InvalidArgument("overflow TRANSFER needs overflow_to", "overflow_to")
         self.name = name
         self.manager = manager
         self.positions = list(positions)

@@ -15,6 +15,7 @@ from baton.core import (
     BatonError,
     ClaimDenied,
     FlowUsageError,
+    InvalidArgument,
     NotOwner,
     Preempted,
     Superseded,
@@ -142,8 +143,10 @@ def error_body(id: str, message: str, details: dict[str, Any] | None = None) -> 
 
 
 def from_core(exc: BatonError | SwitchError, **details: Any) -> ApiError:
-    """The API error for a core error: 404 for unknown users and meetings, 409 for conflicts
-    (the core's ``code`` is the id), 502 for a switch failure."""
+    """The API error for a core error: 404 for unknown users and meetings, 422
+    ``invalid-argument`` for arguments a flow cannot work with (``details.field`` names the
+    argument: ``args.message``), 409 for conflicts (the core's ``code`` is the id), 502 for a
+    switch failure."""
     code = getattr(exc, "code", "baton-error")
     if isinstance(exc, UnknownUser):
         return NotFound(str(exc), id=code, details={"user": exc.user_id, **details})
@@ -165,6 +168,9 @@ def from_core(exc: BatonError | SwitchError, **details: Any) -> ApiError:
         return Conflict(str(exc), id=code, details={"user": exc.user.id, "holder": exc.holder})
     if isinstance(exc, Superseded | Preempted):
         return Conflict(str(exc), id=code, details={"user": exc.user.id, **details})
+    if isinstance(exc, InvalidArgument):
+        field = "args" if exc.argument is None else f"args.{exc.argument}"
+        return Unprocessable(str(exc), id=code, details={"field": field, **details})
     if isinstance(exc, FlowUsageError):
         return Conflict(str(exc), id=code, details=details)
     if isinstance(exc, SwitchError):
