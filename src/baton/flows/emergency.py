@@ -237,9 +237,7 @@ async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: floa
             cmd = await s.command()
         except UserHungUp as exc:
             s.note(f"{exc.user.id} hung up; the emergency stays declared until ended")
-            for u in (dispatcher, target):
-                if s.owns(u) and s.leg_of(u) is not None:
-                    s.quiet(u, "the other party hung up: waiting for redial or end")
+            _wait_for_redial(s, dispatcher, target)
             continue
         if cmd is None:
             continue
@@ -247,7 +245,11 @@ async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: floa
             s.note(f"emergency ended by {cmd.by or 'an authorised dispatcher'}")
             cmd.reply("ended")
             break
-        await _redial(s, cmd, dispatcher, target, ring)
+        if not await _redial(s, cmd, dispatcher, target, ring):
+            # the redial itself was broken (a party hung up as it was bridged or rung, a
+            # party did not answer): whoever is still on the line waits for the next redial
+            # or the end, not on a silent line (docs/flows.md)
+            _wait_for_redial(s, dispatcher, target)
     talking = [u for u in (dispatcher, target) if s.owns(u) and s.state_of(u) == "talking"]
     if len(talking) == 2:
         s.settle(P2P(dispatcher, target, priority=Priority.ROUTINE))
@@ -264,7 +266,20 @@ async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: floa
     return "ended"
 
 
-async def _redial(s: Session, cmd: Command, dispatcher: User, target: User, ring: float) -> None:
+def _wait_for_redial(s: Session, dispatcher: User, target: User) -> None:
+    """The parties still on the line and not talking to each other are in the emergency's
+    declared wait: the other one is gone until a ``redial`` or the ``end``."""
+    for _ in range(3):  # a notice still pending is raised by the first declaration
+        with contextlib.suppress(FlowInterrupted):
+            for u in (dispatcher, target):
+                leg = s.leg_of(u) if s.owns(u) else None
+                if leg is not None and leg.connected and s.state_of(u) != "talking":
+                    s.quiet(u, "the other party hung up: waiting for redial or end")
+            return
+
+
+async def _redial(s: Session, cmd: Command, dispatcher: User, target: User, ring: float) -> bool:
+    """Serve a ``redial``: True if the parties are connected again."""
     try:
         for u in (dispatcher, target):
             if not s.owns(u) or s.leg_of(u) is None:
@@ -278,6 +293,7 @@ async def _redial(s: Session, cmd: Command, dispatcher: User, target: User, ring
         await s.connect(dispatcher, target)
     except BatonError as exc:
         cmd.fail(exc)
-        return
+        return False
     with contextlib.suppress(BatonError):
         cmd.reply("connected")
+    return True

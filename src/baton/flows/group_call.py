@@ -115,7 +115,7 @@ class _Group:
             playback, self.ringback = self.ringback, None
             await stop_quietly(s, playback)
             if s.owns(d):
-                s.quiet(d, "nobody answered: waiting for a member or the end")
+                s.quiet(d, "no member heard: waiting for a member or the end")
 
     async def invite(self, members: list[User], busy: BusyPolicy) -> None:
         s = self.s
@@ -135,6 +135,16 @@ class _Group:
         for m in takeable:
             try:
                 await s.claim(m, reason=f"group call by {self.dispatcher.id}")
+            except FlowInterrupted as exc:
+                # the news may be about the dispatcher, lost while an earlier member was being
+                # taken (the claim raises what is pending): the call is over or goes on without
+                # them — for the main loop to decide, not a member "busy" to pass over
+                if m in exc.users:
+                    self.fate[m.id] = "left"
+                if self.dispatcher in exc.users:
+                    s.post(DISPATCHER_LOST)
+                    break
+                continue
             except BatonError:
                 self.fate[m.id] = "busy"
                 continue
@@ -198,8 +208,15 @@ async def _until_end(s: Session, group: _Group) -> str:
             return "ended"
         try:
             cmd.reply(await _control(s, group, cmd))
+        except FlowInterrupted as exc:
+            cmd.fail(exc)
+            if group.dispatcher in exc.users:  # lost while serving the command: not swallowed
+                return "dispatcher left"
         except BatonError as exc:
             cmd.fail(exc)
+        # a kick, a mute or a listen may leave the dispatcher hearing nobody (the last member
+        # who spoke): the declared wait for ``add`` or the end, never silence (docs/flows.md)
+        await group.refresh()
 
 
 async def _control(s: Session, group: _Group, cmd: Command) -> str:
