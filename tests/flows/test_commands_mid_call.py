@@ -6,9 +6,18 @@ nobody left in silence — and the World's watch checks every invariant at every
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from baton.flows import call, conference, emergency_call, emergency_inbound, group_call
+from baton.flows import (
+    call,
+    conference,
+    emergency_call,
+    emergency_inbound,
+    force_release,
+    group_call,
+)
 from baton.switch.sim import answers
 from baton.testing import World
 
@@ -115,3 +124,28 @@ async def test_a_dispatcher_lost_while_a_member_is_taken_ends_the_call(
     assert c.value is not None and c.value.get("b") != "busy"  # nobody passed over as busy
     assert w.sim.leg_of("a") is None and w.sim.leg_of("b") is None  # members hung up
     w.assert_ok()
+
+
+@pytest.mark.parametrize("when", ["while taken", "as granted"])
+async def test_force_release_whose_other_party_hangs_up_still_ends_the_targets_call(
+    when: str,
+) -> None:
+    """The other party hangs up while the force release takes the call (or in the instant
+    its claim is granted): the target's call is ended all the same — before, the claim (or
+    the next operation) raised ``UserHungUp``, the flow failed and the target sat on the line
+    in silence until the leak collector hung it up (found by ``baton check force_release``
+    once the preemption's clear counted as an await point of the flow's own claim)."""
+    w = World("f1", "f2", latency={"clear": 0.4} if when == "while taken" else None)
+    await w.start(call, w["f1"], w["f2"]).result()
+    f = w.start(force_release, w["f1"])
+    if when == "while taken":
+        await w.run(0.2)
+    else:
+        await asyncio.sleep(0)  # the claim is granted in this tick; the hang-up lands next
+    w.sim.hang_up("f2")
+    await w.run(1)
+    assert f.outcome == "completed" and f.value == ["f2"]
+    assert w.sim.leg_of("f1") is None  # ended by the force release, not by the collector
+    await w.run(10)
+    assert not w.kinds("leg.collected")
+    w.assert_ok(quiescent=True)

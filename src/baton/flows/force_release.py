@@ -20,6 +20,7 @@ from baton.core import (
     Session,
     Tone,
     User,
+    UserHungUp,
     flow,
 )
 from baton.flows._common import end_calls_if_abandoned, parties_of
@@ -45,9 +46,33 @@ async def force_release(
     if other is OtherParty.QUEUE and queue is None:
         raise InvalidArgument("force_release with other=QUEUE needs a queue", "queue")
     parties = parties_of(s, target)
-    await s.claim(target, *parties, reason="force release")
-    end_calls_if_abandoned(s, *parties)  # the target taken back meanwhile: still told
-    await s.hangup(target, Cause.PREEMPTED, EndReason.preempted(s.name, "force release"))
+    others = [p.id for p in parties]  # what it returns: the parties of the call it ended
+    users = [target, *parties]
+    while True:
+        try:
+            await s.claim(*users, reason="force release")
+            break
+        except UserHungUp as exc:
+            # one of them hung up while the call was being taken: the others were pulled out
+            # of it and let go by the failed claim — the force release goes on with them, so
+            # nobody sits on a broken call in silence
+            users = [u for u in users if u not in exc.users and s.leg_of(u) is not None]
+            if not users:
+                return others
+    parties = [p for p in parties if p in users]
+    # the target too: a flow failing before it hung the target up (taken back meanwhile, the
+    # switch refusing) does not leave the target on a line nobody holds
+    end_calls_if_abandoned(s, *users)
+    if target in users:
+        try:
+            await s.hangup(target, Cause.PREEMPTED, EndReason.preempted(s.name, "force release"))
+        except FlowInterrupted as exc:
+            # a party hung up (or was taken) in the instant the claim was granted: the news is
+            # raised here, at the next operation — the target's call is ended all the same
+            if target in exc.users:
+                raise
+            parties = [p for p in parties if p not in exc.users]
+            await s.hangup(target, Cause.PREEMPTED, EndReason.preempted(s.name, "force release"))
     s.note(f"{target.id} force-released")
     # Every party left alone hears the notice at once (not one after the other in silence).
     told: list[User] = []
@@ -75,4 +100,4 @@ async def force_release(
             await s.sleep(3.0)
     for party in told:
         await let_go(party)
-    return [p.id for p in parties]
+    return others
