@@ -83,3 +83,28 @@ async def done_with_b(s: Session, a: User, b: User, c: User) -> None:
     await s.hangup(b)
     await s.connect(a, c)
     s.settle(P2P(a, c))
+
+
+@flow(priority=Priority.ROUTINE, commands={"drop": "hang up a party (user)", "end": "end"})
+async def silencing_drop(s: Session, a: User, b: User) -> None:
+    """A console command that hangs up one party of a call and leaves the other on the line
+    hearing nobody, held by the flow: dead air (found only by sending the command)."""
+    if not await _talking(s, a, b):
+        return
+    while True:
+        try:
+            cmd = await s.command()
+        except FlowInterrupted:
+            return
+        if cmd is None:
+            continue
+        if cmd.name == "end":
+            cmd.reply("ended")
+            break
+        with contextlib.suppress(BatonError):
+            await s.hangup(s.user(cmd.args["user"]))  # the mistake: the other party is left
+        cmd.reply("dropped")
+    for u in (a, b):
+        if s.owns(u) and s.leg_of(u) is not None:
+            with contextlib.suppress(BatonError):
+                await s.hangup(u)

@@ -8,11 +8,12 @@ from broken_flows import (
     careless_compensation,
     deaf_flow,
     done_with_b,
+    silencing_drop,
     stubborn_flow,
 )
 
 from baton.core import FlowSpec
-from baton.flows import LIBRARY, call, emergency_call
+from baton.flows import LIBRARY, call, emergency_call, force_release
 from baton.testing import World
 from baton.testing.check import (
     Perturbation,
@@ -51,6 +52,7 @@ def test_a_flow_that_tells_the_other_party_and_reraises_handled_its_loss() -> No
         (deaf_flow, "was never told"),
         (stubborn_flow, "operated on a user it no longer owned"),
         (abandoning_flow, "on the line in silence until the leak collector hung up"),
+        (silencing_drop, "(dead air)"),
     ],
 )
 def test_the_checker_catches_the_mistake(broken: FlowSpec[None], mistake: str) -> None:
@@ -76,6 +78,22 @@ def test_schedules_print_and_parse_back() -> None:
     assert parse_schedule(str(s), 11) == s
     with pytest.raises(ValueError, match="not a perturbation"):
         parse_schedule("preempt f2", 1)
+    t = Schedule((Perturbation(2, "command", "kick", "f1"),), 5, slow=True, busy=True)
+    assert str(t) == "@2 command(kick, f1) ; slow switch ; busy pool"
+    assert parse_schedule(str(t), 5) == t
+
+
+def test_the_flows_own_claim_clearing_a_user_is_an_await_point() -> None:
+    """A force release takes a call: the preemption's media clear of the parties is the
+    first await point of the flow (its claim). The other party hanging up there — in the
+    instant the claim is granted — once made the flow fail and left the target on the line in
+    silence until the leak collector hung it up (tests/flows/test_commands_mid_call.py)."""
+    report = check_flow(
+        force_release, default_against(force_release), replay=parse_schedule("@0 hangup(f2)", 7)
+    )
+    assert report.ok, [f.message for r in report.failures for f in r.findings]
+    (run,) = report.warnings or [None]
+    assert run is None
 
 
 def test_cli_reports_the_shortest_schedule_and_how_to_replay(

@@ -12,13 +12,18 @@ perturbation is one of:
   barge-in, a force release…);
 * ``contend(u, F)`` — a library flow of the same or lower priority wants the same user;
 * ``fail(cmd)`` — the switch's next ``cmd`` fails;
-* ``cancel`` — the flow is cancelled.
+* ``cancel`` — the flow is cancelled;
+* ``command(name[, user])`` — one of the flow's own commands is sent (a console's click: a
+  kick, a mute, a redial, a floor request), with a user argument for each of the flow's users
+  when the command's description ends with ``(user)``.
 
 Each lands at an *await point*: the moment the flow's k-th operation (a dial, a play, a
 connect, a wait…) has started and not yet finished — or the moment the core issues a command of
 its own on one of the flow's users (a preemption's media clear, a settled call's bridge, a
 collector's hang-up) — so it interleaves with the flow, and with the core, exactly where a real
-event could. Half the schedules run on a *slow switch* (every command and every event delivery
+event could. A third of the single-perturbation schedules start on a *busy pool* (two pairs of
+pool users already talking, so that the flow's own claims preempt and take time), and two
+thirds of them run on a *slow switch* (every command and every event delivery
 takes 0.05–0.8 s, drawn from the schedule's seed; see :class:`~baton.switch.sim.Timing`), so
 that those awaits are long enough for a perturbation to land inside them. A baseline run counts
 the await points; then schedules are explored shortest first — every single perturbation at
@@ -82,7 +87,7 @@ from baton.core.events import (
     OwnerChanged,
 )
 from baton.core.ops import CURRENT_OP, Op
-from baton.flows import LIBRARY, DispatcherQueue
+from baton.flows import LIBRARY, DispatcherQueue, call
 from baton.switch.sim import Timing, answers
 from baton.testing.clock import run_virtual
 from baton.testing.setups import DISPATCHERS, FIELD, SETUPS, Prepare, SetUp, check_setup_for
@@ -110,9 +115,9 @@ class Perturbation:
     """One event landed on the flow at its ``at``-th await point."""
 
     at: int
-    kind: str  # hangup | dies | preempt | contend | fail | cancel
-    target: str | None = None  # a user id, a switch command
-    by: str | None = None  # the library flow that preempts or contends
+    kind: str  # hangup | dies | preempt | contend | fail | cancel | command
+    target: str | None = None  # a user id, a switch command, a command of the flow
+    by: str | None = None  # the library flow that preempts or contends; a command's user
 
     def __str__(self) -> str:
         what = self.kind
@@ -131,15 +136,28 @@ GRACE = 3.0
 #: How a schedule's ``slow switch`` is written (and parsed back).
 SLOW = "slow switch"
 
+#: How a schedule's ``busy pool`` is written (and parsed back).
+BUSY = "busy pool"
+
+#: On a busy pool, these pairs of pool users are talking (settled P2P calls at ROUTINE) when
+#: the flow under test starts: taking one of them is a preemption, whose media clear is an
+#: await point of the flow's own claim — the other users' news lands inside it.
+BUSY_PAIRS = (("f1", "f2"), ("d2", "f3"))
+
 
 @dataclass(frozen=True)
 class Schedule:
     perturbations: tuple[Perturbation, ...]
     seed: int
     slow: bool = False  # every switch command and event takes 0.05–0.8 s (seeded)
+    busy: bool = False  # the pool's BUSY_PAIRS are talking when the flow starts
 
     def __str__(self) -> str:
-        parts = [*map(str, self.perturbations), *([SLOW] if self.slow else [])]
+        parts = [
+            *map(str, self.perturbations),
+            *([SLOW] if self.slow else []),
+            *([BUSY] if self.busy else []),
+        ]
         return " ; ".join(parts) or "(no perturbation)"
 
 
@@ -302,7 +320,14 @@ class _Runner:
             return  # the flow's own operations are counted by _on_op
         for leg_id in legs:
             leg = manager.find_leg(leg_id)
-            if leg is not None and leg.user.id in self.held:
+            if leg is None:
+                continue
+            # a user the flow holds, or one its own claim is taking from another owner (the
+            # preemption's clear: news about its other users lands inside its claim)
+            p = manager.rec(leg.user).preemption
+            if p is not None and p.claimer is self.flow:
+                self.held.add(leg.user.id)
+            if leg.user.id in self.held:
                 self._await_point()
                 return
 
@@ -325,6 +350,8 @@ class _Runner:
             w.sim.fail_next(p.target)
         elif p.kind == "cancel":
             flow.cancel("check: cancel")
+        elif p.kind == "command" and p.target:
+            _send(flow, p.target, **({"user": p.by} if p.by else {}))
         elif p.kind in ("preempt", "contend") and p.target and p.by:
             self._start_other(p.by, w[p.target])
 
@@ -348,6 +375,13 @@ class _Runner:
         except BatonError:
             pass
 
+    async def _busy_pool(self) -> None:
+        """Put :data:`BUSY_PAIRS` in calls (a set-up has its own calls: not for those)."""
+        w = self.w
+        calls = [w.start(call, w[a], w[b]) for a, b in BUSY_PAIRS]
+        for c in calls:
+            await c.wait()
+
     async def run(self) -> RunResult:
         w = self.w
         tracer = Tracer(self.out, hears=w.sim.hears, users=lambda: [*FIELD, *DISPATCHERS])
@@ -357,6 +391,8 @@ class _Runner:
         if setup is not None:
             args: dict[str, Any] | None = await setup.prepare(w, self.rng)
         else:
+            if self.schedule.busy:
+                await self._busy_pool()
             args = _arguments(self.spec, w, self.rng)
         if args is None:
             raise FlowUsageError(
@@ -408,10 +444,10 @@ class _Runner:
         return RunResult(self.schedule, findings, self.out.getvalue(), self.await_points, held)
 
 
-def _send(flow: Flow, command: str) -> None:
+def _send(flow: Flow, command: str, **args: Any) -> None:
     """Send a command if the flow still takes commands; its reply does not matter here."""
     try:
-        fut = flow.send(command)
+        fut = flow.send(command, **args)
     except FlowUsageError:
         return  # it ended meanwhile
     fut.add_done_callback(_ignore)
@@ -590,6 +626,14 @@ def _perturbations(
     out = [Perturbation(at, "cancel")]
     for cmd in ("originate", "bridge", "join", "play", "hangup"):
         out.append(Perturbation(at, "fail", cmd))
+    # the flow's own commands, sent mid-operation: a console's kick, mute, redial or floor
+    # request lands whenever the dispatcher clicks (one that names a user — its description
+    # ends with "(user)" — is sent for each of the flow's users)
+    for name, description in spec.commands.items():
+        if description.rstrip().endswith("(user)"):
+            out += [Perturbation(at, "command", name, u) for u in users]
+        else:
+            out.append(Perturbation(at, "command", name))
     for u in users:
         out.append(Perturbation(at, "hangup", u))
         out.append(Perturbation(at, "dies", u))
@@ -633,13 +677,19 @@ def check_flow(
         return report
     base = run(Schedule((), seed))
     report.await_points = base.await_points
-    users = base.users
+    # the same on a busy pool: taking a user from a call adds await points (its clear)
+    busy = base if check_setup_for(spec.name) is not None else run(Schedule((), seed, True, True))
     rng = random.Random(seed)
     singles: list[Schedule] = []
-    for slow in (False, True):  # every single event on an instant switch, then on a slow one
+    # every single event on an instant switch, on a slow one, and on a slow one whose pool
+    # is busy (the flow's claims preempt: news lands inside its own claims)
+    for slow, on_busy in ((False, False), (True, False), (True, True)):
+        if on_busy and busy is base:
+            continue
+        points, users = (busy if on_busy else base).await_points, (busy if on_busy else base).users
         group = [
-            Schedule((p,), seed, slow)
-            for at in range(max(1, base.await_points))
+            Schedule((p,), seed, slow, on_busy)
+            for at in range(max(1, points))
             for p in _perturbations(spec, at, users, against)
         ]
         rng.shuffle(group)
@@ -651,7 +701,11 @@ def check_flow(
     k = 0
     while report.runs < budget and not report.failures:
         k += 1
-        run(_random_schedule(spec, against, seed * 1_000_003 + k, base.await_points))
+        run(
+            _random_schedule(
+                spec, against, seed * 1_000_003 + k, base.await_points, busy is not base
+            )
+        )
         if progress is not None and k % 20 == 0:
             progress(f"{spec.name}: {report.runs} runs")
     return report
@@ -660,10 +714,13 @@ def check_flow(
 def parse_schedule(text: str, seed: int) -> Schedule:
     """The inverse of ``str(Schedule)``: ``"@3 preempt(f2, emergency_call) ; @5 cancel"``."""
     perturbations = []
-    slow = False
+    slow = busy = False
     for part in filter(None, (p.strip() for p in text.split(";"))):
         if part == SLOW:
             slow = True
+            continue
+        if part == BUSY:
+            busy = True
             continue
         at_text, _, what = part.partition(" ")
         if not at_text.startswith("@") or not what:
@@ -678,11 +735,15 @@ def parse_schedule(text: str, seed: int) -> Schedule:
                 args[1] if len(args) > 1 else None,
             )
         )
-    return Schedule(tuple(perturbations), seed, slow)
+    return Schedule(tuple(perturbations), seed, slow, busy)
 
 
 def _random_schedule(
-    spec: FlowSpec[Any], against: list[FlowSpec[Any]], seed: int, points: int | None
+    spec: FlowSpec[Any],
+    against: list[FlowSpec[Any]],
+    seed: int,
+    points: int | None,
+    busy_ok: bool = False,
 ) -> Schedule:
     rng = random.Random(seed)
     n_points = points if points is not None else rng.randint(2, 12)
@@ -692,7 +753,9 @@ def _random_schedule(
         at = rng.randrange(max(1, n_points))
         options = _perturbations(spec, at, list(FIELD[:3]) + list(DISPATCHERS[:1]), against)
         perturbations.append(rng.choice(options))
-    return Schedule(tuple(sorted(perturbations, key=lambda p: p.at)), seed, rng.random() < 0.5)
+    slow = rng.random() < 0.5
+    busy = busy_ok and slow and rng.random() < 0.5
+    return Schedule(tuple(sorted(perturbations, key=lambda p: p.at)), seed, slow, busy)
 
 
 def default_against(spec: FlowSpec[Any]) -> list[FlowSpec[Any]]:
