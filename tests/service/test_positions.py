@@ -3,6 +3,7 @@ them (virtual time on the sim), and their API and metrics (a running service).""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +268,29 @@ async def test_hang_up_ends_a_settled_call_and_keeps_the_line(tmp_path: Path) ->
     assert w.state("disp1") == "connected" and w.owner("disp1") is None  # the line stays up
     assert w.hears("disp1") == set()
     w.assert_ok()
+    await w.close()
+
+
+@pytest.mark.parametrize("when", ["while taken", "as granted"])
+async def test_hang_up_whose_other_party_hangs_up_at_once_still_ends_the_call(when: str) -> None:
+    """The console's Hang up on a field user; the other party puts the phone down while the
+    call is being taken (or in the instant it is granted). The user is hung up all the same —
+    before, the claim (or the next operation) raised ``UserHungUp``, the flow failed and the
+    user, pulled out of the call, sat on the line in silence until the leak collector."""
+    w = World("a", "b", latency={"clear": 0.4} if when == "while taken" else None)
+    await w.start(call, w["a"], w["b"]).result()
+    f = w.start(hang_up, w["a"], priority=1)
+    if when == "while taken":
+        await w.run(0.2)
+    else:
+        await asyncio.sleep(0)  # the claim is granted in this tick; the hang-up lands next
+    w.sim.hang_up("b")
+    await w.run(1)
+    assert f.outcome == "completed" and f.value == "hung up"
+    assert w.sim.leg_of("a") is None  # hung up by the flow, not by the leak collector
+    await w.run(10)
+    assert not w.kinds("leg.collected")
+    w.assert_ok(quiescent=True)
     await w.close()
 
 

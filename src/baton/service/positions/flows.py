@@ -10,7 +10,7 @@ user leaves.
 
 from __future__ import annotations
 
-from baton.core import Priority, Session, User, flow
+from baton.core import Priority, Session, User, UserHungUp, flow
 
 __all__ = ["hang_up"]
 
@@ -19,10 +19,31 @@ __all__ = ["hang_up"]
 async def hang_up(s: Session, user: User) -> str:
     """End ``user``'s call as if they had put their phone down."""
     partner = s.partner_of(user)
-    await s.claim(*([user] if partner is None else [user, partner]), reason="hang up")
-    if partner is not None and s.leg_of(partner) is not None:
-        await s.hangup(partner)
+    users = [user] if partner is None else [user, partner]
+    while users:
+        try:
+            await s.claim(*users, reason="hang up")
+            break
+        except UserHungUp as exc:
+            # one of them put the phone down while the call was being taken: the other, pulled
+            # out of the call by the failed claim, is not left on the line in silence — the
+            # hang-up goes on with whoever is still there
+            users = [u for u in users if u not in exc.users and s.leg_of(u) is not None]
+    if partner is not None and partner in users and await _put_down(s, partner):
         s.note(f"{user.id} hung up on {partner.id}")
-    if not user.keep and s.leg_of(user) is not None:
-        await s.hangup(user)
+    if user in users and not user.keep:
+        await _put_down(s, user)
     return "hung up"
+
+
+async def _put_down(s: Session, u: User) -> bool:
+    """Hang ``u`` up if it is still on the line; news that the other party hung up meanwhile
+    (raised here, at the next operation) changes nothing. False if ``u`` was gone already."""
+    while s.owns(u) and s.leg_of(u) is not None:
+        try:
+            await s.hangup(u)
+            return True
+        except UserHungUp as exc:
+            if u in exc.users:
+                return False
+    return False
