@@ -102,6 +102,34 @@ def test_the_banner_prints_no_sip_centres_password_even_on_virtual_phones(
     assert "dispatcher login: d / d-secret" in capsys.readouterr().out
 
 
+def test_the_banner_offers_a_dispatchers_login_not_an_administrators(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The built-in admin role is a position role too, so a file listing its admin first had
+    the banner offer "dispatcher login: adm1": the provisioning account. It offers the first
+    user whose role staffs a position; with none, the first position, as a plain login."""
+    from baton.service.cli import _banner
+
+    class Run:
+        run_id = 1
+
+    users = [
+        {"id": "adm1", "password": "adm1-pw", "role": "admin"},
+        {"id": "unit1", "password": "u-pw", "role": "field"},
+        {"id": "sup1", "password": "sup1-pw", "role": "supervisor"},
+    ]
+    path = tmp_path / "site.toml"
+    path.write_text(to_toml({"users": users}))
+    _banner(load_config(path), Run())
+    out = capsys.readouterr().out
+    assert "dispatcher login: sup1 / sup1-pw   (sup1, role supervisor)" in out, out
+    assert "adm1" not in out and "u-pw" not in out
+    path.write_text(to_toml({"users": users[:2]}))  # nobody to staff a position
+    _banner(load_config(path), Run())
+    out = capsys.readouterr().out
+    assert "  login: adm1 / adm1-pw   (adm1, role admin)" in out and "dispatcher login" not in out
+
+
 def test_check_reports_every_plugin_and_switch_problem_at_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

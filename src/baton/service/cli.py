@@ -325,6 +325,13 @@ def _quiet_gc() -> None:
     gc.set_threshold(2000, 20, 1000)
 
 
+def _staffs(role: Any) -> bool:
+    """A role whose users staff a dispatcher position: a position role that may take calls,
+    not an administrator's (``*`` or ``provision``)."""
+    granted = set(role.permissions)
+    return bool(role.position) and "call" in granted and not granted & {"*", "provision"}
+
+
 def _banner(config: Any, service: Any) -> None:
     api = config.api
     host = api.host if ":" not in api.host else f"[{api.host}]"
@@ -335,16 +342,22 @@ def _banner(config: Any, service: Any) -> None:
         f"  API docs: {api.scheme}://{host}:{api.port}/docs",
         f"  metrics:  {api.scheme}://{host}:{api.port}/metrics",
     ]
-    positions = config.positions
+    # The login offered is a dispatcher's: a position whose role may take calls and is not an
+    # administrator's (the built-in admin role is a position too, but its account is for
+    # provisioning); a centre with none offers its first position as a plain login, by role.
+    roles = config.all_roles
+    positions = [u for u in config.positions if _staffs(roles[u.role])]
+    offered = next(iter(positions or config.positions), None)
     # Passwords are SIP credentials too: a SIP centre's are never printed (the start-up output
     # ends up in logs), not even when it runs on virtual phones (`--config site.toml --sim`);
     # a centre made for virtual phones only shows its dispatcher login.
     secret_hint = f"the users' password keys in {config.source}"
-    if positions:
-        u = positions[0]
+    if offered is not None:
+        u = offered
         shown = config.switch == "sim" and not config.sip
         secret = u.password if shown else f"(password: see {secret_hint})"
-        lines.append(f"  dispatcher login: {u.id} / {secret}   ({u.display_name}, role {u.role})")
+        what = "dispatcher login" if positions else "login"
+        lines.append(f"  {what}: {u.id} / {secret}   ({u.display_name}, role {u.role})")
     if config.switch == "sip":
         sip = config.sip
         realm = sip.get("realm", "baton")
