@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from baton.core import Priority, User
+from baton.core import Priority, Session, User, flow
 from baton.core.events import Event
 from baton.flows import LIBRARY, DispatcherQueue, call
 from baton.service.config import parse_config
@@ -599,5 +599,61 @@ async def test_a_queue_overflow_message_is_kept_in_a_fresh_recordings_folder(
         svc.sim.hang_up("unit1")
         await eventually(lambda: not svc.manager.flows, what="the queued call's end")
         assert list((tmp_path / "recordings").glob("dispatch-unit1-*.wav"))
+    finally:
+        await svc.stop()
+
+
+@pytest.mark.realtime
+async def test_a_flows_own_recordings_are_sealed_with_their_checksum(tmp_path: Path) -> None:
+    """docs/service.md, Integrity: a recording a flow makes itself (a queued caller's message
+    here, ended by the caller hanging up) gets its SHA-256, size and length when the switch
+    closes the file, like the voice logger's — so playback and export check it too; one the
+    switch refused to start is ``failed``, with the alarm."""
+    dispatch = {
+        "number": "100",
+        "queue_timeout": 0.3,
+        "overflow": "message",
+        "agent_state": "logged_out",
+    }
+    svc = Service(
+        parse_config(config_data(tmp_path, dispatch=dispatch), "test"),
+        hasher=FAST_HASHER,
+        grace=1.0,
+    )
+    await svc.start()
+    try:
+        assert svc.sim is not None
+        svc.sim.call_in("unit1", "100")
+        await eventually(lambda: svc.sim is not None and svc.sim.recordings, what="the message")
+        await talked(svc)
+        svc.sim.hang_up("unit1")
+
+        async def sealed() -> list[dict[str, Any]]:
+            await svc.journal.sync()
+            async with svc.store.read() as conn:
+                rows = (await conn.execute(sa.select(recordings))).all()
+            return [dict(r._mapping) for r in rows if r.status not in (None, "recording")]
+
+        (rec,) = await eventually(sealed, what="the message's checksum")
+        assert rec["by"].startswith("queued_call#") and "dispatch-unit1-" in rec["path"]
+        assert rec["status"] == "ok" and rec["sha256"] == sha256(rec["path"])
+        assert rec["size_bytes"] == size(rec["path"]) and rec["seconds"] > 0
+        assert await svc.voicelog.verified(rec) == resolved(rec["path"])
+        flip_last_byte(rec["path"])  # a changed message is caught like any recording
+        with pytest.raises(Conflict):
+            await svc.voicelog.verified(rec)
+
+        @flow()
+        async def record_nowhere(s: Session, user: User) -> None:
+            await s.claim(user)
+            await s.dial(user)
+            await s.record(user, str(tmp_path / "no-such-folder" / "x.wav"))
+
+        m = svc.manager
+        failed = m.start(record_nowhere, m.user("unit2"))
+        assert await failed.wait() == "failed"
+        (bad,) = [r for r in await eventually(sealed, what="the failure") if r["id"] != rec["id"]]
+        assert bad["status"] == "failed" and "missing" in bad["error"]
+        assert any("x.wav" in a["text"] for a in svc.alarms.faults())
     finally:
         await svc.stop()

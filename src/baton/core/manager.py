@@ -802,7 +802,14 @@ class UserManager:
                 target if isinstance(target, Meeting) else None,
                 path,
             )
-            rid = await self._command("record", self.switch.record(where_, path))
+            try:
+                rid = await self._command("record", self.switch.record(where_, path))
+            except SwitchFailed:
+                # refused: no file will come, and nothing else will say this recording is over
+                users = [r.user for r in recs]
+                meeting = target if isinstance(target, Meeting) else None
+                self.media.publish("record.done", owner, users, meeting, path)
+                raise
             recording = Recording(rid, target, path)
             self.media.recordings[rid] = recording
             if recs:

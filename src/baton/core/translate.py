@@ -25,7 +25,8 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from baton.core.events import DtmfDigit, NoticeKind, OpInterrupted, Problem
-from baton.core.model import Direction, LegState
+from baton.core.model import Direction, LegState, Meeting, User
+from baton.core.ops import MANAGER
 from baton.core.owner import Notice
 from baton.core.port import (
     Cause,
@@ -90,6 +91,16 @@ class SwitchEvents:
             r = m.media.recordings.get(ev.recording)
             if r is not None:
                 m.media.recording_done(r, ev.seconds)
+            # The switch has closed the file (also of a recording the core let go already, cut
+            # by a clear or a hang-up): whoever keeps the files — checksums — may read it now.
+            target = r.target if r is not None else None
+            m.media.publish(
+                "record.done",
+                MANAGER,
+                (target,) if isinstance(target, User) else (),
+                target if isinstance(target, Meeting) else None,
+                ev.path,
+            )
         elif isinstance(ev, InboundCall):
             self._on_inbound(ev)
 

@@ -20,8 +20,10 @@ Mapping
 * ``preemption.started`` / ``.completed`` / ``.superseded``: one row per preemption, naming the
   victim, the claimer, the priority and the reason — the "preemptions suffered" of a flow.
 * ``callinfo.started`` / ``.ended``: the stable calls (P2P, MeetingCall).
-* ``media`` ``record`` / ``record.stop``: the recordings index; a recording is also closed when its
-  user's leg ends, the user is cleared, or its meeting is destroyed (the switch stops it then).
+* ``media`` ``record`` / ``record.stop`` / ``record.done``: the recordings index (``status``
+  ``recording`` until the voice logger seals the file with its checksum); a recording is also
+  closed when its user's leg ends, the user is cleared, or its meeting is destroyed (the switch
+  stops it then).
 """
 
 from __future__ import annotations
@@ -267,10 +269,13 @@ class Projector:
                     meeting=ev.meeting,
                     by=ev.by,
                     started_at=at,
+                    status="recording",
                 )
             ]
         if ev.command == "record.stop" and ev.detail:
             return self._close_recordings(at, "stopped", path=ev.detail)
+        if ev.command == "record.done" and ev.detail:  # the switch ended it by itself
+            return self._close_recordings(at, "finished", path=ev.detail)
         if ev.command == "clear" and ev.users:
             return self._close_recordings(at, "cleared", user=ev.users[0])
         if ev.command == "meeting.destroy" and ev.meeting:

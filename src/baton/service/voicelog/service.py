@@ -28,6 +28,12 @@ is closed. Each such failure is a ``recording.failed`` event (in the journal), a
 the supervisors' consoles (:meth:`~baton.service.positions.alarms.Alarms.raise_fault`, audited),
 an error log line and ``baton_recordings_failed_total``.
 
+**Flows' own recordings** (``s.record``: a queued caller's message, a plug-in's) are not the
+logger's, but their files are sealed the same way: when the switch has closed one (the core's
+``media`` ``record.done``), the worker stores its SHA-256, size and length (``ok``) — or
+``failed``, with the same alarm, if the file is missing or no WAV — so playback and export
+check every recording alike.
+
 Retention (:meth:`VoiceLogger.sweep`, every ``sweep_every`` seconds): recordings that ended
 more than ``retention_days`` ago lose their file; their rows stay, ``status = "expired"``.
 """
@@ -156,7 +162,7 @@ class RecordingsExpired(Event):
 
 @dataclass(slots=True, eq=False)
 class _Tap:
-    what: str  # call | ptt
+    what: str  # call | ptt | flow (a flow's own recording, sealed only)
     user: str
     leg: str
     path: Path
@@ -211,6 +217,7 @@ class VoiceLogger:
         self._ptt_groups: dict[str, str] = {}  # PTT flow -> its configured group
         self._ptt_emergency: set[str] = set()  # PTT flows whose emergency state is on
         self._active: set[_Tap] = set()
+        self._flow_recordings: dict[str, _Tap] = {}  # path -> a flow's recording, until sealed
         self._work: asyncio.Queue[tuple[str, _Tap, str]] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._unsubscribe = manager.events.subscribe(self._on_event)
@@ -250,6 +257,13 @@ class VoiceLogger:
             if ev.command == "clear":
                 for user in ev.users:
                     self._cleared(user)
+            elif ev.command == "record" and ev.detail:  # a flow's own (the logger's go direct)
+                who = ev.users[0] if ev.users else ""
+                tap = _Tap("flow", who, "", Path(ev.detail), [], group=ev.meeting)
+                tap.t0, tap.written = self.manager.now(), True  # its row: the projection's
+                self._flow_recordings[ev.detail] = tap
+            elif ev.command == "record.done" and ev.detail in self._flow_recordings:
+                self._work.put_nowait(("seal", self._flow_recordings.pop(ev.detail), ""))
         elif isinstance(ev, FlowStarted):
             group = ev.args.get("group")
             if group is not None:
@@ -399,6 +413,8 @@ class VoiceLogger:
             await self._do_start(tap)
         elif action == "stop":
             await self._do_stop(tap, why)
+        elif action == "seal":
+            await self._do_seal(tap)
         elif tap.written:
             self._update(tap, reasons=list(tap.reasons))
 
@@ -414,6 +430,8 @@ class VoiceLogger:
             self._work.task_done()
             if action == "stop":
                 await self._do_stop(tap, why, switch_open=False)
+            elif action == "seal":
+                await self._do_seal(tap)
         for tap in list(self._active):
             await self._do_stop(tap, "shutdown", switch_open=False)
 
@@ -508,6 +526,25 @@ class VoiceLogger:
             )
         )
 
+    async def _do_seal(self, tap: _Tap) -> None:
+        """A flow's recording whose file the switch has closed: its checksum, size and length
+        go on its row (``ok``), or it failed."""
+        if not is_wav(tap.path):
+            self._fail(tap, "its file is missing or is not a WAV file")
+            return
+        try:
+            d = await digest(tap.path)
+        except OSError as exc:
+            self._fail(tap, f"its file cannot be read: {exc}")
+            return
+        self._update(
+            tap,
+            status="ok",
+            sha256=d.sha256,
+            size_bytes=d.size,
+            seconds=round(max(0, d.size - 44) / 16000, 3),
+        )
+
     def _update(self, tap: _Tap, **values: Any) -> None:
         t = recordings
         self.journal.execute(
@@ -523,10 +560,13 @@ class VoiceLogger:
             return
         tap.failed = True
         self._active.discard(tap)
-        stage = "start" if tap.rid is None else "file"
+        flows = tap.what == "flow"  # a flow's own: started by the flow, closed by the projection
+        stage = "start" if tap.rid is None and not flows else "file"
         self.counts.failed[stage] += 1
         now = self.wallclock()
-        if tap.written:
+        if flows:
+            self._update(tap, status="failed", error=reason)
+        elif tap.written:
             self._update(tap, ended_at=now, end_reason="failed", status="failed", error=reason)
         else:
             tap.written = True
@@ -552,12 +592,12 @@ class VoiceLogger:
         self.manager.events.publish(
             RecordingFailed(user=tap.user, what=tap.what, path=str(tap.path), reason=reason)
         )
-        name = self._name(tap.user)
-        what = "talk burst" if tap.what == "ptt" else "call"
+        name = self._name(tap.user) if tap.user else f"meeting {tap.group}"
+        what = {"ptt": "talk burst", "flow": f"line ({tap.path.name})"}.get(tap.what, "call")
         self.alarms.raise_fault(
             "recording",
             f"Recording of {name}'s {what} failed: {reason}",
-            user=tap.user,
+            user=tap.user or None,
             details={"leg": tap.leg, "path": str(tap.path), "stage": stage},
         )
         log.error("recording failed: %s", reason, extra={"user": tap.user, "path": str(tap.path)})
