@@ -4,5 +4,8 @@
 #   deploy/local/run.sh [--shards N] [--sip-port 5060] [--dir var/cluster]
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
+if [ -z "${PYTHON:-}" ] && [ ! -x "${here}/.venv/bin/python" ]; then
+    make -C "${here}" venv   # a fresh clone: install Baton into .venv first, as `make run` does
+fi
 py="${PYTHON:-${here}/.venv/bin/python}"
 exec "${py}" -m baton.service.cluster.local "$@"

@@ -28,12 +28,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["LocalCluster", "Proc", "free_port", "main", "tenant_toml"]
+__all__ = ["LocalCluster", "Proc", "banner", "free_port", "main", "tenant_toml"]
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 KAMAILIO_CFG = Path(__file__).resolve().parents[4] / "deploy" / "kamailio" / "kamailio.cfg"
@@ -66,6 +67,10 @@ class Proc:
     popen: subprocess.Popen[bytes]
     log: Path
     stop_signal: int = signal.SIGTERM
+    #: how it was started, so :meth:`LocalCluster.respawn` starts it the same way
+    preexec: Callable[[], None] | None = None
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -125,8 +130,23 @@ class LocalCluster:
     etcd_endpoints: list[str] = field(default_factory=list)
     #: the key the edge signs calls between tenants with (each tenant's [sip.peers] secret)
     peer_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    _reported: set[int] = field(default_factory=set)  # pids of exits already reported
 
     def _spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        stop_signal: int = signal.SIGTERM,
+        preexec: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Proc:
+        proc = self._start(name, argv, stop_signal=stop_signal, preexec=preexec, env=env, cwd=cwd)
+        self.procs.append(proc)
+        return proc
+
+    def _start(
         self,
         name: str,
         argv: list[str],
@@ -148,9 +168,7 @@ class LocalCluster:
             cwd=cwd,
         )
         out.close()
-        proc = Proc(name, popen, log, stop_signal)
-        self.procs.append(proc)
-        return proc
+        return Proc(name, popen, log, stop_signal, preexec, env, cwd)
 
     # ---- etcd
 
@@ -221,12 +239,38 @@ class LocalCluster:
         return procs
 
     def respawn(self, proc: Proc) -> Proc:
-        """Start a stopped process again with the same command line (its log goes on)."""
+        """Start a stopped process again the way it was started (command line, user,
+        environment, folder; its log goes on). The new process takes the old one's place in
+        :attr:`procs`."""
         if proc.alive():
             raise RuntimeError(f"{proc.name} is still running")
         args = proc.popen.args
         argv = [str(a) for a in args] if isinstance(args, list | tuple) else [str(args)]
-        return self._spawn(proc.name, argv, stop_signal=proc.stop_signal)
+        new = self._start(
+            proc.name,
+            argv,
+            stop_signal=proc.stop_signal,
+            preexec=proc.preexec,
+            env=proc.env,
+            cwd=proc.cwd,
+        )
+        if proc in self.procs:
+            self.procs[self.procs.index(proc)] = new
+        else:
+            self.procs.append(new)
+        self._reported.discard(proc.pid)
+        return new
+
+    def exited(self) -> list[Proc]:
+        """The processes that exited since the last call, each reported once: the local
+        cluster goes on without them (a killed shard is a fail-over to watch, not the end)."""
+        gone = [p for p in self.procs if not p.alive() and p.pid not in self._reported]
+        self._reported.update(p.pid for p in gone)
+        return gone
+
+    def respawn_exited(self) -> list[Proc]:
+        """Start again every process that has exited (``kill -USR1`` of the runner)."""
+        return [self.respawn(p) for p in list(self.procs) if not p.alive()]
 
     @property
     def etcd(self) -> str:
@@ -428,6 +472,33 @@ def shard_toml(
     return "\n".join(lines)
 
 
+def banner(
+    cluster: LocalCluster, tenants: Sequence[str], consoles: dict[str, list[tuple[str, str]]]
+) -> str:
+    """What the runner prints once everything started: where phones and dispatchers go, and
+    the pid of every process (to kill one and watch the cluster cope)."""
+    lines = [
+        "",
+        f"  Baton cluster on loopback: tenants {', '.join(tenants)}",
+        f"  phones register to udp:127.0.0.1:{cluster.sip_port} (the edge): user acme-unit1,"
+        " password acme-unit1-pw, realm acme; acme's numbers are 2xxx, bravo's 3xxx",
+        "  (a call between them crosses the edge)",
+    ]
+    for tenant in tenants:
+        where = ", ".join(f"http://{api}/ on {shard}" for shard, api in consoles[tenant])
+        lines.append(
+            f"  {tenant}'s console (user {tenant}-disp, password {tenant}-disp-pw): "
+            f"on the shard holding its lease — {where}"
+        )
+    lines.append(f"  etcd 127.0.0.1:{cluster.etcd_port}, PostgreSQL 127.0.0.1:{cluster.pg_port}")
+    lines.append("  processes: " + ", ".join(f"{p.name} {p.pid}" for p in cluster.procs))
+    lines.append(
+        f"  logs and data in {cluster.root}; a process that exits is reported and the rest goes"
+        f" on; `kill -USR1 {os.getpid()}` starts what exited again; Ctrl-C stops everything"
+    )
+    return "\n".join(lines) + "\n"
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM stops the cluster like Ctrl-C: every process started, by its pid."""
     raise KeyboardInterrupt
@@ -450,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         tenants = ["acme", "bravo"]
         n = max(1, args.shards)
         files = {}
+        consoles: dict[str, list[tuple[str, str]]] = {t: [] for t in tenants}
         for i, tenant in enumerate(tenants):
             db = cluster.create_database(tenant)
             users = [
@@ -473,25 +545,27 @@ def main(argv: list[str] | None = None) -> int:
                     "rtp_ports": f"{31000 + 1000 * s + 200 * i}-{31000 + 1000 * s + 200 * i + 199}",
                     "api": f"127.0.0.1:{8100 + 10 * s + i}",
                 }
+                consoles[tenant].append((f"shard-{s}", placements[tenant]["api"]))
             path = root / f"shard-{s}.toml"
             path.write_text(shard_toml(f"shard-{s}", cluster.etcd, placements))
             cluster.start_shard(path, f"shard-{s}")
         cluster.start_edge(args.sip_port)
-        print(
-            f"\n  Baton cluster on loopback: {n} shards, tenants {', '.join(tenants)}\n"
-            f"  phones register to udp:127.0.0.1:{cluster.sip_port} (user acme-unit1, "
-            "password acme-unit1-pw; realm acme)\n"
-            "  acme's numbers are 2xxx, bravo's 3xxx: a call between them crosses the edge\n"
-            f"  etcd 127.0.0.1:{cluster.etcd_port}, PostgreSQL 127.0.0.1:{cluster.pg_port}\n"
-            f"  logs and data in {root}; Ctrl-C stops everything\n",
-            flush=True,
-        )
+        print(banner(cluster, tenants, consoles), flush=True)
         signal.signal(signal.SIGTERM, _interrupt)
-        while all(p.alive() for p in cluster.procs):
-            time.sleep(0.5)
-        dead = [p.name for p in cluster.procs if not p.alive()]
-        print(f"stopped: {', '.join(dead)} exited", file=sys.stderr)
-        return 1
+        restart = threading.Event()
+        signal.signal(signal.SIGUSR1, lambda signum, frame: restart.set())
+        while True:
+            for proc in cluster.exited():
+                print(
+                    f"{proc.name} (pid {proc.pid}) exited with status {proc.popen.returncode}; "
+                    f"the rest goes on. `kill -USR1 {os.getpid()}` starts it again.",
+                    flush=True,
+                )
+            if restart.is_set():
+                restart.clear()
+                for proc in cluster.respawn_exited():
+                    print(f"{proc.name} started again (pid {proc.pid})", flush=True)
+            time.sleep(0.2)
     except KeyboardInterrupt:
         return 0
     finally:

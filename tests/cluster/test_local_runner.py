@@ -1,0 +1,80 @@
+"""The local cluster's runner (``deploy/local/run.sh``, docs/cluster.md "On one machine") as a
+process manager: a process that exits is reported once and the others go on — a killed shard
+is a fail-over to watch, not the end of the cluster — and ``kill -USR1`` starts it again the
+way it was started."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from baton.service.cluster.local import LocalCluster, banner
+
+pytestmark = [pytest.mark.realtime]
+
+
+def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_process_that_exits_is_reported_once_and_the_rest_goes_on(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path)
+    try:
+        shard = cluster._spawn("shard-0", ["sleep", "30"])
+        edge = cluster._spawn("kamailio", ["sleep", "30"])
+        assert cluster.exited() == []
+        shard.kill9()
+        assert cluster.exited() == [shard]
+        assert cluster.exited() == []  # reported once
+        assert edge.alive()
+        [again] = cluster.respawn_exited()
+        assert again.name == "shard-0" and again.alive() and again.pid != shard.pid
+        assert cluster.procs == [again, edge]  # in the old one's place
+        assert cluster.exited() == []
+    finally:
+        cluster.stop()
+    assert not again.alive() and not edge.alive()
+
+
+def test_a_process_starts_again_with_its_environment_and_folder(tmp_path: Path) -> None:
+    """PostgreSQL runs as its own user, in its own folder: a restart must keep both."""
+    work = tmp_path / "work"
+    work.mkdir()
+    cluster = LocalCluster(tmp_path)
+    try:
+        env = dict(os.environ, MARK="marked")
+        proc = cluster._spawn(
+            "postgres", ["sh", "-c", 'echo "$MARK $(pwd)"; exec sleep 30'], env=env, cwd=work
+        )
+        line = f"marked {work}\n"
+        _until(lambda: proc.output() == line)
+        proc.kill9()
+        cluster.respawn_exited()
+        _until(lambda: proc.output() == line * 2)
+    finally:
+        cluster.stop()
+
+
+def test_the_banner_says_where_phones_and_dispatchers_go(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path, sip_port=5260, etcd_port=2379, pg_port=5432)
+    try:
+        shard = cluster._spawn("shard-0", ["sleep", "30"])
+        text = banner(
+            cluster,
+            ["acme"],
+            {"acme": [("shard-0", "127.0.0.1:8100"), ("shard-1", "127.0.0.1:8110")]},
+        )
+    finally:
+        cluster.stop()
+    assert "udp:127.0.0.1:5260" in text
+    assert "user acme-disp, password acme-disp-pw" in text
+    assert "http://127.0.0.1:8100/ on shard-0, http://127.0.0.1:8110/ on shard-1" in text
+    assert f"shard-0 {shard.pid}" in text  # to kill one and watch
+    assert f"`kill -USR1 {os.getpid()}`" in text
