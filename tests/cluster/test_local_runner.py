@@ -6,6 +6,7 @@ way it was started."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,3 +79,28 @@ def test_the_banner_says_where_phones_and_dispatchers_go(tmp_path: Path) -> None
     assert "http://127.0.0.1:8100/ on shard-0, http://127.0.0.1:8110/ on shard-1" in text
     assert f"shard-0 {shard.pid}" in text  # to kill one and watch
     assert f"`kill -USR1 {os.getpid()}`" in text
+
+
+def test_what_a_killed_process_left_behind_ends_with_it(tmp_path: Path) -> None:
+    """Kamailio's workers outlive a ``kill -9`` of its main process and keep its port: the
+    runner ends its process group when it sees the main process gone."""
+    cluster = LocalCluster(tmp_path)
+    try:
+        edge = cluster._spawn("kamailio", ["sh", "-c", "sleep 30 & echo $!; exec sleep 30"])
+        _until(lambda: edge.output().strip().isdigit())
+        worker = int(edge.output())
+        os.kill(edge.pid, signal.SIGKILL)
+        _until(lambda: not edge.alive())
+        os.kill(worker, 0)  # still there, an orphan
+        assert cluster.exited() == [edge]
+        _until(lambda: not _running(worker))
+    finally:
+        cluster.stop()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

@@ -83,15 +83,26 @@ class Proc:
         if self.alive():
             self.popen.send_signal(signal.SIGKILL)
             self.popen.wait()
+        self.reap_group()
 
     def stop(self, timeout: float = 10.0) -> None:
         if not self.alive():
+            self.reap_group()
             return
         self.popen.send_signal(self.stop_signal)
         try:
             self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill9()
+        self.reap_group()
+
+    def reap_group(self) -> None:
+        """Once the process has exited, end what it left behind in its own process group:
+        Kamailio's workers outlive a ``kill -9`` of its main process and keep its port."""
+        if self.alive():
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
 
     def output(self) -> str:
         try:
@@ -166,6 +177,7 @@ class LocalCluster:
             preexec_fn=preexec,
             env=env,
             cwd=cwd,
+            start_new_session=True,  # its own process group: see Proc.reap_group
         )
         out.close()
         return Proc(name, popen, log, stop_signal, preexec, env, cwd)
@@ -266,6 +278,8 @@ class LocalCluster:
         cluster goes on without them (a killed shard is a fail-over to watch, not the end)."""
         gone = [p for p in self.procs if not p.alive() and p.pid not in self._reported]
         self._reported.update(p.pid for p in gone)
+        for proc in gone:
+            proc.reap_group()
         return gone
 
     def respawn_exited(self) -> list[Proc]:
