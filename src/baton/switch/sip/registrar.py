@@ -211,7 +211,8 @@ class Registrar:
 
     # -- hand-over to another process (a standby shard, docs/cluster.md)
     def snapshot(self, now: float) -> list[dict[str, object]]:
-        """The live registered (not static) bindings, JSON-ready, with their lifetimes left."""
+        """The live registered (not static, not over a WebSocket) bindings, JSON-ready, with
+        their lifetimes left."""
         return [
             {
                 "aor": b.aor,
@@ -227,7 +228,8 @@ class Registrar:
             }
             for aor in sorted(self._bindings)
             for b in self._bindings[aor]
-            if not b.static and b.live(now)
+            # A browser is reached only over its own WebSocket, which ends with this process.
+            if not b.static and b.live(now) and b.transport not in ("WS", "WSS")
         ]
 
     def restore(self, entries: list[dict[str, object]], now: float, *, age: float = 0.0) -> int:
@@ -282,6 +284,18 @@ class Registrar:
         after = [b for b in before if not (b.static and b.uri.equivalent(address.uri))]
         self._store(aor, after)
         return len(after) != len(before)
+
+    def drop_flow(self, flow: object) -> list[Binding]:
+        """Drop the registered bindings kept on ``flow`` (a WebSocket connection that closed:
+        the phone behind them cannot be reached over anything else); return them."""
+        gone: list[Binding] = []
+        for aor in list(self._bindings):
+            before = self._bindings[aor]
+            lost = [b for b in before if not b.static and b.flow == flow]
+            if lost:
+                gone += lost
+                self._store(aor, [b for b in before if b not in lost])
+        return gone
 
     def forget(self, aor: str, *, static_only: bool = False) -> list[Binding]:
         """Drop ``aor``'s bindings (its user was removed), or only its static ones; return
@@ -404,8 +418,14 @@ class Registrar:
             raise _Refusal(make_response(request, 400, exc.reason, to_tag=to_tag)) from None
         raw = request.headers.get_all("Contact")
         user_agent = request.headers.get("User-Agent")
-        via = (request.headers.get("Via") or "").split(None, 1)
-        transport = via[0].rsplit("/", 1)[-1].upper() if via else None
+        # The transport it really came over, when the caller says (a browser's Via says WSS
+        # even over a plain ws: connection); else what its Via says.
+        transport = getattr(flow, "transport", None)
+        if isinstance(transport, str):
+            transport = transport.upper()
+        else:
+            via = (request.headers.get("Via") or "").split(None, 1)
+            transport = via[0].rsplit("/", 1)[-1].upper() if via else None
         for contact, text in zip(contacts, raw, strict=True):
             if not isinstance(contact.uri, SipUri):
                 raise _Refusal(

@@ -104,7 +104,13 @@ from .transaction import (
     TransactionTerminated,
     TransactionTimedOut,
 )
-from .transport import ListenAddress, ParseFailed, SipTransport, TransportEvent
+from .transport import (
+    ConnectionClosed,
+    ListenAddress,
+    ParseFailed,
+    SipTransport,
+    TransportEvent,
+)
 from .uas import check_request
 from .uri import parse_name_addr
 
@@ -493,6 +499,10 @@ class SipSwitch(Switch):
             self._on_terminated(event.key)
         elif isinstance(event, ParseFailed):
             log.debug("unparsable message from %s: %s", event.peer, event.error)
+        elif isinstance(event, ConnectionClosed):
+            for binding in self.registrar.drop_flow(event.peer):
+                log.info("%s's browser phone went away: registration %s dropped",
+                         binding.aor, binding.contact_text)  # fmt: skip
 
     def _on_request(self, event: RequestReceived) -> None:
         request = event.request

@@ -52,7 +52,9 @@ Use
 :class:`~baton.switch.sip.transaction.TransactionTimedOut`,
 :class:`~baton.switch.sip.transaction.TransactionFailed`,
 :class:`~baton.switch.sip.transaction.TransactionTerminated`,
-:class:`~baton.switch.sip.transaction.MessageDropped` and :class:`ParseFailed`.
+:class:`~baton.switch.sip.transaction.MessageDropped`, :class:`ParseFailed` and
+:class:`ConnectionClosed` (a WebSocket gone: the registrations made over it can never be
+reached again).
 """
 
 from __future__ import annotations
@@ -103,7 +105,14 @@ from .transaction import (
     new_branch,
 )
 
-__all__ = ["ListenAddress", "ParseFailed", "SipTransport", "TransportEvent", "TransportLimits"]
+__all__ = [
+    "ConnectionClosed",
+    "ListenAddress",
+    "ParseFailed",
+    "SipTransport",
+    "TransportEvent",
+    "TransportLimits",
+]
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +186,15 @@ class ParseFailed:
     answered: bool
 
 
-TransportEvent = LayerEvent | ParseFailed
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The WebSocket connection to ``peer`` ended. Baton opens no WebSocket, so nothing sent
+    to ``peer`` can arrive any more: the browser must connect and register again."""
+
+    peer: Peer
+
+
+TransportEvent = LayerEvent | ParseFailed | ConnectionClosed
 
 
 def _peer(transport: str, address: tuple[str, int] | tuple[str, int, int, int]) -> Peer:
@@ -336,6 +353,8 @@ class _Ws(_Tcp):
     def connection_lost(self, exc: Exception | None) -> None:
         self.ws.receive_eof()
         super().connection_lost(exc)
+        if self.peer is not None and self.messages:
+            self.owner._emit(ConnectionClosed(self.peer))
 
 
 def _offers_sip(headers: WsHeaders) -> bool:
