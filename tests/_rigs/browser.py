@@ -43,16 +43,21 @@ TONES = {"unit1": PHONE, "unit2": PHONE2}  # what each phone's microphone plays
 
 
 def sip_config(
-    udp: int, ws: int, groups: list[Any] | None = None, role: str = "dispatcher"
+    udp: int,
+    ws: int,
+    groups: list[Any] | None = None,
+    role: str = "dispatcher",
+    keep: bool = False,
 ) -> dict[str, Any]:
-    """A centre on the SIP switch: disp1 (2001) at a position, unit1 (1001), unit2 (1002)."""
+    """A centre on the SIP switch: disp1 (2001) at a position (with an always-on line if
+    ``keep``), unit1 (1001), unit2 (1002)."""
     return {
         "switch": "sip",
         "sip": {"listen": [f"udp:127.0.0.1:{udp}", f"ws:127.0.0.1:{ws}"],
                 "rtp_ports": rtp_range(), "rtp_timeout": 0},
         "users": [
             {"id": "disp1", "numbers": ["2001"], "password": PASSWORDS["disp1"],
-             "role": role},
+             "role": role, "keep": keep},
             {"id": "unit1", "numbers": ["1001"], "password": PASSWORDS["unit1"]},
             {"id": "unit2", "numbers": ["1002"], "password": PASSWORDS["unit2"]},
         ],
@@ -125,13 +130,14 @@ async def console(
     groups: list[Any] | None = None,
     role: str = "dispatcher",
     ringing: Collection[str] = (),
+    keep: bool = False,
 ) -> AsyncIterator[Console]:
     """``baton serve`` on the SIP switch (:func:`sip_config`), a baresip phone for each of
     ``phones`` playing its tone from :data:`TONES` (answering by itself unless in ``ringing``),
     and a Chromium with disp1 logged in and the page's phone ready. The phones are stopped on
     the way out and keep what they heard (``Baresip.heard``)."""
     udp, ws = free_port(), free_port()
-    with serve(tmp_path, **sip_config(udp, ws, groups, role)) as server:
+    with serve(tmp_path, **sip_config(udp, ws, groups, role, keep)) as server:
         units = [
             Baresip(tmp_path / u, u, PASSWORDS[u], udp,
                     tone=write_tone(tmp_path / f"{u}.wav", TONES[u]),

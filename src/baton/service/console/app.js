@@ -125,7 +125,7 @@ function renderBrowserPhone(state, detail) {
   p.className = state === "no-mic" || state === "failed" ? "error" : state === "ringing" ? "ringing" : "";
   p.textContent = state === "ringing" ? `incoming call from ${detail}`
     : state === "calling" ? `calling ${detail}…`
-    : state === "talking" ? `talking with ${detail}${myHold() ? " — on hold" : ""}`
+    : state === "talking" ? browserCallText(detail)
     : (PHONE_STATES[state] || state) + (detail && state !== "connecting" ? (PHONE_STATES[state] ? ` — ${detail}` : detail) : "");
   $("#bp-start").hidden = !["off", "no-mic", "failed"].includes(state);
   $("#bp-stop").hidden = ["off", "no-mic", "failed"].includes(state);
@@ -144,6 +144,23 @@ function renderBrowserPhone(state, detail) {
   if (state !== "talking") $("#bp-sent").textContent = "";
   renderBrowserHold();
   if (state === "ringing") beep();
+}
+
+// Who the page's call is with now, from the position's live view rather than the INVITE's From:
+// the SIP call stays the same while Baton puts other parties on it — after a transfer, the next
+// queued caller on an always-on line, a conference.
+function browserCallText(caller) {
+  const me = S.me && S.users.get(S.me.user);
+  const holding = S.me ? myHold() : null;
+  if (holding) return `talking with ${userName(holding.args.held)} — on hold`;
+  if (!me || !me.leg || me.leg.state !== "connected") return `talking with ${caller}`;
+  if (me.partner) return `talking with ${userName(me.partner)}`;
+  if (me.meeting) {
+    const m = S.meetings.find((x) => x.id === me.meeting.id);
+    const others = m ? m.members.map((x) => x.user).filter((u) => u !== me.id).map(userName) : [];
+    return others.length ? `in a conference with ${others.join(", ")}` : "in a conference";
+  }
+  return "your line is open: nobody on it";
 }
 
 function renderBrowserHold() {  // Hold / Resume beside Hang up while the page carries the call
@@ -975,6 +992,7 @@ function renderFlows() {
 }
 
 function renderMeetings() {
+  if (BatonPhone.state === "talking") renderBrowserPhone("talking", $("#bp-state").dataset.peer || "");
   const box = $("#meetings"); box.replaceChildren();
   if (!S.meetings.length) { box.append(el("p", { class: "muted", text: "none" })); return; }
   for (const m of S.meetings) {
