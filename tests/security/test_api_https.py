@@ -53,6 +53,29 @@ def test_the_tls_table_is_read_relative_to_the_config_file(tmp_path: Path) -> No
         load_config(cfg)
 
 
+def test_a_certificate_and_key_that_cannot_serve_are_refused_at_check(tmp_path: Path) -> None:
+    """``--check`` must not say ok to what would stop the server at start with a traceback: a
+    key from another pair, or a file that is no PEM."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    self_signed(tmp_path / "a")
+    self_signed(tmp_path / "b")
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    cfg = tmp_path / "baton.toml"
+    users = '[[users]]\nid = "disp1"\npassword = "x"\nrole = "dispatcher"\n'
+    cfg.write_text('[api.tls]\ncertificate = "a/api.crt"\nkey = "b/api.key"\n' + users)
+    with pytest.raises(ConfigError) as bad:
+        load_config(cfg)
+    assert bad.value.problems == [
+        f"api.tls: cannot use certificate {tmp_path / 'a' / 'api.crt'} with key "
+        f"{tmp_path / 'b' / 'api.key'}: the key does not belong to the certificate "
+        "(a key from another pair)"
+    ]
+    cfg.write_text('[api.tls]\ncertificate = "a/api.crt"\nkey = "notes.txt"\n' + users)
+    with pytest.raises(ConfigError, match="not a PEM certificate and private key"):
+        load_config(cfg)
+
+
 async def test_the_api_the_console_and_the_stream_are_served_over_https(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     tls = {"certificate": str(cert), "key": str(key)}

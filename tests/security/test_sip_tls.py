@@ -173,3 +173,17 @@ def test_a_tls_listen_address_needs_a_certificate(tmp_path: Path) -> None:
         parse_sip_config({"tls": {"certificate": str(tmp_path / "nope.crt"), "key": "x", "pin": 1}})
     assert "sip.tls.pin: unknown key (known: ca, certificate, key)" in bad.value.problems
     assert any(p.startswith("sip.tls.certificate: cannot read") for p in bad.value.problems)
+
+
+def test_a_certificate_and_key_that_do_not_match_are_named_in_words(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cert, _ = self_signed(tmp_path / "a")
+    _, other = self_signed(tmp_path / "b")
+    with pytest.raises(SipConfigError) as bad:
+        parse_sip_config({"listen": ["tls:127.0.0.1:5061"],
+                          "tls": {"certificate": str(cert), "key": str(other)}})  # fmt: skip
+    assert bad.value.problems == [
+        f"sip.tls: cannot use certificate {cert} with key {other}: the key does not belong "
+        "to the certificate (a key from another pair)"
+    ]

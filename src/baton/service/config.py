@@ -54,6 +54,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from baton.core import Priority
+from baton.switch.sip.config import tls_pair_problem
 
 __all__ = [
     "BUILTIN_ROLES",
@@ -653,6 +654,10 @@ def load_config(path: str | Path) -> Config:
             for name, path in (("certificate", tls.certificate), ("key", tls.key))
             if not path.is_file()
         ]
+        if not problems:  # readable: now usable together, or the server would die at start
+            problem = tls_pair_problem(str(tls.certificate), str(tls.key))
+            if problem is not None:
+                problems.append(f"api.tls: {problem}")
         if problems:
             raise ConfigError(str(p), problems)
         config = config.model_copy(update={"api": config.api.model_copy(update={"tls": tls})})

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -61,6 +62,8 @@ __all__ = [
     "SipConfigError",
     "SipUser",
     "parse_sip_config",
+    "tls_error_text",
+    "tls_pair_problem",
 ]
 
 #: Baton's named priority levels (MLPP). The values mirror ``baton.core.Priority``; they are
@@ -429,6 +432,32 @@ def _tls(value: object, values: dict[str, Any], bad: Any) -> None:
             bad(f"tls.{name}", f"cannot read {path}: {exc.strerror}")
             continue
         values[f"tls_{name}"] = path
+    if "tls_certificate" in values and "tls_key" in values:
+        problem = tls_pair_problem(values["tls_certificate"], values["tls_key"])
+        if problem is not None:
+            bad("tls", problem)
+
+
+def tls_error_text(exc: Exception) -> str:
+    """What went wrong loading a certificate and key, in words rather than OpenSSL's
+    (``[SSL] PEM lib (_ssl.c:3905)``)."""
+    text = str(exc)
+    if "KEY_VALUES_MISMATCH" in text:
+        return "the key does not belong to the certificate (a key from another pair)"
+    if "PEM lib" in text or "NO_START_LINE" in text or "PEM" in getattr(exc, "library", ""):
+        return "not a PEM certificate and private key (expected -----BEGIN ...----- blocks)"
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and exc.strerror:
+        return exc.strerror
+    return text
+
+
+def tls_pair_problem(certificate: str, key: str) -> str | None:
+    """Why a server could not use ``certificate`` (a PEM chain) with ``key``; None if it can."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certificate, key)
+    except (OSError, ssl.SSLError) as exc:
+        return f"cannot use certificate {certificate} with key {key}: {tls_error_text(exc)}"
+    return None
 
 
 def _peers(value: object, values: dict[str, Any], bad: Any) -> None:

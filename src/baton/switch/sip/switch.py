@@ -79,7 +79,7 @@ from baton.switch.media import MediaEngine, MediaEvent, MediaTimeout, opus
 
 from .b2bua import hangup_reason, status_for_cause
 from .book import POLICY, Directory, LegBook, options_ok
-from .config import SipConfig, SipConfigError, SipUser, parse_sip_config
+from .config import SipConfig, SipConfigError, SipUser, parse_sip_config, tls_error_text
 from .dialog import Dialog, DialogState
 from .digest import DigestAuthenticator
 from .errors import LocalProtocolError, SipError
@@ -812,7 +812,7 @@ def _tls_contexts(config: SipConfig) -> tuple[ssl.SSLContext | None, ssl.SSLCont
             client.check_hostname = False
             client.verify_mode = ssl.CERT_NONE
     except (OSError, ssl.SSLError) as exc:
-        raise SipConfigError([f"sip.tls: {exc}"]) from exc
+        raise SipConfigError([f"sip.tls: {tls_error_text(exc)}"]) from exc
     return server, client
 
 
