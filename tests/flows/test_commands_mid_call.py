@@ -149,3 +149,31 @@ async def test_force_release_whose_other_party_hangs_up_still_ends_the_targets_c
     await w.run(10)
     assert not w.kinds("leg.collected")
     w.assert_ok(quiescent=True)
+
+
+async def test_a_redial_whose_dispatcher_hangs_up_while_the_target_rings_cancels_the_ring() -> None:
+    """The target hung up; ``redial`` rings it while the dispatcher hears ringback; the
+    dispatcher hangs up before the target answers. The target's ringing is cancelled — before,
+    the call went on, the target answered and sat held by the emergency hearing nobody (dead
+    air) until the emergency ended. A later ``redial`` calls both again."""
+    w = World("t", behaviour=answers(3))
+    d = w.add("d", keep=True)
+    e = w.start(emergency_call, d, w["t"], ring=8.0)
+    await w.run(8)
+    assert w.hears("d") == {"t"}
+    w.sim.hang_up("t")
+    await w.run(1)
+    reply = e.send("redial")
+    await w.run(1)
+    assert w.state("t") == "ringing" and w.hears("d") == {"tone:ringback"}
+    w.sim.hang_up("d")
+    await w.run(10)
+    assert reply.done() and reply.exception() is not None
+    assert w.state("t") == "idle"
+    w.assert_ok()
+    again = e.send("redial")
+    await w.run(10)
+    assert again.result() == "connected" and w.hears("d") == {"t"}
+    await e.send("end")
+    await w.run(3)
+    w.assert_ok(quiescent=True)

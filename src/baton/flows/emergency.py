@@ -237,7 +237,7 @@ async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: floa
             cmd = await s.command()
         except UserHungUp as exc:
             s.note(f"{exc.user.id} hung up; the emergency stays declared until ended")
-            _wait_for_redial(s, dispatcher, target)
+            await _wait_for_redial(s, dispatcher, target)
             continue
         if cmd is None:
             continue
@@ -249,7 +249,7 @@ async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: floa
             # the redial itself was broken (a party hung up as it was bridged or rung, a
             # party did not answer): whoever is still on the line waits for the next redial
             # or the end, not on a silent line (docs/flows.md)
-            _wait_for_redial(s, dispatcher, target)
+            await _wait_for_redial(s, dispatcher, target)
     talking = [u for u in (dispatcher, target) if s.owns(u) and s.state_of(u) == "talking"]
     if len(talking) == 2:
         s.settle(P2P(dispatcher, target, priority=Priority.ROUTINE))
@@ -266,9 +266,16 @@ async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: floa
     return "ended"
 
 
-def _wait_for_redial(s: Session, dispatcher: User, target: User) -> None:
+async def _wait_for_redial(s: Session, dispatcher: User, target: User) -> None:
     """The parties still on the line and not talking to each other are in the emergency's
-    declared wait: the other one is gone until a ``redial`` or the ``end``."""
+    declared wait: the other one is gone until a ``redial`` or the ``end``. A party whose
+    phone a broken redial left ringing is not called to talk to nobody: the ringing is
+    cancelled (a later ``redial`` calls it again)."""
+    for u in (dispatcher, target):
+        leg = s.leg_of(u) if s.owns(u) else None
+        if leg is not None and not leg.connected:
+            with contextlib.suppress(BatonError):
+                await s.hangup(u, Cause.CANCELLED)
     for _ in range(3):  # a notice still pending is raised by the first declaration
         with contextlib.suppress(FlowInterrupted):
             for u in (dispatcher, target):
