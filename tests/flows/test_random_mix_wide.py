@@ -1,5 +1,6 @@
 """The random mix, wider: every library flow (inbound calls, inbound emergencies, broadcasts,
-a dispatcher taking a queued call from the console) and every command a running flow takes,
+a dispatcher taking a queued call from the console) and the console's own (Hang up, a meeting
+member removed) and every command a running flow takes,
 with its arguments (a PTT floor request or override for a member, a conference kick or mute, an
 emergency redial, an attended transfer cancelled) — not only the commands that end a flow.
 Same rules as ``test_random_mix``: every invariant at every step, every flow ends, no leak.
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from baton.core import BatonError, Flow, FlowUsageError, Tone, User
+from baton.core import BatonError, Flow, FlowUsageError, Priority, Tone, User
 from baton.flows import (
     DispatcherQueue,
     attended_transfer,
@@ -39,6 +40,8 @@ from baton.flows import (
     whisper,
 )
 from baton.flows.ptt import ptt_group
+from baton.service.meetings.flows import meeting_release
+from baton.service.positions.flows import hang_up
 from baton.switch.sim import Timing, answers, busy, never_answers, rejects
 from baton.testing import World
 
@@ -112,7 +115,21 @@ def _starters(w: World, q: DispatcherQueue, rng: random.Random) -> list[Callable
         lambda: w.start(ptt_group, f(3), [d()], initiator=None, hang_time=4.0, max_burst=6.0),
         lambda: w.start(queued_call, dialling_in("110"), q),
         lambda: w.start(take_call, d(), q),
+        # the console's Hang up, started one level above whatever holds the user (as the
+        # service does), and its removal of meeting members
+        lambda: _console_hang_up(w, rng.choice([*f(), d()])),
+        lambda: w.start(meeting_release, f(2), "removed by the console"),
     ]
+
+
+def _console_hang_up(w: World, user: User) -> Flow:
+    """As the service starts it: one level above the holder, and never above an emergency
+    (no role may: the emergency itself is ended instead)."""
+    owner = w.manager.owner_of(user)
+    priority = (owner.priority + 1) if owner is not None else 0
+    if priority > Priority.EMERGENCY:
+        raise FlowUsageError(f"{user.id} is held by an emergency")
+    return w.start(hang_up, user, priority=priority)
 
 
 async def _mix(seed: int) -> World:
