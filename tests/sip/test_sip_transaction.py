@@ -790,3 +790,38 @@ def test_lost_invite_and_lost_200_are_recovered_by_retransmission() -> None:
     assert not any(isinstance(e, TransactionTimedOut) for _, e in wire.tu_events)
     assert len(wire.uac) == 0
     assert len(wire.uas) == 0
+
+
+def test_quiet_transactions_keep_their_messages_lean() -> None:
+    """A transaction that only waits out a timer (here a confirmed INVITE, timer I; a BYE,
+    timer J) keeps neither the message it last received nor its messages' parsed views: they
+    live up to 32 s, and the collector scans what they keep. The views come back on a read."""
+    layer = TransactionLayer()
+    invite = request()
+    (received,) = of_type(layer.receive(invite, UAC, now=0.0), RequestReceived)
+    assert isinstance(received, RequestReceived)
+    ok = response(invite, 200, to_tag="t2")
+    layer.send_response(received.key, ok, now=0.1)
+    ack = request("ACK", branch="z9hG4bKack", to_tag="t2")
+    layer.receive(ack, UAC, now=0.2)
+    tx = layer.transaction(received.key)
+    assert isinstance(tx, ServerInviteTransaction)
+    assert tx.state is State.CONFIRMED and tx.quiet
+    assert invite.headers._parsed  # the TU's handlers may still read it in this event
+    bye = request("BYE", branch="z9hG4bKbye", to_tag="t2", cseq=2)
+    (bye_received,) = of_type(layer.receive(bye, UAC, now=0.3), RequestReceived)
+    assert isinstance(bye_received, RequestReceived)
+    assert tx._received is None
+    assert invite.headers._parsed == {} and invite.headers._index is None
+    assert invite.call_id == "call-1" and invite.to.tag is None  # rebuilt on a read
+    assert ok.headers._parsed == {}
+    bye_ok = response(bye, 200, to_tag="t2")
+    layer.send_response(bye_received.key, bye_ok, now=0.4)
+    layer.advance(0.5)
+    bye_tx = layer.transaction(bye_received.key)
+    assert bye_tx is not None and bye_tx.state is State.COMPLETED and bye_tx.quiet
+    assert bye.headers._parsed == {}
+    # A retransmitted BYE still gets the kept 200, unchanged.
+    assert layer.receive(request("BYE", branch="z9hG4bKbye", to_tag="t2", cseq=2), UAC,
+                         now=0.6) == [SendMessage(bye_ok, UAC, bye_received.key)]  # fmt: skip
+    assert bye_ok.to_bytes().startswith(b"SIP/2.0 200 OK\r\n")

@@ -334,6 +334,14 @@ class Headers:
             for memo in _MEMOS_OF.get(key, ()):
                 parsed.pop(memo, None)
 
+    def forget_views(self) -> None:
+        """Drop the index and the typed views (rebuilt on the next read): for a message
+        kept long after it was handled, so that the garbage collector has fewer objects to
+        scan."""
+        self._index = None
+        if self._parsed:
+            self._parsed = {}
+
     def _index_map(self) -> dict[str, list[str]]:
         """Lower-cased name → values, built on the first read after a change."""
         index = self._index

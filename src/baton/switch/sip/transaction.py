@@ -415,6 +415,8 @@ class Transaction:
     TABLE: ClassVar[Table]
     INITIAL: ClassVar[State]
     NAME: ClassVar[str]
+    #: the states in which the transaction only waits out a timer (see :attr:`quiet`)
+    QUIET: ClassVar[frozenset[State]]
 
     def __init__(self, request: Request, *, reliable: bool, timers: TimerConfig) -> None:
         self.request = request
@@ -434,6 +436,21 @@ class Transaction:
     @property
     def terminated(self) -> bool:
         return self.state is State.TERMINATED
+
+    @property
+    def quiet(self) -> bool:
+        """In a state where it only waits out a timer (and at most sends its last message
+        again): the TU has done with its messages."""
+        return self.state in self.QUIET
+
+    def compact(self) -> None:
+        """Drop what the kept messages can rebuild on a read (their header index and typed
+        views, see :class:`~baton.switch.sip.message.Headers`): a quiet transaction lives
+        up to 32 s, and the garbage collector scans everything it keeps
+        (docs/benchmarks.md, "The third pass")."""
+        self.request.headers.forget_views()
+        if self._last is not None and self._last is not self.request:
+            self._last.headers.forget_views()
 
     @property
     def running_timers(self) -> frozenset[Timer]:
@@ -474,6 +491,9 @@ class Transaction:
         fire_now: list[Timer] = []
         for step in transition.steps:
             self._step(step, actions, fire_now)
+        # The input's message is needed only by this step's actions: a transaction waiting
+        # out its timers (up to 32 s) must not keep the ACK or the 2xx it last received.
+        self._received = None
         if self.state is State.TERMINATED:
             actions += self._terminate_actions()
             return actions
@@ -568,6 +588,7 @@ class ClientInviteTransaction(ClientTransaction):
     TABLE = CLIENT_INVITE
     INITIAL = State.CALLING
     NAME = "client INVITE"
+    QUIET = frozenset({State.ACCEPTED})
     START_STEPS = (Start(Timer.A), Start(Timer.B))
 
 
@@ -575,6 +596,7 @@ class ClientNonInviteTransaction(ClientTransaction):
     TABLE = CLIENT_NON_INVITE
     INITIAL = State.TRYING
     NAME = "client non-INVITE"
+    QUIET = frozenset({State.COMPLETED})
     START_STEPS = (Start(Timer.E), Start(Timer.F))
 
 
@@ -616,6 +638,7 @@ class ServerInviteTransaction(ServerTransaction):
     TABLE = SERVER_INVITE
     INITIAL = State.PROCEEDING
     NAME = "server INVITE"
+    QUIET = frozenset({State.CONFIRMED})
     START_STEPS = (Start(Timer.TRYING),)
 
 
@@ -623,6 +646,7 @@ class ServerNonInviteTransaction(ServerTransaction):
     TABLE = SERVER_NON_INVITE
     INITIAL = State.TRYING
     NAME = "server non-INVITE"
+    QUIET = frozenset({State.COMPLETED})
 
 
 # ---- the transaction layer -----------------------------------------------------------------
@@ -837,6 +861,9 @@ class TransactionLayer:
         # to spot the same request arriving by a second path (RFC 3261 §8.2.2.2).
         self._merged: dict[tuple[str, str, str], TransactionKey] = {}
         self._merged_by_key: dict[TransactionKey, tuple[str, str, str]] = {}
+        # Transactions that went quiet since the layer was last entered from the network or
+        # the clock: compacted then, once the TU's handlers of the event are done with them.
+        self._quiet: list[Transaction] = []
 
     def __len__(self) -> int:
         return len(self._transactions)
@@ -914,6 +941,8 @@ class TransactionLayer:
     # -- from the network
     def receive(self, message: Request | Response, peer: Peer, now: float) -> list[LayerEvent]:
         """A message arrived from ``peer``. Requests get ``received``/``rport`` stamped."""
+        if self._quiet:
+            self._compact()
         if isinstance(message, Response):
             return self._receive_response(message, peer, now)
         return self._receive_request(message, peer, now)
@@ -1024,6 +1053,8 @@ class TransactionLayer:
         Timers started by a firing timer count from its deadline, so a late call catches up
         exactly as if it had been on time.
         """
+        if self._quiet:
+            self._compact()
         events: list[LayerEvent] = []
         while True:
             deadline = self.next_deadline()
@@ -1034,6 +1065,12 @@ class TransactionLayer:
             entry = self._transactions.get(key)
             if entry is not None:
                 events += self._apply(key, entry, entry.tx.timer_fired(timer), deadline, entry.peer)
+
+    def _compact(self) -> None:
+        for tx in self._quiet:
+            if tx.quiet:
+                tx.compact()
+        self._quiet.clear()
 
     # -- actions → events
     def _apply(
@@ -1074,4 +1111,6 @@ class TransactionLayer:
                 if merge_key is not None and self._merged.get(merge_key) == key:
                     del self._merged[merge_key]
                 events.append(TransactionTerminated(key))
+        if tx.state in tx.QUIET:
+            self._quiet.append(tx)
         return events
