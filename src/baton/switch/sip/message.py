@@ -391,7 +391,12 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        values = self._values(name)
+        # _values() inlined: the most frequent read of a message.
+        index = self._index
+        if index is None:
+            index = self._index_map()
+        key = _KEYS.get(name)
+        values = index.get(_key(name) if key is None else key)
         return default if values is None else values[0]
 
     def get_all(self, name: str) -> list[str]:
@@ -406,9 +411,16 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a value (after any existing ones)."""
-        item = self._checked(name, value)
+        # The common case inlined (a name checked before, a value without a line break, a
+        # message being built: nothing indexed or parsed yet): about 30 adds per call.
+        canonical = _CHECKED.get(name)
+        if canonical is None or "\r" in value or "\n" in value:
+            item = self._checked(name, value)
+        else:
+            item = (canonical, value)
         self._items.append(item)
-        self._changed(item[0].lower())
+        if self._index is not None or self._parsed:
+            self._changed(item[0].lower())
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a value before every other header (a new top Via, a Record-Route)."""
@@ -556,7 +568,7 @@ def _required(headers: Headers, name: str) -> str:
 
 
 def _vias(headers: Headers) -> tuple[Via, ...]:
-    return tuple(parse_via(v) for v in headers.get_all("Via"))
+    return tuple(map(parse_via, headers.get_all("Via")))
 
 
 def _top_via(headers: Headers) -> Via:
@@ -585,7 +597,9 @@ def _contacts(headers: Headers) -> tuple[NameAddress, ...]:
         if len(values) > 1:
             raise SipParseError("Contact '*' mixed with other contacts")
         return ()
-    return tuple(parse_name_addr(v, "Contact") for v in values)
+    if len(values) == 1:
+        return (parse_name_addr(values[0], "Contact"),)
+    return tuple([parse_name_addr(v, "Contact") for v in values])
 
 
 def _record_route(headers: Headers) -> tuple[NameAddress, ...]:
@@ -791,6 +805,7 @@ _HEAD_CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
 _LINE_SPLIT = re.compile(r"\r?\n")
 _STATUS_LINE = re.compile(r"SIP/([0-9]+\.[0-9]+) ([0-9]+)(?: (.*))?", re.IGNORECASE | re.DOTALL)
 _VERSION = re.compile(r"SIP/([0-9]+)\.([0-9]+)", re.IGNORECASE)
+_REASON_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a control character but HTAB
 
 
 def is_keepalive(data: bytes) -> bool:
@@ -827,7 +842,9 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
     # character anywhere (but the line breaks) no value can hold one.
     careful = _HEAD_CTL.search(head) is not None
     try:
-        headers = _parse_header_lines(lines[1:], limits, careful)
+        headers = _parse_header_lines(
+            lines[1:], limits, careful, folded="\n " in head or "\n\t" in head
+        )
     except SipParseError as exc:
         if is_response:
             exc.partial = None
@@ -848,24 +865,44 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS) -> Request
     return message
 
 
-def _parse_header_lines(lines: list[str], limits: ParserLimits, careful: bool = True) -> Headers:
+def _parse_header_lines(
+    lines: list[str], limits: ParserLimits, careful: bool = True, *, folded: bool = True
+) -> Headers:
     """Unfold and split the header lines. On a bad line, the error carries the well-formed
-    headers (as a :class:`PartialRequest`) so that the request can still be answered."""
-    unfolded: list[str] = []
+    headers (as a :class:`PartialRequest`) so that the request can still be answered.
+    ``folded=False`` says no line is a continuation (the head holds no CRLF then SP or HTAB)."""
     max_line = limits.max_line_bytes
-    for line in lines:
-        if len(line) > max_line:
-            raise SipParseError("Message Too Large (header line)", 513)
-        if line[:1] in (" ", "\t"):
-            if not unfolded:
-                raise SipParseError("Continuation line before the first header")
-            unfolded[-1] = unfolded[-1].rstrip(" \t") + " " + line.lstrip(" \t")
-        else:
-            unfolded.append(line)
+    if folded:
+        unfolded: list[str] = []
+        for line in lines:
+            if len(line) > max_line:
+                raise SipParseError("Message Too Large (header line)", 513)
+            if line[:1] in (" ", "\t"):
+                if not unfolded:
+                    raise SipParseError("Continuation line before the first header")
+                unfolded[-1] = unfolded[-1].rstrip(" \t") + " " + line.lstrip(" \t")
+            else:
+                unfolded.append(line)
+        lines = unfolded
+    elif lines and len(max(lines, key=len)) > max_line:
+        raise SipParseError("Message Too Large (header line)", 513)
     items: list[tuple[str, str]] = []
+    append = items.append
     first_error: SipParseError | None = None
     max_headers = limits.max_headers
-    for line in unfolded:
+    names = _NAMES
+    for line in lines:
+        # The common line inlined: a name seen before, a colon, a value that is one element
+        # (_parse_header_line does everything else, and the careful checks).
+        name, colon, value = line.partition(":")
+        known = names.get(name)
+        if known is not None and colon and not careful:
+            value = value.strip(" \t")
+            if not known[1] or not value or _LIST_SYNTAX.search(value) is None:
+                append((known[0], value))
+                if len(items) > max_headers:
+                    raise SipParseError("Too Many Header Fields", 513)
+                continue
         try:
             _parse_header_line(line, items, careful)
         except SipParseError as exc:
@@ -925,7 +962,7 @@ def _parse_status_line(line: str, headers: Headers) -> Response:
     if len(code) != 3 or not 100 <= int(code) <= 699:
         raise SipParseError("Status code out of range")
     reason = match.group(3) or ""
-    if any((c < " " and c != "\t") or c == "\x7f" for c in reason):
+    if _REASON_CTL.search(reason) is not None:
         raise SipParseError("Control character in reason phrase")
     return Response(int(code), reason, headers)
 
@@ -967,7 +1004,7 @@ def _validate(message: Request | Response) -> None:
     # Parsing is the validation; what it parses stays memoised for the typed views (written
     # here directly: the memo of a message just parsed is empty).
     parsed = headers._parsed
-    vias = parsed["vias"] = tuple(parse_via(v) for v in index["via"])
+    vias = parsed["vias"] = tuple(map(parse_via, index["via"]))
     parsed["top_via"] = vias[0]
     parsed["from"] = parse_name_addr(index["from"][0], "From")
     parsed["to"] = parse_name_addr(index["to"][0], "To")
