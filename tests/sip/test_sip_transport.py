@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -428,6 +429,31 @@ async def test_udp_response_goes_to_rport_and_retransmissions_are_absorbed() -> 
         async with asyncio.timeout(5):
             assert await inbox.received.get() == first
         assert harness.count(RequestReceived) == 1
+
+
+@pytest.mark.realtime
+async def test_udp_burst_is_read_whole_and_an_icmp_error_stops_nothing() -> None:
+    """Datagrams that wait together are read in passes of several (docs/sip.md, "Bounds and
+    overload"); more than one pass's worth, and a port-unreachable error left on the socket
+    by an answer to a closed port, lose none of them."""
+    async with baton() as harness, udp_probe() as (probe, inbox):
+        server = ("127.0.0.1", harness.transport.address("udp").port)
+        gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        gone.bind(("127.0.0.1", 0))
+        gone_port = gone.getsockname()[1]
+        gone.sendto(OPTIONS.format(port=gone_port, n=900, cseq="1").encode(), server)
+        gone.close()  # Baton's 200 to it comes back as ICMP port unreachable
+        await harness.wait_for(lambda: harness.count(RequestReceived) == 1)
+        port = probe.get_extra_info("sockname")[1]
+        for n in range(80):  # sent before Baton's loop runs again: they queue in the kernel
+            probe.sendto(OPTIONS.format(port=port, n=1000 + n, cseq="1").encode(), server)
+        answers = set()
+        async with asyncio.timeout(10):
+            while len(answers) < 80:
+                answer = await inbox.received.get()
+                assert answer.startswith(b"SIP/2.0 200 OK\r\n")
+                answers.add(answer.split(b"Call-ID: ", 1)[1].split(b"\r\n", 1)[0])
+        assert harness.count(RequestReceived) == 81
 
 
 @pytest.mark.realtime

@@ -122,6 +122,8 @@ _LAG_MEMORY = 1.0  # a lag measurement older than this says nothing about now
 # The UDP socket's receive buffer (the kernel caps it at net.core.rmem_max): a burst, or the
 # loop being descheduled for a moment, must not drop phones' requests in the kernel.
 _UDP_RECEIVE_BUFFER = 1 << 20
+_UDP_BATCH = 32  # datagrams read per readiness of a UDP socket (see _Udp)
+_UDP_MAX = 65_536  # a receive buffer that holds any datagram (larger than any bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,20 +203,69 @@ def _peer(transport: str, address: tuple[str, int] | tuple[str, int, int, int]) 
     return Peer(transport, str(address[0]), int(address[1]))
 
 
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, owner: SipTransport) -> None:
+class _Udp:
+    """A bound UDP socket, read straight from the loop's selector rather than through an
+    asyncio datagram transport: each time it is readable, every datagram waiting is read
+    (up to ``_UDP_BATCH``), where the transport reads one per pass of the loop — under load a
+    pass (``epoll_wait`` and the loop's own work) per message. Sends go straight to the
+    socket; a datagram the kernel will not take now is dropped, as the network may drop any
+    (SIP over UDP retransmits)."""
+
+    def __init__(self, owner: SipTransport, sock: socket.socket, loop: asyncio.AbstractEventLoop):
         self.owner = owner
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        self.family = sock.family
+        self._loop = loop
+        self._fd = sock.fileno()
+        self.closed = False
+        loop.add_reader(self._fd, self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def _readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        datagram = self.owner._datagram
+        for _ in range(_UDP_BATCH):
+            try:
+                data, addr = recvfrom(_UDP_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # An ICMP error for an earlier send (port unreachable): UDP cannot say which one.
+                log.debug("UDP error: %s", exc)
+                continue
+            datagram(self, data, addr)
+            if self.closed:
+                return
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.owner._datagram(self, data, _peer("udp", addr))
+    def sendto(self, data: bytes, address: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(data, address)
+        except OSError as exc:
+            log.debug("UDP send to %s failed: %s", address, exc)
 
-    def error_received(self, exc: Exception) -> None:
-        # An ICMP error for an earlier send (port unreachable): UDP cannot say which one.
-        log.debug("UDP error: %s", exc)
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._loop.remove_reader(self._fd)
+            self.sock.close()
+
+
+async def _bind_udp(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to ``host:port`` (the first address that binds)."""
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    error: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RECEIVE_BUFFER)
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error or OSError(f"cannot bind UDP to {host}:{port}")
 
 
 class _Tcp(asyncio.Protocol):
@@ -400,6 +451,8 @@ class SipTransport:
         self._udp: list[tuple[ListenAddress, _Udp]] = []
         # The UDP socket each recent peer talked to us on: answers leave from the same address.
         self._udp_route: collections.OrderedDict[Peer, _Udp] = collections.OrderedDict()
+        # The Peer of each recent UDP source address (a datagram's address is a plain tuple).
+        self._udp_peers: dict[tuple[str, int], Peer] = {}
         self._servers: list[tuple[ListenAddress, asyncio.Server]] = []
         # The bound addresses, and the first by transport: read several times per call, and
         # they change only at start and close (see _bound).
@@ -421,16 +474,9 @@ class SipTransport:
         try:
             for address in self._listen:
                 if address.transport == "udp":
-                    transport, protocol = await loop.create_datagram_endpoint(
-                        lambda: _Udp(self), local_addr=(address.host, address.port)
-                    )
-                    bound = transport.get_extra_info("sockname")
-                    sock = transport.get_extra_info("socket")
-                    if sock is not None:
-                        with contextlib.suppress(OSError):
-                            sock.setsockopt(
-                                socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RECEIVE_BUFFER
-                            )
+                    sock = await _bind_udp(loop, address.host, address.port)
+                    bound = sock.getsockname()
+                    protocol = _Udp(self, sock, loop)
                     self._udp.append((ListenAddress("udp", address.host, bound[1]), protocol))
                     self._bound([a for a, _ in self._udp] + [a for a, _ in self._servers])
                 else:
@@ -465,8 +511,7 @@ class SipTransport:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for _, protocol in self._udp:
-            if protocol.transport is not None:
-                protocol.transport.close()
+            protocol.close()
         for connection in list(self._connections.values()):
             if connection.transport is not None:
                 connection.transport.close()
@@ -476,6 +521,7 @@ class SipTransport:
             await server.wait_closed()
         self._udp.clear()
         self._udp_route.clear()
+        self._udp_peers.clear()
         self._servers.clear()
         self._bound([])
         self._connections.clear()
@@ -712,12 +758,23 @@ class SipTransport:
         self._timer_at = None
         self._dispatch(self.layer.advance(self._now()))
 
-    def _datagram(self, protocol: _Udp, data: bytes, peer: Peer) -> None:
-        self._probe_lag()
-        self._udp_route[peer] = protocol
-        self._udp_route.move_to_end(peer)
-        if len(self._udp_route) > _UDP_ROUTES:
-            self._udp_route.popitem(last=False)
+    def _datagram(self, protocol: _Udp, data: bytes, address: tuple[str, int]) -> None:
+        if self._lag_probe is None:
+            self._probe_lag()
+        routes = self._udp_route
+        peer = self._udp_peers.get(address)
+        if peer is None:
+            peer = _peer("udp", address)
+            if len(self._udp_peers) >= _UDP_ROUTES:
+                self._udp_peers.clear()
+            self._udp_peers[address] = peer
+        if routes.get(peer) is protocol:
+            routes.move_to_end(peer)
+        else:
+            routes[peer] = protocol
+            routes.move_to_end(peer)
+            if len(routes) > _UDP_ROUTES:
+                routes.popitem(last=False)
         if is_keepalive(data):
             return
         try:
@@ -764,18 +821,14 @@ class SipTransport:
 
     def _send_udp(self, data: bytes, peer: Peer) -> bool:
         known = self._udp_route.get(peer)
-        if known is not None and known.transport is not None and not known.transport.is_closing():
-            known.transport.sendto(data, (peer.host, peer.port))
+        if known is not None and not known.closed:
+            known.sendto(data, (peer.host, peer.port))
             return True
         family = socket.AF_INET6 if ":" in peer.host else socket.AF_INET
         for _, protocol in self._udp:
-            transport = protocol.transport
-            if transport is None or transport.is_closing():
+            if protocol.closed or protocol.family != family:
                 continue
-            sock = transport.get_extra_info("socket")
-            if sock is not None and sock.family != family:
-                continue
-            transport.sendto(data, (peer.host, peer.port))
+            protocol.sendto(data, (peer.host, peer.port))
             return True
         log.warning("no UDP socket to send to %s", peer)
         return False
