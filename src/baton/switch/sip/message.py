@@ -311,7 +311,7 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = []
-        self._index: dict[str, list[str]] | None = None
+        self._index: dict[str, tuple[str, ...]] | None = None
         self._parsed: dict[str, Any] = {}
         for name, value in items:
             self.add(name, value)
@@ -342,22 +342,22 @@ class Headers:
         if self._parsed:
             self._parsed = {}
 
-    def _index_map(self) -> dict[str, list[str]]:
-        """Lower-cased name → values, built on the first read after a change."""
+    def _index_map(self) -> dict[str, tuple[str, ...]]:
+        """Lower-cased name → values, built on the first read after a change. Tuples, not
+        lists: a tuple of strings leaves the garbage collector's view after its first
+        collection, and a message lives through several (docs/benchmarks.md, "The third
+        pass")."""
         index = self._index
         if index is None:
             index = {}
             for n, v in self._items:
                 key = n.lower()
                 values = index.get(key)
-                if values is None:
-                    index[key] = [v]
-                else:
-                    values.append(v)
+                index[key] = (v,) if values is None else (*values, v)
             self._index = index
         return index
 
-    def _values(self, name: str) -> list[str] | None:
+    def _values(self, name: str) -> tuple[str, ...] | None:
         # Inlined lookups: this runs about a hundred times per call.
         index = self._index
         if index is None:
