@@ -592,7 +592,9 @@ def _to(headers: Headers) -> NameAddress:
 
 
 def _contacts(headers: Headers) -> tuple[NameAddress, ...]:
-    values = headers.get_all("Contact")
+    values = headers._values("Contact")
+    if not values:
+        return ()
     if "*" in values:
         if len(values) > 1:
             raise SipParseError("Contact '*' mixed with other contacts")
