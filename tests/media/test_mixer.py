@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from baton.core.port import (
     MeetingMode,
@@ -13,7 +17,7 @@ from baton.core.port import (
     Target,
 )
 from baton.switch.media import analysis
-from baton.switch.media.mixer import FRAME, MediaError, Mixer
+from baton.switch.media.mixer import FRAME, MediaError, Mixer, _Plan
 from baton.switch.media.tones import tone_spec
 
 TONES = {"a": 400.0, "b": 700.0, "c": 1000.0, "d": 1300.0}
@@ -378,3 +382,137 @@ def test_unknown_names_are_refused() -> None:
     mixer.create_meeting("m")
     with pytest.raises(MediaError, match="exists"):
         mixer.create_meeting("m")
+
+
+# ---- the kept plan ------------------------------------------------------------------------------
+
+
+class _Rebuilding(Mixer):
+    """The reference: a mixer that builds its plan afresh for every tick."""
+
+    def _current_plan(self) -> _Plan:
+        self._changed()
+        return super()._current_plan()
+
+
+_LEGS = "abcd"
+_MODES = [MeetingMode.SPEAK, MeetingMode.LISTEN, MeetingMode.MUTED, MeetingMode.WHISPER]
+_OPS = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(_LEGS)),
+    st.tuples(st.just("remove"), st.sampled_from(_LEGS)),
+    st.tuples(st.just("bridge"), st.sampled_from(_LEGS), st.sampled_from(_LEGS)),
+    st.tuples(st.just("unbridge"), st.sampled_from(_LEGS)),
+    st.tuples(
+        st.just("join"),
+        st.sampled_from("mn"),
+        st.sampled_from(_LEGS),
+        st.sampled_from(_MODES),
+        st.sampled_from(_LEGS),
+    ),
+    st.tuples(st.just("leave"), st.sampled_from("mn"), st.sampled_from(_LEGS)),
+    st.tuples(st.just("destroy"), st.sampled_from("mn")),
+    st.tuples(st.just("play"), st.sampled_from([*_LEGS, "m"]), st.booleans()),
+    st.tuples(st.just("stop_play"), st.integers(0, 5)),
+    st.tuples(st.just("record"), st.sampled_from([*_LEGS, "m"])),
+    st.tuples(st.just("stop_record"), st.integers(0, 5)),
+    st.tuples(st.just("format"), st.sampled_from(_LEGS), st.sampled_from(["g711", "G722"])),
+    st.tuples(st.just("clear"), st.sampled_from(_LEGS)),
+    st.tuples(st.just("tick")),
+)
+
+
+def _apply(mixer: Mixer, op: tuple[Any, ...], ids: dict[str, list[str]]) -> None:
+    kind, *args = op
+    ports = [leg for leg in _LEGS if mixer.has_port(leg)]
+    if kind == "add":
+        if args[0] not in ports:
+            mixer.add_port(args[0])
+        return
+    if kind == "destroy":
+        mixer.destroy_meeting(args[0])
+        return
+    if kind == "stop_play":
+        if args[0] < len(ids["play"]):
+            mixer.stop_play(ids["play"][args[0]])
+        return
+    if kind == "stop_record":
+        if args[0] < len(ids["record"]):
+            mixer.stop_record(ids["record"][args[0]])
+        return
+    if kind in ("play", "record"):
+        target = Target(meeting="m") if args[0] == "m" else Target(leg=args[0])
+        if target.leg is not None and target.leg not in ports:
+            return
+        if target.meeting is not None and "m" not in mixer._meetings:
+            mixer.create_meeting("m")
+        if kind == "play":
+            pcm = np.arange(FRAME * 3, dtype=np.int16) * (1 + len(ids["play"]))
+            ids["play"].append(mixer.play(target, pcm, loop=args[1]))
+        else:
+            ids["record"].append(mixer.record(target, MemorySink()))
+        return
+    if kind == "join":
+        meeting, leg, mode, to = args
+        if leg in ports:
+            if meeting not in mixer._meetings:
+                mixer.create_meeting(meeting)
+            whisper_to = to if mode is MeetingMode.WHISPER else None
+            mixer.join(meeting, Member(leg, mode, whisper_to=whisper_to))
+        return
+    if kind == "leave":
+        mixer.leave(*args)
+        return
+    if kind == "tick":
+        return
+    leg = args[0]
+    if leg not in ports:
+        return
+    if kind == "remove":
+        mixer.remove_port(leg)
+    elif kind == "bridge":
+        if args[1] in ports and args[1] != leg:
+            mixer.bridge(leg, args[1])
+    elif kind == "unbridge":
+        mixer.unbridge(leg)
+    elif kind == "format":
+        mixer.set_format(leg, args[1], wide=args[1] == "G722")
+    elif kind == "clear":
+        mixer.clear(leg)
+
+
+def _heard(mixer: Mixer) -> dict[str, tuple[bytes, bool]]:
+    size = 2 * FRAME if mixer.wide else FRAME  # a 16 kHz tick takes 16 kHz frames
+    inputs = {leg: np.full(size, 100 * (i + 1), np.int16) for i, leg in enumerate(_LEGS)}
+    out = mixer.tick(inputs)
+    assert len(set(out.legs)) == len(out.legs)
+    return {leg: (out.pcm[i].tobytes(), bool(out.active[i])) for i, leg in enumerate(out.legs)}
+
+
+_S, _L = MeetingMode.SPEAK, MeetingMode.LISTEN
+
+
+@pytest.mark.parametrize("fanout", [True, False])
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(_OPS, min_size=20, max_size=50))
+@example(ops=[("join", "m", "a", _S, "a"), ("join", "m", "b", _S, "a"), ("bridge", "a", "b")])
+@example(ops=[("bridge", "a", "b"), ("format", "a", "G722"), ("format", "b", "G722")])
+@example(ops=[("join", "m", "a", _S, "a"), ("join", "m", "b", _L, "a"), ("play", "a", True),
+              ("format", "a", "G722"), ("format", "b", "G722")])  # fmt: skip
+def test_the_kept_plan_mixes_as_one_built_afresh(fanout: bool, ops: list[tuple[Any, ...]]) -> None:
+    """The plan is kept across changes that concern only idle or direct ports (most of a busy
+    switch's churn): after any sequence of changes the mix is the one a fresh plan gives."""
+    kept, fresh = Mixer(fanout=fanout), _Rebuilding(fanout=fanout)
+    ids: dict[Mixer, dict[str, list[str]]] = {m: {"play": [], "record": []} for m in (kept, fresh)}
+    for op in [*(("add", leg) for leg in _LEGS), ("tick",), *ops, ("tick",)]:
+        for mixer in (kept, fresh):
+            _apply(mixer, op, ids[mixer])
+        assert kept.take_direct_changes() == fresh.take_direct_changes()
+        assert kept.take_fanout_changes() == fresh.take_fanout_changes()
+        if op[0] == "tick":
+            assert _heard(kept) == _heard(fresh)
+            assert kept.take_events() == fresh.take_events()
+        ports = [kept._ports[leg] for leg in _LEGS if kept.has_port(leg)]
+        idle = [p.id for p in ports if not (p.bridge or p.meetings or p.playbacks or p.recordings)]
+        assert sorted(kept.idle_legs()) == idle
+        assert kept.mixed_legs(idle=False) == fresh.mixed_legs(idle=False)
+        assert not set(idle) & set(kept.mixed_legs(idle=False))

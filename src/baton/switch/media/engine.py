@@ -75,7 +75,9 @@ Theory of operation
   latched to the address the browser's checks came from (its RTCP goes on the RTP port).
 * **Mixed legs** push payloads into their :class:`~.jitter.JitterBuffer`; the clock pulls one
   frame per leg every 20 ms, runs :meth:`~.mixer.Mixer.tick`, encodes each output row with the
-  G.711 tables and sends it. Silent rows send a cached silence payload (no encode).
+  G.711 tables and sends it. Silent rows send a cached silence payload (no encode). A
+  connected-idle leg (no bridge, meeting, playback or recording: a leg still ringing) is not
+  mixed at all: it gets that cached silence frame every tick.
 * **The clock** is drift-free: tick *n* is scheduled with ``call_at(t0 + n × 20 ms)`` against
   ``loop.time()``, so a late tick does not delay the next ones. A tick later than
   ``late_threshold`` counts as late; one more than ``max_behind`` late skips the missed ticks
@@ -1206,7 +1208,9 @@ class MediaEngine:
     def _tick(self, now: float) -> None:
         legs = self._legs
         mixer = self.mixer
-        mixed = mixer.mixed_legs()
+        mixed = mixer.mixed_legs(idle=False)
+        # Before the tick: a playback's end may make a leg idle.
+        idle = [legs[leg_id] for leg_id in mixer.idle_legs()]
         inputs = {}
         entries = []
         wide = mixer.wide
@@ -1223,7 +1227,7 @@ class MediaEngine:
                 if len(frame) != size:
                     frame = self._fit(entry, frame, wide)
                 inputs[leg_id] = frame
-        out = mixer.tick(inputs)
+        out = mixer.tick(inputs, idle=False)
         self._emit_mixer_events()
         self._after_graph_change()
         if entries:
@@ -1231,6 +1235,8 @@ class MediaEngine:
                 self._send_wide(entries, out.pcm, out.active, now, wide=out.wide)
             else:
                 self._send_mixed(entries, out.pcm, out.active, now)
+        if idle:
+            self._send_idle(idle, now, wide=wide)
         if self._dtmf_legs:
             self._send_dtmf(now)
         if self._tick_no % _CHECK_EVERY == 0:
@@ -1289,6 +1295,28 @@ class MediaEngine:
                         entry.wb_down = Resampler(down=2)
                     row = entry.wb_down(row)
                 payload = codec.encode[row.view(np.uint16)].tobytes()
+            self._send_frame(entry, codec, dest, payload, now)
+
+    def _send_idle(self, entries: list[_Leg], now: float, *, wide: bool) -> None:
+        """Connected-idle legs hear silence (a leg still ringing, one between two bridges):
+        what a mix row of zeros would send them, without the mix. Their jitter buffers are
+        played out as in the mix (nobody hears them), so one that joins a room later starts
+        from now, not from a backlog; a wideband leg's encoder (it has state) is fed silence
+        at the tick's rate."""
+        rate = 16000 if wide else 8000
+        for entry in entries:
+            wb = entry.wb
+            if wb is not None:
+                wb.rate = rate
+            entry.jb.pop(int(now * entry.rate))
+            dest = entry.dest
+            codec = entry.codec
+            if dest is None or codec is None or not entry.sending:
+                continue
+            if wb is not None:
+                payload = wb.encode(_WIDE_SILENCE if wide else _NARROW_SILENCE)
+            else:
+                payload = entry.silence
             self._send_frame(entry, codec, dest, payload, now)
 
     def _send_frame(

@@ -42,6 +42,13 @@ Per tick, inputs are stacked into one int32 matrix; per room, the sum of its spe
 every member's row and each speaker's own input subtracted again (N-1 mixing in O(N), not O(N²));
 whispers and playbacks are added on top; one clip to int16 at the end (saturation, never wrap).
 
+What a tick needs (rows, bridge pairs, rooms) is a *plan*, kept across graph changes that concern
+only direct or connected-idle ports — most of a busy switch's churn: a call's legs are added
+idle and bridged direct — and rebuilt when a mixed port or a room changes. Connected-idle ports
+are outside the plan (an index of them is kept as the graph changes): they hear silence and
+nobody hears them, so :meth:`Mixer.tick` gives them rows of zeros without mixing, or leaves them
+out (``idle=False``, what the engine does: it sends them a cached silence frame).
+
 Wideband
 --------
 A port has a *format* (:meth:`Mixer.set_format`): its codec family and whether it is wideband
@@ -63,7 +70,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -293,6 +300,9 @@ class Mixer:
         self.fanout = fanout
         self._fanout_changes: dict[str, str | None] = {}
         self._fanout_dirty: set[str] = set()  # ports whose fan-out status may have changed
+        # Connected-idle ports (no bridge, meeting, playback or recording), kept as the graph
+        # changes: they hear silence and are heard by nobody, so the plan leaves them out.
+        self._idle: dict[str, None] = {}
 
     # ---- queries -----------------------------------------------------------------------------
 
@@ -312,12 +322,12 @@ class Mixer:
             return
         port.kind = kind
         port.wide = wide
+        self._changed_if_mixed(leg)  # the plan's rate depends on its ports' formats
         self._update_direct({leg})
         self._touch(leg)
         room_ids = list(port.meetings)
         for room_id in room_ids:
             self._touch(*self._meetings[room_id].members)
-        self._changed()
 
     def direct_peer(self, leg: str) -> str | None:
         """The peer whose packets this port may receive relayed as they are, or ``None``."""
@@ -367,20 +377,21 @@ class Mixer:
         if leg in self._ports:
             raise MediaError(f"port {leg!r} exists")
         self._ports[leg] = _Port(leg)
-        self._changed()
+        self._idle[leg] = None  # connected-idle: outside the plan (see :meth:`tick`)
 
     def remove_port(self, leg: str) -> None:
         """Clear the port and forget it (idempotent)."""
         if leg not in self._ports:
             return
         self.clear(leg)
+        self._changed_if_mixed(leg)
         port = self._ports.pop(leg)
+        self._idle.pop(leg, None)
         if port.direct_peer is not None:
             self._direct_changes[leg] = None
         if port.fanout_source is not None:
             self._fanout_changes[leg] = None
         self._fanout_dirty.discard(leg)
-        self._changed()
 
     def clear(self, leg: str) -> None:
         """Back to connected-idle: out of its bridge and every meeting; its playbacks stopped and
@@ -417,6 +428,7 @@ class Mixer:
         a.bridge = b.bridge = room
         self._touch(*touched)
         self._update_direct(touched)
+        self._changed_if_mixed(leg_a, leg_b)  # two direct ports leave the plan as it was
 
     def unbridge(self, leg: str) -> None:
         """Dissolve the port's bridge, if any (idempotent)."""
@@ -435,7 +447,7 @@ class Mixer:
             if other is not None and other.bridge is room:
                 other.bridge = None
         self._touch(*room.members)
-        self._changed()
+        self._changed_if_mixed(*room.members)  # a direct pair was not in the plan
 
     # ---- meetings ----------------------------------------------------------------------------
 
@@ -557,19 +569,44 @@ class Mixer:
 
     # ---- the tick ----------------------------------------------------------------------------
 
-    def mixed_legs(self) -> list[str]:
-        """The ports the tick mixes for (every port that is not direct), in row order."""
-        return self._current_plan().legs
+    def mixed_legs(self, *, idle: bool = True) -> list[str]:
+        """The ports the tick mixes for (every port that is not direct or fanned out), in row
+        order; with ``idle=False`` without the connected-idle ports (see :meth:`tick`)."""
+        legs = self._current_plan().legs
+        return legs + list(self._idle) if idle and self._idle else legs
 
-    def tick(self, inputs: Mapping[str, Pcm | None]) -> MixOutput:
+    def idle_legs(self) -> list[str]:
+        """The connected-idle ports: no bridge, meeting, playback or recording."""
+        return list(self._idle)
+
+    def tick(self, inputs: Mapping[str, Pcm | None], *, idle: bool = True) -> MixOutput:
         """Mix one 20 ms frame. ``inputs`` maps a leg to what its phone said this tick (absent or
         ``None`` for silence). Returns what each mixed port hears; advances playbacks and
-        writes recordings."""
+        writes recordings.
+
+        A connected-idle port hears silence and nobody hears it: its rows come last, all
+        zeros, and with ``idle=False`` they are left out (the engine sends such a leg a
+        cached silence frame without mixing anything, :meth:`idle_legs`)."""
         plan = self._current_plan()
+        legs = list(self._idle) if idle else []  # before a playback's end can make one idle
+        out = self._mix(plan, inputs)
+        if legs:
+            zeros = np.zeros((len(legs), out.pcm.shape[1]), dtype=np.int16)
+            return MixOutput(
+                plan.legs + legs,
+                np.concatenate((out.pcm, zeros)),
+                np.concatenate((out.active, np.zeros(len(legs), dtype=np.bool_))),
+                out.wide,
+            )
+        return out
+
+    def _mix(self, plan: _Plan, inputs: Mapping[str, Pcm | None]) -> MixOutput:
         rows = plan.rows
         n = len(plan.legs)
         wide = plan.wide
         size = WIDE_FRAME if wide else FRAME
+        if not n and not plan.rooms and not plan.media_ports:
+            return MixOutput([], _EMPTY[:, :size], _NONE_ACTIVE, wide)  # nothing to mix
         x = np.zeros((n, size), dtype=np.int32)
         in_rows = [rows[leg] for leg, frame in inputs.items() if frame is not None and leg in rows]
         if in_rows:
@@ -623,7 +660,8 @@ class Mixer:
                     i += 1
 
         pcm = _clip(out)
-        active = np.any(out != 0, axis=1)
+        # The method, not np.any: no Python wrapper (an array, given an axis).
+        active = cast(npt.NDArray[np.bool_], out.any(axis=1))
         for pid in finished:
             self._end_playback(pid, completed=True)
         return MixOutput(plan.legs, pcm, active, wide)
@@ -633,7 +671,31 @@ class Mixer:
     def _changed(self) -> None:
         self._plan = None
 
+    def _changed_if_mixed(self, *legs: str) -> None:
+        """The plan is stale if one of these ports is in it (a change that concerns only
+        direct or idle ports, the bulk of a busy switch's churn, leaves it as it is)."""
+        plan = self._plan
+        if plan is not None and any(leg in plan.rows for leg in legs):
+            self._plan = None
+
+    def _reclassify(self, port: _Port) -> None:
+        """Keep the idle index, and the plan's validity, after a change of ``port``: the plan
+        holds exactly the mixed ports (busy, neither direct nor fanned out)."""
+        leg = port.id
+        busy = _busy(port)
+        if busy:
+            self._idle.pop(leg, None)
+        else:
+            self._idle[leg] = None
+        plan = self._plan
+        if plan is not None:
+            mixed = busy and port.direct_peer is None and port.fanout_source is None
+            if mixed != (leg in plan.rows):
+                self._plan = None
+
     def _current_plan(self) -> _Plan:
+        if self._fanout_dirty:
+            self._refresh_fanout()  # may make the plan stale
         if self._plan is None:
             self._plan = self._build_plan()
         return self._plan
@@ -643,7 +705,7 @@ class Mixer:
         legs = [
             leg
             for leg, port in self._ports.items()
-            if port.direct_peer is None and port.fanout_source is None
+            if port.direct_peer is None and port.fanout_source is None and _busy(port)
         ]
         rows = {leg: i for i, leg in enumerate(legs)}
         pairs: list[tuple[int, int]] = []
@@ -718,7 +780,7 @@ class Mixer:
             if peer != port.direct_peer:
                 port.direct_peer = peer
                 self._direct_changes[leg] = peer
-                self._changed()
+            self._reclassify(port)
 
     def _direct_candidate(self, port: _Port) -> str | None:
         room = port.bridge
@@ -758,7 +820,7 @@ class Mixer:
             if source != port.fanout_source:
                 port.fanout_source = source
                 self._fanout_changes[leg] = source
-                self._plan = None
+                self._reclassify(port)
 
     def _fanout_candidate(self, port: _Port, speakers: dict[str, str | None]) -> str | None:
         if port.bridge is not None or port.playbacks or port.recordings or len(port.meetings) != 1:
@@ -802,6 +864,20 @@ class Mixer:
 
 _SILENCE: Final[Pcm] = np.zeros(WIDE_FRAME, dtype=np.int16)
 _SILENCE.flags.writeable = False
+_EMPTY: Final[Pcm] = np.zeros((0, WIDE_FRAME), dtype=np.int16)
+_EMPTY.flags.writeable = False
+_NONE_ACTIVE: Final[npt.NDArray[np.bool_]] = np.zeros(0, dtype=np.bool_)
+_NONE_ACTIVE.flags.writeable = False
+
+
+def _busy(port: _Port) -> bool:
+    """In a bridge or a meeting, or with a playback or a recording: not connected-idle."""
+    return (
+        port.bridge is not None
+        or bool(port.meetings)
+        or bool(port.playbacks)
+        or bool(port.recordings)
+    )
 
 
 def _sole_speaker(room: _Room) -> str | None:
