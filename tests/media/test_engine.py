@@ -19,7 +19,7 @@ from baton.core.port import (
     Target,
     Tone,
 )
-from baton.switch.media import analysis, rtp
+from baton.switch.media import analysis, g711, rtp
 from baton.switch.media.dtmf import decode_event, encode_event
 from baton.switch.media.engine import MediaEngine, MediaEvent, MediaTimeout
 from baton.switch.media.mixer import MediaError
@@ -117,6 +117,25 @@ async def test_relay_transcodes_pcmu_to_pcma() -> None:
         assert a.tones(CANDIDATES) == {1000}
         assert b.tones(CANDIDATES) == {400}
         assert {p.payload_type for p in b.audio()} == {8}
+
+    await with_rig(body)
+
+
+async def test_a_codec_change_of_one_side_retranslates_the_relay_into_it() -> None:
+    async def body(rig: Rig) -> None:
+        a = await rig.phone("a", 400, codec="PCMU")
+        b = await rig.phone("b", 1000, codec="PCMU")
+        rig.engine.bridge("a", "b")
+        await fresh_audio(a, b)
+        # A re-INVITE moves b's phone to PCMA: what a says (PCMU) now reaches b translated.
+        b.codec, b.pt = "PCMA", 8
+        rig.engine.set_remote("b", *b.address, payload_type=8, telephone_event=101)
+        await fresh_audio(a, b)
+        assert rig.engine.leg_stats("a").direct_peer == "b"
+        as_alaw = {payload.translate(g711.ULAW_TO_ALAW) for payload in a.sent}
+        assert all(p.payload in as_alaw for p in b.audio()[-20:])  # bit-exact translation
+        assert b.tones(CANDIDATES) == {400}
+        assert a.tones(CANDIDATES) == {1000}
 
     await with_rig(body)
 

@@ -273,6 +273,7 @@ class _Leg:
         "packets_out",
         "pt",
         "recent",
+        "relay_from",
         "relay_src_ssrc",
         "relay_to",
         "relay_xcode",
@@ -331,6 +332,7 @@ class _Leg:
         self.out_resync = True  # next packet out re-derives ts from elapsed time and is marked
         # Relay state: relay_to is the leg our packets go to; the offsets live on the receiver.
         self.relay_to: _Leg | None = None
+        self.relay_from: list[_Leg] = []  # the legs whose relay_to is this one: its peer
         self.relay_xcode: bytes | None = None
         self.relay_src_ssrc: int | None = None
         # Fan-out: the listeners our audio goes to as it arrives, or the speaker we hear so.
@@ -635,7 +637,10 @@ class MediaEngine:
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(s.fileno())
             s.close()
-        entry.relay_to = None
+        self._set_relay(entry, None)
+        for src in entry.relay_from:
+            src.relay_to = None  # not reached while the mixer holds its peer (defensive)
+        entry.relay_from.clear()
         source = entry.fanout_from
         if source is not None and entry in source.fanout:
             source.fanout.remove(entry)
@@ -1451,7 +1456,7 @@ class MediaEngine:
             entry = self._legs.get(leg_id)
             if entry is None:
                 continue
-            entry.relay_to = self._legs.get(peer_id) if peer_id is not None else None
+            self._set_relay(entry, self._legs.get(peer_id) if peer_id is not None else None)
             entry.out_resync = True  # our outgoing stream changes source
             if peer_id is None:
                 entry.jb.reset()  # we start buffering this leg's audio afresh
@@ -1481,8 +1486,22 @@ class MediaEngine:
                 if now - arrived <= _FLUSH and ssrc == source.in_ssrc and source.jb.unplayed(ts):
                     self._relay_to_listener(source, entry, marker, seq, ts, ssrc, payload)
 
+    @staticmethod
+    def _set_relay(entry: _Leg, peer: _Leg | None) -> None:
+        """Point the leg's relay at ``peer``, keeping the peer's reverse index."""
+        old = entry.relay_to
+        if old is peer:
+            return
+        if old is not None and entry in old.relay_from:
+            old.relay_from.remove(entry)
+        entry.relay_to = peer
+        if peer is not None:
+            peer.relay_from.append(entry)
+
     def _update_xcode(self, entry: _Leg) -> None:
-        for src in (entry, *(e for e in self._legs.values() if e.relay_to is entry)):
+        """The PCMU/PCMA translation of the relays into and out of this leg (its codec, or
+        its peer, changed)."""
+        for src in (entry, *entry.relay_from):
             dst = src.relay_to
             if (
                 src.codec is None
