@@ -24,9 +24,10 @@ stop_record``
 Theory of operation
 -------------------
 * **Sockets without transports.** Each leg has a non-blocking RTP socket (even port) and RTCP
-  socket (the next port), watched with ``loop.add_reader``; a readiness callback reads one
-  datagram with ``recvfrom``. That is the cheapest receive path asyncio offers (no transport,
-  no protocol object, no per-packet exception), and it works on Baton's virtual-time loop too.
+  socket (the next port), watched with ``loop.add_reader`` for as long as they are bound; a
+  readiness callback finds the leg through the pair and reads one datagram with
+  ``recvfrom``. That is the cheapest receive path asyncio offers (no transport, no protocol
+  object, no per-packet exception), and it works on Baton's virtual-time loop too.
 * **Symmetric RTP, latched once.** Until the phone sends, we send to its SDP address. The first
   valid RTP packet (a payload type we negotiated) after :meth:`MediaEngine.set_remote` *latches*
   the leg to the address it came from (NAT, or a phone sending from another port than it
@@ -46,6 +47,19 @@ Theory of operation
 * **Ports are chosen at random** across the range, not from its bottom, and the last released
   ones rest while others are free: after a restart, a new call does not get the port of a dead
   call whose phone still streams to it.
+* **Released socket pairs are re-used** (binding, registering and closing two sockets was a
+  large part of a short call's CPU): a released leg's pair stays bound and watched in a pool
+  (``socket_pool`` pairs; by default up to 512, and at most an eighth of the process's file
+  descriptors), and a new leg takes the oldest one that has heard nothing for
+  ``_POOL_QUIET`` (0.5 s) since its leg was released. What a pooled pair receives is dropped
+  (``invalid``); the old peer's last packets in flight only delay its re-use, but a packet
+  half a second after the release means someone still streams at the port (a phone that
+  missed its BYE): the pair is closed and its port rests, as above. Whatever waits in a pair
+  when it is taken is read away first; if anything did, the pair is closed instead. So no
+  packet sent to a port's previous leg reaches its next one, unless its sender was silent
+  for half a second and starts again (a phone with silence suppression whose call died):
+  such a packet can win the new leg's first latch, as a spray can on any port, and only the
+  signalled address takes the latch back (docs/sip.md, "Media security").
 * **Direct relay.** A leg in a plain two-party bridge (see :mod:`.mixer`) forwards each RTP
   packet to its peer as it arrives: no jitter buffer, no decode, no tick. The header is rewritten
   for the peer's outgoing stream (our SSRC, sequence and timestamp continued across graph
@@ -100,6 +114,7 @@ import contextlib
 import logging
 import os
 import random
+import resource
 import socket
 import time
 from collections import deque
@@ -156,6 +171,7 @@ TICK: Final = 0.020
 _HDR: Final = rtp.FIXED_HEADER
 _CHECK_EVERY: Final = 25  # ticks between inactivity checks (0.5 s)
 _FLUSH: Final = 0.040  # fan-out: a new listener gets the speaker's packets this recent at once
+_POOL_QUIET: Final = 0.5  # seconds a released socket pair must have heard nothing to be re-used
 _WIDE_SILENCE: Final = np.zeros(WIDE_FRAME, dtype=np.int16)
 _NARROW_SILENCE: Final = np.zeros(FRAME, dtype=np.int16)
 
@@ -271,6 +287,7 @@ class _Leg:
         "out_ts",
         "packets_in",
         "packets_out",
+        "pair",
         "pt",
         "recent",
         "relay_from",
@@ -299,12 +316,12 @@ class _Leg:
         "webrtc",
     )
 
-    def __init__(self, leg: str, sock: socket.socket, rtcp_sock: socket.socket) -> None:
+    def __init__(self, leg: str, pair: _Pair) -> None:
         self.id = leg
-        self.sock = sock
-        self.rtcp_sock = rtcp_sock
-        host, port = sock.getsockname()[:2]
-        self.local: tuple[str, int] = (host, port)
+        self.pair = pair
+        self.sock = pair.sock
+        self.rtcp_sock = pair.rtcp_sock
+        self.local: tuple[str, int] = pair.local
         self.remote: tuple[str, int] | None = None
         self.latched: tuple[str, int] | None = None
         self.heard_at = 0.0  # loop time of the last packet from the latched source
@@ -362,7 +379,22 @@ class _Leg:
         return self.codec.step if self.codec is not None else FRAME
 
 
-def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket] | None:
+class _Pair:
+    """A leg's bound RTP and RTCP sockets; kept in the engine's pool between two legs."""
+
+    __slots__ = ("leg", "local", "quiet_from", "released_at", "rtcp_sock", "sock")
+
+    def __init__(self, sock: socket.socket, rtcp_sock: socket.socket) -> None:
+        self.sock = sock
+        self.rtcp_sock = rtcp_sock
+        self.leg: _Leg | None = None  # whose packets they carry; None: in the pool
+        host, port = sock.getsockname()[:2]
+        self.local: tuple[str, int] = (host, port)
+        self.released_at = 0.0  # loop time it went into the pool
+        self.quiet_from = 0.0  # ... or of the last packet it received there
+
+
+def _bind_pair(host: str, port: int) -> _Pair | None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     rtp_sock = socket.socket(family, socket.SOCK_DGRAM)
     rtcp_sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -375,7 +407,16 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket] | No
         return None
     for s in (rtp_sock, rtcp_sock):
         s.setblocking(False)
-    return rtp_sock, rtcp_sock
+    return _Pair(rtp_sock, rtcp_sock)
+
+
+def _default_pool() -> int:
+    """Socket pairs kept for re-use: up to 512, and at most an eighth of the process's file
+    descriptors (two per pair)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 512
+    return max(0, min(512, soft // 16))
 
 
 class MediaEngine:
@@ -389,8 +430,10 @@ class MediaEngine:
     ``rtcp_interval``: seconds between RTCP reports per leg (rounded to 0.5 s). ``fanout``: send
     the listeners of a one-speaker meeting the speaker's packets as they arrive (see the module
     docstring). ``relatch_after``: seconds the latched RTP source must have been silent before
-    another source continuing its SSRC may take its place. The listener is called
-    synchronously from the engine's callbacks and must not block.
+    another source continuing its SSRC may take its place. ``socket_pool``: released socket
+    pairs kept for re-use (``None``: up to 512, at most an eighth of the file descriptors;
+    0: none). The listener is called synchronously from the engine's callbacks and must not
+    block.
     """
 
     def __init__(
@@ -405,6 +448,7 @@ class MediaEngine:
         rtcp_interval: float = 5.0,
         fanout: bool = True,
         relatch_after: float = 2.0,
+        socket_pool: int | None = None,
     ) -> None:
         first, last = port_range
         if first % 2:
@@ -431,7 +475,10 @@ class MediaEngine:
         # The same ports as counts and a set, kept with the deque and the legs, so that a
         # random try is one lookup instead of a set built from both per allocation.
         self._resting_count: dict[int, int] = {}
-        self._in_use: set[int] = set()
+        self._in_use: set[int] = set()  # bound ports: the legs' and the pool's
+        # Released socket pairs, oldest first, for re-use once quiet (module docstring).
+        self._pool: deque[_Pair] = deque()
+        self._pool_max = _default_pool() if socket_pool is None else socket_pool
         self._clock: asyncio.TimerHandle | None = None
         self._t0 = 0.0
         self._tick_no = 0
@@ -461,19 +508,94 @@ class MediaEngine:
         self._check_open()
         if leg in self._legs:
             raise MediaError(f"leg {leg!r} already has media")
-        pair = self._bind_random()
+        pair = self._from_pool()
+        if pair is None:
+            pair = self._bind_random()
+            if pair is not None:
+                # Watched for as long as the pair is bound, in the pool too: the callbacks
+                # find the leg through the pair.
+                self._loop.add_reader(pair.sock.fileno(), self._on_rtp, pair)
+                self._loop.add_reader(pair.rtcp_sock.fileno(), self._on_rtcp, pair)
+                self._in_use.add(pair.local[1])
+            else:
+                pair = self._from_pool(force=True)
         if pair is None:
             raise MediaError(f"no free RTP port in {self.port_range}")
-        entry = _Leg(leg, *pair)
+        entry = _Leg(leg, pair)
+        pair.leg = entry
         self._legs[leg] = entry
-        self._in_use.add(entry.local[1])
         self.mixer.add_port(leg)
-        self._loop.add_reader(entry.sock.fileno(), self._on_rtp, entry)
-        self._loop.add_reader(entry.rtcp_sock.fileno(), self._on_rtcp, entry)
         self._start_clock()
         return entry.local
 
-    def _bind_random(self) -> tuple[socket.socket, socket.socket] | None:
+    def _from_pool(self, *, force: bool = False) -> _Pair | None:
+        """The oldest released pair, if it has heard nothing for ``_POOL_QUIET`` seconds since
+        its leg was released (``force``: the only ports left, quiet or not, as a resting port
+        is taken when it is the only one free). Whatever waits in its sockets is discarded;
+        a pair that still hears its old peer is closed instead."""
+        pool = self._pool
+        now = self._loop.time()
+        while pool:
+            pair = pool[0]
+            if not force and (
+                now - pair.released_at < _POOL_QUIET or now - pair.quiet_from < _POOL_QUIET
+            ):
+                return None  # the others were released later
+            pool.popleft()
+            if self._drain(pair) or force:
+                return pair
+            self._discard(pair)
+        return None
+
+    def _drain(self, pair: _Pair) -> bool:
+        """Read away what waits in a pooled pair's sockets; True if nothing did."""
+        clean = True
+        for sock in (pair.sock, pair.rtcp_sock):
+            for _ in range(64):
+                try:
+                    sock.recvfrom(2048)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:  # an ICMP error of an earlier send: no packet
+                    continue
+                clean = False
+                self.metrics.invalid += 1
+        return clean
+
+    def _to_pool(self, pair: _Pair) -> None:
+        """Keep a released leg's pair bound and watched, hearing nothing but strays."""
+        pair.leg = None
+        pair.released_at = pair.quiet_from = self._loop.time()
+        self._pool.append(pair)
+
+    def _on_pooled(self, pair: _Pair, sock: socket.socket) -> None:
+        """A packet at a pooled pair: dropped. Soon after the release it is the old peer's
+        last packets in flight, and the pair must be quiet for longer; later, someone still
+        streams at the port (a peer that missed its BYE): the pair is closed and its port
+        rests, as a released port did before pairs were re-used."""
+        try:
+            sock.recvfrom(2048)
+        except OSError:  # nothing there after all, or an ICMP error of an earlier send
+            return
+        self.metrics.invalid += 1
+        now = self._loop.time()
+        if now - pair.released_at < _POOL_QUIET:
+            pair.quiet_from = now
+            return
+        with contextlib.suppress(ValueError):
+            self._pool.remove(pair)
+        self._discard(pair)
+
+    def _discard(self, pair: _Pair) -> None:
+        """Close a pair and let its port rest."""
+        pair.leg = None
+        for s in (pair.sock, pair.rtcp_sock):
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(s.fileno())
+            s.close()
+        self._rest(pair.local[1])
+
+    def _bind_random(self) -> _Pair | None:
         """A socket pair on a random even port of the range: a few random tries (skipping the
         resting ports and those in use), then a scan from a random start."""
         first, last = self.port_range
@@ -608,10 +730,13 @@ class MediaEngine:
         entry = self._legs.pop(leg, None)
         if entry is None:
             return
-        self._rest(entry.local[1])
         self.mixer.remove_port(leg)
         self._after_graph_change()
         self._close_leg(entry)
+        if len(self._pool) < self._pool_max:
+            self._to_pool(entry.pair)
+        else:
+            self._discard(entry.pair)
         if not self._legs:
             self._stop_clock()
 
@@ -633,10 +758,6 @@ class MediaEngine:
         self._retired[0] += jb.late
         self._retired[1] += jb.lost
         self._retired[2] += jb.dropped + jb.duplicates
-        for s in (entry.sock, entry.rtcp_sock):
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_reader(s.fileno())
-            s.close()
         self._set_relay(entry, None)
         for src in entry.relay_from:
             src.relay_to = None  # not reached while the mixer holds its peer (defensive)
@@ -810,12 +931,15 @@ class MediaEngine:
         self._emit_mixer_events()
         for entry in self._legs.values():
             self._close_leg(entry)
+            self._discard(entry.pair)
         self._legs.clear()
+        while self._pool:
+            self._discard(self._pool.popleft())
         self._in_use.clear()
 
     # ---- receive path ----------------------------------------------------------------------
 
-    def _on_rtp(self, leg: _Leg) -> None:
+    def _on_rtp(self, pair: _Pair) -> None:
         """Readiness callback: read one datagram from the leg's RTP socket.
 
         One ``recvfrom`` per readiness, not a drain loop: at 50 packets a second per socket
@@ -827,6 +951,10 @@ class MediaEngine:
         inline here (one unpack, one pack, one sendto); anything else goes through :meth:`_rx`,
         which also re-establishes the conditions for the fast path.
         """
+        leg = pair.leg
+        if leg is None:
+            self._on_pooled(pair, pair.sock)
+            return
         try:
             data, addr = leg.sock.recvfrom(2048)
         except (BlockingIOError, InterruptedError):
@@ -1143,7 +1271,11 @@ class MediaEngine:
         for dst in src.fanout:
             dst.seq_off = (dst.seq_off - 1) & 0xFFFF
 
-    def _on_rtcp(self, leg: _Leg) -> None:
+    def _on_rtcp(self, pair: _Pair) -> None:
+        leg = pair.leg
+        if leg is None:
+            self._on_pooled(pair, pair.rtcp_sock)
+            return
         try:
             data, addr = leg.rtcp_sock.recvfrom(2048)
         except OSError:  # including BlockingIOError: nothing there after all
