@@ -29,13 +29,12 @@ to send and what happened.
 from __future__ import annotations
 
 import enum
-import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .errors import LocalProtocolError
-from .message import Headers, Request, Response, make_response, new_tag
+from .message import Headers, Request, Response, make_response, new_tag, random_int
 from .uri import NameAddress, SipUri, Uri, parse_name_addr, parse_uri
 
 __all__ = [
@@ -172,7 +171,7 @@ class Dialog:
             remote=request.from_,
             remote_target=contacts[0].uri,
             route_set=request.record_route,
-            local_cseq=initial_cseq if initial_cseq is not None else secrets.randbelow(2**16) + 1,
+            local_cseq=initial_cseq if initial_cseq is not None else random_int(2) + 1,
             remote_cseq=request.cseq.number,
             local_contact=local_contact,
             secure=isinstance(request.uri, SipUri) and request.uri.scheme == "sips",

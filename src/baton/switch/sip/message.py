@@ -1066,8 +1066,8 @@ _pool = b""
 _pool_at = 0
 
 
-def random_hex(nbytes: int) -> str:
-    """``secrets.token_hex(nbytes)``: as unpredictable, from a pool of ``os.urandom``."""
+def random_bytes(nbytes: int) -> bytes:
+    """``secrets.token_bytes(nbytes)``: as unpredictable, from a pool of ``os.urandom``."""
     global _pool, _pool_at
     start = _pool_at
     end = start + nbytes
@@ -1075,7 +1075,17 @@ def random_hex(nbytes: int) -> str:
         _pool = os.urandom(max(_POOL_SIZE, nbytes))
         start, end = 0, nbytes
     _pool_at = end
-    return _pool[start:end].hex()
+    return _pool[start:end]
+
+
+def random_hex(nbytes: int) -> str:
+    """``secrets.token_hex(nbytes)``: as unpredictable, from the same pool."""
+    return random_bytes(nbytes).hex()
+
+
+def random_int(nbytes: int) -> int:
+    """``secrets.randbits(8 * nbytes)``: uniform in ``[0, 256**nbytes)``, from the pool."""
+    return int.from_bytes(random_bytes(nbytes))
 
 
 def _forget_pool() -> None:

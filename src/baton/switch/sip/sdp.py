@@ -41,13 +41,13 @@ ptime and direction) or :class:`NotAcceptable`. As offerer, :meth:`offer` builds
 from __future__ import annotations
 
 import enum
-import secrets
 from dataclasses import dataclass, field
 
 from baton.switch.media.opus import AVAILABLE as OPUS_AVAILABLE
 from baton.switch.media.srtp import crypto_attribute, parse_crypto
 
 from .errors import SipParseError
+from .message import random_int
 
 __all__ = [
     "CODECS",
@@ -512,7 +512,7 @@ class SdpSession:
     ) -> None:
         self.local = local
         self._username = username
-        self._session_id = str(session_id if session_id is not None else secrets.randbits(40))
+        self._session_id = str(session_id if session_id is not None else random_int(5))
         self._session_name = session_name
         self._version = int(self._session_id) if session_id is not None else 1
         self._last: SessionDescription | None = None
