@@ -16,7 +16,7 @@ from baton.testing import (
     assert_recorded,
     busy,
 )
-from baton.testing.check import check_flow, default_against
+from baton.testing.check import check_flow, default_against, parse_schedule
 
 
 def _world(world: World) -> World:
@@ -67,7 +67,24 @@ async def test_an_emergency_takes_the_field_user(world: World) -> None:
 
 
 def test_escort_passes_baton_check() -> None:
-    report = check_flow(escort_call, default_against(escort_call), budget=60)
+    # What `baton check escort_flows:escort_call` runs (docs/guide.md, step 7): its defaults,
+    # 200 schedules from seed 1 — the guide promises it says ok.
+    report = check_flow(escort_call, default_against(escort_call))
+    failure = report.first_failure()
+    assert report.ok, failure and (str(failure.schedule), [f.message for f in failure.findings])
+    assert report.runs == 200
+
+
+def test_a_contending_flow_never_gets_one_user_in_two_roles() -> None:
+    # `contend(f2, escort_call)` aims a second escort at f2 through its first user parameter;
+    # here its field parameter had drawn f2 as well, and the checker started an escort of f2
+    # by f2 (alone in its meeting: dead air) — a flow nobody contends with. Found by the CLI.
+    schedule = parse_schedule(
+        "@0 preempt(f1, whisper) ; @2 contend(d1, group_call) ; @4 contend(f2, escort_call) ;"
+        " slow switch",
+        seed=1000039,
+    )
+    report = check_flow(escort_call, default_against(escort_call), replay=schedule)
     failure = report.first_failure()
     assert report.ok, failure and [f.message for f in failure.findings]
 

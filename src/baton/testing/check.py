@@ -362,13 +362,17 @@ class _Runner:
         args = _arguments(spec, self.w, self.rng)
         if args is None:
             return
-        # aim the other flow at the target: its first user parameter is the contested user
+        # aim the other flow at the target: its first user parameter is the contested user;
+        # another parameter that drew the target gets the user it displaced, so no flow is
+        # started with one user in two roles (a call to oneself: not a contention)
         for key, value in args.items():
             if isinstance(value, User):
                 args[key] = target
+                _displace(args, key, target, value)
                 break
             if isinstance(value, list) and value and isinstance(value[0], User):
                 args[key] = [target, *[u for u in value if u is not target][:1]]
+                _displace(args, key, target, value[0] if value[0] is not target else None)
                 break
         try:
             self.started.append(self.w.start(spec, **args))
@@ -442,6 +446,19 @@ class _Runner:
         )
         await w.close()
         return RunResult(self.schedule, findings, self.out.getvalue(), self.await_points, held)
+
+
+def _displace(args: dict[str, Any], aimed: str, target: User, old: User | None) -> None:
+    """Give every argument but ``aimed`` that holds ``target`` the user ``old`` instead (or drop
+    it from a list)."""
+    for key, value in args.items():
+        if key == aimed:
+            continue
+        if value is target and old is not None:
+            args[key] = old
+        elif isinstance(value, list) and target in value:
+            swapped = [old if u is target else u for u in value]
+            args[key] = list(dict.fromkeys(u for u in swapped if u is not None))
 
 
 def _send(flow: Flow, command: str, **args: Any) -> None:
