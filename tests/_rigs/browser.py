@@ -82,12 +82,17 @@ async def chromium(tmp_path: Path, *, microphone: bool = True) -> AsyncIterator[
             await browser.close()
 
 
-async def login(browser: Browser, base: str, errors: list[str] | None = None) -> Page:
-    """A new page with disp1 logged in, in dispatcher mode; page errors go to ``errors``."""
+async def login(
+    browser: Browser, base: str, errors: list[str] | None = None, refused: list[str] | None = None
+) -> Page:
+    """A new page with disp1 logged in, in dispatcher mode; page errors go to ``errors``, and
+    the URLs of requests answered 4xx or 5xx to ``refused``."""
     page = await browser.new_page()
     page.set_default_timeout(15_000)
     if errors is not None:
         page.on("pageerror", lambda e: errors.append(str(e)))
+    if refused is not None:
+        page.on("response", lambda r: refused.append(r.url) if r.status >= 400 else None)
     await page.goto(f"{base}/console/")
     await page.fill("#login-user", "disp1")
     await page.fill("#login-password", PASSWORDS["disp1"])
@@ -117,6 +122,7 @@ class Console:
     state: Locator  # the page phone's state line
     units: list[Baresip]  # the phones, in the order asked for
     errors: list[str] = field(default_factory=list)  # the page's script errors
+    refused: list[str] = field(default_factory=list)  # URLs the page got a 4xx/5xx for
 
     def unit(self, user: str) -> Baresip:
         return next(u for u in self.units if u.user == user)
@@ -149,9 +155,10 @@ async def console(
                 for unit in units:
                     await unit.start()
                 errors: list[str] = []
-                page = await login(browser, server.base, errors)
+                refused: list[str] = []
+                page = await login(browser, server.base, errors, refused)
                 state = await phone_on(page)
-                yield Console(server, udp, browser, page, state, units, errors)
+                yield Console(server, udp, browser, page, state, units, errors, refused)
             finally:
                 for unit in units:
                     await unit.aclose()

@@ -35,3 +35,5 @@ async def test_the_page_names_who_is_on_an_always_on_line_now(tmp_path: Path) ->
         await expect(state).to_have_text("talking with unit2", timeout=15_000)
         await hears(page, [PHONE2])
         assert c.errors == []
+        # Nothing the console asked for was refused (the page's login probe of /api/me aside).
+        assert [r for r in c.refused if not r.endswith("/api/me")] == []

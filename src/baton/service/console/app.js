@@ -88,7 +88,9 @@ async function enter() {
   ]);
   S.users = new Map(users.map((u) => [u.id, u]));
   S.flows = flows; S.library = library; S.meetings = meetings; S.groups = groups;
-  try { await api("GET", "/api/sim/phones"); S.sim = true; } catch { S.sim = false; }
+  // Which switch: asked of /api/health rather than by probing /api/sim/phones, whose 404 on
+  // the SIP switch showed as an error in the browser's console at every login.
+  try { S.sim = (await api("GET", "/api/health")).switch === "sim"; } catch { S.sim = false; }
   $("#login").hidden = true; $("#app").hidden = false;
   $("#me").textContent = `${S.me.name} (${S.me.user}) · ${S.me.role} · up to ${S.me.max_priority_name}`;
   const mine = S.users.get(S.me.user);
