@@ -459,3 +459,44 @@ async def test_two_hang_ups_in_one_instant_are_told_together() -> None:
     w.sim.hang_up("b")
     assert await f.result() == ["a", "b"]
     w.assert_ok()
+
+
+@pytest.mark.parametrize("timing", [None, Timing(default=(0.2, 0.6), seed=3)])
+async def test_a_bridge_or_join_the_switch_refuses_leaves_nobody_believed_talking(
+    timing: Timing | None,
+) -> None:
+    """The switch refuses a bridge (or a join, or a join's mode change): the records say what
+    the switch has — before, the two stayed ``talking`` in the core's book although the switch
+    had not bridged them, and a flow that then settled them (an emergency ended, a call
+    redialled) left both in a P2P hearing nobody: dead air the flow could not see."""
+    seen: dict[str, object] = {}
+
+    @flow(priority=Priority.ROUTINE)
+    async def refused(s: Session, a: User, b: User) -> None:
+        await s.claim(a, b)
+        await s.dial(a)
+        await s.dial(b)
+        s.manager.switch.fail_next("bridge")  # type: ignore[attr-defined]
+        with pytest.raises(SwitchFailed):
+            await s.connect(a, b)
+        seen["bridge"] = (s.state_of(a), s.partner_of(a), s.partner_of(b))
+        room = await s.meeting(a)
+        s.manager.switch.fail_next("join")  # type: ignore[attr-defined]
+        with pytest.raises(SwitchFailed):
+            await s.join(room, b)
+        seen["join"] = (s.meeting_of(b), [u.id for u in room.members])
+        s.manager.switch.fail_next("join")  # type: ignore[attr-defined]
+        with pytest.raises(SwitchFailed):
+            await s.join(room, a, MeetingMode.LISTEN)
+        seen["mode"] = room.members[a].mode
+        await s.hangup(a)
+        await s.hangup(b)
+
+    w = World("a", "b", timing=timing)
+    f = w.start(refused, w["a"], w["b"])
+    await w.run(10)
+    assert f.outcome == "completed", f.error
+    assert seen["bridge"] == ("connected", None, None)
+    assert seen["join"] == (None, ["a"])
+    assert seen["mode"] is MeetingMode.SPEAK
+    w.assert_ok(quiescent=True)

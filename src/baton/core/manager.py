@@ -592,7 +592,16 @@ class UserManager:
                 rec.dirty = True
             ra.bridge, rb.bridge = b, a
             self.media.publish("bridge", owner, (a, b))
-            await self._command("bridge", self.switch.bridge(la.id, lb.id))
+            try:
+                await self._command("bridge", self.switch.bridge(la.id, lb.id))
+            except SwitchFailed:
+                # The switch refused: the two are not talking, whatever the records said for
+                # the instant the command was on its way — believed bridged, a flow would
+                # settle them into a call in which nobody hears anybody (invariant 11)
+                if ra.bridge is b and rb.bridge is a:
+                    self.media.unbridge(ra)
+                    self.media.publish("bridge.failed", owner, (a, b))
+                raise
 
         await self.operations.run(owner, "connect", (ra, rb), run)
 
@@ -666,17 +675,30 @@ class UserManager:
                 target_leg = target.id
             elif whisper_to is not None:
                 raise FlowUsageError("whisper_to is only for MeetingMode.WHISPER")
+            before = meeting.members.get(user) if rec.meeting is meeting else None
             if rec.meeting is not meeting:
                 self.media.unbridge(rec)
                 self.media.unmeet(rec)
             rec.meeting = meeting
             rec.dirty = True
-            meeting.members[user] = MemberState(mode, whisper_to)
+            state = meeting.members[user] = MemberState(mode, whisper_to)
             detail = mode.value if whisper_to is None else f"whisper->{whisper_to.id}"
             self.media.publish("join", owner, (user,), meeting, detail)
-            await self._command(
-                "join", self.switch.join(meeting.id, Member(leg.id, mode, target_leg))
-            )
+            try:
+                await self._command(
+                    "join", self.switch.join(meeting.id, Member(leg.id, mode, target_leg))
+                )
+            except SwitchFailed:
+                # The switch refused: the user is not in the room as asked — back to what it
+                # was there (a mode change refused), or out of it (a join refused), so nobody
+                # counts on a member who is not there (invariant 11)
+                if rec.meeting is meeting and meeting.members.get(user) is state:
+                    if before is not None:
+                        meeting.members[user] = before
+                    else:
+                        self.media.unmeet(rec)
+                    self.media.publish("join.failed", owner, (user,), meeting, detail)
+                raise
 
         await self.operations.run(owner, "join", (rec,), run)
 
