@@ -177,3 +177,28 @@ async def test_a_redial_whose_dispatcher_hangs_up_while_the_target_rings_cancels
     await e.send("end")
     await w.run(3)
     w.assert_ok(quiescent=True)
+
+
+async def test_an_emergency_whose_ringback_fails_keeps_the_dispatcher_waiting_not_silent() -> None:
+    """The switch refuses the dispatcher's ringback while the target's phone rings (a call the
+    emergency took over): the emergency waits for the target to answer, then for a redial.
+    Meanwhile the dispatcher is in the declared wait — before, it sat on a silent line for the
+    whole ring (dead air)."""
+    w = World("t", "x", behaviour=answers(8))
+    w.behave("x", answers(0.5))
+    d = w.add("d", keep=True, behaviour=answers(0.5))
+    w.start(call, w["x"], w["t"])  # t rings: a call the emergency takes over
+    await w.run(2)
+    assert w.state("t") == "ringing"
+    e = w.start(emergency_call, d, w["t"], ring=8.0)
+    await w.run(0.3)  # the call's preemption tone to x is out; d's line is being dialled
+    w.sim.fail_next("play")  # d's ringback
+    await w.run(12)
+    assert w.state("t") == "connected"  # answered the call the emergency took over
+    w.assert_ok()  # no dead air for d while t rang
+    reply = e.send("redial")
+    await w.run(8)
+    assert reply.result() == "connected" and w.hears("d") == {"t"}
+    await e.send("end")
+    await w.run(3)
+    w.assert_ok(quiescent=True)

@@ -91,6 +91,8 @@ async def emergency_call(s: Session, dispatcher: User, target: User, ring: float
                 if other is not gone and s.owns(other) and s.leg_of(other) is not None:
                     await s.dial(other, timeout=ring)  # a phone still ringing is answered first
                     await s.clear(other)  # no ringback for a party who is gone
+                    # and it waits, declared, while the other's phone may still ring
+                    s.quiet(other, "the parties could not be connected: waiting for redial")
         for _ in range(3):  # a notice still pending is raised by the first declaration
             with contextlib.suppress(FlowInterrupted):
                 for other in (dispatcher, target):
