@@ -2,8 +2,9 @@
 a dispatcher taking a queued call from the console) and the console's own (Hang up, a meeting
 member removed) and every command a running flow takes,
 with its arguments (a PTT floor request or override for a member, a conference kick or mute, an
-emergency redial, an attended transfer cancelled) — not only the commands that end a flow.
-Same rules as ``test_random_mix``: every invariant at every step, every flow ends, no leak.
+emergency redial, an attended transfer cancelled) — not only the commands that end a flow;
+and now and then the switch refuses a command (a bridge, a join, a play, an answer, an
+originate). Same rules as ``test_random_mix``: every invariant at every step, every flow ends, no leak.
 
 ``BATON_MIX_SEEDS=400`` runs 400 mixes instead of 20; ``BATON_MIX_FROM=N`` starts at seed N.
 """
@@ -61,6 +62,10 @@ PHONES = [
     answers(1).presses("1*#", 1),
     answers(1).presses("*", 1).presses("#", 4),
 ]
+
+#: switch commands the mix makes fail now and then (a refused bridge, a ringback that cannot
+#: be played, a call that cannot be placed)
+_FAILING = ["originate", "bridge", "join", "play", "answer"]
 
 #: commands that name a user (the member a floor request, a kick or a mute is for)
 _WITH_USER = {
@@ -164,6 +169,8 @@ async def _mix(seed: int) -> World:
                 cmd = rng.choice(sorted(target.spec.commands))
                 args = {"user": rng.choice([*FIELD, *DISPATCHERS])} if cmd in _WITH_USER else {}
                 _send(target, cmd, args)
+        elif roll < 0.52:
+            w.sim.fail_next(rng.choice(_FAILING))
         await w.run(rng.choice([0.0, 0.1, 0.3, 0.7, 2.0]))
     await w.run(20)
     for flow in flows:  # wind down whatever holds on: end commands, then cancel
