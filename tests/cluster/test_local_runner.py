@@ -75,7 +75,7 @@ def test_the_banner_says_where_phones_and_dispatchers_go(tmp_path: Path) -> None
     finally:
         cluster.stop()
     assert "udp:127.0.0.1:5260" in text
-    assert "user acme-disp, password acme-disp-pw" in text
+    assert "user acme-disp, password acme-disp-pw; acme-admin, acme-admin-pw provisions" in text
     assert "http://127.0.0.1:8100/ on shard-0, http://127.0.0.1:8110/ on shard-1" in text
     assert f"shard-0 {shard.pid}" in text  # to kill one and watch
     assert f"`kill -USR1 {os.getpid()}`" in text

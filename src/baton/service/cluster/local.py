@@ -501,7 +501,8 @@ def banner(
     for tenant in tenants:
         where = ", ".join(f"http://{api}/ on {shard}" for shard, api in consoles[tenant])
         lines.append(
-            f"  {tenant}'s console (user {tenant}-disp, password {tenant}-disp-pw): "
+            f"  {tenant}'s console (user {tenant}-disp, password {tenant}-disp-pw; "
+            f"{tenant}-admin, {tenant}-admin-pw provisions): "
             f"on the shard holding its lease — {where}"
         )
     lines.append(f"  etcd 127.0.0.1:{cluster.etcd_port}, PostgreSQL 127.0.0.1:{cluster.pg_port}")
@@ -542,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
                 (f"{tenant}-disp", f"{i + 2}001", "dispatcher", None),
                 (f"{tenant}-unit1", f"{i + 2}101", "field", None),
                 (f"{tenant}-unit2", f"{i + 2}102", "field", None),
+                # provisioning over the API (docs/service.md) needs an admin
+                (f"{tenant}-admin", f"{i + 2}009", "admin", None),
             ]
             files[tenant] = root / f"{tenant}.toml"
             # Each tenant's numbers start with its own digit; the others' are sent to the edge.
