@@ -665,7 +665,7 @@ class SipTransport:
     def _shed(self, request: Request, peer: Peer) -> bool:
         """A new request beyond the transaction bounds: answer 503 statelessly (RFC 3261
         §21.5.4) and tell the caller to drop it."""
-        if request.method in ("ACK", "CANCEL") or self.layer.knows(request):
+        if request.method in ("ACK", "CANCEL"):
             return False
         bounds = self.bounds
         if self._unanswered_by_host[peer.host] >= bounds.max_transactions_per_source:
@@ -674,6 +674,8 @@ class SipTransport:
             reason = "transactions"
         else:
             return False
+        if self.layer.knows(request):
+            return False  # a retransmission of a request already under way is never shed
         self.refused[reason] += 1
         busy = make_response(request, 503, to_tag=secrets.token_hex(6),
                              headers=[("Retry-After", str(bounds.retry_after))])  # fmt: skip
