@@ -260,6 +260,75 @@ def test_a_port_in_use_is_one_plain_line(tmp_path: Path) -> None:
     assert "Traceback" not in r.stdout + r.stderr
 
 
+def test_a_sip_port_in_use_is_one_plain_line(tmp_path: Path) -> None:
+    """The switch's listen address taken (another baton serve, a softphone on 5060): one line
+    that names it, no traceback, and nothing logged about tasks the failed start left behind."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(
+            to_toml(
+                {
+                    "switch": "sip",
+                    "database": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
+                    "api": {"listen": f"127.0.0.1:{free_port()}"},
+                    "sip": {"listen": [f"udp:127.0.0.1:{port}"]},
+                    "users": [{"id": "a", "password": "p", "role": "dispatcher"}],
+                }
+            )
+        )
+        r = subprocess.run(
+            [sys.executable, "-m", "baton.cli", "serve", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"baton serve: sip: cannot listen on ['udp:127.0.0.1:{port}']: "
+        "[Errno 98] Address already in use"
+    )
+    assert "Traceback" not in r.stdout + r.stderr
+    assert "background task" not in r.stdout + r.stderr
+
+
+def test_listeners_that_share_a_tcp_port_fail_the_check(tmp_path: Path) -> None:
+    """A browser phone's SIP WebSocket put on the API's port, or beside tcp: on one port: one
+    of them could never listen, so --check says so rather than ok."""
+    cfg = tmp_path / "c.toml"
+
+    def check(*listen: str) -> list[str]:
+        cfg.write_text(
+            to_toml(
+                {
+                    "switch": "sip",
+                    "api": {"listen": "127.0.0.1:8443"},
+                    "sip": {"listen": ["udp:127.0.0.1:5060", *listen]},
+                    "users": [{"id": "a", "password": "p", "role": "dispatcher"}],
+                }
+            )
+        )
+        r = subprocess.run(
+            [sys.executable, "-m", "baton.cli", "serve", "--config", str(cfg), "--check"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 2
+        lines = r.stderr.strip().splitlines()
+        assert lines[0] == f"baton serve: bad configuration in {cfg}:"
+        return lines[1:]
+
+    assert check("tcp:127.0.0.1:5060", "ws:127.0.0.1:5060") == [
+        "  sip.listen[2]: ws:127.0.0.1:5060 and tcp:127.0.0.1:5060 would take the same TCP port"
+    ]
+    assert check("ws:127.0.0.1:8443") == [
+        "  api.listen: 127.0.0.1:8443 is also sip.listen[1] (ws:127.0.0.1:8443): "
+        "give them different ports"
+    ]
+
+
 def _wait_up(proc: subprocess.Popen[str], base: str, log: Path) -> None:
     # The demo's users' passwords are hashed with argon2id's full cost at start: on a loaded
     # two-core box that alone has taken half a minute.

@@ -233,6 +233,7 @@ def _plain(value: Any) -> Any:
 async def _serve(config: Any) -> int:
     import uvicorn
 
+    from baton.core import SwitchError
     from baton.service.app import create_app
     from baton.service.config import ConfigError
     from baton.service.runtime import Service
@@ -265,6 +266,11 @@ async def _serve(config: Any) -> int:
         await service.stop()
         print(f"baton serve: {exc}", file=sys.stderr)
         return 2
+    except SwitchError as exc:  # a SIP port in use, most often: one line, not a traceback
+        sock.close()
+        await service.stop()
+        print(f"baton serve: {exc}", file=sys.stderr)
+        return 1
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:

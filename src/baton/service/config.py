@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from baton.core import Priority
 from baton.switch.sip.config import tls_pair_problem
+from baton.switch.sip.transport import ListenAddress
 
 __all__ = [
     "BUILTIN_ROLES",
@@ -724,4 +725,30 @@ def cross_check(config: Config) -> list[str]:
         for j, name in enumerate(names):
             if name not in valid:
                 problems.append(f"recording.{key}[{j}]: unknown {what} {name!r}")
+    problems += _api_port_clash(config)
     return problems
+
+
+def _api_port_clash(config: Config) -> list[str]:
+    """The API's port taken by a SIP listener over TCP (``tcp:``, ``tls:``, ``ws:`` — a
+    browser phone's SIP WebSocket is easily put on the API's port): one could never listen."""
+    if config.switch != "sip":
+        return []
+    listen = config.sip.get("listen") or []
+    if isinstance(listen, str):
+        listen = [listen]
+    out = []
+    for i, text in enumerate(listen if isinstance(listen, list) else []):
+        try:
+            address = ListenAddress.parse(str(text))
+        except ValueError:
+            continue  # said by the [sip] table's own check
+        if address.transport != "udp" and (address.host, address.port) == (
+            config.api.host,
+            config.api.port,
+        ):
+            out.append(
+                f"api.listen: {config.api.listen} is also sip.listen[{i}] ({address}): "
+                "give them different ports"
+            )
+    return out

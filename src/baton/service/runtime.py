@@ -413,14 +413,16 @@ class Service:
 
     async def stop(self) -> None:
         """Stop everything, flushing the journal. Idempotent."""
-        if not self.started:
-            await self.store.close()
-            return
-        self.started = False
+        was_started, self.started = self.started, False
+        # A start that failed half-way (a SIP port in use) may have spawned tasks already:
+        # they end before the store closes under them.
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not was_started:
+            await self.store.close()
+            return
         for q in self.queues.values():
             q.close()
         if self._positions is not None:

@@ -219,6 +219,9 @@ def parse_sip_config(table: Mapping[str, Any]) -> SipConfig:
         if not isinstance(listen, list) or not listen:
             bad("listen", 'expected a list like ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]')
         else:
+            # tcp:, tls:, ws: and wss: each take a TCP port (udp: a UDP one): two of them on
+            # one host and port could never both listen
+            stream: dict[tuple[str, int], str] = {}
             for i, item in enumerate(listen):
                 try:
                     address = ListenAddress.parse(str(item)) if isinstance(item, str) else None
@@ -236,6 +239,10 @@ def parse_sip_config(table: Mapping[str, Any]) -> SipConfig:
                     bad(
                         f"listen[{i}]", "listen on a specific address: it goes into Contact and Via"
                     )
+                if address.transport != "udp":
+                    taken = stream.setdefault((address.host, address.port), str(address))
+                    if taken != str(address):
+                        bad(f"listen[{i}]", f"{address} and {taken} would take the same TCP port")
             values["listen"] = tuple(str(x) for x in listen)
 
     if "realm" in table:
