@@ -76,6 +76,27 @@ def test_a_certificate_and_key_that_cannot_serve_are_refused_at_check(tmp_path: 
         load_config(cfg)
 
 
+def test_an_https_console_with_a_plain_ws_phone_listener_fails_the_check(tmp_path: Path) -> None:
+    """The console's browser phone connects from the page: over HTTPS a browser refuses a
+    ws: connection (mixed content), so that phone could never register."""
+    (tmp_path / "tls").mkdir()
+    self_signed(tmp_path / "tls")
+    cfg = tmp_path / "baton.toml"
+    head = 'switch = "sip"\n[api]\nlisten = "127.0.0.1:8443"\n'
+    tls = '[api.tls]\ncertificate = "tls/api.crt"\nkey = "tls/api.key"\n'
+    users = '[[users]]\nid = "disp1"\npassword = "x"\nrole = "dispatcher"\n'
+    sip = '[sip]\nlisten = ["udp:127.0.0.1:5060", "ws:127.0.0.1:5062"]\n'
+    cfg.write_text(head + tls + users + sip)
+    with pytest.raises(ConfigError) as bad:
+        load_config(cfg)
+    assert bad.value.problems == [
+        "sip.listen[1]: ws:127.0.0.1:5062 is plain, and the console is served over HTTPS "
+        "([api.tls]): browsers refuse a ws: connection from it; use wss: (with [sip.tls])"
+    ]
+    cfg.write_text(head + users + sip)  # a plain console may use it
+    assert load_config(cfg).api.tls is None
+
+
 async def test_the_api_the_console_and_the_stream_are_served_over_https(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     tls = {"certificate": str(cert), "key": str(key)}

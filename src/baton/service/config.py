@@ -725,13 +725,14 @@ def cross_check(config: Config) -> list[str]:
         for j, name in enumerate(names):
             if name not in valid:
                 problems.append(f"recording.{key}[{j}]: unknown {what} {name!r}")
-    problems += _api_port_clash(config)
+    problems += _listen_problems(config)
     return problems
 
 
-def _api_port_clash(config: Config) -> list[str]:
+def _listen_problems(config: Config) -> list[str]:
     """The API's port taken by a SIP listener over TCP (``tcp:``, ``tls:``, ``ws:`` — a
-    browser phone's SIP WebSocket is easily put on the API's port): one could never listen."""
+    browser phone's SIP WebSocket is easily put on the API's port): one could never listen.
+    And a plain ``ws:`` listener beside an HTTPS console, whose phone could never use it."""
     if config.switch != "sip":
         return []
     listen = config.sip.get("listen") or []
@@ -750,5 +751,13 @@ def _api_port_clash(config: Config) -> list[str]:
             out.append(
                 f"api.listen: {config.api.listen} is also sip.listen[{i}] ({address}): "
                 "give them different ports"
+            )
+        if address.transport == "ws" and config.api.tls is not None:
+            # the console's phone (docs/sip.md, "WebRTC") would connect to it from an HTTPS
+            # page, and browsers refuse a plain WebSocket from one (mixed content)
+            out.append(
+                f"sip.listen[{i}]: {address} is plain, and the console is served over HTTPS "
+                "([api.tls]): browsers refuse a ws: connection from it; use wss: (with "
+                "[sip.tls])"
             )
     return out
