@@ -92,9 +92,11 @@ def need(binary: str) -> str:
     return path
 
 
-async def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+async def wait_until(predicate: Callable[[], bool], seconds: float = 30.0) -> None:
     """Poll ``predicate`` every 10 ms until it holds, failing after ``seconds``. Polling, because
-    what we wait for is in other processes (SIPp, baresip) or spread over the switch's state."""
+    what we wait for is in other processes (SIPp, baresip) or spread over the switch's state.
+    Generous by default: it returns as soon as the predicate holds; on a loaded 2-core box
+    another process's step takes seconds."""
     async with asyncio.timeout(seconds):
         while not predicate():  # noqa: ASYNC110 - see the docstring
             await asyncio.sleep(0.01)
