@@ -416,8 +416,10 @@ def test_leases_in_etcd_fence_by_epoch(rig: Rig) -> None:
 def test_phones_register_and_call_through_the_edge(rig: Rig) -> None:
     """Each tenant's phone registers through Kamailio to the shard holding its tenant, and its
     calls are routed there: the callee (same tenant) answers."""
-    # The edge learns the routing from the directory and probes the shards: wait for a call.
+    # The edge learns the routing from the directory and probes the shards: wait for a call
+    # to each tenant (bravo's shard may come up, or be probed, after acme's).
     wait_for(lambda: call(rig, "a-unit1", "2102", timeout=4) == 0, "a first call to acme", 120)
+    wait_for(lambda: call(rig, "b-unit1", "3102", timeout=4) == 0, "a first call to bravo", 120)
     assert register(rig, "a-unit1") == 0
     assert register(rig, "b-unit1") == 0
     assert call(rig, "a-unit1", "2102", calls=5) == 0
@@ -659,7 +661,8 @@ def test_kill9_of_the_active_shard(rig: Rig) -> None:
         )
         return ("emergency_inbound",) in flows and calls[0][0] >= PAIRS
 
-    wait_for(emergency_open, "the emergency and the calls up", 40)
+    # (Set-up, not a figure: 21 calls through the edge take long on a loaded machine.)
+    wait_for(emergency_open, "the emergency and the calls up", 120)
     # The standby has checked acme's stored passwords (their quick checks, before it holds the
     # lease): a take-over then starts in well under a second.
     standby_ready = f"tenant acme: {3 + 2 * PAIRS} of {3 + 2 * PAIRS} stored passwords checked"
@@ -733,8 +736,13 @@ def test_kill9_of_the_active_shard(rig: Rig) -> None:
 
 
 def test_shard_cut_off_from_etcd_stops_before_the_standby_starts(rig: Rig) -> None:
-    """Shard B, holding both tenants, loses etcd (its process alive): it stops acting for them
-    before shard A (restarted, standby for both) takes them; the edge then routes to A."""
+    """Shard B, holding the tenants (both, after the kill of A), loses etcd (its process
+    alive): it stops acting for them before shard A (restarted, standby for both) takes them;
+    the edge then routes to A."""
+    # Its own premise, whatever the test before got to: A dead, B holding both tenants.
+    if rig.shards["a"].alive():
+        rig.shards["a"].kill9()
+    wait_for(lambda: holders(rig) == {"acme": "shard-b", "bravo": "shard-b"}, "B holds both", 60)
     rig.start_shard("a")
     members = Directory((rig.cluster.etcd,), ttl=TTL)
 
@@ -751,6 +759,12 @@ def test_shard_cut_off_from_etcd_stops_before_the_standby_starts(rig: Rig) -> No
     for tenant, n in (("acme", 3 + 2 * PAIRS), ("bravo", 3)):
         line = f"tenant {tenant}: {n} of {n} stored passwords checked"
         wait_for(lambda line=line: line in rig.shards["a"].output(), f"A ready for {tenant}", 120)
+    # What B holds when it is cut: both tenants, normally. On a loaded machine a lease B
+    # renewed too late may have gone to A already (a take-over like any other, fenced the
+    # same way): the cut is checked on the tenants B still held, not assumed to be both.
+    at_cut = holders(rig)
+    cut = [t for t in ("acme", "bravo") if at_cut.get(t) == "shard-b"]
+    assert cut, f"B holds no tenant to cut off: {at_cut}"
     before = {
         t: query(rig, t, sa.select(sa.func.max(epochs.c.epoch)))[0][0] for t in ("acme", "bravo")
     }
@@ -767,7 +781,7 @@ def test_shard_cut_off_from_etcd_stops_before_the_standby_starts(rig: Rig) -> No
     wait_for(taken_by_a, "A's take-over in both journals", 30)
     b, a = rig.shards["b"], rig.shards["a"]
     assert b.alive(), "a shard cut off from etcd keeps running; it only stops serving"
-    for tenant in ("acme", "bravo"):
+    for tenant in cut:
         rows = query(rig, tenant, sa.select(epochs).order_by(epochs.c.epoch))
         last = rows[-1]
         assert last.shard == "shard-a" and last.epoch > before[tenant]
@@ -786,9 +800,14 @@ def test_shard_cut_off_from_etcd_stops_before_the_standby_starts(rig: Rig) -> No
         stopped = log_time(b, rf"tenant {tenant}: lease of epoch {prev.epoch} lost")
         started = log_time(a, rf"tenant {tenant}: lease taken, epoch {last.epoch}")
         assert stopped < started, (stopped, started)
-    # The edge routes each tenant to one shard only, now A.
-    routes = (rig.root / "edge" / "data" / "dispatcher.list").read_text().splitlines()
-    first = [line.split()[3] for line in routes if line and not line.startswith("#")]
-    assert first.count("10") == 2
+
+    # The edge routes each tenant to one shard only, now A (once its sync, polling every
+    # 200 ms, has rewritten the list: not assumed done the moment the journals say so).
+    def routed_to_a() -> bool:
+        routes = (rig.root / "edge" / "data" / "dispatcher.list").read_text().splitlines()
+        first = [line.split() for line in routes if line and not line.startswith("#")]
+        return sorted(f[4] for f in first if f[3] == "10") == ["shard=shard-a"] * 2
+
+    wait_for(routed_to_a, "the edge to route both tenants to A", 30)
     wait_for(lambda: call(rig, "b-unit1", "3102", timeout=3) == 0, "bravo served by A", 30)
     assert call(rig, "a-c1", "2102") == 0  # a-unit1 is being called back: its emergency
