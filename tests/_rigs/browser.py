@@ -30,6 +30,10 @@ from service.helpers import PASSWORDS
 from service.server import Server, serve
 
 CHROMIUM = "/usr/bin/chromium"
+#: What a page waits for (an action, and each ``expect``, whose own default is 5 s): the page
+#: reacts to a server, phones and a browser sharing a loaded 2-core box. Generous, bounded.
+WAIT_MS = 30_000
+expect.set_options(timeout=WAIT_MS)
 ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -88,7 +92,7 @@ async def login(
     """A new page with disp1 logged in, in dispatcher mode; page errors go to ``errors``, and
     the URLs of requests answered 4xx or 5xx to ``refused``."""
     page = await browser.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(WAIT_MS)
     if errors is not None:
         page.on("pageerror", lambda e: errors.append(str(e)))
     if refused is not None:

@@ -35,6 +35,11 @@ if not Path(CHROMIUM).exists():
     )
 from playwright import sync_api  # noqa: E402
 
+#: What a page waits for (an action, and each ``expect``, whose own default is 5 s): the page
+#: reacts to a server and a browser sharing a loaded 2-core box. Generous, bounded.
+WAIT_MS = 30_000
+sync_api.expect.set_options(timeout=WAIT_MS)
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
@@ -49,7 +54,7 @@ def page(server: Server) -> Iterator[object]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-            pg.set_default_timeout(10_000)
+            pg.set_default_timeout(WAIT_MS)
             errors: list[str] = []
             pg.on("pageerror", lambda e: errors.append(str(e)))
             yield pg
@@ -218,7 +223,7 @@ def test_a_dispatcher_goes_ready_and_answers_a_queued_call(centre: Server, tmp_p
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-            pg.set_default_timeout(10_000)
+            pg.set_default_timeout(WAIT_MS)
             errors: list[str] = []
             pg.on("pageerror", lambda e: errors.append(str(e)))
             login(pg, centre.base, "disp1", "disp1-pw", mode="dispatcher")
@@ -381,7 +386,7 @@ def test_the_console_over_https_logs_in_with_a_secure_cookie(tmp_path: Path) -> 
             # The certificate is self-signed: the test trusts it, as an operator would.
             context = browser.new_context(ignore_https_errors=True)
             pg = context.new_page()
-            pg.set_default_timeout(10_000)
+            pg.set_default_timeout(WAIT_MS)
             errors: list[str] = []
             pg.on("pageerror", lambda e: errors.append(str(e)))
             login(pg, s.base, "disp1", "disp1-pw")  # "live": the stream is up over wss://
@@ -403,7 +408,7 @@ def test_a_supervisor_sees_a_failed_recording_and_acknowledges_it(tmp_path: Path
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-            pg.set_default_timeout(10_000)
+            pg.set_default_timeout(WAIT_MS)
             errors: list[str] = []
             pg.on("pageerror", lambda e: errors.append(str(e)))
             login(pg, s.base, "sup1", "sup1-pw")
@@ -434,7 +439,7 @@ def test_an_admin_adds_and_removes_users_and_groups_from_the_console(tmp_path: P
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-            pg.set_default_timeout(10_000)
+            pg.set_default_timeout(WAIT_MS)
             errors: list[str] = []
             pg.on("pageerror", lambda e: errors.append(str(e)))
             expect = sync_api.expect
