@@ -27,7 +27,8 @@ PERMIT = [880.0, 1320.0]  # the talk-permit chirp (docs/ptt.md)
 
 
 async def test_the_dispatcher_holds_the_talk_button(tmp_path: Path) -> None:
-    north = {"id": "north", "members": ["disp1", "unit1", "unit2"], "number": "802", "mode": "ptt"}
+    north = {"id": "north", "name": "North radio", "members": ["disp1", "unit1", "unit2"],
+             "number": "802", "mode": "ptt"}  # fmt: skip
     async with console(tmp_path, ["unit1", "unit2"], groups=[north]) as c:
         page, units, udp, errors = c.page, c.units, c.udp, c.errors
         units[0].command("dial", f"sip:802@127.0.0.1:{udp}")  # unit1 opens the group
@@ -40,6 +41,9 @@ async def test_the_dispatcher_holds_the_talk_button(tmp_path: Path) -> None:
         )
         await expect(talker).to_contain_text("floor idle")
         await expect(card).to_have_attribute("data-floor", "idle")
+        # The group goes by the name the centre gave it, on its card and on the page's phone.
+        await expect(card.locator(".title")).to_have_text("North radio")
+        await expect(c.state).to_have_text("in North radio (push-to-talk)")
         # A phone talks: the floor is busy, and a press waits in line.
         units[0].command("sndcode", "*")
         await expect(talker).to_contain_text("unit1 talks")

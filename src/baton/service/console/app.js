@@ -159,6 +159,8 @@ function browserCallText(caller) {
   if (me.partner) return `talking with ${userName(me.partner)}`;
   if (me.meeting) {
     const m = S.meetings.find((x) => x.id === me.meeting.id);
+    const holder = m && m.holder ? m.holder.name : null;
+    if (holder && PTT_FLOWS.has(flowKind(holder))) return `in ${groupTitle(holder)} (push-to-talk)`;
     const others = m ? m.members.map((x) => x.user).filter((u) => u !== me.id).map(userName) : [];
     return others.length ? `in a conference with ${others.join(", ")}` : "in a conference";
   }
@@ -425,6 +427,7 @@ function renderPtt() {
     const talking = floor.talker === S.me.user;
     const [state, words] = member ? myFloor(floor) : ["none", "Join to listen and talk"];
     card.dataset.floor = state;
+    card.querySelector(".title").textContent = groupTitle(f.name);
     card.querySelector(".who").textContent = ` — ${f.users.map(userName).join(", ")}`;
     const waiting = floor.queue.length ? ` · waiting: ${floor.queue.map(userName).join(", ")}` : "";
     card.querySelector(".talker").textContent = (floor.talker ? `${userName(floor.talker)} talks` : "floor idle") + waiting;
@@ -467,7 +470,7 @@ function pttCard(name) {
     ptt(f, floor.talker === S.me.user || floor.queue.includes(S.me.user) ? "release" : "request");
   });
   return el("div", { class: "ptt", dataset: { flow: name } },
-    el("div", {}, el("strong", { text: flowTitle(name) }), el("span", { class: "muted who" })),
+    el("div", {}, el("strong", { class: "title", text: groupTitle(name) }), el("span", { class: "muted who" })),
     el("div", { class: "talker" }),
     el("div", { class: "mine", role: "status" }),
     el("div", { class: "buttons" }, button));
@@ -854,11 +857,11 @@ function forDispatcher(ev) {
     case "leg.caller":
       return ["☎", `${callerText(ev)} of another tenant is calling in on ${ev.user}`, null];
     case "floor.granted":
-      return ["🎙", `${flowTitle(ev.group)}: ${userName(ev.user)} talks`, ev.group];
+      return ["🎙", `${groupTitle(ev.group)}: ${userName(ev.user)} talks`, ev.group];
     case "floor.released":
-      return ["🎙", `${flowTitle(ev.group)}: ${userName(ev.user)} released the floor`, ev.group];
+      return ["🎙", `${groupTitle(ev.group)}: ${userName(ev.user)} released the floor`, ev.group];
     case "floor.revoked":
-      return ["🎙", `${flowTitle(ev.group)}: ${userName(ev.user)} lost the floor${ev.by ? " to " + userName(ev.by) : ""}`, ev.group];
+      return ["🎙", `${groupTitle(ev.group)}: ${userName(ev.user)} lost the floor${ev.by ? " to " + userName(ev.by) : ""}`, ev.group];
     case "callinfo.started":
       return ["═", ev.meeting ? `conference ${ev.meeting}: ${ev.users.map(userName).join(", ")}` : `${ev.users.map(userName).join(" and ")} are talking`, null];
     default:
@@ -956,6 +959,13 @@ function prioBadge(p, name) { return el("span", { class: `prio p${p}`, text: nam
 
 // A flow as the dispatcher calls it ("conference 2"), and its arguments without Python: unset
 // values left out, enums by their value ("OnLeave.END" → "end"), names by the user's name.
+// A push-to-talk group by the name the centre gave it ("Engines radio"), not by its flow's
+// ("ptt dial in 1"): the flow a dialled-in group runs names the configured group it opened.
+function groupTitle(flowName) {
+  const f = S.flows.find((x) => x.name === flowName);
+  const g = f && f.args && f.args.group ? S.groups.find((x) => x.id === f.args.group) : null;
+  return g ? g.name : flowTitle(flowName);
+}
 function flowTitle(name) {
   const [kind, n] = name.split("#");
   return `${kind.replaceAll("_", " ")}${n ? " " + n : ""}`;
