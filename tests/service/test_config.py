@@ -31,7 +31,12 @@ def test_the_shipped_configs_load() -> None:
         assert config.api.host == "127.0.0.1"
         assert config.database.startswith("sqlite+aiosqlite:///var/")
     example = load_config(ROOT / "examples" / "demo.toml")
-    assert example.sip == {"listen": ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"], "realm": "baton"}
+    # make run: desk phones over UDP and TCP, the console's browser phone over ws: (loopback)
+    assert example.sip == {
+        "listen": ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "ws:127.0.0.1:5062"],
+        "realm": "baton",
+    }
+    assert [g.mode for g in example.groups if g.id == "engines-ptt"] == ["ptt"]
     assert (
         "trainee" in example.all_roles
         and example.all_roles["trainee"].max_priority == Priority.PRIORITY
