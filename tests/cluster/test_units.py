@@ -218,6 +218,45 @@ def test_a_shard_file_names_its_tenants_files(tmp_path: Path) -> None:
     assert any("is tenant 'default'" in p for p in err.value.problems)
 
 
+def test_two_tenants_of_a_shard_on_one_address_fail_the_check(tmp_path: Path) -> None:
+    """A shard serves its standby tenant only after a fail-over: an address it shares with
+    the shard's other tenant would make that fail-over fail, so --check says so."""
+    for tenant in ("acme", "bravo"):
+        (tmp_path / f"{tenant}.toml").write_text(
+            f'tenant = "{tenant}"\nswitch = "sip"\n[[users]]\nid = "{tenant}1"\npassword = "p"\n'
+        )
+    shard = tmp_path / "shard.toml"
+
+    def placements(bravo_sip: str, bravo_api: str) -> str:
+        return (
+            '[cluster]\nname = "s1"\n'
+            '[cluster.tenants.acme]\nconfig = "acme.toml"\nsip = "udp:127.0.0.1:5170"\n'
+            'api = "127.0.0.1:8170"\n'
+            f'[cluster.tenants.bravo]\nconfig = "bravo.toml"\nrole = "standby"\n'
+            f'sip = "{bravo_sip}"\napi = "{bravo_api}"\n'
+        )
+
+    shard.write_text(placements("udp:127.0.0.1:5171", "127.0.0.1:8171"))
+    assert set(load_shard_config(shard).tenants) == {"acme", "bravo"}
+    shard.write_text(placements("tcp:127.0.0.1:5170", "127.0.0.1:8171"))  # UDP and TCP: fine
+    assert set(load_shard_config(shard).tenants) == {"acme", "bravo"}
+    shard.write_text(placements("udp:127.0.0.1:5170", "127.0.0.1:8170"))
+    with pytest.raises(ConfigError) as err:
+        load_shard_config(shard)
+    assert err.value.problems == [
+        "cluster.tenants.bravo.sip: udp:127.0.0.1:5170 is also tenant acme's "
+        "(udp:127.0.0.1:5170): a shard serving both, after a fail-over, could not bind it",
+        "cluster.tenants.bravo.api: 127.0.0.1:8170 is also tenant acme's "
+        "(127.0.0.1:8170): a shard serving both, after a fail-over, could not bind it",
+    ]
+    shard.write_text(placements("ws:127.0.0.1:8170", "127.0.0.1:8171"))  # the API's TCP port
+    with pytest.raises(ConfigError) as err:
+        load_shard_config(shard)
+    assert err.value.problems[0].startswith(
+        "cluster.tenants.bravo.sip: ws:127.0.0.1:8170 is also tenant acme's (127.0.0.1:8170)"
+    )
+
+
 def test_a_tenants_role_table_extending_its_builtin_survives_the_placement(
     tmp_path: Path,
 ) -> None:

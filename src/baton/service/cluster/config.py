@@ -40,6 +40,7 @@ from baton.service.config import (
     load_config,
     parse_config,
 )
+from baton.switch.sip.transport import ListenAddress
 
 __all__ = [
     "ClusterConfig",
@@ -174,6 +175,36 @@ def load_shard_config(path: str | Path) -> ShardConfig:
             problems.append(
                 f"cluster.tenants.{name}: {file} is tenant {base.tenant!r} (set tenant = {name!r})"
             )
+    problems += _shared_addresses(tenants)
     if problems:
         raise ConfigError(str(p), problems)
     return shard.model_copy(update={"tenants": tenants})
+
+
+def _shared_addresses(tenants: dict[str, Config]) -> list[str]:
+    """Two tenants of one shard on the same SIP or API address: the shard serves both only
+    after a fail-over, and then the second could not bind — the fail-over itself would fail."""
+    taken: dict[tuple[str, str, int], tuple[str, str]] = {}
+    problems = []
+    for name, config in tenants.items():
+        listen = (
+            config.sip.get("listen") or ["udp:127.0.0.1:5060"] if config.switch == "sip" else []
+        )
+        addresses = []
+        for text in [listen] if isinstance(listen, str) else listen:
+            try:
+                a = ListenAddress.parse(str(text))
+            except ValueError:
+                continue  # said by the tenant's own check
+            addresses.append(
+                ("sip", str(a), ("udp" if a.transport == "udp" else "tcp", a.host, a.port))
+            )
+        addresses.append(("api", config.api.listen, ("tcp", config.api.host, config.api.port)))
+        for key, text, where in addresses:
+            other = taken.setdefault(where, (name, text))
+            if other[0] != name:
+                problems.append(
+                    f"cluster.tenants.{name}.{key}: {text} is also tenant {other[0]}'s "
+                    f"({other[1]}): a shard serving both, after a fail-over, could not bind it"
+                )
+    return problems
