@@ -1,6 +1,6 @@
 """The random mix, wider: every library flow (inbound calls, inbound emergencies, broadcasts,
-a dispatcher taking a queued call from the console) and the console's own (Hang up, a meeting
-member removed) and every command a running flow takes,
+a dispatcher taking a queued call from the console) and the service's own (the console's Hang
+up, a meeting member removed, a position's line dialled again after a fail-over) and every command a running flow takes,
 with its arguments (a PTT floor request or override for a member, a conference kick or mute, an
 emergency redial, an attended transfer cancelled) — not only the commands that end a flow;
 and now and then the switch refuses a command (a bridge, a join, a play, an answer, an
@@ -41,6 +41,7 @@ from baton.flows import (
     whisper,
 )
 from baton.flows.ptt import ptt_group
+from baton.service.cluster.restore import keep_line
 from baton.service.meetings.flows import meeting_release
 from baton.service.positions.flows import hang_up
 from baton.switch.sim import Timing, answers, busy, never_answers, rejects
@@ -124,6 +125,8 @@ def _starters(w: World, q: DispatcherQueue, rng: random.Random) -> list[Callable
         # service does), and its removal of meeting members
         lambda: _console_hang_up(w, rng.choice([*f(), d()])),
         lambda: w.start(meeting_release, f(2), "removed by the console"),
+        # what a standby starts after a fail-over: a position's always-on line dialled again
+        lambda: w.start(keep_line, d()),
     ]
 
 
