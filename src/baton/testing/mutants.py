@@ -106,9 +106,18 @@ KILLER: tuple[tuple[str, ...], ...] = (
     _CHECK,
 )
 
-#: The exploration alone: the property tests and ``baton check``, without the hand-written
-#: tests — how much of the catalogue the explorers catch by themselves (``--killer explore``).
-EXPLORE_KILLER: tuple[tuple[str, ...], ...] = ((*_PYTEST, "tests/property"), _CHECK)
+#: The exploration alone: the property tests, the seeded random mixes and ``baton check``,
+#: without the hand-written tests — how much of the catalogue the explorers catch by
+#: themselves (``--killer explore``).
+EXPLORE_KILLER: tuple[tuple[str, ...], ...] = (
+    (
+        *_PYTEST,
+        "tests/property",
+        "tests/flows/test_random_mix.py",
+        "tests/flows/test_random_mix_wide.py",
+    ),
+    _CHECK,
+)
 
 KILLERS = {"full": KILLER, "explore": EXPLORE_KILLER}
 
@@ -891,6 +900,47 @@ CATALOGUE: tuple[Mutant, ...] = (
             "flows/force_release.py",
             '    s.note(f"{target.id} force-released")\n',
             '    s.note(f"{target.id} force-released")\n    s.release(*parties)  # MUTANT\n',
+        ),
+    ),
+    _m(
+        "refused_bridge_kept",
+        "core",
+        "a bridge the switch refuses stays in the records: two users believed talking hear nobody",
+        (
+            "core/manager.py",
+            "                if ra.bridge is b and rb.bridge is a:\n",
+            "                if False:  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "redial_failure_in_silence",
+        "library",
+        "an emergency redial broken by a hang-up leaves the party still there in silence",
+        (
+            "flows/emergency.py",
+            "        if not await _redial(s, cmd, dispatcher, target, ring):\n",
+            "        if await _redial(s, cmd, dispatcher, target, ring) and False:  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "conference_command_leaves_dispatcher_silent",
+        "library",
+        "a conference kick or mute of the last member heard leaves the dispatcher in silence",
+        (
+            "flows/group_call.py",
+            "        # who spoke): the declared wait for ``add`` or the end, never silence (docs/flows.md)\n"
+            "        await group.refresh()\n",
+            "        pass  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "force_release_fails_on_party_hangup",
+        "library",
+        "a force release whose other party hangs up as the call is taken leaves the target silent",
+        (
+            "flows/force_release.py",
+            "        except UserHungUp as exc:\n",
+            "        except UserHungUp as exc:  # MUTANT\n            raise\n",
         ),
     ),
     _m(
