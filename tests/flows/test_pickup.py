@@ -101,3 +101,23 @@ async def test_a_picker_taken_while_its_phone_rings_leaves_nobody_waiting() -> N
     assert "tone:preemption" in w.heard("a")
     assert w.state("a") == "idle" and w.owner("a") is None
     w.assert_ok()
+
+
+async def test_a_caller_hanging_up_while_the_pickup_takes_the_call_stops_the_ringing() -> None:
+    """The caller hangs up while the pickup takes the call (the switch slow to clear the
+    caller's ringback): the phone it rang stops ringing at once — before, the failed claim let
+    it go and it rang on for nobody until the leak collector hung it up."""
+    w = World("b", latency={"clear": 0.4}, behaviour=never_answers())
+    d = w.add("d", keep=True, behaviour=answers(0.5))
+    x = w.add("x", keep=True, behaviour=answers(0.5))
+    w.start(call, x, w["b"])
+    await w.run(3)
+    assert w.state("b") == "ringing"
+    f = w.start(pickup, d, w["b"])
+    await w.run(0.2)
+    w.sim.hang_up("x")
+    await w.run(1)
+    assert f.ended and w.sim.leg_of("b") is None  # cancelled by the pickup
+    await w.run(10)
+    assert not w.kinds("leg.collected")
+    w.assert_ok(quiescent=True)

@@ -9,6 +9,8 @@ the pickup fails with :class:`PickupFailed`.
 
 from __future__ import annotations
 
+import contextlib
+
 from baton.core import (
     P2P,
     BatonError,
@@ -19,6 +21,7 @@ from baton.core import (
     Priority,
     Session,
     User,
+    UserHungUp,
     flow,
 )
 from baton.flows._common import dial_with_ringback, end_unbridged
@@ -37,7 +40,14 @@ async def pickup(s: Session, picker: User, ringing: User) -> str:
     if leg is None or leg.state not in (LegState.DIALLING, LegState.RINGING) or leg.caller is None:
         raise PickupFailed(f"no call is ringing at {ringing.id!r}")
     caller = leg.caller
-    await s.claim(caller, ringing, reason=f"pickup by {picker.id}")
+    try:
+        await s.claim(caller, ringing, reason=f"pickup by {picker.id}")
+    except UserHungUp as exc:
+        # the caller hung up while the call was being taken: the phone it rang, let go by the
+        # failed claim, must not ring on for nobody until the leak collector finds it
+        if caller in exc.users and ringing not in exc.users:
+            await _cancel_ringing(s, ringing)
+        raise
     try:
         leg = s.leg_of(ringing)
         if leg is not None and leg.connected:
@@ -66,3 +76,13 @@ async def pickup(s: Session, picker: User, ringing: User) -> str:
     s.settle(P2P(caller, picker))
     s.note(f"{picker.id} picked up {caller.id}'s call to {ringing.id}")
     return caller.id
+
+
+async def _cancel_ringing(s: Session, ringing: User) -> None:
+    """Cancel ``ringing``'s call if nobody holds it and it still rings."""
+    leg = s.leg_of(ringing)
+    if leg is None or leg.connected or s.owner_of(ringing) is not None:
+        return
+    with contextlib.suppress(BatonError):
+        await s.claim(ringing, reason="its caller hung up")
+        await s.hangup(ringing, Cause.CANCELLED, EndReason("the caller hung up"))
