@@ -304,7 +304,7 @@ def test_a_dispatcher_goes_ready_and_answers_a_queued_call(centre: Server, tmp_p
             pg.click("#phone-dial")
             pg.click(tile(pg, "unit1"))  # (deselect)
             group = pg.locator("#ptt .ptt").first
-            expect(group).to_contain_text("ptt dial in 1")
+            expect(group).to_contain_text("north")  # the configured group, not its flow
             group.locator('button[data-action="join"]').click()
             expect(group.locator('button[data-action="talk"]')).to_be_visible()
             # Press and hold to talk, let go to release (the Talk button is a radio's button).
@@ -319,7 +319,7 @@ def test_a_dispatcher_goes_ready_and_answers_a_queued_call(centre: Server, tmp_p
                 group.locator("button.talk").click()
             expect(group.locator(".talker")).to_have_text("floor idle")
             expect(group.locator("button.talk")).to_have_attribute("aria-pressed", "false")
-            expect(pg.locator("#log")).to_contain_text("ptt dial in 1: disp1 talks")
+            expect(pg.locator("#log")).to_contain_text("north: disp1 talks")
             group_name = group.get_attribute("data-flow")
             assert group_name is not None
             pg.evaluate(
