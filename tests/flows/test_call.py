@@ -163,3 +163,23 @@ async def test_a_dispatcher_left_behind_hears_nothing() -> None:
     assert w.owner("disp") is None
     await e.send("end")
     w.assert_ok()
+
+
+async def test_a_call_above_routine_whose_caller_hangs_up_as_it_takes_the_callee() -> None:
+    """A call started above ROUTINE (a supervisor's) takes its callee out of another call; the
+    caller hangs up while the switch clears the callee. The callee hears the preemption notice
+    and is hung up — before, the failed claim released it onto a silent line until the leak
+    collector hung it up."""
+    w = World("a", "b", "x", "d", latency={"clear": 0.4})
+    await w.start(call, w["a"], w["b"]).result()
+    await w.start(call, w["x"], w["d"]).result()
+    f = w.start(call, w["d"], w["b"], priority=Priority.FLASH)
+    await w.run(0.2)
+    w.sim.hang_up("d")
+    await w.run(1)
+    assert "tone:preemption" in w.hears("b")
+    await w.run(3)
+    assert f.ended
+    await w.run(10)
+    assert w.sim.leg_of("b") is None and not w.kinds("leg.collected")
+    w.assert_ok(quiescent=True)

@@ -147,9 +147,18 @@ async def claim_call(s: Session, *users: User, reason: str | None = None) -> Non
     by nobody hears the preemption notice and is let go, rather than sitting in silence until
     the leak collector hangs it up. Once claimed, a flow that then fails or is cancelled ends
     their calls the same way (:func:`end_calls_if_abandoned`)."""
+    await claim_telling(s, *users, reason=reason)
+    end_calls_if_abandoned(s, *users)
+
+
+async def claim_telling(s: Session, *users: User, reason: str | None = None) -> None:
+    """Claim ``users`` — some of them perhaps taken out of calls they are in — so that a claim
+    failing half-way (a newer claim supersedes it, one of them hangs up) leaves nobody it
+    pulled out of a call on the line in silence: each one still connected and held by nobody
+    hears the preemption notice and is hung up. The first half of :func:`claim_call`, for a
+    flow that registers its own clean-up (``call``)."""
     try:
         await s.claim(*users, reason=reason)
-        end_calls_if_abandoned(s, *users)
     except (Superseded, UserHungUp) as exc:
         for u in users:
             leg = s.leg_of(u)

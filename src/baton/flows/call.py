@@ -17,7 +17,13 @@
 from __future__ import annotations
 
 from baton.core import P2P, CallFailed, Cause, FlowInterrupted, Priority, Session, User, flow
-from baton.flows._common import dial_pair, end_calls_if_abandoned, end_unbridged, tell_failure
+from baton.flows._common import (
+    claim_telling,
+    dial_pair,
+    end_calls_if_abandoned,
+    end_unbridged,
+    tell_failure,
+)
 
 
 @flow(priority=Priority.ROUTINE, permission="call")
@@ -28,7 +34,9 @@ async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> No
     caller then hears a busy tone. A callee taken by a higher-priority flow before the bridge:
     the caller hears the preemption tone and is hung up (an always-on line is only cleared).
     """
-    await s.claim(caller, callee)
+    # started above ROUTINE (a supervisor's call) it may take a party out of a call: one
+    # hanging up meanwhile leaves the other told and hung up, not released into silence
+    await claim_telling(s, caller, callee)
 
     async def cancel_callee() -> None:  # runs only if callee is still ours (not settled)
         await s.hangup(callee, Cause.CANCELLED)
@@ -55,7 +63,7 @@ async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> No
 @flow(priority=Priority.ROUTINE, permission="call")
 async def inbound_call(s: Session, caller: User, callee: User, ring: float = 30.0) -> None:
     """``caller`` dialled ``callee``: ring the callee, then answer and bridge the caller."""
-    await s.claim(caller, callee)
+    await claim_telling(s, caller, callee)
     end_calls_if_abandoned(s, caller, callee)  # cancelled half-way: nobody left on a dead line
     try:
         try:
