@@ -333,6 +333,34 @@ def amplitude_at(pcm: npt.NDArray[np.int16], freq: float) -> float:
     return float(2 * abs(np.sum(w * x * np.exp(-2j * np.pi * freq * n / RATE))) / w.sum())
 
 
+def band_amplitude(pcm: npt.NDArray[np.int16], freq: float, tolerance: float = 10.0) -> float:
+    """The amplitude of a tone at ``freq`` read from the power within ``tolerance`` Hz of it
+    (Hann window, Parseval): a tone whose phase breaks now and then — a late packet on a busy
+    machine, concealed or dropped — keeps its power but smears it over neighbouring bins,
+    which a reading at exactly ``freq`` takes for a weaker tone. A tone missing for a while
+    still reads lower (by the square root of the share of the window it was there)."""
+    x = np.asarray(pcm, dtype=np.float64)
+    w = np.hanning(len(x))
+    spectrum = np.fft.rfft(w * x)
+    f = np.fft.rfftfreq(len(x), 1 / RATE)
+    band = (f >= freq - tolerance) & (f <= freq + tolerance)
+    power = float(np.sum(np.abs(spectrum[band]) ** 2))
+    return float(np.sqrt(4 * power / (len(x) * np.sum(w**2))))
+
+
+def tone_level(pcm: npt.NDArray[np.int16], freq: float, piece: float = 0.5) -> float:
+    """The level of the tone at ``freq`` across ``pcm``: the median of its band amplitude in
+    each ``piece``-second slice (the whole, if shorter than two). A starved phone's gap, or a
+    packet lost on a busy machine, lowers a slice or two, not the level the mix gives the
+    tone, which is what is checked; a tone at the wrong level is wrong in every slice."""
+    n = round(piece * RATE)
+    if len(pcm) < 2 * n:
+        return band_amplitude(pcm, freq)
+    return float(
+        np.median([band_amplitude(pcm[i : i + n], freq) for i in range(0, len(pcm) - n + 1, n)])
+    )
+
+
 def assert_hears(
     who: str,
     pcm: npt.NDArray[np.int16],
@@ -357,12 +385,15 @@ def assert_hears(
     assert level > 0.8 * amplitude * np.sqrt(len(want) / 2), what
     low, high = PRESENT
     for f in want:
-        got = amplitude_at(pcm, f)
+        got = tone_level(pcm, f)
         assert low * amplitude <= got <= high * amplitude, f"{f:g} Hz at {got:.0f}: {what}"
     for f in others:
         assert near[f] < ABSENT * amplitude, f"{f:g} Hz should be absent: {what}"
+    # The strongest peaks are the expected tones (within a few hertz: a tone whose phase broke
+    # on a busy machine peaks a bin or two aside, 778 Hz for 780 — the same tone).
     peaks = analysis.dominant_frequencies(pcm, len(want), min_amplitude=0.5 * amplitude)
-    assert sorted(round(p) for p in peaks) == sorted(round(f) for f in want), what
+    matched = {f for f in want for p in peaks if abs(p - f) <= 5.0}
+    assert len(peaks) == len(want) and matched == want, what
 
 
 def tone_burst(
