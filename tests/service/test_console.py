@@ -200,6 +200,26 @@ def test_a_peer_lines_caller_is_named_in_the_grid_and_the_log(server: Server, pa
     )
 
 
+def test_a_flows_notes_name_users_by_their_names(server: Server, page: object) -> None:
+    """Flows write notes with user ids ("unit1's call is offered to disp1"); the live log shows
+    the names the centre gave them, and leaves words that are no user's id alone."""
+    pg = page
+    expect = sync_api.expect
+    login(pg, server.base, "disp1", "disp1-pw", mode="dispatcher")
+    pg.evaluate(  # type: ignore[attr-defined]
+        """() => {
+          S.users.set("unit1", { ...S.users.get("unit1"), name: "Engine 1" });
+          S.users.set("disp1", { ...S.users.get("disp1"), name: "Dispatcher 1" });
+          onMessage({ type: "event", users: [], event: { kind: "flow.note", seq: S.lastSeq + 1,
+            t: 0, flow: "queued_call#7", text: "queued_call#7: unit1's call is offered to disp1.",
+            marker: null } });
+        }"""
+    )
+    expect(pg.locator("#log")).to_contain_text(  # type: ignore[attr-defined]
+        "Engine 1's call is offered to Dispatcher 1."
+    )
+
+
 @pytest.fixture
 def centre(tmp_path: Path) -> Iterator[Server]:
     # Positions start logged out; disp1's (virtual) phone rings until answered from the console.

@@ -841,6 +841,9 @@ function forDispatcher(ev) {
       return ["■", `${flowTitle(ev.flow)} ${ev.outcome === "completed" ? "ended" : ev.outcome === "cancelled" ? "was cancelled" : "failed" + (ev.error ? ": " + ev.error.replace(/^\w+: /, "") : "")}`, ev.flow];
     case "flow.note": {
       let text = ev.text.replace(/^[\w#]+: /, "");
+      // Flows write their notes with user ids ("disp1 took unit1's call"); a dispatcher reads
+      // the names the centre gave ("Dispatcher 1 took Engine 1's call").
+      text = text.replace(/[\w-]+(?:\.[\w-]+)*/g, (w) => (S.users.has(w) ? userName(w) : w));
       // A conference runs the group call's steps: say conference, as the dispatcher started it.
       if (flowKind(ev.flow) === "conference") text = text.replaceAll("group call", "conference");
       return ["»", text, ev.flow];
@@ -897,7 +900,7 @@ function logEvent(ev) {
     const who = u ? u.name : ev.user;
     ev.marker = "◉";
     ev.text = `${who} is ${AGENT_LABELS[ev.state] || ev.state}${ev.reason ? ` (${ev.reason})` : ""}` +
-      (ev.by && ev.by !== ev.user && ev.via !== "timer" ? `, set by ${ev.by}` : "") + (AGENT_VIA[ev.via] ? ` ${AGENT_VIA[ev.via]}` : "");
+      (ev.by && ev.by !== ev.user && ev.via !== "timer" ? `, set by ${userName(ev.by)}` : "") + (AGENT_VIA[ev.via] ? ` ${AGENT_VIA[ev.via]}` : "");
   }
   if (!ev.text) return;
   const log = $("#log");
