@@ -238,6 +238,11 @@ def test_two_tenants_of_a_shard_on_one_address_fail_the_check(tmp_path: Path) ->
 
     shard.write_text(placements("udp:127.0.0.1:5171", "127.0.0.1:8171"))
     assert set(load_shard_config(shard).tenants) == {"acme", "bravo"}
+    # Without an api in their placements the shard serves neither tenant's API: no clash.
+    shard.write_text(
+        placements("udp:127.0.0.1:5171", "127.0.0.1:8171").replace('api = "127.0.0.1:817', "#")
+    )
+    assert set(load_shard_config(shard).tenants) == {"acme", "bravo"}
     shard.write_text(placements("tcp:127.0.0.1:5170", "127.0.0.1:8171"))  # UDP and TCP: fine
     assert set(load_shard_config(shard).tenants) == {"acme", "bravo"}
     shard.write_text(placements("udp:127.0.0.1:5170", "127.0.0.1:8170"))

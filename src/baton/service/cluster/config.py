@@ -175,15 +175,18 @@ def load_shard_config(path: str | Path) -> ShardConfig:
             problems.append(
                 f"cluster.tenants.{name}: {file} is tenant {base.tenant!r} (set tenant = {name!r})"
             )
-    problems += _shared_addresses(tenants)
+    problems += _shared_addresses(tenants, shard.cluster.tenants)
     if problems:
         raise ConfigError(str(p), problems)
     return shard.model_copy(update={"tenants": tenants})
 
 
-def _shared_addresses(tenants: dict[str, Config]) -> list[str]:
+def _shared_addresses(
+    tenants: dict[str, Config], placements: dict[str, TenantPlacement]
+) -> list[str]:
     """Two tenants of one shard on the same SIP or API address: the shard serves both only
-    after a fail-over, and then the second could not bind — the fail-over itself would fail."""
+    after a fail-over, and then the second could not bind — the fail-over itself would fail.
+    (A tenant's API is served on a shard only where its placement names an ``api``.)"""
     taken: dict[tuple[str, str, int], tuple[str, str]] = {}
     problems = []
     for name, config in tenants.items():
@@ -199,7 +202,9 @@ def _shared_addresses(tenants: dict[str, Config]) -> list[str]:
             addresses.append(
                 ("sip", str(a), ("udp" if a.transport == "udp" else "tcp", a.host, a.port))
             )
-        addresses.append(("api", config.api.listen, ("tcp", config.api.host, config.api.port)))
+        if placements[name].api is not None:
+            api = ("tcp", config.api.host, config.api.port)
+            addresses.append(("api", config.api.listen, api))
         for key, text, where in addresses:
             other = taken.setdefault(where, (name, text))
             if other[0] != name:
