@@ -165,10 +165,18 @@ def test_a_user_lost_while_the_flows_last_command_lands_is_no_mistake() -> None:
             11000050,
             "@6 contend(f1, ptt_group) ; @8 preempt(f3, force_release)",
         ),
+        # (seed 99) the target taken while the transfer takes the call, then the transferor
+        # hangs up: the claim failed half-way and claim_call's notice to the party pulled out
+        # was swallowed by the pending news of the target — the party left in silence
+        (
+            "blind_transfer",
+            99000703,
+            "@1 preempt(f3, emergency_call) ; @1 hangup(f2) ; @3 contend(f3, roll_call)",
+        ),
     ],
 )
 def test_transfers_losing_a_party_while_completing(flow: str, seed: int, schedule: str) -> None:
-    """Found by baton check with seed 11; replayed on the slow switch it needs."""
+    """Found by baton check with seeds 11 and 99; replayed on the slow switch they need."""
     spec = LIBRARY[flow]
     report = check_flow(
         spec, default_against(spec), replay=parse_schedule(schedule + " ; slow switch", seed)

@@ -164,9 +164,22 @@ async def claim_telling(s: Session, *users: User, reason: str | None = None) -> 
             leg = s.leg_of(u)
             if s.owner_of(u) is None and leg is not None and leg.connected:
                 with contextlib.suppress(BatonError):
-                    await s.claim(u)
+                    await _claim_past_news(s, u)
                     await notify_and_release(s, u, by=getattr(exc, "by", None) or s.name)
         raise
+
+
+async def _claim_past_news(s: Session, user: User) -> None:
+    """Claim ``user``; news still pending about the flow's other users (raised by the claim, as
+    by any operation) does not stop it — it was about users the caller is giving up anyway.
+    News about ``user`` itself is raised."""
+    while True:
+        try:
+            await s.claim(user)
+            return
+        except FlowInterrupted as exc:
+            if user in exc.users:
+                raise
 
 
 def end_calls_if_abandoned(s: Session, *users: User) -> None:
