@@ -366,7 +366,17 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                 }
             shard_files[name] = root / f"shard-{name}.toml"
             shard_files[name].write_text(
-                shard_toml(f"shard-{name}", f"127.0.0.1:{relays[name].port}", placements, ttl=TTL)
+                # A standby waits for an *announced* active shard (docs/cluster.md); on a loaded
+                # machine the other shard's process can take longer than the default 1 s to
+                # announce itself, and the standby would take its tenant: the start-up this
+                # rig assumes (acme on A, bravo on B) is then a matter of luck.
+                shard_toml(
+                    f"shard-{name}",
+                    f"127.0.0.1:{relays[name].port}",
+                    placements,
+                    ttl=TTL,
+                    standby_delay=15,
+                ),
             )
         rig = Rig(cluster, root, 0, databases, shard_files, relays, apis, sips, sipps=sipps)
         for name in ("a", "b"):

@@ -474,10 +474,14 @@ def shard_toml(
     placements: dict[str, dict[str, str]],
     *,
     ttl: float = 3.0,
+    standby_delay: float | None = None,
 ) -> str:
     """A shard's file: ``placements`` is tenant → {config, role, sip, rtp_ports, api}."""
     endpoints = ", ".join(f'"{e}"' for e in ([etcd] if isinstance(etcd, str) else etcd))
-    lines = ["[cluster]", f'name = "{name}"', f"etcd = [{endpoints}]", f"ttl = {ttl}", ""]
+    lines = ["[cluster]", f'name = "{name}"', f"etcd = [{endpoints}]", f"ttl = {ttl}"]
+    if standby_delay is not None:
+        lines.append(f"standby_delay = {standby_delay}")
+    lines.append("")
     lines += ["[log]", 'format = "text"', ""]
     for tenant, p in placements.items():
         lines.append(f"[cluster.tenants.{tenant}]")
