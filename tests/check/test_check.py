@@ -185,6 +185,24 @@ def test_transfers_losing_a_party_while_completing(flow: str, seed: int, schedul
     assert report.ok, failure and [f.message for f in failure.findings]
 
 
+@pytest.mark.parametrize("flow", ["monitor", "whisper", "barge_in"])
+def test_a_dispatcher_taken_while_its_flow_takes_the_call_leaves_nobody_silent(flow: str) -> None:
+    """Found by ``baton check --library --budget 1500 --seed 123``: the dispatcher is taken by an
+    emergency while the flow takes the two parties out of their call (the switch slow to clear).
+    The claim fails with ``Preempted`` for the dispatcher after taking the parties; before, the
+    flow failed and released them onto silent lines until the leak collector — now each hears
+    the preemption notice and is hung up (``claim_call``)."""
+    spec = LIBRARY[flow]
+    schedule = "@0 preempt(d1, emergency_call) ; @3 contend(f2, broadcast) ; @5 hangup(f2)"
+    report = check_flow(
+        spec,
+        default_against(spec),
+        replay=parse_schedule(schedule + " ; slow switch", 123000543),
+    )
+    failure = report.first_failure()
+    assert report.ok, failure and [f.message for f in failure.findings]
+
+
 def test_a_barge_in_whose_peer_and_dispatcher_hang_up_at_once_ends() -> None:
     """baton check, seed 29: the peer and the dispatcher hung up in one instant; the second
     hang-up was lost to the barge-in (see tests/core/test_timing.py), which waited on with its

@@ -159,13 +159,21 @@ async def claim_telling(s: Session, *users: User, reason: str | None = None) -> 
     flow that registers its own clean-up (``call``)."""
     try:
         await s.claim(*users, reason=reason)
-    except (Superseded, UserHungUp) as exc:
+    except (Superseded, UserHungUp, Preempted) as exc:
+        # (Preempted: one of them — the dispatcher of a barge-in, say — taken meanwhile)
+        by = getattr(exc, "by", None) or s.name
         for u in users:
             leg = s.leg_of(u)
-            if s.owner_of(u) is None and leg is not None and leg.connected:
+            if leg is None or not leg.connected:
+                continue
+            if s.owns(u) and not u.keep:
+                # still ours (the claim failed on another of them after taking this one):
+                # released with the flow, it would sit on a silent line
+                await notify_and_release(s, u, by=by)
+            elif s.owner_of(u) is None:
                 with contextlib.suppress(BatonError):
                     await _claim_past_news(s, u)
-                    await notify_and_release(s, u, by=getattr(exc, "by", None) or s.name)
+                    await notify_and_release(s, u, by=by)
         raise
 
 

@@ -765,8 +765,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "a claim of a call that fails half-way leaves the parties it pulled out in silence",
         (
             "flows/_common.py",
-            '                    await notify_and_release(s, u, by=getattr(exc, "by", None) or s.name)\n',
-            "                    pass  # MUTANT\n",
+            "        for u in users:\n            leg = s.leg_of(u)\n            if leg is None or not leg.connected:\n",
+            "        for u in ():  # MUTANT\n            leg = s.leg_of(u)\n            if leg is None or not leg.connected:\n",
         ),
     ),
     _m(
