@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from baton.core import Busy, NoAnswer, Preempted, Priority, Rejected, Unreachable, UserHungUp
+from baton.core import (
+    Busy,
+    Incompatible,
+    NoAnswer,
+    Preempted,
+    Priority,
+    Rejected,
+    Unreachable,
+    UserHungUp,
+)
 from baton.core.port import Cause
 from baton.flows import call, emergency_call, inbound_call
-from baton.switch.sim import answers, busy, never_answers, rejects, unreachable
+from baton.switch.sim import answers, busy, incompatible, never_answers, rejects, unreachable
 from baton.testing import World
 
 
@@ -31,6 +40,7 @@ async def test_call_connects_and_settles() -> None:
         (never_answers(), NoAnswer),
         (rejects(), Rejected),
         (unreachable(), Unreachable),
+        (incompatible(), Incompatible),
     ],
 )
 async def test_call_failure_tells_the_caller(behaviour: object, error: type) -> None:
@@ -74,6 +84,18 @@ async def test_inbound_call_busy_ends_the_caller_with_busy() -> None:
         await w.start(inbound_call, w["alice"], w["bob"]).result()
     assert w.sim.hangups[-1][1].value == "busy"
     assert w.state("alice") == "idle"
+
+
+async def test_inbound_call_to_a_phone_refusing_the_media_ends_the_caller_so() -> None:
+    """The caller's phone learns why (on SIP, a 488 for the callee's 488), not 'no answer'."""
+    w = World("alice", "bob")
+    w.behave("bob", incompatible())
+    w.sim.call_in("alice", "bob")
+    with pytest.raises(Incompatible):
+        await w.start(inbound_call, w["alice"], w["bob"]).result()
+    assert w.sim.hangups[-1][1] is Cause.INCOMPATIBLE
+    assert w.state("alice") == "idle"
+    w.assert_ok(quiescent=True)
 
 
 async def test_inbound_call_caller_hanging_up_cancels_the_ringing_callee_at_once() -> None:

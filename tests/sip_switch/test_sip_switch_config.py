@@ -121,7 +121,7 @@ def test_create_switch_binds_nothing_until_started() -> None:
         (486, Cause.BUSY), (600, Cause.BUSY), (480, Cause.NO_ANSWER), (408, Cause.NO_ANSWER),
         (603, Cause.REJECTED), (403, Cause.REJECTED), (404, Cause.UNREACHABLE),
         (503, Cause.UNREACHABLE), (604, Cause.UNREACHABLE), (500, Cause.FAILURE),
-        (488, Cause.FAILURE),
+        (488, Cause.INCOMPATIBLE), (606, Cause.INCOMPATIBLE), (415, Cause.FAILURE),
     ],
 )  # fmt: skip
 def test_cause_for_status(status: int, cause: Cause) -> None:
@@ -134,6 +134,7 @@ def test_status_for_cause_and_merge() -> None:
         486,
         480,
         603,
+        488,
         404,
         480,
         480,
@@ -143,6 +144,7 @@ def test_status_for_cause_and_merge() -> None:
     ]
     assert merge_causes([Cause.UNREACHABLE, Cause.NO_ANSWER]) is Cause.NO_ANSWER
     assert merge_causes([Cause.NO_ANSWER, Cause.BUSY]) is Cause.BUSY
+    assert merge_causes([Cause.NO_ANSWER, Cause.INCOMPATIBLE]) is Cause.INCOMPATIBLE
     assert merge_causes([]) is Cause.UNREACHABLE
 
 

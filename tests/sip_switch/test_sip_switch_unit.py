@@ -151,6 +151,7 @@ async def test_answer_bye_from_the_phone_ends_the_leg_by_the_user() -> None:
     [
         (Cause.BUSY, 486),
         (Cause.REJECTED, 603),
+        (Cause.INCOMPATIBLE, 488),
         (Cause.NO_ANSWER, 480),
         (Cause.UNREACHABLE, 404),
         (Cause.NORMAL, 480),
@@ -392,6 +393,7 @@ async def test_fork_first_answer_wins_the_others_are_cancelled() -> None:
         ((603,), Cause.REJECTED),
         ((403,), Cause.REJECTED),
         ((404,), Cause.UNREACHABLE),
+        ((488,), Cause.INCOMPATIBLE),
         ((500,), Cause.FAILURE),
         ((404, 486), Cause.BUSY),  # the most telling of the fork
         ((480, 404), Cause.NO_ANSWER),

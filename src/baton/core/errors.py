@@ -266,11 +266,20 @@ class Unreachable(CallFailed):
     cause = Cause.UNREACHABLE
 
 
+class Incompatible(CallFailed):
+    """The phone answered that it cannot take the call's media (SIP 488 or 606): no codec in
+    common, or encryption one side requires and the other will not do."""
+
+    code = "incompatible"
+    cause = Cause.INCOMPATIBLE
+
+
 _CALL_FAILURES: dict[Cause, type[CallFailed]] = {
     Cause.NO_ANSWER: NoAnswer,
     Cause.BUSY: Busy,
     Cause.REJECTED: Rejected,
     Cause.UNREACHABLE: Unreachable,
+    Cause.INCOMPATIBLE: Incompatible,
 }
 
 

@@ -793,7 +793,7 @@ class Session:
 
     async def dial(self, user: User, *, timeout: float = 30.0, caller: User | None = None) -> Leg:
         """Call ``user`` and wait for the answer (or join the call already ringing there).
-        Raises ``NoAnswer``, ``Busy``, ``Rejected``, ``Unreachable``."""
+        Raises ``NoAnswer``, ``Busy``, ``Rejected``, ``Unreachable``, ``Incompatible``."""
         return await self.manager.dial(self.flow, user, timeout=timeout, caller=caller)
 
     async def answer(self, user: User) -> Leg:

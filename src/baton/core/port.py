@@ -98,6 +98,7 @@ class Cause(enum.Enum):
     BUSY = "busy"  # 486 / 600
     NO_ANSWER = "no_answer"  # ring timeout, 408/480
     REJECTED = "rejected"  # 603 Decline, 403
+    INCOMPATIBLE = "incompatible"  # 488 / 606: the phone cannot take the call's media
     UNREACHABLE = "unreachable"  # not registered, 404, transport failure
     CANCELLED = "cancelled"  # the caller gave up before an answer
     PREEMPTED = "preempted"  # ended to make room for a higher-priority flow (RFC 4411)

@@ -26,6 +26,7 @@ from baton.core import (
 FAILURE_TONE = {
     Cause.BUSY: "busy",
     Cause.REJECTED: "busy",
+    Cause.INCOMPATIBLE: "busy",
     Cause.NO_ANSWER: "busy",
     Cause.UNREACHABLE: "busy",
 }

@@ -30,7 +30,7 @@ from baton.flows._common import (
 async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> None:
     """Call ``callee`` for ``caller`` (a dispatcher): ring both, bridge them, settle a P2P.
 
-    Raises ``NoAnswer``/``Busy``/``Rejected``/``Unreachable`` if either does not answer; the
+    Raises ``NoAnswer``/``Busy``/``Rejected``/``Unreachable``/``Incompatible`` if either does not answer; the
     caller then hears a busy tone. A callee taken by a higher-priority flow before the bridge:
     the caller hears the preemption tone and is hung up (an always-on line is only cleared).
     """

@@ -6,7 +6,7 @@
     preempted (``busy=PREEMPT``) or left alone (``SKIP``); one busy at an equal or higher
     priority is always left alone. It lasts until the dispatcher hangs up or sends ``end``; the
     members are then hung up. Returns each member's fate: ``joined``, ``left``, ``taken``
-    (preempted away), ``skipped``, ``busy``, ``no_answer``, ``rejected``, ``unreachable``.
+    (preempted away), ``skipped``, ``busy``, ``no_answer``, ``rejected``, ``incompatible``, ``unreachable``.
 
 ``conference``
     A group call the dispatcher controls: ``add`` (ring one more), ``kick``, ``mute``,

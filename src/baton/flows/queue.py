@@ -474,6 +474,7 @@ _OFFER_FAILURE = {
     Cause.NO_ANSWER: "did not answer",
     Cause.BUSY: "was busy",
     Cause.REJECTED: "declined",
+    Cause.INCOMPATIBLE: "cannot take the call's audio (no common codec or encryption)",
     Cause.UNREACHABLE: "has no phone registered",
 }
 

@@ -1,6 +1,6 @@
 """Tools for testing flows: virtual time, a simulated switch with virtual phones, assertions."""
 
-from baton.switch.sim import answers, busy, never_answers, rejects, unreachable
+from baton.switch.sim import answers, busy, incompatible, never_answers, rejects, unreachable
 from baton.testing.assertions import (
     assert_hears,
     assert_idle,
@@ -27,6 +27,7 @@ __all__ = [
     "assert_played",
     "assert_recorded",
     "busy",
+    "incompatible",
     "never_answers",
     "rejects",
     "run_virtual",

@@ -77,6 +77,7 @@ __all__ = [
     "Timing",
     "answers",
     "busy",
+    "incompatible",
     "never_answers",
     "rejects",
     "unreachable",
@@ -184,6 +185,12 @@ def busy(after: float = 0.2) -> Behaviour:
 def rejects(after: float = 2.0) -> Behaviour:
     """Rings, then declines (603) after ``after`` seconds."""
     return Behaviour(fail=Cause.REJECTED, fail_after=after)
+
+
+def incompatible(after: float = 0.0) -> Behaviour:
+    """Refuses the call's media (488: no common codec, or encryption it will not do) after
+    ``after`` seconds, without ringing."""
+    return Behaviour(fail=Cause.INCOMPATIBLE, fail_after=after, ring_after=after)
 
 
 def unreachable() -> Behaviour:

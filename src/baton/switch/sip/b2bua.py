@@ -6,12 +6,16 @@ Sans-IO like the rest of the package: :mod:`.switch` calls these and does the se
 Rules
 -----
 * **A failed outbound call** (:func:`cause_for_status`): 486 and 600 are *busy*; 480, 408 and a
-  transaction timeout are *no answer*; 603 and 403 are *rejected*; 404, 410, 484, 604, a
-  transport failure and "no registered contact" are *unreachable*; anything else is a *failure*.
+  transaction timeout are *no answer*; 603 and 403 are *rejected*; 488 and 606 (the phone
+  accepts none of the offered media: no common codec, SRTP required on one side and refused on
+  the other) are *incompatible*; 404, 410, 484, 604, a transport failure and "no registered
+  contact" are *unreachable*; anything else is a *failure*.
 * **Ending an unanswered inbound call** (:func:`status_for_cause`): busy → 486, rejected → 603,
-  no answer → 480, unreachable → 404, anything else → 480 (temporarily unavailable).
+  incompatible → 488, no answer → 480, unreachable → 404, anything else → 480 (temporarily
+  unavailable). So a caller's phone learns why its call failed when the callee's did.
 * **A forked call** fails with the most telling cause among its branches
-  (:func:`merge_causes`): busy, then rejected, then no answer, then failure, then unreachable —
+  (:func:`merge_causes`): busy, then rejected, then incompatible, then no answer, then failure,
+  then unreachable —
   one phone of a user that says "busy" means the user is busy. A 6xx ends the fork at once
   (RFC 3261 §16.7: a global failure).
 * **Preemption** (RFC 4411, :func:`hangup_reason`): a leg ended with ``Cause.PREEMPTED`` (or
@@ -45,12 +49,14 @@ __all__ = [
 _BUSY = frozenset({486, 600})
 _NO_ANSWER = frozenset({408, 480, 487})
 _REJECTED = frozenset({403, 603})
+_INCOMPATIBLE = frozenset({488, 606})
 _UNREACHABLE = frozenset({404, 410, 484, 503, 604})
 
 #: The most telling cause first (see the module docstring).
 CAUSE_ORDER: tuple[Cause, ...] = (
     Cause.BUSY,
     Cause.REJECTED,
+    Cause.INCOMPATIBLE,
     Cause.NO_ANSWER,
     Cause.FAILURE,
     Cause.UNREACHABLE,
@@ -59,6 +65,7 @@ CAUSE_ORDER: tuple[Cause, ...] = (
 _STATUS_FOR_CAUSE: dict[Cause, int] = {
     Cause.BUSY: 486,
     Cause.REJECTED: 603,
+    Cause.INCOMPATIBLE: 488,
     Cause.NO_ANSWER: 480,
     Cause.UNREACHABLE: 404,
 }
@@ -75,6 +82,8 @@ def cause_for_status(status: int) -> Cause:
         return Cause.REJECTED
     if status in _UNREACHABLE:
         return Cause.UNREACHABLE
+    if status in _INCOMPATIBLE:
+        return Cause.INCOMPATIBLE
     return Cause.FAILURE
 
 
