@@ -974,17 +974,22 @@ def _bound(
             spec.hints = typing.get_type_hints(spec.fn)
         except Exception:  # a hint naming what the module cannot resolve: no check
             spec.hints = {}
+    hints = spec.hints
+    parameters = None if fast is not None else spec.signature.parameters
     for name, given in arguments:
-        kind = spec.signature.parameters[name].kind
+        # (all positional-or-keyword when the signature has the fast form: no lookup per call)
+        kind = (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD if parameters is None else parameters[name].kind
+        )
         values = (
             list(given)
             if kind is inspect.Parameter.VAR_POSITIONAL
             else list(given.values())
             if kind is inspect.Parameter.VAR_KEYWORD
-            else [given]
+            else (given,)
         )
         for value in values:
-            wanted = _wanted(spec.hints.get(name), value)
+            wanted = _wanted(hints.get(name), value)
             if wanted is not None:
                 raise FlowUsageError(
                     f"bad arguments for flow {spec.name}: {name} must be {wanted}, "
@@ -1007,6 +1012,12 @@ def _wanted(hint: Any, value: Any) -> str | None:
     """What ``value`` should have been for a parameter hinted ``hint``; None when it fits (or
     the hint is not one checked here: users, meetings, lists of users, numbers). A user passed
     by id would otherwise fail deep inside the flow, far from the mistake."""
+    if hint is User or hint is Meeting:  # the common case first: no typing calls for it
+        if isinstance(value, hint):
+            return None
+        return f"a {hint.__name__} object (look it up by id: manager.user(id), world[id])"
+    if hint is None:
+        return None
     origin, params = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in params:

@@ -28,7 +28,6 @@ longer be retransmitted). Once answered, the leg lives like any other (:mod:`.in
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from baton.core.port import Cause, LegAnswered, LegFailed, LegRinging, SwitchError, SwitchEvent
@@ -271,8 +270,10 @@ class Outbound:
 
     def _send_ack_for(self, branch: Branch, ack: Request) -> None:
         peer = branch.peer if branch.peer.reliable else Peer.next_hop(ack, branch.peer.transport)
-        with contextlib.suppress(LocalProtocolError):
+        try:  # (not contextlib.suppress: this runs once a call)
             self._book.transport.send_stateless(ack, peer)
+        except LocalProtocolError:
+            pass
 
     def _abandon(self, branch: Branch) -> None:
         """A cancelled INVITE that never got its final response: stop waiting for it."""
