@@ -294,6 +294,10 @@ class EventBus:
     def last_seq(self) -> int:
         return self._seq
 
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        """Read the time from ``clock`` from now on (the manager's loop, once it has met it)."""
+        self._clock = clock
+
     def publish(self, event: Event) -> Event:
         self._seq += 1
         event.seq = self._seq

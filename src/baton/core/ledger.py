@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 
 from baton.core.errors import NotOwner
 from baton.core.events import EventBus, OwnerChanged
+from baton.core.model import LegState
 
 if TYPE_CHECKING:
     from baton.core.model import Leg, Meeting, Playback, Recording, User
@@ -135,7 +136,8 @@ class UserRecord:
     @property
     def live_leg(self) -> Leg | None:
         leg = self.leg
-        return leg if leg is not None and leg.live else None
+        # (Leg.live inlined: this runs about 19 times a call)
+        return leg if leg is not None and leg.state is not LegState.ENDED else None
 
 
 class Ledger:
