@@ -103,6 +103,27 @@ async def test_a_picker_taken_while_its_phone_rings_leaves_nobody_waiting() -> N
     w.assert_ok()
 
 
+async def test_the_called_user_hanging_up_while_the_pickup_takes_the_call_ends_the_caller() -> None:
+    """The called user declines (hangs up) while the pickup takes the call: the caller, on an
+    always-on line hearing ringback, hears the busy tone and its line is cleared — before, the
+    failed claim let it go and it sat on its line in silence, owned by nobody."""
+    w = World("b", latency={"clear": 0.4}, behaviour=never_answers())
+    d = w.add("d", keep=True, behaviour=answers(0.5))
+    x = w.add("x", keep=True, behaviour=answers(0.5))
+    w.start(call, x, w["b"])
+    await w.run(3)
+    assert w.state("b") == "ringing"
+    f = w.start(pickup, d, w["b"])
+    await w.run(0.2)
+    w.sim.hang_up("b")
+    await w.run(3)
+    assert f.ended
+    assert "tone:busy" in w.heard("x")
+    await w.run(5)
+    assert w.owner("x") is None and "tone:ringback" not in w.hears("x")
+    w.assert_ok(quiescent=True)
+
+
 async def test_a_caller_hanging_up_while_the_pickup_takes_the_call_stops_the_ringing() -> None:
     """The caller hangs up while the pickup takes the call (the switch slow to clear the
     caller's ringback): the phone it rang stops ringing at once — before, the failed claim let

@@ -20,6 +20,7 @@ from baton.core import (
     LegState,
     Priority,
     Session,
+    Tone,
     User,
     UserHungUp,
     flow,
@@ -47,6 +48,10 @@ async def pickup(s: Session, picker: User, ringing: User) -> str:
         # failed claim, must not ring on for nobody until the leak collector finds it
         if caller in exc.users and ringing not in exc.users:
             await _cancel_ringing(s, ringing)
+        elif ringing in exc.users and caller not in exc.users:
+            # the called user hung up (declined) as the call was taken: the caller, let go by
+            # the failed claim, hears why and its call ends, as it would have without the pickup
+            await _end_caller(s, caller, exc)
         raise
     try:
         leg = s.leg_of(ringing)
@@ -76,6 +81,18 @@ async def pickup(s: Session, picker: User, ringing: User) -> str:
     s.settle(P2P(caller, picker))
     s.note(f"{picker.id} picked up {caller.id}'s call to {ringing.id}")
     return caller.id
+
+
+async def _end_caller(s: Session, caller: User, lost: UserHungUp) -> None:
+    """End ``caller``'s call if nobody holds it: the busy tone on a line that is up, then the
+    call ended (an always-on line only cleared)."""
+    if s.leg_of(caller) is None or s.owner_of(caller) is not None:
+        return
+    with contextlib.suppress(BatonError):
+        await s.claim(caller, reason="its callee hung up")
+        if s.state_of(caller) == "connected":
+            await s.play(caller, Tone("busy", 2.0))
+        await end_unbridged(s, caller, lost)
 
 
 async def _cancel_ringing(s: Session, ringing: User) -> None:
