@@ -272,6 +272,13 @@ async def test_an_emergency_is_recorded_whatever_the_rules_say(tmp_path: Path) -
         assert all(r["reasons"] == ["emergency"] for r in recs)
         assert all(r["status"] == "ok" and r["sha256"] == sha256(r["path"]) for r in recs)
         assert all(r["seconds"] > 0 for r in recs)  # no empty segments kept
+        # each recording that started says how it ended: kept, dropped (empty) or failed
+        started = [e.path for e in c.events if e.kind == "recording.started"]
+        ends = ("recording.ended", "recording.dropped", "recording.failed")
+        finished = [e.path for e in c.events if e.kind in ends]
+        assert sorted(started) == sorted(finished)
+        kept = {e.path for e in c.events if e.kind == "recording.ended"}
+        assert kept == {r["path"] for r in recs}
 
 
 async def test_each_talk_burst_is_recorded_with_its_talker(tmp_path: Path) -> None:

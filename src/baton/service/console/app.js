@@ -892,6 +892,7 @@ function logEvent(ev) {
     const what = ev.what === "ptt" ? `${userName(ev.user)}'s talk burst` : `${userName(ev.user)}'s call`;
     if (ev.kind === "recording.started") { ev.marker = "●"; ev.text = `recording ${what}`; }
     else if (ev.kind === "recording.ended") { ev.marker = "■"; ev.text = `recording of ${what} kept (${Number(ev.seconds).toFixed(0)} s, checksum stored)`; }
+    else if (ev.kind === "recording.dropped") { ev.marker = "■"; ev.text = `recording of ${what} dropped: cut as it began, it held nothing`; }
     else if (ev.kind === "recording.expired") { ev.marker = "■"; ev.text = `${ev.count} recording(s) removed by the retention policy`; }
     else ev.text = null;  // a failure is told by its alarm
   }

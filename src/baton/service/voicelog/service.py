@@ -81,6 +81,7 @@ from baton.service.voicelog.files import digest, inside, is_wav
 from baton.service.voicelog.policy import Policy
 
 __all__ = [
+    "RecordingDropped",
     "RecordingEnded",
     "RecordingFailed",
     "RecordingStarted",
@@ -142,6 +143,18 @@ class RecordingEnded(Event):
     path: str
     seconds: float
     sha256: str
+
+
+@dataclass(slots=True, kw_only=True)
+class RecordingDropped(Event):
+    """A segment cut the moment it began (a clear, a hand-over): it held nothing to hear, so it
+    has no row and no file. Every ``recording.started`` ends in ``recording.ended``, this, or
+    ``recording.failed``."""
+
+    kind: ClassVar[str] = "recording.dropped"
+    user: str
+    what: str
+    path: str
 
 
 @dataclass(slots=True, kw_only=True)
@@ -508,6 +521,9 @@ class VoiceLogger:
             self.journal.execute(
                 sa.delete(t).where(t.c.run_id == self.run_id, t.c.path == str(tap.path)),
                 "recording.empty",
+            )
+            self.manager.events.publish(
+                RecordingDropped(user=tap.user, what=tap.what, path=str(tap.path))
             )
             return
         self.counts.completed += 1
