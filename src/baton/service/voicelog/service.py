@@ -77,7 +77,7 @@ from baton.service.positions.alarms import Alarms
 from baton.service.positions.service import iso
 from baton.service.store.db import StoreUnavailable
 from baton.service.store.tables import recordings
-from baton.service.voicelog.files import digest, inside, is_wav
+from baton.service.voicelog.files import Digest, digest, inside, is_wav
 from baton.service.voicelog.policy import Policy
 
 __all__ = [
@@ -98,6 +98,11 @@ EMERGENCY = int(Priority.EMERGENCY)
 SHORT = 0.5
 #: A segment that ran, and holds, less than this many seconds is dropped (see ``_do_stop``).
 EMPTY = 0.1
+
+
+def _seconds(d: Digest) -> float:
+    """The audio a recording holds: 8 kHz, 16-bit mono after a 44-byte WAV header."""
+    return max(0, d.size - 44) / 16000
 
 
 class Writer(Protocol):
@@ -500,15 +505,10 @@ class VoiceLogger:
             except SwitchError:
                 pass  # the switch has already let it go
         ran = self.manager.now() - tap.t0
-        if not is_wav(tap.path):
-            self._fail(tap, "its file is missing or is not a WAV file")
+        d = await self._digest(tap)
+        if d is None:
             return
-        try:
-            d = await digest(tap.path)
-        except OSError as exc:
-            self._fail(tap, f"its file cannot be read: {exc}")
-            return
-        seconds = max(0, d.size - 44) / 16000  # 8 kHz, 16-bit mono after a 44-byte header
+        seconds = _seconds(d)
         if seconds < SHORT * ran - 1.0:
             self._fail(tap, f"its file holds {seconds:.1f} s of a {ran:.1f} s call")
             return
@@ -545,21 +545,24 @@ class VoiceLogger:
     async def _do_seal(self, tap: _Tap) -> None:
         """A flow's recording whose file the switch has closed: its checksum, size and length
         go on its row (``ok``), or it failed."""
-        if not is_wav(tap.path):
-            self._fail(tap, "its file is missing or is not a WAV file")
-            return
-        try:
-            d = await digest(tap.path)
-        except OSError as exc:
-            self._fail(tap, f"its file cannot be read: {exc}")
+        d = await self._digest(tap)
+        if d is None:
             return
         self._update(
-            tap,
-            status="ok",
-            sha256=d.sha256,
-            size_bytes=d.size,
-            seconds=round(max(0, d.size - 44) / 16000, 3),
+            tap, status="ok", sha256=d.sha256, size_bytes=d.size, seconds=round(_seconds(d), 3)
         )
+
+    async def _digest(self, tap: _Tap) -> Digest | None:
+        """The closed file's checksum and size, or None once the recording is marked failed (no
+        WAV file there, or one that cannot be read)."""
+        if not is_wav(tap.path):
+            self._fail(tap, "its file is missing or is not a WAV file")
+            return None
+        try:
+            return await digest(tap.path)
+        except OSError as exc:
+            self._fail(tap, f"its file cannot be read: {exc}")
+            return None
 
     def _update(self, tap: _Tap, **values: Any) -> None:
         t = recordings
@@ -671,7 +674,7 @@ class VoiceLogger:
                     status="ok",
                     sha256=d.sha256,
                     size_bytes=d.size,
-                    seconds=round(max(0, d.size - 44) / 16000, 3),
+                    seconds=round(_seconds(d), 3),
                 ),
                 "recording.recover",
             )
