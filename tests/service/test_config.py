@@ -290,3 +290,20 @@ def test_a_phone_table_without_its_own_delay_answers_after_the_sims(tmp_path: Pa
     unit1, unit2 = config.users[4], config.users[5]
     assert sim_behaviour(unit1.sim, config.sim.answer_after).answer_after == 0.2
     assert sim_behaviour(unit2.sim, config.sim.answer_after).answer_after == 4
+
+
+def test_durations_are_finite_and_a_session_lasts_at_most_a_year(tmp_path: Path) -> None:
+    # An infinite or absurd duration passed --check and then broke at run time (every login a
+    # 500: a session of 1e308 hours has no cookie age); --check now names it.
+    data = config_data(
+        tmp_path,
+        api={"session_hours": 1e308},
+        dispatch={"number": "100", "queue_timeout": float("inf"), "wrap_up": float("nan")},
+    )
+    found = problems(data)
+    assert any(
+        p.startswith("api.session_hours: input should be less than or equal to") for p in found
+    ), found
+    assert "dispatch.queue_timeout: input should be a finite number" in found
+    assert "dispatch.wrap_up: input should be a finite number" in found
+    assert parse_config(config_data(tmp_path, api={"session_hours": 24 * 366})).api.session_hours

@@ -117,7 +117,8 @@ def parse_priority(value: object) -> int:
 
 class _Model(BaseModel):
     # Unknown keys are errors: a misspelt key silently ignored is a setting silently lost.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Numbers are finite: an infinite or NaN duration would pass --check and break at run time.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RoleConfig(_Model):
@@ -345,7 +346,8 @@ class ApiConfig(_Model):
 
     listen: str = "127.0.0.1:8080"
     public: bool = False  # must be set to listen on anything but loopback
-    session_hours: float = Field(default=12.0, gt=0)
+    # At most a year (a leap one): a cookie's age is an integer count of seconds.
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 366)
     cookie_secure: bool = False  # set behind TLS (served over [api.tls], cookies are Secure)
     #: A bearer token Prometheus may scrape ``/metrics`` with (any user's session or API token
     #: works too); unset, only logged-in users may read the metrics.
