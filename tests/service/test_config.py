@@ -307,3 +307,9 @@ def test_durations_are_finite_and_a_session_lasts_at_most_a_year(tmp_path: Path)
     assert "dispatch.queue_timeout: input should be a finite number" in found
     assert "dispatch.wrap_up: input should be a finite number" in found
     assert parse_config(config_data(tmp_path, api={"session_hours": 24 * 366})).api.session_hours
+
+
+def test_a_path_that_is_not_text_is_named_in_words(tmp_path: Path) -> None:
+    found = problems(config_data(tmp_path, recordings=["var"], prompts=5))
+    assert "recordings: a path (text) is expected" in found, found
+    assert "prompts: a path (text) is expected" in found, found

@@ -513,6 +513,8 @@ def _message(err: dict[str, Any]) -> str:
     msg = msg.removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
         msg = "unknown key (misspelt?)"
+    if err.get("type") in ("path_type", "path_parsing"):  # not "for <class 'pathlib.Path'>"
+        msg = "a path (text) is expected"
     if (
         err.get("type") == "string_pattern_mismatch"
         and (err.get("ctx") or {}).get("pattern") == ID_PATTERN
