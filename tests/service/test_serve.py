@@ -24,7 +24,7 @@ import websockets
 
 from baton.core import Priority
 from baton.service.cli import build_parser, serve_main, with_overrides
-from baton.service.config import UserConfig, load_config, parse_config
+from baton.service.config import ConfigError, UserConfig, load_config, parse_config
 from baton.service.runtime import Service
 from baton.service.store import Store
 from baton.service.store.directory import write_entry
@@ -32,6 +32,8 @@ from baton.service.store.tables import runs
 
 from .helpers import FAST_HASHER, PASSWORDS
 from .server import free_port, serve, to_toml
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.realtime
 
@@ -49,6 +51,33 @@ def test_check_and_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "users[1].password: field required" in capsys.readouterr().err
     assert serve_main([]) == 2
     assert serve_main(["--sim", "--check"]) == 0
+
+
+def test_a_misspelt_permission_is_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `barge-in` for `barge_in` granted nothing, silently: --check said ok and the role's users
+    # were refused barge-ins with no hint why. A permission no flow and not the service names
+    # is now named, by --check and at start.
+    cfg = tmp_path / "site.toml"
+    data = {
+        "roles": {"dispatcher": {"permissions": ["barge-in", "audit"]}},
+        "users": [{"id": "d", "password": "p", "role": "dispatcher"}],
+        "database": str(tmp_path / "b.db"),
+    }
+    cfg.write_text(to_toml(data))
+    assert serve_main(["--config", str(cfg), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "roles.dispatcher.permissions[0]: unknown permission 'barge-in'" in err, err
+    assert "barge_in" in err and "permissions[1]" not in err
+    with pytest.raises(ConfigError) as info:
+        Service(load_config(cfg), hasher=FAST_HASHER)
+    assert info.value.problems[0].startswith("roles.dispatcher.permissions[0]: unknown")
+    # A plug-in's own permission is known once its flow is loaded (examples/escort).
+    data["roles"] = {"dispatcher": {"permissions": ["escort"]}}
+    data["flows"] = {"plugins": ["escort_flows"], "paths": [str(ROOT / "examples" / "escort")]}
+    cfg.write_text(to_toml(data))
+    assert serve_main(["--config", str(cfg), "--check"]) == 0, capsys.readouterr().err
 
 
 def test_command_line_overrides_keep_a_role_table_extending_its_builtin(tmp_path: Path) -> None:

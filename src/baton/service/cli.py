@@ -92,7 +92,7 @@ def with_overrides(config: Config, args: argparse.Namespace) -> Config:
 def serve_main(argv: list[str]) -> int:
     """The ``serve`` subcommand; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from baton.service.config import ConfigError, load_config
+    from baton.service.config import ConfigError, load_config, unknown_permissions
 
     path: Path | None = args.config
     if path is None:
@@ -121,6 +121,9 @@ def serve_main(argv: list[str]) -> int:
             entry_points=config.flows.entry_points,
             paths=config.flows.paths,
             problems=problems,
+        )
+        problems += unknown_permissions(
+            config.roles, (f.permission or "start" for f in flows.values())
         )
         try:
             build_switch(config)

@@ -47,7 +47,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import tomllib
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -176,6 +176,24 @@ DISPATCH_PERMISSIONS = (
     "meeting",  # meeting controls: mute, kick, end
     "recordings",
 )
+
+#: The service's own permissions (docs/service.md, "Roles and permissions").
+SERVICE_PERMISSIONS = ("audit", "tokens", "positions", "export", "provision")
+
+
+def unknown_permissions(roles: Mapping[str, RoleConfig], named: Iterable[str]) -> list[str]:
+    """A ``roles.NAME.permissions[i]: …`` problem for each permission that neither the service
+    nor any flow of the library (``named``: each flow's ``spec.permission``) names — a
+    misspelt one (``barge-in``) would otherwise grant nothing, silently."""
+    known = {"*", *DISPATCH_PERMISSIONS, *SERVICE_PERMISSIONS, *named}
+    return [
+        f"roles.{name}.permissions[{i}]: unknown permission {perm!r}; no flow and not the "
+        f"service names it (known: {', '.join(sorted(known - {'*'}))})"
+        for name, role in roles.items()
+        for i, perm in enumerate(role.permissions)
+        if perm not in known
+    ]
+
 
 BUILTIN_ROLES: dict[str, RoleConfig] = {
     "admin": RoleConfig(

@@ -34,7 +34,13 @@ from baton.flows.queue import DispatcherQueue, Overflow
 from baton.service.auth.permissions import Principal
 from baton.service.auth.service import Auth
 from baton.service.callers import Callers
-from baton.service.config import Config, ConfigError, GroupConfig, MeetingConfig
+from baton.service.config import (
+    Config,
+    ConfigError,
+    GroupConfig,
+    MeetingConfig,
+    unknown_permissions,
+)
 from baton.service.metrics import Metrics, count, from_mapping, gauge
 from baton.service.positions.alarms import Alarms
 from baton.service.positions.service import AgentState, Positions, last_agent_states
@@ -92,13 +98,17 @@ def _library(config: Config) -> dict[str, FlowSpec[Any]]:
     from baton.flows.registry import PluginError, load_flows
 
     try:
-        return load_flows(
+        flows = load_flows(
             config.flows.plugins,
             entry_points=config.flows.entry_points,
             paths=config.flows.paths,
         )
     except PluginError as exc:
         raise ConfigError(config.source, [str(exc)]) from None
+    problems = unknown_permissions(config.roles, (f.permission or "start" for f in flows.values()))
+    if problems:
+        raise ConfigError(config.source, problems)
+    return flows
 
 
 #: The library plus the config's plug-ins (for a shard loading it before it holds a tenant).
