@@ -120,6 +120,23 @@ async def test_children_are_cancelled_when_the_flow_ends() -> None:
     assert not w.manager.tasks
 
 
+async def test_a_child_not_started_yet_never_runs_once_the_body_returns() -> None:
+    """A child spawned in the body's last step is stopped before its first step: otherwise it
+    would dial (here: ring a phone) after the flow ended, behind its clean-up's back."""
+
+    @flow()
+    async def parent(s: Session, a: User) -> None:
+        await s.claim(a)
+        s.spawn(s.dial(a))  # the body returns in this same step
+
+    w = World("a")
+    assert await w.start(parent, w["a"]).wait() == "completed"
+    await w.run(5)
+    assert w.sim.phones["a"].calls == 0
+    assert w.state("a") == "idle"
+    w.assert_ok(quiescent=True)
+
+
 async def test_pending_notice_is_raised_at_the_next_operation() -> None:
     """The flow is not in a session wait when it loses a user: it is told at its next op."""
     seen: list[str] = []

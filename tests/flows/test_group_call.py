@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from baton.core import Priority, UnknownUser
-from baton.flows import BusyPolicy, OnLeave, call, conference, group_call
+from baton.core.events import LegStateChanged, MediaChanged
+from baton.flows import BusyPolicy, OnLeave, broadcast, call, conference, group_call
 from baton.switch.sim import answers, busy, never_answers
 from baton.testing import World
 
@@ -111,4 +112,81 @@ async def test_conference_ends_for_everyone_by_default() -> None:
     w.sim.hang_up("chair")
     await conf.result()
     assert w.state("a") == w.state("b") == "idle"
+    w.assert_ok(quiescent=True)
+
+
+# ---- nothing rings once the call is over: member tasks stop before the clean-up
+
+
+def _member_dials(w: World, members: tuple[str, ...]) -> list[str]:
+    return [
+        f"{e.user} {e.leg}"
+        for e in w.kinds("leg.state")
+        if isinstance(e, LegStateChanged) and e.state == "dialling" and e.user in members
+    ]
+
+
+@pytest.mark.parametrize("latency", [None, {"originate": 0.5}])
+async def test_conference_ended_right_after_an_add_rings_nobody_after(
+    latency: dict[str, float] | None,
+) -> None:
+    """``add`` then ``end`` in one instant: the new member's ringing task had not dialled yet
+    when the conference hung its members up, and it used to dial right after those hang-ups
+    — a phone ringing for a conference that was over. Now it is stopped first."""
+    w = World("a", "late", latency=latency)
+    chair = w.add("chair", keep=True)
+    w.behave("late", never_answers())
+    conf = w.start(conference, chair, [w["a"]])
+    await w.run(4)
+    assert "a" in w.hears("chair")
+    added, ended = conf.send("add", user="late"), conf.send("end")
+    assert await added == "ringing"
+    assert await ended == "ended"
+    assert await conf.result() == {"a": "joined", "late": "cancelled"}
+    await w.run(5)
+    assert w.sim.phones["late"].calls == 0
+    assert w.state("a") == w.state("late") == "idle"
+    w.assert_ok()
+
+
+async def test_conference_ending_while_members_ring_plays_nothing_more() -> None:
+    """A member still ringing is hung up by the end; its ringing task used to take that as a
+    failed call and start the dispatcher's ringback again after the conference ended."""
+    w = World("a", "b", "c")
+    chair = w.add("chair", keep=True)
+    w.behave("b", never_answers())
+    w.behave("c", never_answers())
+    conf = w.start(conference, chair, [w["a"], w["b"], w["c"]])
+    await w.run(3)
+    mark = w.events[-1].seq
+    assert await conf.send("end") == "ended"
+    fate = await conf.result()
+    assert fate == {"a": "joined", "b": "cancelled", "c": "cancelled"}
+    plays = [e for e in w.kinds("media") if e.seq > mark and isinstance(e, MediaChanged)]
+    assert [e.command for e in plays if e.command.startswith("play")] == []
+    assert w.state("b") == w.state("c") == "idle"
+    w.assert_ok()
+
+
+@pytest.mark.parametrize("spec", ["group_call", "conference", "broadcast"])
+async def test_end_sent_before_the_members_are_rung_rings_none_of_them(spec: str) -> None:
+    """``end`` arrives while the dispatcher's own phone rings: the flow invites the members
+    and reads the ``end`` in one step. Their ringing tasks used to run after the flow's body
+    had returned, so every member's phone rang for a call already over."""
+    w = World("m1", "m2", "d")
+    w.behave("d", answers(2))
+    members = [w["m1"], w["m2"]]
+    if spec == "group_call":
+        g = w.start(group_call, w["d"], members)
+    elif spec == "conference":
+        g = w.start(conference, w["d"], members)
+    else:
+        g = w.start(broadcast, members, dispatcher=w["d"])
+    await w.run(1)
+    ended = g.send("end")
+    await g.result()
+    assert await ended == "ended"
+    await w.run(10)  # (the dispatcher, let go on its line, is collected after the grace)
+    assert _member_dials(w, ("m1", "m2")) == []
+    assert [w.sim.phones[m].calls for m in ("m1", "m2")] == [0, 0]
     w.assert_ok(quiescent=True)

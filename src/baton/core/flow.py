@@ -321,6 +321,11 @@ class Flow(Owner):
     async def _finish(self) -> None:
         self.state = FlowState.FINISHING
         self._must_end()
+        # Child tasks are stopped in this very step, before anything else runs: one scheduled
+        # but not started yet (a member's ringing task) would otherwise take its first step
+        # after the body returned and ring a phone the clean-up has already passed over.
+        for child in self._children:
+            child.cancel()
         steps = self.session._steps
         if self._children or steps or self.meetings or self._leaves_media():
             finisher = self.manager.spawn(self._finish_async(), f"{self.name}:finish")

@@ -6,7 +6,9 @@
     preempted (``busy=PREEMPT``) or left alone (``SKIP``); one busy at an equal or higher
     priority is always left alone. It lasts until the dispatcher hangs up or sends ``end``; the
     members are then hung up. Returns each member's fate: ``joined``, ``left``, ``taken``
-    (preempted away), ``skipped``, ``busy``, ``no_answer``, ``rejected``, ``incompatible``, ``unreachable``.
+    (preempted away), ``skipped``, ``busy``, ``no_answer``, ``rejected``, ``incompatible``,
+    ``unreachable``, ``cancelled`` (still ringing when the call ended: that ringing stops
+    before the members are hung up, and no member is rung after).
 
 ``conference``
     A group call the dispatcher controls: ``add`` (ring one more), ``kick``, ``mute``,
@@ -17,8 +19,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
+import functools
 
 from baton.core import (
     BatonError,
@@ -65,6 +69,10 @@ class _Group:
         self.fate: dict[str, str] = {}
         #: what the dispatcher hears while nobody has joined yet (never silence: invariant 11)
         self.ringback: Playback | None = None
+        #: each member's ringing task, while it runs
+        self.ringing: dict[User, asyncio.Task[None]] = {}
+        #: set once the call is being wound up: nothing rings, nothing is played any more
+        self.closing = False
 
     def members(self) -> list[User]:
         return [u for u in self.room.members if u is not self.dispatcher]
@@ -102,7 +110,7 @@ class _Group:
 
     async def _refresh(self) -> None:
         s, d = self.s, self.dispatcher
-        if not s.owns(d) or s.leg_of(d) is None:
+        if self.closing or not s.owns(d) or s.leg_of(d) is None:
             return
         if self._heard_by_dispatcher():
             playback, self.ringback = self.ringback, None
@@ -150,7 +158,9 @@ class _Group:
                 continue
             s.on_lost(m, self._lost)
             self.fate[m.id] = "ringing"
-            s.spawn(self._ring(m), f"{s.name}:ring:{m.id}")
+            task = s.spawn(self._ring(m), f"{s.name}:ring:{m.id}")
+            self.ringing[m] = task
+            task.add_done_callback(functools.partial(self._rang, m))
         await self.refresh()
 
     async def _ring(self, m: User) -> None:
@@ -169,11 +179,31 @@ class _Group:
         s.note(f"{m.id} joined")
         await self.refresh()
 
+    def _rang(self, m: User, task: asyncio.Task[None]) -> None:
+        if self.ringing.get(m) is task:
+            del self.ringing[m]
+
+    async def stop_ringing(self) -> None:
+        """Stop every member's ringing task and wait until it has: a task left running while
+        the members are hung up would dial (or join) a member the hang-ups have passed over,
+        and its phone would ring after the call ended. A call already placed is not dropped
+        by this (docs/design.md, invariant 4): it rings on until it is hung up."""
+        self.closing = True
+        stopped = dict(self.ringing)
+        for task in stopped.values():
+            task.cancel()
+        if stopped:
+            await asyncio.wait(stopped.values(), timeout=self.s.manager.compensation_timeout)
+        for m in stopped:
+            if self.fate.get(m.id) == "ringing":  # (a join in flight has landed: joined)
+                self.fate[m.id] = "joined" if m in self.room.members else "cancelled"
+
     async def _lost(self, exc: FlowInterrupted) -> None:
         self.fate[exc.user.id] = "left" if exc.code == "user-hung-up" else "taken"
         await self.refresh()
 
     async def hang_up_members(self) -> None:
+        await self.stop_ringing()  # first, or a member passed over could still be rung
         # each one still ours when its turn comes (the hang-ups before it take time, and a
         # member may be taken meanwhile: that one is simply no longer ours to hang up)
         for m in [*self.members(), *self.s.users]:
@@ -256,6 +286,7 @@ async def group_call(
     s.compensate(group.hang_up_members, label="hang_up_members")
     await group.invite(list(members), busy)
     why = await _until_end(s, group)
+    await group.stop_ringing()  # the clean-up hangs up whoever still rings
     s.note(f"group call over: {why}")
     return group.fate
 
@@ -286,6 +317,7 @@ async def conference(
     s.compensate(group.hang_up_members, label="hang_up_members")
     await group.invite(list(members), BusyPolicy.PREEMPT)
     why = await _until_end(s, group)
+    await group.stop_ringing()  # before the members are counted, settled or hung up
     talking = [m for m in group.members() if s.owns(m)]
     if why == "dispatcher left" and on_leave is OnLeave.CONTINUE and len(talking) >= 2:
         if s.owns(dispatcher) and s.meeting_of(dispatcher) is group.room:
