@@ -200,6 +200,30 @@ def test_a_peer_lines_caller_is_named_in_the_grid_and_the_log(server: Server, pa
     )
 
 
+def test_a_peer_line_calling_out_is_named_by_the_number_dialled(
+    server: Server, page: object
+) -> None:
+    """A call to another tenant goes out on a peer line (docs/cluster.md): the stream's
+    ``leg.dialled`` message, with the line's view carrying ``dialled``, names the number in the
+    line's tile and the live log, not the line."""
+    pg = page
+    expect = sync_api.expect
+    login(pg, server.base, "disp1", "disp1-pw", mode="dispatcher")
+    pg.evaluate(  # type: ignore[attr-defined]
+        """() => {
+          const line = { ...S.users.get("unit1"), dialled: "2101" };
+          onMessage({ type: "event", users: [line], event: { kind: "leg.dialled", seq: S.lastSeq + 1,
+            t: 0, user: "unit1", number: "2101", flow: "inbound_call#9", marker: null,
+            text: null } });
+        }"""
+    )
+    name = pg.locator('.tile[data-user="unit1"] .name')  # type: ignore[attr-defined]
+    expect(name).to_have_text("call to 2101")
+    expect(pg.locator("#log")).to_contain_text(  # type: ignore[attr-defined]
+        "Calling 2101 of another tenant on unit1"
+    )
+
+
 def test_a_flows_notes_name_users_by_their_names(server: Server, page: object) -> None:
     """Flows write notes with user ids ("unit1's call is offered to disp1"); the live log shows
     the names the centre gave them, and leaves words that are no user's id alone."""

@@ -158,3 +158,84 @@ async def test_flow_and_call_records_name_the_caller_on_a_peer_line(tmp_path: Pa
         assert plain is None
     finally:
         await svc.stop()
+
+
+class DiallingSim(PeeringSim):
+    """Peer lines that take calls out: each records the number it was pointed at."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.pointed: list[tuple[str, str]] = []
+
+    def dial_peer(self, line: str, number: str) -> None:
+        self.pointed.append((line, number))
+
+
+async def test_a_call_out_on_a_peer_line_keeps_the_number_dialled(tmp_path: Path) -> None:
+    """A unit dials another tenant's number: the call goes out on a free peer line. The
+    journal (``leg.dialled``), the line's leg record, the flow record, the stable call's record
+    and the line's view name the number dialled — not ``peer-1`` alone — and the line's next
+    call, from another tenant, presents its caller, not that number."""
+    config = make_config(tmp_path)
+    sim = DiallingSim(default=answers(0.05))
+    for u in config.users:
+        sim.add_phone(u.id)
+    for line in PeeringSim.peer_lines:
+        sim.add_phone(line)
+    svc = Service(config, switch=sim, hasher=FAST_HASHER, grace=1.0)
+    await svc.start()
+    try:
+        a = Api(svc)
+        await a.login("disp1")
+        async with a.client("disp1") as c:
+            sim.call_in("unit1", "3101")
+            await eventually(lambda: state(svc, "peer-1") == "talking", what="the line answers")
+            assert sim.pointed == [("peer-1", "3101")]
+            line = (await c.get("/api/users/peer-1")).json()
+            assert (line["dialled"], line["caller"]) == ("3101", None)
+            assert (await c.get("/api/users/unit1")).json()["dialled"] is None
+            events = (await c.get("/api/events")).json()
+            (shown,) = [e for e in events if e["kind"] == "leg.dialled"]
+            assert (shown["user"], shown["number"]) == ("peer-1", "3101")
+            assert shown["flow"].startswith("inbound_call#")
+            sim.hang_up("unit1")
+            await eventually(lambda: state(svc, "peer-1") == "idle", what="the call ends")
+            assert (await c.get("/api/users/peer-1")).json()["dialled"] is None
+
+            async def leg_record() -> dict[str, Any] | None:
+                legs = (await c.get("/api/records/legs", params={"user": "peer-1"})).json()
+                return legs[0] if legs and legs[0].get("ended_at") else None
+
+            leg = await eventually(leg_record, what="the line's leg record is closed")
+            assert (leg["direction"], leg["dialled_number"]) == ("outbound", "3101")
+            assert leg.get("caller_number") is None
+
+            async def flow_record() -> dict[str, Any] | None:
+                rows = (await c.get("/api/records/flows", params={"user": "peer-1"})).json()
+                return rows[0] if rows and rows[0].get("ended_at") else None
+
+            rec = await eventually(flow_record, what="the flow record is closed")
+            assert rec["name"] == "inbound_call" and rec["args"]["callee"] == "peer-1"
+            assert (rec["dialled"], rec.get("callers")) == ({"peer-1": "3101"}, None)
+            detail = (await c.get(f"/api/records/flows/{rec['id']}")).json()
+            assert detail["dialled"] == {"peer-1": "3101"}
+
+            # the line's next call comes in from another tenant: a caller, no number dialled
+            sim.call_in("peer-1", "1002", headers={"From": FROM_A, "X-Baton-Tenant": "a"})
+            await eventually(lambda: state(svc, "unit2") == "talking", what="unit2 answers")
+            line = (await c.get("/api/users/peer-1")).json()
+            assert line["dialled"] is None and line["caller"]["number"] == "3101"
+
+        async def call_records() -> list[Any]:
+            async with svc.store.read() as conn:
+                q = sa.select(callinfo_records.c.users, callinfo_records.c.dialled).order_by(
+                    callinfo_records.c.id
+                )
+                return list((await conn.execute(q)).all())
+
+        rows = await eventually(call_records, what="the stable calls' records")
+        (users, dialled) = rows[0]
+        assert sorted(users) == ["peer-1", "unit1"] and dialled == {"peer-1": "3101"}
+        assert all(d is None for _, d in rows[1:])
+    finally:
+        await svc.stop()

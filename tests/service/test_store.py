@@ -38,7 +38,7 @@ async def test_migrations_build_the_schema_the_code_uses(tmp_path: Path) -> None
     store = Store(f"sqlite+aiosqlite:///{tmp_path / 'a' / 'b.db'}")
     await store.open()
     try:
-        assert await store.revision() == Store.head() == "0008"
+        assert await store.revision() == Store.head() == "0009"
 
         def diff(conn: sa.Connection) -> list[Any]:
             return compare_metadata(MigrationContext.configure(conn), metadata)
@@ -47,7 +47,7 @@ async def test_migrations_build_the_schema_the_code_uses(tmp_path: Path) -> None
             assert await conn.run_sync(diff) == []
         await store.close()
         await store.open()  # a second open finds the schema current
-        assert await store.revision() == "0008"
+        assert await store.revision() == "0009"
     finally:
         await store.close()
 

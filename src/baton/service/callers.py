@@ -1,4 +1,4 @@
-"""Who is calling on a peer line (docs/cluster.md, "Calls between tenants").
+"""Who is at the far end of a peer line (docs/cluster.md, "Calls between tenants").
 
 A call from another tenant arrives on an anonymous peer line (``peer-3``): to the core it is
 that line's leg. The caller is in the INVITE — the calling shard writes the caller's number as
@@ -11,6 +11,11 @@ phone. The router reads them (:func:`caller_from`) and presents the caller:
   ``caller_tenant``);
 * in the users API, as the line's ``caller`` while that leg lives (:class:`Callers`), which the
   console shows in place of the line's name.
+
+A call *to* another tenant goes out on a free line pointed at the number dialled: the router
+keeps that number (:class:`PeerDialled`, ``leg.dialled``) the same way — on the line's leg
+record (``dialled_number``), on the flow and CallInfo records (``dialled``), and as the line's
+``dialled`` in the users API — so none of them says ``peer-3`` where a number was dialled.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from baton.switch.sip.errors import SipError
 from baton.switch.sip.peers import TENANT_HEADER
 from baton.switch.sip.uri import SipUri, parse_name_addr
 
-__all__ = ["Caller", "CallerPresented", "Callers", "caller_from"]
+__all__ = ["Caller", "CallerPresented", "Callers", "PeerDialled", "caller_from"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,17 @@ class CallerPresented(Event):
         return Caller(self.number, self.name, self.tenant)
 
 
+@dataclass(slots=True, kw_only=True)
+class PeerDialled(Event):
+    """The flow ``flow`` calls ``number`` of another tenant on the peer line ``user`` (its next
+    outbound leg, which the flow has not placed yet)."""
+
+    kind: ClassVar[str] = "leg.dialled"
+    user: str
+    number: str
+    flow: str
+
+
 def caller_from(headers: Mapping[str, str]) -> Caller | None:
     """The caller an inbound call's headers present (``None``: no From, or none to read)."""
     text = headers.get("From")
@@ -79,14 +95,35 @@ def _short(text: str | None) -> str | None:
 
 
 class Callers:
-    """The caller presented on each line, for as long as the leg it came with lives (one entry
-    a line: a line's next call replaces it)."""
+    """The caller presented on each line, for as long as the leg it came with lives, or the
+    number the line was pointed at for a call out (one entry a line: a line's next call
+    replaces it)."""
 
     def __init__(self) -> None:
         self._by_user: dict[str, tuple[str, Caller]] = {}
+        #: line → (its leg once placed, the number dialled)
+        self._dialled: dict[str, tuple[str | None, str]] = {}
 
     def present(self, user: str, leg: str, caller: Caller) -> None:
         self._by_user[user] = (leg, caller)
+        self._dialled.pop(user, None)
+
+    def dial(self, user: str, number: str) -> None:
+        """The line ``user`` (free: no call, no flow) is about to call ``number``: its next leg
+        is that call."""
+        self._dialled[user] = (None, number)
+        self._by_user.pop(user, None)
+
+    def dialled(self, user: str, leg: str | None) -> str | None:
+        """The number ``user``'s leg ``leg`` (its live leg) called, if it is a call out."""
+        held = self._dialled.get(user)
+        if held is None or leg is None:
+            return None
+        if held[0] is None:  # the line's first leg since it was pointed at the number
+            self._dialled[user] = (leg, held[1])
+        elif held[0] != leg:
+            return None
+        return held[1]
 
     def of(self, user: str, leg: str | None) -> Caller | None:
         """The caller on ``user``'s leg ``leg`` (its live leg), if one was presented."""

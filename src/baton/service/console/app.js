@@ -811,14 +811,18 @@ const callerText = (c) => {
   const more = [c.name, c.tenant].filter(Boolean).join(", ");
   return `${c.number || c.name || "unknown caller"}${c.number && more ? ` (${more})` : ""}`;
 };
+// A peer line calling out goes by the number it called: "call to 2101".
+const lineName = (u) => (u.caller ? callerText(u.caller) : u.dialled ? `call to ${u.dialled}` : u.name);
 const userName = (id) => {
   const u = S.users.get(id);
-  return !u ? id : u.caller ? callerText(u.caller) : u.name;
+  return !u ? id : lineName(u);
 };
 // The name alone, for what is not live (history): a line's caller now is not its caller then.
 const plainName = (id) => (S.users.get(id) ? S.users.get(id).name : id);
-// A record's users by name, a peer line by the caller the record kept for it (its caller then).
-const recordName = (r) => (id) => (r.callers && r.callers[id] ? callerText(r.callers[id]) : plainName(id));
+// A record's users by name, a peer line by the caller (or the number dialled) the record kept
+// for it: its far end then.
+const recordName = (r) => (id) => (r.callers && r.callers[id] ? callerText(r.callers[id])
+  : r.dialled && r.dialled[id] ? `call to ${r.dialled[id]}` : plainName(id));
 const flowKind = (name) => (name || "").split("#")[0];
 const EMERGENCY_FLOWS = new Set(["emergency_call", "emergency_inbound"]);
 
@@ -859,6 +863,8 @@ function forDispatcher(ev) {
       return null;
     case "leg.caller":
       return ["☎", `${callerText(ev)} of another tenant is calling in on ${ev.user}`, null];
+    case "leg.dialled":
+      return ["☎", `Calling ${ev.number} of another tenant on ${ev.user}`, ev.flow];
     case "floor.granted":
       return ["🎙", `${groupTitle(ev.group)}: ${userName(ev.user)} talks`, ev.group];
     case "floor.released":
@@ -925,7 +931,7 @@ function tileFor(u) {
     title: u.label, onclick: () => select(u.id),
     onkeydown: (e) => { if (e.key === "Enter") select(u.id); },
   },
-  el("div", { class: "name", text: u.caller ? callerText(u.caller) : u.name }),
+  el("div", { class: "name", text: lineName(u) }),
   el("div", { class: "id", text: `${u.id}${u.numbers.length ? " · " + u.numbers.join(", ") : ""}${u.position ? " · position" : ""}` }),
   el("div", { class: "label", text: u.owner ? u.label.split(" · owned by")[0] : u.label }),
   u.owner ? el("div", { class: "owner", text: `${u.owner.name} · ${u.owner.priority_name}` }) : null,

@@ -15,7 +15,8 @@ In order:
 5. a meeting room's number → ``dial_in(caller, room)``;
 6. a number of another tenant of the cluster (a prefix of ``[sip.peers] numbers``) → a free
    peer line is pointed at it and ``inbound_call(caller, line)`` rings it through the edge
-   (docs/cluster.md, "Calls between tenants"; *busy* when every line is taken);
+   (docs/cluster.md, "Calls between tenants"; *busy* when every line is taken); the number
+   dialled is kept for the line (``leg.dialled``, :mod:`baton.service.callers`);
 7. anything else → ``unroutable`` (the caller is refused with *unreachable*).
 
 A call *from* another tenant arrives on a peer line: it may reach this tenant's users' numbers
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from baton.core import BatonError, FlowSpec, Leg, User, UserManager
 from baton.core.port import InboundCall
 from baton.service.auth.service import principal_for
-from baton.service.callers import CallerPresented, Callers, caller_from
+from baton.service.callers import CallerPresented, Callers, PeerDialled, caller_from
 from baton.service.config import Config
 from baton.service.positions.service import AgentState, Positions
 from baton.service.routing.flows import (
@@ -123,18 +124,20 @@ class Router:
         cap = 0 if principal is None else principal.max_priority
         priority = None if asked is None else min(asked, cap)
 
-        def start(name: str, *args: Any, check: bool = True, **kwargs: Any) -> None:
+        def start(name: str, *args: Any, check: bool = True, **kwargs: Any) -> str | None:
+            """Start the flow ``name``; its name, or None if the call was refused instead."""
             spec = self.library.get(name)
             if spec is None:
                 self._refuse(manager, caller, number, "unreachable")
-                return
+                return None
             needed = spec.permission or "start"
             if check and (principal is None or not principal.may(needed)):
                 log.info("%s may not %s (dialled %s)", caller.id, name, number)
                 self._refuse(manager, caller, number, "rejected")
-                return
+                return None
             flow = manager.start(spec, *args, priority=priority, **kwargs)
             self.started(flow.name, f"phone:{caller.id}")
+            return flow.name
 
         if caller.id in self._lines:
             # Another tenant's call: to this tenant's users only (docs/cluster.md).
@@ -200,7 +203,10 @@ class Router:
                 self._refuse(manager, caller, number, "busy")
                 return
             trunk.dial_peer(line.id, number)
-            start("inbound_call", caller, line)
+            placing = start("inbound_call", caller, line)
+            if placing is not None:  # the line's views and records name the number, not the line
+                self.callers.dial(line.id, number)
+                manager.events.publish(PeerDialled(user=line.id, number=number, flow=placing))
             return
         self._refuse(manager, caller, number, "unreachable")
 

@@ -14,6 +14,10 @@ Mapping
 * ``leg.caller``: who calls on a peer line (the service's router) is written on its leg record,
   and — for as long as that leg lives — in ``callers`` (line → caller) of every flow record and
   CallInfo record the line takes part in (docs/cluster.md, "Calls between tenants").
+* ``leg.dialled``: the number a peer line was pointed at for a call out (the router) is written
+  on the line's next outbound leg record (``dialled_number``) — if the flow that dialled it
+  places it — and in ``dialled`` (line → number) of that flow's record and of every flow and
+  CallInfo record the line takes part in while that leg lives.
 * ``owner.changed``: the owner of a user when its leg opens (or the first one after) is written
   on the leg record; a flow's users are collected for its record.
 * ``flow.started`` / ``flow.ended``: open and close a flow record (outcome, error, users).
@@ -49,7 +53,7 @@ from baton.core.events import (
     PreemptionStarted,
     PreemptionSuperseded,
 )
-from baton.service.callers import CallerPresented
+from baton.service.callers import CallerPresented, PeerDialled
 from baton.service.store.tables import (
     callinfo_records,
     flow_records,
@@ -70,6 +74,10 @@ class _State:
     callers: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     #        peer line → (its leg, the caller presented on it) while that leg lives
     flow_callers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    dialled: dict[str, tuple[str | None, str, str]] = field(default_factory=dict)
+    #        peer line → (its leg once placed, the number dialled, the flow that dials it)
+    flow_dialled: dict[str, dict[str, str]] = field(default_factory=dict)
+    #             running flow → the numbers dialled on the lines it took part with
     #             running flow → the callers on the lines it took part with
 
 
@@ -110,6 +118,7 @@ class Projector:
                 if users is not None and ev.user not in users:
                     users.append(ev.user)
                     st.flow_callers.setdefault(ev.new, {}).update(self._callers_of([ev.user]))
+                    st.flow_dialled.setdefault(ev.new, {}).update(self._dialled_of([ev.user]))
                 out.append(
                     sa.update(leg_records)
                     .where(
@@ -125,6 +134,7 @@ class Projector:
             st.flows[ev.flow] = []
             # A flow started for a call on a peer line names the line among its arguments.
             callers = st.flow_callers[ev.flow] = self._callers_of(_arg_users(ev.args))
+            dialled = st.flow_dialled[ev.flow] = self._dialled_of(_arg_users(ev.args))
             return [
                 sa.insert(flow_records).values(
                     run_id=run,
@@ -134,12 +144,14 @@ class Projector:
                     args=dict(ev.args),
                     users=[],
                     callers=dict(callers) or None,
+                    dialled=dict(dialled) or None,
                     started_at=at,
                 )
             ]
         if isinstance(ev, FlowEnded):
             users = st.flows.pop(ev.flow, [])
             callers = st.flow_callers.pop(ev.flow, {})
+            dialled = st.flow_dialled.pop(ev.flow, {})
             return [
                 sa.update(flow_records)
                 .where(flow_records.c.run_id == run, flow_records.c.flow == ev.flow)
@@ -149,6 +161,7 @@ class Projector:
                     error=ev.error,
                     users=users,
                     callers=callers or None,
+                    dialled=dialled or None,
                     end_reason=ev.outcome,
                 )
             ]
@@ -194,6 +207,7 @@ class Projector:
                     callinfo=ev.callinfo,
                     users=list(ev.users),
                     callers=self._callers_of(ev.users) or None,
+                    dialled=self._dialled_of(ev.users) or None,
                     priority=ev.priority,
                     meeting=ev.meeting,
                     started_at=at,
@@ -217,7 +231,36 @@ class Projector:
                 .where(leg_records.c.run_id == run, leg_records.c.leg == ev.leg)
                 .values(caller_number=ev.number, caller_name=ev.name, caller_tenant=ev.tenant)
             ]
+        if isinstance(ev, PeerDialled):
+            st.dialled[ev.user] = (None, ev.number, ev.flow)
+            mine = st.flow_dialled.get(ev.flow)
+            if mine is None:  # (the flow has ended already: its record is closed)
+                return []
+            mine[ev.user] = ev.number
+            return [
+                sa.update(flow_records)
+                .where(flow_records.c.run_id == run, flow_records.c.flow == ev.flow)
+                .values(dialled=dict(mine))
+            ]
         return []
+
+    def _place(self, ev: LegStateChanged, owner: str | None) -> str | None:
+        """The number a peer line's new leg calls: the one it was pointed at, if this leg is
+        the call out the dialling flow places (any other leg of the line is not that call)."""
+        pending = self._state.dialled.get(ev.user)
+        if pending is None or pending[0] is not None:
+            return None
+        _, number, flow = pending
+        if ev.direction != "outbound" or owner != flow:
+            del self._state.dialled[ev.user]
+            return None
+        self._state.dialled[ev.user] = (ev.leg, number, flow)
+        return number
+
+    def _dialled_of(self, users: Iterable[str]) -> dict[str, str]:
+        """The numbers dialled on those of ``users`` that are peer lines calling out."""
+        held = self._state.dialled
+        return {u: held[u][1] for u in users if u in held}
 
     def _callers_of(self, users: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The callers presented on those of ``users`` that are peer lines with a live call."""
@@ -231,14 +274,16 @@ class Projector:
         )
         this = (leg_records.c.run_id == run, leg_records.c.leg == ev.leg)
         if opens:
+            owner = self._state.owners.get(ev.user)
             return [
                 sa.insert(leg_records).values(
                     run_id=run,
                     leg=ev.leg,
                     user_id=ev.user,
                     direction=ev.direction,
-                    owner=self._state.owners.get(ev.user),
+                    owner=owner,
                     started_at=at,
+                    dialled_number=self._place(ev, owner),
                 )
             ]
         if ev.state == "connected":
@@ -247,6 +292,9 @@ class Projector:
             presented = self._state.callers.get(ev.user)
             if presented is not None and presented[0] == ev.leg:
                 del self._state.callers[ev.user]
+            dialled = self._state.dialled.get(ev.user)
+            if dialled is not None and dialled[0] == ev.leg:
+                del self._state.dialled[ev.user]
             out: list[Executable] = [
                 sa.update(leg_records)
                 .where(*this, leg_records.c.ended_at.is_(None))

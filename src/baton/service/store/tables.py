@@ -90,6 +90,8 @@ leg_records = sa.Table(
     sa.Column("caller_number", sa.String(64)),
     sa.Column("caller_name", sa.String(64)),
     sa.Column("caller_tenant", sa.String(64)),
+    # The number called, where the user is a peer line calling another tenant's number.
+    sa.Column("dialled_number", sa.String(64)),
     sa.Index(None, "run_id", "leg", unique=True),
     sa.Index(None, "user_id", "started_at"),
     sa.Index(None, "started_at"),
@@ -108,6 +110,8 @@ flow_records = sa.Table(
     sa.Column("users", sa.JSON, nullable=False),  # every user the flow held
     # Who called on those of them that are peer lines: {line: {number, name, tenant}}.
     sa.Column("callers", sa.JSON),
+    # The number dialled on those of them that are peer lines calling out: {line: number}.
+    sa.Column("dialled", sa.JSON),
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("ended_at", sa.Float),
     sa.Column("outcome", sa.String(16)),  # completed | failed | cancelled
@@ -143,6 +147,7 @@ callinfo_records = sa.Table(
     sa.Column("callinfo", sa.String(80), nullable=False),  # p2p#3, meetingcall#1
     sa.Column("users", sa.JSON, nullable=False),
     sa.Column("callers", sa.JSON),  # as on flow_records
+    sa.Column("dialled", sa.JSON),  # as on flow_records
     sa.Column("priority", sa.Integer, nullable=False),
     sa.Column("meeting", sa.String(80)),
     sa.Column("started_at", sa.Float, nullable=False),

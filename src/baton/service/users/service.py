@@ -72,6 +72,7 @@ class UsersService:
         positions = self.service.positions
         contacts = [r.view() for r in positions.registrations(user.id)]
         caller = self.service.callers.of(user.id, leg.id if leg is not None else None)
+        dialled = self.service.callers.dialled(user.id, leg.id if leg is not None else None)
         presence: dict[str, Any] = {
             "registered": bool(contacts),
             "contacts": contacts,
@@ -94,6 +95,8 @@ class UsersService:
             "partner": partner,
             # A peer line's caller (docs/cluster.md): the remote number, not the line's name.
             "caller": None if caller is None else caller.view(),
+            # A peer line calling out: the number it called, not the line's name.
+            "dialled": dialled,
             "meeting": meeting_view,
             "owner": owner_view,
             "registration": presence,
