@@ -236,6 +236,21 @@ class Outbound:
             self._branch_failed(branch, 503)
         return True
 
+    def connection_closed(self, peer: Peer) -> None:
+        """The browser connection ``peer`` is gone: each INVITE ringing over it can neither be
+        answered nor cancelled any more, so it fails as a transport failure would (503: the
+        contact is unreachable) — at once, not after the ring timeout."""
+        for branch in [b for b in self.branches.values() if b.peer == peer and not b.done]:
+            self.branches.pop(branch.invite.call_id, None)
+            if branch.key is not None:
+                self._branch_keys.pop(branch.key, None)
+                try:  # (not contextlib.suppress: see _send_ack_for)
+                    self._book.transport.terminate(branch.key)
+                except LocalProtocolError:
+                    pass
+            branch.call.timed_out()
+            self._branch_failed(branch, 503)
+
     def on_terminated(self, key: TransactionKey) -> None:
         branch = self._branch_keys.pop(key, None)
         if branch is not None:

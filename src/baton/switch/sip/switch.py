@@ -67,6 +67,7 @@ from typing import Any
 from baton.core.port import (
     Cause,
     EndReason,
+    LegEnded,
     Member,
     Prompt,
     Switch,
@@ -503,6 +504,28 @@ class SipSwitch(Switch):
             for binding in self.registrar.drop_flow(event.peer):
                 log.info("%s's browser phone went away: registration %s dropped",
                          binding.aor, binding.contact_text)  # fmt: skip
+            self._calls_gone_with(event.peer)
+
+    def _calls_gone_with(self, peer: Peer) -> None:
+        """A browser's connection closed (docs/sip.md, "WebRTC"): Baton opens no WebSocket, so
+        nothing reaches the calls made over it any more — no BYE, CANCEL or re-INVITE — and
+        their media went with the page. Each ends now rather than at the RTP timeout (the other
+        party would hear nothing meanwhile): a call up ends as a stale line does
+        (``LegEnded(FAILURE)``), one the browser was placing as if cancelled, one ringing
+        there fails as unreachable."""
+        self._outbound.connection_closed(peer)
+        book = self._book
+        for leg in [leg for leg in book.legs.values() if leg.peer == peer]:
+            if leg.state is LegState.CONNECTED:
+                log.info("leg %s: %s's browser went away mid-call: ended", leg.id, leg.user)
+                if leg.dialog is not None:
+                    leg.dialog.terminate()  # no BYE: there is no way to the browser
+                book.drop(leg)
+                book.emit(LegEnded(leg.id, Cause.FAILURE, by_user=False))
+            elif isinstance(leg, InboundLeg) and leg.state is LegState.RINGING:
+                log.info("leg %s: %s's browser went away while calling", leg.id, leg.user)
+                self._inbound.refuse(leg, 487, None)
+                book.emit(LegEnded(leg.id, Cause.CANCELLED, by_user=True))
 
     def _on_request(self, event: RequestReceived) -> None:
         request = event.request
