@@ -585,3 +585,26 @@ async def test_a_malformed_request_is_named_in_plain_words(tmp_path: Path) -> No
         assert err["message"] == (
             "priority: a priority is a level name or an integer, not a boolean"
         ), err
+
+
+async def test_force_release_back_to_the_queue_uses_the_centres_queue(tmp_path: Path) -> None:
+    # docs/service.md, "Flow arguments": a parameter the service provides (the dispatcher
+    # queue) is filled in. force_release's `queue` is optional (other=RELEASE needs none), and
+    # it was left out: other=QUEUE from the API or the console (queue "(none)") was a 422
+    # "needs a queue" and the supervisor could not hand the caller back to the queue.
+    async with api(tmp_path, "disp1", "sup1") as (svc, a):
+        r = await start(a, "disp1", "call", args={"caller": "disp1", "callee": "unit1"}, wait=True)
+        assert r.status_code == 201, r.text
+        args = {"target": "disp1", "other": "queue"}
+        r = await start(a, "sup1", "force_release", args=args, wait=True)
+        assert r.status_code == 201, r.text
+        assert r.json()["args"]["queue"] == "dispatch"
+        # unit1 waits in the queue (or is already offered to the next position), not dropped.
+        await eventually(
+            lambda: (
+                state(svc, "unit1") != "idle"
+                and svc.manager.owner_of(svc.manager.user("unit1")) is not None
+            )
+        )
+        owner = svc.manager.owner_of(svc.manager.user("unit1"))
+        assert owner is not None and "queued_call" in str(owner), owner

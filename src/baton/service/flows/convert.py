@@ -9,8 +9,8 @@ kind          Python annotation                     JSON
 ``user``      ``User``                              a user id (``"alice"``)
 ``users``     ``list[User]``, ``tuple[User, ...]``  a list of user ids, or a group id (string)
 ``meeting``   ``Meeting``                           a live meeting's id
-``resource``  a type the service provides (the      its name (``"dispatch"``); optional when
-              dispatcher queue)                     the service has only one
+``resource``  a type the service provides (the      its name (``"dispatch"``); left out, the
+              dispatcher queue)                     service's only one (``null``: none)
 ``enum``      an ``Enum`` or a ``Literal``          a value (``"preempt"``) or a member name
 ``priority``  ``Priority``                          a level name (``"FLASH"``) or an integer
 ``integer``   ``int``                               an integer (not a boolean)
@@ -281,6 +281,12 @@ def convert(
         field = f"{prefix}.{p.name}"
         if p.name not in raw:
             if p.kind == "resource" and not p.has_default:
+                out[p.name] = _only_resource(p, resolver, field)
+                continue
+            if p.kind == "resource" and len(resolver.resources.get(p.annotation, {})) == 1:
+                # An optional one left out is the service's only one too: a flow that may use
+                # it (force_release's other=QUEUE) works without the client naming it; null
+                # still says "none".
                 out[p.name] = _only_resource(p, resolver, field)
                 continue
             if p.required:
