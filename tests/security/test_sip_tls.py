@@ -21,6 +21,8 @@ import pytest
 
 from _rigs.audio import TONES, tones_heard_late, write_tone
 from _rigs.sip import Baresip, U, free_port, rig, wait_until
+from baton.service.cli import build_parser, serve_main, with_overrides
+from baton.service.config import load_config
 from baton.switch.sip import SipConfigError, parse_sip_config
 
 pytestmark = [pytest.mark.realtime, pytest.mark.e2e]
@@ -187,3 +189,49 @@ def test_a_certificate_and_key_that_do_not_match_are_named_in_words(tmp_path: Pa
         f"sip.tls: cannot use certificate {cert} with key {other}: the key does not belong "
         "to the certificate (a key from another pair)"
     ]
+
+
+def test_every_relative_path_in_the_config_is_read_from_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One rule for a deployer (docs/service.md, Configuration): ``[sip.tls]``, like
+    ``[api.tls]``, the database, the recordings and the prompts, is read from the config
+    file's folder, whichever folder ``baton serve`` runs in. ``[sip.tls]`` used to be read from
+    the working directory, so ``--check`` failed on a file that named ``tls/sip.crt`` beside
+    it."""
+    etc = tmp_path / "etc"
+    (etc / "tls").mkdir(parents=True)
+    self_signed(etc / "tls")
+    cfg = etc / "site.toml"
+    cfg.write_text(
+        'database = "var/site.db"\nrecordings = "rec"\nprompts = "/srv/prompts"\n'
+        f'[sip]\nlisten = ["tls:127.0.0.1:{free_port()}"]\n'
+        '[sip.tls]\ncertificate = "tls/sip.crt"\nkey = "tls/sip.key"\nca = "tls/sip.crt"\n'
+        '[[users]]\nid = "a"\npassword = "p"\nrole = "dispatcher"\n'
+    )
+    elsewhere = tmp_path / "run"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config("../etc/site.toml")
+    assert config.sip["tls"] == {
+        "certificate": str(etc / "tls" / "sip.crt"),
+        "key": str(etc / "tls" / "sip.key"),
+        "ca": str(etc / "tls" / "sip.crt"),
+    }
+    assert config.database == f"sqlite+aiosqlite:///{etc / 'var' / 'site.db'}"
+    assert config.recordings == etc / "rec"
+    assert str(config.prompts) == "/srv/prompts"  # absolute: as written
+    left_out = load_config(_write(etc / "bare.toml", '[[users]]\nid = "a"\npassword = "p"\n'))
+    assert (left_out.database, str(left_out.recordings)) == (
+        "sqlite+aiosqlite:///var/baton.db",  # defaults: the folder baton serve runs in
+        "var/recordings",
+    )
+    assert serve_main(["--config", str(cfg), "--check"]) == 0, capsys.readouterr().err
+    # the command line's --database is the command line's: relative to where it runs
+    args = build_parser().parse_args(["--config", str(cfg), "--database", "here.db"])
+    assert with_overrides(config, args).database == "sqlite+aiosqlite:///here.db"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -105,7 +105,9 @@ def serve_main(argv: list[str]) -> int:
     if _is_shard(path):
         return _shard_main(path, args)
     try:
-        config = with_overrides(load_config(path), args)
+        # The built-in demo ships inside the package: its var/ is the folder it is run from.
+        base = Path.cwd() if path == DEMO_CONFIG else None
+        config = with_overrides(load_config(path, base=base), args)
     except ConfigError as exc:
         print(f"baton serve: {exc}", file=sys.stderr)
         return 2

@@ -72,6 +72,7 @@ __all__ = [
     "SimConfig",
     "SimPhoneConfig",
     "UserConfig",
+    "anchor_paths",
     "cross_check",
     "format_loc",
     "load_config",
@@ -649,9 +650,16 @@ def _repair(data: dict[str, Any], loc: tuple[int | str, ...], missing: bool) -> 
     return True
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, *, base: Path | None = None) -> Config:
     """Read and validate a TOML file. Raises :class:`ConfigError` (also for a missing file or a
-    TOML syntax error)."""
+    TOML syntax error).
+
+    Every relative path written in the file is read from the file's own folder (``base``
+    instead, when given: the built-in demo, which ships inside the package, keeps its ``var/``
+    in the folder it is run from): ``database`` (a SQLite file), ``recordings``, ``prompts``,
+    ``[flows] paths``, ``[api.tls]`` and ``[sip.tls]``. A key left out keeps its default,
+    relative to the folder ``baton serve`` runs in (``var/baton.db``…); a path given on the
+    command line (``--database``) is relative to that folder too."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -661,17 +669,9 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [f"TOML syntax: {exc}"]) from None
-    config = parse_config(data, str(p))
-    if config.flows.paths:  # plug-in folders are relative to the config file
-        paths = tuple((p.parent / q).resolve() for q in config.flows.paths)
-        config = config.model_copy(
-            update={"flows": config.flows.model_copy(update={"paths": paths})}
-        )
+    config = anchor_paths(parse_config(data, str(p)), p.parent if base is None else base)
     tls = config.api.tls
-    if tls is not None:  # so are the API's certificate and key, which must be readable
-        tls = ApiTlsConfig(
-            certificate=(p.parent / tls.certificate).resolve(), key=(p.parent / tls.key).resolve()
-        )
+    if tls is not None:  # the API's certificate and key must be readable, and a pair
         problems = [
             f"api.tls.{name}: cannot read {path}"
             for name, path in (("certificate", tls.certificate), ("key", tls.key))
@@ -683,8 +683,58 @@ def load_config(path: str | Path) -> Config:
                 problems.append(f"api.tls: {problem}")
         if problems:
             raise ConfigError(str(p), problems)
-        config = config.model_copy(update={"api": config.api.model_copy(update={"tls": tls})})
     return config
+
+
+def anchor_paths(config: Config, base: Path) -> Config:
+    """``config`` with the relative paths its file wrote read from ``base`` (made absolute):
+    one rule for every path in the file (docs/service.md, Configuration). Keys the file left
+    out keep their defaults."""
+    given = config.model_fields_set
+    update: dict[str, Any] = {}
+    if "recordings" in given:
+        update["recordings"] = _anchored(base, config.recordings)
+    if "prompts" in given:
+        update["prompts"] = _anchored(base, config.prompts)
+    if "database" in given:
+        update["database"] = _anchored_database(base, config.database)
+    if config.flows.paths:
+        paths = tuple(_anchored(base, q) for q in config.flows.paths)
+        update["flows"] = config.flows.model_copy(update={"paths": paths})
+    if config.api.tls is not None:
+        tls = config.api.tls
+        anchored = ApiTlsConfig(
+            certificate=_anchored(base, tls.certificate), key=_anchored(base, tls.key)
+        )
+        update["api"] = config.api.model_copy(update={"tls": anchored})
+    sip_tls = config.sip.get("tls")
+    if isinstance(sip_tls, dict):  # (its shape is the SIP adapter's to check: only text moves)
+        moved = {
+            k: str(_anchored(base, Path(v))) if k in _SIP_TLS_FILES and isinstance(v, str) and v
+            else v
+            for k, v in sip_tls.items()
+        }  # fmt: skip
+        update["sip"] = {**config.sip, "tls": moved}
+    return config.model_copy(update=update) if update else config
+
+
+#: The keys of ``[sip.tls]`` that name files.
+_SIP_TLS_FILES = frozenset({"certificate", "key", "ca"})
+
+
+def _anchored(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _anchored_database(base: Path, url: str) -> str:
+    """A SQLite URL whose file is a relative path, with the path read from ``base``."""
+    prefix = "sqlite+aiosqlite:///"
+    if not url.startswith(prefix):
+        return url  # PostgreSQL: no path
+    file, sep, query = url[len(prefix) :].partition("?")
+    if not file or file.startswith("/") or file == ":memory:" or file.startswith("file:"):
+        return url
+    return f"{prefix}{_anchored(base, Path(file))}{sep}{query}"
 
 
 def cross_check(config: Config) -> list[str]:

@@ -27,7 +27,8 @@ Keys (all optional)::
     auth_failures = { max_failures = 5, window = 60, block = 60 }
     limits = { max_message_size = 16384, tcp_connections = 4096, ... }  # see TransportLimits
     srtp = "off"                        # SDES-SRTP: "off", "optional" or "required"
-    [sip.tls]                           # for tls: and wss: listen addresses
+    [sip.tls]                           # for tls: and wss: listen addresses; the service
+                                        # reads relative paths from its config file's folder
     certificate = "tls/baton.crt"       # PEM, the full chain
     key = "tls/baton.key"
     ca = "tls/phones-ca.crt"            # optional: phones must present a certificate it signed
