@@ -36,6 +36,9 @@ def test_the_guide_names_every_mistake_the_checker_reports() -> None:
         assert phrase in GUIDE
 
 
+_STEP3_PERMISSION = 'permission="escort"'
+
+
 def _guide_script() -> str:
     """The guide's shell steps, in order, as one bash script: every ```sh block is run, and a
     ```toml block opening with ``# file: NAME`` is written to NAME where it stands."""
@@ -43,6 +46,12 @@ def _guide_script() -> str:
     for lang, body in re.findall(r"```(sh|toml)\n(.*?)```", GUIDE, re.S):
         if lang == "sh":
             parts += [f"echo '$ {line}' && {line}" for line in body.splitlines() if line]
+            if "baton new-flow escort_call" in body:
+                # Step 3's edit, as far as the later steps lean on it: the flow's permission
+                # becomes the "escort" that step 8's config grants (--check refuses a
+                # permission no flow names).
+                parts.append(f"sed -i 's/permission=\"escort_call\"/{_STEP3_PERMISSION}/' "
+                             "escort_call.py")  # fmt: skip
             continue
         first, _, rest = body.partition("\n")
         name = first.removeprefix("# file: ")
@@ -58,6 +67,7 @@ def test_the_guides_shell_steps_run_in_an_empty_folder(tmp_path: Path) -> None:
     env.pop("PYTEST_ADDOPTS", None)
     script = _guide_script()
     assert "baton new-flow escort_call" in script and "cat > escort.toml" in script
+    assert _STEP3_PERMISSION in GUIDE.split("## 3.", 1)[1].split("## 4.", 1)[0]
     r = subprocess.run(
         ["bash", "-c", script],
         cwd=tmp_path,
