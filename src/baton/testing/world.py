@@ -18,7 +18,7 @@ resolved, a flow that must have ended, a user silent too long): see
 
 ``timing`` makes the sim take time like a real switch (:class:`~baton.switch.sim.Timing`);
 ``dead_air`` is how long a held, connected user may hear nothing (default: two seconds plus four
-times the switch's longest latency).
+times the switch's longest usual latency, plus two heavy-tail delays if it has a tail).
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ class World:
         self.manager = UserManager(self.sim, grace=grace, history=history)
         self.sim.set_auditor(self.manager.audit_command)
         if dead_air is None:
-            dead_air = 2.0 + 4 * self.sim.timing.longest
+            # a heavy-tailed switch may be slow on a flow's next command or two, not on four
+            t = self.sim.timing
+            dead_air = 2.0 + 4 * t.usual + 2 * (t.longest - t.usual)
         self.watch = Watch(self.manager, self._hearing, dead_air=dead_air)
         self.violations: list[str] = []
         self._check_armed = False

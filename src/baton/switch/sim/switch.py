@@ -96,12 +96,18 @@ class Timing:
     ``commands`` maps a command name (``"originate"``, ``"bridge"``, ``"clear"``…) to its
     latency; ``default`` applies to the others; ``events`` delays the delivery of phone events
     to the core. Ranges are drawn from a generator seeded with ``seed``, so a run replays.
+
+    ``tail`` makes the latencies heavy-tailed, as a real switch's are under load: that share
+    of the commands and event deliveries takes ``tail_factor`` times what was drawn (one clear
+    in twenty taking ten times the others, past the core's ``command_timeout``).
     """
 
     commands: Mapping[str, Latency] = field(default_factory=dict)
     default: Latency = 0.0
     events: Latency = 0.0
     seed: int = 0
+    tail: float = 0.0
+    tail_factor: float = 10.0
 
     @classmethod
     def real(cls, seed: int = 0, *, low: float = 0.05, high: float = 0.8) -> Timing:
@@ -109,13 +115,24 @@ class Timing:
         on a loaded network (what the property tests and ``baton check`` explore)."""
         return cls(default=(low, high), events=(low / 2, high / 2), seed=seed)
 
+    @classmethod
+    def heavy(cls, seed: int = 0, *, tail: float = 0.05, tail_factor: float = 10.0) -> Timing:
+        """As :meth:`real`, with a heavy tail: ``tail`` of the commands and events take
+        ``tail_factor`` times longer (up to 8 s with the defaults)."""
+        return replace(cls.real(seed), tail=tail, tail_factor=tail_factor)
+
     @property
     def instant(self) -> bool:
         return not self.commands and _upper(self.default) == 0 and _upper(self.events) == 0
 
     @property
     def longest(self) -> float:
-        """The longest a single command or event delivery can take."""
+        """The longest a single command or event delivery can take (its tail included)."""
+        return self.usual * (self.tail_factor if self.tail > 0 else 1.0)
+
+    @property
+    def usual(self) -> float:
+        """The longest a command or event delivery takes outside the tail."""
         return max(
             [_upper(self.default), _upper(self.events)]
             + [_upper(v) for v in self.commands.values()]
@@ -358,8 +375,12 @@ class SimSwitch(Switch):
     def _draw(self, latency: Latency) -> float:
         if isinstance(latency, tuple):
             low, high = latency
-            return self._rng.uniform(low, high) if high > 0 else 0.0
-        return float(latency)
+            drawn = self._rng.uniform(low, high) if high > 0 else 0.0
+        else:
+            drawn = float(latency)
+        if self.timing.tail > 0 and drawn > 0 and self._rng.random() < self.timing.tail:
+            drawn *= self.timing.tail_factor
+        return drawn
 
     def _later(self, leg: SimLeg, delay: float, fn: Callable[[], None]) -> None:
         leg.timers.append(self.loop.call_later(delay, fn))
