@@ -687,6 +687,14 @@ class Session:
             raise FlowUsageError("claim needs at least one user")
         self.flow.before_op()
         await self.manager.claim(self.flow, users, wait=wait, reason=reason)
+        # A user taken (or hung up) while the claim still awaited another — its clear on a
+        # slow switch — is news the claim raises: it does not return granted for a user
+        # already lost (docs/design.md §Preemption, step 6).
+        for user in users:
+            if user not in self.flow.users:
+                notice = self.flow.take_pending(user, (NoticeKind.PREEMPTED, NoticeKind.HUNG_UP))
+                if notice is not None:
+                    raise notice_error(self.flow, notice)
 
     def release(self, *users: User) -> None:
         """Give users back. Their legs stay up; a leg nobody claims is hung up after the
@@ -759,6 +767,10 @@ class Session:
         for user in users:
             epoch = self.flow.users.get(user)
             if epoch is None:
+                # lost and not told yet: the loss is what the flow must hear, not NotOwner
+                notice = self.flow.take_pending(user, (NoticeKind.PREEMPTED, NoticeKind.HUNG_UP))
+                if notice is not None:
+                    raise notice_error(self.flow, notice)
                 raise NotOwner(user, self.name, None, self.flow.lost_how(user))
             epochs[user] = epoch
         name: str = label or getattr(step, "__name__", None) or "step"

@@ -1,0 +1,61 @@
+"""Races the contention storm (``tests/flows/test_random_mix_storm.py``: a heavy-tailed switch,
+two takes of one user in one tick, phones dying inside compensations) found. Each test pins the
+exact interleaving, on a switch whose latencies are fixed so that it replays.
+"""
+
+from __future__ import annotations
+
+from baton.core import NotOwner, Preempted, Priority, Session, Tone, User, flow
+from baton.testing import World
+
+outcome: dict[str, str] = {}
+
+
+@flow(priority=Priority.ROUTINE)
+async def _play_and_let_go(s: Session, u: User) -> None:
+    """Leave ``u`` released with media on its line: the next claimer clears it first."""
+    await s.claim(u)
+    await s.dial(u)
+    await s.play(u, Tone("ringback"), loop=True)
+    s.release(u)
+
+
+@flow(priority=Priority.ROUTINE)
+async def _claim_and_register(s: Session, a: User, b: User) -> None:
+    try:
+        await s.claim(a, b)
+        outcome["claim"] = "granted"
+
+        async def undo() -> None:
+            pass
+
+        s.compensate(undo, a, b)
+        outcome["compensate"] = "registered"
+    except (Preempted, NotOwner) as exc:
+        outcome["claim"] = type(exc).__name__
+
+
+@flow(priority=Priority.FLASH)
+async def _grab(s: Session, u: User) -> None:
+    await s.claim(u)
+    await s.sleep(5)
+
+
+async def test_a_user_taken_while_the_claim_clears_another_is_raised_by_the_claim() -> None:
+    """A claim of two users took the first at once and then cleared the second, which a
+    previous holder had left with media on its line. A higher flow took the first user during
+    that clear; the notice waited for the flow's next operation, and the claim returned as if
+    both were held. The flow's next step — registering a compensation for both — then failed
+    with NotOwner: the library's ``call`` crashed, and its caller was released into silence
+    (storm seed 28). A claim does not return granted for a user it lost meanwhile: it raises
+    that loss (Preempted), as any operation raises news pending about its users."""
+    outcome.clear()
+    w = World("a", "b", latency={"clear": 1.0})
+    await w.start(_play_and_let_go, w["b"]).result()
+    f = w.start(_claim_and_register, w["a"], w["b"])
+    await w.run(0.5)  # the claim holds a and is clearing b
+    w.start(_grab, w["a"])
+    await w.run(2)
+    assert f.ended
+    assert outcome == {"claim": "Preempted"}
+    w.assert_ok()
