@@ -69,6 +69,15 @@ async def tell_failure(s: Session, user: User, error: CallFailed) -> None:
             await s.play(user, Tone(tone, 2.0))
 
 
+async def tell_failure_and_hang_up(s: Session, user: User, error: CallFailed) -> None:
+    """:func:`tell_failure`, then hang ``user`` up with the failure's cause — unless the user
+    hung up or was taken during the tone (the tone's best effort swallowed that news): a user
+    no longer ours is not ours to hang up."""
+    await tell_failure(s, user, error)
+    if s.owns(user) and s.leg_of(user) is not None:
+        await s.hangup(user, error.cause)
+
+
 async def stop_quietly(s: Session, playback: Playback | None) -> None:
     """Stop a playback if it still plays (best effort: a switch failure or a playback on a
     user already given away is ignored). A notice — the user was taken or hung up — is raised,

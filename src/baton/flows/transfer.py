@@ -53,6 +53,7 @@ from baton.flows._common import (
     notify_and_release,
     stop_quietly,
     tell_failure,
+    tell_failure_and_hang_up,
 )
 
 
@@ -171,8 +172,7 @@ async def _target_lost(
     if isinstance(exc, Preempted):
         await notify_and_release(s, party, by=exc.by)
     elif isinstance(exc, CallFailed):
-        await tell_failure(s, party, exc)
-        await s.hangup(party, exc.cause)
+        await tell_failure_and_hang_up(s, party, exc)
     else:
         await s.play(party, Tone("busy", 2.0))
         await s.hangup(party, Cause.NORMAL)
@@ -276,8 +276,7 @@ async def _what_is_left(
             try:
                 await dial_with_ringback(s, party, target, timeout=ring, caller=party)
             except CallFailed as exc:
-                await tell_failure(s, party, exc)
-                await s.hangup(party, exc.cause)
+                await tell_failure_and_hang_up(s, party, exc)
                 return TransferOutcome.TARGET_UNREACHABLE
         await s.connect(party, target)
         s.settle(P2P(party, target))
