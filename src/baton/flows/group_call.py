@@ -132,6 +132,8 @@ class _Group:
         # member's loss handler would swallow the dispatcher's own departure
         for m in dict.fromkeys(m for m in members if m is not self.dispatcher):
             owner = s.owner_of(m)
+            if owner is s.flow and self.fate.get(m.id) in ("ringing", "joined"):
+                continue  # added again: one ringing task per member, or two would race
             if owner is None or owner is s.flow:
                 takeable.append(m)
             elif busy is BusyPolicy.SKIP:

@@ -1,0 +1,82 @@
+"""Races the contention storm (``test_random_mix_storm``: a heavy-tailed switch, two takes of
+one user in one tick, phones dying inside a flow's clean-up, every command sent at random)
+found in the library's flows. Each test pins the exact interleaving; each failed before its
+fix with the flow crashing on ``NotOwner`` — a loss it had swallowed, or a second task of its
+own on the same user — and its party left to the leak collector.
+"""
+
+from __future__ import annotations
+
+from baton.core import NoAnswer, Preempted, Priority, Session, Tone, User, flow
+from baton.flows import OnFail, blind_transfer, call, conference
+from baton.switch.sim import never_answers
+from baton.testing import World
+
+
+@flow(priority=Priority.ROUTINE)
+async def _play_and_let_go(s: Session, u: User) -> None:
+    """Leave ``u`` released with media on its line: the next claimer clears it first."""
+    await s.claim(u)
+    await s.dial(u)
+    await s.play(u, Tone("ringback"), loop=True)
+    s.release(u)
+
+
+@flow(priority=Priority.FLASH)
+async def _grab(s: Session, u: User) -> None:
+    await s.claim(u)
+    await s.sleep(5)
+
+
+async def test_a_call_whose_callee_is_taken_while_its_caller_is_cleared_tells_the_caller() -> None:
+    """The caller's line, left with media on it, is being cleared by the call's claim when a
+    higher flow takes the callee (storm seed 28). The claim returned as if it held both and
+    the call crashed with NotOwner registering its clean-up for the callee, the caller
+    released into silence. Now the claim raises the loss: the call ends Preempted, and the
+    caller hears the preemption notice and is hung up."""
+    w = World("caller", "callee", latency={"clear": 1.0})
+    await w.start(_play_and_let_go, w["caller"]).result()
+    f = w.start(call, w["caller"], w["callee"])
+    await w.run(0.5)
+    w.start(_grab, w["callee"])
+    await w.run(6)
+    assert f.ended and isinstance(f.error, Preempted)
+    assert "tone:preemption" in w.heard("caller")
+    assert w.sim.leg_of("caller") is None  # hung up after the notice, not collected
+    assert not w.kinds("leg.collected")
+    w.assert_ok()
+
+
+async def test_a_blind_transfer_party_hanging_up_during_the_busy_tone_ends_it_cleanly() -> None:
+    """The target does not answer, the transferor cannot be recalled (taken meanwhile), so the
+    party hears the busy tone and is hung up — and hangs up itself during that tone (storm
+    seed 691). The tone's best-effort play swallowed the hang-up, and the transfer then hung
+    up a party it no longer held: NotOwner. It ends with the target's NoAnswer."""
+    w = World("party", "transferor", "target")
+    await w.start(call, w["party"], w["transferor"]).result()
+    w.behave("target", never_answers())
+    f = w.start(blind_transfer, w["party"], w["transferor"], w["target"], 3.0, OnFail.RELEASE)
+    await w.run(4.0)  # the ring deadline passed: the party hears the busy tone
+    assert "tone:busy" in w.hears("party")
+    w.sim.hang_up("party")
+    await w.run(3)
+    assert f.ended and isinstance(f.error, NoAnswer)
+    w.assert_ok(quiescent=True)
+
+
+async def test_adding_a_member_already_ringing_does_not_ring_them_twice() -> None:
+    """``add`` for a member the conference is already ringing started a second ringing task
+    on the same call (storm seed 902). When the phone gave up, one task released the member
+    and the other's dial learned it was given away: NotOwner, and the conference crashed.
+    A member already ringing or in the room is left as it is; ``add`` says so."""
+    w = World("m")
+    chair = w.add("chair", keep=True)
+    w.behave("m", never_answers())
+    conf = w.start(conference, chair, [w["m"]], ring=4.0)
+    await w.run(1)
+    assert await conf.send("add", user="m") == "ringing"
+    await w.run(5)  # the ring deadline passes
+    assert not conf.ended
+    await conf.send("end")
+    assert await conf.result() == {"m": "no_answer"}
+    w.assert_ok(quiescent=True)
