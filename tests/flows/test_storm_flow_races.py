@@ -8,7 +8,7 @@ own on the same user — and its party left to the leak collector.
 from __future__ import annotations
 
 from baton.core import NoAnswer, Preempted, Priority, Session, Tone, User, flow
-from baton.flows import OnFail, blind_transfer, call, conference
+from baton.flows import DispatcherQueue, OnFail, blind_transfer, call, conference, queued_call
 from baton.switch.sim import never_answers
 from baton.testing import World
 
@@ -80,3 +80,22 @@ async def test_adding_a_member_already_ringing_does_not_ring_them_twice() -> Non
     await conf.send("end")
     assert await conf.result() == {"m": "no_answer"}
     w.assert_ok(quiescent=True)
+
+
+async def test_a_queued_caller_taken_as_the_music_stops_ends_the_offer_cleanly() -> None:
+    """A position answered and was bridged to the queued caller; the queue's music was being
+    stopped when a higher flow took the caller (wide mix seed 300237). The stop swallowed the
+    news and the flow settled a P2P with a caller it no longer held: NotOwner. Now the loss is
+    the offer's like any other: the position is given back, and the flow ends Preempted."""
+    w = World("c", latency={"stop_play": 1.0})
+    d = w.add("d", keep=True)
+    q = DispatcherQueue("q", w.manager, [d])
+    w.sim.call_in("c", "100")
+    f = w.start(queued_call, w["c"], q)
+    await w.run(1.5)  # the position answered at 1 s: bridged; the music is being stopped
+    assert w.hears("c") >= {"d"}
+    w.start(_grab, w["c"])
+    await w.run(2)
+    assert f.ended and isinstance(f.error, Preempted)
+    assert w.owner("d") is None  # the position is free for the next call
+    w.assert_ok()

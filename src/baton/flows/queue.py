@@ -61,6 +61,7 @@ from baton.core import (
     flow,
 )
 from baton.core.events import Event, OwnerChanged
+from baton.flows._common import stop_quietly
 
 __all__ = [
     "AlreadyTaken",
@@ -444,6 +445,9 @@ async def _offer(
         rang = s.leg_of(dispatcher) is None
         await s.dial(dispatcher, timeout=queue.ring_timeout, caller=caller)
         await s.connect(caller, dispatcher)
+        # (a party lost while the music stops is the offer's loss like any other: swallowed,
+        # the flow would settle a call with a caller it no longer holds)
+        await stop_quietly(s, music)
     except (ClaimDenied, Superseded):
         return _failed(s, caller, dispatcher, queue, entry, None, "was taken by another flow")
     except CallFailed as exc:
@@ -462,8 +466,6 @@ async def _offer(
         # by its ring timeout (the manager's, invariant 4).
         queue.done(dispatcher)
         raise
-    with contextlib.suppress(BatonError):
-        await s.stop(music)
     s.settle(P2P(caller, dispatcher))
     queue.answered(entry, dispatcher)
     s.note(f"{dispatcher.id} took {caller.id}'s call")
