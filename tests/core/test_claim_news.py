@@ -5,7 +5,7 @@ exact interleaving, on a switch whose latencies are fixed so that it replays.
 
 from __future__ import annotations
 
-from baton.core import NotOwner, Preempted, Priority, Session, Tone, User, flow
+from baton.core import P2P, NotOwner, Preempted, Priority, Session, Tone, User, flow
 from baton.testing import World
 
 outcome: dict[str, str] = {}
@@ -58,4 +58,40 @@ async def test_a_user_taken_while_the_claim_clears_another_is_raised_by_the_clai
     await w.run(2)
     assert f.ended
     assert outcome == {"claim": "Preempted"}
+    w.assert_ok()
+
+
+@flow(priority=Priority.ROUTINE)
+async def _bridge_then_settle(s: Session, a: User, b: User) -> None:
+    await s.claim(a, b)
+    await s.dial(a)
+    await s.dial(b)
+    await s.connect(a, b)
+    try:
+        await s.play(a, Tone("confirm", 0.1))  # slow: b is taken meanwhile
+        s.settle(P2P(a, b))
+        outcome["settle"] = "settled"
+    except (Preempted, NotOwner) as exc:
+        outcome["settle"] = f"{type(exc).__name__} {exc.user.id}"
+
+
+async def test_settling_a_user_being_taken_raises_the_preemption_not_not_owner() -> None:
+    """A flow's operation on one party was in flight when a higher flow took the other party,
+    whose media clear took time. The operation returned inside that preemption — the ledger
+    had flipped, the flow was not told yet (step 6 comes after the clear) — and the flow
+    settled a call with both: NotOwner, with no reason, and the flow crashed (the queued call
+    of wide mix seed 301851). A synchronous call (settle, compensate, quiet) on a user being
+    taken from the flow cannot wait for step 6 as an operation does: it raises the
+    preemption there, and step 6 tells the flow nothing twice."""
+    outcome.clear()
+    w = World("a", "b", latency={"play": 1.0, "clear": 1.0})
+    f = w.start(_bridge_then_settle, w["a"], w["b"])
+    await w.run(2.5)  # both answered, bridged; the play on a is on its way
+    assert w.hears("a") == {"b"}
+    w.start(_grab, w["b"])  # b's clear takes a second: the play returns inside it
+    await w.run(3)
+    assert f.ended
+    assert outcome == {"settle": "Preempted b"}
+    # (told once: the flow, ended by then, is not told again at step 6)
+    assert not [ev for ev in w.kinds("flow.notified") if ev.flow == f.name]
     w.assert_ok()

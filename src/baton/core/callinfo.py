@@ -79,7 +79,10 @@ class CallInfo(Owner):
             raise FlowUsageError("only a flow can settle a CallInfo")
         manager = flow.manager
         for user in self._initial:
-            manager.ledger.fence(flow, manager.rec(user), flow.lost_how(user))
+            rec = manager.rec(user)
+            if rec.owner is not flow:
+                flow.raise_loss(user)  # taken, or being taken, and not told yet: say so
+            manager.ledger.fence(flow, rec, flow.lost_how(user))
         self._check(manager)
         if self.priority < 0:
             self.priority = flow.priority

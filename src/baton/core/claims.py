@@ -430,7 +430,7 @@ class ClaimProtocol:
             for op in ops:  # step 6, all at once
                 self._ops.release(op)
             for t in items:
-                t.p.victim.user_lost(t.rec.user, t.notice, told=bool(t.ops))
+                t.p.victim.user_lost(t.rec.user, t.notice, told=bool(t.ops) or t.p.told)
         finally:
             for t in items:
                 self._grant(t)

@@ -533,6 +533,21 @@ class Flow(Owner):
             if task is self.task:
                 raise notice_error(self, self._pending.pop(0))
 
+    def raise_loss(self, user: User) -> None:
+        """``user`` is not this flow's any more: raise the loss it has not been told of yet,
+        if any — a notice pending, or a preemption of the user from this flow still in
+        progress (the ledger has flipped, step 6 has not come). For the synchronous calls
+        (settle, compensate, quiet, a claim returning) that cannot wait for step 6 as an
+        operation does: the flow hears why, never a bare ``NotOwner``."""
+        notice = self.take_pending(user, (NoticeKind.PREEMPTED, NoticeKind.HUNG_UP))
+        if notice is None:
+            p = self.manager.rec(user).preemption
+            if p is not None and p.victim is self and p.notice is not None and not p.told:
+                p.told = True
+                notice = p.notice
+        if notice is not None:
+            raise notice_error(self, notice)
+
     def notice_raised(self, user: User) -> None:
         self._pending = [n for n in self._pending if n.user is not user]
 
@@ -692,9 +707,7 @@ class Session:
         # already lost (docs/design.md §Preemption, step 6).
         for user in users:
             if user not in self.flow.users:
-                notice = self.flow.take_pending(user, (NoticeKind.PREEMPTED, NoticeKind.HUNG_UP))
-                if notice is not None:
-                    raise notice_error(self.flow, notice)
+                self.flow.raise_loss(user)
 
     def release(self, *users: User) -> None:
         """Give users back. Their legs stay up; a leg nobody claims is hung up after the
@@ -766,11 +779,8 @@ class Session:
         epochs: dict[User, int] = {}
         for user in users:
             epoch = self.flow.users.get(user)
-            if epoch is None:
-                # lost and not told yet: the loss is what the flow must hear, not NotOwner
-                notice = self.flow.take_pending(user, (NoticeKind.PREEMPTED, NoticeKind.HUNG_UP))
-                if notice is not None:
-                    raise notice_error(self.flow, notice)
+            if epoch is None or self.manager.rec(user).owner is not self.flow:
+                self.flow.raise_loss(user)  # lost and not told yet: that is what it must hear
                 raise NotOwner(user, self.name, None, self.flow.lost_how(user))
             epochs[user] = epoch
         name: str = label or getattr(step, "__name__", None) or "step"
@@ -783,6 +793,8 @@ class Session:
         11). ``None`` ends the declaration; losing the user ends it too."""
         rec = self.manager.rec(user)
         self.flow.before_op()  # a notice pending about a lost user is raised here, as by an op
+        if rec.owner is not self.flow:
+            self.flow.raise_loss(user)
         self.manager.ledger.fence(self.flow, rec, self.flow.lost_how(user))
         rec.quiet = why
 

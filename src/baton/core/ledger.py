@@ -70,6 +70,7 @@ class Preemption:
         "priority",
         "reason",
         "started",
+        "told",
         "victim",
     )
 
@@ -88,6 +89,9 @@ class Preemption:
         self.reason = reason
         self.started = started
         self.notice: Notice | None = None  # what the victim is told
+        #: the victim heard of it before step 6, from a synchronous call on the user (a
+        #: settle, a compensate): step 6 tells it no twice
+        self.told = False
         #: resolved at step 7, whoever the user went to (the victim's ops wait for it)
         self.completed: asyncio.Future[None] = fut.get_loop().create_future()
 
