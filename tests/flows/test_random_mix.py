@@ -2,7 +2,8 @@
 an independent tester found the stuck claims: 60 flows started at random moments on shared
 users, phones that answer late, hang up, die, or press keys, commands and cancellations landing
 anywhere. Every run must keep every invariant at every step (liveness and dead air included),
-every flow must end, and nothing may leak.
+every flow must end — none crashing, none acting on a user it lost without being told — and
+nothing may leak.
 
 ``BATON_MIX_SEEDS=400`` runs 400 mixes instead of 20; ``BATON_MIX_FROM=N`` starts at seed N.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from baton.core import Flow, FlowUsageError, User
+from baton.core import BatonError, Flow, FlowUsageError, NotOwner, User
 from baton.flows import (
     DispatcherQueue,
     attended_transfer,
@@ -103,7 +104,7 @@ def _timing(seed: int) -> Timing:
     return Timing(default=(0, 0.2), events=(0.3, 1.5), seed=seed)
 
 
-async def _mix(seed: int) -> World:
+async def _mix(seed: int) -> tuple[World, list[Flow]]:
     rng = random.Random(seed)
     w = World(*FIELD, grace=2.0, timing=_timing(seed))
     for name in DISPATCHERS:
@@ -147,7 +148,18 @@ async def _mix(seed: int) -> World:
         w.sim.hang_up(name)
     await w.run(30)
     assert all(flow.ended for flow in flows), [f.name for f in flows if not f.ended]
-    return w
+    return w, flows
+
+
+def _crashed(flows: list[Flow]) -> list[str]:
+    """Flows that crashed, or operated on a user they had lost without being told (the loss
+    raised as NotOwner instead of the Preempted or UserHungUp they must hear)."""
+    return [
+        f"{f.name}: {f.error!r}"
+        for f in flows
+        if f.error is not None
+        and (isinstance(f.error, NotOwner) or not isinstance(f.error, BatonError))
+    ]
 
 
 def _send(flow: Flow, command: str) -> None:
@@ -164,6 +176,7 @@ def _ignore(fut: Any) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_sixty_flows_on_random_phones_under_a_slow_switch(seed: int) -> None:
-    w = await _mix(seed)
+    w, flows = await _mix(seed)
     w.assert_ok(quiescent=True)
+    assert not _crashed(flows)
     await w.close()

@@ -4,7 +4,8 @@ up, a meeting member removed, a position's line dialled again after a fail-over)
 with its arguments (a PTT floor request or override for a member, a conference kick or mute, an
 emergency redial, an attended transfer cancelled) — not only the commands that end a flow;
 and now and then the switch refuses a command (a bridge, a join, a play, an answer, an
-originate). Same rules as ``test_random_mix``: every invariant at every step, every flow ends, no leak.
+originate). Same rules as ``test_random_mix``: every invariant at every step, every flow ends (none
+crashing, none acting on a user it lost without being told), no leak.
 
 ``BATON_MIX_SEEDS=400`` runs 400 mixes instead of 20; ``BATON_MIX_FROM=N`` starts at seed N.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from baton.core import BatonError, Flow, FlowUsageError, Priority, Tone, User
+from baton.core import BatonError, Flow, FlowUsageError, NotOwner, Priority, Tone, User
 from baton.flows import (
     DispatcherQueue,
     attended_transfer,
@@ -140,7 +141,7 @@ def _console_hang_up(w: World, user: User) -> Flow:
     return w.start(hang_up, user, priority=priority)
 
 
-async def _mix(seed: int) -> World:
+async def _mix(seed: int) -> tuple[World, list[Flow]]:
     rng = random.Random(seed)
     w = World(*FIELD, grace=2.0, timing=_timing(seed))
     for name in DISPATCHERS:
@@ -187,7 +188,18 @@ async def _mix(seed: int) -> World:
         w.sim.hang_up(name)
     await w.run(30)
     assert all(flow.ended for flow in flows), [f.name for f in flows if not f.ended]
-    return w
+    return w, flows
+
+
+def _crashed(flows: list[Flow]) -> list[str]:
+    """Flows that crashed, or operated on a user they had lost without being told (the loss
+    raised as NotOwner instead of the Preempted or UserHungUp they must hear)."""
+    return [
+        f"{f.name}: {f.error!r}"
+        for f in flows
+        if f.error is not None
+        and (isinstance(f.error, NotOwner) or not isinstance(f.error, BatonError))
+    ]
 
 
 def _send(flow: Flow, command: str, args: dict[str, str]) -> None:
@@ -217,6 +229,7 @@ def _timing(seed: int) -> Timing:
 
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_sixty_flows_every_command_under_a_slow_switch(seed: int) -> None:
-    w = await _mix(seed)
+    w, flows = await _mix(seed)
     w.assert_ok(quiescent=True)
+    assert not _crashed(flows)
     await w.close()
