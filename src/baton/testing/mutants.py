@@ -324,7 +324,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "skip a notice: the preempted owner is never told it lost the user (step 6)",
         (
             "core/claims.py",
-            "                t.p.victim.user_lost(t.rec.user, t.notice, told=bool(t.ops))\n",
+            "                t.p.victim.user_lost(t.rec.user, t.notice, told=bool(t.ops) or t.p.told)\n",
             "                pass  # MUTANT\n",
         ),
     ),
