@@ -135,3 +135,47 @@ async def test_a_command_to_a_finishing_or_ended_flow_says_which() -> None:
     await w.run(10)
     with pytest.raises(errors.FlowUsageError, match=r"_slow_to_finish#1 has ended: it takes"):
         f.send("go")
+
+
+async def test_an_id_given_for_a_user_is_a_usage_error_that_says_how_to_look_it_up() -> None:
+    # docs/core.md "Errors": messages name the user and what to do — a flow that passes the
+    # id string where a User belongs hears that, not AttributeError("'str' has no 'id'")
+    @flow()
+    async def by_id(s: Session, a: User) -> None:
+        await s.claim("a")  # type: ignore[arg-type]
+
+    w = World("a")
+    f = w.start(by_id, w["a"])
+    with pytest.raises(errors.FlowUsageError) as info:
+        await f.result()
+    msg = str(info.value)
+    assert "expected a User" in msg and "'a'" in msg
+    assert "s.user('a')" in msg
+    w.assert_ok()
+
+
+async def test_a_play_of_something_neither_tone_nor_prompt_is_a_usage_error() -> None:
+    @flow()
+    async def odd(s: Session, a: User) -> None:
+        await s.claim(a)
+        await s.dial(a)
+        await s.play(a, 42)  # type: ignore[arg-type]
+
+    w = World("a")
+    f = w.start(odd, w["a"])
+    with pytest.raises(errors.FlowUsageError) as info:
+        await f.result()
+    assert "Tone" in str(info.value) and "Prompt" in str(info.value) and "42" in str(info.value)
+
+
+async def test_a_timeout_that_is_no_number_is_a_usage_error_naming_it() -> None:
+    @flow()
+    async def slow(s: Session, a: User) -> None:
+        await s.claim(a)
+        await s.dial(a, timeout="soon")  # type: ignore[arg-type]
+
+    w = World("a")
+    f = w.start(slow, w["a"])
+    with pytest.raises(errors.FlowUsageError) as info:
+        await f.result()
+    assert "timeout" in str(info.value) and "'soon'" in str(info.value)

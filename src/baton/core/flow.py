@@ -637,6 +637,13 @@ class Flow(Owner):
         return f"<Flow {self.name} {self.state.value} priority={self.priority}>"
 
 
+def _seconds(what: str, value: object) -> None:
+    """A duration a flow passes must be a number of seconds: say which one is not, rather than
+    fail later inside the manager's arithmetic."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FlowUsageError(f"{what} must be a number of seconds, got {value!r}")
+
+
 class Session:
     """The flow's API. Every method that touches a user checks that this flow owns it, and
     raises :class:`~baton.core.errors.NotOwner` (sending nothing) if not.
@@ -700,6 +707,8 @@ class Session:
         :class:`~baton.core.errors.Superseded` if a newer preemption overtakes this one."""
         if not users:
             raise FlowUsageError("claim needs at least one user")
+        if wait is not None:
+            _seconds("claim's wait", wait)
         self.flow.before_op()
         await self.manager.claim(self.flow, users, wait=wait, reason=reason)
         # A user taken (or hung up) while the claim still awaited another — its clear on a
@@ -823,6 +832,7 @@ class Session:
     async def dial(self, user: User, *, timeout: float = 30.0, caller: User | None = None) -> Leg:
         """Call ``user`` and wait for the answer (or join the call already ringing there).
         Raises ``NoAnswer``, ``Busy``, ``Rejected``, ``Unreachable``, ``Incompatible``."""
+        _seconds("dial's timeout", timeout)
         return await self.manager.dial(self.flow, user, timeout=timeout, caller=caller)
 
     async def answer(self, user: User) -> Leg:
@@ -886,6 +896,11 @@ class Session:
         ``loop=True``."""
         if isinstance(media, str):
             media = Tone(media)
+        if not isinstance(media, (Tone, Prompt)):
+            raise FlowUsageError(
+                f"play takes a Tone, a Prompt or a tone's name, got {type(media).__name__} "
+                f"{media!r}"
+            )
         return await self.manager.play(self.flow, target, media, loop=loop, wait=wait)
 
     async def stop(self, playback: Playback) -> None:
@@ -915,12 +930,14 @@ class Session:
         terminators: str = "#",
     ) -> str:
         """Collect DTMF digits from ``user``."""
+        _seconds("collect's timeout", timeout)
         return await self.manager.collect(
             self.flow, user, max_digits=max_digits, timeout=timeout, terminators=terminators
         )
 
     async def sleep(self, seconds: float) -> None:
         """Sleep; news about lost users is delivered here."""
+        _seconds("sleep", seconds)
         await self.manager.sleep(self.flow, seconds)
 
     def post(self, command: str, /, **args: Any) -> asyncio.Future[Any]:

@@ -261,6 +261,9 @@ class UserManager:
         return list(self.media.meetings.values())
 
     def rec(self, user: User) -> UserRecord:
+        if not isinstance(user, User):  # an id where a User belongs: say so, and the fix
+            hint = f"; look a user up by id with s.user({user!r})" if isinstance(user, str) else ""
+            raise FlowUsageError(f"expected a User, got {type(user).__name__} {user!r}{hint}")
         rec = self.ledger.records.get(user.id)
         if rec is None or rec.user is not user:
             raise UnknownUser(user.id)
