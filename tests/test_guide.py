@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 from baton.cli import main
+from baton.core import Priority, Session, User, flow
+from baton.flows import emergency_call
+from baton.testing.check import check_flow
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = (ROOT / "docs/guide.md").read_text()
@@ -34,6 +37,27 @@ def test_the_guide_names_every_mistake_the_checker_reports() -> None:
         "Preempted escaped the flow",
     ):
         assert phrase in GUIDE
+
+
+@flow(priority=Priority.ROUTINE)
+async def _abandoning(s: Session, a: User, b: User) -> None:
+    await s.claim(a, b)
+    await s.dial(a)
+    await s.dial(b)
+    await s.connect(a, b)
+    await s.sleep(20)  # a Preempted here escapes and strands the other party
+
+
+def test_the_guides_mistake_rows_say_error_or_warning_as_the_checker_does() -> None:
+    # A flow that lets a Preempted escape and strands the other party (the guide's last
+    # mistake) fails the check: dead air is an error, not the warning the row once promised.
+    report = check_flow(_abandoning, [emergency_call], budget=40, seed=1)
+    failure = report.first_failure()
+    assert failure is not None
+    text = " | ".join(f.message for f in failure.findings)
+    assert "Preempted escaped the flow) and left" in text
+    row = next(line for line in GUIDE.splitlines() if "escaped the flow) and left" in line)
+    assert not row.startswith("| warning"), row
 
 
 _STEP3_PERMISSION = 'permission="escort"'
