@@ -404,3 +404,37 @@ async def test_the_caller_hanging_up_while_a_position_rings_stops_the_ringing(
     assert w.state("d1") == "idle"
     assert q.callers() == [] and q.snapshot().abandoned == 1
     w.assert_ok(quiescent=True)
+
+
+@pytest.mark.parametrize("latency", LATENCIES)
+async def test_an_offer_withdrawn_while_it_rings_passes_the_call_on_at_once(
+    latency: dict[str, float] | None,
+) -> None:
+    # The dispatcher logs out while a queued call rings at the position: the offer is taken
+    # back at once (the phone stops ringing) and the next ready position is offered the call,
+    # rather than the logged-out position ringing on until the ring timeout.
+    missed: list[tuple[str, Cause]] = []
+    w, q = _positions(
+        latency,
+        never_answers(),
+        answers(1),
+        ring_timeout=60,
+        on_missed=lambda d, cause: missed.append((d.id, cause)),
+    )
+    d1_ready = True
+    q.ready = lambda d: d is not w["d1"] or d1_ready
+    w.sim.call_in("c1", "100")
+    f = w.start(queued_call, w["c1"], q)
+    await w.run(2)
+    assert q.offered_to(w["d1"]) is w["c1"]
+    assert w.state("d1") == "ringing"
+    d1_ready = False
+    assert q.withdraw(w["d1"]) is True
+    assert q.withdraw(w["d2"]) is False  # nothing rings there
+    heard = await _watch(w, f, "c1", limit=10)
+    assert await f.result() is w["d2"]
+    assert heard[0] == "tone:hold" and heard[-1] == "d2"
+    assert w.state("d1") == "idle"  # its phone stopped ringing
+    assert missed == []  # logging out is no missed call
+    assert "d1 logged out while the call rang: c1 keeps their place in queue ops" in _queue_notes(w)
+    w.assert_ok()

@@ -379,3 +379,37 @@ async def test_an_emergency_nobody_acknowledges_is_escalated(tmp_path: Path) -> 
     assert alarms.all() == []
     alarms.close()
     await w.close()
+
+
+@pytest.mark.realtime
+async def test_logging_out_while_a_queued_call_rings_passes_it_on_at_once(
+    tmp_path: Path,
+) -> None:
+    # A dispatcher ends the shift while a queued call rings at the position: the phone stops
+    # ringing and the next ready position is offered the call at once — not after the
+    # ring timeout (60 s here), the caller hearing the music all along.
+    dispatch = {"number": "100", "ring_timeout": 60, "queue_timeout": 300}
+    async with api(tmp_path, "disp1", "sup1", dispatch=dispatch) as (svc, a):
+        async with a.client("sup1") as c:
+            r = await c.put("/api/sim/phones/disp1/behaviour", json={"behaviour": "never_answers"})
+            assert r.status_code == 200, r.text
+            for d in ("disp2", "sup1"):
+                r = await c.put(f"/api/positions/{d}/state", json={"state": "not_ready"})
+                assert r.status_code == 200, r.text
+            r = await c.post("/api/sim/phones/unit1/dial", json={"to": "100"})
+            assert r.status_code == 200, r.text
+        q = svc.queue()
+        assert q is not None
+        unit1, disp1 = svc.manager.user("unit1"), svc.manager.user("disp1")
+        await eventually(lambda: q.offered_to(disp1) is unit1, within=10)
+        async with a.client("sup1") as c:
+            r = await c.put("/api/positions/sup1/state", json={"state": "ready"})
+        async with a.client("disp1") as c:
+            r = await c.put("/api/positions/disp1/state", json={"state": "logged_out"})
+            assert r.status_code == 200, r.text
+        callinfo = await eventually(
+            lambda: svc.manager.callinfo_of(unit1), within=10, what="sup1 answering"
+        )
+        assert callinfo.peer_of(unit1).id == "sup1"
+        assert svc.manager.state_of(disp1) == "idle"  # its phone stopped ringing
+        assert svc.positions.state_of("disp1") is AgentState.LOGGED_OUT

@@ -160,6 +160,7 @@ class DispatcherQueue:
         self._entries: list[QueueEntry] = []  # every caller in the queue, offered ones too
         self._offering: dict[User, QueueEntry] = {}  # position -> the call offered to it
         self._resting: dict[User, float] = {}  # position -> until when it is not offered calls
+        self._withdrawals: dict[User, asyncio.Future[None]] = {}  # position -> its offer's recall
         self._timers: set[asyncio.TimerHandle] = set()
         self._kick_armed = False
         self._seq = itertools.count()
@@ -205,6 +206,16 @@ class DispatcherQueue:
         """The caller whose call is being offered to ``position`` now, if any."""
         entry = self._offering.get(position)
         return None if entry is None else entry.caller
+
+    def withdraw(self, position: User) -> bool:
+        """Take back the offer ringing at ``position`` now (its dispatcher logged out): its
+        phone stops ringing, the caller keeps their place and the next ready position is
+        offered the call at once. False if no offer rings there (none, or already answered)."""
+        recall = self._withdrawals.get(position)
+        if recall is None or recall.done():
+            return False
+        recall.set_result(None)
+        return True
 
     def is_free(self, dispatcher: User) -> bool:
         """A position is free when nothing holds it, its phone is not ringing or calling, no
@@ -440,10 +451,18 @@ async def _offer(
         # or another flow came first): a queued caller never preempts a position.
         return _failed(s, caller, dispatcher, queue, entry, None, "is busy")
     rang = False
+    recall: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    queue._withdrawals[dispatcher] = recall
+    watcher = s.spawn(_hang_up_on_recall(s, dispatcher, recall), f"recall:{dispatcher.id}")
     try:
         await s.claim(dispatcher)  # fails at once if taken meanwhile: the position is not ready
         rang = s.leg_of(dispatcher) is None
-        await s.dial(dispatcher, timeout=queue.ring_timeout, caller=caller)
+        if not recall.done():
+            await s.dial(dispatcher, timeout=queue.ring_timeout, caller=caller)
+        if recall.done():
+            # Withdrawn before it rang, or in the instant it was answered: the position is
+            # logged out, and the caller keeps their place rather than being put through.
+            raise CallFailed.for_cause(dispatcher, Cause.CANCELLED)
         await s.connect(caller, dispatcher)
         # (a party lost while the music stops is the offer's loss like any other: swallowed,
         # the flow would settle a call with a caller it no longer holds)
@@ -452,6 +471,9 @@ async def _offer(
         return _failed(s, caller, dispatcher, queue, entry, None, "was taken by another flow")
     except CallFailed as exc:
         await _withdraw(s, dispatcher, rang)
+        if recall.done():
+            why = "logged out while the call rang"
+            return _failed(s, caller, dispatcher, queue, entry, None, why)
         why = _OFFER_FAILURE.get(exc.cause, f"could not be reached ({exc.cause.value})")
         return _failed(s, caller, dispatcher, queue, entry, exc.cause, why)
     except (FlowInterrupted, NotOwner) as exc:
@@ -466,10 +488,25 @@ async def _offer(
         # by its ring timeout (the manager's, invariant 4).
         queue.done(dispatcher)
         raise
+    finally:
+        if queue._withdrawals.get(dispatcher) is recall:
+            del queue._withdrawals[dispatcher]
+        watcher.cancel()  # not awaited: no await point between the answer and the settle
     s.settle(P2P(caller, dispatcher))
     queue.answered(entry, dispatcher)
     s.note(f"{dispatcher.id} took {caller.id}'s call")
     return True
+
+
+async def _hang_up_on_recall(s: Session, dispatcher: User, recall: asyncio.Future[None]) -> None:
+    """The offer was withdrawn (:meth:`DispatcherQueue.withdraw`): end the call still ringing
+    at the position, so that the offer's dial fails at once. A call answered already is left
+    to the offer, which sees the recall and gives the position back."""
+    await recall
+    leg = s.leg_of(dispatcher)
+    if s.owns(dispatcher) and leg is not None and not leg.connected:
+        with contextlib.suppress(BatonError):
+            await s.hangup(dispatcher, Cause.CANCELLED)
 
 
 _OFFER_FAILURE = {

@@ -317,6 +317,10 @@ class Service:
             q = self.queue()
             return q is not None and q.offered_to(user) is not None
 
+        def withdraw(user: User) -> bool:
+            q = self.queue()
+            return q is not None and q.withdraw(user)
+
         self._positions = Positions(
             self.manager,
             self.switch,
@@ -325,6 +329,7 @@ class Service:
             audit=journal.audit,
             kick=kick,
             offered=offered,
+            withdraw=withdraw,
             initial=AgentState(d.agent_state),
             wrap_up=d.wrap_up,
         )

@@ -95,7 +95,8 @@ Audit = Callable[..., Any]
 
 class Positions:
     """The agent states of ``positions``. ``audit`` is the journal's audit writer;
-    ``kick`` asks the queue to offer waiting calls again (a position may have become ready)."""
+    ``kick`` asks the queue to offer waiting calls again (a position may have become ready);
+    ``withdraw`` takes back the offer ringing at a position that logged out."""
 
     def __init__(
         self,
@@ -107,6 +108,7 @@ class Positions:
         audit: Audit | None = None,
         kick: Callable[[], None] | None = None,
         offered: Callable[[User], bool] | None = None,
+        withdraw: Callable[[User], bool] | None = None,
         initial: AgentState = AgentState.READY,
         wrap_up: float = 0.0,
     ) -> None:
@@ -116,6 +118,7 @@ class Positions:
         self.audit = audit
         self.kick = kick
         self.offered = offered
+        self.withdraw = withdraw
         self.wrap_up = wrap_up
         self.initial = initial
         now = wallclock()
@@ -328,6 +331,10 @@ class Positions:
         )
         if state is AgentState.READY and self.kick is not None:
             self.kick()
+        if state is AgentState.LOGGED_OUT and self.withdraw is not None:
+            # Nobody works there any more: a queued call ringing there goes on to the next
+            # ready position at once, not after the ring timeout.
+            self.withdraw(agent.user)
 
     def _wrapped_up(self, agent: _Agent) -> None:
         agent.timer = None
