@@ -115,6 +115,7 @@ EXPLORE_KILLER: tuple[tuple[str, ...], ...] = (
         "tests/property",
         "tests/flows/test_random_mix.py",
         "tests/flows/test_random_mix_wide.py",
+        "tests/flows/test_random_mix_storm.py",
     ),
     _CHECK,
 )
@@ -941,6 +942,46 @@ CATALOGUE: tuple[Mutant, ...] = (
             "flows/force_release.py",
             "        except UserHungUp as exc:\n",
             "        except UserHungUp as exc:  # MUTANT\n            raise\n",
+        ),
+    ),
+    _m(
+        "claim_returns_for_lost_user",
+        "core",
+        "a claim returns granted though one of its users was taken while it cleared another",
+        (
+            "core/flow.py",
+            "            if user not in self.flow.users:\n                self.flow.raise_loss(user)\n",
+            "            if False:  # MUTANT\n                self.flow.raise_loss(user)\n",
+        ),
+    ),
+    _m(
+        "sync_call_mid_preemption_not_owner",
+        "core",
+        "a settle or compensate on a user being taken from the flow raises a bare NotOwner",
+        (
+            "core/flow.py",
+            "            if p is not None and p.victim is self and p.notice is not None and not p.told:\n",
+            "            if False:  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "conference_rings_member_twice",
+        "library",
+        "a conference 'add' for a member already ringing rings them a second time",
+        (
+            "flows/group_call.py",
+            '            if owner is s.flow and self.fate.get(m.id) in ("ringing", "joined"):\n',
+            "            if False:  # MUTANT\n",
+        ),
+    ),
+    _m(
+        "transfer_hangs_up_a_party_gone",
+        "library",
+        "a transfer hangs up a party that hung up during its busy tone (NotOwner)",
+        (
+            "flows/_common.py",
+            "    await tell_failure(s, user, error)\n    if s.owns(user) and s.leg_of(user) is not None:\n",
+            "    await tell_failure(s, user, error)\n    if True:  # MUTANT\n",
         ),
     ),
     _m(
