@@ -137,6 +137,34 @@ async def test_a_child_not_started_yet_never_runs_once_the_body_returns() -> Non
     w.assert_ok(quiescent=True)
 
 
+async def test_queued_commands_are_seen_without_being_taken() -> None:
+    """``queued_commands`` names what waits in the inbox, oldest first, and takes nothing:
+    ``command`` still returns every one, in the order sent."""
+    seen: list[object] = []
+
+    @flow(commands={"add": "add", "end": "end"})
+    async def looks_first(s: Session) -> None:
+        seen.append(s.queued_commands())
+        await s.sleep(2)  # the commands are sent meanwhile
+        seen.append(s.queued_commands())
+        s.post("mine")
+        seen.append(s.queued_commands())
+        while (cmd := await s.command()) is not None:
+            seen.append(cmd.name)
+            cmd.reply("ok")
+            if cmd.name == "mine":
+                seen.append(s.queued_commands())
+                return
+
+    w = World()
+    f = w.start(looks_first)
+    await w.run(1)
+    replies = [f.send("add"), f.send("end")]
+    await f.result()
+    assert seen == [[], ["add", "end"], ["add", "end", "mine"], "add", "end", "mine", []]
+    assert [await r for r in replies] == ["ok", "ok"]
+
+
 async def test_pending_notice_is_raised_at_the_next_operation() -> None:
     """The flow is not in a session wait when it loses a user: it is told at its next op."""
     seen: list[str] = []

@@ -977,6 +977,23 @@ class Session:
 
         return await self.manager.operations.run(flow, "command", (), get, wait=True)
 
+    def queued_commands(self) -> list[str]:
+        """The names of the commands waiting to be read by :meth:`command`, oldest first.
+        Reading them takes none: :meth:`command` still returns each, in that order.
+
+        For a flow about to do something a waiting command makes pointless — ring members of
+        a call whose ``end`` is already queued (its own :meth:`command` loop would read that
+        ``end`` only after the phones rang)."""
+        inbox = self.flow._inbox
+        if inbox is None:
+            return []
+        # asyncio.Queue has no public way to look inside: take everything and put it back, in
+        # one synchronous step (no task can run in between, and the order is kept)
+        waiting = [inbox.get_nowait() for _ in range(inbox.qsize())]
+        for cmd in waiting:
+            inbox.put_nowait(cmd)
+        return [cmd.name for cmd in waiting]
+
     # ---- structure
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
