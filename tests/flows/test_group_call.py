@@ -7,7 +7,7 @@ import pytest
 from baton.core import Priority, UnknownUser
 from baton.core.events import LegStateChanged, MediaChanged
 from baton.flows import BusyPolicy, OnLeave, broadcast, call, conference, group_call
-from baton.switch.sim import answers, busy, never_answers
+from baton.switch.sim import Timing, answers, busy, never_answers
 from baton.testing import World
 
 
@@ -132,7 +132,8 @@ async def test_conference_ended_right_after_an_add_rings_nobody_after(
 ) -> None:
     """``add`` then ``end`` in one instant: the new member's ringing task had not dialled yet
     when the conference hung its members up, and it used to dial right after those hang-ups
-    — a phone ringing for a conference that was over. Now it is stopped first."""
+    — a phone ringing for a conference that was over. Now the ``add`` sees the ``end``
+    queued behind it and rings nobody (and a ringing task is stopped before the hang-ups)."""
     w = World("a", "late", latency=latency)
     chair = w.add("chair", keep=True)
     w.behave("late", never_answers())
@@ -140,7 +141,7 @@ async def test_conference_ended_right_after_an_add_rings_nobody_after(
     await w.run(4)
     assert "a" in w.hears("chair")
     added, ended = conf.send("add", user="late"), conf.send("end")
-    assert await added == "ringing"
+    assert await added == "cancelled"
     assert await ended == "ended"
     assert await conf.result() == {"a": "joined", "late": "cancelled"}
     await w.run(5)
@@ -189,4 +190,56 @@ async def test_end_sent_before_the_members_are_rung_rings_none_of_them(spec: str
     await w.run(10)  # (the dispatcher, let go on its line, is collected after the grace)
     assert _member_dials(w, ("m1", "m2")) == []
     assert [w.sim.phones[m].calls for m in ("m1", "m2")] == [0, 0]
+    w.assert_ok(quiescent=True)
+
+
+@pytest.mark.parametrize("spec", ["group_call", "conference"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_end_sent_while_the_dispatcher_rings_on_a_slow_switch_rings_nobody(
+    spec: str, seed: int
+) -> None:
+    """On a slow switch the flow awaits the switch between the dispatcher's answer and its
+    members' dials (the meeting, the claims, the ringback): an ``end`` sent while the
+    dispatcher's phone still rang used to be read only after every member had been dialled —
+    their phones rang for a moment, then were hung up. The flow now sees the queued ``end``
+    before it rings anyone."""
+    w = World("m1", "m2", "d", timing=Timing.real(seed=seed))
+    w.behave("d", answers(2))
+    members = [w["m1"], w["m2"]]
+    g = w.start(group_call if spec == "group_call" else conference, w["d"], members)
+    await w.run(1)
+    assert w.state("d") in ("dialling", "ringing")
+    ended = g.send("end")
+    assert await g.result() == {"m1": "cancelled", "m2": "cancelled"}
+    assert await ended == "ended"
+    await w.run(10)
+    assert _member_dials(w, ("m1", "m2")) == []
+    assert [w.sim.phones[m].calls for m in ("m1", "m2")] == [0, 0]
+    w.assert_ok(quiescent=True)
+
+
+@pytest.mark.parametrize("spec", ["group_call", "conference"])
+@pytest.mark.parametrize("seed", [2, 3, 4])
+async def test_end_sent_while_a_busy_member_is_taken_rings_the_rest_of_nobody(
+    spec: str, seed: int
+) -> None:
+    """Members are taken one by one; taking one busy in a call waits for the switch to clear
+    it. An ``end`` sent meanwhile stops the inviting: the members after it are not rung."""
+    w = World("m1", "m2", "m3", "x", timing=Timing.real(seed=seed))
+    d = w.add("d", keep=True)
+    await w.start(call, w["m1"], w["x"]).result()  # m1 busy, at a lower priority
+    members = [w["m1"], w["m2"], w["m3"]]
+    g = w.start(group_call if spec == "group_call" else conference, d, members)
+    for _ in range(500):  # until the group has begun to take m1 (the dispatcher answered)
+        if w.owner("m1") == g.name:
+            break
+        await w.run(0.01)
+    assert w.owner("m1") == g.name and w.state("m2") == "idle"  # m1's line being cleared
+    ended = g.send("end")
+    fate = await g.result()
+    assert await ended == "ended"
+    assert (fate["m2"], fate["m3"]) == ("cancelled", "cancelled")
+    await w.run(10)
+    assert _member_dials(w, ("m2", "m3")) == []
+    assert [w.sim.phones[m].calls for m in ("m2", "m3")] == [0, 0]
     w.assert_ok(quiescent=True)

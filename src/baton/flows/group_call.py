@@ -8,7 +8,8 @@
     members are then hung up. Returns each member's fate: ``joined``, ``left``, ``taken``
     (preempted away), ``skipped``, ``busy``, ``no_answer``, ``rejected``, ``incompatible``,
     ``unreachable``, ``cancelled`` (still ringing when the call ended: that ringing stops
-    before the members are hung up, and no member is rung after).
+    before the members are hung up, and no member is rung after; or never rung, because an
+    ``end`` was queued before their turn came).
 
 ``conference``
     A group call the dispatcher controls: ``add`` (ring one more), ``kick``, ``mute``,
@@ -142,7 +143,14 @@ class _Group:
                 takeable.append(m)
             else:
                 self.fate[m.id] = "busy"
-        for m in takeable:
+        for i, m in enumerate(takeable):
+            if "end" in s.queued_commands():
+                # the dispatcher pressed End before this member was rung (while their own
+                # phone rang, say, or an earlier member was being taken): the command loop
+                # reads it after this, and nobody is to ring for a call that is over
+                for rest in takeable[i:]:
+                    self.fate[rest.id] = "cancelled"
+                break
             try:
                 await s.claim(m, reason=f"group call by {self.dispatcher.id}")
             except FlowInterrupted as exc:
