@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from baton.service.cluster.local import LocalCluster, banner
+from baton.service.cluster.local import MARKER, LocalCluster, banner, main, prepare_dir
 
 pytestmark = [pytest.mark.realtime]
 
@@ -104,3 +104,36 @@ def _running(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has ended
     except FileNotFoundError:
         return False
+
+
+def test_a_folder_the_runner_did_not_make_is_never_wiped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--dir`` is where the runner keeps its data, wiped at each start: given a folder it did
+    not make (``--dir .`` in the repository, a home folder), it refuses and deletes nothing."""
+    mine = tmp_path / "work"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["--dir", str(mine)]) == 2
+    assert (mine / "notes.txt").read_text() == "keep me"
+    err = capsys.readouterr().err
+    assert str(mine) in err and "not a folder this runner made" in err
+
+
+def test_a_folder_the_runner_made_is_wiped_at_the_next_start(tmp_path: Path) -> None:
+    root = tmp_path / "cluster"
+    prepare_dir(root)  # new: made, and marked
+    assert (root / MARKER).exists()
+    (root / "etcd.log").write_text("an old run")
+    prepare_dir(root)  # the runner's own: wiped, marked again
+    assert sorted(p.name for p in root.iterdir()) == [MARKER]
+    old = tmp_path / "old"  # what a run made before the runner marked its folders
+    old.mkdir()
+    (old / "shard-0.toml").write_text("")
+    (old / "acme.toml").write_text("")
+    prepare_dir(old)
+    assert sorted(p.name for p in old.iterdir()) == [MARKER]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepare_dir(empty)  # an empty folder holds nothing to lose
+    assert (empty / MARKER).exists()

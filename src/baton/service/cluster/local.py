@@ -34,10 +34,47 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["LocalCluster", "Proc", "banner", "free_port", "main", "tenant_toml"]
+__all__ = [
+    "MARKER",
+    "LocalCluster",
+    "Proc",
+    "banner",
+    "free_port",
+    "main",
+    "prepare_dir",
+    "tenant_toml",
+]
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 KAMAILIO_CFG = Path(__file__).resolve().parents[4] / "deploy" / "kamailio" / "kamailio.cfg"
+
+
+#: The file that marks a folder as this runner's own, so a later start may wipe it.
+MARKER = ".baton-local-cluster"
+
+
+class NotOurs(Exception):
+    """``--dir`` names a folder that holds files this runner did not put there."""
+
+
+def prepare_dir(root: Path) -> None:
+    """Make ``root`` an empty folder for a new run: wipe it if an earlier run made it (it holds
+    the marker), use it if it is empty, and refuse anything else — ``--dir .`` in a checkout or
+    a home folder must never be deleted."""
+    if root.exists():
+        # a run from before the marker left its shard and tenant files: that folder is ours too
+        earlier = (root / "shard-0.toml").is_file() and (root / "acme.toml").is_file()
+        if (root / MARKER).is_file() or earlier:
+            shutil.rmtree(root)
+        elif not root.is_dir() or any(root.iterdir()):
+            raise NotOurs(
+                f"{root} is not a folder this runner made (no {MARKER} in it) and is not empty;"
+                " give --dir a new or empty folder (default var/cluster)"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text(
+        "made by python -m baton.service.cluster.local; wiped at each start\n"
+    )
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -530,9 +567,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sip-port", type=int, default=5060, help="the edge's SIP port")
     args = p.parse_args(argv)
     root = args.dir.resolve()
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    try:
+        prepare_dir(root)
+    except NotOurs as exc:
+        print(f"deploy/local: {exc}", file=sys.stderr)
+        return 2
     cluster = LocalCluster(root)
     try:
         cluster.start_etcd()
