@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import baton.testing
+from baton.cli import main
 from baton.core import Priority
 from baton.testing import World
 
@@ -65,3 +66,16 @@ async def test_ptt_mds_console_presses_drive_the_floor() -> None:
     await g.send("end")
     await w.run(5)
     w.assert_ok(quiescent=True)
+
+
+def test_cluster_mds_shard_and_tenant_files_pass_serve_check(tmp_path: Path) -> None:
+    """docs/cluster.md's shard file, with its two tenants written from the "Tenants" sample
+    (and a user each), is what `baton serve --config shard.toml --check` accepts."""
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "docs/cluster.md").read_text(), re.S)
+    (tenant,) = [b for b in blocks if b.startswith('tenant = "acme"')]
+    (shard,) = [b for b in blocks if b.startswith("[cluster]")]
+    (tmp_path / "shard.toml").write_text(shard)
+    for name in ("acme", "bravo"):
+        user = f'\n[[users]]\nid = "{name}-disp"\npassword = "pw"\nrole = "dispatcher"\n'
+        (tmp_path / f"{name}.toml").write_text(tenant.replace("acme", name) + user)
+    assert main(["serve", "--config", str(tmp_path / "shard.toml"), "--check"]) == 0
