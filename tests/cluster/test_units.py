@@ -419,3 +419,29 @@ async def test_a_peer_call_names_the_calling_tenant() -> None:
     # A tenant's name is checked like the service's ids.
     with pytest.raises(SipConfigError):
         parse_sip_config({"peers": {**peers, "tenant": "no spaces"}})
+
+
+def test_a_shard_files_problems_read_like_a_centre_files(tmp_path: Path) -> None:
+    """docs/service.md, Configuration: an unknown key is reported as one (not pydantic's
+    "Extra inputs are not permitted"), and a tenant file's problem names that file, which is
+    where it must be fixed."""
+    (tmp_path / "acme.toml").write_text('tenant = "acme"\n[[users]]\nid = "a"\npassword = "p"\n')
+    shard = tmp_path / "shard.toml"
+    shard.write_text(
+        '[cluster]\nname = "s1"\nttls = 3\n'
+        '[cluster.tenants.acme]\nconfig = "acme.toml"\napi = "10.0.1.11:8100"\npublic = true\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_shard_config(shard)
+    assert sorted(err.value.problems) == [
+        "cluster.tenants.acme.public: unknown key (misspelt?)",
+        "cluster.ttls: unknown key (misspelt?)",
+    ]
+    shard.write_text(
+        '[cluster]\nname = "s1"\n[cluster.tenants.acme]\nconfig = "acme.toml"\n'
+        'api = "10.0.1.11:8100"\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_shard_config(shard)
+    (problem,) = err.value.problems
+    assert problem.startswith("cluster.tenants.acme (acme.toml): api: listen '10.0.1.11:8100'")

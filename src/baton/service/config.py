@@ -78,6 +78,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_priority",
+    "problem_message",
 ]
 
 #: What a user id, group id or meeting id may contain: it appears in URLs and in SIP user parts.
@@ -527,7 +528,8 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _message(err: dict[str, Any]) -> str:
+def problem_message(err: dict[str, Any]) -> str:
+    """One validation error in the words of docs/service.md ("unknown key (misspelt?)")."""
     msg = str(err.get("msg", "invalid"))
     msg = msg.removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
@@ -559,7 +561,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         config = Config.model_validate({**data, "source": source})
     except ValidationError as exc:
         problems = [
-            f"{format_loc(e['loc'])}: {_message(dict(e))}"
+            f"{format_loc(e['loc'])}: {problem_message(dict(e))}"
             for e in exc.errors()
             if not _echo_of_bad_entries(e, data)
         ]
@@ -614,7 +616,7 @@ def _repaired(data: dict[str, Any], exc: ValidationError, problems: list[str]) -
             # A bad key just removed comes back as missing: its problem is said already
             # (`users[0].id: string should match …`, not also `users[0].id: field required`).
             found = [
-                f"{format_loc(e['loc'])}: {_message(dict(e))}"
+                f"{format_loc(e['loc'])}: {problem_message(dict(e))}"
                 for e in exc.errors()
                 if not _echo_of_bad_entries(e, fixed)
                 and not (e["type"] == "missing" and tuple(e["loc"]) in reported)

@@ -39,6 +39,7 @@ from baton.service.config import (
     format_loc,
     load_config,
     parse_config,
+    problem_message,
 )
 from baton.switch.sip.transport import ListenAddress
 
@@ -159,7 +160,7 @@ def load_shard_config(path: str | Path) -> ShardConfig:
         shard = ShardConfig.model_validate({**data, "source": str(p)})
     except ValidationError as exc:
         raise ConfigError(
-            str(p), [f"{format_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]
+            str(p), [f"{format_loc(e['loc'])}: {problem_message(dict(e))}" for e in exc.errors()]
         ) from None
     problems: list[str] = []
     tenants: dict[str, Config] = {}
@@ -169,7 +170,8 @@ def load_shard_config(path: str | Path) -> ShardConfig:
             base = load_config(file)
             tenants[name] = tenant_config(base, placement)
         except ConfigError as exc:
-            problems += [f"cluster.tenants.{name}: {q}" for q in exc.problems]
+            # named by its file too: that is where the problem is fixed
+            problems += [f"cluster.tenants.{name} ({placement.config}): {q}" for q in exc.problems]
             continue
         if base.tenant != name:
             problems.append(
