@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from baton.flows import emergency_call, ptt_group
+from baton.flows import call, emergency_call, ptt_group
 from baton.switch.sim import answers
 from baton.testing import World
 
@@ -220,3 +220,22 @@ async def test_a_grant_cuts_the_floor_idle_tone_short() -> None:
     assert "tone:floor_idle" not in w.hears("m2")
     assert talkers(w) == {"m3"}
     await g.send("end")
+
+
+async def test_end_sent_while_a_member_is_taken_rings_the_rest_of_nobody() -> None:
+    """The group takes its members one by one; taking one busy in a call waits for the switch
+    to clear it. An ``end`` sent meanwhile is read in the step the later members are taken and
+    their ringing tasks spawned: those tasks are stopped before they dial (docs/core.md,
+    "Compensation and ending"), so no phone rings for a group that is over."""
+    w = World("m1", "m2", "m3", "x", latency={"clear": 1.0})
+    await w.start(call, w["m1"], w["x"]).result()  # m1 busy, at a lower priority
+    g = w.start(ptt_group, [w["m1"], w["m2"], w["m3"]])
+    await w.run(0.5)
+    assert w.owner("m1") == g.name  # taken, its line still being cleared
+    ended = g.send("end")
+    assert await g.result() == "ended"
+    assert await ended == "ended"
+    await w.run(10)
+    assert [w.sim.phones[m].calls for m in ("m2", "m3")] == [0, 0]
+    assert w.state("m2") == w.state("m3") == "idle"
+    w.assert_ok(quiescent=True)
