@@ -553,6 +553,16 @@ CATALOGUE: tuple[Mutant, ...] = (
         ),
     ),
     _m(
+        "children_cancelled_after_body",
+        "core",
+        "a flow's children are cancelled one step after its body returns: a child not started yet (a member's ringing task) still rings a phone",
+        (
+            "core/flow.py",
+            "        for child in self._children:\n            child.cancel()\n        steps = self.session._steps\n",
+            "        steps = self.session._steps  # MUTANT\n",
+        ),
+    ),
+    _m(
         "handlers_survive_hand_over",
         "core",
         "a flow's hang-up/preemption handlers and DTMF callback for a user it gave away stay registered",
