@@ -5,7 +5,7 @@ exact interleaving, on a switch whose latencies are fixed so that it replays.
 
 from __future__ import annotations
 
-from baton.core import P2P, NotOwner, Preempted, Priority, Session, Tone, User, flow
+from baton.core import P2P, NotOwner, Preempted, Priority, Session, Superseded, Tone, User, flow
 from baton.testing import World
 
 outcome: dict[str, str] = {}
@@ -94,4 +94,40 @@ async def test_settling_a_user_being_taken_raises_the_preemption_not_not_owner()
     assert outcome == {"settle": "Preempted b"}
     # (told once: the flow, ended by then, is not told again at step 6)
     assert not [ev for ev in w.kinds("flow.notified") if ev.flow == f.name]
+    w.assert_ok()
+
+
+@flow(priority=Priority.ROUTINE)
+async def _connect(s: Session, a: User, b: User) -> None:
+    await s.claim(a, b)
+    await s.dial(a)
+    await s.dial(b)
+    await s.connect(a, b)  # slow: both parties are taken while it is on its way
+    await s.sleep(10)
+
+
+@flow(priority=Priority.PRIORITY)
+async def _take_a_then_b(s: Session, a: User, b: User) -> None:
+    try:
+        await s.claim(a)
+    except Superseded:
+        await s.claim(b)  # beaten to a: b instead, in the same instant
+    await s.sleep(5)
+
+
+async def test_a_second_preemption_of_an_operations_users_keeps_the_event_order() -> None:
+    """Two flows take one party of a bridge in the same instant (the second supersedes the
+    first), and the first, beaten, takes the other party at once (``baton check inbound_call
+    --seed 9001027033``, the new ``race`` perturbation). The bridge had already unwound —
+    stopped by the first preemption — so the second preemption cleared its user at once, and
+    the operation's interruption was published after that clear: inv3 reported the events
+    out of order. The interruption is published when the operation unwinds, before any
+    clear of any of its users."""
+    w = World("a", "b", latency={"bridge": 1.0, "clear": 0.5})
+    w.start(_connect, w["a"], w["b"])
+    await w.run(2.5)  # both answered; the bridge is on its way
+    w.start(_take_a_then_b, w["a"], w["b"])
+    w.start(_take_a_then_b, w["a"], w["b"])
+    await w.run(8)
+    assert w.owner("b") is None or w.owner("b").startswith("_take_a_then_b")
     w.assert_ok()

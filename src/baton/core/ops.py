@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from baton.core.errors import FlowInterrupted, NotOwner, Preempted, UserHungUp
-from baton.core.events import NoticeKind
+from baton.core.events import NoticeKind, OpInterrupted
 from baton.core.owner import Notice, Owner
 from baton.core.port import Cause
 
@@ -170,6 +170,20 @@ class Operations:
                 rec.ops.remove(op)
             owner.op_ended(op)
             if op.unwound is not None and not op.unwound.done():
+                if op.released is not None and not op.announced and op.notice is not None:
+                    # Stopped by a preemption (step 4): said now, as it has unwound — before
+                    # any clear of its users. A second preemption of another of its users
+                    # finds it gone from the records and clears at once; announced only by
+                    # the first preemption's completion, it came after that clear (inv3).
+                    op.announced = True
+                    self._manager.events.publish(
+                        OpInterrupted(
+                            flow=owner.name,
+                            op=op.name,
+                            users=tuple(r.user.id for r in op.recs),
+                            notice=op.notice.kind,
+                        )
+                    )
                 op.unwound.set_result(None)
         # Interrupted. Wait until the protocol lets this owner learn of it (step 6).
         notice = op.notice
