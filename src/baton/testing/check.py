@@ -13,6 +13,10 @@ perturbation is one of:
 * ``contend(u, F)`` — a library flow of the same or lower priority wants the same user;
 * ``fail(cmd)`` — the switch's next ``cmd`` fails;
 * ``cancel`` — the flow is cancelled;
+* ``cancel_dies(u)`` — the flow is cancelled and, a moment later — inside its compensation —
+  the phone of one of its users dies;
+* ``race(u, F)`` — two higher-priority library flows ``F`` take that user in the same instant
+  (the second supersedes the first's preemption while it is still clearing the user);
 * ``command(name[, user])`` — one of the flow's own commands is sent (a console's click: a
   kick, a mute, a redial, a floor request), with a user argument for each of the flow's users
   when the command's description ends with ``(user)``.
@@ -25,7 +29,9 @@ event could. A third of the single-perturbation schedules start on a *busy pool*
 pool users already talking, so that the flow's own claims preempt and take time), and two
 thirds of them run on a *slow switch* (every command and every event delivery
 takes 0.05–0.8 s, drawn from the schedule's seed; see :class:`~baton.switch.sim.Timing`), so
-that those awaits are long enough for a perturbation to land inside them. A baseline run counts
+that those awaits are long enough for a perturbation to land inside them; a third of those slow
+switches are *heavy-tailed* (one command or event in twenty takes ten times longer, up to 8 s:
+:meth:`~baton.switch.sim.Timing.heavy`). A baseline run counts
 the await points; then schedules are explored shortest first — every single perturbation at
 every await point, then seeded random schedules of two and three — each in virtual time, on a
 fresh world, in a reproducible order.
@@ -115,7 +121,7 @@ class Perturbation:
     """One event landed on the flow at its ``at``-th await point."""
 
     at: int
-    kind: str  # hangup | dies | preempt | contend | fail | cancel | command
+    kind: str  # hangup | dies | preempt | contend | race | fail | cancel | cancel_dies | command
     target: str | None = None  # a user id, a switch command, a command of the flow
     by: str | None = None  # the library flow that preempts or contends; a command's user
 
@@ -139,6 +145,13 @@ SLOW = "slow switch"
 #: How a schedule's ``busy pool`` is written (and parsed back).
 BUSY = "busy pool"
 
+#: How a schedule's heavy-tailed switch is written (and parsed back).
+HEAVY = "heavy switch"
+
+#: How long after a ``cancel_dies`` cancellation the phone dies (seconds): inside the flow's
+#: compensation, which on a slow switch takes a command or two.
+DIES_AFTER = 0.3
+
 #: On a busy pool, these pairs of pool users are talking (settled P2P calls at ROUTINE) when
 #: the flow under test starts: taking one of them is a preemption, whose media clear is an
 #: await point of the flow's own claim — the other users' news lands inside it.
@@ -151,12 +164,14 @@ class Schedule:
     seed: int
     slow: bool = False  # every switch command and event takes 0.05–0.8 s (seeded)
     busy: bool = False  # the pool's BUSY_PAIRS are talking when the flow starts
+    heavy: bool = False  # the slow switch has a heavy tail (Timing.heavy)
 
     def __str__(self) -> str:
         parts = [
             *map(str, self.perturbations),
             *([SLOW] if self.slow else []),
             *([BUSY] if self.busy else []),
+            *([HEAVY] if self.heavy else []),
         ]
         return " ; ".join(parts) or "(no perturbation)"
 
@@ -287,7 +302,11 @@ class _Runner:
         self.against = against
         self.budget = budget
         self.rng = random.Random(schedule.seed)
-        timing = Timing.real(schedule.seed) if schedule.slow else None
+        timing = None
+        if schedule.heavy:
+            timing = Timing.heavy(schedule.seed)
+        elif schedule.slow:
+            timing = Timing.real(schedule.seed)
         self.w = World(*FIELD, grace=GRACE, timing=timing)
         # every command the switch receives passes here too: the core's own ones are await
         # points of the flow when they concern its users
@@ -350,10 +369,20 @@ class _Runner:
             w.sim.fail_next(p.target)
         elif p.kind == "cancel":
             flow.cancel("check: cancel")
+        elif p.kind == "cancel_dies" and p.target:
+            flow.cancel("check: cancel")
+            w.manager.loop.call_later(DIES_AFTER, self._dies, p.target)
         elif p.kind == "command" and p.target:
             _send(flow, p.target, **({"user": p.by} if p.by else {}))
         elif p.kind in ("preempt", "contend") and p.target and p.by:
             self._start_other(p.by, w[p.target])
+        elif p.kind == "race" and p.target and p.by:
+            self._start_other(p.by, w[p.target])
+            self._start_other(p.by, w[p.target])
+
+    def _dies(self, user: str) -> None:
+        if not self.winding_down:
+            self.w.sim.kill(user)
 
     def _start_other(self, name: str, target: User) -> None:
         spec = next((s for s in self.against if s.name == name), None)
@@ -654,9 +683,12 @@ def _perturbations(
     for u in users:
         out.append(Perturbation(at, "hangup", u))
         out.append(Perturbation(at, "dies", u))
+        out.append(Perturbation(at, "cancel_dies", u))
         for other in against:
             kind = "preempt" if other.priority > spec.priority else "contend"
             out.append(Perturbation(at, kind, u, other.name))
+            if kind == "preempt":
+                out.append(Perturbation(at, "race", u, other.name))
     return out
 
 
@@ -698,14 +730,20 @@ def check_flow(
     busy = base if check_setup_for(spec.name) is not None else run(Schedule((), seed, True, True))
     rng = random.Random(seed)
     singles: list[Schedule] = []
-    # every single event on an instant switch, on a slow one, and on a slow one whose pool
-    # is busy (the flow's claims preempt: news lands inside its own claims)
-    for slow, on_busy in ((False, False), (True, False), (True, True)):
+    # every single event on an instant switch, on a slow one, on a slow one whose pool is
+    # busy (the flow's claims preempt: news lands inside its own claims), and on a
+    # heavy-tailed one (a command now and then outlasting the core's command_timeout)
+    for slow, on_busy, heavy in (
+        (False, False, False),
+        (True, False, False),
+        (True, True, False),
+        (True, False, True),
+    ):
         if on_busy and busy is base:
             continue
         points, users = (busy if on_busy else base).await_points, (busy if on_busy else base).users
         group = [
-            Schedule((p,), seed, slow, on_busy)
+            Schedule((p,), seed, slow, on_busy, heavy)
             for at in range(max(1, points))
             for p in _perturbations(spec, at, users, against)
         ]
@@ -731,13 +769,16 @@ def check_flow(
 def parse_schedule(text: str, seed: int) -> Schedule:
     """The inverse of ``str(Schedule)``: ``"@3 preempt(f2, emergency_call) ; @5 cancel"``."""
     perturbations = []
-    slow = busy = False
+    slow = busy = heavy = False
     for part in filter(None, (p.strip() for p in text.split(";"))):
         if part == SLOW:
             slow = True
             continue
         if part == BUSY:
             busy = True
+            continue
+        if part == HEAVY:
+            heavy = True
             continue
         at_text, _, what = part.partition(" ")
         if not at_text.startswith("@") or not what:
@@ -752,7 +793,7 @@ def parse_schedule(text: str, seed: int) -> Schedule:
                 args[1] if len(args) > 1 else None,
             )
         )
-    return Schedule(tuple(perturbations), seed, slow, busy)
+    return Schedule(tuple(perturbations), seed, slow or heavy, busy, heavy)
 
 
 def _random_schedule(
@@ -772,7 +813,8 @@ def _random_schedule(
         perturbations.append(rng.choice(options))
     slow = rng.random() < 0.5
     busy = busy_ok and slow and rng.random() < 0.5
-    return Schedule(tuple(sorted(perturbations, key=lambda p: p.at)), seed, slow, busy)
+    heavy = slow and rng.random() < 1 / 3
+    return Schedule(tuple(sorted(perturbations, key=lambda p: p.at)), seed, slow, busy, heavy)
 
 
 def default_against(spec: FlowSpec[Any]) -> list[FlowSpec[Any]]:
