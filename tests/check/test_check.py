@@ -18,12 +18,14 @@ from baton.testing import World
 from baton.testing.check import (
     Perturbation,
     Schedule,
+    _Runner,
     _mistakes,
     check_flow,
     default_against,
     parse_schedule,
 )
 from baton.testing.check_cli import main
+from baton.testing.clock import run_virtual
 
 #: per flow: enough to land every kind of perturbation at every await point of most flows
 LIBRARY_BUDGET = 40
@@ -81,6 +83,21 @@ def test_schedules_print_and_parse_back() -> None:
     t = Schedule((Perturbation(2, "command", "kick", "f1"),), 5, slow=True, busy=True)
     assert str(t) == "@2 command(kick, f1) ; slow switch ; busy pool"
     assert parse_schedule(str(t), 5) == t
+
+
+def test_racing_takes_and_a_phone_dying_in_clean_up_on_a_heavy_switch_replay() -> None:
+    """The perturbations the storm mix taught the checker: two takes of one user in one
+    instant, a phone dying inside the flow's compensation, a heavy-tailed switch. They print
+    and parse back, and land: the racing takes start two flows, the cancellation ends the flow
+    under test, and the run on the heavy switch keeps every invariant."""
+    text = "@1 race(f2, emergency_call) ; @2 cancel_dies(f1) ; slow switch ; heavy switch"
+    s = parse_schedule(text, 13)
+    assert s.heavy and s.slow and str(s) == text
+    result = run_virtual(_Runner(call, s, default_against(call), 120.0).run())
+    assert not result.findings, [f.message for f in result.findings]
+    assert "emergency_call#1 starts" in result.trace
+    assert "emergency_call#2 starts" in result.trace
+    assert "call#1 ends: cancelled" in result.trace
 
 
 def test_the_flows_own_claim_clearing_a_user_is_an_await_point() -> None:
