@@ -18,8 +18,8 @@ from baton.testing import World
 from baton.testing.check import (
     Perturbation,
     Schedule,
-    _Runner,
     _mistakes,
+    _Runner,
     check_flow,
     default_against,
     parse_schedule,
