@@ -79,6 +79,9 @@ class InvalidArgument(FlowUsageError):
 
 
 class UnknownUser(BatonError, LookupError):
+    """No user with this id (or a ``User`` object the manager never registered).
+    ``user_id`` names it."""
+
     code = "unknown-user"
 
     def __init__(self, user_id: str) -> None:
@@ -87,6 +90,8 @@ class UnknownUser(BatonError, LookupError):
 
 
 class UnknownMeeting(BatonError, LookupError):
+    """No live meeting with this id (it never existed, or has ended). ``meeting_id`` names it."""
+
     code = "unknown-meeting"
 
     def __init__(self, meeting_id: str) -> None:
@@ -247,21 +252,31 @@ class CallFailed(BatonError):
 
 
 class NoAnswer(CallFailed):
+    """Nobody answered: the dial's ``timeout`` ran out, or the phone gave up ringing (SIP 408,
+    480)."""
+
     code = "no-answer"
     cause = Cause.NO_ANSWER
 
 
 class Busy(CallFailed):
+    """The phone answered busy (SIP 486, 600)."""
+
     code = "busy"
     cause = Cause.BUSY
 
 
 class Rejected(CallFailed):
+    """The user declined the call (SIP 603), or it was refused for them (403)."""
+
     code = "rejected"
     cause = Cause.REJECTED
 
 
 class Unreachable(CallFailed):
+    """The user could not be reached at all: no phone registered, no route, no response (SIP
+    404, 410, 484, 503, 604)."""
+
     code = "unreachable"
     cause = Cause.UNREACHABLE
 

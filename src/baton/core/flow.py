@@ -749,7 +749,8 @@ class Session:
     def on_dtmf(self, user: User, handler: Callable[[User, str], None] | None) -> None:
         """Call ``handler(user, digit)`` synchronously for each digit ``user`` presses while
         this flow holds it (instead of buffering digits for :meth:`collect`). It must not block:
-        hand work to the flow (e.g. ``self.flow.send(...)``). ``None`` removes it."""
+        hand work to the flow's main loop (``s.post("help")``, read by :meth:`command`).
+        ``None`` removes it."""
         if handler is None:
             self._dtmf.pop(user, None)
         else:

@@ -61,11 +61,16 @@ class User:
 
 
 class Direction(enum.Enum):
+    """Who placed the call a leg carries: the user (inbound) or Baton (outbound)."""
+
     INBOUND = "inbound"  # the user called in
     OUTBOUND = "outbound"  # Baton called the user
 
 
 class LegState(enum.Enum):
+    """Where a leg is in its life: dialling → ringing → connected → ended (a leg that fails
+    goes from dialling or ringing straight to ended)."""
+
     DIALLING = "dialling"
     RINGING = "ringing"
     CONNECTED = "connected"

@@ -13,6 +13,9 @@ __all__ = ["Priority", "priority_name"]
 
 
 class Priority(enum.IntEnum):
+    """A flow's priority, named after MLPP, with EMERGENCY as the top dispatch level; an
+    ``int`` (a role's cap compares with it). A claim preempts only a strictly lower one."""
+
     ROUTINE = 0
     PRIORITY = 10
     IMMEDIATE = 20

@@ -37,7 +37,13 @@ __all__ = ["World"]
 
 
 class World:
-    """A manager, a sim switch, users with phones, and an invariant watch."""
+    """A manager, a sim switch, users with phones, and an invariant watch.
+
+    ``w["id"]`` is that user (a ``User`` for flows); ``w.manager`` the ``UserManager``;
+    ``w.sim`` the sim switch, which drives the phones from the test: ``w.sim.hang_up(id)``,
+    ``w.sim.press(id, digits)``, ``w.sim.kill(id)`` (the phone dies: its leg ends by media
+    timeout), ``w.sim.answer_now(id)``, ``w.sim.call_in(id, number)`` (the phone calls out).
+    ``timing`` (``Timing.real(seed)``) makes the switch take time as a real one does."""
 
     def __init__(
         self,

@@ -91,7 +91,7 @@ Latency = float | tuple[float, float]
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """How long the switch takes (see the module docstring).
+    """How long the switch takes (see the module docstring of ``baton.switch.sim.switch``).
 
     ``commands`` maps a command name (``"originate"``, ``"bridge"``, ``"clear"``…) to its
     latency; ``default`` applies to the others; ``events`` delays the delivery of phone events
@@ -123,6 +123,7 @@ class Timing:
 
     @property
     def instant(self) -> bool:
+        """Every command and event delivery takes no time (the default)."""
         return not self.commands and _upper(self.default) == 0 and _upper(self.events) == 0
 
     @property
