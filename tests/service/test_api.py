@@ -298,6 +298,16 @@ async def test_arguments_a_flow_cannot_work_with_are_a_422_not_a_conflict(
         assert_error(r, 409, "flow-usage")  # unit1 is in no call to listen to: the state
 
 
+async def test_calling_oneself_is_a_422_and_rings_nobody(tmp_path: Path) -> None:
+    # call(disp1, disp1) rang disp1's line, then failed with 409 flow-usage "cannot bridge a
+    # user to itself": a request that can never succeed, whatever the state.
+    async with api(tmp_path) as (svc, a):
+        r = await start(a, "disp1", "call", args={"caller": "unit1", "callee": "unit1"})
+        err = assert_error(r, 422, "invalid-argument", "args.callee")
+        assert "unit1" in err["message"]
+        assert state(svc, "unit1") == "idle"  # nothing was rung
+
+
 async def test_start_with_wait_returns_the_outcome_and_value(tmp_path: Path) -> None:
     async with api(tmp_path) as (_svc, a):
         r = await start(

@@ -16,7 +16,17 @@
 
 from __future__ import annotations
 
-from baton.core import P2P, CallFailed, Cause, FlowInterrupted, Priority, Session, User, flow
+from baton.core import (
+    P2P,
+    CallFailed,
+    Cause,
+    FlowInterrupted,
+    InvalidArgument,
+    Priority,
+    Session,
+    User,
+    flow,
+)
 from baton.flows._common import (
     claim_telling,
     dial_pair,
@@ -34,6 +44,8 @@ async def call(s: Session, caller: User, callee: User, ring: float = 30.0) -> No
     caller then hears a busy tone. A callee taken by a higher-priority flow before the bridge:
     the caller hears the preemption tone and is hung up (an always-on line is only cleared).
     """
+    if callee is caller:  # never bridgeable, whatever the state: refused before ringing
+        raise InvalidArgument(f"{caller.id!r} cannot call itself", "callee")
     # started above ROUTINE (a supervisor's call) it may take a party out of a call: one
     # hanging up meanwhile leaves the other told and hung up, not released into silence
     await claim_telling(s, caller, callee)
