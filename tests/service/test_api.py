@@ -308,6 +308,22 @@ async def test_calling_oneself_is_a_422_and_rings_nobody(tmp_path: Path) -> None
         assert state(svc, "unit1") == "idle"  # nothing was rung
 
 
+async def test_a_ptt_group_refuses_a_negative_hang_time_or_no_talk_time(tmp_path: Path) -> None:
+    # hang_time = -5 ended the group at once, max_burst = 0 revoked every grant at once:
+    # both were started (201) and ended with nothing said; now a 422 naming the field.
+    async with api(tmp_path) as (svc, a):
+        members = ["unit2", "unit3"]
+        r = await start(a, "disp1", "ptt_group", args={"members": members, "hang_time": -5})
+        assert_error(r, 422, "invalid-argument", "args.hang_time")
+        r = await start(a, "disp1", "ptt_group", args={"members": members, "max_burst": 0})
+        assert_error(r, 422, "invalid-argument", "args.max_burst")
+        assert state(svc, "unit2") == "idle" and not svc.manager.flows
+        async with a.client("disp1") as c:
+            lib = {f["name"]: f for f in (await c.get("/api/library")).json()}
+        units = {p["name"]: p["unit"] for p in lib["ptt_group"]["params"]}
+        assert units["hang_time"] == "s" and units["max_burst"] == "s"
+
+
 async def test_start_with_wait_returns_the_outcome_and_value(tmp_path: Path) -> None:
     async with api(tmp_path) as (_svc, a):
         r = await start(

@@ -29,6 +29,7 @@ from baton.core import (
     Command,
     FlowInterrupted,
     FlowUsageError,
+    InvalidArgument,
     Meeting,
     MeetingMode,
     NotOwner,
@@ -257,6 +258,10 @@ async def ptt_group(
 ) -> str:
     """A push-to-talk group call over ``members`` (and ``dispatchers``); ``initiator`` gets the
     floor first. Returns why it ended."""
+    if hang_time < 0:  # the group would end before anyone spoke
+        raise InvalidArgument("hang_time must not be negative", "hang_time")
+    if max_burst <= 0:  # every grant would be revoked at once
+        raise InvalidArgument("max_burst must be a positive number of seconds", "max_burst")
     dispatchers = list(dispatchers or [])
     everyone = list(dict.fromkeys([*members, *dispatchers]))
     room = await s.meeting()

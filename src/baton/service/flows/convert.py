@@ -65,7 +65,7 @@ _PROMPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 #: Number parameters whose name says they are a time span (shown with the unit ``s``).
 _DURATION_NAME = re.compile(
-    r"(^|_)(ring|timeout|after|seconds|wait|delay|interval|gather|within)($|_)"
+    r"(^|_)(ring|timeout|after|seconds|wait|delay|interval|gather|within|time|burst)($|_)"
 )
 
 
