@@ -179,3 +179,22 @@ async def test_a_timeout_that_is_no_number_is_a_usage_error_naming_it() -> None:
     with pytest.raises(errors.FlowUsageError) as info:
         await f.result()
     assert "timeout" in str(info.value) and "'soon'" in str(info.value)
+
+
+async def test_claiming_a_user_the_flow_holds_is_a_no_op() -> None:
+    # Session.claim's docstring (docs/api.md): the user stays as it is — same epoch, its call
+    # untouched, no preemption of itself.
+    @flow()
+    async def twice(s: Session, a: User) -> int:
+        await s.claim(a)
+        await s.dial(a)
+        await s.claim(a, a)
+        assert s.owns(a) and s.leg_of(a) is not None
+        await s.hangup(a)
+        return len([ev for ev in w.kinds("owner.changed") if ev.user == "a"])  # type: ignore[attr-defined]
+
+    w = World("a")
+    f = w.start(twice, w["a"])
+    assert await f.result() == 1  # taken once; the flow's end releases it afterwards
+    assert not w.kinds("preemption.started")
+    w.assert_ok()

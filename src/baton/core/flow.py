@@ -704,7 +704,8 @@ class Session:
         """Take ``users`` by the preemption protocol. A user held at a lower priority is
         preempted; at an equal or higher one the claim fails at once with
         :class:`~baton.core.errors.ClaimDenied`, or queues up to ``wait`` seconds. Raises
-        :class:`~baton.core.errors.Superseded` if a newer preemption overtakes this one."""
+        :class:`~baton.core.errors.Superseded` if a newer preemption overtakes this one. A user
+        this flow holds already stays as it is (claiming it again is a no-op)."""
         if not users:
             raise FlowUsageError("claim needs at least one user")
         if wait is not None:
