@@ -595,6 +595,13 @@ async def test_every_documented_metric_is_exposed_from_the_first_scrape(tmp_path
         text = (await c.get("/metrics")).text
     exposed = set(re.findall(r"^# TYPE (baton_\w+) ", text, re.M))
     assert documented <= exposed, sorted(documented - exposed)
+    # ... and the other way: what an operator sees on /metrics is on the page too (the queue's
+    # and the switch's families by their prefix, the positions' where the queue is told)
+    page = (ROOT / "docs/service.md").read_text()
+    named = set(re.findall(r"`(baton_[a-z_]+)", page))
+    covered = ("baton_queue_", "baton_switch_")
+    undocumented = {m for m in exposed - named if not m.startswith(covered)}
+    assert not undocumented, sorted(undocumented)
     lines = set(text.splitlines())
     assert {"baton_problems_total 0", "baton_preemptions_superseded_total 0"} <= lines
 
