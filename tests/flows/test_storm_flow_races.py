@@ -8,7 +8,16 @@ own on the same user — and its party left to the leak collector.
 from __future__ import annotations
 
 from baton.core import NoAnswer, Preempted, Priority, Session, Tone, User, flow
-from baton.flows import DispatcherQueue, OnFail, blind_transfer, call, conference, queued_call
+from baton.flows import (
+    DispatcherQueue,
+    OnFail,
+    blind_transfer,
+    call,
+    conference,
+    emergency_call,
+    monitor,
+    queued_call,
+)
 from baton.switch.sim import never_answers
 from baton.testing import World
 
@@ -98,4 +107,23 @@ async def test_a_queued_caller_taken_as_the_music_stops_ends_the_offer_cleanly()
     await w.run(2)
     assert f.ended and isinstance(f.error, Preempted)
     assert w.owner("d") is None  # the position is free for the next call
+    w.assert_ok()
+
+
+async def test_parties_pulled_out_of_a_call_by_a_failed_claim_are_told_at_once() -> None:
+    """A monitor took both parties of a call and lost its dispatcher to an emergency in the
+    same instant (``baton check call --seed 9002027016``: two takes of one user). The failed
+    claim told the parties it had pulled out of their call one after the other — the second
+    heard nothing while the first heard its three-second preemption notice: dead air. They
+    hear it together, then are hung up."""
+    w = World("a", "b", "f")
+    d = w.add("d", keep=True)
+    await w.start(call, w["a"], w["b"]).result()
+    mon = w.start(monitor, d, w["a"])
+    w.start(emergency_call, d, w["f"])
+    await w.run(1)
+    assert "tone:preemption" in w.hears("a")
+    assert "tone:preemption" in w.hears("b")
+    await w.run(5)
+    assert mon.ended and w.sim.leg_of("a") is None and w.sim.leg_of("b") is None
     w.assert_ok()

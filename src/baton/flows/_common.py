@@ -41,6 +41,26 @@ async def notify_and_release(s: Session, user: User, *, by: str, seconds: float 
         await s.hangup(user, Cause.PREEMPTED, EndReason.preempted(by))
 
 
+async def notify_and_release_all(
+    s: Session, users: list[User], *, by: str, seconds: float = 3.0
+) -> None:
+    """:func:`notify_and_release` for several users at once: the notice starts for each, then,
+    once it has played, each one still ours is hung up. Best effort, as for one."""
+    playing: list[User] = []
+    for u in users:
+        with contextlib.suppress(BatonError):
+            await s.play(u, Tone("preemption", seconds), wait=False)
+            playing.append(u)
+    end = s.now() + seconds
+    while playing and s.now() < end:
+        with contextlib.suppress(FlowInterrupted):  # a party leaving changes nothing here
+            await s.sleep(end - s.now())
+    for u in users:
+        if s.owns(u):
+            with contextlib.suppress(BatonError):
+                await s.hangup(u, Cause.PREEMPTED, EndReason.preempted(by))
+
+
 async def end_unbridged(s: Session, user: User, lost: FlowInterrupted) -> None:
     """The other party of a call not yet bridged was lost: ``user``'s side ends now rather
     than when the leak collector finds it (a callee answering into silence, a caller hearing
@@ -172,6 +192,7 @@ async def claim_telling(s: Session, *users: User, reason: str | None = None) -> 
     except (Superseded, UserHungUp, Preempted) as exc:
         # (Preempted: one of them — the dispatcher of a barge-in, say — taken meanwhile)
         by = getattr(exc, "by", None) or s.name
+        told: list[User] = []
         for u in users:
             leg = s.leg_of(u)
             if leg is None or not leg.connected:
@@ -179,11 +200,14 @@ async def claim_telling(s: Session, *users: User, reason: str | None = None) -> 
             if s.owns(u) and not u.keep:
                 # still ours (the claim failed on another of them after taking this one):
                 # released with the flow, it would sit on a silent line
-                await notify_and_release(s, u, by=by)
+                told.append(u)
             elif s.owner_of(u) is None:
                 with contextlib.suppress(BatonError):
                     await _claim_past_news(s, u)
-                    await notify_and_release(s, u, by=by)
+                    told.append(u)
+        # all at once: one after the other, the second would hear nothing while the first
+        # hears its notice (dead air)
+        await notify_and_release_all(s, told, by=by)
         raise
 
 
