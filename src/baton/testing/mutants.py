@@ -995,6 +995,16 @@ CATALOGUE: tuple[Mutant, ...] = (
         ),
     ),
     _m(
+        "failed_claim_tells_parties_in_turn",
+        "library",
+        "a claim failing half-way tells the parties it pulled out one after the other (dead air)",
+        (
+            "flows/_common.py",
+            '            await s.play(u, Tone("preemption", seconds), wait=False)\n',
+            '            await s.play(u, Tone("preemption", seconds))  # MUTANT\n',
+        ),
+    ),
+    _m(
         "ptt_two_talkers",
         "library",
         "PTT: the floor is granted to a second talker without revoking the first",
