@@ -69,13 +69,14 @@ field = st.sampled_from(FIELD)
 disp = st.sampled_from(DISPATCHERS)
 any_user = st.sampled_from(FIELD + DISPATCHERS)
 #: How the switch takes time in a run: at once; like a slow real switch (every command and
-#: event 0.05–0.8 s); or slow media clears and originates with late events — so that hang-ups,
+#: event 0.05–0.8 s; for a third of those, with a heavy tail: one in twenty takes ten times
+#: longer); or slow media clears and originates with late events — so that hang-ups,
 #: claims and cancellations land inside the core's own awaits as well as the flows'.
 timings = st.builds(
     lambda kind, seed: (
         Timing()
         if kind == 0
-        else Timing.real(seed)
+        else (Timing.heavy(seed) if seed % 3 == 0 else Timing.real(seed))
         if kind == 1
         else Timing(
             commands={"clear": (0.2, 0.8), "originate": (0.2, 0.8), "bridge": (0.0, 0.5)},

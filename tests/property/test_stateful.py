@@ -51,12 +51,13 @@ COMMANDS = ["bridge", "join", "play", "clear", "originate", "create_meeting", "h
 
 user = st.sampled_from(USERS)
 prio = st.sampled_from(PRIORITIES)
-#: at once; a slow real switch (0.05–0.8 s a command or an event); slow clears and originates
+#: at once; a slow real switch (0.05–0.8 s a command or an event; a third of them with a heavy
+#: tail, one in twenty taking ten times longer); slow clears and originates
 timings = st.builds(
     lambda kind, seed: (
         Timing()
         if kind == 0
-        else Timing.real(seed)
+        else (Timing.heavy(seed) if seed % 3 == 0 else Timing.real(seed))
         if kind == 1
         else Timing(commands={"clear": (0.2, 0.8), "originate": (0.2, 0.8)}, seed=seed)
     ),
