@@ -70,3 +70,18 @@ def test_new_flow_writes_the_files_the_guide_names(tmp_path: Path) -> None:
     write("escort_call", tmp_path)
     written = {p.name for p in tmp_path.iterdir()}
     assert set(re.findall(r"`(\w+\.py)`", step2)) == written
+
+
+def test_new_flow_refuses_a_name_the_service_or_python_would_refuse(tmp_path: Path) -> None:
+    # `baton new-flow call` once wrote a flow whose tests passed but which `baton serve`
+    # refused to load ("flow 'call' is already defined by the library"); `baton new-flow json`
+    # a json.py that the conftest puts first on sys.path, shadowing the standard library.
+    with pytest.raises(ValueError, match="library flow") as info:
+        write("call", tmp_path)
+    assert "my_call" in str(info.value)
+    with pytest.raises(ValueError, match="standard library"):
+        write("json", tmp_path)
+    with pytest.raises(ValueError, match="shadow"):
+        write("baton", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert main(["new-flow", "emergency_call", "--dir", str(tmp_path)]) == 2

@@ -12,6 +12,8 @@ import keyword
 import sys
 from pathlib import Path
 
+from baton.flows import LIBRARY
+
 __all__ = ["main", "write"]
 
 FLOW = '''"""{title}: <say in one sentence what it does for a dispatcher>."""
@@ -96,6 +98,20 @@ def write(name: str, folder: Path) -> list[Path]:
     """Write ``NAME.py`` and ``test_NAME.py`` (and a ``conftest.py`` if there is none)."""
     if not name.isidentifier() or keyword.iskeyword(name) or not name.islower():
         raise ValueError(f"{name!r} is not a flow name: use lower_case_with_underscores")
+    # Refused here rather than later: the template's tests would pass, and then
+    # `baton serve` would refuse the plug-in, or the module would shadow one Python needs.
+    if name in LIBRARY:
+        raise ValueError(
+            f"{name!r} is a library flow's name, and baton serve refuses a plug-in that reuses"
+            f" one (docs/guide.md, step 8): pick another, e.g. 'my_{name}'"
+        )
+    if name in sys.stdlib_module_names:
+        raise ValueError(
+            f"{name!r} is a module of the standard library; {name}.py beside your tests would"
+            " shadow it: pick another name"
+        )
+    if name in ("baton", "conftest", "pytest"):
+        raise ValueError(f"{name}.py would shadow the {name!r} module: pick another name")
     files = {
         folder / f"{name}.py": FLOW.format(name=name, title=name.replace("_", " ").capitalize()),
         folder / f"test_{name}.py": TEST.format(name=name),
