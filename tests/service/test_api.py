@@ -620,6 +620,21 @@ async def test_a_malformed_request_is_named_in_plain_words(tmp_path: Path) -> No
         ), err
 
 
+async def test_a_body_too_deep_or_a_number_too_long_is_a_422_too(tmp_path: Path) -> None:
+    # A JSON body nested 100 000 deep, or with a 5 000-digit number, made the JSON reader fail
+    # otherwise than on bad syntax, and the answer was 400 bad-request "There was an error
+    # parsing the body" — a status and id the documented table does not have.
+    deep = b"[" * 100_000
+    long = b'{"flow": "call", "args": {"ring": ' + b"9" * 5000 + b"}}"
+    async with api(tmp_path) as (_, a), a.client("disp1") as c:
+        for body in (deep, long):
+            r = await c.post(
+                "/api/flows", content=body, headers={"content-type": "application/json"}
+            )
+            err = assert_error(r, 422, "invalid-request", "body")
+            assert err["message"].startswith("body: "), err
+
+
 async def test_force_release_back_to_the_queue_uses_the_centres_queue(tmp_path: Path) -> None:
     # docs/service.md, "Flow arguments": a parameter the service provides (the dispatcher
     # queue) is filled in. force_release's `queue` is optional (other=RELEASE needs none), and

@@ -228,6 +228,14 @@ def create_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # The framework's "error parsing the body": JSON it could not read for another
+            # reason than its syntax (nested too deeply, a number too long). A bad body is a
+            # 422 invalid-request naming the body, like a JSON syntax error (docs/service.md).
+            message = "body: unreadable JSON (nested too deeply, or a number too long)"
+            return JSONResponse(
+                error_body("invalid-request", message, {"field": "body"}), status_code=422
+            )
         ident = _STATUS_IDS.get(exc.status_code, f"http-{exc.status_code}")
         message = str(exc.detail) if exc.detail else ident
         return JSONResponse(
