@@ -85,3 +85,15 @@ def test_new_flow_refuses_a_name_the_service_or_python_would_refuse(tmp_path: Pa
         write("baton", tmp_path)
     assert list(tmp_path.iterdir()) == []
     assert main(["new-flow", "emergency_call", "--dir", str(tmp_path)]) == 2
+
+
+def test_baton_with_no_command_lists_every_command_and_fails(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `baton` alone is a usage error (like `baton serve` alone), and its help names every
+    # command a flow author or an operator is told to run (docs/guide.md, docs/service.md)
+    assert main([]) == 2
+    text = capsys.readouterr()
+    out = text.out + text.err
+    for usage in ("baton new-flow NAME", "baton check FLOW", "baton serve --config", "baton demo"):
+        assert usage in out, usage

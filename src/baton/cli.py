@@ -1,7 +1,9 @@
-"""The ``baton`` command line.
+"""The baton command line.
 
+baton new-flow NAME          write a flow and its tests from a template (docs/guide.md)
+baton check FLOW             explore a flow's schedules against the library (docs/guide.md)
+baton serve --config FILE    the dispatcher service; --sim for the demo (docs/service.md)
 baton demo [--list] [NAME]   scripted dispatch scenarios on virtual phones, as a trace
-baton serve ...              the dispatcher service (see docs/service.md)
 baton --version
 """
 
@@ -52,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
         result: int = serve_main(rest)
         return result
-    parser.print_help()
-    return 0
+    parser.print_help(sys.stderr)  # no command: a usage error, as `baton serve` alone is
+    return 2
 
 
 if __name__ == "__main__":
