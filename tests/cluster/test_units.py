@@ -16,6 +16,7 @@ from _rigs.sip import U, rig, wait_until
 from baton.core import Priority, User
 from baton.flows import call, emergency_call, ptt_group
 from baton.service.callers import Caller, caller_from
+from baton.service.cli import serve_main
 from baton.service.cluster.config import load_shard_config
 from baton.service.cluster.edge import _write, render, sip_uri
 from baton.service.cluster.fence import DbFence, epochs, fences
@@ -445,3 +446,34 @@ def test_a_shard_files_problems_read_like_a_centre_files(tmp_path: Path) -> None
         load_shard_config(shard)
     (problem,) = err.value.problems
     assert problem.startswith("cluster.tenants.acme (acme.toml): api: listen '10.0.1.11:8100'")
+
+
+def test_a_shards_check_checks_each_tenant_as_a_centres_check_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/cluster.md: `baton serve --config shard.toml --check` validates every tenant file.
+    A tenant whose own `--check` fails (a plug-in that does not import, a misspelt permission,
+    an unknown [sip] key) once passed the shard's — to fail only when the shard served it,
+    perhaps first at a fail-over."""
+    (tmp_path / "acme.toml").write_text(
+        'tenant = "acme"\n[sip]\nrealm = "acme"\nbogus = 1\n'
+        '[roles.dispatcher]\npermissions = ["barge-in"]\n[flows]\nplugins = ["no_such_mod"]\n'
+        '[[users]]\nid = "a"\npassword = "p"\nrole = "dispatcher"\n'
+    )
+    shard = tmp_path / "shard.toml"
+    shard.write_text(
+        '[cluster]\nname = "s1"\n'
+        '[cluster.tenants.acme]\nconfig = "acme.toml"\nsip = "udp:127.0.0.1:5170"\n'
+    )
+    acme = tmp_path / "acme.toml"
+    assert serve_main(["--config", str(acme), "--check"]) == 2
+    alone = capsys.readouterr().err
+    assert serve_main(["--config", str(shard), "--check"]) == 2
+    err = capsys.readouterr().err
+    for key in ("flows.plugins[0]", "roles.dispatcher.permissions[0]", "sip.bogus"):
+        assert key in alone
+        assert f"cluster.tenants.acme (acme.toml): {key}" in err, err
+    acme.write_text(acme.read_text().replace("bogus = 1\n", "").replace("barge-in", "barge_in"))
+    acme.write_text(acme.read_text().replace('"no_such_mod"', ""))
+    assert serve_main(["--config", str(shard), "--check"]) == 0
+    assert "ok (shard s1, tenants acme)" in capsys.readouterr().out

@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from baton.service.config import Config
 
-__all__ = ["DEMO_CONFIG", "build_parser", "serve_main", "tls_options", "with_overrides"]
+__all__ = [
+    "DEMO_CONFIG",
+    "build_parser",
+    "check_problems",
+    "serve_main",
+    "tls_options",
+    "with_overrides",
+]
 
 #: The configuration ``baton serve --sim`` uses when no ``--config`` is given.
 DEMO_CONFIG = Path(__file__).with_name("demo.toml")
@@ -89,10 +96,33 @@ def with_overrides(config: Config, args: argparse.Namespace) -> Config:
     return parse_config(_plain(data), config.source)
 
 
+def check_problems(config: Config) -> tuple[list[str], int]:
+    """What ``--check`` finds beyond the file's own validation, and how many flows load: every
+    problem at once (docs/service.md, Configuration) — the plug-ins', each on its own, the
+    roles' unknown permissions, and the switch's own table ([sip]), validated by the switch."""
+    from baton.flows.registry import load_flows
+    from baton.service.config import ConfigError, unknown_permissions
+    from baton.service.switches import build_switch
+
+    problems: list[str] = []
+    flows = load_flows(
+        config.flows.plugins,
+        entry_points=config.flows.entry_points,
+        paths=config.flows.paths,
+        problems=problems,
+    )
+    problems += unknown_permissions(config.roles, (f.permission or "start" for f in flows.values()))
+    try:
+        build_switch(config)
+    except ConfigError as exc:
+        problems += exc.problems
+    return problems, len(flows)
+
+
 def serve_main(argv: list[str]) -> int:
     """The ``serve`` subcommand; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from baton.service.config import ConfigError, load_config, unknown_permissions
+    from baton.service.config import ConfigError, load_config
 
     path: Path | None = args.config
     if path is None:
@@ -112,29 +142,11 @@ def serve_main(argv: list[str]) -> int:
         print(f"baton serve: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        from baton.flows.registry import load_flows
-        from baton.service.switches import build_switch
-
-        # Every problem at once (docs/service.md, Configuration): the plug-ins', each on its
-        # own, and the switch's own table ([sip]), validated by the switch.
-        problems: list[str] = []
-        flows = load_flows(
-            config.flows.plugins,
-            entry_points=config.flows.entry_points,
-            paths=config.flows.paths,
-            problems=problems,
-        )
-        problems += unknown_permissions(
-            config.roles, (f.permission or "start" for f in flows.values())
-        )
-        try:
-            build_switch(config)
-        except ConfigError as exc:
-            problems += exc.problems
+        problems, flows = check_problems(config)
         if problems:
             print(f"baton serve: {ConfigError(str(path), problems)}", file=sys.stderr)
             return 2
-        print(f"{path}: ok ({len(config.users)} users, switch {config.switch}, {len(flows)} flows)")
+        print(f"{path}: ok ({len(config.users)} users, switch {config.switch}, {flows} flows)")
         return 0
     from baton.service.logs import configure_logging
 
@@ -193,6 +205,16 @@ def _shard_main(path: Path, args: argparse.Namespace) -> int:
         return 2
     c = shard_config.cluster
     if args.check:
+        # each tenant as its own file's --check sees it (as this shard would serve it), named
+        # by its file: a tenant this shard stands by for is first served at a fail-over
+        problems = [
+            f"cluster.tenants.{name} ({c.tenants[name].config}): {problem}"
+            for name, config in shard_config.tenants.items()
+            for problem in check_problems(config)[0]
+        ]
+        if problems:
+            print(f"baton serve: {ConfigError(str(path), problems)}", file=sys.stderr)
+            return 2
         print(f"{path}: ok (shard {c.name}, tenants {', '.join(c.tenants)})")
         return 0
     from baton.service.logs import configure_logging
