@@ -477,3 +477,19 @@ def test_a_shards_check_checks_each_tenant_as_a_centres_check_does(
     acme.write_text(acme.read_text().replace('"no_such_mod"', ""))
     assert serve_main(["--config", str(shard), "--check"]) == 0
     assert "ok (shard s1, tenants acme)" in capsys.readouterr().out
+
+
+def test_a_shard_refuses_the_single_centre_overrides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--listen, --database, --sim and --activity override one centre's file; a shard file
+    names each tenant's addresses in its placement and each tenant's database in its file, so
+    they were silently ignored there (a shard 'moved' with --listen kept its old addresses)."""
+    (tmp_path / "acme.toml").write_text('tenant = "acme"\n[[users]]\nid = "a"\npassword = "p"\n')
+    shard = tmp_path / "shard.toml"
+    shard.write_text('[cluster]\nname = "s1"\n[cluster.tenants.acme]\nconfig = "acme.toml"\n')
+    for flag in (["--listen", "127.0.0.1:9000"], ["--database", "x.db"], ["--sim"], ["--activity"]):
+        assert serve_main(["--config", str(shard), "--check", *flag]) == 2
+        err = capsys.readouterr().err
+        assert flag[0] in err and "[cluster.tenants" in err, err
+    assert serve_main(["--config", str(shard), "--check"]) == 0

@@ -198,6 +198,24 @@ def _shard_main(path: Path, args: argparse.Namespace) -> int:
     from baton.service.cluster.config import load_shard_config
     from baton.service.config import ConfigError
 
+    given = [
+        flag
+        for flag, value in (
+            ("--listen", args.listen),
+            ("--database", args.database),
+            ("--sim", args.sim),
+            ("--activity", args.activity),
+        )
+        if value
+    ]
+    if given:  # they override one centre's file; ignored here, they would mislead
+        print(
+            f"baton serve: {path} is a shard file: {', '.join(given)} applies to one centre's"
+            " file only — set each tenant's addresses in its [cluster.tenants.NAME] placement"
+            " (sip, api) and its database in the tenant's own file (docs/cluster.md)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         shard_config = load_shard_config(path)
     except ConfigError as exc:
