@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from baton.service.cluster.local import MARKER, LocalCluster, banner, main, prepare_dir
+from baton.service.cluster.local import (
+    MARKER,
+    LocalCluster,
+    banner,
+    main,
+    prepare_dir,
+    tenant_toml,
+)
+from baton.service.config import load_config
 
 pytestmark = [pytest.mark.realtime]
 
@@ -137,3 +145,14 @@ def test_a_folder_the_runner_made_is_wiped_at_the_next_start(tmp_path: Path) -> 
     empty.mkdir()
     prepare_dir(empty)  # an empty folder holds nothing to lose
     assert (empty / MARKER).exists()
+
+
+def test_a_tenants_recordings_stay_in_the_clusters_folder(tmp_path: Path) -> None:
+    """Relative paths in a centre file are read from its folder (docs/service.md): the
+    tenant files the runner writes into --dir keep their recordings at <dir>/<tenant>/…,
+    not in a var/ nested inside the cluster's var/cluster."""
+    (tmp_path / "acme.toml").write_text(
+        tenant_toml("acme", "sqlite:///x.db", users=[("a", "2001", "dispatcher", None)])
+    )
+    config = load_config(tmp_path / "acme.toml")
+    assert config.recordings == tmp_path / "acme" / "recordings"

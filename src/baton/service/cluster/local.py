@@ -487,7 +487,8 @@ def tenant_toml(
     """A tenant's centre config: ``users`` are (id, number, role, static contact or None);
     ``peers`` (edge address, secret, the other tenants' number prefixes) lets it call them."""
     lines = [f'tenant = "{tenant}"', 'switch = "sip"', f'database = "{database}"']
-    lines += [f'recordings = "var/{tenant}/recordings"', "", "[dispatch]"]
+    # relative to this file's folder (the cluster's --dir), as every path of a centre file is
+    lines += [f'recordings = "{tenant}/recordings"', "", "[dispatch]"]
     if emergency:
         lines.append(f'emergency_number = "{emergency}"')
     lines += ["", "[sip]", f'realm = "{tenant}"', "rtp_timeout = 0", "session_expires = 0", ""]
