@@ -9,7 +9,14 @@ import pytest
 
 from baton.core import Priority
 from baton.service.cli import DEMO_CONFIG
-from baton.service.config import ConfigError, load_config, parse_config, parse_priority
+from baton.service.config import (
+    FEATURE_NUMBERS,
+    ConfigError,
+    load_config,
+    parse_config,
+    parse_priority,
+)
+from baton.service.routing.router import FEATURE_CODES
 from baton.service.switches import sim_behaviour
 
 from .helpers import config_data, make_config
@@ -319,3 +326,17 @@ def test_a_path_that_is_not_text_is_named_in_words(tmp_path: Path) -> None:
     found = problems(config_data(tmp_path, recordings=["var"], prompts=5))
     assert "recordings: a path (text) is expected" in found, found
     assert "prompts: a path (text) is expected" in found, found
+
+
+def test_a_number_may_not_be_a_feature_code(tmp_path: Path) -> None:
+    # The feature codes are routed first (docs/service.md, "The numbering plan"): a dispatcher
+    # number "*70" passed --check and then logged positions out, or gave anyone else the busy
+    # tone, instead of queueing the caller.
+    data = config_data(tmp_path, dispatch={"number": "*70"})
+    data["users"][4]["numbers"] = ["*72"]
+    found = problems(data)
+    assert "dispatch.number: number '*70' is already used by the feature code *70 (log out)" in (
+        found
+    ), found
+    assert any(p.startswith("users[4].numbers[0]: number '*72' is already used by") for p in found)
+    assert set(FEATURE_NUMBERS) == set(FEATURE_CODES)  # the router's codes, all of them

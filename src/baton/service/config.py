@@ -739,12 +739,17 @@ def _anchored_database(base: Path, url: str) -> str:
     return f"{prefix}{_anchored(base, Path(file))}{sep}{query}"
 
 
+#: The positions' feature codes (docs/service.md, "The numbering plan"): routed before every
+#: other number, so a user, group, room or dispatcher number equal to one would never ring.
+FEATURE_NUMBERS = {"*70": "log out", "*71": "ready", "*72": "not ready"}
+
+
 def cross_check(config: Config) -> list[str]:
     """The checks that span several tables: unique ids and numbers, known roles and members."""
     problems: list[str] = []
     roles = config.all_roles
     seen_users: dict[str, int] = {}
-    numbers: dict[str, str] = {}
+    numbers = {n: f"the feature code {n} ({what})" for n, what in FEATURE_NUMBERS.items()}
 
     def number(n: str, owner: str, key: str) -> None:
         if n in numbers:
