@@ -17,6 +17,7 @@ from baton.flows import (
     emergency_call,
     monitor,
     queued_call,
+    whisper,
 )
 from baton.switch.sim import never_answers
 from baton.testing import World
@@ -126,4 +127,23 @@ async def test_parties_pulled_out_of_a_call_by_a_failed_claim_are_told_at_once()
     assert "tone:preemption" in w.hears("b")
     await w.run(5)
     assert mon.ended and w.sim.leg_of("a") is None and w.sim.leg_of("b") is None
+    w.assert_ok()
+
+
+async def test_an_always_on_line_pulled_out_by_a_failed_claim_is_let_go_at_once() -> None:
+    """The same race with a dispatcher's always-on line among the parties (``baton check call
+    --seed 9004027071``): a whisper took the dispatcher and its caller out of their call and lost
+    its own dispatcher in the same instant. The line, not to be hung up, was kept — held by the
+    failing whisper, in silence, while the other party heard its notice. It is let go at
+    once: connected, idle, held by nobody."""
+    w = World("f", "x", "g")
+    d = w.add("d", keep=True)
+    await w.start(call, d, w["f"]).result()
+    wh = w.start(whisper, w["x"], d)
+    w.start(emergency_call, w["x"], w["g"])
+    await w.run(0.5)
+    assert w.owner("d") is None and w.sim.leg_of("d") is not None
+    assert "tone:preemption" in w.hears("f")
+    await w.run(5)
+    assert wh.ended
     w.assert_ok()

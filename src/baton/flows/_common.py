@@ -197,11 +197,15 @@ async def claim_telling(s: Session, *users: User, reason: str | None = None) -> 
             leg = s.leg_of(u)
             if leg is None or not leg.connected:
                 continue
-            if s.owns(u) and not u.keep:
+            if s.owns(u) and u.keep:
+                # an always-on line is not hung up: let go now (cleared by the preemption,
+                # idle), not held in silence while the others hear their notice
+                s.release(u)
+            elif s.owns(u):
                 # still ours (the claim failed on another of them after taking this one):
                 # released with the flow, it would sit on a silent line
                 told.append(u)
-            elif s.owner_of(u) is None:
+            elif s.owner_of(u) is None and not u.keep:
                 with contextlib.suppress(BatonError):
                     await _claim_past_news(s, u)
                     told.append(u)
