@@ -15,13 +15,16 @@
   feature code, an unroutable number) beside the library's and the console's.
 
 Same rules as the other mixes: every invariant at every step (liveness and dead air
-included), every flow ends within its bound, and nothing leaks.
+included), every flow ends within its bound, none crashes, and nothing leaks. A third as many
+runs stop the service in the middle of the storm instead (``UserManager.close``: every flow
+cancelled at once, mid-operation): the stop must return within ``end_timeout``.
 
 ``BATON_MIX_SEEDS=400`` runs 400 mixes instead of 12; ``BATON_MIX_FROM=N`` starts at seed N.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from collections.abc import Callable
@@ -242,13 +245,25 @@ class _Storm:
             self.add(lambda: w.start(call, w[a], w[b]))
             await w.run(5)
 
-    async def run(self) -> World:
-        w = self.w
+    async def storm(self) -> None:
         for i in range(70):
             if i % 10 == 0:
                 await self.calm_pair()
             self.storm_step()
-            await w.run(self.rng.choice([0.0, 0.0, 0.1, 0.3, 0.7, 2.0, 4.0]))
+            await self.w.run(self.rng.choice([0.0, 0.0, 0.1, 0.3, 0.7, 2.0, 4.0]))
+
+    async def stop_the_service(self) -> float:
+        """The service stops in the middle of the storm (``UserManager.close``): every flow is
+        cancelled at once, mid-operation, its compensations on their way to a slow switch.
+        Returns how long the stop took (virtual seconds); it must be bounded."""
+        m = self.w.manager
+        start = m.now()
+        await asyncio.wait_for(m.close(), timeout=m.end_timeout + 2 * m.command_timeout)
+        return m.now() - start
+
+    async def run(self) -> World:
+        w = self.w
+        await self.storm()
         await w.run(25)
         for flow in self.flows:  # wind down whatever holds on: end commands, then cancel
             for cmd in ("end", "leave", "clear_emergency"):
@@ -293,3 +308,17 @@ async def test_contention_storm_on_a_heavy_tailed_switch(seed: int) -> None:
     w.assert_ok(quiescent=True)
     assert not storm.crashed()
     await w.close()
+
+
+@pytest.mark.parametrize("seed", SEEDS[: max(1, len(SEEDS) // 3)])
+async def test_the_service_stopping_mid_storm_ends_every_flow_in_bound(seed: int) -> None:
+    """A third as many: the storm, then the service stops at once (no wind-down) — every flow
+    ends within ``end_timeout`` of being cancelled, every invariant held meanwhile."""
+    storm = _Storm(seed + 7_000_000)
+    await storm.storm()
+    took = await storm.stop_the_service()
+    assert all(f.ended for f in storm.flows), [f.name for f in storm.flows if not f.ended]
+    assert took <= storm.w.manager.end_timeout + 1.0
+    storm.w.assert_ok()
+    assert not storm.crashed()
+    await storm.w.close()
