@@ -207,6 +207,7 @@ class Flow(Owner):
     __slots__ = (
         "_cancel_requested",
         "_children",
+        "_command_news",
         "_end_by",
         "_ended",
         "_inbox",
@@ -258,6 +259,8 @@ class Flow(Owner):
         self._root_op: Op | None = None
         self._lost_log: dict[User, str] = {}
         self._inbox: asyncio.Queue[Command] | None = None
+        #: resolved when a command is queued (a dial that gives way to commands waits on it)
+        self._command_news: asyncio.Future[None] | None = None
         self._ended: asyncio.Future[FlowOutcome] = manager.loop.create_future()
 
     # ---- life cycle
@@ -480,10 +483,17 @@ class Flow(Owner):
             now = "is finishing" if self.state is FlowState.FINISHING else "has ended"
             raise FlowUsageError(f"{self.name} {now}: it takes no commands")
         fut: asyncio.Future[Any] = self.manager.loop.create_future()
+        self._enqueue(Command(command, args, by, fut))
+        return fut
+
+    def _enqueue(self, cmd: Command) -> None:
+        """Queue a command for :meth:`Session.command`; wake a dial that gives way to one."""
         if self._inbox is None:
             self._inbox = asyncio.Queue()
-        self._inbox.put_nowait(Command(command, args, by, fut))
-        return fut
+        self._inbox.put_nowait(cmd)
+        news = self._command_news
+        if news is not None and not news.done():
+            news.set_result(None)
 
     async def stop(self, reason: str | None = None) -> FlowOutcome:
         """Cancel and wait until the flow has ended (its compensations ran); return the
@@ -837,6 +847,37 @@ class Session:
         _seconds("dial's timeout", timeout)
         return await self.manager.dial(self.flow, user, timeout=timeout, caller=caller)
 
+    async def dial_or_command(
+        self, user: User, *, timeout: float = 30.0, caller: User | None = None
+    ) -> Leg | Command:
+        """:meth:`dial`, giving way to a command: the first command sent to the flow while
+        ``user``'s phone rings is returned (taken, as :meth:`command` takes it) and the phone
+        rings on — the flow decides: hang it up (a ``cancel``), or wait on with :meth:`dial`.
+        A command waiting already is returned at once, before anything rings; one arriving in
+        the same instant as the answer is returned too (the leg is connected then). Otherwise
+        the answered leg, or what :meth:`dial` raises. For a flow whose commands must take
+        effect while a phone rings, not once it is answered or gives up."""
+        _seconds("dial's timeout", timeout)
+        flow = self.flow
+        deadline = self.now() + timeout
+        while True:
+            if self.queued_commands():
+                cmd = await self.command()
+                assert cmd is not None  # no timeout: a command
+                return cmd
+            news: asyncio.Future[None] = self.manager.loop.create_future()
+            flow._command_news = news
+            try:
+                leg = await self.manager.dial_until(
+                    flow, user, news, timeout=max(0.0, deadline - self.now()), caller=caller
+                )
+            finally:
+                if flow._command_news is news:
+                    flow._command_news = None
+            if leg is not None:
+                return leg
+            # a command was queued (read above, unless another task of the flow took it)
+
     async def answer(self, user: User) -> Leg:
         """Answer ``user``'s inbound call."""
         return await self.manager.answer(self.flow, user)
@@ -950,9 +991,7 @@ class Session:
         # a handler posting to its own flow rarely awaits the answer: a failure (the flow ended
         # first) must not be logged as "never retrieved"
         fut.add_done_callback(_retrieve)
-        if flow._inbox is None:
-            flow._inbox = asyncio.Queue()
-        flow._inbox.put_nowait(Command(command, args, self.name, fut))
+        flow._enqueue(Command(command, args, self.name, fut))
         return fut
 
     async def wait(self, fut: asyncio.Future[R], timeout: float | None = None) -> R | None:

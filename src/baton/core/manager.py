@@ -454,8 +454,42 @@ class UserManager:
         leg keeps ringing for the new owner (invariant 4). Raises :class:`CallFailed` subclasses.
         """
         rec = self.rec(user)
+        run = self._dialling(owner, rec, timeout, caller, None)
+        leg = await self.operations.run(owner, "dial", (rec,), run, wait=True)
+        assert leg is not None  # nothing to stop the wait but the answer
+        return leg
 
-        async def run() -> Leg:
+    async def dial_until(
+        self,
+        owner: Owner,
+        user: User,
+        until: asyncio.Future[None],
+        *,
+        timeout: float = 30.0,
+        caller: User | None = None,
+    ) -> Leg | None:
+        """:meth:`dial`, but stop waiting for the answer once ``until`` is done: ``None`` then,
+        the phone ringing on (its deadline is the manager's, as for any dial) for the owner to
+        hang up or dial again. ``until`` done in the same instant as the answer or the failure
+        wins: the owner reads the leg's state. One operation, interrupted like a dial."""
+        rec = self.rec(user)
+        run = self._dialling(owner, rec, timeout, caller, until)
+        return await self.operations.run(owner, "dial", (rec,), run, wait=True)
+
+    def _dialling(
+        self,
+        owner: Owner,
+        rec: UserRecord,
+        timeout: float,
+        caller: User | None,
+        until: asyncio.Future[None] | None,
+    ) -> Callable[[], Awaitable[Leg | None]]:
+        """The work of a dial: place the call (or join the one ringing), await the answer —
+        or ``until``, once the call is placed (``None`` then; the phone rings on). All in the
+        dialling task: the call is placed before anything can interrupt the wait."""
+        user = rec.user
+
+        async def run() -> Leg | None:
             leg = rec.live_leg
             if leg is None:
                 leg = self.new_leg(
@@ -489,12 +523,17 @@ class UserManager:
             elif not leg.connected:
                 self._ring_until(rec, leg, self.loop.time() + timeout)  # the new owner's patience
             if not leg.connected:
-                await leg.outcome()
+                if until is None:
+                    await leg.outcome()
+                else:
+                    await asyncio.wait((leg.outcome(), until), return_when=asyncio.FIRST_COMPLETED)
+                    if until.done():
+                        return None
             if leg.connected:
                 return leg
             raise CallFailed.for_cause(user, leg.cause or Cause.FAILURE)
 
-        return await self.operations.run(owner, "dial", (rec,), run, wait=True)
+        return run
 
     def _ring_until(self, rec: UserRecord, leg: Leg, deadline: float) -> None:
         """The makecall: the ringing leg's deadline belongs to the manager, not to the flow that
