@@ -36,6 +36,7 @@ from baton.core import (
     BatonError,
     CallFailed,
     Cause,
+    Command,
     FlowInterrupted,
     FlowUsageError,
     Playback,
@@ -198,14 +199,19 @@ async def attended_transfer(
     await s.clear(party)
     await s.play(party, music or Tone("hold"), loop=True)
     ringback = await s.play(transferor, "ringback", loop=True)
+    why: str | FlowInterrupted
     try:
-        await s.dial(target, timeout=ring, caller=transferor)
+        # a command is read while the target rings, not once it answered (docs/flows.md)
+        answered = await s.dial_or_command(target, timeout=ring, caller=transferor)
     except CallFailed as exc:
         await tell_failure(s, transferor, exc)
-        why: str | FlowInterrupted = "target unreachable"
+        why = "target unreachable"
         return await _what_is_left(s, party, transferor, target, original, why, ring)
     except FlowInterrupted as exc:
         return await _what_is_left(s, party, transferor, target, original, exc, ring)
+    if isinstance(answered, Command):
+        why = await _while_ringing(s, answered, transferor, target)
+        return await _what_is_left(s, party, transferor, target, original, why, ring)
     await s.stop(ringback)
     await s.connect(transferor, target)
     s.note(f"{transferor.id} consults {target.id}; {party.id} on hold")
@@ -231,6 +237,25 @@ async def attended_transfer(
         except FlowInterrupted as exc:  # a party was taken or hung up meanwhile
             why = exc
         return await _what_is_left(s, party, transferor, target, original, why, ring)
+
+
+async def _while_ringing(
+    s: Session, cmd: Command, transferor: User, target: User
+) -> str | FlowInterrupted:
+    """A command sent while the target's phone rings takes effect at once: ``cancel`` hangs
+    the ringing phone up; ``complete`` lets the transferor leave, the party hearing ringback
+    until the target answers (:func:`_what_is_left`). What ended the consultation."""
+    try:
+        if cmd.name == "complete":
+            cmd.reply("completed")
+            await _leave(s, transferor)
+            return "completed while the target rang"
+        cmd.reply("cancelled")
+        if s.owns(target) and s.leg_of(target) is not None:
+            await s.hangup(target, Cause.CANCELLED)
+        return "cancelled while the target rang"
+    except FlowInterrupted as exc:  # a party was taken or hung up meanwhile
+        return exc
 
 
 def _who(exc: FlowInterrupted) -> str:
