@@ -2,26 +2,31 @@
 
 Members are rung in parallel and join in *listen* mode. With a ``message`` (a WAV prompt), the
 message is played to everyone who answered within ``gather`` seconds, ``repeat`` times, and the
-broadcast ends. Without one, the dispatcher speaks until they hang up or send ``end``. Members
+broadcast ends; ``end`` stops the gathering or the message when sent. Without one, the dispatcher speaks until they hang up or send ``end``. Members
 are hung up at the end. Returns each member's fate as for a group call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from baton.core import (
     BatonError,
     CallFailed,
+    Command,
     FlowInterrupted,
     InvalidArgument,
+    Meeting,
     MeetingMode,
+    Playback,
     Priority,
     Prompt,
     Session,
     User,
     flow,
 )
+from baton.flows._common import stop_quietly
 
 
 @flow(priority=Priority.PRIORITY, permission="broadcast", commands={"end": "end the broadcast"})
@@ -74,9 +79,7 @@ async def broadcast(
         fate[m.id] = "ringing"
         s.spawn(ring_member(m), f"{s.name}:ring:{m.id}")
     if message is not None:
-        await s.sleep(gather)
-        for _ in range(max(1, repeat)):
-            await s.play(room, message)
+        await _play_message(s, room, message, repeat, gather)
         return fate
     assert dispatcher is not None
     while True:
@@ -89,3 +92,54 @@ async def broadcast(
         if cmd is not None and cmd.name == "end":
             cmd.reply("ended")
             return fate
+
+
+#: Posted to the flow's own inbox when a play of the message ends, so that its command loop,
+#: which waits for ``end``, also hears that the message was played.
+_PLAYED = "message played"
+
+
+async def _play_message(
+    s: Session, room: Meeting, message: Prompt, repeat: int, gather: float
+) -> None:
+    """Gather the members for ``gather`` seconds, then play ``message`` ``repeat`` times — or
+    stop at once when ``end`` is sent: the gathering or the message cut short (the members
+    are hung up by the broadcast's compensation)."""
+    deadline = s.now() + gather
+    while (left := deadline - s.now()) > 0:
+        cmd = await _next_command(s, left)
+        if cmd is not None and cmd.name == "end":
+            cmd.reply("ended")
+            s.note("broadcast ended before the message played")
+            return
+    for _ in range(max(1, repeat)):
+        playback = await s.play(room, message, wait=False)
+        s.spawn(_tell_played(s, playback), f"{s.name}:played")
+        while True:
+            cmd = await _next_command(s, None)
+            if cmd is None:
+                continue
+            if cmd.name == _PLAYED:
+                cmd.reply(None)
+                if cmd.args["playback"] is playback:
+                    break
+                continue
+            if cmd.name == "end":
+                cmd.reply("ended")
+                s.note("broadcast ended while the message played")
+                await stop_quietly(s, playback)
+                return
+
+
+async def _tell_played(s: Session, playback: Playback) -> None:
+    await asyncio.wait((playback.done,))
+    s.post(_PLAYED, playback=playback)
+
+
+async def _next_command(s: Session, within: float | None) -> Command | None:
+    """The next command, or ``None`` (the timeout, or a member who left: a broadcast goes on
+    without it)."""
+    try:
+        return await s.command(within)
+    except FlowInterrupted:
+        return None
