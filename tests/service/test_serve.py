@@ -182,6 +182,29 @@ def test_check_reports_every_plugin_and_switch_problem_at_once(
     assert "Traceback" not in err
 
 
+def test_check_reports_a_files_own_and_its_permission_problems_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # docs/service.md: every problem with its key, all at once. A misspelt permission (known
+    # only once the flows are loaded) was hidden behind any problem of the file itself: fixing
+    # a users[1].password then revealed roles.dispatcher.permissions[0] on the next try.
+    cfg = tmp_path / "two.toml"
+    cfg.write_text(
+        to_toml(
+            {
+                "roles": {"dispatcher": {"permissions": ["barge-in"]}},
+                "flows": {"plugins": ["nosuchmodule"]},
+                "users": [{"id": "a", "password": "p"}, {"id": "b"}],
+            }
+        )
+    )
+    assert serve_main(["--config", str(cfg), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "users[1].password: field required" in err
+    assert "roles.dispatcher.permissions[0]: unknown permission 'barge-in'" in err
+    assert "flows.plugins[0] (nosuchmodule): cannot import" in err
+
+
 def test_a_bad_sip_table_stops_start_up_naming_the_key(tmp_path: Path) -> None:
     cfg = tmp_path / "sip.toml"
     cfg.write_text(

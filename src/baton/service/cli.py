@@ -139,7 +139,10 @@ def serve_main(argv: list[str]) -> int:
         base = Path.cwd() if path == DEMO_CONFIG else None
         config = with_overrides(load_config(path, base=base), args)
     except ConfigError as exc:
-        print(f"baton serve: {exc}", file=sys.stderr)
+        problems = exc.problems
+        if args.check and exc.partial is not None:  # every problem at once, these too
+            problems += [p for p in check_problems(exc.partial)[0] if p not in problems]
+        print(f"baton serve: {ConfigError(exc.source, problems)}", file=sys.stderr)
         return 2
     if args.check:
         problems, flows = check_problems(config)

@@ -89,9 +89,13 @@ class ConfigError(Exception):
     """The configuration is unusable. ``problems`` holds one ``key: message`` line each; the
     service must not start. Fix the file and start again."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], partial: Config | None = None) -> None:
         self.source = source
         self.problems = problems
+        #: the file with every bad key left at its default, when it could be repaired: what
+        #: ``baton serve --check`` runs its further checks on (plug-ins, permissions, switch),
+        #: so that a problem of the file does not hide theirs
+        self.partial = partial
         lines = "\n  ".join(problems)
         super().__init__(f"bad configuration in {source}:\n  {lines}")
 
@@ -568,10 +572,10 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         partial = _repaired({**data, "source": source}, exc, problems)
         if partial is not None:
             problems += [p for p in cross_check(partial) if p not in problems]
-        raise ConfigError(source, problems) from None
+        raise ConfigError(source, problems, partial) from None
     problems = cross_check(config)
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, problems, config)
     return config
 
 
@@ -671,7 +675,12 @@ def load_config(path: str | Path, *, base: Path | None = None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [f"TOML syntax: {exc}"]) from None
-    config = anchor_paths(parse_config(data, str(p)), p.parent if base is None else base)
+    try:
+        config = anchor_paths(parse_config(data, str(p)), p.parent if base is None else base)
+    except ConfigError as exc:
+        if exc.partial is not None:  # its paths read as the file's, as a good file's are
+            exc.partial = anchor_paths(exc.partial, p.parent if base is None else base)
+        raise
     tls = config.api.tls
     if tls is not None:  # the API's certificate and key must be readable, and a pair
         problems = [
