@@ -239,3 +239,24 @@ async def test_end_sent_while_a_member_is_taken_rings_the_rest_of_nobody() -> No
     assert [w.sim.phones[m].calls for m in ("m2", "m3")] == [0, 0]
     assert w.state("m2") == w.state("m3") == "idle"
     w.assert_ok(quiescent=True)
+
+
+async def test_an_add_with_an_end_queued_behind_it_takes_nobody() -> None:
+    """An ``add`` read while the group's ``end`` already waits behind it does not take the
+    member out of its call (nor ring it) for a group that is over: it answers
+    ``cancelled``."""
+    w = World("m1", "m2", "x", "y")
+    await w.start(call, w["x"], w["y"]).result()  # x busy, at a lower priority
+    g = w.start(ptt_group, [w["m1"], w["m2"]])
+    await w.run(3)
+    added = g.send("add", user="x")
+    ended = g.send("end")
+    assert await added == "cancelled"
+    assert await ended == "ended"
+    assert await g.result() == "ended"
+    await w.run(10)
+    assert w.hears("x") == {"y"}  # its call untouched
+    assert w.sim.phones["x"].calls == 1  # only its own call
+    taken = [e for e in w.kinds("owner.changed") if getattr(e, "user", None) == "x"]
+    assert taken and all(getattr(e, "new", None) != g.name for e in taken)  # never the group's
+    w.assert_ok(quiescent=True)

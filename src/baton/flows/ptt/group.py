@@ -171,6 +171,11 @@ class _Ptt:
         elif cmd.name == "add":
             if s.owns(user):
                 raise FlowUsageError(f"{user.id!r} is in the group already")
+            if "end" in s.queued_commands():
+                # the group is over (its ``end`` is read next): nobody is taken out of a
+                # call, nor rung, for it
+                cmd.reply("cancelled")
+                return True
             await s.claim(user, reason=f"joining {s.name}")
             self.add(user)
         elif cmd.name == "remove":
