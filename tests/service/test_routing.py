@@ -62,6 +62,20 @@ async def test_a_room_number_joins_the_room_until_the_last_leaves(tmp_path: Path
     await w.close()
 
 
+async def test_a_room_number_needs_the_dial_in_permission(tmp_path: Path) -> None:
+    # An observer ("sees the console, changes nothing": no permission at all) dialled the
+    # operations room and joined it, talking and listening: the router checked every flow's
+    # permission but the room's (dial_in: `call`). Now refused like any other number.
+    w, _, started = world(tmp_path)
+    w.sim.call_in("obs1", "3000")
+    await w.run(1)
+    assert started == [("unroutable#1", "phone:obs1")]
+    assert w.sim.hangups[-1][1].value == "rejected"
+    assert w.manager.meetings() == []
+    w.assert_ok()
+    await w.close()
+
+
 async def test_group_numbers_need_the_group_call_permission(tmp_path: Path) -> None:
     w, _, started = world(tmp_path)
     w.sim.call_in("unit3", "801")  # a field unit may not start a group call: rejected

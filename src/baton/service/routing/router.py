@@ -193,6 +193,9 @@ class Router:
             return
         room = self._rooms.get(number)
         if room is not None:
+            if principal is None or not principal.may(dial_in.permission or "start"):
+                self._refuse(manager, caller, number, "rejected")
+                return
             flow = manager.start(dial_in, caller, room.id, priority=priority)
             self.started(flow.name, f"phone:{caller.id}")
             return
