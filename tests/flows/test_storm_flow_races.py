@@ -19,6 +19,7 @@ from baton.flows import (
     queued_call,
     whisper,
 )
+from baton.flows._common import claim_call
 from baton.switch.sim import never_answers
 from baton.testing import World
 
@@ -146,4 +147,32 @@ async def test_an_always_on_line_pulled_out_by_a_failed_claim_is_let_go_at_once(
     assert "tone:preemption" in w.hears("f")
     await w.run(5)
     assert wh.ended
+    w.assert_ok()
+
+
+@flow(priority=Priority.ROUTINE)
+async def _two_on_the_line(s: Session, a: User, b: User) -> None:
+    await claim_call(s, a, b)
+    await s.dial(a)
+    await s.dial(b)
+    s.quiet(a, "waiting")
+    s.quiet(b, "waiting")
+    await s.sleep(30)
+
+
+async def test_a_slow_hang_up_of_one_party_does_not_strand_the_other() -> None:
+    """A flow that failed or was cancelled hangs up the parties it still holds — one after the
+    other, within one compensation step. On a heavy-tailed switch the first hang-up outlasted
+    the step's deadline, the second was never sent, and that party was left to the leak
+    collector (``baton check attended_transfer --seed 9005027036 ... ; heavy switch``). The
+    hang-ups go out together."""
+    w = World("a", "b", latency={"hangup": 6.0})
+    f = w.start(_two_on_the_line, w["a"], w["b"])
+    await w.run(3)
+    f.cancel("test")
+    await w.run(15)
+    assert f.ended
+    sent = [(t, legs) for t, c, legs in w.sim.commands if c == "hangup"]
+    assert len(sent) == 2 and sent[0][0] == sent[1][0]  # both at once, by the flow
+    assert not w.kinds("leg.collected")
     w.assert_ok()
