@@ -198,3 +198,23 @@ async def test_claiming_a_user_the_flow_holds_is_a_no_op() -> None:
     assert await f.result() == 1  # taken once; the flow's end releases it afterwards
     assert not w.kinds("preemption.started")
     w.assert_ok()
+
+
+def test_flow_misdeclared_says_how_to_declare_it() -> None:
+    # @flow without its parentheses returned the decorator itself, so the "flow" was a plain
+    # function that failed later and elsewhere; a priority by name and commands as a list
+    # failed with int()'s and dict()'s own words.
+    async def body(s: Session, a: User) -> None:
+        await s.claim(a)
+
+    with pytest.raises(TypeError, match=r"@flow\(\)"):
+        flow(body)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Priority\.FLASH"):
+        flow(priority="FLASH")(body)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="priority"):
+        flow(priority=True)(body)
+    with pytest.raises(TypeError, match=r"\{'end': "):
+        flow(commands=["end"])(body)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="commands"):
+        flow(commands={"end": 1})(body)  # type: ignore[dict-item]
+    assert flow(priority=Priority.FLASH, commands={"end": "stop"})(body).priority == 30

@@ -97,6 +97,19 @@ class FlowSpec(Generic[R]):
     ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"a flow must be an async def, not {fn!r}")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            hint = f" (Priority.{priority})" if str(priority) in Priority.__members__ else ""
+            raise TypeError(
+                f"flow {name}: priority must be a Priority or an int, not {priority!r}{hint}"
+            )
+        if commands is not None and not (
+            isinstance(commands, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in commands.items())
+        ):
+            raise TypeError(
+                f"flow {name}: commands maps each command's name to a one-line description"
+                f" ({{'end': 'end the call'}}), not {commands!r}"
+            )
         self.fn = fn
         self.name = name
         self.priority = int(priority)
@@ -133,6 +146,11 @@ def flow(
     "add member", "mute", "end"), each with a one-line description; the flow reads them with
     :meth:`Session.command`.
     """
+    if callable(priority):  # @flow with no parentheses: it would hand back this decorator
+        raise TypeError(
+            f"write @flow() or @flow(priority=...) above {getattr(priority, '__name__', 'it')}:"
+            " @flow without its parentheses declares no flow"
+        )
 
     def decorate(fn: FlowFn[R]) -> FlowSpec[R]:
         return FlowSpec(
