@@ -156,3 +156,11 @@ def test_a_tenants_recordings_stay_in_the_clusters_folder(tmp_path: Path) -> Non
     )
     config = load_config(tmp_path / "acme.toml")
     assert config.recordings == tmp_path / "acme" / "recordings"
+
+
+def test_the_runners_help_says_dir_is_wiped(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "wiped at each start" in out and "how many shards" in out
+    assert "\n    python -m baton.service.cluster.local --dir var/cluster --shards 2\n" in out

@@ -159,7 +159,11 @@ def _write(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m baton.service.cluster.edge", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m baton.service.cluster.edge",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--etcd", action="append", default=[], help="HOST:PORT (repeat for each)")
     p.add_argument("--prefix", default="/baton")
     p.add_argument("--ttl", type=float, default=3.0)

@@ -562,9 +562,19 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m baton.service.cluster.local", description=__doc__)
-    p.add_argument("--dir", type=Path, default=Path("var/cluster"))
-    p.add_argument("--shards", type=int, default=2)
+    p = argparse.ArgumentParser(
+        prog="python -m baton.service.cluster.local",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("var/cluster"),
+        help="where every process keeps its data and logs (var/cluster); wiped at each start,"
+        " so only a folder this runner made, or an empty one, is taken",
+    )
+    p.add_argument("--shards", type=int, default=2, help="how many shards (2)")
     p.add_argument("--sip-port", type=int, default=5060, help="the edge's SIP port")
     args = p.parse_args(argv)
     root = args.dir.resolve()
