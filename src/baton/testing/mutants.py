@@ -1005,6 +1005,16 @@ CATALOGUE: tuple[Mutant, ...] = (
         ),
     ),
     _m(
+        "abandoned_parties_hung_up_in_turn",
+        "library",
+        "an abandoned flow hangs up its parties one after the other: a slow hang-up strands the next",
+        (
+            "flows/_common.py",
+            "        await asyncio.gather(*(hang_up(u) for u in abandoned()))\n",
+            "        for u in abandoned():  # MUTANT\n            await hang_up(u)\n",
+        ),
+    ),
+    _m(
         "ptt_two_talkers",
         "library",
         "PTT: the floor is granted to a second talker without revoking the first",
