@@ -66,6 +66,11 @@ def test_a_full_table() -> None:
         ({"register_expires": {"min": 600, "max": 60}}, "sip.register_expires: need min"),
         ({"lisen": []}, "sip.lisen: unknown key"),
         ({"media_host": "localhost"}, "sip.media_host:"),
+        # not a number of seconds: nan passed every comparison, inf never ran out
+        ({"rtp_timeout": float("nan")}, "sip.rtp_timeout: expected seconds"),
+        ({"rtp_timeout": float("inf")}, "sip.rtp_timeout: expected seconds"),
+        ({"inbound_ring_timeout": float("nan")}, "sip.inbound_ring_timeout: expected seconds"),
+        ({"nonce_lifetime": float("inf")}, "sip.nonce_lifetime: expected seconds"),
     ],
 )
 def test_bad_keys_are_named(table: dict[str, object], problem: str) -> None:

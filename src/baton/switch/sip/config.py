@@ -45,6 +45,7 @@ Keys (all optional)::
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import ssl
 from collections.abc import Mapping, Sequence
@@ -185,9 +186,11 @@ _KEYS = frozenset(
 
 
 def _number(value: object) -> float | None:
+    """A finite number (TOML's ``nan`` passes every comparison, ``inf`` never runs out)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _priority(value: object) -> int | None:
