@@ -224,7 +224,8 @@ def test_two_tenants_of_a_shard_on_one_address_fail_the_check(tmp_path: Path) ->
     the shard's other tenant would make that fail-over fail, so --check says so."""
     for tenant in ("acme", "bravo"):
         (tmp_path / f"{tenant}.toml").write_text(
-            f'tenant = "{tenant}"\nswitch = "sip"\n[[users]]\nid = "{tenant}1"\npassword = "p"\n'
+            f'tenant = "{tenant}"\nswitch = "sip"\ndatabase = "{tenant}.db"\n'
+            f'[[users]]\nid = "{tenant}1"\npassword = "p"\n'
         )
     shard = tmp_path / "shard.toml"
 
@@ -493,3 +494,27 @@ def test_a_shard_refuses_the_single_centre_overrides(
         err = capsys.readouterr().err
         assert flag[0] in err and "[cluster.tenants" in err, err
     assert serve_main(["--config", str(shard), "--check"]) == 0
+
+
+def test_two_tenants_of_a_shard_on_one_database_fail_the_check(tmp_path: Path) -> None:
+    """docs/cluster.md, Tenants: each tenant needs its own database (a run's crash recovery
+    closes the open records of every dead run it finds there). Two tenant files that name the
+    same one — or both leave `database` out, and so share var/baton.db — fail the check."""
+    for tenant in ("acme", "bravo"):
+        (tmp_path / f"{tenant}.toml").write_text(
+            f'tenant = "{tenant}"\n[[users]]\nid = "{tenant}1"\npassword = "p"\n'
+        )
+    shard = tmp_path / "shard.toml"
+    shard.write_text(
+        '[cluster]\nname = "s1"\n[cluster.tenants.acme]\nconfig = "acme.toml"\n'
+        '[cluster.tenants.bravo]\nconfig = "bravo.toml"\nrole = "standby"\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_shard_config(shard)
+    (problem,) = err.value.problems
+    assert problem.startswith("cluster.tenants.bravo (bravo.toml): database ")
+    assert "is also tenant acme's" in problem and "its own database" in problem
+    for tenant in ("acme", "bravo"):
+        path = tmp_path / f"{tenant}.toml"
+        path.write_text(f'database = "{tenant}.db"\n' + path.read_text())
+    assert set(load_shard_config(shard).tenants) == {"acme", "bravo"}

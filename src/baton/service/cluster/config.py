@@ -178,9 +178,29 @@ def load_shard_config(path: str | Path) -> ShardConfig:
                 f"cluster.tenants.{name}: {file} is tenant {base.tenant!r} (set tenant = {name!r})"
             )
     problems += _shared_addresses(tenants, shard.cluster.tenants)
+    problems += _shared_databases(tenants, shard.cluster.tenants)
     if problems:
         raise ConfigError(str(p), problems)
     return shard.model_copy(update={"tenants": tenants})
+
+
+def _shared_databases(
+    tenants: dict[str, Config], placements: dict[str, TenantPlacement]
+) -> list[str]:
+    """Two tenants of one shard on one database (named alike, or both left at the default
+    file): each run's crash recovery would close the other tenant's records (docs/cluster.md,
+    Tenants). Shards cannot see each other's files; within one, this is checked."""
+    first: dict[str, str] = {}
+    problems = []
+    for name, config in tenants.items():
+        other = first.setdefault(config.database, name)
+        if other != name:
+            problems.append(
+                f"cluster.tenants.{name} ({placements[name].config}): database"
+                f" {config.database!r} is also tenant {other}'s: each tenant needs its own"
+                " database"
+            )
+    return problems
 
 
 def _shared_addresses(
