@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from baton.core import FlowOutcome, FlowUsageError, Priority, Superseded
@@ -293,3 +295,35 @@ async def test_a_cancelled_emergency_tells_the_party_left_waiting_for_a_redial()
             await w.run(2)
             assert [c for _, c in _ended(w, "boss")] == ["normal"]
         w.assert_ok()
+
+
+@pytest.mark.parametrize("seed", [None, 1, 2])
+async def test_end_sent_while_a_redial_rings_stops_the_ringing_at_once(seed: int | None) -> None:
+    """An ``end`` sent while a redialled party's phone rang was read only once it answered or
+    the ring ran out (60 s): the phone rang on for an emergency that was over. It now stops
+    the ringing when sent; the redial fails, the one left hears the busy tone and is hung
+    up, as after any ``end``."""
+    w = World("boss", "field", timing=None if seed is None else Timing.real(seed))
+    e = w.start(emergency_call, w["boss"], w["field"])
+    await w.run(5)
+    assert w.hears("field") == {"boss"}
+    w.sim.hang_up("field")
+    await w.run(3)
+    w.behave("field", never_answers())
+    redial = e.send("redial")
+    for _ in range(500):
+        if w.state("field") == "ringing":
+            break
+        await w.run(0.01)
+    assert w.state("field") == "ringing"
+    assert "tone:ringback" in w.hears("boss")
+    sent = asyncio.get_running_loop().time()
+    assert await e.send("end") == "ended"
+    with pytest.raises(FlowUsageError, match="ended before the party answered"):
+        await redial
+    assert await e.result() == "ended"
+    assert asyncio.get_running_loop().time() - sent < 10.0  # not the 60 s ring
+    assert w.state("field") == "idle"
+    assert w.state("boss") == "idle"
+    assert "tone:busy" in w.heard("boss")
+    w.assert_ok(quiescent=True)

@@ -31,6 +31,7 @@ from baton.core import (
     Command,
     FlowInterrupted,
     FlowOutcome,
+    FlowUsageError,
     InvalidArgument,
     NotOwner,
     Priority,
@@ -42,7 +43,7 @@ from baton.core import (
     UserHungUp,
     flow,
 )
-from baton.flows._common import dial_pair, dial_with_ringback, stop_quietly
+from baton.flows._common import dial_pair, stop_quietly
 
 COMMANDS = {
     "end": "end the emergency (authorised dispatchers only)",
@@ -244,10 +245,13 @@ async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: floa
         if cmd is None:
             continue
         if cmd.name == "end":
-            s.note(f"emergency ended by {cmd.by or 'an authorised dispatcher'}")
-            cmd.reply("ended")
+            _ended(s, cmd)
             break
-        if not await _redial(s, cmd, dispatcher, target, ring):
+        redialled = await _redial(s, cmd, dispatcher, target, ring)
+        if isinstance(redialled, Command):  # an ``end`` sent while a party rang
+            _ended(s, redialled)
+            break
+        if not redialled:
             # the redial itself was broken (a party hung up as it was bridged or rung, a
             # party did not answer): whoever is still on the line waits for the next redial
             # or the end, not on a silent line (docs/flows.md)
@@ -287,18 +291,27 @@ async def _wait_for_redial(s: Session, dispatcher: User, target: User) -> None:
             return
 
 
-async def _redial(s: Session, cmd: Command, dispatcher: User, target: User, ring: float) -> bool:
-    """Serve a ``redial``: True if the parties are connected again."""
+def _ended(s: Session, cmd: Command) -> None:
+    s.note(f"emergency ended by {cmd.by or 'an authorised dispatcher'}")
+    cmd.reply("ended")
+
+
+async def _redial(
+    s: Session, cmd: Command, dispatcher: User, target: User, ring: float
+) -> bool | Command:
+    """Serve a ``redial``: True if the parties are connected again; the ``end`` sent while a
+    party rang (that ringing stopped, the redial failed) for the caller to serve."""
     try:
         for u in (dispatcher, target):
             if not s.owns(u) or s.leg_of(u) is None:
                 await s.claim(u, reason="emergency")
                 other = target if u is dispatcher else dispatcher
                 leg = s.leg_of(other)
-                if s.owns(other) and leg is not None and leg.connected:
-                    await dial_with_ringback(s, other, u, timeout=ring)
-                else:
-                    await s.dial(u, timeout=ring)
+                up = s.owns(other) and leg is not None and leg.connected
+                end = await _ring(s, other if up else None, u, ring)
+                if end is not None:
+                    cmd.fail(FlowUsageError("the emergency was ended before the party answered"))
+                    return end
         await s.connect(dispatcher, target)
     except BatonError as exc:
         cmd.fail(exc)
@@ -306,3 +319,29 @@ async def _redial(s: Session, cmd: Command, dispatcher: User, target: User, ring
     with contextlib.suppress(BatonError):
         cmd.reply("connected")
     return True
+
+
+async def _ring(s: Session, listener: User | None, user: User, ring: float) -> Command | None:
+    """Ring ``user`` for a redial (``listener``, on the line, hears ringback) until it answers
+    — or until ``end`` is sent: then the ringing stops at once and the ``end`` is returned. A
+    second ``redial`` meanwhile is refused: this one is under way."""
+    ringback = await s.play(listener, Tone("ringback"), loop=True) if listener else None
+    deadline = s.now() + ring
+    try:
+        while True:
+            got = await s.dial_or_command(user, timeout=max(0.0, deadline - s.now()))
+            if not isinstance(got, Command):
+                break
+            if got.name == "end":
+                with contextlib.suppress(BatonError):  # the end is served whatever comes
+                    await stop_quietly(s, ringback)
+                    leg = s.leg_of(user) if s.owns(user) else None
+                    if leg is not None and not leg.connected:
+                        await s.hangup(user, Cause.CANCELLED)
+                return got
+            got.fail(FlowUsageError("a redial is under way"))
+    except BatonError:
+        await stop_quietly(s, ringback)
+        raise
+    await stop_quietly(s, ringback)
+    return None

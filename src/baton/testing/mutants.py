@@ -929,8 +929,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "an emergency redial broken by a hang-up leaves the party still there in silence",
         (
             "flows/emergency.py",
-            "        if not await _redial(s, cmd, dispatcher, target, ring):\n",
-            "        if await _redial(s, cmd, dispatcher, target, ring) and False:  # MUTANT\n",
+            "        if not redialled:\n",
+            "        if redialled and False:  # MUTANT\n",
         ),
     ),
     _m(
