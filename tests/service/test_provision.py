@@ -280,3 +280,18 @@ async def test_a_user_the_core_still_holds_is_not_removed(
         assert "unit3" in (await c.get("/api/groups/north")).json()["members"]
         (entry,) = await audit(a, "user.delete")
         assert entry["outcome"] == "failed"
+
+
+async def test_a_role_with_a_misspelt_permission_is_refused(tmp_path: Path) -> None:
+    # As in the config file (docs/service.md, "Roles and permissions"): a permission neither
+    # the service nor a flow names would grant nothing. Over the API it was stored and
+    # answered 201; now 422 invalid-directory naming it.
+    async with centre(tmp_path) as a, a.client("adm1") as c:
+        r = await c.post("/api/roles", json={"name": "duty", "permissions": ["call", "barge-in"]})
+        err = assert_error(r, 422, "invalid-directory")
+        assert "roles.duty.permissions[1]: unknown permission 'barge-in'" in err["message"], err
+        assert_error(await c.get("/api/roles/duty"), 404)
+        r = await c.patch("/api/roles/field", json={"permissions": ["monitr"]})
+        assert_error(r, 422, "invalid-directory")
+        r = await c.post("/api/roles", json={"name": "duty", "permissions": ["call", "barge_in"]})
+        assert r.status_code == 201, r.text

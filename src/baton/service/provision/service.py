@@ -47,6 +47,7 @@ from baton.service.config import (
     UserConfig,
     cross_check,
     format_loc,
+    unknown_permissions,
 )
 from baton.service.errors import ApiError, Conflict, Forbidden, NotFound, Unprocessable
 from baton.service.runtime import Service
@@ -310,6 +311,9 @@ class Provisioning:
         self._check_numbers(new)
         self._check_grants(principal, kind, id, old, new)
         problems = [p for p in cross_check(new) if p not in cross_check(old)]
+        named = {f.permission or "start" for f in self.svc.library.values()}
+        known = set(unknown_permissions(old.roles, named))
+        problems += [p for p in unknown_permissions(new.roles, named) if p not in known]
         problems += check_switch_users(self.svc.switch, new)
         if problems:
             raise Unprocessable(
