@@ -606,6 +606,9 @@ async def test_every_documented_metric_is_exposed_from_the_first_scrape(tmp_path
     assert {"baton_problems_total 0", "baton_preemptions_superseded_total 0"} <= lines
 
 
+JSON = {"content-type": "application/json"}
+
+
 async def test_a_malformed_request_is_named_in_plain_words(tmp_path: Path) -> None:
     async with api(tmp_path) as (_, a), a.client("disp1") as c:
         r = await c.post(
@@ -618,6 +621,12 @@ async def test_a_malformed_request_is_named_in_plain_words(tmp_path: Path) -> No
         assert err["message"] == (
             "priority: a priority is a level name or an integer, not a boolean"
         ), err
+        for bad in (b"1.5", b"NaN", b'["FLASH"]'):  # named once, not as the union's parts
+            body = b'{"flow": "call", "args": {"caller": "disp1", "callee": "unit1"}, "priority": '
+            r = await c.post("/api/flows", content=body + bad + b"}", headers=JSON)
+            err = assert_error(r, 422, "invalid-request")
+            assert err["message"] == "priority: a priority is a level name or an integer", err
+            assert err["details"]["field"] == "priority"
 
 
 async def test_a_body_too_deep_or_a_number_too_long_is_a_422_too(tmp_path: Path) -> None:

@@ -29,6 +29,10 @@ class StartFlow(BaseModel):
         # JSON ``true`` would otherwise be taken as priority 1.
         if isinstance(v, bool):
             raise ValueError("a priority is a level name or an integer, not a boolean")
+        # Anything else (1.5, NaN, a list) is named here, not as the union's parts
+        # ("priority.str: input should be a valid string").
+        if v is not None and not isinstance(v, str | int):
+            raise ValueError("a priority is a level name or an integer")
         return v
 
 
