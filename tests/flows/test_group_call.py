@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from baton.core import Priority, UnknownUser
@@ -242,4 +244,45 @@ async def test_end_sent_while_a_busy_member_is_taken_rings_the_rest_of_nobody(
     await w.run(10)
     assert _member_dials(w, ("m2", "m3")) == []
     assert [w.sim.phones[m].calls for m in ("m2", "m3")] == [0, 0]
+    w.assert_ok(quiescent=True)
+
+
+@pytest.mark.parametrize("spec", ["group_call", "conference"])
+@pytest.mark.parametrize("seed", [None, 1, 2])
+async def test_end_sent_while_the_dispatcher_rings_stops_that_ringing_at_once(
+    spec: str, seed: int | None
+) -> None:
+    """An ``end`` sent while the dispatcher's own phone rang was read only once it answered
+    (or after 30 s): it rang on for a call that was over. It now stops that ringing when
+    sent; nobody is rung."""
+    w = World("m1", "m2", "d", timing=None if seed is None else Timing.real(seed=seed))
+    w.behave("d", never_answers())
+    g = w.start(group_call if spec == "group_call" else conference, w["d"], [w["m1"], w["m2"]])
+    for _ in range(500):
+        if w.state("d") == "ringing":
+            break
+        await w.run(0.01)
+    assert w.state("d") == "ringing"
+    sent = asyncio.get_running_loop().time()
+    assert await g.send("end") == "ended"
+    assert await g.result() == {"m1": "cancelled", "m2": "cancelled"}
+    assert asyncio.get_running_loop().time() - sent < 5.0  # not the 30 s ring
+    assert w.state("d") == "idle"
+    assert [w.sim.phones[m].calls for m in ("m1", "m2")] == [0, 0]
+    w.assert_ok(quiescent=True)
+
+
+async def test_an_add_sent_while_the_dispatcher_rings_is_served_once_it_answers() -> None:
+    w = World("m1", "m2", "d")
+    w.behave("d", answers(5))
+    g = w.start(conference, w["d"], [w["m1"]])
+    await w.run(2)
+    assert w.state("d") == "ringing"
+    added = g.send("add", user="m2")
+    assert await added == "ringing"  # served once the dispatcher answered, not refused
+    await w.run(3)
+    assert w.hears("d") == {"m1", "m2"}
+    assert await g.send("end") == "ended"
+    await g.result()
+    await w.run(10)
     w.assert_ok(quiescent=True)

@@ -28,6 +28,7 @@ import functools
 from baton.core import (
     BatonError,
     CallFailed,
+    Cause,
     Command,
     FlowInterrupted,
     FlowUsageError,
@@ -74,6 +75,8 @@ class _Group:
         self.ringing: dict[User, asyncio.Task[None]] = {}
         #: set once the call is being wound up: nothing rings, nothing is played any more
         self.closing = False
+        #: commands sent while the dispatcher's phone rang, served first by the command loop
+        self.early: list[Command] = []
 
     def members(self) -> list[User]:
         return [u for u in self.room.members if u is not self.dispatcher]
@@ -222,22 +225,57 @@ class _Group:
                     await self.s.hangup(m)
 
 
-async def _start(s: Session, dispatcher: User, ring: float) -> _Group:
+async def _start(s: Session, dispatcher: User, ring: float) -> _Group | list[Command]:
+    """Reach the dispatcher and open the room: the group, and the commands sent while the
+    dispatcher's phone rang (served once it answered) — or, if ``end`` was sent meanwhile,
+    that ringing stopped at once and the commands read (the ``end`` last), none served yet."""
     await s.claim(dispatcher)
-    await s.dial(dispatcher)
+    early: list[Command] = []
+    deadline = s.now() + _DISPATCHER_RING
+    while True:
+        got = await s.dial_or_command(dispatcher, timeout=max(0.0, deadline - s.now()))
+        if not isinstance(got, Command):
+            break
+        early.append(got)
+        if got.name == "end":
+            leg = s.leg_of(dispatcher)
+            if leg is not None and not leg.connected:
+                await s.hangup(dispatcher, Cause.CANCELLED)
+            return early
     room = await s.meeting(dispatcher)
-    return _Group(s, room, dispatcher, ring)
+    group = _Group(s, room, dispatcher, ring)
+    group.early = early
+    return group
+
+
+#: How long the dispatcher's own phone rings for a group call or a conference.
+_DISPATCHER_RING = 30.0
+
+
+def _over_before_it_began(members: list[User], commands: list[Command]) -> dict[str, str]:
+    """``end`` was sent while the dispatcher's phone rang: nobody was rung; the commands sent
+    before it are refused, the ``end`` answered."""
+    for cmd in commands:
+        if cmd.name == "end":
+            cmd.reply("ended")
+        else:
+            cmd.fail(FlowUsageError("the call was ended before the dispatcher answered"))
+    return {m.id: "cancelled" for m in members}
 
 
 async def _until_end(s: Session, group: _Group) -> str:
-    """Serve commands until the dispatcher leaves or sends ``end``; returns why it ended."""
+    """Serve commands until the dispatcher leaves or sends ``end``; returns why it ended.
+    Those sent while the dispatcher's phone rang are served first, in order."""
     while True:
-        try:
-            cmd = await s.command()
-        except FlowInterrupted as exc:
-            if group.dispatcher in exc.users:  # (users lost in one instant are told together)
-                return "dispatcher left"
-            continue
+        if group.early:
+            cmd: Command | None = group.early.pop(0)
+        else:
+            try:
+                cmd = await s.command()
+            except FlowInterrupted as exc:
+                if group.dispatcher in exc.users:  # (users lost in one instant: told together)
+                    return "dispatcher left"
+                continue
         if cmd is None:
             continue
         if cmd.name == DISPATCHER_LOST:
@@ -293,6 +331,9 @@ async def group_call(
 ) -> dict[str, str]:
     """Ring ``members`` in parallel and connect those who answer with ``dispatcher``."""
     group = await _start(s, dispatcher, ring)
+    if isinstance(group, list):
+        s.note("group call ended while the dispatcher's phone rang")
+        return _over_before_it_began(members, group)
     s.compensate(group.hang_up_members, label="hang_up_members")
     await group.invite(list(members), busy)
     why = await _until_end(s, group)
@@ -322,6 +363,9 @@ async def conference(
 ) -> dict[str, str]:
     """A conference under ``dispatcher``'s control."""
     group = await _start(s, dispatcher, ring)
+    if isinstance(group, list):
+        s.note("conference ended while the dispatcher's phone rang")
+        return _over_before_it_began(members, group)
     # a conference that fails or is cancelled half-way hangs its members up, as a group call
     # does (settled or hung up already, they are not its any more)
     s.compensate(group.hang_up_members, label="hang_up_members")
