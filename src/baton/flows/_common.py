@@ -10,6 +10,7 @@ from baton.core import (
     BatonError,
     CallFailed,
     Cause,
+    Command,
     EndReason,
     FlowInterrupted,
     FlowOutcome,
@@ -327,6 +328,23 @@ async def until_leave(
         if cmd is not None and cmd.name == "leave":
             cmd.reply("left")
             return
+
+
+async def dial_unless_left(s: Session, dispatcher: User, *, timeout: float = 30.0) -> bool:
+    """Ring ``dispatcher``'s line for a flow that ``leave`` ends (barge-in, monitor, whisper):
+    True once it answers; False if ``leave`` was sent while it rang — the ringing stops at
+    once (``Session.dial_or_command``), the command is answered ``left``."""
+    deadline = s.now() + timeout
+    got = await s.dial_or_command(dispatcher, timeout=max(0.0, deadline - s.now()))
+    if not isinstance(got, Command):
+        return True
+    got.reply("left")  # ``leave``: the only command these flows take
+    leg = s.leg_of(dispatcher)
+    if leg is not None and not leg.connected:
+        await s.hangup(dispatcher, Cause.CANCELLED)
+    elif leg is not None and not dispatcher.keep:  # answered in that same instant
+        await s.hangup(dispatcher, Cause.NORMAL)
+    return False
 
 
 def restore_on_exit(s: Session, a: User, b: User, priority: int) -> None:

@@ -19,7 +19,13 @@ from baton.core import (
     User,
     flow,
 )
-from baton.flows._common import claim_call, parties_of, restore_on_exit, until_leave
+from baton.flows._common import (
+    claim_call,
+    dial_unless_left,
+    parties_of,
+    restore_on_exit,
+    until_leave,
+)
 
 
 @flow(priority=Priority.FLASH, permission="barge_in", commands={"leave": "the dispatcher leaves"})
@@ -28,7 +34,8 @@ async def barge_in(s: Session, dispatcher: User, target: User) -> None:
     room = s.meeting_of(target)
     if room is not None:  # a conference: just join it
         await s.claim(dispatcher)
-        await s.dial(dispatcher)
+        if not await dial_unless_left(s, dispatcher):
+            return
         await s.join(room, dispatcher)
         s.quiet(dispatcher, "in the room: hears what it says, silence included")
         await until_leave(s, dispatcher)
@@ -47,7 +54,8 @@ async def barge_in(s: Session, dispatcher: User, target: User) -> None:
 
     restore_on_exit(s, target, peer, original)
     room = await s.meeting(target, peer)  # they go on talking while the dispatcher's line rings
-    await s.dial(dispatcher)
+    if not await dial_unless_left(s, dispatcher):
+        return  # left while its line rang: the call is restored (restore_on_exit)
     await s.join(room, dispatcher)
     s.note(f"{dispatcher.id} barged into {target.id}–{peer.id}")
     await until_leave(s, dispatcher, needs_one_of=(target, peer))

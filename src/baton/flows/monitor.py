@@ -21,7 +21,13 @@ from baton.core import (
     User,
     flow,
 )
-from baton.flows._common import claim_call, parties_of, restore_on_exit, until_leave
+from baton.flows._common import (
+    claim_call,
+    dial_unless_left,
+    parties_of,
+    restore_on_exit,
+    until_leave,
+)
 
 LEAVE = {"leave": "the dispatcher stops listening"}
 
@@ -46,7 +52,8 @@ async def _listen_in(s: Session, dispatcher: User, target: User, mode: MeetingMo
     owner = s.owner_of(target)
     if room is not None:
         await s.claim(dispatcher)
-        await s.dial(dispatcher)
+        if not await dial_unless_left(s, dispatcher):
+            return
         await s.join(room, dispatcher, mode, whisper_to=whisper_to)
         s.quiet(dispatcher, "listening in: hears what the room says, silence included")
         await until_leave(s, dispatcher)
@@ -70,7 +77,8 @@ async def _listen_in(s: Session, dispatcher: User, target: User, mode: MeetingMo
 
     restore_on_exit(s, target, peer, original)
     room = await s.meeting(target, peer)  # they go on talking while the dispatcher's line rings
-    await s.dial(dispatcher)
+    if not await dial_unless_left(s, dispatcher):
+        return  # left while its line rang: the call is restored (restore_on_exit)
     await s.join(room, dispatcher, mode, whisper_to=whisper_to)
     # A party lost ends the monitoring: the one left hears the preemption notice (restore).
     await until_leave(s, dispatcher, needs=(target, peer))
