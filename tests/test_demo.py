@@ -63,3 +63,18 @@ def test_baton_demo_runs_as_a_command() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "barged into alice–bob" in proc.stdout
+
+
+def test_a_listing_cut_short_by_its_reader_ends_quietly() -> None:
+    # `baton demo --list | head -1`: the reader closes the pipe early; the listing stops
+    # without a BrokenPipeError traceback on the terminal.
+    proc = subprocess.run(
+        f"{sys.executable} -m baton.cli demo --list | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert len(proc.stdout.splitlines()) == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
