@@ -76,3 +76,24 @@ async def test_a_member_hanging_up_leaves_the_message_playing_to_the_others() ->
     await b.result()
     assert w.heard("m2") == ["prompt:alert.wav"]
     w.assert_ok(quiescent=True)
+
+
+@pytest.mark.parametrize("seed", [None, 1, 2])
+async def test_end_while_the_dispatchers_line_rings_stops_it_and_rings_nobody(
+    seed: int | None,
+) -> None:
+    w = World("m1", "m2", "d", timing=None if seed is None else Timing.real(seed=seed))
+    w.behave("d", never_answers())
+    b = w.start(broadcast, [w["m1"], w["m2"]], w["d"])
+    for _ in range(500):
+        if w.state("d") == "ringing":
+            break
+        await w.run(0.01)
+    assert w.state("d") == "ringing"
+    sent = asyncio.get_running_loop().time()
+    assert await b.send("end") == "ended"
+    assert await b.result() == {"m1": "cancelled", "m2": "cancelled"}
+    assert asyncio.get_running_loop().time() - sent < 5.0  # not the 30 s ring
+    assert w.state("d") == "idle"
+    assert [w.sim.phones[m].calls for m in ("m1", "m2")] == [0, 0]
+    w.assert_ok(quiescent=True)

@@ -14,6 +14,7 @@ import contextlib
 from baton.core import (
     BatonError,
     CallFailed,
+    Cause,
     Command,
     FlowInterrupted,
     InvalidArgument,
@@ -46,7 +47,13 @@ async def broadcast(
     speakers = [dispatcher] if dispatcher is not None else []
     for d in speakers:
         await s.claim(d)
-        await s.dial(d)
+        end = await s.dial_or_command(d)
+        if isinstance(end, Command):  # ``end`` while the dispatcher's line rang: stop it now
+            end.reply("ended")
+            leg = s.leg_of(d)
+            if leg is not None and not leg.connected:
+                await s.hangup(d, Cause.CANCELLED)
+            return {m.id: "cancelled" for m in members}
     room = await s.meeting(*speakers)
     for d in speakers:  # members only listen: the speaker hears nobody, on purpose
         s.quiet(d, "speaking to the broadcast")
