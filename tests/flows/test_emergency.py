@@ -327,3 +327,33 @@ async def test_end_sent_while_a_redial_rings_stops_the_ringing_at_once(seed: int
     assert w.state("boss") == "idle"
     assert "tone:busy" in w.heard("boss")
     w.assert_ok(quiescent=True)
+
+
+@pytest.mark.parametrize("who", ["boss", "field"])  # the dispatcher's line; the target's phone
+@pytest.mark.parametrize("seed", [None, 1, 2])
+async def test_end_sent_while_the_emergency_call_rings_stops_the_ringing_at_once(
+    who: str, seed: int | None
+) -> None:
+    """An ``end`` sent while the emergency call was being set up was read only once both
+    parties answered or a ring ran out (60 s). It now stops the ringing when sent; a party
+    already on the line hears the busy tone and is hung up, as after any ``end``."""
+    w = World("boss", "field", timing=None if seed is None else Timing.real(seed))
+    w.behave(who, never_answers())
+    e = w.start(emergency_call, w["boss"], w["field"])
+    for _ in range(1000):
+        if w.state(who) == "ringing":
+            break
+        await w.run(0.01)
+    assert w.state(who) == "ringing"
+    with pytest.raises(FlowUsageError, match="being set up"):  # answered now, not after
+        await e.send("redial")
+    sent = asyncio.get_running_loop().time()
+    assert await e.send("end") == "ended"
+    assert await e.result() == "ended"
+    assert asyncio.get_running_loop().time() - sent < 10.0  # not the 60 s ring
+    assert w.state("boss") == "idle" and w.state("field") == "idle"
+    if who == "field":
+        assert "tone:busy" in w.heard("boss")
+    else:
+        assert w.sim.phones["field"].calls == 0  # the target is rung only once the line is up
+    w.assert_ok(quiescent=True)

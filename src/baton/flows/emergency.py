@@ -77,9 +77,11 @@ async def emergency_call(s: Session, dispatcher: User, target: User, ring: float
         return await _hold_emergency(s, dispatcher, target, ring)
     # the dispatcher's line, then the target (whose phone may ring already: a call the
     # emergency took over) — whoever answers first hears ringback, never silence
+    end: Command | None = None
     try:
-        await dial_pair(s, dispatcher, target, timeout=ring, caller=dispatcher)
-        await s.connect(dispatcher, target)
+        end = await _set_up(s, dispatcher, target, ring)
+        if end is None:
+            await s.connect(dispatcher, target)
     except (UserHungUp, SwitchFailed) as exc:
         # A party hung up while the other's phone still rang, or as they were bridged (the
         # switch refuses the bridge on a leg that is gone before the core hears of the
@@ -101,7 +103,33 @@ async def emergency_call(s: Session, dispatcher: User, target: User, ring: float
                     if leg is not None and leg.connected:
                         s.quiet(other, "the other party hung up: waiting for redial or end")
                 break
-    return await _hold_emergency(s, dispatcher, target, ring)
+    return await _hold_emergency(s, dispatcher, target, ring, end)
+
+
+async def _set_up(s: Session, dispatcher: User, target: User, ring: float) -> Command | None:
+    """Reach both parties, whoever answers first hearing ringback: the dispatcher's line, then
+    the target's — or both at once if the target's phone rings already (a call the emergency
+    took over: :func:`dial_pair`). An ``end`` sent while one of them rings stops that ringing
+    at once and is returned (``redial`` meanwhile is refused: the call is being set up)."""
+    d_up, t_up = _up(s, dispatcher), _up(s, target)
+    if s.leg_of(target) is not None and not t_up and not d_up:  # both may ring at once
+        await dial_pair(s, dispatcher, target, timeout=ring, caller=dispatcher)
+        return None
+    if not d_up:
+        end = await _ring(s, target if t_up else None, dispatcher, ring, _SETTING_UP)
+        if end is not None:
+            return end
+    if not _up(s, target):
+        return await _ring(s, dispatcher, target, ring, _SETTING_UP, caller=dispatcher)
+    return None
+
+
+_SETTING_UP = "the emergency call is being set up"
+
+
+def _up(s: Session, user: User) -> bool:
+    leg = s.leg_of(user)
+    return leg is not None and leg.connected
 
 
 @flow(priority=Priority.EMERGENCY, permission="emergency", commands=COMMANDS)
@@ -233,9 +261,14 @@ async def _give_back(s: Session, dispatcher: User) -> None:
     s.release(dispatcher)
 
 
-async def _hold_emergency(s: Session, dispatcher: User, target: User, ring: float) -> str:
-    """Wait for ``end``; serve ``redial``; survive hang-ups."""
-    while True:
+async def _hold_emergency(
+    s: Session, dispatcher: User, target: User, ring: float, end: Command | None = None
+) -> str:
+    """Wait for ``end`` (``end``: sent already, while the call was set up); serve ``redial``;
+    survive hang-ups."""
+    if end is not None:
+        _ended(s, end)
+    while end is None:
         try:
             cmd = await s.command()
         except UserHungUp as exc:
@@ -308,7 +341,7 @@ async def _redial(
                 other = target if u is dispatcher else dispatcher
                 leg = s.leg_of(other)
                 up = s.owns(other) and leg is not None and leg.connected
-                end = await _ring(s, other if up else None, u, ring)
+                end = await _ring(s, other if up else None, u, ring, "a redial is under way")
                 if end is not None:
                     cmd.fail(FlowUsageError("the emergency was ended before the party answered"))
                     return end
@@ -321,15 +354,23 @@ async def _redial(
     return True
 
 
-async def _ring(s: Session, listener: User | None, user: User, ring: float) -> Command | None:
-    """Ring ``user`` for a redial (``listener``, on the line, hears ringback) until it answers
-    — or until ``end`` is sent: then the ringing stops at once and the ``end`` is returned. A
-    second ``redial`` meanwhile is refused: this one is under way."""
+async def _ring(
+    s: Session,
+    listener: User | None,
+    user: User,
+    ring: float,
+    busy: str,
+    *,
+    caller: User | None = None,
+) -> Command | None:
+    """Ring ``user`` (``listener``, on the line, hears ringback) until it answers — or until
+    ``end`` is sent: then the ringing stops at once and the ``end`` is returned. A ``redial``
+    meanwhile is refused with ``busy`` (why it makes no sense now)."""
     ringback = await s.play(listener, Tone("ringback"), loop=True) if listener else None
     deadline = s.now() + ring
     try:
         while True:
-            got = await s.dial_or_command(user, timeout=max(0.0, deadline - s.now()))
+            got = await s.dial_or_command(user, timeout=max(0.0, deadline - s.now()), caller=caller)
             if not isinstance(got, Command):
                 break
             if got.name == "end":
@@ -339,7 +380,7 @@ async def _ring(s: Session, listener: User | None, user: User, ring: float) -> C
                     if leg is not None and not leg.connected:
                         await s.hangup(user, Cause.CANCELLED)
                 return got
-            got.fail(FlowUsageError("a redial is under way"))
+            got.fail(FlowUsageError(busy))
     except BatonError:
         await stop_quietly(s, ringback)
         raise
