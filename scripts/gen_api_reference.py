@@ -46,6 +46,7 @@ SECTIONS: list[tuple[str, str, list[str] | None]] = [
             "SwitchFailed",
             "FlowCancelled",
             "FlowUsageError",
+            "FlowEndedError",
             "InvalidArgument",
             "UnknownUser",
             "UnknownMeeting",

@@ -10,6 +10,7 @@ from core_flows import call, emergency, hold
 from baton.core import (
     CancelResult,
     FlowCancelled,
+    FlowEndedError,
     FlowUsageError,
     NoAnswer,
     NotOwner,
@@ -163,6 +164,30 @@ async def test_queued_commands_are_seen_without_being_taken() -> None:
     await f.result()
     assert seen == [[], ["add", "end"], ["add", "end", "mine"], "add", "end", "mine", []]
     assert [await r for r in replies] == ["ok", "ok"]
+
+
+async def test_a_command_nobody_will_answer_is_flow_ended() -> None:
+    """A command left unread when its flow ends, and one sent after, fail with
+    ``FlowEndedError`` (``flow-ended``, a 409 of that id from the API) — not the plain
+    ``flow-usage`` of a flow using the API wrongly; an unknown command stays ``flow-usage``."""
+
+    @flow(commands={"end": "end"})
+    async def deaf(s: Session) -> None:
+        await s.sleep(5)  # never reads its inbox
+
+    w = World()
+    f = w.start(deaf)
+    await w.run(1)
+    unread = f.send("end")
+    await f.result()
+    with pytest.raises(FlowEndedError, match="ended before answering") as info:
+        await unread
+    assert info.value.code == "flow-ended"
+    with pytest.raises(FlowEndedError, match="has ended"):
+        f.send("end")
+    with pytest.raises(FlowUsageError, match="accepts no command") as wrong:
+        f.send("louder")
+    assert not isinstance(wrong.value, FlowEndedError)
 
 
 async def test_pending_notice_is_raised_at_the_next_operation() -> None:

@@ -362,6 +362,9 @@ async def test_cancel_is_idempotent_and_ending_an_emergency_needs_the_right(tmp_
             assert r.status_code == 200, r.text
             assert r.json()["reply"] == "ended"
             await eventually(lambda: name not in svc.manager.flows)
+            # A command to a flow that has ended: nobody will answer it, and the id says so.
+            r = await c.post(f"{path}/commands", json={"command": "end"})
+            assert_error(r, 409, "flow-ended")
             # Cancelling an ended flow is a no-op that says so, for whoever could cancel it.
             r = await c.post(f"{path}/cancel")
             assert r.status_code == 200 and r.json() == {"flow": name, "result": "already_ended"}

@@ -63,6 +63,15 @@ class FlowUsageError(BatonError):
     code = "flow-usage"
 
 
+class FlowEndedError(FlowUsageError):
+    """A command reached a flow that has ended or is finishing, or was still waiting unread
+    when its flow ended: nobody will answer it. Nothing was done for it. What to do: look at
+    the flow's outcome (its ``FlowEnded`` event); start a new flow if the work is still to be
+    done (the API answers 409 ``flow-ended``)."""
+
+    code = "flow-ended"
+
+
 class InvalidArgument(FlowUsageError):
     """A flow was started, or sent a command, with arguments it cannot work with whatever the
     state of its users — a broadcast with neither a message nor a speaker, an emergency with no

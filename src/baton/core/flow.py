@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from baton.core.errors import (
     BatonError,
     FlowCancelled,
+    FlowEndedError,
     FlowInterrupted,
     FlowUsageError,
     NotOwner,
@@ -457,7 +458,7 @@ class Flow(Owner):
     def _end(self) -> None:
         inbox = self._inbox
         while inbox is not None and not inbox.empty():  # nobody will answer these now
-            inbox.get_nowait().fail(FlowUsageError(f"{self.name} ended before answering"))
+            inbox.get_nowait().fail(FlowEndedError(f"{self.name} ended before answering"))
         for meeting in list(self.meetings):  # only if the finisher could not destroy them
             self.manager.drop_meeting(meeting)
         self.state = FlowState.ENDED
@@ -490,7 +491,9 @@ class Flow(Owner):
     def send(self, command: str, /, *, by: str | None = None, **args: Any) -> asyncio.Future[Any]:
         """Send a command to the running flow; await the returned future for its reply.
 
-        Raises :class:`FlowUsageError` if the flow does not accept that command or has ended.
+        Raises :class:`FlowUsageError` if the flow does not accept that command, and its
+        :class:`FlowEndedError` if the flow is finishing or has ended; the future fails with
+        :class:`FlowEndedError` if the flow ends before it reads the command.
         """
         if command not in self.spec.commands:
             accepted = ", ".join(sorted(self.spec.commands)) or "none"
@@ -499,7 +502,7 @@ class Flow(Owner):
             )
         if self.state is not FlowState.RUNNING:
             now = "is finishing" if self.state is FlowState.FINISHING else "has ended"
-            raise FlowUsageError(f"{self.name} {now}: it takes no commands")
+            raise FlowEndedError(f"{self.name} {now}: it takes no commands")
         fut: asyncio.Future[Any] = self.manager.loop.create_future()
         self._enqueue(Command(command, args, by, fut))
         return fut

@@ -295,6 +295,18 @@ class FlowsService:
     ) -> dict[str, Any]:
         """Cancelling a flow that has ended is a no-op that says so (as ``Flow.cancel`` does),
         for whoever could have cancelled it while it ran; a name this run never had is 404."""
+        await self._check_ended(principal, name, None, remote)
+        result = CancelResult.ALREADY_ENDED.value
+        self.service.audit(principal, "flow.cancel", name, "ok", {"result": result}, remote=remote)
+        await self.service.journal.sync()
+        return {"flow": name, "result": result}
+
+    async def _check_ended(
+        self, principal: Principal, name: str, command: str | None, remote: str | None
+    ) -> None:
+        """A flow of this run that has ended, looked up in its record and checked against the
+        rules it was controlled by while it ran (``command``, or None for a cancel); a name
+        this run never had is 404, one the principal could not have controlled 403."""
         svc = self.service
         await svc.journal.sync()  # the record of a flow started a moment ago
         async with svc.store.read() as conn:
@@ -306,22 +318,27 @@ class FlowsService:
             principal.require_control(
                 None if spec is None else spec.permission, record["priority"], None
             )
-            if spec is not None and spec.permission == "emergency":
+            if (
+                spec is not None
+                and spec.permission == "emergency"
+                and (command is None or command in END_COMMANDS)
+            ):
                 principal.require("end_emergency", "end an emergency")
             if record["started_by"] != principal.user_id:
                 involved = [
                     *(record["users"] or []),
                     *_named_users(record["args"] or {}, svc.user_ids()),
                 ]
-                principal.require_users(involved, f"cancel {name}")
+                action = f"send {command!r} to" if command else "cancel"
+                principal.require_users(involved, f"{action} {name}")
         except Forbidden as exc:
-            svc.audit(principal, "flow.cancel", name, "denied", {"error": exc.id}, remote=remote)
+            kind = "flow.command" if command else "flow.cancel"
+            details = (
+                {"error": exc.id} if command is None else {"command": command, "error": exc.id}
+            )
+            svc.audit(principal, kind, name, "denied", details, remote=remote)
             await svc.journal.sync()
             raise
-        result = CancelResult.ALREADY_ENDED.value
-        svc.audit(principal, "flow.cancel", name, "ok", {"result": result}, remote=remote)
-        await svc.journal.sync()
-        return {"flow": name, "result": result}
 
     async def _control(
         self,
@@ -371,8 +388,14 @@ class FlowsService:
         args: Any,
         remote: str | None,
     ) -> dict[str, Any]:
-        """Send ``command`` to a running flow and return its reply."""
-        flow = self.get(name)
+        """Send ``command`` to a running flow and return its reply; 409 ``flow-ended`` for a
+        flow of this run that has ended (nobody will answer it)."""
+        flow = self.service.manager.flows.get(name)
+        if flow is None:
+            await self._check_ended(principal, name, command, remote)
+            raise Conflict(
+                f"{name} has ended: it takes no commands", id="flow-ended", details={"flow": name}
+            )
         if command not in flow.spec.commands:
             accepted = ", ".join(sorted(flow.spec.commands)) or "none"
             raise Unprocessable(
@@ -410,7 +433,7 @@ class FlowsService:
         try:
             fut = flow.send(command, by=principal.user_id, **args)
         except FlowUsageError as exc:
-            raise Conflict(str(exc), id="flow-ended", details={"flow": name}) from None
+            raise from_core(exc, flow=name) from None
         audit_details = {"command": command, "args": args}
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
