@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from baton.flows import call, emergency_call, ptt_group
-from baton.switch.sim import answers
+from baton.switch.sim import Timing, answers, never_answers
 from baton.testing import World
 
 MEMBERS = ("m1", "m2", "m3", "m4")
@@ -259,4 +259,46 @@ async def test_an_add_with_an_end_queued_behind_it_takes_nobody() -> None:
     assert w.sim.phones["x"].calls == 1  # only its own call
     taken = [e for e in w.kinds("owner.changed") if getattr(e, "user", None) == "x"]
     assert taken and all(getattr(e, "new", None) != g.name for e in taken)  # never the group's
+    w.assert_ok(quiescent=True)
+
+
+async def test_a_removed_member_is_let_go_and_can_be_added_back() -> None:
+    """``remove`` hung the member up and kept it, idle, in the group's hands: a routine call to
+    it was refused for as long as the group ran, and adding it back answered "in the group
+    already". It is now let go with its hang-up; ``add`` rings it again."""
+    w = World("m1", "m2", "m3", "x", grace=2.0)
+    g = w.start(ptt_group, [w["m1"], w["m2"], w["m3"]], persistent=True)
+    await w.run(2)
+    assert w.owner("m2") == g.name and w.state("m2") == "meeting"
+    await g.send("remove", user="m2")
+    await w.run(0.5)
+    assert w.owner("m2") is None and w.state("m2") == "idle"
+    await g.send("add", user="m2")  # straight back
+    await w.run(2)
+    assert w.owner("m2") == g.name and w.state("m2") == "meeting"
+    assert w.sim.phones["m2"].calls == 2
+    await g.send("remove", user="m2")
+    await w.run(0.5)
+    c = w.start(call, w["x"], w["m2"])  # a routine call reaches the removed member
+    await w.run(2)
+    assert w.hears("m2") == {"x"}
+    await g.send("end")
+    c.cancel("done")
+    await w.run(5)
+    w.assert_ok(quiescent=True)
+
+
+async def test_a_member_removed_while_ringing_is_let_go() -> None:
+    """Removed before answering: its ringing stops, it is nobody's, and the group goes on."""
+    w = World("m1", "m2", "m3", timing=Timing.real(seed=3))
+    w.behave("m2", never_answers())
+    g = w.start(ptt_group, [w["m1"], w["m2"], w["m3"]], persistent=True)
+    await w.run(2)
+    assert w.state("m2") == "ringing"
+    await g.send("remove", user="m2")
+    await w.run(1)
+    assert w.owner("m2") is None and w.state("m2") == "idle"
+    assert g.alive
+    await g.send("end")
+    await w.run(5)
     w.assert_ok(quiescent=True)

@@ -181,7 +181,10 @@ class _Ptt:
         elif cmd.name == "remove":
             await self.run(self.floor.leave(user.id))
             if s.owns(user):
+                # hung up and let go: a member out of the group is nobody's, free for other
+                # calls and for an ``add`` back (its ringing task, if any, meets NotOwner)
                 await s.hangup(user)
+                s.release(user)
         cmd.reply(self.floor.holder)
         return True
 
