@@ -244,6 +244,9 @@ async def test_the_banner_the_event_stream_and_a_clean_stop(tmp_path: Path) -> N
             async with websockets.connect(f"{server.ws}/api/events/stream?token={token}") as ws:
                 hello = json.loads(await ws.recv())
                 assert hello["type"] == "hello" and hello["user"] == "disp1"
+                # What the stream does not speak is ignored, not the end of the stream.
+                await ws.send(b"\x00\xff binary")
+                await ws.send("no json {")
                 await ws.send(json.dumps({"type": "ping"}))
                 r = await c.post(
                     "/api/flows",
@@ -268,6 +271,7 @@ async def test_the_banner_the_event_stream_and_a_clean_stop(tmp_path: Path) -> N
                 assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
         pid = server.proc.pid
     assert server.proc.returncode == 0, server.output()
+    assert "event stream failed" not in server.output()
     # credentials never reach the log: the secret is everything after "baton_<id>_" (it may
     # hold "_" itself, so a split on the last one could test a fragment as short as "0")
     secret = token.split("_", 2)[2]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Annotated, Any
 
@@ -102,8 +103,16 @@ async def stream(ws: WebSocket) -> None:
             await ws.send_json(messages.of(ev))
 
     async def listen() -> None:
+        # The client speaks only {"type": "ping"}; anything else it sends — a binary frame,
+        # text that is no JSON — is ignored rather than ending the dispatcher's stream.
         while True:
-            msg = await ws.receive_json()
+            frame = await ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(frame.get("code", 1000))
+            try:
+                msg = json.loads(frame.get("text") or "null")
+            except ValueError:
+                continue
             if isinstance(msg, dict) and msg.get("type") == "ping":
                 await ws.send_json({"type": "pong"})
 
