@@ -175,6 +175,16 @@ def test_a_tls_listen_address_needs_a_certificate(tmp_path: Path) -> None:
         parse_sip_config({"tls": {"certificate": str(tmp_path / "nope.crt"), "key": "x", "pin": 1}})
     assert "sip.tls.pin: unknown key (known: ca, certificate, key)" in bad.value.problems
     assert any(p.startswith("sip.tls.certificate: cannot read") for p in bad.value.problems)
+    # Given but unreadable, with a tls: address: the unreadable file is the problem, said
+    # once, not also "needs [sip.tls] certificate and key".
+    with pytest.raises(SipConfigError) as bad:
+        parse_sip_config({"listen": ["tls:127.0.0.1:5061"],
+                          "tls": {"certificate": str(tmp_path / "nope.crt"),
+                                  "key": str(tmp_path / "nope.key")}})  # fmt: skip
+    assert bad.value.problems == [
+        f"sip.tls.certificate: cannot read {tmp_path / 'nope.crt'}: No such file or directory",
+        f"sip.tls.key: cannot read {tmp_path / 'nope.key'}: No such file or directory",
+    ]
 
 
 def test_a_certificate_and_key_that_do_not_match_are_named_in_words(tmp_path: Path) -> None:

@@ -327,7 +327,11 @@ def parse_sip_config(table: Mapping[str, Any]) -> SipConfig:
         else:
             values["srtp"] = table["srtp"]
     listen_tls = any(str(x).lower().startswith(("tls:", "wss:")) for x in values.get("listen", ()))
-    if listen_tls and "tls_certificate" not in values:
+    tls_given = isinstance(table.get("tls"), Mapping) and {"certificate", "key"} <= set(
+        table["tls"]
+    )
+    if listen_tls and "tls_certificate" not in values and not tls_given:
+        # (a certificate and key given but unusable are named above, under tls.*)
         bad("tls", "a tls: or wss: listen address needs [sip.tls] certificate and key")
 
     if "resource_priority" in table:
