@@ -8,6 +8,11 @@ own preemption and hang-up handling, by policy:
   (``TONE_THEN_HANGUP``, the MLPP behaviour), is hung up at once (``HANGUP``), or is released to
   nobody (``RELEASE``: a flow may take them; the leak collector hangs up otherwise).
 * P2P, one party hangs up: the other is hung up (normal call clearing).
+* P2P, one party's *line fails* (its leg ended with a cause in :attr:`P2P.LINE_FAILURES`: the
+  phone or its connection died, not a hang-up) and the P2P has an ``on_line_lost`` hook: the
+  hook is asked first. If it takes the partner on (it has started the flow that claims them —
+  the dispatcher queue puts its caller back in the queue), the P2P lets the partner go at once
+  and ends; otherwise the call is cleared as for a hang-up.
 * MeetingCall: a member that leaves (hung up or preempted) is just gone; when fewer than
   ``min_members`` remain, the meeting ends and the rest are hung up (a permanent meeting with
   ``min_members=0`` never ends by attrition). A member alone in a room that stays open (a
@@ -21,7 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
 from baton.core.errors import BatonError, FlowUsageError
 from baton.core.events import CallInfoEnded, CallInfoStarted, NoticeKind, Problem
@@ -165,9 +171,20 @@ class CallInfo(Owner):
 
 
 class P2P(CallInfo):
-    """Two users talking. ``priority`` defaults to the settling flow's."""
+    """Two users talking. ``priority`` defaults to the settling flow's.
 
-    __slots__ = ("a", "b", "on_preempt", "tone_seconds")
+    ``on_line_lost(partner, cause)``, if given, is asked what becomes of ``partner`` when the
+    other party's line fails (``cause`` in :attr:`LINE_FAILURES`); True means it took the
+    partner on (started the flow that will claim them), and the P2P lets the partner go. It
+    runs synchronously inside the core's step and must not raise."""
+
+    __slots__ = ("a", "b", "on_line_lost", "on_preempt", "tone_seconds")
+
+    #: the causes of a leg that ended because the line failed — the phone, its connection or
+    #: its media died — rather than because someone hung up (``NORMAL``)
+    LINE_FAILURES: ClassVar[frozenset[Cause]] = frozenset(
+        {Cause.MEDIA_TIMEOUT, Cause.FAILURE, Cause.UNREACHABLE}
+    )
 
     def __init__(
         self,
@@ -177,6 +194,7 @@ class P2P(CallInfo):
         priority: int | None = None,
         on_preempt: PartnerPolicy = PartnerPolicy.TONE_THEN_HANGUP,
         tone_seconds: float = 3.0,
+        on_line_lost: Callable[[User, Cause], bool] | None = None,
     ) -> None:
         if a is b:
             raise FlowUsageError("a P2P needs two different users")
@@ -185,6 +203,7 @@ class P2P(CallInfo):
         self.b = b
         self.on_preempt = on_preempt
         self.tone_seconds = tone_seconds
+        self.on_line_lost = on_line_lost
 
     def peer_of(self, user: User) -> User:
         """The other party."""
@@ -219,7 +238,10 @@ class P2P(CallInfo):
         if partner not in self.users:
             self._end(notice.kind)
             return
-        if notice.kind is NoticeKind.HUNG_UP:
+        if notice.kind is NoticeKind.HUNG_UP and self._line_lost(partner, notice):
+            self.manager.release(self, partner, "line lost")
+            self._end("line lost")
+        elif notice.kind is NoticeKind.HUNG_UP:
             self._run_policy("clearing", partner, Cause.NORMAL, None, 0.0, None)
         elif self.on_preempt is PartnerPolicy.RELEASE:
             self.manager.release(self, partner, "released")
@@ -228,6 +250,18 @@ class P2P(CallInfo):
             tone = Tone("preemption") if self.on_preempt is PartnerPolicy.TONE_THEN_HANGUP else None
             reason = EndReason.preempted(notice.by)
             self._run_policy("preempted", partner, Cause.PREEMPTED, tone, self.tone_seconds, reason)
+
+    def _line_lost(self, partner: User, notice: Notice) -> bool:
+        """Did the other party's line fail, and did ``on_line_lost`` take ``partner`` on?"""
+        hook = self.on_line_lost
+        cause = notice.cause
+        if hook is None or not isinstance(cause, Cause) or cause not in self.LINE_FAILURES:
+            return False
+        try:
+            return hook(partner, cause)
+        except Exception as exc:  # a broken hook must not lose the call: clear it as usual
+            self.manager.events.publish(Problem(source=self.name, message=repr(exc)))
+            return False
 
 
 class MeetingCall(CallInfo):
