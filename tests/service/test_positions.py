@@ -163,6 +163,31 @@ async def test_a_missed_offer_puts_the_position_in_not_ready(tmp_path: Path) -> 
     await w.close()
 
 
+async def test_a_position_whose_line_fails_goes_not_ready_and_the_caller_is_requeued(
+    tmp_path: Path,
+) -> None:
+    # disp1's phone dies mid-call: the caller goes back to the queue (music), disp1 is put in
+    # not ready (no wrap-up: the call did not end normally), and sup1 takes the caller.
+    c = Centre(tmp_path, wrap_up=30)
+    w = c.w
+    c.positions.set("disp2", "logged_out", by="disp2")
+    c.positions.set("sup1", "not_ready", reason="training", by="sup1")
+    w.sim.call_in("unit1", "100")
+    await w.run(5)
+    assert w.hears("unit1") == {"disp1"}
+    w.sim.kill("disp1")
+    await w.run(3)
+    assert w.hears("unit1") == {"tone:hold"}  # back in the queue, not dropped
+    assert c.state("disp1") == "not_ready"
+    assert c.positions.view("disp1")["reason"] == "line lost on a queued call (media_timeout)"
+    c.positions.set("sup1", "ready", by="sup1")
+    await w.run(5)
+    assert w.hears("unit1") == {"sup1"}
+    assert c.queue.snapshot().requeued == 1
+    w.assert_ok()
+    await w.close()
+
+
 async def test_wrap_up_follows_a_call_then_ready_again(tmp_path: Path) -> None:
     c = Centre(tmp_path, wrap_up=30)
     w = c.w

@@ -5,11 +5,17 @@ The held party hears the hold tone (or music on hold, a WAV prompt) while the ho
 the held party hangs up, the holder hears a busy tone and is hung up (the preemption notice, if
 the held party was taken), as in the two-party call they came from — an always-on line is only
 cleared; if the holder hangs up, the held party hears a busy tone and is hung up.
+
+A call with an ``on_line_lost`` hook (a call from the dispatcher queue) keeps it through the
+hold: if the holder's *line fails* (not a hang-up), the hook is asked first — the queue puts
+the held caller back in the queue, and the hold ends leaving the hold music on until the
+caller's new flow takes them (never silence) — and ``resume`` settles the call with the hook.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from baton.core import (
     P2P,
@@ -24,6 +30,7 @@ from baton.core import (
     Session,
     Tone,
     User,
+    UserHungUp,
     flow,
 )
 from baton.flows._common import claim_call, notify_and_release, stop_quietly
@@ -40,6 +47,7 @@ async def hold(s: Session, holder: User, held: User, music: Prompt | None = None
         raise FlowUsageError(f"{holder.id!r} is not talking with {held.id!r}")
     owner = s.owner_of(held)
     original = owner.priority if owner is not None else Priority.ROUTINE
+    requeue = owner.on_line_lost if isinstance(owner, P2P) else None
     await claim_call(s, holder, held)
     await s.clear(held)
     await s.clear(holder)
@@ -57,9 +65,31 @@ async def hold(s: Session, holder: User, held: User, music: Prompt | None = None
             await stop_quietly(s, tune)
             await s.connect(holder, held)
         except FlowInterrupted as exc:
+            if _line_lost(exc, holder, held, requeue):
+                s.note(f"{holder.id}'s line failed: {held.id} is taken back where they came from")
+                return "holder's line lost"
             return await _someone_left(s, exc, holder, held, tune)
-        s.settle(P2P(holder, held, priority=original))
+        s.settle(P2P(holder, held, priority=original, on_line_lost=requeue))
         return "resumed"
+
+
+def _line_lost(
+    exc: FlowInterrupted,
+    holder: User,
+    held: User,
+    requeue: Callable[[User, Cause], bool] | None,
+) -> bool:
+    """The holder's line failed (not a hang-up) and the call's ``on_line_lost`` hook took the
+    held party on: the flow ends with the music still playing to them, and the hook's flow
+    claims them once it has (docs/flows.md, "hold")."""
+    return (
+        requeue is not None
+        and isinstance(exc, UserHungUp)
+        and holder in exc.users
+        and held not in exc.users
+        and exc.cause in P2P.LINE_FAILURES
+        and requeue(held, exc.cause)
+    )
 
 
 async def _someone_left(

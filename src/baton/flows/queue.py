@@ -23,6 +23,13 @@ Rules (docs/flows.md, "The dispatcher queue")
   phone registration) says so.
 * A position whose phone did not answer or declined is reported to ``on_missed`` (the service
   puts it in *not ready*, as call centres do on a missed offer).
+* **A dispatcher's line that fails takes nobody down with it.** When the position's phone or
+  connection dies (its leg ends with a failure cause: media timeout, transport gone, no
+  response — not a hang-up) while it talks to a caller from the queue, or holds them, the
+  caller goes back to the queue in their old place (:func:`requeued_call`: the music again,
+  the next ready position offered the call); the position rests and is reported to
+  ``on_missed`` with the cause. This is the P2P's ``on_line_lost`` hook (docs/flows.md), which
+  the queue gives the call it connects and ``hold`` carries over.
 
 The queue is shared state, not a flow: each waiting caller is a :func:`queued_call` flow that
 owns the caller; the queue only decides *which* position is offered *which* call, and keeps the
@@ -70,6 +77,7 @@ __all__ = [
     "QueueEntry",
     "QueueFigures",
     "queued_call",
+    "requeued_call",
     "take_call",
 ]
 
@@ -101,6 +109,11 @@ class QueueEntry:
     offered_to: User | None = field(compare=False, default=None)
     tried: set[User] = field(compare=False, default_factory=set)
     offers: int = field(compare=False, default=0)
+    overflow_from: float = field(compare=False, default=0.0)  # when the overflow clock started
+    requeued: int = field(compare=False, default=0)  # times put back after a line failed
+
+    def __str__(self) -> str:  # how the event stream and the journal show it (a flow argument)
+        return f"{self.caller.id} (priority {self.priority})"
 
 
 @dataclass
@@ -115,6 +128,7 @@ class QueueFigures:
     abandoned: int = 0  # callers who hung up (or were taken) while waiting
     overflowed: int = 0
     offers_failed: int = 0
+    requeued: int = 0  # callers put back in the queue because their dispatcher's line failed
 
 
 class DispatcherQueue:
@@ -246,6 +260,7 @@ class DispatcherQueue:
         entry = QueueEntry(
             (-priority, next(self._seq)), caller, priority, loop.create_future(), loop.time()
         )
+        entry.overflow_from = entry.since
         heapq.heappush(self._heap, entry)
         self._entries.append(entry)
         self.dispatch()
@@ -294,9 +309,10 @@ class DispatcherQueue:
     def answered(self, entry: QueueEntry, dispatcher: User) -> None:
         """The offer to ``dispatcher`` connected: the caller leaves the queue."""
         waited = self.manager.now() - entry.since
-        self.figures.answered += 1
-        if waited <= self.figures.service_level:
-            self.figures.answered_within += 1
+        if not entry.requeued:  # a caller answered again after a line failure counts once
+            self.figures.answered += 1
+            if waited <= self.figures.service_level:
+                self.figures.answered_within += 1
         self._offering.pop(dispatcher, None)
         entry.offered_to = None
         self.leave(entry)
@@ -317,6 +333,27 @@ class DispatcherQueue:
             self.on_missed(dispatcher, cause)
         if entry in self._entries:
             entry.assigned = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._heap, entry)
+        self.dispatch()
+
+    def line_lost(self, entry: QueueEntry, dispatcher: User, cause: Cause) -> None:
+        """``dispatcher``'s line failed (``cause``) while it had ``entry``'s caller, answered:
+        the caller goes back to their old place (priority, arrival) with a whole ``timeout``
+        before overflow; the position rests and is reported to ``on_missed``. The caller's
+        :func:`requeued_call` flow serves the entry from here."""
+        loop = asyncio.get_running_loop()
+        self.figures.requeued += 1
+        entry.requeued += 1
+        entry.offered_to = None
+        entry.tried = {dispatcher}
+        entry.overflow_from = loop.time()
+        entry.assigned = loop.create_future()
+        self._rest(dispatcher)
+        if self.on_missed is not None:
+            self.on_missed(dispatcher, cause)
+        if entry not in self._entries:
+            self._entries.append(entry)
+        if entry not in self._heap:
             heapq.heappush(self._heap, entry)
         self.dispatch()
 
@@ -394,11 +431,59 @@ async def queued_call(
     await s.answer(caller)
     entry = queue.enqueue(caller, s.priority if priority is None else priority)
     s.note(f"{caller.id} waits in queue {queue.name} at position {queue.position_of(caller)}")
+    return await _serve(s, caller, queue, entry)
+
+
+#: how long a re-queued caller's flow waits for the call or hold that had them to let go
+_REQUEUE_CLAIM_WAIT = 10.0
+
+
+@flow(priority=Priority.ROUTINE, permission="call")
+async def requeued_call(
+    s: Session, caller: User, queue: DispatcherQueue, entry: QueueEntry
+) -> User | None:
+    """``caller``'s dispatcher lost the line (:meth:`DispatcherQueue.line_lost` has put the
+    entry back in its old place): take the caller back from the call or hold that had them —
+    once it lets go — and serve them as :func:`queued_call` does, music first.
+
+    Started by the queue's ``on_line_lost`` hook, not from the library."""
+    try:
+        # the P2P lets go at once; a hold flow (higher priority) as soon as it has returned
+        await s.claim(caller, wait=_REQUEUE_CLAIM_WAIT)
+    except BaseException:
+        queue.leave(entry)
+        raise
+    s.note(f"{caller.id} is back in queue {queue.name} at position {queue.position_of(caller)}")
+    return await _serve(s, caller, queue, entry)
+
+
+def _requeue_on_line_lost(
+    queue: DispatcherQueue, entry: QueueEntry, dispatcher: User
+) -> Callable[[User, Cause], bool]:
+    """The ``on_line_lost`` hook of the P2P a queued call settles into: the dispatcher's line
+    failed, so the caller goes back to the queue rather than being hung up. The caller's own
+    line failing is an ordinary end of the call (False: the P2P clears it)."""
+    manager = queue.manager
+
+    def requeue(partner: User, cause: Cause) -> bool:
+        if partner is not entry.caller or manager.closing:
+            return False
+        queue.line_lost(entry, dispatcher, cause)
+        manager.start(requeued_call, entry.caller, queue, entry)
+        return True
+
+    return requeue
+
+
+async def _serve(
+    s: Session, caller: User, queue: DispatcherQueue, entry: QueueEntry
+) -> User | None:
+    """Hold ``caller`` in ``queue`` with music until a position answers (or overflow)."""
     music: Playback | None = None
     try:
         music = await _music(s, caller, queue, None)
         while True:
-            left = entry.since + queue.timeout - s.now()
+            left = entry.overflow_from + queue.timeout - s.now()
             dispatcher: User | None = None
             if entry.assigned.done() and not entry.assigned.cancelled():
                 dispatcher = entry.assigned.result()
@@ -492,7 +577,7 @@ async def _offer(
         if queue._withdrawals.get(dispatcher) is recall:
             del queue._withdrawals[dispatcher]
         watcher.cancel()  # not awaited: no await point between the answer and the settle
-    s.settle(P2P(caller, dispatcher))
+    s.settle(P2P(caller, dispatcher, on_line_lost=_requeue_on_line_lost(queue, entry, dispatcher)))
     queue.answered(entry, dispatcher)
     s.note(f"{dispatcher.id} took {caller.id}'s call")
     return True

@@ -848,8 +848,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "resume puts the parties back at the hold flow's priority, not their call's",
         (
             "flows/hold.py",
-            "    s.settle(P2P(holder, held, priority=original))\n",
-            "    s.settle(P2P(holder, held))  # MUTANT\n",
+            "    s.settle(P2P(holder, held, priority=original, on_line_lost=requeue))\n",
+            "    s.settle(P2P(holder, held, on_line_lost=requeue))  # MUTANT\n",
         ),
     ),
     _m(

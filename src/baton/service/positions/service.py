@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from baton.core import User, UserManager
+from baton.core import P2P, User, UserManager
 from baton.core.events import CallInfoEnded, CallInfoStarted, Event
 from baton.core.port import Cause, Switch
 from baton.service.errors import NotFound, Unprocessable
@@ -278,11 +278,17 @@ class Positions:
             agent.state, agent.reason, agent.by = chosen, reason, "restored"
 
     def missed(self, user: User, cause: Cause) -> None:
-        """The queue's ``on_missed``: a ready position let an offer ring out or declined it."""
+        """The queue's ``on_missed``: a ready position let an offer ring out or declined it, or
+        its line failed on a call from the queue (the caller went back to the queue)."""
         agent = self._agents.get(user.id)
         if agent is None or agent.state is not AgentState.READY:
             return
-        why = "declined a queued call" if cause is Cause.REJECTED else "missed a queued call"
+        if cause is Cause.REJECTED:
+            why = "declined a queued call"
+        elif cause in P2P.LINE_FAILURES:
+            why = f"line lost on a queued call ({cause.value})"
+        else:
+            why = "missed a queued call"
         self.set(user.id, AgentState.NOT_READY, reason=why, by="queue", via="queue")
 
     def check_presence(self) -> None:
