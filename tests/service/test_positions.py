@@ -257,11 +257,12 @@ async def test_positions_registration_and_queue_in_the_api_and_metrics(tmp_path:
         await eventually(lambda: svc.queue().callers(), what="unit1 queued")
         q = (await c.get("/api/queue")).json()
         assert [x["caller"] for x in q["callers"]] == ["unit1"]
-        assert q["figures"]["waiting"] == 1
+        assert q["figures"]["waiting"] == 1 and q["figures"]["requeued"] == 0
         text = (await c.get("/metrics")).text
         assert 'baton_user_registered{user="unit1"} 1' in text
         assert 'baton_position_state{position="disp1",state="not_ready"} 1' in text
         assert 'baton_queue_waiting{queue="dispatch"} 1' in text
+        assert 'baton_queue_requeued_total{queue="dispatch"} 0' in text
         assert "baton_queue_longest_wait_seconds" in text
         assert 'baton_positions{state="logged_out"} 1' in text
 

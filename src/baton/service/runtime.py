@@ -615,6 +615,12 @@ def _queue_gauges(name: str, f: Any) -> list[tuple[str, str, tuple[tuple[str, st
             f.offers_failed,
             queue=name,
         ),
+        gauge(
+            "baton_queue_requeued_total",
+            "callers put back in the queue because their dispatcher's line failed",
+            f.requeued,
+            queue=name,
+        ),
     ]
 
 

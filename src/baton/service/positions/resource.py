@@ -115,7 +115,8 @@ async def acknowledge_emergency(flow: str, principal: Authed, svc: Svc) -> dict[
 async def get_queue(principal: Authed, svc: Svc) -> dict[str, Any]:
     """The dispatcher queue now: the callers in service order (``caller``, ``priority``,
     ``since``, ``waited`` seconds, ``offered_to``) and the figures (waiting, longest wait,
-    answered, answered within the service level, abandoned, overflowed, failed offers)."""
+    answered, answered within the service level, abandoned, overflowed, failed offers, callers
+    re-queued after their dispatcher's line failed)."""
     queue = svc.queue()
     if queue is None:
         return {"callers": [], "figures": None}
@@ -145,5 +146,6 @@ async def get_queue(principal: Authed, svc: Svc) -> dict[str, Any]:
             "abandoned": f.abandoned,
             "overflowed": f.overflowed,
             "offers_failed": f.offers_failed,
+            "requeued": f.requeued,
         },
     }
