@@ -131,3 +131,35 @@ async def test_a_second_preemption_of_an_operations_users_keeps_the_event_order(
     await w.run(8)
     assert w.owner("b") is None or w.owner("b").startswith("_take_a_then_b")
     w.assert_ok()
+
+
+@flow(priority=Priority.ROUTINE)
+async def _connect_and_report(s: Session, a: User, b: User) -> None:
+    await s.claim(a, b)
+    await s.dial(a)
+    await s.dial(b)
+    try:
+        await s.connect(a, b)  # slow: both parties are taken by one claim meanwhile
+    except Preempted as exc:
+        outcome["lost"] = ",".join(sorted(u.id for u in exc.users))
+
+
+@flow(priority=Priority.PRIORITY)
+async def _take_both(s: Session, a: User, b: User) -> None:
+    await s.claim(a, b)
+    await s.sleep(5)
+
+
+async def test_both_users_of_an_operation_taken_by_one_claim_are_raised_together() -> None:
+    """One claim took both parties of a bridge in flight (the console's Hang up of a queued
+    call being put through: wide mix seed 401061). The bridge raised the loss of the first
+    only, while the second was marked told by that same operation: the flow, believing it
+    still held the caller, played it music — NotOwner. The operation raises both."""
+    outcome.clear()
+    w = World("a", "b", latency={"bridge": 1.0})
+    w.start(_connect_and_report, w["a"], w["b"])
+    await w.run(2.5)  # both answered; the bridge is on its way
+    w.start(_take_both, w["a"], w["b"])
+    await w.run(3)
+    assert outcome == {"lost": "a,b"}
+    w.assert_ok()

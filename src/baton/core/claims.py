@@ -337,7 +337,13 @@ class ClaimProtocol:
         p.notice = notice
         ops = [op for op in rec.ops if op.owner is victim]
         for op in ops:  # step 4 begins: stop the loser's coroutines
-            self._ops.interrupt(op, notice, hold=True)
+            if not self._ops.interrupt(op, notice, hold=True):
+                # stopped already for another of its users (one claim taking both parties
+                # of a bridge): it raises this loss too — step 6 counts this user as told
+                # by it, and a flow not told would go on with the user (NotOwner)
+                first = op.notice
+                if first is not None and first.user is not user and user not in first.also:
+                    first.also.append(user)
         taking = _Taking(rec, p, notice, ops)
         if batch is None:
             self._complete_batch([taking])
