@@ -297,8 +297,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "swap 'stop the coroutine' and 'clear the media': the loser's operations are stopped (step 4) only after its media is cleared (step 5)",
         (
             "core/claims.py",
-            "        for op in ops:  # step 4 begins: stop the loser's coroutines\n            self._ops.interrupt(op, notice, hold=True)\n",
-            "        pass  # MUTANT: the loser is stopped after the clear\n",
+            "        for op in ops:  # step 4 begins: stop the loser's coroutines\n            if not self._ops.interrupt(op, notice, hold=True):\n",
+            "        for op in []:  # MUTANT: the loser is stopped after the clear\n            if not self._ops.interrupt(op, notice, hold=True):\n",
         ),
         (
             "core/claims.py",
@@ -952,6 +952,16 @@ CATALOGUE: tuple[Mutant, ...] = (
             "flows/force_release.py",
             "        except UserHungUp as exc:\n",
             "        except UserHungUp as exc:  # MUTANT\n            raise\n",
+        ),
+    ),
+    _m(
+        "op_raises_first_loss_only",
+        "core",
+        "an operation on two users both taken by one claim raises the loss of the first only",
+        (
+            "core/claims.py",
+            "                    first.also.append(user)\n",
+            "                    pass  # MUTANT\n",
         ),
     ),
     _m(
