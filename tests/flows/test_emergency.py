@@ -357,3 +357,35 @@ async def test_end_sent_while_the_emergency_call_rings_stops_the_ringing_at_once
     else:
         assert w.sim.phones["field"].calls == 0  # the target is rung only once the line is up
     w.assert_ok(quiescent=True)
+
+
+@pytest.mark.parametrize("when", ["ringing", "pause"])  # a position rings; between two rounds
+@pytest.mark.parametrize("seed", [None, 1, 2])
+async def test_end_sent_while_an_inbound_emergency_is_put_through_acts_then(
+    when: str, seed: int | None
+) -> None:
+    """An ``end`` sent while the positions were rung for an inbound emergency was read only
+    once one answered — possibly never. It now stops the ringing (or the pause between two
+    rounds) when sent: the caller hears the busy tone and is hung up, as after any ``end``."""
+    w = World("caller", timing=None if seed is None else Timing.real(seed))
+    d1 = w.add("d1", never_answers() if when == "ringing" else unreachable(), keep=True)
+    w.sim.call_in("caller", "112")
+    await w.run(1)  # the call reaches Baton (the router starts the flow on that event)
+    e = w.start(emergency_inbound, w["caller"], [d1], ring=20.0)
+    if when == "ringing":
+        for _ in range(1000):
+            if w.state("d1") == "ringing":
+                break
+            await w.run(0.01)
+        assert w.state("d1") == "ringing"
+    else:
+        await w.run(3)  # d1 unreachable: the flow pauses 5 s before the next round
+    async with asyncio.timeout(5.0):  # virtual seconds: the answers come now, not after
+        with pytest.raises(FlowUsageError, match="put through"):
+            await e.send("redial")
+        assert await e.send("end") == "ended"
+        assert await e.result() == "ended"
+    assert w.state("d1") == "idle"
+    assert "tone:busy" in w.heard("caller")
+    assert w.state("caller") == "idle"
+    w.assert_ok(quiescent=True)

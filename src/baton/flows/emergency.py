@@ -151,13 +151,20 @@ async def emergency_inbound(
     rounds = 0
     while True:
         for dispatcher in _by_availability(s, dispatchers):
-            if await _reach(s, caller, dispatcher, ring):
+            reached = await _reach(s, caller, dispatcher, ring)
+            if isinstance(reached, Command):  # ``end`` while the position rang
+                await stop_quietly(s, ringback)
+                return await _hold_emergency(s, dispatcher, caller, ring, reached)
+            if reached:
                 await stop_quietly(s, ringback)
                 await s.connect(caller, dispatcher)
                 return await _hold_emergency(s, dispatcher, caller, ring)
         rounds += 1
         s.note(f"no position answered {caller.id}'s emergency call (round {rounds}); ringing on")
-        await s.sleep(_PAUSE)
+        end = await _pause(s, _PAUSE)
+        if end is not None:
+            await stop_quietly(s, ringback)
+            return await _hold_emergency(s, dispatchers[0], caller, ring, end)
 
 
 #: Between two rounds over every position (each unreachable, say), the caller hears ringback
@@ -176,18 +183,47 @@ def _by_availability(s: Session, dispatchers: list[User]) -> list[User]:
     return sorted(dispatchers, key=rank)
 
 
-async def _reach(s: Session, caller: User, dispatcher: User, ring: float) -> bool:
+#: Why a ``redial`` is refused while an inbound emergency call is put through.
+_PUTTING_THROUGH = "the emergency call is being put through to a position"
+
+
+async def _pause(s: Session, seconds: float) -> Command | None:
+    """The pause between two rounds, cut short by ``end`` (returned); a ``redial`` meanwhile
+    is refused. The caller's loss is raised."""
+    deadline = s.now() + seconds
+    while (left := deadline - s.now()) > 0:
+        cmd = await s.command(left)
+        if cmd is None:
+            continue
+        if cmd.name == "end":
+            return cmd
+        cmd.fail(FlowUsageError(_PUTTING_THROUGH))
+    return None
+
+
+async def _reach(s: Session, caller: User, dispatcher: User, ring: float) -> bool | Command:
     """Take ``dispatcher`` (preempting a less important call) and ring it while the caller
     hears ringback. False — and the position given back — if it cannot be taken, does not
-    answer, is unreachable, or is lost meanwhile; the caller's own loss is raised."""
+    answer, is unreachable, or is lost meanwhile; the caller's own loss is raised. An ``end``
+    sent while it rings stops that ringing at once and is returned (a ``redial`` meanwhile is
+    refused)."""
     try:
         await s.claim(dispatcher, reason=f"emergency call from {caller.id}")
     except (ClaimDenied, Superseded, UserHungUp) as exc:
         s.note(f"{dispatcher.id} cannot take the emergency call: {type(exc).__name__}")
         return False
     try:
-        await s.dial(dispatcher, timeout=ring, caller=caller)
-        return True
+        deadline = s.now() + ring
+        while True:
+            got = await s.dial_or_command(
+                dispatcher, timeout=max(0.0, deadline - s.now()), caller=caller
+            )
+            if not isinstance(got, Command):
+                return True
+            if got.name == "end":
+                await _give_back(s, dispatcher)
+                return got
+            got.fail(FlowUsageError(_PUTTING_THROUGH))
     except CallFailed as exc:
         s.note(f"{dispatcher.id} did not take the emergency call ({exc.cause.value})")
     except FlowInterrupted as exc:
