@@ -18,7 +18,7 @@ from baton.service.routing import Router
 from baton.switch.sim import never_answers, unreachable
 from baton.testing import World
 
-from .helpers import api, assert_error, eventually, make_config, running
+from .helpers import Api, api, assert_error, eventually, make_config, running
 
 
 class Centre:
@@ -439,3 +439,33 @@ async def test_logging_out_while_a_queued_call_rings_passes_it_on_at_once(
         assert callinfo.peer_of(unit1).id == "sup1"
         assert svc.manager.state_of(disp1) == "idle"  # its phone stopped ringing
         assert svc.positions.state_of("disp1") is AgentState.LOGGED_OUT
+
+
+@pytest.mark.realtime
+async def test_signing_out_of_the_last_console_session_logs_the_position_out(
+    tmp_path: Path,
+) -> None:
+    """A dispatcher who signs out of the console has left: the position goes *logged out*,
+    so the queue offers it nothing, rather than staying *ready* and letting the next caller
+    ring out there first. Signing out of one of two sessions, or a token's revocation, leaves
+    the agent state alone."""
+    async with api(tmp_path, "disp1", "disp2") as (svc, a):
+        second = Api(svc)
+        await second.login("disp1")
+        assert svc.positions.state_of("disp1") is AgentState.READY
+        async with a.client("disp1") as c:
+            assert (await c.post("/api/logout")).status_code == 204
+        assert svc.positions.state_of("disp1") is AgentState.READY  # still signed in elsewhere
+        async with second.client("disp1") as c:
+            assert (await c.post("/api/logout")).status_code == 204
+        assert svc.positions.state_of("disp1") is AgentState.LOGGED_OUT
+        assert svc.positions.view("disp1")["by"] == "disp1"
+        # an API token of a position is no console session: revoking it changes nothing
+        async with a.client("disp2") as c:
+            r = await c.post("/api/tokens", json={"label": "wallboard"})
+            assert r.status_code == 201, r.text
+            token = r.json()["token"]
+        a.tokens["wallboard"] = token
+        async with a.client("wallboard") as c:
+            assert (await c.post("/api/logout")).status_code == 204
+        assert svc.positions.state_of("disp2") is AgentState.READY

@@ -17,6 +17,7 @@ from baton.service.auth.schema import (
 from baton.service.auth.service import TokenInfo
 from baton.service.deps import SESSION_COOKIE, Authed, Svc, client_address
 from baton.service.errors import NotFound, Unauthenticated
+from baton.service.positions.service import AgentState
 from baton.service.records.present import iso
 
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -83,10 +84,31 @@ async def login(
 
 @router.post("/logout", status_code=204)
 async def logout(request: Request, response: Response, principal: Authed, svc: Svc) -> None:
-    """End the current session (or revoke the token used)."""
+    """End the current session (or revoke the token used). A position signing out of its last
+    console session is logged out as an agent too: the queue stops offering it calls nobody
+    is there to answer (docs/service.md, "Positions")."""
     await svc.auth.revoke(principal.token_id)
     response.delete_cookie(SESSION_COOKIE, path="/")
     svc.audit(principal, "logout", principal.token_id, "ok", {}, remote=client_address(request))
+    if svc.positions.is_position(principal.user_id):
+        now = svc.wallclock()
+        mine = await svc.auth.list_tokens(principal.user_id)
+        was_session = any(t.id == principal.token_id and t.kind == "session" for t in mine)
+        still_in = any(
+            t.kind == "session"
+            and t.id != principal.token_id
+            and t.revoked_at is None
+            and (t.expires_at is None or t.expires_at > now)
+            for t in mine
+        )
+        if was_session and not still_in:
+            svc.positions.set(
+                principal.user_id,
+                AgentState.LOGGED_OUT,
+                by=principal.user_id,
+                role=principal.role,
+                via="console",
+            )
     await svc.journal.sync()
 
 
