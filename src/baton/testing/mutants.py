@@ -1025,6 +1025,17 @@ CATALOGUE: tuple[Mutant, ...] = (
         ),
     ),
     _m(
+        "command_waits_for_the_answer",
+        "core",
+        "a dial that gives way to commands waits for the answer all the same (a cancel pressed "
+        "while a phone rings is read once it is answered or gives up)",
+        (
+            "core/manager.py",
+            "                if until is None:\n                    await leg.outcome()\n",
+            "                if True:  # MUTANT\n                    await leg.outcome()\n",
+        ),
+    ),
+    _m(
         "ptt_two_talkers",
         "library",
         "PTT: the floor is granted to a second talker without revoking the first",
