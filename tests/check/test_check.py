@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from broken_flows import (
     abandoning_flow,
@@ -12,12 +14,13 @@ from broken_flows import (
     stubborn_flow,
 )
 
-from baton.core import FlowSpec
+from baton.core import FlowSpec, Session, User, flow
 from baton.flows import LIBRARY, call, emergency_call, force_release
 from baton.testing import World
 from baton.testing.check import (
     Perturbation,
     Schedule,
+    _arguments,
     _mistakes,
     _Runner,
     check_flow,
@@ -26,6 +29,7 @@ from baton.testing.check import (
 )
 from baton.testing.check_cli import main
 from baton.testing.clock import run_virtual
+from baton.testing.setups import DISPATCHERS, FIELD
 
 #: per flow: enough to land every kind of perturbation at every await point of most flows
 LIBRARY_BUDGET = 40
@@ -270,3 +274,23 @@ def test_no_perturbation_lands_on_the_scenarios_own_clean_up() -> None:
     report = check_flow(spec, default_against(spec), replay=schedule)
     failure = report.first_failure()
     assert report.ok, failure and [f.message for f in failure.findings]
+
+
+def test_no_user_is_drawn_for_two_roles() -> None:
+    """Three roles on two dispatchers (dispatcher, field user, supervisor): once the field
+    user drew a dispatcher, the supervisor used to draw the same one — a flow started with one
+    user in two roles, and the guide's escort flow FAILED on it (dead air for a dispatcher
+    whose field user "was" the supervisor). A role past its pool takes anyone not drawn yet."""
+
+    @flow()
+    async def escort(s: Session, dispatcher: User, field: User, supervisor: User) -> None:
+        return None
+
+    w = World(*FIELD)
+    for d in DISPATCHERS:
+        w.add(d, keep=True)
+    for seed in range(300):
+        args = _arguments(escort, w, random.Random(seed))
+        assert args is not None
+        drawn = [args["dispatcher"], args["field"], args["supervisor"]]
+        assert len(set(drawn)) == 3, (seed, [u.id for u in drawn])

@@ -245,7 +245,10 @@ def _arguments(spec: FlowSpec[Any], w: World, rng: random.Random) -> dict[str, A
     used: list[User] = []
 
     def pick(pool: list[User]) -> User:
-        free = [u for u in pool if u not in used] or pool
+        # one user in two roles (a field user who is also the supervisor) is no contention
+        # but a flow used wrongly: past its pool, a role takes anyone not drawn yet
+        everyone = [*field_users, *dispatchers]
+        free = [u for u in pool if u not in used] or [u for u in everyone if u not in used] or pool
         u = rng.choice(free)
         used.append(u)
         return u
