@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from baton.core import BatonError, Flow, FlowUsageError, NotOwner, User
+from _rigs.mixes import crashed, send, timing
+from baton.core import Flow, FlowUsageError, User
 from baton.flows import (
     DispatcherQueue,
     attended_transfer,
@@ -37,7 +37,7 @@ from baton.flows import (
     whisper,
 )
 from baton.flows.ptt import ptt_group
-from baton.switch.sim import Timing, answers, busy, never_answers, rejects
+from baton.switch.sim import answers, busy, never_answers, rejects
 from baton.testing import World
 
 _FROM = int(os.environ.get("BATON_MIX_FROM", "0"))
@@ -90,23 +90,9 @@ def _starters(w: World, q: DispatcherQueue, rng: random.Random) -> list[Callable
     ]
 
 
-def _timing(seed: int) -> Timing:
-    """The switch of mix ``seed``: slow at everything; or slow to clear and to place calls,
-    with events late (a preemption's clear outlasting a hang-up and a new call); or quick to
-    act but late to report. Each profile found interleavings the others did not."""
-    profile = seed % 3
-    if profile == 0:
-        return Timing.real(seed)
-    if profile == 1:
-        return Timing(
-            commands={"clear": (0.3, 1.5), "originate": (0.2, 1.0)}, events=(0, 0.4), seed=seed
-        )
-    return Timing(default=(0, 0.2), events=(0.3, 1.5), seed=seed)
-
-
 async def _mix(seed: int) -> tuple[World, list[Flow]]:
     rng = random.Random(seed)
-    w = World(*FIELD, grace=2.0, timing=_timing(seed))
+    w = World(*FIELD, grace=2.0, timing=timing(seed))
     for name in DISPATCHERS:
         w.add(name, keep=True)
     for u in FIELD:
@@ -133,14 +119,14 @@ async def _mix(seed: int) -> tuple[World, list[Flow]]:
             target = flows[rng.randrange(len(flows))]
             for cmd in ("end", "leave", "resume", "complete", "redial", "cancel"):
                 if cmd in target.spec.commands:
-                    _send(target, cmd)
+                    send(target, cmd)
                     break
         await w.run(rng.choice([0.0, 0.1, 0.3, 0.7, 2.0]))
     await w.run(20)
     for flow in flows:  # wind down whatever holds on: end commands, then cancel
         for cmd in ("end", "leave", "clear_emergency"):
             if cmd in flow.spec.commands:
-                _send(flow, cmd)
+                send(flow, cmd)
     await w.run(5)
     for flow in flows:
         flow.cancel("mix over")
@@ -151,32 +137,9 @@ async def _mix(seed: int) -> tuple[World, list[Flow]]:
     return w, flows
 
 
-def _crashed(flows: list[Flow]) -> list[str]:
-    """Flows that crashed, or operated on a user they had lost without being told (the loss
-    raised as NotOwner instead of the Preempted or UserHungUp they must hear)."""
-    return [
-        f"{f.name}: {f.error!r}"
-        for f in flows
-        if f.error is not None
-        and (isinstance(f.error, NotOwner) or not isinstance(f.error, BatonError))
-    ]
-
-
-def _send(flow: Flow, command: str) -> None:
-    try:
-        flow.send(command).add_done_callback(_ignore)
-    except FlowUsageError:
-        pass  # it is finishing or has ended: it takes no more commands
-
-
-def _ignore(fut: Any) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_sixty_flows_on_random_phones_under_a_slow_switch(seed: int) -> None:
     w, flows = await _mix(seed)
     w.assert_ok(quiescent=True)
-    assert not _crashed(flows)
+    assert not crashed(flows)
     await w.close()

@@ -28,11 +28,11 @@ import asyncio
 import os
 import random
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from baton.core import BatonError, Flow, FlowUsageError, NotOwner, Priority, User
+from _rigs.mixes import console_hang_up, crashed, send
+from baton.core import BatonError, Flow, User
 from baton.flows import (
     DispatcherQueue,
     attended_transfer,
@@ -55,7 +55,6 @@ from baton.flows import (
 from baton.flows.ptt import ptt_group
 from baton.service.cluster.restore import keep_line
 from baton.service.meetings.flows import meeting_release
-from baton.service.positions.flows import hang_up
 from baton.service.routing.flows import (
     dial_in,
     feature_code,
@@ -85,15 +84,6 @@ PHONES = [
 
 _WITH_USER = {"add", "kick", "mute", "unmute", "listen", "speak", "request", "release"}
 _WITH_USER |= {"override", "remove", "emergency"}
-
-
-def _console_hang_up(w: World, user: User) -> Flow:
-    """As the service starts it: one level above the holder, never above an emergency."""
-    owner = w.manager.owner_of(user)
-    priority = (owner.priority + 1) if owner is not None else 0
-    if priority > Priority.EMERGENCY:
-        raise FlowUsageError(f"{user.id} is held by an emergency")
-    return w.start(hang_up, user, priority=priority)
 
 
 class _Storm:
@@ -136,7 +126,7 @@ class _Storm:
             lambda: w.start(group_call, self.d(), [target, *others], ring=6.0),
             lambda: w.start(blind_transfer, target, *others, self.f()[0], ring=6.0),
             lambda: w.start(pickup, self.d(), target),
-            lambda: _console_hang_up(w, target),
+            lambda: console_hang_up(w, target),
             lambda: w.start(meeting_release, [target], "removed by the console"),
             lambda: w.start(
                 ptt_group, [target, *others], [self.d()], initiator=None, hang_time=3.0
@@ -212,7 +202,7 @@ class _Storm:
                 group = rng.choice(groups)
                 self.add(rng.choice(self.at(w[user])))
                 for cmd in rng.sample(["request", "override", "release"], 2):
-                    _send(group, cmd, {"user": user})
+                    send(group, cmd, {"user": user})
         elif roll < 0.68:
             w.sim.hang_up(user)
         elif roll < 0.72:
@@ -229,7 +219,7 @@ class _Storm:
                 target = rng.choice(live)
                 cmd = rng.choice(sorted(target.spec.commands))
                 args = {"user": rng.choice([*FIELD, *DISPATCHERS])} if cmd in _WITH_USER else {}
-                _send(target, cmd, args)
+                send(target, cmd, args)
         else:
             w.sim.fail_next(rng.choice(["originate", "bridge", "join", "play", "answer", "clear"]))
 
@@ -268,7 +258,7 @@ class _Storm:
         for flow in self.flows:  # wind down whatever holds on: end commands, then cancel
             for cmd in ("end", "leave", "clear_emergency"):
                 if cmd in flow.spec.commands:
-                    _send(flow, cmd, {})
+                    send(flow, cmd, {})
         await w.run(10)
         for flow in self.flows:
             flow.cancel("mix over")
@@ -278,35 +268,13 @@ class _Storm:
         assert all(flow.ended for flow in self.flows), [f.name for f in self.flows if not f.ended]
         return w
 
-    def crashed(self) -> list[str]:
-        """Flows that crashed, or operated on a user they had lost without being told (the
-        loss raised as NotOwner instead of the Preempted or UserHungUp they must hear)."""
-        return [
-            f"{f.name}: {f.error!r}"
-            for f in self.flows
-            if f.error is not None
-            and (isinstance(f.error, NotOwner) or not isinstance(f.error, BatonError))
-        ]
-
-
-def _send(flow: Flow, command: str, args: dict[str, str]) -> None:
-    try:
-        flow.send(command, **args).add_done_callback(_ignore)
-    except FlowUsageError:
-        pass  # it is finishing or has ended: it takes no more commands
-
-
-def _ignore(fut: Any) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
 
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_contention_storm_on_a_heavy_tailed_switch(seed: int) -> None:
     storm = _Storm(seed)
     w = await storm.run()
     w.assert_ok(quiescent=True)
-    assert not storm.crashed()
+    assert not crashed(storm.flows)
     await w.close()
 
 
@@ -320,5 +288,5 @@ async def test_the_service_stopping_mid_storm_ends_every_flow_in_bound(seed: int
     assert all(f.ended for f in storm.flows), [f.name for f in storm.flows if not f.ended]
     assert took <= storm.w.manager.end_timeout + 1.0
     storm.w.assert_ok()
-    assert not storm.crashed()
+    assert not crashed(storm.flows)
     await storm.w.close()

@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from baton.core import BatonError, Flow, FlowUsageError, NotOwner, Priority, Tone, User
+from _rigs.mixes import console_hang_up, crashed, send, timing
+from baton.core import BatonError, Flow, Tone, User
 from baton.flows import (
     DispatcherQueue,
     attended_transfer,
@@ -44,8 +44,7 @@ from baton.flows import (
 from baton.flows.ptt import ptt_group
 from baton.service.cluster.restore import keep_line
 from baton.service.meetings.flows import meeting_release
-from baton.service.positions.flows import hang_up
-from baton.switch.sim import Timing, answers, busy, never_answers, rejects
+from baton.switch.sim import answers, busy, never_answers, rejects
 from baton.testing import World
 
 _FROM = int(os.environ.get("BATON_MIX_FROM", "0"))
@@ -124,26 +123,16 @@ def _starters(w: World, q: DispatcherQueue, rng: random.Random) -> list[Callable
         lambda: w.start(take_call, d(), q),
         # the console's Hang up, started one level above whatever holds the user (as the
         # service does), and its removal of meeting members
-        lambda: _console_hang_up(w, rng.choice([*f(), d()])),
+        lambda: console_hang_up(w, rng.choice([*f(), d()])),
         lambda: w.start(meeting_release, f(2), "removed by the console"),
         # what a standby starts after a fail-over: a position's always-on line dialled again
         lambda: w.start(keep_line, d()),
     ]
 
 
-def _console_hang_up(w: World, user: User) -> Flow:
-    """As the service starts it: one level above the holder, and never above an emergency
-    (no role may: the emergency itself is ended instead)."""
-    owner = w.manager.owner_of(user)
-    priority = (owner.priority + 1) if owner is not None else 0
-    if priority > Priority.EMERGENCY:
-        raise FlowUsageError(f"{user.id} is held by an emergency")
-    return w.start(hang_up, user, priority=priority)
-
-
 async def _mix(seed: int) -> tuple[World, list[Flow]]:
     rng = random.Random(seed)
-    w = World(*FIELD, grace=2.0, timing=_timing(seed))
+    w = World(*FIELD, grace=2.0, timing=timing(seed))
     for name in DISPATCHERS:
         w.add(name, keep=True)
     for u in FIELD:
@@ -172,7 +161,7 @@ async def _mix(seed: int) -> tuple[World, list[Flow]]:
                 target = rng.choice(live)
                 cmd = rng.choice(sorted(target.spec.commands))
                 args = {"user": rng.choice([*FIELD, *DISPATCHERS])} if cmd in _WITH_USER else {}
-                _send(target, cmd, args)
+                send(target, cmd, args)
         elif roll < 0.52:
             w.sim.fail_next(rng.choice(_FAILING))
         await w.run(rng.choice([0.0, 0.1, 0.3, 0.7, 2.0]))
@@ -180,7 +169,7 @@ async def _mix(seed: int) -> tuple[World, list[Flow]]:
     for flow in flows:  # wind down whatever holds on: end commands, then cancel
         for cmd in ("end", "leave", "clear_emergency"):
             if cmd in flow.spec.commands:
-                _send(flow, cmd, {})
+                send(flow, cmd, {})
     await w.run(5)
     for flow in flows:
         flow.cancel("mix over")
@@ -191,45 +180,9 @@ async def _mix(seed: int) -> tuple[World, list[Flow]]:
     return w, flows
 
 
-def _crashed(flows: list[Flow]) -> list[str]:
-    """Flows that crashed, or operated on a user they had lost without being told (the loss
-    raised as NotOwner instead of the Preempted or UserHungUp they must hear)."""
-    return [
-        f"{f.name}: {f.error!r}"
-        for f in flows
-        if f.error is not None
-        and (isinstance(f.error, NotOwner) or not isinstance(f.error, BatonError))
-    ]
-
-
-def _send(flow: Flow, command: str, args: dict[str, str]) -> None:
-    try:
-        flow.send(command, **args).add_done_callback(_ignore)
-    except FlowUsageError:
-        pass  # it is finishing or has ended: it takes no more commands
-
-
-def _ignore(fut: Any) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _timing(seed: int) -> Timing:
-    """As in ``test_random_mix``: slow at everything; slow to clear and to place calls, with
-    events late; or quick to act but late to report."""
-    profile = seed % 3
-    if profile == 0:
-        return Timing.real(seed)
-    if profile == 1:
-        return Timing(
-            commands={"clear": (0.3, 1.5), "originate": (0.2, 1.0)}, events=(0, 0.4), seed=seed
-        )
-    return Timing(default=(0, 0.2), events=(0.3, 1.5), seed=seed)
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_sixty_flows_every_command_under_a_slow_switch(seed: int) -> None:
     w, flows = await _mix(seed)
     w.assert_ok(quiescent=True)
-    assert not _crashed(flows)
+    assert not crashed(flows)
     await w.close()
